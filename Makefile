@@ -1,0 +1,25 @@
+# One entry for people and CI: `make run` serves on the embedded SQLite default,
+# `make test` runs lint, format check and the whole suite (PostgreSQL and SQLite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint install
+
+$(BIN)/shopify-receiver: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/shopify-receiver
+
+run: install
+	$(BIN)/shopify-receiver serve --host 127.0.0.1 --port 8000
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest

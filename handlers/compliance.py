@@ -1,0 +1,227 @@
+"""The mandatory compliance topics and the export that answers a data request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from handlers.dispatch import EventContext, handles
+from handlers.normalize import optional_shopify_id, parse_shopify_id
+from handlers.personal_data import mentions, scrub
+from models import ComplianceRequest, Customer, Order, Product, Tenant, WebhookEvent, utcnow
+
+SCAN_BATCH = 500
+
+
+def _customer_of(payload: dict[str, Any]) -> dict[str, Any]:
+    customer = payload.get("customer")
+    if not isinstance(customer, dict):
+        raise ValueError("compliance payload has no customer object")
+    return customer
+
+
+def _order_ids(payload: dict[str, Any], key: str) -> list[int]:
+    ids = payload.get(key) or []
+    if not isinstance(ids, list):
+        raise ValueError(f"{key} must be a list of order ids")
+    return [parse_shopify_id(order_id, key) for order_id in ids]
+
+
+@handles("customers/data_request")
+async def record_data_request(
+    session: AsyncSession, context: EventContext, payload: dict[str, Any]
+) -> None:
+    """Recorded here; answered with `shopify-receiver compliance export`."""
+    customer = _customer_of(payload)
+    session.add(
+        ComplianceRequest(
+            tenant_id=context.tenant_id,
+            webhook_event_id=context.webhook_event_id,
+            topic=context.topic,
+            customer_shopify_id=parse_shopify_id(customer.get("id"), "customer.id"),
+            payload=payload,
+        )
+    )
+
+
+@handles("customers/redact")
+async def redact_customer(
+    session: AsyncSession, context: EventContext, payload: dict[str, Any]
+) -> None:
+    customer = _customer_of(payload)
+    customer_id = parse_shopify_id(customer.get("id"), "customer.id")
+    order_ids = _order_ids(payload, "orders_to_redact")
+    identifiers = {str(customer.get("email") or ""), str(customer.get("phone") or "")}
+    stored = await session.scalar(
+        select(Customer).where(
+            Customer.tenant_id == context.tenant_id, Customer.shopify_id == customer_id
+        )
+    )
+    if stored is not None:
+        identifiers |= {stored.email or "", stored.phone or ""}
+    identifiers.discard("")
+    await redact_personal_data(session, context.tenant_id, customer_id, order_ids, identifiers)
+    session.add(
+        ComplianceRequest(
+            tenant_id=context.tenant_id,
+            webhook_event_id=context.webhook_event_id,
+            topic=context.topic,
+            customer_shopify_id=customer_id,
+            payload=scrub(payload, identifiers),
+            completed_at=utcnow(),
+        )
+    )
+
+
+async def redact_personal_data(
+    session: AsyncSession,
+    tenant_id: int,
+    customer_id: int,
+    order_ids: list[int],
+    identifiers: set[str],
+) -> None:
+    """Remove one customer's personal data from rows and from every stored payload."""
+    customers = await session.scalars(
+        select(Customer).where(Customer.tenant_id == tenant_id, Customer.shopify_id == customer_id)
+    )
+    for row in customers:
+        row.email = row.first_name = row.last_name = row.phone = None
+        row.raw = scrub(row.raw, identifiers)
+    orders = await session.scalars(
+        select(Order).where(
+            Order.tenant_id == tenant_id,
+            or_(Order.customer_shopify_id == customer_id, Order.shopify_id.in_(order_ids)),
+        )
+    )
+    for row in orders:
+        row.email = None
+        row.raw = scrub(row.raw, identifiers)
+    requests = await session.scalars(
+        select(ComplianceRequest).where(
+            ComplianceRequest.tenant_id == tenant_id,
+            ComplianceRequest.customer_shopify_id == customer_id,
+        )
+    )
+    for request in requests:
+        request.payload = scrub(request.payload, identifiers)
+    async for event_id, payload in _tenant_payloads(session, tenant_id):
+        if mentions(payload, customer_id, order_ids, identifiers):
+            await session.execute(
+                update(WebhookEvent)
+                .where(WebhookEvent.id == event_id)
+                .values(payload=scrub(payload, identifiers))
+                .execution_options(synchronize_session=False)
+            )
+    await session.flush()
+
+
+async def _tenant_payloads(session: AsyncSession, tenant_id: int) -> AsyncIterator[tuple[int, Any]]:
+    """Every stored payload of the tenant, in batches, so memory stays flat on a big inbox."""
+    after = 0
+    while True:
+        batch = (
+            await session.execute(
+                select(WebhookEvent.id, WebhookEvent.payload)
+                .where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.id > after)
+                .order_by(WebhookEvent.id)
+                .limit(SCAN_BATCH)
+            )
+        ).all()
+        if not batch:
+            return
+        for event_id, payload in batch:
+            yield event_id, payload
+        after = batch[-1][0]
+
+
+@handles("shop/redact")
+async def redact_shop(
+    session: AsyncSession, context: EventContext, payload: dict[str, Any]
+) -> None:
+    """Delete everything held for the shop; the tenant row stays, marked redacted."""
+    tenant_id = context.tenant_id
+    for model in (Customer, Product, Order, ComplianceRequest):
+        await session.execute(
+            delete(model)
+            .where(model.tenant_id == tenant_id)
+            .execution_options(synchronize_session=False)
+        )
+    await session.execute(
+        delete(WebhookEvent)
+        .where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.id != context.webhook_event_id)
+        .execution_options(synchronize_session=False)
+    )
+    now = utcnow()
+    await session.execute(
+        update(Tenant)
+        .where(Tenant.id == tenant_id)
+        .values(
+            status="redacted",
+            access_token_encrypted=None,
+            webhook_secrets_encrypted=None,
+            redacted_at=now,
+            updated_at=now,
+        )
+    )
+    session.add(
+        ComplianceRequest(
+            tenant_id=tenant_id,
+            webhook_event_id=context.webhook_event_id,
+            topic=context.topic,
+            customer_shopify_id=optional_shopify_id(payload.get("customer_id"), "customer_id"),
+            payload=payload,
+            completed_at=now,
+        )
+    )
+
+
+def _row_dict(row: Any) -> dict[str, Any]:
+    return {column.key: getattr(row, column.key) for column in row.__table__.columns}
+
+
+async def export_customer(
+    session: AsyncSession, tenant_id: int, customer_id: int, *, complete_requests: bool = True
+) -> dict[str, Any]:
+    """Everything stored about one customer, for answering customers/data_request."""
+    customer = await session.scalar(
+        select(Customer).where(Customer.tenant_id == tenant_id, Customer.shopify_id == customer_id)
+    )
+    orders = await session.scalars(
+        select(Order)
+        .where(Order.tenant_id == tenant_id, Order.customer_shopify_id == customer_id)
+        .order_by(Order.shopify_id)
+    )
+    order_rows = [_row_dict(order) for order in orders]
+    order_ids = [order["shopify_id"] for order in order_rows]
+    identifiers = {customer.email or "", customer.phone or ""} if customer else set()
+    identifiers.discard("")
+    requests = list(
+        await session.scalars(
+            select(ComplianceRequest)
+            .where(
+                ComplianceRequest.tenant_id == tenant_id,
+                ComplianceRequest.customer_shopify_id == customer_id,
+            )
+            .order_by(ComplianceRequest.id)
+        )
+    )
+    events = []
+    async for event_id, payload in _tenant_payloads(session, tenant_id):
+        if mentions(payload, customer_id, order_ids, identifiers):
+            event = await session.get(WebhookEvent, event_id)
+            if event is not None:
+                events.append(_row_dict(event))
+    if complete_requests:
+        now = utcnow()
+        for request in requests:
+            if request.topic == "customers/data_request" and request.completed_at is None:
+                request.completed_at = now
+    return {
+        "customer": _row_dict(customer) if customer else None,
+        "orders": order_rows,
+        "compliance_requests": [_row_dict(request) for request in requests],
+        "webhook_events": events,
+    }

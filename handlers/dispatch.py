@@ -1,0 +1,121 @@
+"""Topic -> handler registry, and the one place an inbox event gets applied."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import Tenant, WebhookEvent, utcnow
+
+log = logging.getLogger("shopify_receiver.handlers")
+
+# Shopify sends these even after uninstall (shop/redact comes 48 hours later).
+COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
+MAX_ERROR_LENGTH = 4000
+
+
+@dataclass(frozen=True)
+class EventContext:
+    tenant: Tenant
+    topic: str
+    webhook_event_id: int | None
+    triggered_at: datetime | None
+    received_at: datetime
+
+    @property
+    def tenant_id(self) -> int:
+        return self.tenant.id
+
+    @property
+    def happened_at(self) -> datetime:
+        """Best known time of the change: Shopify's trigger time, else when we received it."""
+        return self.triggered_at or self.received_at
+
+
+Handler = Callable[[AsyncSession, EventContext, dict[str, Any]], Awaitable[None]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(*topics: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        for topic in topics:
+            if topic in HANDLERS:
+                raise RuntimeError(f"two handlers for {topic}")
+            HANDLERS[topic] = handler
+        return handler
+
+    return register
+
+
+def handled_topics() -> list[str]:
+    return sorted(HANDLERS)
+
+
+async def process_event(session: AsyncSession, event: WebhookEvent) -> None:
+    """Apply a stored event and record the outcome on it; used for first delivery and replay.
+
+    The handler runs in a savepoint: when it raises, its writes are undone and the event is
+    kept as `failed` with the error, so one bad payload never costs the inbox row.
+    """
+    event.attempts += 1
+    event.processed_at = utcnow()
+    handler = HANDLERS.get(event.topic)
+    tenant = await session.get(Tenant, event.tenant_id) if event.tenant_id else None
+    if handler is None:
+        _finish(event, "ignored", f"topic {event.topic} is not handled")
+        return
+    if tenant is None:
+        _finish(event, "ignored", f"unknown shop {event.shop_domain}")
+        return
+    if tenant.status != "active" and event.topic not in COMPLIANCE_TOPICS:
+        _finish(event, "ignored", f"shop is {tenant.status}")
+        return
+    context = EventContext(
+        tenant=tenant,
+        topic=event.topic,
+        webhook_event_id=event.id,
+        triggered_at=event.triggered_at,
+        received_at=event.received_at,
+    )
+    try:
+        async with session.begin_nested():
+            await handler(session, context, event.payload or {})
+    except sa_exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise  # the database went away: nothing can be recorded, let the caller answer 503
+        _fail(event, exc)
+    except Exception as exc:
+        _fail(event, exc)
+    else:
+        _finish(event, "processed", None)
+
+
+def _finish(event: WebhookEvent, status: str, note: str | None) -> None:
+    event.status = status
+    event.error = note
+    log.info(
+        "webhook.%s shop=%s topic=%s event=%s note=%s",
+        status,
+        event.shop_domain,
+        event.topic,
+        event.dedupe_key,
+        note,
+    )
+
+
+def _fail(event: WebhookEvent, exc: Exception) -> None:
+    event.status = "failed"
+    event.error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+    log.warning(
+        "webhook.failed shop=%s topic=%s event=%s error=%s",
+        event.shop_domain,
+        event.topic,
+        event.dedupe_key,
+        event.error,
+    )

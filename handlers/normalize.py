@@ -1,0 +1,292 @@
+"""One normaliser per resource: webhook (REST-shaped) and backfill (GraphQL node) payloads
+become the same record, so both paths write identical rows.
+
+A record is a dict of column values for the resource's table, without `tenant_id`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+Record = dict[str, Any]
+
+MAX_SHOPIFY_ID = 2**63 - 1
+
+
+class PayloadError(ValueError):
+    """A payload that cannot be turned into a record; the event is marked failed, not lost."""
+
+
+def is_graphql_node(payload: Mapping[str, Any]) -> bool:
+    node_id = payload.get("id")
+    return isinstance(node_id, str) and node_id.startswith("gid://")
+
+
+def parse_shopify_id(value: Any, field: str = "id") -> int:
+    """Numeric id from an integer, a numeric string or a gid (`gid://shopify/Order/123`)."""
+    if isinstance(value, bool):
+        raise PayloadError(f"{field}: expected an id, got {value!r}")
+    if isinstance(value, str):
+        text = value.rsplit("/", 1)[-1] if value.startswith("gid://") else value
+        text = text.split("?", 1)[0]
+        if not text.isdigit():
+            raise PayloadError(f"{field}: {value!r} is not a Shopify id")
+        value = int(text)
+    if not isinstance(value, int):
+        raise PayloadError(f"{field}: expected an id, got {value!r}")
+    if not 0 < value <= MAX_SHOPIFY_ID:
+        raise PayloadError(f"{field}: {value} is outside the 64-bit id range")
+    return value
+
+
+def optional_shopify_id(value: Any, field: str) -> int | None:
+    return None if value is None else parse_shopify_id(value, field)
+
+
+def parse_timestamp(value: Any, field: str = "timestamp") -> datetime | None:
+    """ISO-8601 to an aware UTC datetime; fractions beyond microseconds are cut, not rounded."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(f"{field}: expected an ISO-8601 string, got {value!r}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    date_part, sep, time_part = text.partition("T")
+    if sep and "." in time_part:
+        # Python parses at most six fractional digits; Shopify headers carry nine.
+        whole, _, rest = time_part.partition(".")
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        time_part = f"{whole}.{rest[:digits][:6]}{rest[digits:]}"
+        text = f"{date_part}T{time_part}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise PayloadError(f"{field}: {value!r} is not an ISO-8601 timestamp") from exc
+    if parsed.tzinfo is None:
+        raise PayloadError(f"{field}: {value!r} has no UTC offset")
+    return parsed.astimezone(UTC)
+
+
+def parse_money(value: Any, field: str = "amount") -> Decimal | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise PayloadError(f"{field}: expected an amount, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PayloadError(f"{field}: {value!r} is not a finite amount")
+    try:
+        # str() first: Decimal(0.1) would carry the float's binary error into the books.
+        amount = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise PayloadError(f"{field}: {value!r} is not an amount") from exc
+    if not amount.is_finite() or abs(amount) >= Decimal("1e16"):
+        raise PayloadError(f"{field}: {value!r} is out of range")
+    return amount
+
+
+def parse_count(value: Any, field: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise PayloadError(f"{field}: expected a count, got {value!r}")
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= MAX_SHOPIFY_ID:
+        raise PayloadError(f"{field}: {value!r} is not a count")
+    return value
+
+
+def optional_text(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise PayloadError(f"{field}: expected text, got {type(value).__name__}")
+    text = str(value)
+    return text or None
+
+
+def lower_enum(value: Any, field: str) -> str | None:
+    """GraphQL enums (`PARTIALLY_PAID`) and REST values (`partially_paid`) to the REST spelling."""
+    text = optional_text(value, field)
+    return text.lower() if text else None
+
+
+def _mapping(value: Any, field: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise PayloadError(f"{field}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _require_object(payload: Any, resource: str) -> Mapping[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise PayloadError(f"{resource}: payload must be a JSON object")
+    if "id" not in payload:
+        raise PayloadError(f"{resource}: payload has no id")
+    return payload
+
+
+def _shop_money(bag: Any, field: str) -> tuple[Decimal | None, str | None]:
+    """Amount and currency from a GraphQL MoneyBag or a REST `*_set` (shop currency side)."""
+    bag = _mapping(bag, field)
+    money = _mapping(bag.get("shopMoney", bag.get("shop_money")), field)
+    amount = parse_money(money.get("amount"), field)
+    currency = optional_text(money.get("currencyCode", money.get("currency_code")), field)
+    return amount, currency
+
+
+def _common(payload: Mapping[str, Any], resource: str) -> Record:
+    graphql = is_graphql_node(payload)
+    return {
+        "shopify_id": parse_shopify_id(payload["id"], f"{resource}.id"),
+        "shopify_created_at": parse_timestamp(
+            payload.get("createdAt" if graphql else "created_at"), f"{resource}.created_at"
+        ),
+        "shopify_updated_at": parse_timestamp(
+            payload.get("updatedAt" if graphql else "updated_at"), f"{resource}.updated_at"
+        ),
+        "raw": dict(payload),
+    }
+
+
+def normalize_customer(payload: Any) -> Record:
+    payload = _require_object(payload, "customer")
+    record = _common(payload, "customer")
+    if is_graphql_node(payload):
+        email = payload.get("email") or _mapping(
+            payload.get("defaultEmailAddress"), "customer.defaultEmailAddress"
+        ).get("emailAddress")
+        phone = payload.get("phone") or _mapping(
+            payload.get("defaultPhoneNumber"), "customer.defaultPhoneNumber"
+        ).get("phoneNumber")
+        amount, currency = _shop_money(
+            {"shopMoney": payload.get("amountSpent")}, "customer.amountSpent"
+        )
+        record |= {
+            "email": optional_text(email, "customer.email"),
+            "first_name": optional_text(payload.get("firstName"), "customer.firstName"),
+            "last_name": optional_text(payload.get("lastName"), "customer.lastName"),
+            "phone": optional_text(phone, "customer.phone"),
+            "state": lower_enum(payload.get("state"), "customer.state"),
+            "amount_spent": amount,
+            "currency": currency,
+            "orders_count": parse_count(payload.get("numberOfOrders"), "customer.numberOfOrders"),
+        }
+        return record
+    # REST: older versions send `total_spent` (string) and `orders_count`, newer ones may send
+    # `amount_spent` as a money object; accept both.
+    spent = payload.get("amount_spent")
+    if isinstance(spent, Mapping):
+        amount = parse_money(spent.get("amount"), "customer.amount_spent")
+        currency = optional_text(spent.get("currency_code"), "customer.amount_spent")
+    else:
+        amount = parse_money(payload.get("total_spent", spent), "customer.total_spent")
+        currency = None
+    record |= {
+        "email": optional_text(payload.get("email"), "customer.email"),
+        "first_name": optional_text(payload.get("first_name"), "customer.first_name"),
+        "last_name": optional_text(payload.get("last_name"), "customer.last_name"),
+        "phone": optional_text(payload.get("phone"), "customer.phone"),
+        "state": lower_enum(payload.get("state"), "customer.state"),
+        "amount_spent": amount,
+        "currency": currency or optional_text(payload.get("currency"), "customer.currency"),
+        "orders_count": parse_count(payload.get("orders_count"), "customer.orders_count"),
+    }
+    return record
+
+
+def normalize_tags(value: Any, field: str = "product.tags") -> str | None:
+    """REST sends "a, b", GraphQL sends ["a", "b"]; both become "a, b"."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        tags = value.split(",")
+    elif isinstance(value, list):
+        tags = [optional_text(tag, field) or "" for tag in value]
+    else:
+        raise PayloadError(f"{field}: expected a string or a list, got {type(value).__name__}")
+    return ", ".join(tag.strip() for tag in tags if tag.strip())
+
+
+def normalize_product(payload: Any) -> Record:
+    payload = _require_object(payload, "product")
+    record = _common(payload, "product")
+    graphql = is_graphql_node(payload)
+    record |= {
+        "title": optional_text(payload.get("title"), "product.title"),
+        "handle": optional_text(payload.get("handle"), "product.handle"),
+        "status": lower_enum(payload.get("status"), "product.status"),
+        "vendor": optional_text(payload.get("vendor"), "product.vendor"),
+        "product_type": optional_text(
+            payload.get("productType" if graphql else "product_type"), "product.product_type"
+        ),
+        "tags": normalize_tags(payload.get("tags")),
+    }
+    return record
+
+
+# GraphQL's displayFulfillmentStatus spelled the way REST's fulfillment_status is.
+_FULFILLMENT_FROM_GRAPHQL = {
+    "FULFILLED": "fulfilled",
+    "PARTIALLY_FULFILLED": "partial",
+    "RESTOCKED": "restocked",
+    "UNFULFILLED": None,
+}
+
+
+def normalize_order(payload: Any) -> Record:
+    payload = _require_object(payload, "order")
+    record = _common(payload, "order")
+    if is_graphql_node(payload):
+        total, total_currency = _shop_money(payload.get("totalPriceSet"), "order.totalPriceSet")
+        subtotal, _ = _shop_money(payload.get("subtotalPriceSet"), "order.subtotalPriceSet")
+        customer = _mapping(payload.get("customer"), "order.customer")
+        fulfillment = optional_text(
+            payload.get("displayFulfillmentStatus"), "order.displayFulfillmentStatus"
+        )
+        record |= {
+            "name": optional_text(payload.get("name"), "order.name"),
+            "email": optional_text(payload.get("email"), "order.email"),
+            "customer_shopify_id": optional_shopify_id(customer.get("id"), "order.customer.id"),
+            "currency": optional_text(payload.get("currencyCode"), "order.currencyCode")
+            or total_currency,
+            "total_price": total,
+            "subtotal_price": subtotal,
+            "financial_status": lower_enum(
+                payload.get("displayFinancialStatus"), "order.displayFinancialStatus"
+            ),
+            "fulfillment_status": _FULFILLMENT_FROM_GRAPHQL.get(
+                fulfillment or "UNFULFILLED", (fulfillment or "").lower() or None
+            ),
+            "cancelled_at": parse_timestamp(payload.get("cancelledAt"), "order.cancelledAt"),
+            "processed_at": parse_timestamp(payload.get("processedAt"), "order.processedAt"),
+        }
+        return record
+    customer = _mapping(payload.get("customer"), "order.customer")
+    total = parse_money(payload.get("total_price"), "order.total_price")
+    if total is None:
+        total, _ = _shop_money(payload.get("total_price_set"), "order.total_price_set")
+    subtotal = parse_money(payload.get("subtotal_price"), "order.subtotal_price")
+    if subtotal is None:
+        subtotal, _ = _shop_money(payload.get("subtotal_price_set"), "order.subtotal_price_set")
+    record |= {
+        "name": optional_text(payload.get("name"), "order.name"),
+        "email": optional_text(payload.get("email"), "order.email"),
+        "customer_shopify_id": optional_shopify_id(customer.get("id"), "order.customer.id"),
+        "currency": optional_text(payload.get("currency"), "order.currency"),
+        "total_price": total,
+        "subtotal_price": subtotal,
+        "financial_status": lower_enum(payload.get("financial_status"), "order.financial_status"),
+        "fulfillment_status": lower_enum(
+            payload.get("fulfillment_status"), "order.fulfillment_status"
+        ),
+        "cancelled_at": parse_timestamp(payload.get("cancelled_at"), "order.cancelled_at"),
+        "processed_at": parse_timestamp(payload.get("processed_at"), "order.processed_at"),
+    }
+    return record

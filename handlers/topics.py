@@ -1,0 +1,118 @@
+"""Handlers for the resource and lifecycle topics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from handlers.dispatch import EventContext, handles
+from handlers.normalize import (
+    Record,
+    normalize_customer,
+    normalize_order,
+    normalize_product,
+    parse_shopify_id,
+    parse_timestamp,
+)
+from handlers.records import tombstone, upsert_records
+from models import Customer, Order, Product, ShopRecord, Tenant, utcnow
+from models.upsert import insert_on_conflict
+
+
+def _upsert_handler(model: type[ShopRecord], normalize: Callable[[Any], Record]) -> Any:
+    async def handle(session: AsyncSession, context: EventContext, payload: dict[str, Any]) -> None:
+        await upsert_records(
+            session, model, context.tenant_id, [normalize(payload)], source="webhook"
+        )
+
+    handle.__name__ = f"upsert_{model.__tablename__}"
+    return handle
+
+
+def _delete_handler(model: type[ShopRecord]) -> Any:
+    async def handle(session: AsyncSession, context: EventContext, payload: dict[str, Any]) -> None:
+        shopify_id = parse_shopify_id(payload.get("id"), f"{model.__tablename__}.id")
+        await tombstone(
+            session,
+            model,
+            context.tenant_id,
+            shopify_id,
+            deleted_at=context.happened_at,
+            source="webhook",
+        )
+
+    handle.__name__ = f"delete_{model.__tablename__}"
+    return handle
+
+
+handles(
+    "orders/create",
+    "orders/updated",
+    "orders/paid",
+    "orders/cancelled",
+    "orders/fulfilled",
+    "orders/partially_fulfilled",
+)(_upsert_handler(Order, normalize_order))
+handles("orders/delete")(_delete_handler(Order))
+handles(
+    "customers/create",
+    "customers/update",
+    "customers/enable",
+    "customers/disable",
+)(_upsert_handler(Customer, normalize_customer))
+handles("customers/delete")(_delete_handler(Customer))
+handles("products/create", "products/update")(_upsert_handler(Product, normalize_product))
+handles("products/delete")(_delete_handler(Product))
+
+
+@handles("orders/edited")
+async def record_order_edit(
+    session: AsyncSession, context: EventContext, payload: dict[str, Any]
+) -> None:
+    """orders/edited carries the edit, not the order: record when the order was last edited.
+
+    The new totals arrive with the orders/updated that Shopify sends for the same edit. The
+    row is created if the edit arrives first, so the later create/update fills it in.
+    """
+    edit = payload.get("order_edit", payload)
+    if not isinstance(edit, dict):
+        raise ValueError("orders/edited: order_edit must be an object")
+    order_id = parse_shopify_id(edit.get("order_id"), "order_edit.order_id")
+    edited_at = parse_timestamp(
+        edit.get("committed_at") or edit.get("created_at"), "order_edit.committed_at"
+    )
+    table = Order.__table__
+    statement = insert_on_conflict(session, table).values(
+        tenant_id=context.tenant_id,
+        shopify_id=order_id,
+        edited_at=edited_at,
+        source="webhook",
+        synced_at=utcnow(),
+    )
+    excluded = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.tenant_id, table.c.shopify_id],
+        set_={"edited_at": excluded.edited_at},
+        where=(table.c.edited_at.is_(None)) | (excluded.edited_at > table.c.edited_at),
+    )
+    await session.execute(statement)
+
+
+@handles("app/uninstalled")
+async def mark_uninstalled(
+    session: AsyncSession, context: EventContext, payload: dict[str, Any]
+) -> None:
+    """The store removed the app: stop using its token; its data stays until shop/redact."""
+    await session.execute(
+        update(Tenant)
+        .where(Tenant.id == context.tenant_id)
+        .values(
+            status="uninstalled",
+            access_token_encrypted=None,
+            uninstalled_at=context.happened_at,
+            updated_at=utcnow(),
+        )
+    )

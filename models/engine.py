@@ -1,0 +1,66 @@
+"""Engine and session factory for PostgreSQL (asyncpg) and the embedded SQLite default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+# Shopify gives up on a delivery after 5 s, so waiting longer than this for a connection only
+# turns a quick 503 (which Shopify retries) into a timeout.
+CONNECT_TIMEOUT_SECONDS = 3.0
+POOL_TIMEOUT_SECONDS = 2.0
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, **options: Any) -> AsyncEngine:
+    if is_sqlite(url):
+        return _create_sqlite_engine(url, **options)
+    options.setdefault("pool_pre_ping", True)
+    options.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
+    options.setdefault("pool_size", 10)
+    options.setdefault("max_overflow", 10)
+    connect_args = options.pop("connect_args", {})
+    connect_args.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
+    return create_async_engine(url, connect_args=connect_args, **options)
+
+
+def _create_sqlite_engine(url: str, **options: Any) -> AsyncEngine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30}, **options)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so that "begin" below decides how
+        # transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        # A deferred transaction that reads and then writes can deadlock against another writer
+        # and fail with "database is locked"; taking the write lock up front makes writers queue.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,158 @@
+"""The tables. Their names and key columns are a public contract (see DESIGN.md, Tables)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+
+from models.types import BigId, JSONDocument, Money, UTCDateTime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UTCDateTime(),
+        Decimal: Money(),
+        dict[str, Any]: JSONDocument,
+    }
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    shop_domain: Mapped[str] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    # Fernet tokens (see models.encryption); never plaintext.
+    webhook_secrets_encrypted: Mapped[str | None] = mapped_column(Text)
+    access_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    uninstalled_at: Mapped[datetime | None]
+    redacted_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"Tenant(id={self.id!r}, shop_domain={self.shop_domain!r}, status={self.status!r})"
+
+
+class ShopRecord(Base):
+    """Columns every shop-data table shares: identity, Shopify's clocks, tombstone, raw payload."""
+
+    __abstract__ = True
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    shopify_id: Mapped[int] = mapped_column(BigInteger)
+    shopify_created_at: Mapped[datetime | None]
+    shopify_updated_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime | None]
+    raw: Mapped[dict[str, Any] | None]
+    # When this service last wrote the row, and whether a webhook or the backfill did.
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(16), default="webhook")
+
+    @declared_attr
+    def tenant_id(cls) -> Mapped[int]:
+        return mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=False)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (
+            UniqueConstraint("tenant_id", "shopify_id", name=f"uq_{cls.__tablename__}_shop_id"),
+        )
+
+
+class Customer(ShopRecord):
+    __tablename__ = "customers"
+
+    email: Mapped[str | None] = mapped_column(String(320))
+    first_name: Mapped[str | None] = mapped_column(Text)
+    last_name: Mapped[str | None] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str | None] = mapped_column(String(32))
+    amount_spent: Mapped[Decimal | None]
+    currency: Mapped[str | None] = mapped_column(String(8))
+    orders_count: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Product(ShopRecord):
+    __tablename__ = "products"
+
+    title: Mapped[str | None] = mapped_column(Text)
+    handle: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(String(32))
+    vendor: Mapped[str | None] = mapped_column(Text)
+    product_type: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[str | None] = mapped_column(Text)
+
+
+class Order(ShopRecord):
+    __tablename__ = "orders"
+
+    name: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    customer_shopify_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    currency: Mapped[str | None] = mapped_column(String(8))
+    total_price: Mapped[Decimal | None]
+    subtotal_price: Mapped[Decimal | None]
+    financial_status: Mapped[str | None] = mapped_column(String(32))
+    fulfillment_status: Mapped[str | None] = mapped_column(String(32))
+    cancelled_at: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]
+    # From orders/edited, whose payload is the edit, not the order.
+    edited_at: Mapped[datetime | None]
+
+
+class WebhookEvent(Base):
+    """The inbox: every verified delivery, committed before Shopify gets its 200."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        # The dedupe key is per shop and topic: one underlying event can fan out to several topics.
+        UniqueConstraint("shop_domain", "topic", "dedupe_key", name="uq_webhook_events_dedupe"),
+        Index("ix_webhook_events_tenant_received", "tenant_id", "received_at"),
+        Index("ix_webhook_events_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    shop_domain: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str] = mapped_column(String(100))
+    event_id: Mapped[str | None] = mapped_column(String(255))
+    webhook_id: Mapped[str | None] = mapped_column(String(255))
+    dedupe_key: Mapped[str] = mapped_column(String(255))
+    api_version: Mapped[str | None] = mapped_column(String(32))
+    triggered_at: Mapped[datetime | None]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default="received")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[dict[str, Any] | None]
+
+
+class ComplianceRequest(Base):
+    __tablename__ = "compliance_requests"
+    __table_args__ = (
+        Index("ix_compliance_requests_tenant_customer", "tenant_id", "customer_shopify_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    webhook_event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("webhook_events.id", ondelete="SET NULL")
+    )
+    topic: Mapped[str] = mapped_column(String(100))
+    customer_shopify_id: Mapped[int | None] = mapped_column(BigInteger)
+    payload: Mapped[dict[str, Any] | None]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+
+SHOP_DATA_MODELS: tuple[type[ShopRecord], ...] = (Customer, Product, Order)

@@ -1,0 +1,1 @@
+"""The web service, settings and CLI."""

@@ -1,0 +1,331 @@
+"""The `shopify-receiver` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import httpx
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from handlers import handled_topics, process_event
+from handlers.compliance import export_customer
+from models import Tenant, WebhookEvent, create_engine, create_session_factory, is_sqlite, utcnow
+from models import migrate as migrations
+from receiver.samples import sample_payload, webhook_headers
+from receiver.settings import Settings, SettingsError
+from receiver.tenants import (
+    InvalidShopDomain,
+    find_tenant,
+    normalize_shop_domain,
+    set_access_token,
+    set_webhook_secrets,
+    webhook_secrets,
+)
+
+T = TypeVar("T")
+DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/webhooks/shopify"
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
+
+    async def run() -> T:
+        engine = create_engine(settings.database_url)
+        try:
+            async with create_session_factory(engine)() as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _shop(value: str) -> str:
+    try:
+        return normalize_shop_domain(value)
+    except InvalidShopDomain as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+async def _require_tenant(session: AsyncSession, shop: str) -> Tenant:
+    tenant = await find_tenant(session, shop)
+    if tenant is None:
+        raise click.ClickException(f"unknown store {shop}; add it with `tenants add --shop {shop}`")
+    return tenant
+
+
+def _json_default(value: Any) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+@click.group()
+def main() -> None:
+    """Keep a faithful copy of Shopify stores in SQL."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve webhooks and pages (migrates the embedded SQLite default first)."""
+    import uvicorn
+
+    settings = _settings()  # also creates the dev secrets once, before workers race for them
+    if is_sqlite(settings.database_url):
+        migrations.upgrade(settings.database_url)
+    if not settings.api_secrets:
+        click.echo(
+            "warning: SHOPIFY_API_SECRET is not set; only stores with their own webhook secret "
+            "can deliver webhooks",
+            err=True,
+        )
+    uvicorn.run(
+        "receiver.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        log_level="info",
+    )
+
+
+@main.command()
+def migrate() -> None:
+    """Upgrade DATABASE_URL's schema to the newest revision."""
+    settings = _settings()
+    migrations.upgrade(settings.database_url)
+    click.echo(f"schema at {migrations.head_revision()}")
+
+
+@main.group()
+def tenants() -> None:
+    """Stores this service receives webhooks for."""
+
+
+@tenants.command("add")
+@click.option("--shop", required=True, help="NAME.myshopify.com")
+@click.option(
+    "--webhook-secret",
+    "webhook_secret",
+    multiple=True,
+    help="The store's own webhook signing secret; repeat it to accept old and new during rotation.",
+)
+@click.option("--access-token", default=None, help="Offline Admin API access token.")
+def tenants_add(shop: str, webhook_secret: tuple[str, ...], access_token: str | None) -> None:
+    """Add a store, or update its secrets and reactivate it."""
+    settings = _settings()
+    box = settings.secret_box()
+    shop = _shop(shop)
+
+    async def work(session: AsyncSession) -> str:
+        tenant = await find_tenant(session, shop)
+        created = tenant is None
+        if tenant is None:
+            tenant = Tenant(shop_domain=shop, status="active")
+            session.add(tenant)
+        else:
+            tenant.status = "active"
+        if webhook_secret:
+            set_webhook_secrets(box, tenant, list(webhook_secret))
+        if access_token:
+            set_access_token(box, tenant, access_token)
+        await session.flush()
+        return f"{'added' if created else 'updated'} {shop} (tenant {tenant.id})"
+
+    click.echo(_with_session(settings, work))
+
+
+@tenants.command("list")
+def tenants_list() -> None:
+    """Stores, their status and which credentials they hold (never the values)."""
+
+    async def work(session: AsyncSession) -> list[Tenant]:
+        return list(await session.scalars(select(Tenant).order_by(Tenant.id)))
+
+    rows = _with_session(_settings(), work)
+    click.echo(f"{'ID':>4}  {'SHOP':<40} {'STATUS':<12} {'SECRET':<7} TOKEN")
+    for tenant in rows:
+        secret = "yes" if tenant.webhook_secrets_encrypted else "no"
+        token = "yes" if tenant.access_token_encrypted else "no"
+        click.echo(
+            f"{tenant.id:>4}  {tenant.shop_domain:<40} {tenant.status:<12} {secret:<7} {token}"
+        )
+
+
+@main.command("send-test-webhook")
+@click.argument("topic")
+@click.option("--shop", required=True)
+@click.option("--url", default=DEFAULT_WEBHOOK_URL, show_default=True)
+@click.option("--payload", "payload_file", type=click.Path(exists=True, dir_okay=False))
+def send_test_webhook(topic: str, shop: str, url: str, payload_file: str | None) -> None:
+    """Post a realistic, correctly signed sample webhook to a running receiver."""
+    settings = _settings()
+    shop = _shop(shop)
+    if payload_file:
+        body = Path(payload_file).read_bytes()
+    else:
+        try:
+            body = json.dumps(sample_payload(topic, shop)).encode()
+        except KeyError:
+            known = ", ".join(handled_topics())
+            raise click.BadParameter(f"no sample for {topic}; samples exist for: {known}") from None
+
+    async def store_secret(session: AsyncSession) -> str | None:
+        tenant = await find_tenant(session, shop)
+        secrets = webhook_secrets(settings.secret_box(), tenant) if tenant else []
+        return secrets[0] if secrets else None
+
+    secret = _with_session(settings, store_secret)
+    if secret is None:
+        if not settings.api_secrets:
+            raise click.ClickException(
+                f"nothing to sign with: {shop} has no webhook secret "
+                "and SHOPIFY_API_SECRET is unset"
+            )
+        secret = settings.api_secrets[0].reveal()
+    headers = webhook_headers(topic, shop, body, secret)
+    try:
+        response = httpx.post(url, content=body, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"could not reach {url}: {exc}") from exc
+    click.echo(f"{response.status_code} {response.text}")
+    if not response.is_success:
+        sys.exit(1)
+
+
+@main.group()
+def events() -> None:
+    """The webhook inbox."""
+
+
+@events.command("list")
+@click.option("--status", type=click.Choice(["processed", "ignored", "failed", "received"]))
+@click.option("--shop", default=None)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+def events_list(status: str | None, shop: str | None, limit: int) -> None:
+    """Newest events first."""
+    shop = _shop(shop) if shop else None
+
+    async def work(session: AsyncSession) -> list[WebhookEvent]:
+        query = select(WebhookEvent).order_by(WebhookEvent.id.desc()).limit(limit)
+        if status:
+            query = query.where(WebhookEvent.status == status)
+        if shop:
+            query = query.where(WebhookEvent.shop_domain == shop)
+        return list(await session.scalars(query))
+
+    for event in _with_session(_settings(), work):
+        received = event.received_at.isoformat(timespec="seconds")
+        line = f"{event.id:>6}  {received}  {event.status:<9} {event.shop_domain}  {event.topic}"
+        click.echo(line + (f"  {event.error}" if event.error else ""))
+
+
+@events.command("replay")
+@click.option("--status", type=click.Choice(["failed", "ignored"]), default=None)
+@click.option("--id", "event_id", type=int, default=None)
+def events_replay(status: str | None, event_id: int | None) -> None:
+    """Apply stored events again (after a fix, or once their store was added)."""
+    if (status is None) == (event_id is None):
+        raise click.UsageError("give exactly one of --status or --id")
+
+    async def work(session: AsyncSession) -> list[tuple[int, str, str | None]]:
+        query = select(WebhookEvent).order_by(WebhookEvent.id)
+        if event_id is not None:
+            query = query.where(WebhookEvent.id == event_id)
+        else:
+            query = query.where(WebhookEvent.status == status)
+        outcomes = []
+        for event in list(await session.scalars(query)):
+            if event.tenant_id is None:
+                tenant = await find_tenant(session, event.shop_domain)
+                event.tenant_id = tenant.id if tenant else None
+            await process_event(session, event)
+            outcomes.append((event.id, event.status, event.error))
+        return outcomes
+
+    outcomes = _with_session(_settings(), work)
+    if event_id is not None and not outcomes:
+        raise click.ClickException(f"no event {event_id}")
+    for replayed_id, outcome, error in outcomes:
+        click.echo(f"{replayed_id:>6}  {outcome}" + (f"  {error}" if error else ""))
+    click.echo(f"replayed {len(outcomes)} event(s)")
+    if any(outcome == "failed" for _, outcome, _ in outcomes):
+        sys.exit(1)
+
+
+def parse_age(value: str) -> timedelta:
+    match = re.fullmatch(r"(\d+)([dhm])", value.strip())
+    if not match:
+        raise click.BadParameter(f"{value!r}: use a number and d, h or m, e.g. 30d")
+    amount, unit = int(match.group(1)), match.group(2)
+    return {
+        "d": timedelta(days=amount),
+        "h": timedelta(hours=amount),
+        "m": timedelta(minutes=amount),
+    }[unit]
+
+
+@events.command("prune")
+@click.option("--older-than", "older_than", required=True, help="Age such as 30d, 12h or 90m.")
+@click.option("--include-failed", is_flag=True, help="Also delete failed events (not replayable).")
+def events_prune(older_than: str, include_failed: bool) -> None:
+    """Delete old processed and ignored events; failed ones are kept unless asked."""
+    cutoff = utcnow() - parse_age(older_than)
+    statuses = ["processed", "ignored"] + (["failed"] if include_failed else [])
+
+    async def work(session: AsyncSession) -> int:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(WebhookEvent)
+            .where(WebhookEvent.received_at < cutoff, WebhookEvent.status.in_(statuses))
+        )
+        await session.execute(
+            delete(WebhookEvent).where(
+                WebhookEvent.received_at < cutoff, WebhookEvent.status.in_(statuses)
+            )
+        )
+        return count or 0
+
+    pruned = _with_session(_settings(), work)
+    click.echo(f"pruned {pruned} event(s) received before {cutoff:%Y-%m-%d %H:%M}Z")
+
+
+@main.group()
+def compliance() -> None:
+    """GDPR/CCPA requests."""
+
+
+@compliance.command("export")
+@click.option("--shop", required=True)
+@click.option("--customer", "customer_id", required=True, type=click.IntRange(min=1))
+def compliance_export(shop: str, customer_id: int) -> None:
+    """Print everything stored about one customer as JSON; completes open data requests."""
+    shop = _shop(shop)
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        tenant = await _require_tenant(session, shop)
+        return await export_customer(session, tenant.id, customer_id)
+
+    click.echo(json.dumps(_with_session(_settings(), work), indent=2, default=_json_default))
+
+
+if __name__ == "__main__":
+    main()

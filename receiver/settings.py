@@ -1,0 +1,107 @@
+"""One typed settings object, built from the environment."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.encryption import SecretBox, generate_key
+
+log = logging.getLogger("shopify_receiver.settings")
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/receiver.db"
+DEFAULT_API_VERSION = "2026-10"
+DEFAULT_ADMIN_BASE_URL = "https://{shop}/admin/api/{version}"
+DEFAULT_WEBHOOK_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEV_STATE_DIR = Path("var")
+
+
+class Secret:
+    """A string that never shows itself in reprs, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _split_secrets(value: str | None) -> tuple[Secret, ...]:
+    return tuple(Secret(part.strip()) for part in (value or "").split(",") if part.strip())
+
+
+def _dev_secret(name: str, make: Callable[[], str]) -> str:
+    """Read or create a development-only secret under var/, loudly."""
+    path = DEV_STATE_DIR / name
+    if path.exists():
+        return path.read_text().strip()
+    DEV_STATE_DIR.mkdir(parents=True, exist_ok=True)
+    value = make()
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    log.warning("generated %s into %s: for development only, set it in production", name, path)
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    api_secrets: tuple[Secret, ...] = ()
+    secret_key: Secret = field(default_factory=lambda: Secret(secrets.token_urlsafe(32)))
+    encryption_keys: tuple[Secret, ...] = field(default_factory=lambda: (Secret(generate_key()),))
+    api_version: str = DEFAULT_API_VERSION
+    admin_base_url: str = DEFAULT_ADMIN_BASE_URL
+    webhook_max_body_bytes: int = DEFAULT_WEBHOOK_MAX_BODY_BYTES
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        secret_key = env.get("SECRET_KEY") or _dev_secret(
+            "secret_key", lambda: secrets.token_urlsafe(32)
+        )
+        keys = env.get("ENCRYPTION_KEYS") or _dev_secret("encryption_keys", generate_key)
+        limit_text = env.get("WEBHOOK_MAX_BODY_BYTES", str(DEFAULT_WEBHOOK_MAX_BODY_BYTES))
+        try:
+            limit = int(limit_text)
+        except ValueError as exc:
+            raise SettingsError(f"WEBHOOK_MAX_BODY_BYTES={limit_text!r} is not a number") from exc
+        if limit <= 0:
+            raise SettingsError("WEBHOOK_MAX_BODY_BYTES must be positive")
+        settings = cls(
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            api_secrets=_split_secrets(env.get("SHOPIFY_API_SECRET")),
+            secret_key=Secret(secret_key),
+            encryption_keys=_split_secrets(keys),
+            api_version=env.get("SHOPIFY_API_VERSION") or DEFAULT_API_VERSION,
+            admin_base_url=env.get("SHOPIFY_ADMIN_BASE_URL") or DEFAULT_ADMIN_BASE_URL,
+            webhook_max_body_bytes=limit,
+        )
+        settings.secret_box()  # fail at start-up, not at the first webhook, on a malformed key
+        return settings
+
+    def secret_box(self) -> SecretBox:
+        try:
+            return SecretBox([key.reveal() for key in self.encryption_keys])
+        except ValueError as exc:
+            raise SettingsError(f"ENCRYPTION_KEYS: {exc}") from exc

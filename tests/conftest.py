@@ -1,0 +1,191 @@
+"""Shared fixtures: a real PostgreSQL database and an SQLite file, each migrated once, and the
+app served over real HTTP on loopback for each.
+
+PostgreSQL is required: when it cannot be reached the suite errors loudly instead of skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from models import Base, create_engine, create_session_factory
+from models import migrate as migrations
+from receiver.app import create_app
+from receiver.settings import Secret, Settings
+
+# Where the test databases are created; CI and the README use this machine's local server.
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+APP_SECRET = "shpss_current_app_secret"
+OLD_APP_SECRET = "shpss_previous_app_secret"
+TEST_ENCRYPTION_KEY = "Zm9yLXRlc3RzLW9ubHktMzItYnl0ZXMtb2Yta2V5IT0="
+TEST_BODY_LIMIT = 64 * 1024
+BACKENDS = ("postgresql", "sqlite")
+
+
+def settings_for(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "api_secrets": (Secret(APP_SECRET), Secret(OLD_APP_SECRET)),
+        "secret_key": Secret("test-session-key"),
+        "encryption_keys": (Secret(TEST_ENCRYPTION_KEY),),
+        "webhook_max_body_bytes": TEST_BODY_LIMIT,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+async def _create_postgres_database() -> str:
+    name = f"shopify_receiver_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        raise RuntimeError(
+            f"PostgreSQL is required for the test suite and is not reachable at "
+            f"{POSTGRES_ADMIN_URL} ({type(exc).__name__}: {exc}). Start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
+            "or point TEST_POSTGRES_URL at a server."
+        ) from exc
+    finally:
+        await admin.dispose()
+    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_postgres_database(url: str) -> None:
+    name = make_url(url).database
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+@pytest.fixture(scope="session")
+async def postgresql_url() -> AsyncIterator[str]:
+    url = await _create_postgres_database()
+    await asyncio.to_thread(migrations.upgrade, url)
+    yield url
+    await _drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+async def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'receiver.db'}"
+    await asyncio.to_thread(migrations.upgrade, url)
+    return url
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def truncate(self) -> None:
+        tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+        async with self.engine.begin() as connection:
+            if self.name == "postgresql":
+                await connection.execute(
+                    text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+                )
+            else:
+                for table in tables:
+                    await connection.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def backend_session(
+    request: pytest.FixtureRequest, postgresql_url: str, sqlite_url: str
+) -> AsyncIterator[Backend]:
+    url = {"postgresql": postgresql_url, "sqlite": sqlite_url}[request.param]
+    engine = create_engine(url)
+    yield Backend(request.param, url, engine, create_session_factory(engine))
+    await engine.dispose()
+
+
+@pytest.fixture
+async def backend(backend_session: Backend) -> AsyncIterator[Backend]:
+    """A database of the parametrised kind, emptied before each test."""
+    await backend_session.truncate()
+    return backend_session
+
+
+@pytest.fixture
+async def pg(postgresql_url: str) -> AsyncIterator[Backend]:
+    """PostgreSQL only, for behaviour that SQLite cannot show (real concurrent writers)."""
+    engine = create_engine(postgresql_url)
+    backend = Backend("postgresql", postgresql_url, engine, create_session_factory(engine))
+    await backend.truncate()
+    yield backend
+    await engine.dispose()
+
+
+class ServedApp:
+    """The real app under uvicorn in a background thread, on a loopback port of its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        # Listening before the server starts: early clients wait in the backlog, no polling.
+        self.sock.listen(128)
+        port = self.sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> ServedApp:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.base_url}/webhooks/shopify"
+
+
+@pytest.fixture(scope="session")
+def served_apps() -> Iterator[dict[str, ServedApp]]:
+    apps: dict[str, ServedApp] = {}
+    yield apps
+    for app in apps.values():
+        app.__exit__(None, None, None)
+
+
+@pytest.fixture
+def served(backend: Backend, served_apps: dict[str, ServedApp]) -> ServedApp:
+    """The app on the parametrised backend (one server per backend for the whole run)."""
+    if backend.name not in served_apps:
+        served_apps[backend.name] = ServedApp(settings_for(backend.url)).__enter__()
+    return served_apps[backend.name]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client

@@ -1,0 +1,65 @@
+"""Plain factories for tests: stores, signed deliveries, payloads."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from models import SecretBox, Tenant
+from receiver.samples import sample_payload, webhook_headers
+from receiver.tenants import set_webhook_secrets
+from tests.conftest import APP_SECRET, TEST_ENCRYPTION_KEY
+
+SHOP = "alpha-store.myshopify.com"
+OTHER_SHOP = "beta-store.myshopify.com"
+
+
+async def create_tenant(
+    sessions: async_sessionmaker[AsyncSession],
+    shop: str = SHOP,
+    *,
+    webhook_secrets: list[str] | None = None,
+    status: str = "active",
+) -> int:
+    async with sessions() as session, session.begin():
+        tenant = Tenant(shop_domain=shop, status=status)
+        if webhook_secrets:
+            set_webhook_secrets(SecretBox([TEST_ENCRYPTION_KEY]), tenant, webhook_secrets)
+        session.add(tenant)
+        await session.flush()
+        return tenant.id
+
+
+def delivery(
+    topic: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    shop: str = SHOP,
+    secret: str = APP_SECRET,
+    **header_options: Any,
+) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of a correctly signed delivery (sample payload unless one is given)."""
+    body = json.dumps(payload if payload is not None else sample_payload(topic, shop)).encode()
+    return body, webhook_headers(topic, shop, body, secret, **header_options)
+
+
+def order_version(
+    order_id: int, version: int, *, base: datetime | None = None, **fields: Any
+) -> dict[str, Any]:
+    """The sample order as it stood at its `version`-th update: later versions are newer."""
+    payload = copy.deepcopy(sample_payload("orders/updated"))
+    moment = (base or datetime(2026, 11, 20, 12, tzinfo=UTC)) + timedelta(minutes=version)
+    payload.update(
+        id=order_id,
+        admin_graphql_api_id=f"gid://shopify/Order/{order_id}",
+        name=f"#{1000 + version}",
+        updated_at=moment.isoformat(),
+        total_price=f"{100 + version}.00",
+        note=f"version {version}",
+        **fields,
+    )
+    return payload
