@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -77,6 +78,7 @@ def _json_default(value: Any) -> str:
 @click.group()
 def main() -> None:
     """Keep a faithful copy of Shopify stores in SQL."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 @main.command()
