@@ -11,7 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from handlers.dispatch import EventContext, handles
 from handlers.normalize import optional_shopify_id, parse_shopify_id
 from handlers.personal_data import mentions, scrub
-from models import ComplianceRequest, Customer, Order, Product, Tenant, WebhookEvent, utcnow
+from models import (
+    ComplianceRequest,
+    Customer,
+    Order,
+    Product,
+    SyncJob,
+    Tenant,
+    WebhookEvent,
+    utcnow,
+)
 
 SCAN_BATCH = 500
 
@@ -143,7 +152,7 @@ async def redact_shop(
 ) -> None:
     """Delete everything held for the shop; the tenant row stays, marked redacted."""
     tenant_id = context.tenant_id
-    for model in (Customer, Product, Order, ComplianceRequest):
+    for model in (Customer, Product, Order, ComplianceRequest, SyncJob):
         await session.execute(
             delete(model)
             .where(model.tenant_id == tenant_id)
@@ -161,6 +170,7 @@ async def redact_shop(
         .values(
             status="redacted",
             access_token_encrypted=None,
+            refresh_token_encrypted=None,
             webhook_secrets_encrypted=None,
             redacted_at=now,
             updated_at=now,

@@ -18,7 +18,7 @@ from handlers.normalize import (
     parse_timestamp,
 )
 from handlers.records import tombstone, upsert_records
-from models import Customer, Order, Product, ShopRecord, Tenant, utcnow
+from models import Customer, Order, Product, ShopRecord, SyncJob, Tenant, utcnow
 from models.upsert import insert_on_conflict
 
 
@@ -105,13 +105,24 @@ async def record_order_edit(
 async def mark_uninstalled(
     session: AsyncSession, context: EventContext, payload: dict[str, Any]
 ) -> None:
-    """The store removed the app: stop using its token; its data stays until shop/redact."""
+    """The store removed the app: stop using its token and its syncs; its data stays until
+    shop/redact. A running job notices at its next checkpoint and stops."""
+    now = utcnow()
+    await session.execute(
+        update(SyncJob)
+        .where(SyncJob.tenant_id == context.tenant_id, SyncJob.status.in_(("queued", "running")))
+        .values(status="cancelled", error="store uninstalled the app", finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
     await session.execute(
         update(Tenant)
         .where(Tenant.id == context.tenant_id)
         .values(
             status="uninstalled",
             access_token_encrypted=None,
+            refresh_token_encrypted=None,
+            access_token_expires_at=None,
+            refresh_token_expires_at=None,
             uninstalled_at=context.happened_at,
             updated_at=utcnow(),
         )

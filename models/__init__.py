@@ -4,12 +4,14 @@ from models.encryption import SecretBox
 from models.engine import create_engine, create_session_factory, is_sqlite
 from models.tables import (
     SHOP_DATA_MODELS,
+    ApiToken,
     Base,
     ComplianceRequest,
     Customer,
     Order,
     Product,
     ShopRecord,
+    SyncJob,
     Tenant,
     WebhookEvent,
     utcnow,
@@ -17,6 +19,7 @@ from models.tables import (
 
 __all__ = [
     "SHOP_DATA_MODELS",
+    "ApiToken",
     "Base",
     "ComplianceRequest",
     "Customer",
@@ -24,6 +27,7 @@ __all__ = [
     "Product",
     "SecretBox",
     "ShopRecord",
+    "SyncJob",
     "Tenant",
     "WebhookEvent",
     "create_engine",

@@ -6,7 +6,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 from models.types import BigId, JSONDocument, Money, UTCDateTime
@@ -37,6 +46,13 @@ class Tenant(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     uninstalled_at: Mapped[datetime | None]
     redacted_at: Mapped[datetime | None]
+    # Expiring offline tokens (SHOPIFY.md, Access tokens): the pair is refreshed before expiry.
+    access_token_expires_at: Mapped[datetime | None]
+    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    refresh_token_expires_at: Mapped[datetime | None]
+    # "ok" or "invalid" (a token that was refused and could not be refreshed).
+    credentials_status: Mapped[str] = mapped_column(String(16), default="ok")
+    credentials_error: Mapped[str | None] = mapped_column(Text)
 
     def __repr__(self) -> str:
         return f"Tenant(id={self.id!r}, shop_domain={self.shop_domain!r}, status={self.status!r})"
@@ -153,6 +169,55 @@ class ComplianceRequest(Base):
     payload: Mapped[dict[str, Any] | None]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+
+
+class SyncJob(Base):
+    """One backfill of one store: a durable row whose progress is the checkpoint."""
+
+    __tablename__ = "sync_jobs"
+    __table_args__ = (
+        # At most one queued or running job per store, enforced by the database so two
+        # concurrent POST /api/sync calls cannot both start one.
+        Index(
+            "uq_sync_jobs_one_active_per_tenant",
+            "tenant_id",
+            unique=True,
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
+        Index("ix_sync_jobs_tenant_created", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    resources: Mapped[list[str]] = mapped_column(JSONDocument)
+    # Per resource: {"cursor", "count", "done", "pages", "bulk_operation_id", "lines"}.
+    progress: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    # Lower bound of an incremental pull (the previous finished sync's start).
+    since: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # Bumped with every checkpoint: a running job whose heartbeat is old was abandoned.
+    heartbeat_at: Mapped[datetime | None]
+
+
+class ApiToken(Base):
+    """A token for scripts (`Authorization: Bearer`); only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
 
 
 SHOP_DATA_MODELS: tuple[type[ShopRecord], ...] = (Customer, Product, Order)

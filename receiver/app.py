@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
+import httpx
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from models import create_engine, create_session_factory
+from backfill.queue import InProcessRunner, JobQueue, ProcrastinateQueue, procrastinate_app
+from models import create_engine, create_session_factory, is_sqlite
 from models.migrate import head_revision
+from receiver.api import start_sync, sync_status
+from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment
 from receiver.errors import DATABASE_ERRORS, ApiError, api_error, database_unavailable
 from receiver.health import healthz, readyz
 from receiver.services import Services
@@ -28,17 +32,33 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         engine = create_engine(settings.database_url)
-        services = Services(
-            settings=settings,
-            engine=engine,
-            sessions=create_session_factory(engine),
-            secret_box=settings.secret_box(),
-            head_revision=head_revision(),
-        )
-        try:
-            yield {"services": services}
-        finally:
-            await engine.dispose()
+        sessions = create_session_factory(engine)
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(engine.dispose)
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=HTTP_TIMEOUT))
+            env = backfill_environment(settings, sessions, http)
+            job_queue: JobQueue
+            if is_sqlite(settings.database_url):
+                runner = InProcessRunner(env)
+                stack.push_async_callback(runner.stop)
+                await runner.resume_interrupted()
+                job_queue = runner
+            else:
+                # Web processes only enqueue; `shopify-receiver worker` processes run jobs.
+                queue = ProcrastinateQueue(procrastinate_app(settings.database_url))
+                stack.push_async_callback(queue.close)
+                job_queue = queue
+            yield {
+                "services": Services(
+                    settings=settings,
+                    engine=engine,
+                    sessions=sessions,
+                    secret_box=settings.secret_box(),
+                    head_revision=head_revision(),
+                    backfill=env,
+                    job_queue=job_queue,
+                )
+            }
 
     exception_handlers = {error: database_unavailable for error in DATABASE_ERRORS}
     return Starlette(
@@ -46,6 +66,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/webhooks/shopify", receive_webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/api/sync", start_sync, methods=["POST"]),
+            Route("/api/sync/{job_id:int}", sync_status, methods=["GET"], name="sync_status"),
         ],
         exception_handlers={**exception_handlers, ApiError: api_error},
         lifespan=lifespan,

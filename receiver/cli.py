@@ -17,10 +17,23 @@ import httpx
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backfill.queue import procrastinate_app, run_worker
+from backfill.runner import SyncAlreadyRunning, create_sync_job, run_sync_job
 from handlers import handled_topics, process_event
 from handlers.compliance import export_customer
-from models import Tenant, WebhookEvent, create_engine, create_session_factory, is_sqlite, utcnow
+from models import (
+    SyncJob,
+    Tenant,
+    WebhookEvent,
+    create_engine,
+    create_session_factory,
+    is_sqlite,
+    utcnow,
+)
 from models import migrate as migrations
+from receiver.auth import create_api_token
+from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment
+from receiver.progress import ProgressPrinter
 from receiver.samples import sample_payload, webhook_headers
 from receiver.settings import Settings, SettingsError
 from receiver.tenants import (
@@ -131,7 +144,20 @@ def tenants() -> None:
     help="The store's own webhook signing secret; repeat it to accept old and new during rotation.",
 )
 @click.option("--access-token", default=None, help="Offline Admin API access token.")
-def tenants_add(shop: str, webhook_secret: tuple[str, ...], access_token: str | None) -> None:
+@click.option("--refresh-token", default=None, help="Refresh token of an expiring offline token.")
+@click.option(
+    "--token-expires-in",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seconds until the access token expires (expiring offline tokens).",
+)
+def tenants_add(
+    shop: str,
+    webhook_secret: tuple[str, ...],
+    access_token: str | None,
+    refresh_token: str | None,
+    token_expires_in: int | None,
+) -> None:
     """Add a store, or update its secrets and reactivate it."""
     settings = _settings()
     box = settings.secret_box()
@@ -149,6 +175,12 @@ def tenants_add(shop: str, webhook_secret: tuple[str, ...], access_token: str | 
             set_webhook_secrets(box, tenant, list(webhook_secret))
         if access_token:
             set_access_token(box, tenant, access_token)
+            tenant.access_token_expires_at = (
+                utcnow() + timedelta(seconds=token_expires_in) if token_expires_in else None
+            )
+            tenant.refresh_token_encrypted = box.encrypt(refresh_token) if refresh_token else None
+            tenant.credentials_status = "ok"
+            tenant.credentials_error = None
         await session.flush()
         return f"{'added' if created else 'updated'} {shop} (tenant {tenant.id})"
 
@@ -167,6 +199,8 @@ def tenants_list() -> None:
     for tenant in rows:
         secret = "yes" if tenant.webhook_secrets_encrypted else "no"
         token = "yes" if tenant.access_token_encrypted else "no"
+        if tenant.credentials_status != "ok":
+            token = tenant.credentials_status
         click.echo(
             f"{tenant.id:>4}  {tenant.shop_domain:<40} {tenant.status:<12} {secret:<7} {token}"
         )
@@ -308,6 +342,94 @@ def events_prune(older_than: str, include_failed: bool) -> None:
 
     pruned = _with_session(_settings(), work)
     click.echo(f"pruned {pruned} event(s) received before {cutoff:%Y-%m-%d %H:%M}Z")
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens for scripts calling /api/*."""
+
+
+@tokens.command("create")
+@click.option("--name", required=True, help="Who or what uses the token, e.g. ci-backfill.")
+def tokens_create(name: str) -> None:
+    """Print a new admin API token once; only its hash is stored."""
+
+    async def work(session: AsyncSession) -> str:
+        return await create_api_token(session, name)
+
+    click.echo(_with_session(_settings(), work))
+
+
+@main.command()
+@click.argument("shop")
+@click.option("--resources", default="customers,products,orders", show_default=True)
+@click.option(
+    "--mode", type=click.Choice(["full", "incremental", "bulk"]), default="full", show_default=True
+)
+def backfill(shop: str, resources: str, mode: str) -> None:
+    """Pull a store's data now, in the foreground, with progress (same job as /api/sync).
+
+    If the store already has a job that nobody is running (it was interrupted), that job is
+    resumed from its checkpoint instead of starting over.
+    """
+    settings = _settings()
+    shop = _shop(shop)
+    chosen = [part.strip() for part in resources.split(",") if part.strip()]
+    printer = ProgressPrinter()
+
+    async def run() -> tuple[int, str, str | None]:
+        engine = create_engine(settings.database_url)
+        sessions = create_session_factory(engine)
+        try:
+            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
+                env = backfill_environment(settings, sessions, http)
+                async with sessions() as session, session.begin():
+                    tenant = await _require_tenant(session, shop)
+                    try:
+                        job = await create_sync_job(session, tenant, mode, chosen)
+                    except ValueError as exc:
+                        raise click.BadParameter(str(exc)) from exc
+                    except SyncAlreadyRunning as exc:
+                        job = exc.job
+                        click.echo(f"resuming {job.mode} sync job {job.id}", err=True)
+                outcome = await run_sync_job(env, job.id, on_progress=printer)
+                printer.finish()
+                async with sessions() as session:
+                    finished = await session.get_one(SyncJob, job.id)
+                if outcome == "skipped":
+                    return job.id, "busy", "another worker is running this job right now"
+                return job.id, finished.status, finished.error
+        finally:
+            await engine.dispose()
+
+    job_id, status, error = asyncio.run(run())
+    click.echo(f"sync job {job_id}: {status}" + (f": {error}" if error else ""))
+    if status != "succeeded":
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=1))
+def worker(concurrency: int) -> None:
+    """Run queued backfills (PostgreSQL). Start any number, on any number of machines."""
+    settings = _settings()
+    if is_sqlite(settings.database_url):
+        raise click.ClickException(
+            "workers need PostgreSQL; on the embedded SQLite default `serve` runs jobs itself"
+        )
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
+                env = backfill_environment(settings, create_session_factory(engine), http)
+                app = procrastinate_app(settings.database_url)
+                async with app.open_async():
+                    await run_worker(app, env, concurrency=concurrency)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
 
 
 @main.group()

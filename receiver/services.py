@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from backfill.queue import JobQueue
+from backfill.runner import BackfillEnvironment
 from models import SecretBox
 from receiver.settings import Settings
 
@@ -17,3 +19,5 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     secret_box: SecretBox
     head_revision: str
+    backfill: BackfillEnvironment
+    job_queue: JobQueue

@@ -73,6 +73,8 @@ class Settings:
     api_version: str = DEFAULT_API_VERSION
     admin_base_url: str = DEFAULT_ADMIN_BASE_URL
     webhook_max_body_bytes: int = DEFAULT_WEBHOOK_MAX_BODY_BYTES
+    # The app's client id, needed to refresh expiring offline tokens.
+    api_key: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +98,7 @@ class Settings:
             api_version=env.get("SHOPIFY_API_VERSION") or DEFAULT_API_VERSION,
             admin_base_url=env.get("SHOPIFY_ADMIN_BASE_URL") or DEFAULT_ADMIN_BASE_URL,
             webhook_max_body_bytes=limit,
+            api_key=env.get("SHOPIFY_API_KEY") or None,
         )
         settings.secret_box()  # fail at start-up, not at the first webhook, on a malformed key
         return settings

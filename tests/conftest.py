@@ -103,8 +103,11 @@ class Backend:
         tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
         async with self.engine.begin() as connection:
             if self.name == "postgresql":
+                # procrastinate's queue too: ids restart, and a stale job holding the queueing
+                # lock "sync-job-1" would swallow the next test's job 1.
+                queue_tables = ["procrastinate_jobs", "procrastinate_periodic_defers"]
                 await connection.execute(
-                    text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+                    text(f"TRUNCATE {', '.join(tables + queue_tables)} RESTART IDENTITY CASCADE")
                 )
             else:
                 for table in tables:

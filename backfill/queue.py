@@ -1,0 +1,164 @@
+"""Where sync jobs run: procrastinate workers on PostgreSQL, an in-process runner on SQLite.
+
+Both call `run_sync_job`, whose claim makes a job run in one place at a time, and both pick
+up jobs that were interrupted (queued again, or running with a stale heartbeat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued
+from sqlalchemy.engine import make_url
+
+from backfill.runner import BackfillEnvironment, claimable_job_ids, run_sync_job
+
+log = logging.getLogger("shopify_receiver.backfill.queue")
+
+QUEUE = "backfill"
+# procrastinate's workers beat every 10 s; one silent for this long died with its jobs.
+STALLED_AFTER_SECONDS = 30.0
+
+
+class JobQueue(Protocol):
+    async def enqueue(self, sync_job_id: int) -> None: ...
+
+
+class InProcessRunner:
+    """The embedded default: jobs run as tasks of this process (the web server or the CLI)."""
+
+    def __init__(self, env: BackfillEnvironment) -> None:
+        self.env = env
+        self.tasks: dict[int, asyncio.Task[str]] = {}
+
+    async def enqueue(self, sync_job_id: int) -> None:
+        if sync_job_id in self.tasks:
+            return
+        task = asyncio.create_task(run_sync_job(self.env, sync_job_id))
+        self.tasks[sync_job_id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(sync_job_id, None))
+
+    async def resume_interrupted(self) -> list[int]:
+        job_ids = await claimable_job_ids(self.env.sessions, self.env.lease)
+        for job_id in job_ids:
+            await self.enqueue(job_id)
+        return job_ids
+
+    async def stop(self) -> None:
+        """Cancel running jobs; each puts itself back in the queue with its checkpoint."""
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def psycopg_conninfo(database_url: str) -> str:
+    """SQLAlchemy's `postgresql+asyncpg://...` as the libpq URL psycopg expects."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+tasks = procrastinate.Blueprint()
+
+
+class JobBusy(Exception):
+    """Another worker holds the job's lease; try again once it may have expired."""
+
+
+@tasks.task(
+    name="run_backfill",
+    queue=QUEUE,
+    pass_context=True,
+    retry=procrastinate.RetryStrategy(max_attempts=40, wait=15, retry_exceptions={JobBusy}),
+)
+async def run_backfill(context: procrastinate.JobContext, sync_job_id: int) -> None:
+    env: BackfillEnvironment = context.additional_context["backfill_env"]
+    outcome = await run_sync_job(env, sync_job_id)
+    if outcome == "skipped" and sync_job_id in await claimable_job_ids(env.sessions, env.lease):
+        raise JobBusy(f"sync job {sync_job_id} became claimable while we looked")
+
+
+@tasks.periodic(cron="* * * * *", periodic_id="sweep")
+@tasks.task(name="sweep_backfills", queue=QUEUE, pass_context=True)
+async def sweep_backfills(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Every minute: retry jobs of dead workers and re-queue sync jobs nobody is running."""
+    env: BackfillEnvironment = context.additional_context["backfill_env"]
+    app: procrastinate.App = context.app
+    await requeue_abandoned(app, env)
+
+
+async def requeue_abandoned(app: procrastinate.App, env: BackfillEnvironment) -> int:
+    stalled = await app.job_manager.get_stalled_jobs(
+        queue=QUEUE, seconds_since_heartbeat=STALLED_AFTER_SECONDS
+    )
+    for job in stalled:
+        await app.job_manager.retry_job(job)
+    requeued = 0
+    for sync_job_id in await claimable_job_ids(env.sessions, env.lease):
+        try:
+            await defer_backfill(app, sync_job_id)
+            requeued += 1
+        except AlreadyEnqueued:
+            pass
+    return requeued + len(stalled)
+
+
+async def defer_backfill(app: procrastinate.App, sync_job_id: int) -> None:
+    await run_backfill.configure(
+        app=app,
+        lock=f"sync-job-{sync_job_id}",
+        queueing_lock=f"sync-job-{sync_job_id}",
+    ).defer_async(sync_job_id=sync_job_id)
+
+
+def procrastinate_app(database_url: str) -> procrastinate.App:
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=psycopg_conninfo(database_url))
+    )
+    app.add_tasks_from(tasks, namespace="shopify_receiver")
+    return app
+
+
+class ProcrastinateQueue:
+    """PostgreSQL: a job row in procrastinate's queue, picked up by any `worker` process.
+
+    The connection pool opens on first use, so a web process starts (and answers 503 to
+    webhooks) while the database is still down.
+    """
+
+    def __init__(self, app: procrastinate.App) -> None:
+        self.app = app
+        self._opened = False
+        self._lock = asyncio.Lock()
+
+    async def enqueue(self, sync_job_id: int) -> None:
+        async with self._lock:
+            if not self._opened:
+                await self.app.open_async()
+                self._opened = True
+        try:
+            await defer_backfill(self.app, sync_job_id)
+        except AlreadyEnqueued:
+            log.info("backfill.already_enqueued job=%s", sync_job_id)
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.app.close_async()
+            self._opened = False
+
+
+async def run_worker(
+    app: procrastinate.App, env: BackfillEnvironment, *, concurrency: int, wait: bool = True
+) -> None:
+    """A worker: first re-queue what dead workers left, then run jobs until stopped."""
+    await requeue_abandoned(app, env)
+    await app.run_worker_async(
+        queues=[QUEUE],
+        concurrency=concurrency,
+        wait=wait,
+        additional_context={"backfill_env": env},
+        install_signal_handlers=wait,
+    )

@@ -1,0 +1,443 @@
+"""Sync jobs: create, claim, run page by page with a checkpoint per page, resume after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backfill.client import AdminClient, BackfillError, CredentialsInvalid, QueryTooCostly
+from backfill.credentials import AppCredentials, TenantCredentials, oauth_token_url
+from backfill.queries import BULK_RUN, BULK_STATUS, RESOURCES, Resource
+from handlers import normalize_customer, normalize_order, normalize_product, upsert_records
+from handlers.normalize import PayloadError, Record
+from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Tenant, utcnow
+
+log = logging.getLogger("shopify_receiver.backfill")
+
+MODES = ("full", "incremental", "bulk")
+ACTIVE_STATUSES = ("queued", "running")
+SINGLE_QUERY_LIMIT = 1000
+MAX_PAGE_SIZE = 250
+BULK_BATCH = 1000
+# A running job whose heartbeat is older than this was abandoned by a dead worker.
+DEFAULT_LEASE = timedelta(seconds=60)
+
+TARGETS: dict[str, tuple[type[ShopRecord], Callable[[Any], Record]]] = {
+    "customers": (Customer, normalize_customer),
+    "products": (Product, normalize_product),
+    "orders": (Order, normalize_order),
+}
+
+ProgressCallback = Callable[[str, dict[str, Any]], None]
+
+
+class SyncAlreadyRunning(Exception):
+    def __init__(self, job: SyncJob) -> None:
+        super().__init__(f"sync job {job.id} is already {job.status} for this store")
+        self.job = job
+
+
+class JobCancelled(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class BackfillEnvironment:
+    """What a job needs from the process running it."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    http: httpx.AsyncClient
+    box: SecretBox
+    admin_base_url: str
+    api_version: str
+    app: AppCredentials | None = None
+    lease: timedelta = DEFAULT_LEASE
+    bulk_poll_interval: float = 1.0
+    client_options: dict[str, Any] = field(default_factory=dict)
+
+    def endpoint(self, shop: str) -> str:
+        base = self.admin_base_url.format(shop=shop, version=self.api_version)
+        return f"{base.rstrip('/')}/graphql.json"
+
+
+def page_size_for(resource: Resource) -> int:
+    """The largest page whose requested cost stays under Shopify's single-query limit."""
+    return max(1, min(MAX_PAGE_SIZE, (SINGLE_QUERY_LIMIT - 2) // resource.node_cost))
+
+
+def validate_request(mode: str, resources: list[str] | None) -> list[str]:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    chosen = list(resources) if resources else list(RESOURCES)
+    unknown = [name for name in chosen if name not in RESOURCES]
+    if unknown or not chosen:
+        raise ValueError(
+            f"unknown resources {', '.join(unknown)}; choose from {', '.join(RESOURCES)}"
+        )
+    return list(dict.fromkeys(chosen))
+
+
+async def create_sync_job(
+    session: AsyncSession, tenant: Tenant, mode: str, resources: list[str] | None = None
+) -> SyncJob:
+    """Queue a job; raises SyncAlreadyRunning (with that job) if the store has one active."""
+    chosen = validate_request(mode, resources)
+    since: datetime | None = None
+    if mode == "incremental":
+        since = await session.scalar(
+            select(SyncJob.started_at)
+            .where(SyncJob.tenant_id == tenant.id, SyncJob.status == "succeeded")
+            .order_by(SyncJob.started_at.desc())
+            .limit(1)
+        )
+    job = SyncJob(
+        tenant_id=tenant.id,
+        mode=mode,
+        status="queued",
+        resources=chosen,
+        progress={},
+        since=since,
+        attempts=0,
+        created_at=utcnow(),
+    )
+    try:
+        async with session.begin_nested():
+            session.add(job)
+            await session.flush()
+    except IntegrityError:
+        running = await session.scalar(
+            select(SyncJob).where(
+                SyncJob.tenant_id == tenant.id, SyncJob.status.in_(ACTIVE_STATUSES)
+            )
+        )
+        if running is None:
+            raise
+        raise SyncAlreadyRunning(running) from None
+    return job
+
+
+async def claim_job(
+    sessions: async_sessionmaker[AsyncSession], job_id: int, lease: timedelta
+) -> bool:
+    """Take the job for this worker: queued, or running with a heartbeat older than the lease.
+
+    One UPDATE decides, so two workers handed the same job never both run it.
+    """
+    now = utcnow()
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(SyncJob)
+            .where(
+                SyncJob.id == job_id,
+                or_(
+                    SyncJob.status == "queued",
+                    and_(SyncJob.status == "running", SyncJob.heartbeat_at < now - lease),
+                ),
+            )
+            .values(
+                status="running",
+                started_at=func.coalesce(SyncJob.started_at, now),
+                heartbeat_at=now,
+                attempts=SyncJob.attempts + 1,
+                error=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return (result.rowcount or 0) == 1
+
+
+async def claimable_job_ids(
+    sessions: async_sessionmaker[AsyncSession], lease: timedelta
+) -> list[int]:
+    now = utcnow()
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(SyncJob.id)
+            .where(
+                or_(
+                    SyncJob.status == "queued",
+                    and_(SyncJob.status == "running", SyncJob.heartbeat_at < now - lease),
+                )
+            )
+            .order_by(SyncJob.id)
+        )
+        return list(rows)
+
+
+class JobRun:
+    """One attempt at one job; every page commits its records together with the checkpoint."""
+
+    def __init__(
+        self,
+        env: BackfillEnvironment,
+        job: SyncJob,
+        tenant: Tenant,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.env = env
+        self.job = job
+        self.tenant = tenant
+        self.progress: dict[str, Any] = json.loads(json.dumps(job.progress or {}))
+        self.on_progress = on_progress
+        credentials = TenantCredentials(
+            env.sessions,
+            tenant.id,
+            env.box,
+            env.http,
+            token_url=oauth_token_url(env.admin_base_url),
+            app=env.app,
+        )
+        self.client = AdminClient(
+            env.http,
+            env.endpoint(tenant.shop_domain),
+            credentials,
+            shop=tenant.shop_domain,
+            **env.client_options,
+        )
+
+    @property
+    def search(self) -> str | None:
+        if self.job.since is None:
+            return None
+        return f"updated_at:>='{self.job.since.isoformat()}'"
+
+    async def run(self) -> None:
+        for name in self.job.resources:
+            state = self.progress.setdefault(name, {"cursor": None, "count": 0, "done": False})
+            if state.get("done"):
+                continue
+            if state.get("total") is None:
+                state["total"] = await self._total(RESOURCES[name])
+            if self.job.mode == "bulk":
+                await self._bulk(RESOURCES[name], state)
+            else:
+                await self._pages(RESOURCES[name], state)
+
+    async def _total(self, resource: Resource) -> int | None:
+        try:
+            data = await self.client.execute(resource.count_query, {"query": self.search}, cost=1)
+        except BackfillError as exc:
+            log.info("backfill.count_unavailable resource=%s error=%s", resource.name, exc)
+            return None
+        count = (data.get(resource.count_field) or {}).get("count")
+        return int(count) if isinstance(count, int) else None
+
+    async def _pages(self, resource: Resource, state: dict[str, Any]) -> None:
+        model, normalize = TARGETS[resource.name]
+        page_size = int(state.get("page_size") or page_size_for(resource))
+        expected_cost = float(2 + page_size * resource.node_cost)
+        while not state["done"]:
+            variables = {"first": page_size, "after": state["cursor"], "query": self.search}
+            try:
+                data = await self.client.execute(resource.page_query, variables, cost=expected_cost)
+            except QueryTooCostly:
+                if page_size == 1:
+                    raise
+                page_size = max(1, page_size // 2)
+                state["page_size"] = page_size
+                expected_cost = float(2 + page_size * resource.node_cost)
+                continue
+            connection = data.get(resource.name) or {}
+            nodes = connection.get("nodes") or []
+            page_info = connection.get("pageInfo") or {}
+            records = _normalize_all(normalize, nodes, resource.name)
+            state["cursor"] = page_info.get("endCursor") or state["cursor"]
+            state["count"] = int(state.get("count", 0)) + len(records)
+            state["pages"] = int(state.get("pages", 0)) + 1
+            state["done"] = not page_info.get("hasNextPage")
+            await self._checkpoint(model, records)
+            self._report(resource.name, state)
+
+    async def _bulk(self, resource: Resource, state: dict[str, Any]) -> None:
+        model, normalize = TARGETS[resource.name]
+        operation_id = state.get("bulk_operation_id")
+        if not operation_id:
+            data = await self.client.execute(
+                BULK_RUN, {"query": resource.bulk_query(self.search)}, cost=10
+            )
+            result = data.get("bulkOperationRunQuery") or {}
+            errors = result.get("userErrors") or []
+            if errors:
+                messages = "; ".join(str(error.get("message")) for error in errors)
+                raise BackfillError(f"bulk operation refused: {messages}")
+            operation_id = result["bulkOperation"]["id"]
+            state["bulk_operation_id"] = operation_id
+            await self._checkpoint(model, [])
+        url = await self._await_bulk(operation_id)
+        if url:
+            await self._stream_bulk(url, model, normalize, resource.name, state)
+        state["done"] = True
+        await self._checkpoint(model, [])
+        self._report(resource.name, state)
+
+    async def _await_bulk(self, operation_id: str) -> str | None:
+        while True:
+            data = await self.client.execute(BULK_STATUS, {"id": operation_id}, cost=1)
+            node = data.get("node") or {}
+            status = node.get("status")
+            if status == "COMPLETED":
+                return node.get("url")
+            if status in {"FAILED", "CANCELED", "CANCELING", "EXPIRED"}:
+                raise BackfillError(
+                    f"bulk operation {operation_id} ended {status}"
+                    + (f" ({node['errorCode']})" if node.get("errorCode") else "")
+                )
+            await self._heartbeat()
+            await asyncio.sleep(self.env.bulk_poll_interval)
+
+    async def _stream_bulk(
+        self,
+        url: str,
+        model: type[ShopRecord],
+        normalize: Callable[[Any], Record],
+        name: str,
+        state: dict[str, Any],
+    ) -> None:
+        """Stream the JSONL, upserting in batches; a resumed job skips the lines it applied."""
+        applied = int(state.get("lines", 0))
+        line_number = 0
+        batch: list[Record] = []
+        try:
+            async with self.env.http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise BackfillError(f"bulk result download answered {response.status_code}")
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    line_number += 1
+                    if line_number <= applied:
+                        continue
+                    node = json.loads(line)
+                    if "__parentId" in node:
+                        continue  # our bulk queries select no child connections
+                    batch.append(_normalize_one(normalize, node, name))
+                    if len(batch) >= BULK_BATCH:
+                        await self._bulk_flush(model, batch, name, state, line_number)
+                        batch = []
+        except httpx.TransportError as exc:
+            raise BackfillError(f"bulk result download broke off: {exc}") from exc
+        await self._bulk_flush(model, batch, name, state, line_number)
+
+    async def _bulk_flush(
+        self,
+        model: type[ShopRecord],
+        batch: list[Record],
+        name: str,
+        state: dict[str, Any],
+        line_number: int,
+    ) -> None:
+        state["lines"] = max(int(state.get("lines", 0)), line_number)
+        state["count"] = int(state.get("count", 0)) + len(batch)
+        await self._checkpoint(model, batch)
+        self._report(name, state)
+
+    async def _checkpoint(self, model: type[ShopRecord], records: list[Record]) -> None:
+        """Records and progress in one transaction: after a crash, both or neither happened."""
+        async with self.env.sessions() as session, session.begin():
+            if records:
+                await upsert_records(session, model, self.tenant.id, records, source="backfill")
+            result = await session.execute(
+                update(SyncJob)
+                .where(SyncJob.id == self.job.id, SyncJob.status == "running")
+                .values(progress=self.progress, heartbeat_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if (result.rowcount or 0) != 1:
+                raise JobCancelled(f"sync job {self.job.id} is no longer running")
+
+    async def _heartbeat(self) -> None:
+        async with self.env.sessions() as session, session.begin():
+            await session.execute(
+                update(SyncJob)
+                .where(SyncJob.id == self.job.id, SyncJob.status == "running")
+                .values(heartbeat_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+
+    def _report(self, name: str, state: dict[str, Any]) -> None:
+        if self.on_progress is not None:
+            self.on_progress(name, dict(state))
+
+
+def _normalize_one(normalize: Callable[[Any], Record], node: Any, name: str) -> Record:
+    try:
+        return normalize(node)
+    except PayloadError as exc:
+        node_id = node.get("id") if isinstance(node, dict) else None
+        raise BackfillError(
+            f"{name} {node_id}: Shopify sent a record we cannot read: {exc}"
+        ) from exc
+
+
+def _normalize_all(normalize: Callable[[Any], Record], nodes: list[Any], name: str) -> list[Record]:
+    return [_normalize_one(normalize, node, name) for node in nodes]
+
+
+async def _finish(
+    sessions: async_sessionmaker[AsyncSession], job_id: int, status: str, error: str | None
+) -> None:
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(SyncJob)
+            .where(SyncJob.id == job_id, SyncJob.status == "running")
+            .values(status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def _release(sessions: async_sessionmaker[AsyncSession], job_id: int) -> None:
+    """Interrupted on purpose (shutdown, cancelled task): queued again, checkpoint kept."""
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(SyncJob)
+            .where(SyncJob.id == job_id, SyncJob.status == "running")
+            .values(status="queued")
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def run_sync_job(
+    env: BackfillEnvironment, job_id: int, *, on_progress: ProgressCallback | None = None
+) -> str:
+    """Claim and run a job to its end; returns the job's final status ("skipped" if another
+    worker holds it or it already ended)."""
+    if not await claim_job(env.sessions, job_id, env.lease):
+        return "skipped"
+    async with env.sessions() as session:
+        job = await session.get_one(SyncJob, job_id)
+        tenant = await session.get_one(Tenant, job.tenant_id)
+    if tenant.status != "active":
+        await _finish(env.sessions, job_id, "cancelled", f"store is {tenant.status}")
+        return "cancelled"
+    run = JobRun(env, job, tenant, on_progress)
+    log.info("backfill.started job=%s shop=%s mode=%s", job_id, tenant.shop_domain, job.mode)
+    try:
+        await run.run()
+    except asyncio.CancelledError:
+        await asyncio.shield(_release(env.sessions, job_id))
+        raise
+    except JobCancelled:
+        return "cancelled"
+    except CredentialsInvalid as exc:
+        await _finish(env.sessions, job_id, "failed", f"credentials: {exc}")
+        return "failed"
+    except BackfillError as exc:
+        await _finish(env.sessions, job_id, "failed", str(exc))
+        return "failed"
+    except Exception as exc:
+        log.exception("backfill.crashed job=%s", job_id)
+        await _finish(env.sessions, job_id, "failed", f"unexpected {type(exc).__name__}: {exc}")
+        return "failed"
+    await _finish(env.sessions, job_id, "succeeded", None)
+    log.info("backfill.succeeded job=%s shop=%s", job_id, tenant.shop_domain)
+    return "succeeded"

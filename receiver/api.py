@@ -1,0 +1,134 @@
+"""`/api/*`: JSON in, JSON out, errors as `{"error": ...}`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from backfill.runner import SyncAlreadyRunning, create_sync_job, validate_request
+from models import SyncJob, Tenant
+from receiver.auth import authenticate, require_admin
+from receiver.errors import ApiError
+from receiver.services import Services
+from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain
+
+MAX_API_BODY = 64 * 1024
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class Conflict(ApiError):
+    status_code = 409
+
+
+def job_document(job: SyncJob, request: Request | None = None) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "job_id": job.id,
+        "tenant_id": job.tenant_id,
+        "mode": job.mode,
+        "status": job.status,
+        "resources": job.resources,
+        "progress": job.progress,
+        "since": job.since.isoformat() if job.since else None,
+        "error": job.error,
+        "attempts": job.attempts,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+    if request is not None:
+        document["status_url"] = str(request.url_for("sync_status", job_id=job.id))
+    return document
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_API_BODY:
+            raise ApiError("request body too large")
+    try:
+        value = json.loads(body or b"{}")
+    except (ValueError, RecursionError) as exc:
+        raise ApiError("body must be a JSON object") from exc
+    if not isinstance(value, dict):
+        raise ApiError("body must be a JSON object")
+    return value
+
+
+def _resources(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    raise ApiError('resources must be a list such as ["orders"] or a comma-separated string')
+
+
+async def start_sync(request: Request) -> Response:
+    services: Services = request.state.services
+    body = await _json_body(request)
+    mode = body.get("mode", "full")
+    if not isinstance(mode, str):
+        raise ApiError("mode must be full, incremental or bulk")
+    try:
+        resources = validate_request(mode, _resources(body.get("resources")))
+    except ValueError as exc:
+        raise ApiError(str(exc)) from exc
+    async with services.sessions() as session, session.begin():
+        await require_admin(session, request)
+        tenant = await _tenant_from(session, body)
+        if tenant.status != "active":
+            raise Conflict(f"{tenant.shop_domain} is {tenant.status}; reinstall before syncing")
+        try:
+            job = await create_sync_job(session, tenant, mode, resources)
+        except SyncAlreadyRunning as exc:
+            return JSONResponse(
+                {"error": str(exc), "job": job_document(exc.job, request)}, status_code=409
+            )
+    await services.job_queue.enqueue(job.id)
+    document = job_document(job, request)
+    return JSONResponse(
+        {"job_id": job.id, "status_url": document["status_url"], "job": document},
+        status_code=202,
+        headers={"Location": document["status_url"]},
+    )
+
+
+async def _tenant_from(session: Any, body: dict[str, Any]) -> Tenant:
+    tenant_id, shop = body.get("tenantId"), body.get("shop")
+    if tenant_id is not None:
+        if isinstance(tenant_id, bool) or not isinstance(tenant_id, int):
+            raise ApiError("tenantId must be an integer")
+        tenant = await session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"no store with tenantId {tenant_id}")
+        return tenant
+    if isinstance(shop, str):
+        try:
+            domain = normalize_shop_domain(shop)
+        except InvalidShopDomain as exc:
+            raise ApiError(str(exc)) from exc
+        tenant = await find_tenant(session, domain)
+        if tenant is None:
+            raise NotFound(f"no store {domain}")
+        return tenant
+    raise ApiError('give the store as {"tenantId": 1} or {"shop": "name.myshopify.com"}')
+
+
+async def sync_status(request: Request) -> Response:
+    services: Services = request.state.services
+    raw_id = request.path_params["job_id"]
+    async with services.sessions() as session, session.begin():
+        await authenticate(session, request)
+        job = await session.scalar(select(SyncJob).where(SyncJob.id == raw_id))
+        if job is None:
+            raise NotFound(f"no sync job {raw_id}")
+    return JSONResponse(job_document(job, request))
