@@ -107,11 +107,11 @@ async def requeue_abandoned(app: procrastinate.App, env: BackfillEnvironment) ->
 
 
 async def defer_backfill(app: procrastinate.App, sync_job_id: int) -> None:
-    await run_backfill.configure(
-        app=app,
-        lock=f"sync-job-{sync_job_id}",
-        queueing_lock=f"sync-job-{sync_job_id}",
-    ).defer_async(sync_job_id=sync_job_id)
+    # No procrastinate `lock`: a dead worker's job would hold it until stall detection ran.
+    # Exclusivity comes from run_sync_job's claim (a lease on the sync_jobs row) instead.
+    await run_backfill.configure(app=app, queueing_lock=f"sync-job-{sync_job_id}").defer_async(
+        sync_job_id=sync_job_id
+    )
 
 
 def procrastinate_app(database_url: str) -> procrastinate.App:

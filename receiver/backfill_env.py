@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -30,5 +31,5 @@ def backfill_environment(
         admin_base_url=settings.admin_base_url,
         api_version=settings.api_version,
         app=app,
-        **overrides,
+        **({"lease": timedelta(seconds=settings.backfill_lease_seconds)} | overrides),
     )

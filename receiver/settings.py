@@ -64,6 +64,19 @@ def _dev_secret(name: str, make: Callable[[], str]) -> str:
     return value
 
 
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={text!r} is not a number") from exc
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -75,6 +88,8 @@ class Settings:
     webhook_max_body_bytes: int = DEFAULT_WEBHOOK_MAX_BODY_BYTES
     # The app's client id, needed to refresh expiring offline tokens.
     api_key: str | None = None
+    # A running sync job silent for this long is taken over by another worker.
+    backfill_lease_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -99,6 +114,7 @@ class Settings:
             admin_base_url=env.get("SHOPIFY_ADMIN_BASE_URL") or DEFAULT_ADMIN_BASE_URL,
             webhook_max_body_bytes=limit,
             api_key=env.get("SHOPIFY_API_KEY") or None,
+            backfill_lease_seconds=_positive_float(env, "BACKFILL_LEASE_SECONDS", 60.0),
         )
         settings.secret_box()  # fail at start-up, not at the first webhook, on a malformed key
         return settings

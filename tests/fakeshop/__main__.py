@@ -1,0 +1,88 @@
+"""``python -m tests.fakeshop``: serve a simulated store for benchmarks and demos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import uvicorn
+
+from .app import API_VERSION, FakeShopApp
+from .faults import Fault
+from .schema import admin_schema
+from .store import FakeStore
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakeshop", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--shop", default="fakeshop.myshopify.com")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--products", type=int, default=500)
+    parser.add_argument("--orders", type=int, default=10_000)
+    parser.add_argument("--max-available", type=float, default=2000.0)
+    parser.add_argument("--restore-rate", type=float, default=100.0)
+    parser.add_argument("--no-throttle", action="store_true", help="never answer THROTTLED")
+    parser.add_argument("--throttle-status", type=int, default=200, help="200 or 429")
+    parser.add_argument("--bulk-polls", type=int, default=2, help="polls until COMPLETED")
+    parser.add_argument("--token", help="the static access token (default: derived from seed)")
+    parser.add_argument("--expiring-token", action="store_true", help="also issue an expiring pair")
+    parser.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        help="probability of a random 503, 429 or dropped connection per GraphQL request",
+    )
+    parser.add_argument("--executor", choices=("fast", "graphql-core"), default="fast")
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+
+    admin_schema()  # load before serving so the first request is not the slow one
+    store = FakeStore(
+        args.shop,
+        args.seed,
+        customers=args.customers,
+        products=args.products,
+        orders=args.orders,
+        maximum_available=args.max_available,
+        restore_rate=args.restore_rate,
+        throttle=not args.no_throttle,
+        throttle_status=args.throttle_status,
+        bulk_polls_to_complete=args.bulk_polls,
+        access_token=args.token,
+        executor=args.executor,
+    )
+    if args.fault_rate > 0:
+        share = args.fault_rate / 3
+        store.faults.add_random(share, Fault.http(503), seed=args.seed)
+        store.faults.add_random(share, Fault.rate_limited(1.0))
+        store.faults.add_random(share, Fault.drop())
+    base = f"http://{args.host}:{args.port}"
+    info = {
+        "shop": store.shop_domain,
+        "access_token": store.access_token,
+        "admin_base_url_template": f"{base}/{{shop}}/admin/api/{{version}}",
+        "graphql_url": f"{base}/{store.shop_domain}/admin/api/{API_VERSION}/graphql.json",
+        "counts": store.counts,
+        "client_id": store.tokens.client_id,
+        "client_secret": store.tokens.client_secret,
+    }
+    if args.expiring_token:
+        info["expiring"] = store.issue_expiring_token()
+    print(f"fakeshop serving {store.shop_domain} on {base}", file=sys.stderr)
+    print(f"  SHOPIFY_ADMIN_BASE_URL={info['admin_base_url_template']}", file=sys.stderr)
+    print(f"  access token: {store.access_token}", file=sys.stderr)
+    # One JSON line on stdout for scripts that start the simulator and need its coordinates.
+    print(json.dumps(info), flush=True)
+    uvicorn.run(
+        FakeShopApp([store]), host=args.host, port=args.port, log_level=args.log_level,
+        access_log=False, lifespan="off",
+    )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,459 @@
+"""The GraphQL endpoint's logic: authentication, validation against the real schema, cost and
+throttling, execution over the store's records, and Shopify's response shapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    execute_sync,
+)
+from graphql.execution.values import get_variable_values
+
+from .cost import actual_cost, requested_cost
+from .executor import Executor, FieldError
+from .resources import ResourceView
+from .schema import admin_schema, check_document
+from .search import parse_search
+from .store import RESOURCE_NAMES, FakeStore
+
+DOCS_RATE_LIMITS = "https://shopify.dev/api/usage/rate-limits"
+UNAUTHORIZED = {
+    "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
+}
+GID = re.compile(r"^gid://shopify/(?P<type>\w+)/(?P<id>\d+)(?:\?.*)?$")
+TYPENAMES = {"Customer": "customers", "Product": "products", "Order": "orders"}
+
+
+@dataclass
+class Answer:
+    """An HTTP answer: status, JSON body, extra headers."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RequestContext:
+    """What resolvers see as ``info.context``."""
+
+    store: FakeStore
+    base_url: str
+    search: list[dict[str, Any]] = field(default_factory=list)
+    _views: dict[str, ResourceView] = field(default_factory=dict)
+    nodes_returned: int = 0
+
+    def view(self, resource: str) -> ResourceView:
+        # One snapshot per request: a page never mixes before and after a concurrent change.
+        if resource not in self._views:
+            self._views[resource] = self.store.resource(resource).view()
+        return self._views[resource]
+
+
+def _path(info: Any) -> list[Any]:
+    path = info.path
+    return path.as_list() if hasattr(path, "as_list") else list(path)
+
+
+# -- cursors --
+
+
+def encode_cursor(numeric_id: int) -> str:
+    # Shopify's cursors are base64 JSON of the last id and sort value; opaque to clients.
+    payload = json.dumps(
+        {"last_id": numeric_id, "last_value": str(numeric_id)}, separators=(",", ":")
+    )
+    return base64.b64encode(payload.encode()).decode()
+
+
+def decode_cursor(cursor: str | None, view: ResourceView) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        numeric_id = int(json.loads(base64.b64decode(cursor, validate=True))["last_id"])
+    except (binascii.Error, ValueError, KeyError, TypeError) as error:
+        raise FieldError("Invalid cursor for current pagination sort.", "BAD_REQUEST") from error
+    index = numeric_id - view.resource.base_id
+    if not 0 <= index < view.total:
+        raise FieldError("Invalid cursor for current pagination sort.", "BAD_REQUEST")
+    return index
+
+
+# -- resolvers --
+
+
+def _connection(resource: str) -> Callable[..., dict[str, Any]]:
+    def resolve(
+        info: Any,
+        first: int | None = None,
+        last: int | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        query: str | None = None,
+        reverse: bool = False,
+        sortKey: str | None = None,
+        **_ignored: Any,
+    ) -> dict[str, Any]:
+        context: RequestContext = info.context
+        view = context.view(resource)
+        if first is None and last is None:
+            raise FieldError("you must provide one of first or last", "BAD_REQUEST")
+        if first is not None and last is not None:
+            raise FieldError("providing both first and last is not supported", "BAD_REQUEST")
+        if sortKey not in (None, "ID", "CREATED_AT", "PROCESSED_AT"):
+            # Those orders equal id order for generated records; others would need real sorting.
+            raise FieldError(f"fakeshop does not simulate sortKey {sortKey}", "NOT_SIMULATED")
+        search = parse_search(query, context.store.clock.now().timestamp())
+        if search.warnings:
+            context.search.append(
+                {"path": _path(info), "query": query, "warnings": search.warnings}
+            )
+        after_index = decode_cursor(after, view)
+        before_index = decode_cursor(before, view)
+
+        def exists(position: int | None, descending: bool) -> bool:
+            # Is there a matching record at ``position`` or beyond it in this direction?
+            if position is None:
+                return False
+            start = position - 1 if not descending else position + 1
+            return next(iter(view.iterate(search, start, descending)), None) is not None
+
+        if first is not None:
+            descending = bool(reverse)
+            indexes, more = view.page(search, first, after_index, descending)
+            if before_index is not None:
+                kept = [
+                    i for i in indexes if (i > before_index if descending else i < before_index)
+                ]
+                more = more and len(kept) == len(indexes)
+                indexes = kept
+            has_next, has_previous = more, exists(after_index, not descending)
+        else:
+            assert last is not None
+            descending = not reverse
+            indexes, more = view.page(search, last, before_index, descending)
+            indexes.reverse()
+            has_previous, has_next = more, exists(before_index, not descending)
+        base = view.resource.base_id
+        nodes = [view.node(i) for i in indexes]
+        cursors = [encode_cursor(base + i) for i in indexes]
+        context.nodes_returned += len(nodes)
+        return {
+            "edges": [{"cursor": c, "node": n} for c, n in zip(cursors, nodes, strict=True)],
+            "nodes": nodes,
+            "pageInfo": {
+                "hasNextPage": has_next,
+                "hasPreviousPage": has_previous,
+                "startCursor": cursors[0] if cursors else None,
+                "endCursor": cursors[-1] if cursors else None,
+            },
+        }
+
+    return resolve
+
+
+def _count(resource: str) -> Callable[..., dict[str, Any]]:
+    def resolve(
+        info: Any, query: str | None = None, limit: int | None = 10000, **_ignored: Any
+    ) -> dict[str, Any]:
+        context: RequestContext = info.context
+        search = parse_search(query, context.store.clock.now().timestamp())
+        count = context.view(resource).count(search)
+        # Shopify caps counts at ``limit`` (10,000 unless the client passes null).
+        if limit is not None and count > limit:
+            return {"count": limit, "precision": "AT_LEAST"}
+        return {"count": count, "precision": "EXACT"}
+
+    return resolve
+
+
+def _lookup(context: RequestContext, global_id: str, expect: str | None = None) -> Any:
+    match = GID.match(global_id or "")
+    if match is None:
+        raise FieldError(f"Invalid global id '{global_id}'", "argumentLiteralsIncompatible")
+    typename, numeric_id = match["type"], int(match["id"])
+    if expect is not None and typename != expect:
+        return None
+    if typename == "BulkOperation":
+        operation = context.store.bulk.get(numeric_id)
+        return context.store.bulk.node(operation, context.base_url) if operation else None
+    resource = TYPENAMES.get(typename)
+    if resource is None:
+        return None
+    view = context.view(resource)
+    index = view.index_of(numeric_id)
+    return view.node(index) if index is not None else None
+
+
+def _by_id(expect: str) -> Callable[..., Any]:
+    return lambda info, id: _lookup(info.context, id, expect)
+
+
+def _current_bulk(info: Any, type: str = "QUERY", **_ignored: Any) -> Any:
+    context: RequestContext = info.context
+    operation = context.store.bulk.current()
+    return context.store.bulk.node(operation, context.base_url) if operation else None
+
+
+def _run_bulk(info: Any, query: str, **_ignored: Any) -> dict[str, Any]:
+    context: RequestContext = info.context
+    operation, errors = context.store.bulk.run(query)
+    node = None
+    if operation is not None:
+        # The mutation's answer shows the operation as created: reading it is not a poll.
+        node = context.store.bulk.node(operation, context.base_url, poll=False)
+    return {"bulkOperation": node, "userErrors": errors}
+
+
+def _cancel_bulk(info: Any, id: str) -> dict[str, Any]:
+    context: RequestContext = info.context
+    match = GID.match(id)
+    operation = context.store.bulk.get(int(match["id"])) if match else None
+    if operation is None:
+        return {
+            "bulkOperation": None,
+            "userErrors": [{"field": ["id"], "message": "Bulk operation does not exist"}],
+        }
+    errors = context.store.bulk.cancel(operation)
+    return {
+        "bulkOperation": context.store.bulk.node(operation, context.base_url),
+        "userErrors": errors,
+    }
+
+
+QUERY_ROOT: dict[str, Any] = {
+    **{name: _connection(name) for name in RESOURCE_NAMES},
+    **{f"{name}Count": _count(name) for name in RESOURCE_NAMES},
+    "customer": _by_id("Customer"),
+    "product": _by_id("Product"),
+    "order": _by_id("Order"),
+    "bulkOperation": _by_id("BulkOperation"),
+    "node": lambda info, id: _lookup(info.context, id),
+    "nodes": lambda info, ids: [_lookup(info.context, i) for i in ids],
+    "shop": lambda info: info.context.store.shop_node(),
+    "currentBulkOperation": _current_bulk,
+}
+MUTATION_ROOT: dict[str, Any] = {
+    "bulkOperationRunQuery": _run_bulk,
+    "bulkOperationCancel": _cancel_bulk,
+}
+
+
+# -- the request --
+
+
+def _cost_extension(store: FakeStore, requested: int, actual: int | None) -> dict[str, Any]:
+    return {
+        "cost": {
+            "requestedQueryCost": requested,
+            "actualQueryCost": actual,
+            "throttleStatus": store.bucket.status(),
+        }
+    }
+
+
+def _errors(store: FakeStore, errors: list[dict[str, Any]], requested: int = 0) -> Answer:
+    store.stats.invalid += 1
+    return Answer(200, {"errors": errors, "extensions": _cost_extension(store, requested, 0)})
+
+
+def _select_operation(
+    definitions: Any, name: str | None
+) -> OperationDefinitionNode | dict[str, Any]:
+    operations = [d for d in definitions if isinstance(d, OperationDefinitionNode)]
+    if name:
+        for operation in operations:
+            if operation.name and operation.name.value == name:
+                return operation
+        return {
+            "message": f'No operation named "{name}"',
+            "extensions": {"code": "operationNotFound"},
+        }
+    if len(operations) != 1:
+        return {
+            "message": "An operation name is required",
+            "extensions": {"code": "operationNameRequired"},
+        }
+    return operations[0]
+
+
+def _uses_introspection(operation: OperationDefinitionNode) -> bool:
+    return any(
+        isinstance(s, FieldNode) and s.name.value in ("__schema", "__type")
+        for s in operation.selection_set.selections
+    )
+
+
+def parse_body(raw: bytes, content_type: str) -> tuple[str, dict[str, Any], str | None] | None:
+    """(query, variables, operationName) from a JSON or ``application/graphql`` body."""
+    if content_type.startswith("application/graphql"):
+        return raw.decode("utf-8", "replace"), {}, None
+    try:
+        payload = json.loads(raw or b"null")
+    except ValueError:
+        return None
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("query"), str):
+        return None
+    variables = payload.get("variables") or {}
+    if not isinstance(variables, Mapping):
+        return None
+    name = payload.get("operationName")
+    return payload["query"], dict(variables), name if isinstance(name, str) else None
+
+
+def answer_graphql(
+    store: FakeStore,
+    query: str,
+    variables: dict[str, Any],
+    operation_name: str | None,
+    base_url: str,
+    force_throttle: bool = False,
+) -> Answer:
+    """Everything after authentication: validate, price, throttle, execute."""
+    schema = admin_schema()
+    checked = check_document(query)
+    if checked.errors:
+        return _errors(store, list(checked.errors))
+    for name in checked.deprecated:
+        store.stats.deprecated_fields[name] += 1
+    assert checked.document is not None
+    operation = _select_operation(checked.document.definitions, operation_name)
+    if isinstance(operation, dict):
+        return _errors(store, [operation])
+    coerced = get_variable_values(schema, operation.variable_definitions or (), variables)
+    if isinstance(coerced, list):
+        return _errors(
+            store,
+            [
+                {
+                    "message": error.message,
+                    "locations": [
+                        {"line": loc.line, "column": loc.column} for loc in error.locations or []
+                    ],
+                    "extensions": {"code": "INVALID_VARIABLE"},
+                }
+                for error in coerced
+            ],
+        )
+    fragments = {
+        d.name.value: d
+        for d in checked.document.definitions
+        if isinstance(d, FragmentDefinitionNode)
+    }
+    requested, problems = requested_cost(schema, operation, fragments, coerced)
+    if problems:
+        return _errors(store, problems, requested)
+    if requested > store.max_query_cost:
+        store.stats.max_cost_exceeded += 1
+        message = (
+            f"Query cost is {requested}, which exceeds the single query max cost limit "
+            f"({store.max_query_cost}).\n\nSee https://shopify.dev/concepts/about-apis/rate-limits "
+            "for more information on how the\ncost of a query is calculated.\n\nTo query larger "
+            "amounts of data with fewer limits, bulk operations should be used instead.\nSee "
+            "https://shopify.dev/tutorials/perform-bulk-operations-with-admin-api for usage "
+            "details.\n"
+        )
+        return Answer(
+            200,
+            {
+                "errors": [
+                    {
+                        "message": message,
+                        "extensions": {
+                            "code": "MAX_COST_EXCEEDED",
+                            "cost": requested,
+                            "maxCost": store.max_query_cost,
+                            "documentation": DOCS_RATE_LIMITS,
+                        },
+                    }
+                ],
+                "extensions": _cost_extension(store, requested, None),
+            },
+        )
+    if force_throttle or not store.bucket.take(requested):
+        store.stats.throttled += 1
+        return Answer(
+            store.throttle_status,
+            {
+                "errors": [
+                    {
+                        "message": "Throttled",
+                        "extensions": {"code": "THROTTLED", "documentation": DOCS_RATE_LIMITS},
+                    }
+                ],
+                "extensions": _cost_extension(store, requested, None),
+            },
+        )
+    context = RequestContext(store, base_url)
+    data, errors = _execute(store, schema, operation, fragments, coerced, variables, context)
+    actual = min(requested, actual_cost(schema, operation, fragments, coerced, data))
+    store.bucket.refund(requested - actual)
+    store.stats.answered += 1
+    store.stats.points_requested += requested
+    store.stats.points_used += actual
+    store.stats.nodes_returned += context.nodes_returned
+    body: dict[str, Any] = {}
+    if errors:
+        body["errors"] = errors
+    body["data"] = data
+    body["extensions"] = _cost_extension(store, requested, actual)
+    if context.search:
+        body["extensions"]["search"] = context.search
+    return Answer(200, body)
+
+
+def _execute(
+    store: FakeStore,
+    schema: Any,
+    operation: OperationDefinitionNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    coerced: Any,
+    raw_variables: dict[str, Any],
+    context: RequestContext,
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    is_mutation = operation.operation == OperationType.MUTATION
+    root_value = MUTATION_ROOT if is_mutation else QUERY_ROOT
+    if store.executor == "graphql-core" or _uses_introspection(operation):
+        document = DocumentNode(definitions=(operation, *fragments.values()))
+        result = execute_sync(
+            schema,
+            document,
+            root_value=root_value,
+            context_value=context,
+            variable_values=raw_variables,
+        )
+        return result.data, [_format_error(e) for e in result.errors or []]
+    root_type = schema.mutation_type if is_mutation else schema.query_type
+    executor = Executor(schema, fragments, coerced, context)
+    data = executor.execute_operation(operation, root_type, root_value)
+    return data, executor.errors
+
+
+def _format_error(error: GraphQLError) -> dict[str, Any]:
+    formatted: dict[str, Any] = {"message": error.message}
+    if error.locations:
+        formatted["locations"] = [
+            {"line": loc.line, "column": loc.column} for loc in error.locations
+        ]
+    if error.path:
+        formatted["path"] = list(error.path)
+    original = error.original_error
+    if isinstance(original, FieldError) and original.extensions:
+        formatted["extensions"] = original.extensions
+    elif error.extensions:
+        formatted["extensions"] = error.extensions
+    return formatted

@@ -1,0 +1,366 @@
+"""A simulated Shopify store: seeded records, tokens, a throttle bucket, bulk operations,
+fault injection and counters, all safe to use from a test thread while the server runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from .bulk import BulkManager
+from .clock import Clock, SystemClock
+from .data import (
+    LazyRef,
+    Node,
+    customer_email,
+    customer_node,
+    draw,
+    epoch,
+    gid,
+    mix64,
+    money,
+    money_bag,
+    order_node,
+    product_node,
+    stream_key,
+)
+from .faults import Fault, FaultPlan
+from .resources import Alias, Resource
+from .schema import admin_schema
+from .throttle import LeakyBucket
+from .tokens import DEFAULT_SCOPE, TokenRegistry
+
+# 13-digit ids like real ones; the resource kinds never collide.
+CUSTOMER_ID_BASE = 7_400_000_000_000
+PRODUCT_ID_BASE = 8_600_000_000_000
+ORDER_ID_BASE = 5_900_000_000_000
+DEFAULT_HISTORY = (
+    datetime(2021, 1, 1, tzinfo=UTC),
+    datetime(2025, 1, 1, tzinfo=UTC),
+)
+DEFAULT_CLIENT_ID = "fakeshop-client-id"
+DEFAULT_CLIENT_SECRET = "fakeshop-client-secret"
+RESOURCE_NAMES = ("customers", "products", "orders")
+
+
+@dataclass
+class Stats:
+    """Counters for tests and benchmarks (read them; :meth:`FakeStore.reset_stats` zeroes)."""
+
+    requests: int = 0  # GraphQL POSTs received, faulted or not
+    answered: int = 0  # GraphQL requests that executed (data returned)
+    throttled: int = 0
+    max_cost_exceeded: int = 0
+    unauthorized: int = 0
+    invalid: int = 0  # parse, validation, variable or page-size errors
+    points_requested: int = 0  # requested cost of executed queries
+    points_used: int = 0  # actual cost of executed queries
+    nodes_returned: int = 0  # records in connection pages
+    bulk_operations: int = 0
+    downloads: int = 0
+    download_lines: int = 0
+    token_refreshes: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    deprecated_fields: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        values = dict(self.__dict__)
+        values["faults"] = dict(self.faults)
+        values["deprecated_fields"] = dict(self.deprecated_fields)
+        return values
+
+
+def _cents(value: Any) -> int:
+    return int((Decimal(str(value)) * 100).to_integral_value())
+
+
+def _tags(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [tag.strip() for tag in value.split(",") if tag.strip()]
+    return list(value)
+
+
+class FakeStore:
+    """One shop. Records are generated from ``(seed, index)``; see the package README."""
+
+    def __init__(
+        self,
+        shop_domain: str = "fakeshop.myshopify.com",
+        seed: int = 0,
+        *,
+        customers: int = 100,
+        products: int = 50,
+        orders: int = 1000,
+        currency: str = "USD",
+        clock: Clock | None = None,
+        history: tuple[datetime, datetime] = DEFAULT_HISTORY,
+        maximum_available: float = 2000.0,
+        restore_rate: float = 100.0,
+        throttle: bool = True,
+        throttle_status: int = 200,
+        max_query_cost: int = 1000,
+        bulk_polls_to_complete: int = 2,
+        bulk_seconds_to_complete: float | None = None,
+        bulk_concurrency: int = 1,
+        access_token: str | None = None,
+        client_id: str = DEFAULT_CLIENT_ID,
+        client_secret: str = DEFAULT_CLIENT_SECRET,
+        scope: str = DEFAULT_SCOPE,
+        access_token_ttl: int = 3600,
+        executor: str = "fast",
+    ) -> None:
+        if not shop_domain.endswith(".myshopify.com"):
+            shop_domain = f"{shop_domain}.myshopify.com"
+        if executor not in ("fast", "graphql-core"):
+            raise ValueError("executor is 'fast' or 'graphql-core'")
+        self.shop_domain = shop_domain
+        self.seed = seed
+        self.currency = currency
+        self.clock: Clock = clock or SystemClock()
+        self.throttle_status = throttle_status
+        self.max_query_cost = max_query_cost
+        self.executor = executor
+        self.stats = Stats()
+        self._lock = threading.Lock()
+        span = (epoch(history[0]), epoch(history[1]))
+        schema = admin_schema()
+
+        def fields_of(typename: str) -> frozenset[str]:
+            return frozenset(schema.get_type(typename).fields)  # type: ignore[union-attr]
+
+        customer_key = stream_key(seed, "customers")
+        product_key = stream_key(seed, "products")
+        order_key = stream_key(seed, "orders")
+        self.customers = Resource(
+            typename="Customer",
+            key=customer_key,
+            base_id=CUSTOMER_ID_BASE,
+            count=customers,
+            history=span,
+            build=lambda r, i, c, u: customer_node(
+                customer_key, i, r.base_id + i, c, u, self.currency
+            ),
+            fields=fields_of("Customer"),
+            aliases=self._customer_aliases(),
+            clock=self.clock,
+        )
+        self.products = Resource(
+            typename="Product",
+            key=product_key,
+            base_id=PRODUCT_ID_BASE,
+            count=products,
+            history=span,
+            build=lambda r, i, c, u: product_node(product_key, i, r.base_id + i, c, u),
+            fields=fields_of("Product"),
+            aliases=self._product_aliases(),
+            clock=self.clock,
+        )
+        self.orders = Resource(
+            typename="Order",
+            key=order_key,
+            base_id=ORDER_ID_BASE,
+            count=orders,
+            history=span,
+            build=self._build_order,
+            fields=fields_of("Order"),
+            aliases=self._order_aliases(),
+            clock=self.clock,
+        )
+        self.bucket = LeakyBucket(self.clock, maximum_available, restore_rate, throttle)
+        self.tokens = TokenRegistry(
+            self.clock,
+            client_id=client_id,
+            client_secret=client_secret,
+            scope=scope,
+            access_ttl=access_token_ttl,
+        )
+        # Deterministic, so a benchmark started twice with the same seed prints the same token.
+        self.access_token = self.tokens.add_static(
+            access_token or f"shpat_{mix64(stream_key(seed, shop_domain)):016x}fake"
+        )
+        self.faults = FaultPlan()
+        self.bulk = BulkManager(
+            self,
+            polls_to_complete=bulk_polls_to_complete,
+            seconds_to_complete=bulk_seconds_to_complete,
+            concurrency=bulk_concurrency,
+        )
+
+    # -- records --
+
+    def resource(self, name: str) -> Resource:
+        if name not in RESOURCE_NAMES:
+            raise KeyError(name)
+        resource: Resource = getattr(self, name)
+        return resource
+
+    def _customer_ref(self, index: int | None) -> LazyRef | None:
+        if index is None or not self.customers.is_live(index):
+            return None
+        return LazyRef("Customer", self.customers.gid(index), lambda: self.customers.node(index))
+
+    def _build_order(self, resource: Resource, index: int, created: int, updated: int) -> Node:
+        value = draw(resource.key, index, 3)
+        customers = self.customers.generated
+        customer: int | None = None
+        # About 3% guest checkouts; otherwise a customer who existed when the order was placed
+        # (customers' time slots advance with their index too).
+        if customers and value % 100 >= 3:
+            known = min(customers, (index * customers) // max(1, resource.generated) + 1)
+            customer = (value >> 8) % known
+        email = (
+            customer_email(self.customers.key, customer)
+            if customer is not None
+            else f"guest.{index}@example.net"
+        )
+        return order_node(
+            resource.key,
+            index,
+            resource.base_id + index,
+            created,
+            updated,
+            self.currency,
+            self._customer_ref(customer),
+            email,
+        )
+
+    def _order_aliases(self) -> dict[str, Alias]:
+        def bag(field_name: str) -> Alias:
+            return lambda v: {field_name: money_bag(_cents(v), self.currency)}
+
+        return {
+            "financial_status": lambda v: {"displayFinancialStatus": str(v).upper()},
+            "fulfillment_status": lambda v: {"displayFulfillmentStatus": str(v).upper()},
+            "total_price": bag("totalPriceSet"),
+            "subtotal_price": bag("subtotalPriceSet"),
+            "total_tax": bag("totalTaxSet"),
+            "total_shipping": bag("totalShippingPriceSet"),
+            "cancel_reason": lambda v: {"cancelReason": str(v).upper() if v else None},
+            "tags": lambda v: {"tags": _tags(v)},
+            "customer": lambda v: {"customer": self._customer_ref(v)},
+        }
+
+    def _customer_aliases(self) -> dict[str, Alias]:
+        return {
+            "email": lambda v: {
+                "email": v,
+                "defaultEmailAddress": (
+                    {"emailAddress": v, "marketingState": "NOT_SUBSCRIBED"} if v else None
+                ),
+            },
+            "phone": lambda v: {
+                "phone": v,
+                "defaultPhoneNumber": (
+                    {"phoneNumber": v, "marketingState": "NOT_SUBSCRIBED"} if v else None
+                ),
+            },
+            "state": lambda v: {"state": str(v).upper()},
+            "amount_spent": lambda v: {
+                "amountSpent": {"amount": money(_cents(v)), "currencyCode": self.currency}
+            },
+            "number_of_orders": lambda v: {"numberOfOrders": str(int(v))},
+            "orders_count": lambda v: {"numberOfOrders": str(int(v))},
+            "tags": lambda v: {"tags": _tags(v)},
+        }
+
+    def _product_aliases(self) -> dict[str, Alias]:
+        return {
+            "status": lambda v: {"status": str(v).upper()},
+            "tags": lambda v: {"tags": _tags(v)},
+        }
+
+    # Node dicts exactly as the GraphQL API returns them for a selection of every field the
+    # simulator models (LazyRef customers compare equal to {"id": gid}).
+    def customer_node(self, index: int) -> Node | None:
+        return self.customers.node(index)
+
+    def product_node(self, index: int) -> Node | None:
+        return self.products.node(index)
+
+    def order_node(self, index: int) -> Node | None:
+        return self.orders.node(index)
+
+    def update_customer(self, index: int, **fields: Any) -> Node:
+        return self.customers.update(index, **fields)
+
+    def update_product(self, index: int, **fields: Any) -> Node:
+        return self.products.update(index, **fields)
+
+    def update_order(self, index: int, **fields: Any) -> Node:
+        return self.orders.update(index, **fields)
+
+    def delete_customer(self, index: int) -> None:
+        self.customers.delete(index)
+
+    def delete_product(self, index: int) -> None:
+        self.products.delete(index)
+
+    def delete_order(self, index: int) -> None:
+        self.orders.delete(index)
+
+    def create_customer(self, **fields: Any) -> int:
+        return self.customers.create(**fields)
+
+    def create_product(self, **fields: Any) -> int:
+        return self.products.create(**fields)
+
+    def create_order(self, **fields: Any) -> int:
+        return self.orders.create(**fields)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Live records per resource (what a full backfill should end with)."""
+        return {name: self.resource(name).count for name in RESOURCE_NAMES}
+
+    def shop_node(self) -> Node:
+        stamp = "2020-06-01T00:00:00Z"
+        name = self.shop_domain.removesuffix(".myshopify.com")
+        return {
+            "__typename": "Shop",
+            "id": gid("Shop", 60_000_000_000 + (mix64(self.seed) % 1_000_000)),
+            "name": name.replace("-", " ").title(),
+            "myshopifyDomain": self.shop_domain,
+            "email": f"owner@{name}.example",
+            "currencyCode": self.currency,
+            "ianaTimezone": "Etc/UTC",
+            "createdAt": stamp,
+            "updatedAt": stamp,
+        }
+
+    # -- tokens, faults, throttle --
+
+    def issue_expiring_token(
+        self, expires_in: int | None = None, refresh_token_expires_in: int | None = None
+    ) -> dict[str, Any]:
+        """An expiring offline token pair, as the OAuth grant would return it."""
+        return self.tokens.issue_expiring(expires_in, refresh_token_expires_in)
+
+    def add_token(self, token: str | None = None) -> str:
+        """Another non-expiring offline token."""
+        return self.tokens.add_static(token)
+
+    def revoke_token(self, token: str | None = None) -> None:
+        self.tokens.revoke(token or self.access_token)
+
+    def inject(self, *faults: Fault) -> None:
+        """Queue faults; each matching request consumes the first one that applies."""
+        self.faults.inject(*faults)
+
+    def configure_throttle(
+        self,
+        maximum_available: float | None = None,
+        restore_rate: float | None = None,
+        enabled: bool | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.bucket.configure(maximum_available, restore_rate, enabled)
+        if status is not None:
+            self.throttle_status = status
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self.stats = Stats()
