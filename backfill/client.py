@@ -107,6 +107,7 @@ class AdminClient:
         self.jitter = jitter
         self.throttle = ThrottleState()
         self.stats = ClientStats()
+        self.last_requested_cost: float | None = None
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: spreads the retries of many workers instead of synchronising them.
@@ -184,7 +185,9 @@ class AdminClient:
                 if "MAX_COST_EXCEEDED" in codes:
                     raise QueryTooCostly(_error_text(errors))
                 raise BackfillError(f"{self.shop}: GraphQL error: {_error_text(errors)}")
-            self.stats.points_requested += float(cost_report.get("requestedQueryCost") or 0)
+            requested_cost = float(cost_report.get("requestedQueryCost") or 0)
+            self.last_requested_cost = requested_cost or None
+            self.stats.points_requested += requested_cost
             self.stats.points_used += float(cost_report.get("actualQueryCost") or 0)
             data = body.get("data")
             if not isinstance(data, dict):

@@ -31,6 +31,9 @@ MAX_PAGE_SIZE = 250
 BULK_BATCH = 1000
 # A running job whose heartbeat is older than this was abandoned by a dead worker.
 DEFAULT_LEASE = timedelta(seconds=60)
+# Incremental pulls start this much before the previous sync started: our clock and Shopify's
+# may disagree a little, and fetching a few records twice costs nothing (upserts are idempotent).
+INCREMENTAL_OVERLAP = timedelta(minutes=5)
 
 TARGETS: dict[str, tuple[type[ShopRecord], Callable[[Any], Record]]] = {
     "customers": (Customer, normalize_customer),
@@ -70,9 +73,14 @@ class BackfillEnvironment:
         return f"{base.rstrip('/')}/graphql.json"
 
 
+def page_cost(resource: Resource, page_size: int) -> int:
+    """Requested cost as Shopify computes it: the connection 2, pageInfo 1, then each node."""
+    return 3 + page_size * resource.node_cost
+
+
 def page_size_for(resource: Resource) -> int:
     """The largest page whose requested cost stays under Shopify's single-query limit."""
-    return max(1, min(MAX_PAGE_SIZE, (SINGLE_QUERY_LIMIT - 2) // resource.node_cost))
+    return max(1, min(MAX_PAGE_SIZE, (SINGLE_QUERY_LIMIT - 3) // resource.node_cost))
 
 
 def validate_request(mode: str, resources: list[str] | None) -> list[str]:
@@ -94,12 +102,13 @@ async def create_sync_job(
     chosen = validate_request(mode, resources)
     since: datetime | None = None
     if mode == "incremental":
-        since = await session.scalar(
+        last_start = await session.scalar(
             select(SyncJob.started_at)
             .where(SyncJob.tenant_id == tenant.id, SyncJob.status == "succeeded")
             .order_by(SyncJob.started_at.desc())
             .limit(1)
         )
+        since = last_start - INCREMENTAL_OVERLAP if last_start else None
     job = SyncJob(
         tenant_id=tenant.id,
         mode=mode,
@@ -235,7 +244,7 @@ class JobRun:
     async def _pages(self, resource: Resource, state: dict[str, Any]) -> None:
         model, normalize = TARGETS[resource.name]
         page_size = int(state.get("page_size") or page_size_for(resource))
-        expected_cost = float(2 + page_size * resource.node_cost)
+        expected_cost = float(page_cost(resource, page_size))
         while not state["done"]:
             variables = {"first": page_size, "after": state["cursor"], "query": self.search}
             try:
@@ -245,8 +254,10 @@ class JobRun:
                     raise
                 page_size = max(1, page_size // 2)
                 state["page_size"] = page_size
-                expected_cost = float(2 + page_size * resource.node_cost)
+                expected_cost = float(page_cost(resource, page_size))
                 continue
+            # Shopify's own figure for this query beats our estimate from the next page on.
+            expected_cost = self.client.last_requested_cost or expected_cost
             connection = data.get(resource.name) or {}
             nodes = connection.get("nodes") or []
             page_info = connection.get("pageInfo") or {}

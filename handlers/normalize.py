@@ -33,7 +33,8 @@ def parse_shopify_id(value: Any, field: str = "id") -> int:
     if isinstance(value, str):
         text = value.rsplit("/", 1)[-1] if value.startswith("gid://") else value
         text = text.split("?", 1)[0]
-        if not text.isdigit():
+        # isascii: "²" and "١٢٣" are digits to str.isdigit but not ids.
+        if not (text.isascii() and text.isdigit()):
             raise PayloadError(f"{field}: {value!r} is not a Shopify id")
         value = int(text)
     if not isinstance(value, int):
@@ -69,7 +70,10 @@ def parse_timestamp(value: Any, field: str = "timestamp") -> datetime | None:
         raise PayloadError(f"{field}: {value!r} is not an ISO-8601 timestamp") from exc
     if parsed.tzinfo is None:
         raise PayloadError(f"{field}: {value!r} has no UTC offset")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # year 1 or 9999 with an offset falls off the calendar
+        raise PayloadError(f"{field}: {value!r} is out of range") from exc
 
 
 def parse_money(value: Any, field: str = "amount") -> Decimal | None:
@@ -94,7 +98,7 @@ def parse_count(value: Any, field: str) -> int | None:
         return None
     if isinstance(value, bool):
         raise PayloadError(f"{field}: expected a count, got {value!r}")
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if not isinstance(value, int) or not 0 <= value <= MAX_SHOPIFY_ID:
         raise PayloadError(f"{field}: {value!r} is not a count")

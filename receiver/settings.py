@@ -79,7 +79,8 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
+    # repr=False: a database URL usually carries its password.
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     api_secrets: tuple[Secret, ...] = ()
     secret_key: Secret = field(default_factory=lambda: Secret(secrets.token_urlsafe(32)))
     encryption_keys: tuple[Secret, ...] = field(default_factory=lambda: (Secret(generate_key()),))

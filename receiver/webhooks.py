@@ -28,6 +28,9 @@ from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_doma
 log = logging.getLogger("shopify_receiver.webhooks")
 
 TOPIC = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+){1,3}")
+MAX_TOPIC_LENGTH = 100  # the column's width
+# Shopify's payloads nest a handful of levels; a body nesting deeper than this is not one.
+MAX_JSON_DEPTH = 64
 # Webhook and event ids are UUIDs; allow a little more but nothing that is not plain ASCII.
 DELIVERY_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
 API_VERSION = re.compile(r"[A-Za-z0-9._\-]{1,32}")
@@ -108,6 +111,18 @@ def _storable(value: Any) -> Any:
     return value
 
 
+def json_depth(value: Any) -> int:
+    """Nesting depth, counted without recursion so no body can exhaust the stack."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def parse_payload(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
@@ -115,6 +130,8 @@ def parse_payload(body: bytes) -> dict[str, Any]:
         raise BadDelivery(f"body is not valid JSON: {str(exc)[:200]}") from exc
     if not isinstance(payload, dict):
         raise BadDelivery("body must be a JSON object")
+    if json_depth(payload) > MAX_JSON_DEPTH:
+        raise BadDelivery(f"body nests deeper than {MAX_JSON_DEPTH} levels")
     return _storable(payload)
 
 
@@ -135,7 +152,7 @@ def parse_delivery(headers: Headers, body: bytes) -> Delivery:
     if not shop:
         raise BadDelivery("missing X-Shopify-Shop-Domain header")
     topic = topic.lower()
-    if not TOPIC.fullmatch(topic):
+    if len(topic) > MAX_TOPIC_LENGTH or not TOPIC.fullmatch(topic):
         raise BadDelivery("X-Shopify-Topic header is malformed")
     try:
         shop = normalize_shop_domain(shop)

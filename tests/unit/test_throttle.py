@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from backfill.client import ThrottleState
 from backfill.queries import ORDERS, PRODUCTS, RESOURCES
-from backfill.runner import SINGLE_QUERY_LIMIT, page_size_for
+from backfill.runner import SINGLE_QUERY_LIMIT, page_cost, page_size_for
 
 
 def report(maximum: float, available: float, rate: float) -> dict:
@@ -67,6 +67,6 @@ def test_page_sizes_keep_every_query_under_the_single_query_limit():
     for resource in RESOURCES.values():
         size = page_size_for(resource)
         assert 1 <= size <= 250
-        assert 2 + size * resource.node_cost <= SINGLE_QUERY_LIMIT
+        assert page_cost(resource, size) <= SINGLE_QUERY_LIMIT
     assert page_size_for(PRODUCTS) == 250
     assert page_size_for(ORDERS) < 250

@@ -1,0 +1,375 @@
+"""The backfill against the Shopify simulator over real HTTP, on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from backfill.credentials import AppCredentials
+from backfill.queries import ORDERS
+from backfill.runner import BackfillEnvironment, create_sync_job, page_size_for, run_sync_job
+from handlers import normalize_customer, normalize_order, normalize_product, upsert_records
+from handlers.normalize import parse_shopify_id
+from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Tenant
+from receiver.samples import sample_payload
+from receiver.tenants import set_access_token
+from tests.conftest import TEST_ENCRYPTION_KEY, Backend
+from tests.fakeshop import FakeShopServer, FakeStore, Fault, ManualClock
+
+SHOP = "backfill-store.myshopify.com"
+BOX = SecretBox([TEST_ENCRYPTION_KEY])
+
+
+@dataclass
+class Shop:
+    store: FakeStore
+    clock: ManualClock
+    server: FakeShopServer
+    tenant_id: int
+    env: BackfillEnvironment
+    backend: Backend
+
+    async def sync(
+        self, mode: str = "full", resources: list[str] | None = None, **kw: Any
+    ) -> SyncJob:
+        async with self.backend.sessions() as session, session.begin():
+            tenant = await session.get_one(Tenant, self.tenant_id)
+            job = await create_sync_job(session, tenant, mode, resources)
+        await run_sync_job(self.env, job.id, **kw)
+        return await self.job(job.id)
+
+    async def job(self, job_id: int) -> SyncJob:
+        async with self.backend.sessions() as session:
+            return await session.get_one(SyncJob, job_id)
+
+    async def tenant(self) -> Tenant:
+        async with self.backend.sessions() as session:
+            return await session.get_one(Tenant, self.tenant_id)
+
+
+@pytest.fixture
+def store_options() -> dict[str, Any]:
+    return {"customers": 300, "products": 120, "orders": 600}
+
+
+@pytest.fixture
+def simulator(store_options) -> Iterator[tuple[FakeStore, ManualClock, FakeShopServer]]:
+    # Virtual time shared by the simulator's bucket and the client's pacing, started at our
+    # real now so that records the store changes are newer than our last sync, as on Shopify.
+    clock = ManualClock(start=datetime.now(UTC))
+    store = FakeStore(SHOP, seed=11, clock=clock, **store_options)
+    with FakeShopServer(store) as server:
+        yield store, clock, server
+
+
+@pytest.fixture
+async def shop(backend, simulator) -> AsyncIterator[Shop]:
+    store, clock, server = simulator
+
+    async def virtual_sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        await asyncio.sleep(0)
+
+    async with backend.sessions() as session, session.begin():
+        tenant = Tenant(shop_domain=SHOP, status="active")
+        set_access_token(BOX, tenant, store.access_token)
+        session.add(tenant)
+        await session.flush()
+        tenant_id = tenant.id
+    async with httpx.AsyncClient(timeout=10) as http:
+        env = BackfillEnvironment(
+            sessions=backend.sessions,
+            http=http,
+            box=BOX,
+            admin_base_url=server.admin_base_url_template,
+            api_version="2026-10",
+            app=AppCredentials(store.tokens.client_id, store.tokens.client_secret),
+            bulk_poll_interval=0.01,
+            client_options={"sleep": virtual_sleep, "clock": clock.monotonic},
+        )
+        yield Shop(store, clock, server, tenant_id, env, backend)
+
+
+NORMALIZERS = {
+    "customers": normalize_customer,
+    "products": normalize_product,
+    "orders": normalize_order,
+}
+MODELS: dict[str, type[ShopRecord]] = {"customers": Customer, "products": Product, "orders": Order}
+COMPARED = {
+    "customers": (
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "state",
+        "amount_spent",
+        "orders_count",
+    ),
+    "products": ("title", "handle", "status", "vendor", "product_type", "tags"),
+    "orders": (
+        "name",
+        "email",
+        "customer_shopify_id",
+        "currency",
+        "total_price",
+        "subtotal_price",
+        "financial_status",
+        "fulfillment_status",
+        "cancelled_at",
+        "processed_at",
+    ),
+}
+
+
+def node_of(store: FakeStore, resource: str, index: int) -> dict[str, Any] | None:
+    return getattr(store, f"{resource[:-1]}_node")(index)
+
+
+async def assert_database_equals_store(shop: Shop, samples: int = 25) -> None:
+    """Same live record count per resource, and sampled records equal field by field."""
+    store, backend = shop.store, shop.backend
+    async with backend.sessions() as session:
+        for resource, model in MODELS.items():
+            live = await session.scalar(
+                select(func.count()).select_from(model).where(model.deleted_at.is_(None))
+            )
+            assert live == store.counts[resource], resource
+            total = store.counts[resource]
+            step = max(1, total // samples)
+            for index in [*range(0, total, step), total - 1]:
+                node = node_of(store, resource, index)
+                assert node is not None
+                row = await session.scalar(
+                    select(model).where(model.shopify_id == parse_shopify_id(node["id"]))
+                )
+                assert row is not None, f"{resource} {index} missing"
+                expected = NORMALIZERS[resource](node)
+                for column in COMPARED[resource]:
+                    assert getattr(row, column) == expected[column], (resource, index, column)
+                assert row.shopify_updated_at == expected["shopify_updated_at"]
+            if resource == "orders":
+                node = node_of(store, "orders", 0)
+                row = await session.scalar(
+                    select(Order).where(Order.shopify_id == parse_shopify_id(node["id"]))
+                )
+                assert row.name == node["name"]
+                assert row.total_price == Decimal(node["totalPriceSet"]["shopMoney"]["amount"])
+
+
+@pytest.mark.parametrize("store_options", [{"customers": 1500, "products": 400, "orders": 5000}])
+@pytest.mark.parametrize("mode", ["full", "bulk"])
+async def test_backfill_copies_a_5000_order_store_exactly(shop, mode):
+    job = await shop.sync(mode)
+    assert (job.status, job.error) == ("succeeded", None)
+    assert job.progress["orders"]["count"] == 5000
+    assert job.progress["orders"]["total"] == 5000
+    await assert_database_equals_store(shop)
+
+
+async def test_incremental_pulls_only_what_changed_since_the_last_sync(shop):
+    first = await shop.sync("full")
+    assert first.status == "succeeded"
+    shop.clock.advance(60)
+    shop.store.update_order(7, financial_status="refunded", total_price="1.23")
+    shop.store.update_customer(3, first_name="Grace")
+    shop.store.create_product(title="Brand new")
+    second = await shop.sync("incremental")
+    assert second.status == "succeeded"
+    assert second.since is not None
+    pulled = {name: state["count"] for name, state in second.progress.items()}
+    assert pulled == {"customers": 1, "products": 1, "orders": 1}
+    await assert_database_equals_store(shop)
+
+
+async def test_a_cancelled_job_resumes_from_its_checkpoint(shop):
+    pages = math.ceil(600 / page_size_for(ORDERS))
+    shop.store.reset_stats()
+    async with shop.backend.sessions() as session, session.begin():
+        job = await create_sync_job(
+            session, await session.get_one(Tenant, shop.tenant_id), "full", ["orders"]
+        )
+    task: asyncio.Task[str] | None = None
+
+    def stop_after_two_pages(resource: str, state: dict[str, Any]) -> None:
+        if state["pages"] == 2 and task is not None:
+            task.cancel()
+
+    task = asyncio.create_task(run_sync_job(shop.env, job.id, on_progress=stop_after_two_pages))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    interrupted = await shop.job(job.id)
+    assert interrupted.status == "queued"
+    assert interrupted.progress["orders"]["pages"] == 2
+    assert await run_sync_job(shop.env, job.id) == "succeeded"
+    finished = await shop.job(job.id)
+    assert finished.progress["orders"]["count"] == 600
+    assert finished.attempts == 2
+    # Two count queries, every page once, and at most the one page in flight at the cancel.
+    assert shop.store.stats.requests <= 2 + pages + 1
+    async with shop.backend.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 600
+
+
+@pytest.mark.parametrize("store_options", [{"customers": 0, "products": 0, "orders": 2000}])
+async def test_a_tight_bucket_is_used_fully_and_rarely_throttles(shop):
+    shop.store.configure_throttle(maximum_available=1000, restore_rate=50)
+    started = shop.clock.monotonic()
+    job = await shop.sync("full", ["orders"])
+    assert job.status == "succeeded"
+    stats = shop.store.stats
+    assert stats.throttled <= 3
+    elapsed = shop.clock.monotonic() - started
+    # Points the bucket could give in that time (its start plus the refill), and our share.
+    available = 1000 + 50 * elapsed
+    assert stats.points_requested / available > 0.9
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.rate_limited(3),
+        Fault.http(500),
+        Fault.http(502, times=2),
+        Fault.http(503, times=3),
+        Fault.slow(0.3),
+        Fault.drop(),
+        Fault.drop_mid_body(),
+        Fault.throttled(times=2),
+    ],
+    ids=lambda fault: f"{fault.kind}-{fault.status or ''}-{fault.times}",
+)
+async def test_transient_faults_are_retried_and_the_job_completes(shop, fault):
+    shop.store.inject(fault)
+    job = await shop.sync("full", ["orders"])
+    assert (job.status, job.error) == ("succeeded", None)
+    assert sum(shop.store.stats.faults.values()) >= 1
+    await assert_orders_complete(shop)
+
+
+async def assert_orders_complete(shop: Shop) -> None:
+    async with shop.backend.sessions() as session:
+        count = await session.scalar(select(func.count()).select_from(Order))
+    assert count == shop.store.counts["orders"]
+
+
+async def test_a_persistent_outage_fails_with_a_clear_message(shop):
+    shop.store.inject(Fault.http(503, times=100))
+    job = await shop.sync("full", ["orders"])
+    assert job.status == "failed"
+    assert "gave up after 8 attempts" in job.error
+    assert "HTTP 503" in job.error
+
+
+async def test_a_revoked_token_without_refresh_marks_the_credentials_invalid(shop):
+    shop.store.inject(Fault.revoke_token())
+    job = await shop.sync("full", ["orders"])
+    assert job.status == "failed"
+    assert "credentials" in job.error
+    tenant = await shop.tenant()
+    assert tenant.credentials_status == "invalid"
+    assert "no refresh token" in tenant.credentials_error
+    # The next job refuses at once, saying what to do.
+    again = await shop.sync("full", ["orders"])
+    assert again.status == "failed"
+    assert "tenants add" in again.error
+
+
+async def test_an_expiring_token_is_refreshed_and_stored_encrypted(shop):
+    grant = shop.store.issue_expiring_token(expires_in=3600)
+    async with shop.backend.sessions() as session, session.begin():
+        tenant = await session.get_one(Tenant, shop.tenant_id)
+        set_access_token(BOX, tenant, grant["access_token"])
+        tenant.refresh_token_encrypted = BOX.encrypt(grant["refresh_token"])
+    shop.store.inject(Fault.expire_token())
+    job = await shop.sync("full", ["orders"])
+    assert (job.status, job.error) == ("succeeded", None)
+    assert shop.store.stats.token_refreshes == 1
+    tenant = await shop.tenant()
+    new_token = BOX.decrypt(tenant.access_token_encrypted)
+    assert new_token != grant["access_token"]
+    assert new_token not in tenant.access_token_encrypted
+    assert tenant.access_token_expires_at is not None
+    assert tenant.credentials_status == "ok"
+
+
+async def test_a_token_about_to_expire_is_refreshed_before_use(shop):
+    grant = shop.store.issue_expiring_token(expires_in=3600)
+    async with shop.backend.sessions() as session, session.begin():
+        tenant = await session.get_one(Tenant, shop.tenant_id)
+        set_access_token(BOX, tenant, grant["access_token"])
+        tenant.refresh_token_encrypted = BOX.encrypt(grant["refresh_token"])
+        tenant.access_token_expires_at = datetime.now(UTC) + timedelta(seconds=30)
+    job = await shop.sync("full", ["products"])
+    assert job.status == "succeeded"
+    assert shop.store.stats.token_refreshes == 1
+    assert shop.store.stats.unauthorized == 0
+
+
+async def test_a_failed_bulk_operation_fails_the_job_clearly(shop):
+    shop.store.bulk.fail_next("INTERNAL_SERVER_ERROR")
+    job = await shop.sync("bulk", ["orders"])
+    assert job.status == "failed"
+    assert "FAILED" in job.error
+    assert "INTERNAL_SERVER_ERROR" in job.error
+
+
+async def test_a_webhook_newer_than_the_backfill_page_wins(shop):
+    """Shopify's webhook beats the backfill to an order: the older page must not undo it."""
+    last = shop.store.counts["orders"] - 1
+    node = node_of(shop.store, "orders", last)
+    webhook = sample_payload("orders/updated") | {
+        "id": parse_shopify_id(node["id"]),
+        "admin_graphql_api_id": node["id"],
+        "name": "#WEBHOOK",
+        "updated_at": datetime.now(UTC).isoformat(),
+        "total_price": "999.99",
+    }
+    early = node_of(shop.store, "orders", 3)
+    during = sample_payload("orders/updated") | {
+        "id": parse_shopify_id(early["id"]),
+        "name": "#DURING",
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
+    async with shop.backend.sessions() as session, session.begin():
+        await upsert_records(
+            session, Order, shop.tenant_id, [normalize_order(webhook)], source="webhook"
+        )
+    sent_during = False
+
+    def webhook_mid_run(resource: str, state: dict[str, Any]) -> None:
+        nonlocal sent_during
+        if resource == "orders" and state["pages"] == 1 and not sent_during:
+            sent_during = True
+            loop_tasks.append(asyncio.ensure_future(deliver(during)))
+
+    async def deliver(payload: dict[str, Any]) -> None:
+        async with shop.backend.sessions() as session, session.begin():
+            await upsert_records(
+                session, Order, shop.tenant_id, [normalize_order(payload)], source="webhook"
+            )
+
+    loop_tasks: list[asyncio.Future[None]] = []
+    job = await shop.sync("full", ["orders"], on_progress=webhook_mid_run)
+    await asyncio.gather(*loop_tasks)
+    assert job.status == "succeeded"
+    async with shop.backend.sessions() as session:
+        rows = {
+            row.shopify_id: row
+            for row in await session.scalars(
+                select(Order).where(Order.shopify_id.in_([webhook["id"], during["id"]]))
+            )
+        }
+    assert rows[webhook["id"]].name == "#WEBHOOK"
+    assert rows[webhook["id"]].total_price == Decimal("999.99")
+    assert rows[webhook["id"]].source == "webhook"
+    assert rows[during["id"]].name == "#DURING"
