@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -373,3 +375,149 @@ async def test_a_webhook_newer_than_the_backfill_page_wins(shop):
     assert rows[webhook["id"]].total_price == Decimal("999.99")
     assert rows[webhook["id"]].source == "webhook"
     assert rows[during["id"]].name == "#DURING"
+
+
+@pytest.fixture
+def live_simulator() -> Iterator[tuple[FakeStore, FakeShopServer]]:
+    """A store on the system clock, for code that paces itself in real time."""
+    store = FakeStore(SHOP, seed=5, customers=40, products=30, orders=400)
+    with FakeShopServer(store) as server:
+        yield store, server
+
+
+async def _tenant_with_token(backend: Backend, store: FakeStore) -> int:
+    async with backend.sessions() as session, session.begin():
+        tenant = Tenant(shop_domain=SHOP, status="active")
+        set_access_token(BOX, tenant, store.access_token)
+        session.add(tenant)
+        await session.flush()
+        return tenant.id
+
+
+async def _admin_token(backend: Backend) -> str:
+    from receiver.auth import create_api_token
+
+    async with backend.sessions() as session, session.begin():
+        return await create_api_token(session, "backfill-tests")
+
+
+async def _wait_until_finished(http: httpx.AsyncClient, url: str, token: str) -> dict[str, Any]:
+    """Poll the status URL, as a client of the API would, until the job ends (bounded)."""
+    for _ in range(600):
+        document = (await http.get(url, headers={"Authorization": f"Bearer {token}"})).json()
+        if document["status"] in {"succeeded", "failed", "cancelled"}:
+            return document
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job did not finish: {document}")
+
+
+async def test_api_sync_runs_in_process_on_sqlite(sqlite_url, live_simulator, http):
+    from tests.conftest import ServedApp, settings_for
+
+    store, server = live_simulator
+    engine_backend = Backend("sqlite", sqlite_url, *_engine_and_sessions(sqlite_url))
+    await engine_backend.truncate()
+    try:
+        await _tenant_with_token(engine_backend, store)
+        token = await _admin_token(engine_backend)
+        settings = settings_for(sqlite_url, admin_base_url=server.admin_base_url_template)
+        with ServedApp(settings) as app:
+            response = await http.post(
+                f"{app.base_url}/api/sync",
+                json={"shop": SHOP, "mode": "full"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert response.status_code == 202
+            document = await _wait_until_finished(http, response.json()["status_url"], token)
+        assert (document["status"], document["error"]) == ("succeeded", None)
+        assert document["progress"]["orders"]["count"] == 400
+        async with engine_backend.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(Order)) == 400
+    finally:
+        await engine_backend.engine.dispose()
+
+
+def _engine_and_sessions(url: str) -> tuple[Any, Any]:
+    from models import create_engine, create_session_factory
+
+    engine = create_engine(url)
+    return engine, create_session_factory(engine)
+
+
+async def test_queued_job_is_run_by_a_worker_on_postgresql(pg, live_simulator, http):
+    from backfill.queue import procrastinate_app, run_worker
+    from tests.conftest import ServedApp, settings_for
+
+    store, server = live_simulator
+    await _tenant_with_token(pg, store)
+    token = await _admin_token(pg)
+    settings = settings_for(pg.url, admin_base_url=server.admin_base_url_template)
+    with ServedApp(settings) as app:
+        response = await http.post(
+            f"{app.base_url}/api/sync",
+            json={"shop": SHOP, "resources": ["orders", "products"]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 202
+        job_id = response.json()["job_id"]
+        assert (await pg_job(pg, job_id)).status == "queued"
+        queue = procrastinate_app(pg.url)
+        env = BackfillEnvironment(
+            sessions=pg.sessions,
+            http=http,
+            box=BOX,
+            admin_base_url=server.admin_base_url_template,
+            api_version="2026-10",
+        )
+        async with queue.open_async():
+            await run_worker(queue, env, concurrency=1, wait=False)
+    job = await pg_job(pg, job_id)
+    assert (job.status, job.error) == ("succeeded", None)
+    assert job.progress["orders"]["count"] == 400
+    assert job.progress["products"]["count"] == 30
+
+
+async def pg_job(backend: Backend, job_id: int) -> SyncJob:
+    async with backend.sessions() as session:
+        return await session.get_one(SyncJob, job_id)
+
+
+async def test_backfill_command_shows_progress_and_fills_the_database(
+    sqlite_url, live_simulator, tmp_path
+):
+    store, server = live_simulator
+    backend = Backend("sqlite", sqlite_url, *_engine_and_sessions(sqlite_url))
+    await backend.truncate()
+    try:
+        await _tenant_with_token(backend, store)
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "DATABASE_URL": sqlite_url,
+            "ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+            "SECRET_KEY": "cli-test",
+            "SHOPIFY_ADMIN_BASE_URL": server.admin_base_url_template,
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "receiver.cli",
+            "backfill",
+            SHOP,
+            "--resources",
+            "orders,customers",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+        output = stdout.decode() + stderr.decode()
+        assert process.returncode == 0, output
+        assert "succeeded" in output
+        assert "records/s" in output
+        assert "/ 400 (100%)" in output
+        async with backend.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(Order)) == 400
+            assert await session.scalar(select(func.count()).select_from(Customer)) == 40
+    finally:
+        await backend.engine.dispose()
