@@ -394,6 +394,22 @@ def _normalize_all(normalize: Callable[[Any], Record], nodes: list[Any], name: s
     return [_normalize_one(normalize, node, name) for node in nodes]
 
 
+async def _beat(env: BackfillEnvironment, job_id: int) -> None:
+    interval = env.lease.total_seconds() / 3
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            async with env.sessions() as session, session.begin():
+                await session.execute(
+                    update(SyncJob)
+                    .where(SyncJob.id == job_id, SyncJob.status == "running")
+                    .values(heartbeat_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+        except Exception:  # a missed beat is retried; the job itself reports real failures
+            log.warning("backfill.heartbeat_failed job=%s", job_id, exc_info=True)
+
+
 async def _finish(
     sessions: async_sessionmaker[AsyncSession], job_id: int, status: str, error: str | None
 ) -> None:
@@ -432,6 +448,9 @@ async def run_sync_job(
         return "cancelled"
     run = JobRun(env, job, tenant, on_progress)
     log.info("backfill.started job=%s shop=%s mode=%s", job_id, tenant.shop_domain, job.mode)
+    # Beat while alive, also through long pacing or bulk waits: only a dead worker's job
+    # goes stale and gets taken over.
+    beating = asyncio.create_task(_beat(env, job_id))
     try:
         await run.run()
     except asyncio.CancelledError:
@@ -449,6 +468,8 @@ async def run_sync_job(
         log.exception("backfill.crashed job=%s", job_id)
         await _finish(env.sessions, job_id, "failed", f"unexpected {type(exc).__name__}: {exc}")
         return "failed"
+    finally:
+        beating.cancel()
     await _finish(env.sessions, job_id, "succeeded", None)
     log.info("backfill.succeeded job=%s shop=%s", job_id, tenant.shop_domain)
     return "succeeded"

@@ -521,3 +521,88 @@ async def test_backfill_command_shows_progress_and_fills_the_database(
             assert await session.scalar(select(func.count()).select_from(Customer)) == 40
     finally:
         await backend.engine.dispose()
+
+
+async def _poll(condition: Any, what: str, limit: float = 60.0) -> None:
+    """Wait for a state another process produces, checking it every 50 ms (bounded)."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_killed_worker_s_job_is_resumed_by_another_worker(pg, tmp_path):
+    import signal
+
+    from backfill.queue import ProcrastinateQueue, procrastinate_app
+
+    store = FakeStore(SHOP, seed=9, customers=0, products=0, orders=3000, throttle=False)
+    # Slow pages, so the kill lands mid-run.
+    store.inject(Fault.slow(0.15, times=10_000))
+    with FakeShopServer(store) as server:
+        await _tenant_with_token(pg, store)
+        async with pg.sessions() as session, session.begin():
+            tenant = await session.get_one(Tenant, 1)
+            job = await create_sync_job(session, tenant, "full", ["orders"])
+        queue = ProcrastinateQueue(procrastinate_app(pg.url))
+        await queue.enqueue(job.id)
+        await queue.close()
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "DATABASE_URL": pg.url,
+            "ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+            "SECRET_KEY": "worker-test",
+            "SHOPIFY_ADMIN_BASE_URL": server.admin_base_url_template,
+            "BACKFILL_LEASE_SECONDS": "2",
+        }
+
+        async def start_worker() -> asyncio.subprocess.Process:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "receiver.cli", "worker", "--concurrency", "1",
+                cwd=tmp_path, env=env,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+
+        async def pages_done() -> int:
+            current = await pg_job(pg, job.id)
+            return int((current.progress.get("orders") or {}).get("pages", 0))
+
+        first = await start_worker()
+        try:
+            await _poll(lambda: _at_least(pages_done, 3), "the first worker to fetch 3 pages")
+        finally:
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+        stranded = await pg_job(pg, job.id)
+        assert stranded.status == "running"
+        pages_before_kill = await pages_done()
+
+        async def lease_expired() -> bool:
+            current = await pg_job(pg, job.id)
+            return current.heartbeat_at < datetime.now(UTC) - timedelta(seconds=2)
+
+        await _poll(lease_expired, "the dead worker's lease to expire")
+        second = await start_worker()
+        try:
+
+            async def finished() -> bool:
+                return (await pg_job(pg, job.id)).status in {"succeeded", "failed"}
+
+            await _poll(finished, "the second worker to finish the job", limit=120)
+        finally:
+            second.terminate()
+            await second.wait()
+    done = await pg_job(pg, job.id)
+    assert (done.status, done.error) == ("succeeded", None)
+    assert done.attempts == 2
+    assert pages_before_kill < done.progress["orders"]["pages"]
+    async with pg.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 3000
+    pages = math.ceil(3000 / page_size_for(ORDERS))
+    # Count queries of both attempts, every page once, at most one page fetched twice.
+    assert store.stats.answered <= 2 + pages + 1
+
+
+async def _at_least(read: Any, minimum: int) -> bool:
+    return await read() >= minimum
