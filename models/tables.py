@@ -220,4 +220,43 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class User(Base):
+    """A dashboard user: admins see every store, viewers only those in user_tenants."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id!r}, email={self.email!r}, is_admin={self.is_admin!r})"
+
+
+class UserTenant(Base):
+    __tablename__ = "user_tenants"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins per email and per address, shared by every process through the database."""
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None]
+
+
 SHOP_DATA_MODELS: tuple[type[ShopRecord], ...] = (Customer, Product, Order)

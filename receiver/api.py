@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from backfill.runner import SyncAlreadyRunning, create_sync_job, validate_request
 from models import SyncJob, Tenant
-from receiver.auth import authenticate, require_admin
+from receiver.auth import Forbidden, authenticate, require_admin
 from receiver.errors import ApiError
 from receiver.services import Services
 from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain
@@ -83,8 +83,10 @@ async def start_sync(request: Request) -> Response:
     except ValueError as exc:
         raise ApiError(str(exc)) from exc
     async with services.sessions() as session, session.begin():
-        await require_admin(session, request)
+        principal = await require_admin(session, request)
         tenant = await _tenant_from(session, body)
+        if not principal.can_see(tenant.id):
+            raise Forbidden(f"no access to {tenant.shop_domain}")
         if tenant.status != "active":
             raise Conflict(f"{tenant.shop_domain} is {tenant.status}; reinstall before syncing")
         try:
@@ -127,8 +129,10 @@ async def sync_status(request: Request) -> Response:
     services: Services = request.state.services
     raw_id = request.path_params["job_id"]
     async with services.sessions() as session, session.begin():
-        await authenticate(session, request)
+        principal = await authenticate(session, request)
         job = await session.scalar(select(SyncJob).where(SyncJob.id == raw_id))
         if job is None:
             raise NotFound(f"no sync job {raw_id}")
+        if not principal.can_see(job.tenant_id):
+            raise Forbidden("no access to that store")
     return JSONResponse(job_document(job, request))

@@ -8,7 +8,9 @@ from typing import TypedDict
 
 import httpx
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from backfill.queue import InProcessRunner, JobQueue, ProcrastinateQueue, procrastinate_app
 from models import create_engine, create_session_factory, is_sqlite
@@ -19,6 +21,7 @@ from receiver.errors import DATABASE_ERRORS, ApiError, api_error, database_unava
 from receiver.health import healthz, readyz
 from receiver.services import Services
 from receiver.settings import Settings
+from receiver.web import STATIC_DIR, SessionCookies, login_page, login_submit, logout
 from receiver.webhooks import receive_webhook
 
 
@@ -68,7 +71,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/api/sync", start_sync, methods=["POST"]),
             Route("/api/sync/{job_id:int}", sync_status, methods=["GET"], name="sync_status"),
+            Route("/login", login_page, methods=["GET"]),
+            Route("/login", login_submit, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
+        middleware=[Middleware(SessionCookies, secret_key=settings.secret_key.reveal())],
         exception_handlers={**exception_handlers, ApiError: api_error},
         lifespan=lifespan,
     )

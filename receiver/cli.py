@@ -26,6 +26,8 @@ from handlers.compliance import export_customer
 from models import (
     SyncJob,
     Tenant,
+    User,
+    UserTenant,
     WebhookEvent,
     create_engine,
     create_session_factory,
@@ -346,6 +348,53 @@ def events_prune(older_than: str, include_failed: bool) -> None:
 
     pruned = _with_session(_settings(), work)
     click.echo(f"pruned {pruned} event(s) received before {cutoff:%Y-%m-%d %H:%M}Z")
+
+
+@main.group()
+def users() -> None:
+    """Dashboard users."""
+
+
+@users.command("add")
+@click.option("--email", required=True)
+@click.option("--admin", is_flag=True, help="May see every store and start syncs and replays.")
+@click.option("--tenant", "shops", multiple=True, help="A store a viewer may see; repeat it.")
+def users_add(email: str, admin: bool, shops: tuple[str, ...]) -> None:
+    """Add a user, or reset their password and stores. The password is read from standard
+    input (first line) or asked for, never taken from the command line."""
+    from receiver.auth import hash_password, normalize_email
+
+    settings = _settings()
+    email = normalize_email(email)
+    if "@" not in email or len(email) > 320:
+        raise click.BadParameter(f"{email!r} is not an email address", param_hint="--email")
+    domains = [_shop(shop) for shop in shops]
+    if sys.stdin is not None and not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 10:
+        raise click.ClickException("the password must be at least 10 characters long")
+    password_hash = hash_password(password)
+
+    async def work(session: AsyncSession) -> str:
+        tenant_ids = []
+        for domain in domains:
+            tenant_ids.append((await _require_tenant(session, domain)).id)
+        user = await session.scalar(select(User).where(User.email == email))
+        created = user is None
+        if user is None:
+            user = User(email=email, password_hash=password_hash, is_admin=admin)
+            session.add(user)
+        else:
+            user.password_hash, user.is_admin, user.disabled_at = password_hash, admin, None
+        await session.flush()
+        await session.execute(delete(UserTenant).where(UserTenant.user_id == user.id))
+        session.add_all(UserTenant(user_id=user.id, tenant_id=tid) for tid in tenant_ids)
+        role = "admin" if admin else f"viewer of {len(tenant_ids)} store(s)"
+        return f"{'added' if created else 'updated'} {email} ({role})"
+
+    click.echo(_with_session(settings, work))
 
 
 @main.group()
