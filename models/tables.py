@@ -125,6 +125,10 @@ class Order(ShopRecord):
     edited_at: Mapped[datetime | None]
 
 
+# The dashboard's revenue and orders-per-day windows read by store and time.
+Index("ix_orders_tenant_processed", Order.tenant_id, Order.processed_at)
+
+
 class WebhookEvent(Base):
     """The inbox: every verified delivery, committed before Shopify gets its 200."""
 

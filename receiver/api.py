@@ -17,6 +17,7 @@ from receiver.services import Services
 from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain
 
 MAX_API_BODY = 64 * 1024
+MAX_ID = 2**63 - 1  # larger path ids cannot exist, and the drivers refuse to bind them
 
 
 class NotFound(ApiError):
@@ -128,6 +129,8 @@ async def _tenant_from(session: Any, body: dict[str, Any]) -> Tenant:
 async def sync_status(request: Request) -> Response:
     services: Services = request.state.services
     raw_id = request.path_params["job_id"]
+    if not 0 < raw_id <= MAX_ID:
+        raise NotFound(f"no sync job {raw_id}")
     async with services.sessions() as session, session.begin():
         principal = await authenticate(session, request)
         job = await session.scalar(select(SyncJob).where(SyncJob.id == raw_id))

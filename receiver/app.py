@@ -19,8 +19,10 @@ from receiver.api import start_sync, sync_status
 from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment
 from receiver.errors import DATABASE_ERRORS, ApiError, api_error, database_unavailable
 from receiver.health import healthz, readyz
+from receiver.pages import home, replay_event, run_backfill, store_page
 from receiver.services import Services
 from receiver.settings import Settings
+from receiver.stats import api_stats
 from receiver.web import STATIC_DIR, SessionCookies, login_page, login_submit, logout
 from receiver.webhooks import receive_webhook
 
@@ -74,6 +76,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/login", login_page, methods=["GET"]),
             Route("/login", login_submit, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
+            Route("/api/stats", api_stats, methods=["GET"]),
+            Route("/", home, methods=["GET"]),
+            Route("/stores/{shop}", store_page, methods=["GET"]),
+            Route("/stores/{shop}/events/{event_id:int}/replay", replay_event, methods=["POST"]),
+            Route("/stores/{shop}/sync", run_backfill, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[Middleware(SessionCookies, secret_key=settings.secret_key.reveal())],

@@ -1,4 +1,4 @@
-"""Dashboard users, their stores, and login throttling.
+"""Dashboard users, their stores, login throttling, and an index for dashboard windows.
 
 Revision ID: 0003
 Revises: 0002
@@ -46,8 +46,10 @@ def upgrade() -> None:
         sa.Column("window_started_at", TIMESTAMP, nullable=False),
         sa.Column("locked_until", TIMESTAMP),
     )
+    op.create_index("ix_orders_tenant_processed", "orders", ["tenant_id", "processed_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_orders_tenant_processed", "orders")
     for table in ("login_throttles", "user_tenants", "users"):
         op.drop_table(table)

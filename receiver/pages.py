@@ -1,0 +1,228 @@
+"""The dashboard pages: the list of stores, one store's page, and its two admin actions.
+
+A store the signed-in user may not see answers exactly like one that does not exist (404),
+so a viewer cannot even learn which stores are installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from backfill.queries import RESOURCES
+from backfill.runner import MODES, SyncAlreadyRunning, create_sync_job, validate_request
+from handlers import process_event
+from models import Tenant, WebhookEvent, utcnow
+from receiver.auth import Principal, csrf_valid, visible_tenants
+from receiver.services import Services
+from receiver.stats import CHART_DAYS, counts_by_tenant, store_stats
+from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain
+from receiver.web import page_principal, read_form, render, to_login
+
+# The orders chart's drawing box (SVG user units); dashboard.js reads the same numbers from
+# the <svg>'s data attributes.
+CHART_WIDTH = 300
+CHART_HEIGHT = 100
+CHART_TOP = 12
+BAR_GAP = 2
+
+# Notices named by a query parameter after an action: only these fixed texts are ever shown.
+SYNC_NOTICES = {
+    "started": "Backfill queued.",
+    "running": "A backfill is already queued or running for this store.",
+    "inactive": "This store is not active; reinstall the app before running a backfill.",
+}
+# Ids are BIGINT: a larger number in the URL names no event (and must not reach the driver).
+MAX_ID = 2**63 - 1
+REPLAY_NOTICES = {
+    "processed": "Event replayed: processed.",
+    "ignored": "Event replayed: ignored.",
+    "failed": "Event replayed but it failed again; see the error below.",
+}
+
+
+def chart_bars(days: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bar geometry for the orders-per-day SVG, scaled to the busiest day."""
+    slot = CHART_WIDTH / max(1, len(days))
+    peak = max((day["count"] for day in days), default=0) or 1
+    bars = []
+    for index, day in enumerate(days):
+        height = round(day["count"] / peak * CHART_HEIGHT, 2)
+        bars.append(
+            {
+                "index": index,
+                "x": round(index * slot + BAR_GAP / 2, 2),
+                "y": round(CHART_TOP + CHART_HEIGHT - height, 2),
+                "width": round(slot - BAR_GAP, 2),
+                "height": height,
+                "date": day["date"],
+                "count": day["count"],
+            }
+        )
+    return bars
+
+
+def not_found(request: Request, principal: Principal) -> Response:
+    return render(
+        request, "error.html", {"message": "No such store.", "principal": principal}, status=404
+    )
+
+
+def forbidden(request: Request, principal: Principal | None, message: str) -> Response:
+    return render(request, "error.html", {"message": message, "principal": principal}, status=403)
+
+
+async def _visible_store(session: AsyncSession, principal: Principal, shop: str) -> Tenant | None:
+    """The store named in the URL if it exists and the principal may see it, else None."""
+    try:
+        domain = normalize_shop_domain(shop)
+    except InvalidShopDomain:
+        return None
+    tenant = await find_tenant(session, domain)
+    if tenant is None or not principal.can_see(tenant.id):
+        return None
+    return tenant
+
+
+def _back_to_store(tenant: Tenant, **params: str) -> Response:
+    query = "&".join(f"{key}={value}" for key, value in params.items())
+    # shop_domain matched SHOP_DOMAIN and the values are fixed words: nothing to escape.
+    return RedirectResponse(
+        f"/stores/{tenant.shop_domain}" + (f"?{query}" if query else ""), status_code=303
+    )
+
+
+async def home(request: Request) -> Response:
+    services: Services = request.state.services
+    async with services.sessions() as session:
+        principal = await page_principal(session, request)
+        if principal is None:
+            return to_login()
+        tenants = await visible_tenants(session, principal)
+        counts = await counts_by_tenant(session, [tenant.id for tenant in tenants])
+    stores = [{"tenant": tenant, "counts": counts[tenant.id]} for tenant in tenants]
+    return render(request, "home.html", {"principal": principal, "stores": stores})
+
+
+async def store_page(request: Request) -> Response:
+    services: Services = request.state.services
+    async with services.sessions() as session:
+        principal = await page_principal(session, request)
+        if principal is None:
+            return to_login()
+        tenant = await _visible_store(session, principal, request.path_params["shop"])
+        if tenant is None:
+            return not_found(request, principal)
+        stats = await store_stats(session, tenant, utcnow())
+    notices = [
+        SYNC_NOTICES.get(request.query_params.get("sync", "")),
+        REPLAY_NOTICES.get(request.query_params.get("replay", "")),
+    ]
+    context = {
+        "principal": principal,
+        "tenant": tenant,
+        "stats": stats,
+        "bars": chart_bars(stats["orders_per_day"]),
+        "chart": {
+            "width": CHART_WIDTH,
+            "height": CHART_HEIGHT,
+            "top": CHART_TOP,
+            "gap": BAR_GAP,
+            "days": CHART_DAYS,
+        },
+        "peak": max(day["count"] for day in stats["orders_per_day"]),
+        "notices": [notice for notice in notices if notice],
+        "modes": MODES,
+        "resources": list(RESOURCES),
+    }
+    return render(request, "store.html", context)
+
+
+async def _admin_form(
+    request: Request, session: AsyncSession
+) -> tuple[Principal | None, dict[str, str], Response | None]:
+    """Signed-in admin with a valid form token, or the response that refuses the request."""
+    principal = await page_principal(session, request)
+    if principal is None:
+        return None, {}, to_login()
+    form = await read_form(request)
+    if not csrf_valid(request, form.get("csrf_token")):
+        return principal, form, forbidden(request, principal, "Invalid form token.")
+    if not principal.is_admin:
+        return principal, form, forbidden(request, principal, "This action needs an admin.")
+    return principal, form, None
+
+
+async def _store_event(session: AsyncSession, tenant: Tenant, event_id: int) -> WebhookEvent | None:
+    """The event if it is this store's, including one delivered before the store was added."""
+    if event_id > MAX_ID:
+        return None
+    return await session.scalar(
+        select(WebhookEvent).where(
+            WebhookEvent.id == event_id,
+            or_(
+                WebhookEvent.tenant_id == tenant.id,
+                and_(
+                    WebhookEvent.tenant_id.is_(None),
+                    WebhookEvent.shop_domain == tenant.shop_domain,
+                ),
+            ),
+        )
+    )
+
+
+async def replay_event(request: Request) -> Response:
+    services: Services = request.state.services
+    event_id = request.path_params["event_id"]
+    async with services.sessions() as session, session.begin():
+        principal, _, refusal = await _admin_form(request, session)
+        if refusal is not None:
+            return refusal
+        assert principal is not None
+        tenant = await _visible_store(session, principal, request.path_params["shop"])
+        if tenant is None:
+            return not_found(request, principal)
+        event = await _store_event(session, tenant, event_id)
+        if event is None:
+            return render(
+                request,
+                "error.html",
+                {"message": "No such event for this store.", "principal": principal},
+                status=404,
+            )
+        event.tenant_id = tenant.id
+        await process_event(session, event)
+        outcome = event.status
+    return _back_to_store(tenant, replay=outcome if outcome in REPLAY_NOTICES else "failed")
+
+
+async def run_backfill(request: Request) -> Response:
+    services: Services = request.state.services
+    async with services.sessions() as session, session.begin():
+        principal, form, refusal = await _admin_form(request, session)
+        if refusal is not None:
+            return refusal
+        assert principal is not None
+        tenant = await _visible_store(session, principal, request.path_params["shop"])
+        if tenant is None:
+            return not_found(request, principal)
+        mode = form.get("mode") or "full"
+        chosen = [part.strip() for part in form.get("resources", "").split(",") if part.strip()]
+        try:
+            resources = validate_request(mode, chosen or None)
+        except ValueError as exc:
+            return render(
+                request, "error.html", {"message": str(exc), "principal": principal}, status=400
+            )
+        if tenant.status != "active":
+            return _back_to_store(tenant, sync="inactive")
+        try:
+            job = await create_sync_job(session, tenant, mode, resources)
+        except SyncAlreadyRunning:
+            return _back_to_store(tenant, sync="running")
+    await services.job_queue.enqueue(job.id)
+    return _back_to_store(tenant, sync="started")

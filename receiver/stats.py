@@ -1,0 +1,324 @@
+"""The dashboard's numbers for one store, and `GET /api/stats?shop=`.
+
+Every query is filtered by the store's `tenant_id` and runs unchanged on PostgreSQL and SQLite,
+except two small dialect switches: summing money (SQLite keeps it as decimal text, and its SUM
+would go through floats) and truncating a timestamp to its UTC day.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, Date, Float, case, cast, func, literal_column, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from models import Customer, Order, Product, ShopRecord, SyncJob, Tenant, WebhookEvent, utcnow
+from receiver.api import NotFound, job_document
+from receiver.auth import Forbidden, authenticate
+from receiver.errors import ApiError
+from receiver.services import Services
+from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain
+
+CHART_DAYS = 30
+LAG_WINDOW = timedelta(hours=24)
+WEBHOOK_WINDOW = timedelta(hours=24)
+LAG_SAMPLE = 5000
+FAILED_EVENTS = 20
+SYNC_JOBS = 10
+RECENT_ORDERS = 5
+# Money columns hold four decimal places (NUMERIC(20, 4)); on SQLite each amount is summed as
+# an exact integer number of ten-thousandths.
+MONEY_SCALE = 10_000
+REVENUE_WINDOWS = {"all_time": None, "last_7_days": 7, "last_30_days": 30}
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def money_str(amount: Decimal | None) -> str:
+    """`Decimal('150.5000')` -> `'150.50'`: at least two decimals, no trailing noise."""
+    value = (amount or Decimal(0)).normalize()
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        value = value.quantize(Decimal("0.01"))
+    return format(value, "f")
+
+
+def percentile(sorted_values: list[int], p: float) -> int | None:
+    """Nearest-rank percentile: the smallest value with at least p% of values at or below it."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def order_time() -> ColumnElement[datetime]:
+    """When an order happened: Shopify's processed_at, else its created_at."""
+    return func.coalesce(Order.processed_at, Order.shopify_created_at)
+
+
+def _is_sqlite(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
+def _money_sum(session: AsyncSession, amount: ColumnElement[Any]) -> ColumnElement[Any]:
+    if _is_sqlite(session):
+        # Text -> REAL -> rounded to an integer count of 1/10000: exact for any amount under
+        # about 9e11, and SQLite sums integers exactly.
+        return func.sum(cast(func.round(cast(amount, Float) * MONEY_SCALE), BigInteger))
+    return func.sum(amount)
+
+
+def _money_value(session: AsyncSession, value: Any) -> Decimal:
+    if value is None:
+        return Decimal(0)
+    if _is_sqlite(session):
+        return Decimal(int(value)) / MONEY_SCALE
+    return Decimal(str(value))
+
+
+def _utc_day(session: AsyncSession, moment: ColumnElement[datetime]) -> ColumnElement[Any]:
+    if _is_sqlite(session):
+        return func.date(moment)  # stored as naive UTC text: 'YYYY-MM-DD HH:MM:SS...'
+    # A literal zone, not a bind parameter, so GROUP BY sees the same expression as SELECT.
+    return cast(func.timezone(literal_column("'UTC'"), moment), Date)
+
+
+def _day_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+async def _count(session: AsyncSession, model: type[ShopRecord], tenant_id: int) -> int:
+    total = await session.scalar(
+        select(func.count())
+        .select_from(model)
+        .where(model.tenant_id == tenant_id, model.deleted_at.is_(None))
+    )
+    return int(total or 0)
+
+
+async def counts_by_tenant(
+    session: AsyncSession, tenant_ids: list[int]
+) -> dict[int, dict[str, int]]:
+    """Live (not tombstoned) customers, products and orders for several stores at once."""
+    counts = {tenant_id: {"customers": 0, "products": 0, "orders": 0} for tenant_id in tenant_ids}
+    if not tenant_ids:
+        return counts
+    for name, model in (("customers", Customer), ("products", Product), ("orders", Order)):
+        rows = await session.execute(
+            select(model.tenant_id, func.count())
+            .where(model.tenant_id.in_(tenant_ids), model.deleted_at.is_(None))
+            .group_by(model.tenant_id)
+        )
+        for tenant_id, total in rows:
+            counts[tenant_id][name] = int(total)
+    return counts
+
+
+async def _revenue(session: AsyncSession, tenant_id: int, now: datetime) -> list[dict[str, Any]]:
+    happened = order_time()
+    columns = []
+    for label, days in REVENUE_WINDOWS.items():
+        amount: ColumnElement[Any] = Order.total_price
+        if days is not None:
+            amount = case((happened >= now - timedelta(days=days), Order.total_price))
+        columns.append(_money_sum(session, amount).label(label))
+    rows = await session.execute(
+        select(Order.currency, *columns)
+        .where(
+            Order.tenant_id == tenant_id,
+            Order.deleted_at.is_(None),
+            Order.cancelled_at.is_(None),
+            Order.total_price.is_not(None),
+        )
+        .group_by(Order.currency)
+        .order_by(Order.currency)
+    )
+    revenue = []
+    for row in rows:
+        entry: dict[str, Any] = {"currency": row.currency}
+        for label in REVENUE_WINDOWS:
+            entry[label] = money_str(_money_value(session, getattr(row, label)))
+        revenue.append(entry)
+    return revenue
+
+
+async def _orders_per_day(
+    session: AsyncSession, tenant_id: int, now: datetime
+) -> list[dict[str, Any]]:
+    first_day = _day_start(now) - timedelta(days=CHART_DAYS - 1)
+    end = _day_start(now) + timedelta(days=1)
+    day = _utc_day(session, order_time()).label("day")
+    rows = await session.execute(
+        select(day, func.count())
+        .where(
+            Order.tenant_id == tenant_id,
+            Order.deleted_at.is_(None),
+            order_time() >= first_day,
+            order_time() < end,
+        )
+        .group_by(day)
+    )
+    per_day = {str(value)[:10]: int(total) for value, total in rows}
+    days = [(first_day + timedelta(days=offset)).date().isoformat() for offset in range(CHART_DAYS)]
+    return [{"date": date, "count": per_day.get(date, 0)} for date in days]
+
+
+async def _webhooks(session: AsyncSession, tenant_id: int, now: datetime) -> dict[str, Any]:
+    rows = await session.execute(
+        select(WebhookEvent.topic, WebhookEvent.status, func.count())
+        .where(
+            WebhookEvent.tenant_id == tenant_id,
+            WebhookEvent.received_at >= now - WEBHOOK_WINDOW,
+        )
+        .group_by(WebhookEvent.topic, WebhookEvent.status)
+    )
+    by_status: dict[str, int] = {}
+    topics: dict[str, dict[str, int]] = {}
+    for topic, status, total in rows:
+        by_status[status] = by_status.get(status, 0) + int(total)
+        topics.setdefault(topic, {})[status] = int(total)
+    return {
+        "total": sum(by_status.values()),
+        "by_status": dict(sorted(by_status.items())),
+        "by_topic": [
+            {
+                "topic": topic,
+                "total": sum(statuses.values()),
+                "by_status": dict(sorted(statuses.items())),
+            }
+            for topic, statuses in sorted(topics.items())
+        ],
+    }
+
+
+async def _lag(session: AsyncSession, tenant_id: int, now: datetime) -> dict[str, Any]:
+    rows = await session.execute(
+        select(WebhookEvent.received_at, WebhookEvent.triggered_at)
+        .where(
+            WebhookEvent.tenant_id == tenant_id,
+            WebhookEvent.received_at >= now - LAG_WINDOW,
+            WebhookEvent.triggered_at.is_not(None),
+        )
+        .order_by(WebhookEvent.received_at.desc())
+        .limit(LAG_SAMPLE)
+    )
+    lags = sorted(
+        round((received - triggered).total_seconds() * 1000) for received, triggered in rows
+    )
+    return {"samples": len(lags), "p50": percentile(lags, 50), "p95": percentile(lags, 95)}
+
+
+async def _failed_events(session: AsyncSession, tenant_id: int) -> list[dict[str, Any]]:
+    events = await session.scalars(
+        select(WebhookEvent)
+        .where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.status == "failed")
+        .order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
+        .limit(FAILED_EVENTS)
+    )
+    return [
+        {
+            "id": event.id,
+            "topic": event.topic,
+            "received_at": event.received_at.isoformat(),
+            "attempts": event.attempts,
+            "error": event.error,
+        }
+        for event in events
+    ]
+
+
+async def _recent_orders(session: AsyncSession, tenant_id: int) -> list[dict[str, Any]]:
+    happened = order_time().label("happened")
+    rows = await session.execute(
+        select(Order, happened)
+        .where(Order.tenant_id == tenant_id, Order.deleted_at.is_(None))
+        .order_by(happened.desc().nulls_last(), Order.id.desc())
+        .limit(RECENT_ORDERS)
+    )
+    return [
+        {
+            "name": order.name,
+            "total_price": money_str(order.total_price) if order.total_price is not None else None,
+            "currency": order.currency,
+            "financial_status": order.financial_status,
+            "cancelled": order.cancelled_at is not None,
+            "happened_at": when.isoformat() if when else None,
+        }
+        for order, when in rows
+    ]
+
+
+async def _sync_jobs(session: AsyncSession, tenant_id: int) -> list[dict[str, Any]]:
+    jobs = await session.scalars(
+        select(SyncJob)
+        .where(SyncJob.tenant_id == tenant_id)
+        .order_by(SyncJob.created_at.desc(), SyncJob.id.desc())
+        .limit(SYNC_JOBS)
+    )
+    return [job_document(job) for job in jobs]
+
+
+async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> dict[str, Any]:
+    """Everything the store page shows, as JSON-ready values.
+
+    - counts: customers, products and orders that are not tombstoned (`deleted_at` is null).
+    - revenue: per currency, SUM(total_price) of orders that are neither deleted nor cancelled
+      (`cancelled_at` is null), gross: refunds are not subtracted. Windows (all time, last 7
+      and 30 days, measured back from `now`) use `processed_at`, falling back to
+      `shopify_created_at`. Amounts are Decimal throughout and serialised as strings.
+    - orders_per_day: the last 30 UTC days, oldest first, zeros filled in; every order that is
+      not deleted counts, cancelled ones included (they were placed that day).
+    - webhooks_24h: events received in the last 24 hours, by status and by topic and status.
+    - lag_ms: `received_at - triggered_at` in milliseconds over the most recent (at most 5,000)
+      events of the last 24 hours that carry Shopify's trigger time; nearest-rank p50 and p95.
+    - failed_events: the 20 most recent failed events; sync_jobs: the 10 most recent jobs.
+    """
+    counts = {
+        "customers": await _count(session, Customer, tenant.id),
+        "products": await _count(session, Product, tenant.id),
+        "orders": await _count(session, Order, tenant.id),
+    }
+    return {
+        "shop": tenant.shop_domain,
+        "tenant_id": tenant.id,
+        "status": tenant.status,
+        "generated_at": now.astimezone(UTC).isoformat(),
+        "counts": counts,
+        "revenue": await _revenue(session, tenant.id, now),
+        "orders_per_day": await _orders_per_day(session, tenant.id, now),
+        "webhooks_24h": await _webhooks(session, tenant.id, now),
+        "lag_ms": await _lag(session, tenant.id, now),
+        "failed_events": await _failed_events(session, tenant.id),
+        "recent_orders": await _recent_orders(session, tenant.id),
+        "sync_jobs": await _sync_jobs(session, tenant.id),
+    }
+
+
+async def api_stats(request: Request) -> Response:
+    """`GET /api/stats?shop=NAME.myshopify.com`: 401 unauthenticated, 400 bad shop, 404 unknown
+    store, 403 a store the caller may not see."""
+    services: Services = request.state.services
+    async with services.sessions() as session, session.begin():
+        principal = await authenticate(session, request)
+        shop = request.query_params.get("shop")
+        if not shop:
+            raise ApiError("give the store as ?shop=NAME.myshopify.com")
+        try:
+            domain = normalize_shop_domain(shop)
+        except InvalidShopDomain as exc:
+            raise ApiError(str(exc)) from exc
+        tenant = await find_tenant(session, domain)
+        if tenant is None:
+            raise NotFound(f"no store {domain}")
+        if not principal.can_see(tenant.id):
+            raise Forbidden(f"no access to {domain}")
+        stats = await store_stats(session, tenant, utcnow())
+    return JSONResponse(stats, headers=NO_STORE)
+
+
+__all__ = ["api_stats", "counts_by_tenant", "money_str", "percentile", "store_stats"]
