@@ -32,14 +32,37 @@ class EventContext:
     def tenant_id(self) -> int:
         return self.tenant.id
 
-    @property
-    def happened_at(self) -> datetime:
-        """Best known time of the change: Shopify's trigger time, else when we received it."""
-        return self.triggered_at or self.received_at
-
 
 Handler = Callable[[AsyncSession, EventContext, dict[str, Any]], Awaitable[None]]
 HANDLERS: dict[str, Handler] = {}
+
+# The resource each data topic's body is, as its admin_graphql_api_id names it.
+TOPIC_RESOURCES = {"orders": "Order", "customers": "Customer", "products": "Product"}
+SHOP_DOMAIN_FIELDS = ("shop_domain", "myshopify_domain")
+
+
+def body_misfit(topic: str, shop_domain: str, payload: dict[str, Any]) -> str | None:
+    """Why a correctly signed body cannot be what `topic` for `shop_domain` carries, or None.
+
+    The signature covers the body only: topic and shop headers can be altered on a replayed
+    body. Where the body names its shop or its resource, that wins over the headers.
+    """
+    for field in SHOP_DOMAIN_FIELDS:
+        named = payload.get(field)
+        if isinstance(named, str) and named.strip().lower() != shop_domain:
+            return f"body's {field} {named!r} is not the X-Shopify-Shop-Domain {shop_domain!r}"
+    family, _, action = topic.partition("/")
+    resource = TOPIC_RESOURCES.get(family)
+    if resource is None or action in {"edited", "redact", "data_request"}:
+        return None
+    if "id" not in payload:
+        return f"{topic} body has no id"
+    gid = payload.get("admin_graphql_api_id")
+    if isinstance(gid, str) and not gid.startswith(f"gid://shopify/{resource}/"):
+        return f"{topic} body is {gid.rsplit('/', 1)[0]!r}, not a {resource}"
+    if action != "delete" and "updated_at" not in payload:
+        return f"{topic} body has no updated_at"
+    return None
 
 
 def handles(*topics: str) -> Callable[[Handler], Handler]:

@@ -40,7 +40,8 @@ def _delete_handler(model: type[ShopRecord]) -> Any:
             model,
             context.tenant_id,
             shopify_id,
-            deleted_at=context.happened_at,
+            # Our receipt time, not X-Shopify-Triggered-At: headers are not signed.
+            deleted_at=context.received_at,
             source="webhook",
         )
 
@@ -123,7 +124,7 @@ async def mark_uninstalled(
             refresh_token_encrypted=None,
             access_token_expires_at=None,
             refresh_token_expires_at=None,
-            uninstalled_at=context.happened_at,
+            uninstalled_at=context.received_at,
             updated_at=utcnow(),
         )
     )

@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from handlers import process_event
+from handlers.dispatch import body_misfit
 from handlers.normalize import PayloadError, parse_timestamp
 from models import WebhookEvent, utcnow
 from models.upsert import insert_on_conflict
@@ -215,6 +216,9 @@ async def receive_webhook(request: Request) -> Response:
             return _error(401, "HMAC signature does not match")
         try:
             delivery = parse_delivery(request.headers, body)
+            misfit = body_misfit(delivery.topic, delivery.shop_domain, delivery.payload)
+            if misfit:
+                raise BadDelivery(misfit)
         except BadDelivery as exc:
             log.info("webhook.rejected reason=%s shop=%s", exc, shop_header[:255])
             return _error(400, str(exc))
