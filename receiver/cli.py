@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 import click
 import httpx
-from sqlalchemy import delete, func, select
+from cryptography.fernet import InvalidToken
+from sqlalchemy import delete, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers import handled_topics, process_event
@@ -326,28 +327,102 @@ def parse_age(value: str) -> timedelta:
 
 
 @events.command("prune")
-@click.option("--older-than", "older_than", required=True, help="Age such as 30d, 12h or 90m.")
+@click.option("--older-than", "older_than", default=None, help="Delete events older than this.")
+@click.option(
+    "--payloads-older-than",
+    "payloads_older_than",
+    default=None,
+    help="Empty the raw payloads of events older than this (default: PAYLOAD_RETENTION_DAYS).",
+)
 @click.option("--include-failed", is_flag=True, help="Also delete failed events (not replayable).")
-def events_prune(older_than: str, include_failed: bool) -> None:
-    """Delete old processed and ignored events; failed ones are kept unless asked."""
-    cutoff = utcnow() - parse_age(older_than)
+def events_prune(
+    older_than: str | None, payloads_older_than: str | None, include_failed: bool
+) -> None:
+    """Delete old processed and ignored events, and empty raw payloads past their retention.
+
+    Failed events keep their payload unless --include-failed: it is what a replay applies.
+    Emptied events keep their row (ids, topic, times) for dedupe and audit.
+    """
+    settings = _settings()
+    payload_age = parse_age(payloads_older_than) if payloads_older_than else None
+    if payload_age is None and settings.payload_retention_days is not None:
+        payload_age = timedelta(days=settings.payload_retention_days)
+    if older_than is None and payload_age is None:
+        raise click.UsageError("give --older-than and/or --payloads-older-than")
     statuses = ["processed", "ignored"] + (["failed"] if include_failed else [])
+    now = utcnow()
 
-    async def work(session: AsyncSession) -> int:
-        count = await session.scalar(
-            select(func.count())
-            .select_from(WebhookEvent)
-            .where(WebhookEvent.received_at < cutoff, WebhookEvent.status.in_(statuses))
-        )
-        await session.execute(
-            delete(WebhookEvent).where(
-                WebhookEvent.received_at < cutoff, WebhookEvent.status.in_(statuses)
+    async def work(session: AsyncSession) -> tuple[int, int]:
+        deleted = emptied = 0
+        if older_than is not None:
+            cutoff = now - parse_age(older_than)
+            result = await session.execute(
+                delete(WebhookEvent).where(
+                    WebhookEvent.received_at < cutoff, WebhookEvent.status.in_(statuses)
+                )
             )
-        )
-        return count or 0
+            deleted = result.rowcount or 0
+        if payload_age is not None:
+            result = await session.execute(
+                update(WebhookEvent)
+                .where(
+                    WebhookEvent.received_at < now - payload_age,
+                    WebhookEvent.status.in_(statuses),
+                    WebhookEvent.payload.is_not(None),
+                )
+                .values(payload=null())
+                .execution_options(synchronize_session=False)
+            )
+            emptied = result.rowcount or 0
+        return deleted, emptied
 
-    pruned = _with_session(_settings(), work)
-    click.echo(f"pruned {pruned} event(s) received before {cutoff:%Y-%m-%d %H:%M}Z")
+    deleted, emptied = _with_session(settings, work)
+    if older_than is not None:
+        click.echo(f"pruned {deleted} event(s) older than {older_than}")
+    if payload_age is not None:
+        click.echo(f"emptied the payloads of {emptied} event(s) older than {payload_age.days}d")
+
+
+@main.group()
+def keys() -> None:
+    """Encryption keys for tokens and secrets at rest."""
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every stored token and secret with the first ENCRYPTION_KEYS key.
+
+    Put the new key first and keep the old ones after it, run this, then drop the old keys.
+    """
+    settings = _settings()
+    box = settings.secret_box()
+    columns = ("webhook_secrets_encrypted", "access_token_encrypted", "refresh_token_encrypted")
+
+    async def work(session: AsyncSession) -> tuple[int, int]:
+        values = stores = 0
+        for tenant in await session.scalars(select(Tenant).order_by(Tenant.id)):
+            touched = False
+            for column in columns:
+                token = getattr(tenant, column)
+                if not token:
+                    continue
+                try:
+                    setattr(tenant, column, box.rotate(token))
+                except InvalidToken:
+                    raise click.ClickException(
+                        f"{tenant.shop_domain}: {column} cannot be decrypted with any key in "
+                        "ENCRYPTION_KEYS; nothing was changed"
+                    ) from None
+                values += 1
+                touched = True
+            stores += touched
+        return values, stores
+
+    values, stores = _with_session(settings, work)
+    click.echo(
+        f"re-encrypted {values} value(s) of {stores} store(s) with the newest key; "
+        "the other keys can be removed from ENCRYPTION_KEYS"
+    )
 
 
 @main.group()

@@ -91,6 +91,8 @@ class Settings:
     api_key: str | None = None
     # A running sync job silent for this long is taken over by another worker.
     backfill_lease_seconds: float = 60.0
+    # How long raw webhook payloads are kept (`events prune` empties older ones); None: forever.
+    payload_retention_days: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +118,11 @@ class Settings:
             webhook_max_body_bytes=limit,
             api_key=env.get("SHOPIFY_API_KEY") or None,
             backfill_lease_seconds=_positive_float(env, "BACKFILL_LEASE_SECONDS", 60.0),
+            payload_retention_days=(
+                _positive_float(env, "PAYLOAD_RETENTION_DAYS", 1.0)
+                if env.get("PAYLOAD_RETENTION_DAYS")
+                else None
+            ),
         )
         settings.secret_box()  # fail at start-up, not at the first webhook, on a malformed key
         return settings
