@@ -21,6 +21,7 @@ from backfill.queries import BULK_RUN, BULK_STATUS, RESOURCES, Resource
 from handlers import normalize_customer, normalize_order, normalize_product, upsert_records
 from handlers.normalize import PayloadError, Record
 from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Tenant, utcnow
+from models.tenancy import use_all_tenants, use_tenant
 
 log = logging.getLogger("shopify_receiver.backfill")
 
@@ -144,6 +145,7 @@ async def claim_job(
     """
     now = utcnow()
     async with sessions() as session, session.begin():
+        await use_all_tenants(session)  # a worker takes jobs of every store
         result = await session.execute(
             update(SyncJob)
             .where(
@@ -169,7 +171,8 @@ async def claimable_job_ids(
     sessions: async_sessionmaker[AsyncSession], lease: timedelta
 ) -> list[int]:
     now = utcnow()
-    async with sessions() as session:
+    async with sessions() as session, session.begin():
+        await use_all_tenants(session)  # the queue sweep looks at every store's jobs
         rows = await session.scalars(
             select(SyncJob.id)
             .where(
@@ -355,6 +358,7 @@ class JobRun:
     async def _checkpoint(self, model: type[ShopRecord], records: list[Record]) -> None:
         """Records and progress in one transaction: after a crash, both or neither happened."""
         async with self.env.sessions() as session, session.begin():
+            await use_tenant(session, self.tenant.id)
             if records:
                 await upsert_records(session, model, self.tenant.id, records, source="backfill")
             result = await session.execute(
@@ -368,6 +372,7 @@ class JobRun:
 
     async def _heartbeat(self) -> None:
         async with self.env.sessions() as session, session.begin():
+            await use_tenant(session, self.tenant.id)
             await session.execute(
                 update(SyncJob)
                 .where(SyncJob.id == self.job.id, SyncJob.status == "running")
@@ -400,6 +405,7 @@ async def _beat(env: BackfillEnvironment, job_id: int) -> None:
         await asyncio.sleep(interval)
         try:
             async with env.sessions() as session, session.begin():
+                await use_all_tenants(session)  # by the job's id, which this worker holds
                 await session.execute(
                     update(SyncJob)
                     .where(SyncJob.id == job_id, SyncJob.status == "running")
@@ -414,6 +420,7 @@ async def _finish(
     sessions: async_sessionmaker[AsyncSession], job_id: int, status: str, error: str | None
 ) -> None:
     async with sessions() as session, session.begin():
+        await use_all_tenants(session)  # by the job's id, which this worker holds
         await session.execute(
             update(SyncJob)
             .where(SyncJob.id == job_id, SyncJob.status == "running")
@@ -425,6 +432,7 @@ async def _finish(
 async def _release(sessions: async_sessionmaker[AsyncSession], job_id: int) -> None:
     """Interrupted on purpose (shutdown, cancelled task): queued again, checkpoint kept."""
     async with sessions() as session, session.begin():
+        await use_all_tenants(session)  # by the job's id, which this worker holds
         await session.execute(
             update(SyncJob)
             .where(SyncJob.id == job_id, SyncJob.status == "running")
@@ -440,7 +448,8 @@ async def run_sync_job(
     worker holds it or it already ended)."""
     if not await claim_job(env.sessions, job_id, env.lease):
         return "skipped"
-    async with env.sessions() as session:
+    async with env.sessions() as session, session.begin():
+        await use_all_tenants(session)  # the job was claimed by id just above
         job = await session.get_one(SyncJob, job_id)
         tenant = await session.get_one(Tenant, job.tenant_id)
     if tenant.status != "active":

@@ -12,6 +12,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import Tenant, WebhookEvent, utcnow
+from models.tenancy import use_tenant
 
 log = logging.getLogger("shopify_receiver.handlers")
 
@@ -86,6 +87,11 @@ async def process_event(session: AsyncSession, event: WebhookEvent) -> None:
     The handler runs in a savepoint: when it raises, its writes are undone and the event is
     kept as `failed` with the error, so one bad payload never costs the inbox row.
     """
+    if event.tenant_id is not None:
+        # Write what the caller changed on the event under the caller's scope, then work as
+        # the event's store: handlers never see another store's rows.
+        await session.flush()
+        await use_tenant(session, event.tenant_id)
     event.attempts += 1
     event.processed_at = utcnow()
     handler = HANDLERS.get(event.topic)

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from backfill.runner import SyncAlreadyRunning, create_sync_job, validate_request
 from models import SyncJob, Tenant
+from models.tenancy import use_all_tenants, use_tenant
 from receiver.auth import Forbidden, authenticate, require_admin
 from receiver.errors import ApiError
 from receiver.services import Services
@@ -88,6 +89,7 @@ async def start_sync(request: Request) -> Response:
         tenant = await _tenant_from(session, body)
         if not principal.can_see(tenant.id):
             raise Forbidden(f"no access to {tenant.shop_domain}")
+        await use_tenant(session, tenant.id)
         if tenant.status != "active":
             raise Conflict(f"{tenant.shop_domain} is {tenant.status}; reinstall before syncing")
         try:
@@ -133,6 +135,7 @@ async def sync_status(request: Request) -> Response:
         raise NotFound(f"no sync job {raw_id}")
     async with services.sessions() as session, session.begin():
         principal = await authenticate(session, request)
+        await use_all_tenants(session)  # by id; access is checked on the row just below
         job = await session.scalar(select(SyncJob).where(SyncJob.id == raw_id))
         if job is None:
             raise NotFound(f"no sync job {raw_id}")

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from models import ApiToken, LoginThrottle, Tenant, User, UserTenant, utcnow
+from models.tenancy import use_all_tenants
 from models.upsert import insert_on_conflict
 from receiver.errors import ApiError
 
@@ -201,6 +202,7 @@ async def session_user(session: AsyncSession, request: Request) -> User | None:
 async def principal_for_user(session: AsyncSession, user: User) -> Principal:
     tenant_ids: frozenset[int] | None = None
     if not user.is_admin:
+        await use_all_tenants(session)  # the access list itself spans stores
         rows = await session.scalars(
             select(UserTenant.tenant_id).where(UserTenant.user_id == user.id)
         )

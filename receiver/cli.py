@@ -35,6 +35,7 @@ from models import (
     is_sqlite,
     utcnow,
 )
+from models.tenancy import use_all_tenants, use_tenant
 from receiver.auth import create_api_token
 from receiver.progress import ProgressPrinter
 from receiver.samples import sample_payload, webhook_headers
@@ -66,6 +67,8 @@ def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T
         engine = create_engine(settings.database_url)
         try:
             async with create_session_factory(engine)() as session, session.begin():
+                # Operator tooling works across stores by nature.
+                await use_all_tenants(session)
                 return await work(session)
         finally:
             await engine.dispose()
@@ -516,6 +519,7 @@ def backfill(shop: str, resources: str, mode: str) -> None:
                 env = backfill_environment(settings, sessions, http)
                 async with sessions() as session, session.begin():
                     tenant = await _require_tenant(session, shop)
+                    await use_tenant(session, tenant.id)
                     try:
                         job = await create_sync_job(session, tenant, mode, chosen)
                     except ValueError as exc:
@@ -525,7 +529,8 @@ def backfill(shop: str, resources: str, mode: str) -> None:
                         click.echo(f"resuming {job.mode} sync job {job.id}", err=True)
                 outcome = await run_sync_job(env, job.id, on_progress=printer)
                 printer.finish()
-                async with sessions() as session:
+                async with sessions() as session, session.begin():
+                    await use_tenant(session, tenant.id)
                     finished = await session.get_one(SyncJob, job.id)
                 if outcome == "skipped":
                     return job.id, "busy", "another worker is running this job right now"

@@ -17,6 +17,7 @@ from backfill.queries import RESOURCES
 from backfill.runner import MODES, SyncAlreadyRunning, create_sync_job, validate_request
 from handlers import process_event
 from models import Tenant, WebhookEvent, utcnow
+from models.tenancy import use_all_tenants, use_tenant
 from receiver.auth import Principal, csrf_valid, visible_tenants
 from receiver.services import Services
 from receiver.stats import CHART_DAYS, counts_by_tenant, store_stats
@@ -161,6 +162,9 @@ async def _store_event(session: AsyncSession, tenant: Tenant, event_id: int) -> 
     """The event if it is this store's, including one delivered before the store was added."""
     if event_id > MAX_ID:
         return None
+    # Events that arrived before their store existed have no tenant: look across, then
+    # match them to this store by domain below.
+    await use_all_tenants(session)
     return await session.scalar(
         select(WebhookEvent).where(
             WebhookEvent.id == event_id,
@@ -220,6 +224,7 @@ async def run_backfill(request: Request) -> Response:
             )
         if tenant.status != "active":
             return _back_to_store(tenant, sync="inactive")
+        await use_tenant(session, tenant.id)
         try:
             job = await create_sync_job(session, tenant, mode, resources)
         except SyncAlreadyRunning:

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from models import Customer, Order, Product, ShopRecord, SyncJob, Tenant, WebhookEvent, utcnow
+from models.tenancy import use_all_tenants, use_tenant
 from receiver.api import NotFound, job_document
 from receiver.auth import Forbidden, authenticate
 from receiver.errors import ApiError
@@ -108,6 +109,8 @@ async def counts_by_tenant(
     counts = {tenant_id: {"customers": 0, "products": 0, "orders": 0} for tenant_id in tenant_ids}
     if not tenant_ids:
         return counts
+    # One query for several stores; the ids were already filtered to what the caller may see.
+    await use_all_tenants(session)
     for name, model in (("customers", Customer), ("products", Product), ("orders", Order)):
         rows = await session.execute(
             select(model.tenant_id, func.count())
@@ -278,6 +281,7 @@ async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> d
       events of the last 24 hours that carry Shopify's trigger time; nearest-rank p50 and p95.
     - failed_events: the 20 most recent failed events; sync_jobs: the 10 most recent jobs.
     """
+    await use_tenant(session, tenant.id)
     counts = {
         "customers": await _count(session, Customer, tenant.id),
         "products": await _count(session, Product, tenant.id),

@@ -20,6 +20,7 @@ from handlers import process_event
 from handlers.dispatch import body_misfit
 from handlers.normalize import PayloadError, parse_timestamp
 from models import WebhookEvent, utcnow
+from models.tenancy import use_all_tenants, use_tenant
 from models.upsert import insert_on_conflict
 from receiver.errors import ServiceUnavailable
 from receiver.services import Services
@@ -223,6 +224,10 @@ async def receive_webhook(request: Request) -> Response:
             log.info("webhook.rejected reason=%s shop=%s", exc, shop_header[:255])
             return _error(400, str(exc))
 
+        if tenant is not None:
+            await use_tenant(session, tenant.id)
+        else:
+            await use_all_tenants(session)  # an unknown shop's event belongs to no tenant yet
         # ON CONFLICT DO NOTHING RETURNING: of two concurrent copies of one event, exactly one
         # gets a row back and goes on to apply it; the other waits for that commit and returns
         # nothing, so a duplicate is never applied twice and never read half-written.

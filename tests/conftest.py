@@ -37,9 +37,21 @@ TEST_BODY_LIMIT = 64 * 1024
 BACKENDS = ("postgresql", "sqlite")
 
 
+# The service's own PostgreSQL role: neither owner nor superuser, so row-level security binds
+# it. Tests set data up and read it back as the owner; the served app connects as this role.
+APP_ROLE = "receiver_app"
+
+
+def as_app_role(database_url: str) -> str:
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        return database_url
+    return url.set(username=APP_ROLE, password=None).render_as_string(hide_password=False)
+
+
 def settings_for(database_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
-        "database_url": database_url,
+        "database_url": as_app_role(database_url),
         "api_secrets": (Secret(APP_SECRET), Secret(OLD_APP_SECRET)),
         "secret_key": Secret("test-session-key"),
         "encryption_keys": (Secret(TEST_ENCRYPTION_KEY),),
@@ -77,10 +89,37 @@ async def _drop_postgres_database(url: str) -> None:
         await admin.dispose()
 
 
+async def _grant_app_role(url: str) -> None:
+    """What README's "Database roles" asks an operator to run, for the test database."""
+    name = make_url(url).database
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(
+                text(
+                    "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                    f"'{APP_ROLE}') THEN CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; "
+                    "END IF; END $$"
+                )
+            )
+            for statement in (
+                f'GRANT CONNECT ON DATABASE "{name}" TO {APP_ROLE}',
+                f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}",
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "
+                f"TO {APP_ROLE}",
+                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE}",
+                f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {APP_ROLE}",
+            ):
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture(scope="session")
 async def postgresql_url() -> AsyncIterator[str]:
     url = await _create_postgres_database()
     await asyncio.to_thread(migrations.upgrade, url)
+    await _grant_app_role(url)
     yield url
     await _drop_postgres_database(url)
 

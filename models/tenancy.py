@@ -1,0 +1,47 @@
+"""Row-level security scoping (PostgreSQL). Every transaction that reads or writes shop data
+names its tenant with `use_tenant`; the few that must span stores say so with
+`use_all_tenants`, the one narrow, greppable path for cross-tenant work.
+
+The policies (migration 0004) apply to the service's database role, which neither owns the
+tables nor is a superuser, so a query that forgets its tenant filter still sees one store.
+Both settings are transaction-local (`set_config(..., true)`): nothing leaks to the next
+transaction on a pooled connection. On SQLite there is no RLS and these do nothing.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# Tables whose rows carry tenant_id and are guarded by the tenant_isolation policy.
+TENANT_TABLES = (
+    "customers",
+    "products",
+    "orders",
+    "webhook_events",
+    "sync_jobs",
+    "compliance_requests",
+    "user_tenants",
+)
+
+_SCOPE = text(
+    "SELECT set_config('app.tenant_id', :tenant, true), "
+    "set_config('app.cross_tenant', :cross, true)"
+)
+
+
+def _postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def use_tenant(session: AsyncSession, tenant_id: int) -> None:
+    """Scope the current transaction to one store's rows."""
+    if _postgres(session):
+        await session.execute(_SCOPE, {"tenant": str(tenant_id), "cross": "off"})
+
+
+async def use_all_tenants(session: AsyncSession) -> None:
+    """Lift the scope for the current transaction: admin views, workers' queue sweeps, the CLI,
+    and lookups by id that check access themselves. Keep every caller easy to justify."""
+    if _postgres(session):
+        await session.execute(_SCOPE, {"tenant": "", "cross": "on"})
