@@ -117,15 +117,20 @@ async def _tenant_from(session: Any, body: dict[str, Any]) -> Tenant:
             raise NotFound(f"no store with tenantId {tenant_id}")
         return tenant
     if isinstance(shop, str):
-        try:
-            domain = normalize_shop_domain(shop)
-        except InvalidShopDomain as exc:
-            raise ApiError(str(exc)) from exc
-        tenant = await find_tenant(session, domain)
-        if tenant is None:
-            raise NotFound(f"no store {domain}")
-        return tenant
+        return await tenant_for_shop(session, shop)
     raise ApiError('give the store as {"tenantId": 1} or {"shop": "name.myshopify.com"}')
+
+
+async def tenant_for_shop(session: Any, shop: str) -> Tenant:
+    """The store a request names by domain: 400 when malformed, 404 when unknown."""
+    try:
+        domain = normalize_shop_domain(shop)
+    except InvalidShopDomain as exc:
+        raise ApiError(str(exc)) from exc
+    tenant = await find_tenant(session, domain)
+    if tenant is None:
+        raise NotFound(f"no store {domain}")
+    return tenant
 
 
 async def sync_status(request: Request) -> Response:

@@ -20,11 +20,10 @@ from starlette.responses import JSONResponse, Response
 
 from models import Customer, Order, Product, ShopRecord, SyncJob, Tenant, WebhookEvent, utcnow
 from models.tenancy import use_all_tenants, use_tenant
-from receiver.api import NotFound, job_document
+from receiver.api import job_document, tenant_for_shop
 from receiver.auth import Forbidden, authenticate
 from receiver.errors import ApiError
 from receiver.services import Services
-from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain
 
 CHART_DAYS = 30
 LAG_WINDOW = timedelta(hours=24)
@@ -312,15 +311,9 @@ async def api_stats(request: Request) -> Response:
         shop = request.query_params.get("shop")
         if not shop:
             raise ApiError("give the store as ?shop=NAME.myshopify.com")
-        try:
-            domain = normalize_shop_domain(shop)
-        except InvalidShopDomain as exc:
-            raise ApiError(str(exc)) from exc
-        tenant = await find_tenant(session, domain)
-        if tenant is None:
-            raise NotFound(f"no store {domain}")
+        tenant = await tenant_for_shop(session, shop)
         if not principal.can_see(tenant.id):
-            raise Forbidden(f"no access to {domain}")
+            raise Forbidden(f"no access to {tenant.shop_domain}")
         stats = await store_stats(session, tenant, utcnow())
     return JSONResponse(stats, headers=NO_STORE)
 
