@@ -76,16 +76,17 @@ def _resources(value: Any) -> list[str] | None:
 
 async def start_sync(request: Request) -> Response:
     services: Services = request.state.services
-    body = await _json_body(request)
-    mode = body.get("mode", "full")
-    if not isinstance(mode, str):
-        raise ApiError("mode must be full, incremental or bulk")
-    try:
-        resources = validate_request(mode, _resources(body.get("resources")))
-    except ValueError as exc:
-        raise ApiError(str(exc)) from exc
     async with services.sessions() as session, session.begin():
+        # Who asks comes first: a stranger learns nothing, not even what a valid body is.
         principal = await require_admin(session, request)
+        body = await _json_body(request)
+        mode = body.get("mode", "full")
+        if not isinstance(mode, str):
+            raise ApiError("mode must be full, incremental or bulk")
+        try:
+            resources = validate_request(mode, _resources(body.get("resources")))
+        except ValueError as exc:
+            raise ApiError(str(exc)) from exc
         tenant = await _tenant_from(session, body)
         if not principal.can_see(tenant.id):
             raise Forbidden(f"no access to {tenant.shop_domain}")
@@ -112,6 +113,8 @@ async def _tenant_from(session: Any, body: dict[str, Any]) -> Tenant:
     if tenant_id is not None:
         if isinstance(tenant_id, bool) or not isinstance(tenant_id, int):
             raise ApiError("tenantId must be an integer")
+        if not 0 < tenant_id <= MAX_ID:
+            raise NotFound(f"no store with tenantId {tenant_id}")
         tenant = await session.get(Tenant, tenant_id)
         if tenant is None:
             raise NotFound(f"no store with tenantId {tenant_id}")

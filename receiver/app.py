@@ -19,7 +19,9 @@ from receiver.api import start_sync, sync_status
 from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment
 from receiver.errors import DATABASE_ERRORS, ApiError, api_error, database_unavailable
 from receiver.health import healthz, readyz
+from receiver.metrics import metrics
 from receiver.pages import home, replay_event, run_backfill, store_page
+from receiver.security import SecurityHeaders
 from receiver.services import Services
 from receiver.settings import Settings
 from receiver.stats import api_stats
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/webhooks/shopify", receive_webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/api/sync", start_sync, methods=["POST"]),
             Route("/api/sync/{job_id:int}", sync_status, methods=["GET"], name="sync_status"),
             Route("/login", login_page, methods=["GET"]),
@@ -83,7 +86,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/stores/{shop}/sync", run_backfill, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
-        middleware=[Middleware(SessionCookies, secret_key=settings.secret_key.reveal())],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(SessionCookies, secret_key=settings.secret_key.reveal()),
+        ],
         exception_handlers={**exception_handlers, ApiError: api_error},
         lifespan=lifespan,
     )

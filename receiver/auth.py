@@ -93,7 +93,10 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    """Lower-cased and storable: PostgreSQL text holds no NUL and no unpaired surrogate, and a
+    sign-in form must not turn such a character into a database error."""
+    cleaned = email.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return cleaned.strip().lower()[:320]
 
 
 # -- login throttling --------------------------------------------------------------------
@@ -135,7 +138,7 @@ async def _record_failure(session: AsyncSession, key: str, limit: int) -> None:
 async def sign_in(session: AsyncSession, email: str, password: str, address: str) -> User:
     """Check a login; raises LoginLocked or LoginFailed. Rehashes when parameters changed."""
     email = normalize_email(email)
-    keys = [f"email:{email}"[:400], f"address:{address}"[:400]]
+    keys = [f"email:{email}"[:400], f"address:{normalize_email(address)}"[:400]]
     locked = await _locked_until(session, keys)
     if locked is not None:
         raise LoginLocked(locked)

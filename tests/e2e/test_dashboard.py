@@ -50,6 +50,19 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     await context.close()
 
 
+@pytest.fixture
+def console_errors(page: Page) -> list[str]:
+    """Every console error and uncaught exception on the page, as text."""
+    errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+    return errors
+
+
+def csp_violations(errors: list[str]) -> list[str]:
+    return [text for text in errors if "Content Security Policy" in text]
+
+
 async def _viewer(pg, tenant_id: int) -> None:
     async with pg.sessions() as session, session.begin():
         user = User(email="viewer@example.com", password_hash=hash_password(PASSWORD))
@@ -58,7 +71,9 @@ async def _viewer(pg, tenant_id: int) -> None:
         session.add(UserTenant(user_id=user.id, tenant_id=tenant_id))
 
 
-async def test_sign_in_watch_an_order_arrive_and_sign_out(pg, served_apps, page: Page):
+async def test_sign_in_watch_an_order_arrive_and_sign_out(
+    pg, served_apps, page: Page, console_errors: list[str]
+):
     from tests.conftest import settings_for
 
     if "postgresql-e2e" not in served_apps:
@@ -70,8 +85,10 @@ async def test_sign_in_watch_an_order_arrive_and_sign_out(pg, served_apps, page:
         body, headers = delivery("orders/create")
         assert (await http.post(served.webhook_url, content=body, headers=headers)).is_success
 
-    await page.goto(f"{served.base_url}/stores/{SHOP}")
+    first = await page.goto(f"{served.base_url}/stores/{SHOP}")
     await expect(page).to_have_url(f"{served.base_url}/login")
+    assert first is not None
+    assert "script-src 'self'" in (await first.all_headers())["content-security-policy"]
     await page.fill("input[name=email]", "viewer@example.com")
     await page.fill("input[name=password]", PASSWORD)
     await page.click("button[type=submit]")
@@ -92,8 +109,30 @@ async def test_sign_in_watch_an_order_arrive_and_sign_out(pg, served_apps, page:
 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "store-page.png"), full_page=True)
+    # The stylesheet applied (no inline style needed), and the page ran under its policy
+    # without a single violation or script error.
+    assert await orders.evaluate("el => getComputedStyle(el).fontWeight") == "700"
+    assert console_errors == []
+
+    # The policy is really enforced, and a violation would have been seen above: a script
+    # injected inline is refused and reported.
+    async with page.expect_console_message(
+        lambda message: "Content Security Policy" in message.text
+    ) as refused:
+        await page.evaluate(
+            """() => {
+                const script = document.createElement("script");
+                script.textContent = "window.injected = true";
+                document.body.appendChild(script);
+            }"""
+        )
+    assert "inline script" in (await refused.value).text
+    assert await page.evaluate("() => window.injected === undefined")
+    assert len(csp_violations(console_errors)) == 1
+    console_errors.clear()
 
     await page.click("form.logout button")
     await expect(page).to_have_url(f"{served.base_url}/login")
     await page.goto(f"{served.base_url}/stores/{SHOP}")
     await expect(page).to_have_url(f"{served.base_url}/login")
+    assert console_errors == []
