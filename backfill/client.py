@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from backfill.metrics import THROTTLE_WAIT_SECONDS, THROTTLE_WAITS
+
 log = logging.getLogger("shopify_receiver.backfill.client")
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -130,6 +132,8 @@ class AdminClient:
             pace = self.throttle.wait_for(cost, self.clock())
             if pace > 0:
                 self.stats.paced_seconds += pace
+                THROTTLE_WAITS.labels("paced").inc()
+                THROTTLE_WAIT_SECONDS.labels("paced").inc(pace)
                 await self._pause(pace)
             self.stats.requests += 1
             try:
@@ -180,6 +184,8 @@ class AdminClient:
                     last_problem = "THROTTLED"
                     requested = float(cost_report.get("requestedQueryCost") or cost or 1)
                     wait = self.throttle.wait_for(requested, self.clock())
+                    THROTTLE_WAITS.labels("throttled").inc()
+                    THROTTLE_WAIT_SECONDS.labels("throttled").inc(wait)
                     await self._retry(attempt, last_problem, wait + 0.05)
                     continue
                 if "MAX_COST_EXCEEDED" in codes:

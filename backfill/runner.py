@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.client import AdminClient, BackfillError, CredentialsInvalid, QueryTooCostly
 from backfill.credentials import AppCredentials, TenantCredentials, oauth_token_url
+from backfill.metrics import RECORDS
 from backfill.queries import BULK_RUN, BULK_STATUS, RESOURCES, Resource
 from handlers import normalize_customer, normalize_order, normalize_product, upsert_records
 from handlers.normalize import PayloadError, Record
@@ -359,6 +360,8 @@ class JobRun:
         """Records and progress in one transaction: after a crash, both or neither happened."""
         async with self.env.sessions() as session, session.begin():
             await use_tenant(session, self.tenant.id)
+            if records:
+                RECORDS.labels(model.__tablename__, self.job.mode).inc(len(records))
             if records:
                 await upsert_records(session, model, self.tenant.id, records, source="backfill")
             result = await session.execute(

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ from models import WebhookEvent, utcnow
 from models.tenancy import use_all_tenants, use_tenant
 from models.upsert import insert_on_conflict
 from receiver.errors import ServiceUnavailable
+from receiver.metrics import DUPLICATES, HANDLER_SECONDS, LAG_SECONDS, WEBHOOKS, topic_label
 from receiver.services import Services
 from receiver.signature import verify_signature
 from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain, webhook_secrets
@@ -176,22 +178,36 @@ def parse_delivery(headers: Headers, body: bytes) -> Delivery:
     )
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
 async def receive_webhook(request: Request) -> Response:
+    started = time.perf_counter()
+    response = await _receive(request)
+    outcome = getattr(response, "outcome", None)
+    if outcome is not None:
+        topic = topic_label(shopify_header(request.headers, "topic"))
+        WEBHOOKS.labels(topic, outcome).inc()
+        if outcome in {"processed", "ignored", "failed", "duplicate"}:
+            HANDLER_SECONDS.labels(topic).observe(time.perf_counter() - started)
+    return response
+
+
+def _answer(status: int, body: dict[str, Any], outcome: str) -> JSONResponse:
+    response = JSONResponse(body, status_code=status)
+    response.outcome = outcome  # type: ignore[attr-defined]
+    return response
+
+
+async def _receive(request: Request) -> Response:
     services: Services = request.state.services
     signature = shopify_header(request.headers, "hmac-sha256")
     if not signature:
-        return _error(401, "missing X-Shopify-Hmac-Sha256 header")
+        return _answer(401, {"error": "missing X-Shopify-Hmac-Sha256 header"}, "unauthorized")
     try:
         body = await read_body(request, services.settings.webhook_max_body_bytes)
     except BodyTooLarge:
         limit = services.settings.webhook_max_body_bytes
-        return _error(413, f"body exceeds the {limit}-byte limit")
+        return _answer(413, {"error": f"body exceeds the {limit}-byte limit"}, "too_large")
     except ClientDisconnect:
-        return _error(400, "client disconnected before the body was complete")
+        return _answer(400, {"error": "client disconnected before the body"}, "bad_request")
 
     app_secrets = [secret.reveal() for secret in services.settings.api_secrets]
     verified = verify_signature(body, signature, app_secrets)
@@ -214,7 +230,7 @@ async def receive_webhook(request: Request) -> Response:
             verified = verify_signature(body, signature, store_secrets)
         if not verified:
             log.info("webhook.rejected reason=signature shop=%s", shop_header[:255])
-            return _error(401, "HMAC signature does not match")
+            return _answer(401, {"error": "HMAC signature does not match"}, "unauthorized")
         try:
             delivery = parse_delivery(request.headers, body)
             misfit = body_misfit(delivery.topic, delivery.shop_domain, delivery.payload)
@@ -222,7 +238,7 @@ async def receive_webhook(request: Request) -> Response:
                 raise BadDelivery(misfit)
         except BadDelivery as exc:
             log.info("webhook.rejected reason=%s shop=%s", exc, shop_header[:255])
-            return _error(400, str(exc))
+            return _answer(400, {"error": str(exc)}, "bad_request")
 
         if tenant is not None:
             await use_tenant(session, tenant.id)
@@ -258,7 +274,10 @@ async def receive_webhook(request: Request) -> Response:
                 delivery.topic,
                 delivery.dedupe_key,
             )
-            return JSONResponse({"status": "duplicate"})
+            DUPLICATES.inc()
+            return _answer(200, {"status": "duplicate"}, "duplicate")
         event = await session.get_one(WebhookEvent, event_id)
         await process_event(session, event)
-    return JSONResponse({"status": event.status, "event": event.id})
+    if delivery.triggered_at is not None:
+        LAG_SECONDS.observe(max(0.0, (event.received_at - delivery.triggered_at).total_seconds()))
+    return _answer(200, {"status": event.status, "event": event.id}, event.status)
