@@ -53,6 +53,9 @@ class TenantCredentials:
         self.token_url = token_url
         self.app = app
         self._lock = asyncio.Lock()
+        # The token in use and its expiry: read once, not per request. If another worker
+        # refreshes it meanwhile, our copy gets a 401 and refresh() picks up theirs.
+        self._cached: tuple[str, datetime | None] | None = None
 
     async def _tenant(self, session: AsyncSession) -> Tenant:
         tenant = await session.get(Tenant, self.tenant_id)
@@ -61,6 +64,10 @@ class TenantCredentials:
         return tenant
 
     async def token(self) -> str:
+        if self._cached is not None:
+            token, expires_at = self._cached
+            if expires_at is None or expires_at - utcnow() >= REFRESH_MARGIN:
+                return token
         async with self._lock, self.sessions() as session:
             tenant = await self._tenant(session)
             if tenant.credentials_status == "invalid":
@@ -77,6 +84,7 @@ class TenantCredentials:
             token = self.box.decrypt(tenant.access_token_encrypted)
         if expires_at is not None and expires_at - utcnow() < REFRESH_MARGIN:
             return await self.refresh(token)
+        self._cached = (token, expires_at)
         return token
 
     async def refresh(self, rejected: str) -> str:
@@ -89,7 +97,9 @@ class TenantCredentials:
                     else None
                 )
                 if current and current != rejected and tenant.credentials_status == "ok":
-                    return current  # another worker refreshed while we waited
+                    # Another worker refreshed while we waited, or our copy was stale.
+                    self._cached = (current, tenant.access_token_expires_at)
+                    return current
                 refresh_token = (
                     self.box.decrypt(tenant.refresh_token_encrypted)
                     if tenant.refresh_token_encrypted
@@ -123,6 +133,7 @@ class TenantCredentials:
                 raise CredentialsInvalid(f"{shop}: {why}")
             grant = response.json()
             await self._store(grant)
+            self._cached = (str(grant["access_token"]), _expiry(utcnow(), grant.get("expires_in")))
             log.info("backfill.token_refreshed shop=%s", shop)
             return str(grant["access_token"])
 
@@ -141,6 +152,7 @@ class TenantCredentials:
             tenant.credentials_error = None
 
     async def _invalidate(self, why: str) -> None:
+        self._cached = None
         async with self.sessions() as session, session.begin():
             tenant = await self._tenant(session)
             tenant.credentials_status = "invalid"
