@@ -50,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill import runner
 from backfill.credentials import AppCredentials
+from backfill.queries import ORDERS
 from backfill.runner import BackfillEnvironment, JobRun, create_sync_job
 from models import (
     Customer,
@@ -74,7 +75,6 @@ DEFAULT_ADMIN_URL = os.environ.get(
     os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"),
 )
 API_VERSION = "2026-10"
-ORDER_NODE_COST = 6  # backfill.queries.ORDERS.node_cost: points per order in a page
 MODELS: dict[str, type[ShopRecord]] = {"customers": Customer, "products": Product, "orders": Order}
 FLAT_MEMORY_RATIO = 1.10  # "flat": the 10x store peaks at most 10 % higher
 RATE_LIMIT_SHARE_GOAL = 0.9
@@ -567,7 +567,7 @@ class ThrottleScenario:
             ) from None
 
     def expected_seconds(self) -> float:
-        return max(0.0, (self.orders * ORDER_NODE_COST - self.maximum) / self.restore)
+        return max(0.0, (self.orders * ORDERS.node_cost - self.maximum) / self.restore)
 
 
 @dataclass
