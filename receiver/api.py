@@ -139,10 +139,10 @@ async def tenant_for_shop(session: Any, shop: str) -> Tenant:
 async def sync_status(request: Request) -> Response:
     services: Services = request.state.services
     raw_id = request.path_params["job_id"]
-    if not 0 < raw_id <= MAX_ID:
-        raise NotFound(f"no sync job {raw_id}")
     async with services.sessions() as session, session.begin():
         principal = await authenticate(session, request)
+        if not 0 < raw_id <= MAX_ID:
+            raise NotFound(f"no sync job {raw_id}")
         await use_all_tenants(session)  # by id; access is checked on the row just below
         job = await session.scalar(select(SyncJob).where(SyncJob.id == raw_id))
         if job is None:

@@ -91,6 +91,8 @@ async def test_sync_is_accepted_and_its_status_is_readable(backend, served, http
     assert status.json()["job_id"] == body["job_id"]
     assert status.json()["resources"] == ["orders"]
     assert (await http.get(body["status_url"])).status_code == 401
+    huge = f"{served.base_url}/api/sync/99999999999999999999"
+    assert (await http.get(huge)).status_code == 401  # who asks comes first
     for missing_id in ("99999", "99999999999999999999", "0"):
         missing = await http.get(f"{served.base_url}/api/sync/{missing_id}", headers=bearer(token))
         assert missing.status_code == 404

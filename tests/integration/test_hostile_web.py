@@ -11,8 +11,9 @@ Properties, for every request:
   admin alike: both stores already have a queued backfill, so even the admin's valid sync
   requests are refused with 409).
 
-Fixtures set up once per test (not per example): two stores, two users signed in through the
-real login form; each example counts rows before and after its own request.
+Fixtures set up once per test (not per example): two stores, a viewer and an admin with
+signed-in sessions; each example counts rows before and after its own request. Requests go
+out through a raw HTTP/1.1 client, so paths, header sizes and bodies are exactly as written.
 """
 
 from __future__ import annotations
@@ -511,7 +512,8 @@ def sync_bodies(draw: st.DrawFn, world: World) -> bytes:
     if kind == "fields":
         document: dict[str, Any] = {}
         store = st.one_of(
-            st.sampled_from([world.ours, world.theirs, 0, -1, 2**63 - 1, 2**63, 2**64, 10**30]),
+            st.sampled_from([world.ours, world.theirs]),
+            st.sampled_from([0, -1, 2**63 - 1, 2**63, -(2**63) - 1, 2**64, 10**30]),
             json_leaves,
         )
         if draw(st.booleans()):
@@ -698,7 +700,12 @@ async def test_hostile_api_requests_never_fail_leak_or_store(world, data, who):
     if is_json and answer.status >= 400:  # type: ignore[operator]
         assert "error" in json.loads(answer.body)
     if who == "stranger":
-        assert answer.status not in {200, 202, 409}, answer.text[:300]
+        # 401 once the app sees the request, whatever else is wrong with it; a 404 or 405 for
+        # what no route serves (an id that cannot exist included); a 400 only from the HTTP
+        # server itself, for a request it cannot parse (a NUL in a header, say).
+        assert answer.status in {400, 401, 404, 405}, answer.text[:300]
+        if answer.status == 400:
+            assert answer.text == "Invalid HTTP request received.", answer.text[:300]
     if who == "viewer" and is_json and answer.status == 200:
         assert json.loads(answer.body).get("tenant_id") == world.ours
     await assert_nothing_stored(world, before)
@@ -814,7 +821,7 @@ async def test_hostile_page_requests_never_fail_leak_or_store(world, data, who):
     if principal.cookie is not None:
         headers.append((b"Cookie", principal.cookie.encode()))
     if body:
-        content_type = data.draw(st.sampled_from(FORM_TYPES), label="content type")
+        content_type = data.draw(st.sampled_from([URLENCODED] * 6 + FORM_TYPES), label="type")
         if content_type:
             headers.append((b"Content-Type", content_type.encode()))
     headers += data.draw(huge_headers, label="extra headers")
