@@ -29,6 +29,12 @@ from receiver.web import STATIC_DIR, SessionCookies, login_page, login_submit, l
 from receiver.webhooks import receive_webhook
 
 
+def pool_options(settings: Settings) -> dict[str, int]:
+    if is_sqlite(settings.database_url):
+        return {}
+    return {"pool_size": settings.database_pool_size, "max_overflow": 0}
+
+
 class State(TypedDict):
     services: Services
 
@@ -38,7 +44,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, **pool_options(settings))
         sessions = create_session_factory(engine)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(engine.dispose)

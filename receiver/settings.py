@@ -91,6 +91,9 @@ class Settings:
     api_key: str | None = None
     # A running sync job silent for this long is taken over by another worker.
     backfill_lease_seconds: float = 60.0
+    # Connections per web process (PostgreSQL); a request that finds none free within
+    # models.engine.POOL_TIMEOUT_SECONDS gets a 503 well inside Shopify's 5-second limit.
+    database_pool_size: int = 20
     # How long raw webhook payloads are kept (`events prune` empties older ones); None: forever.
     payload_retention_days: float | None = None
 
@@ -118,6 +121,7 @@ class Settings:
             webhook_max_body_bytes=limit,
             api_key=env.get("SHOPIFY_API_KEY") or None,
             backfill_lease_seconds=_positive_float(env, "BACKFILL_LEASE_SECONDS", 60.0),
+            database_pool_size=int(_positive_float(env, "DATABASE_POOL_SIZE", 20)),
             payload_retention_days=(
                 _positive_float(env, "PAYLOAD_RETENTION_DAYS", 1.0)
                 if env.get("PAYLOAD_RETENTION_DAYS")
