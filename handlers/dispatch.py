@@ -135,6 +135,7 @@ def _finish(event: WebhookEvent, status: str, note: str | None) -> None:
         event.topic,
         event.dedupe_key,
         note,
+        extra=event_fields(event),
     )
 
 
@@ -147,4 +148,16 @@ def _fail(event: WebhookEvent, exc: Exception) -> None:
         event.topic,
         event.dedupe_key,
         event.error,
+        extra=event_fields(event),
     )
+
+
+def event_fields(event: WebhookEvent) -> dict[str, Any]:
+    """Structured fields every log line about a webhook event carries."""
+    return {
+        "shop": event.shop_domain,
+        "topic": event.topic,
+        "webhook_id": event.webhook_id,
+        "event_id": event.event_id,
+        "inbox_id": event.id,
+    }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -37,6 +36,7 @@ from models import (
 )
 from models.tenancy import use_all_tenants, use_tenant
 from receiver.auth import create_api_token
+from receiver.logs import configure_logging
 from receiver.progress import ProgressPrinter
 from receiver.samples import sample_payload, webhook_headers
 from receiver.settings import Settings, SettingsError
@@ -97,7 +97,7 @@ def _json_default(value: Any) -> str:
 @click.group()
 def main() -> None:
     """Keep a faithful copy of Shopify stores in SQL."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
 
 
 @main.command()
@@ -127,6 +127,8 @@ def serve(host: str, port: int, workers: int) -> None:
         workers=workers,
         proxy_headers=True,
         log_level="info",
+        # Our handler (JSON by default) formats uvicorn's lines too.
+        log_config=None,
     )
 
 

@@ -273,6 +273,12 @@ async def _receive(request: Request) -> Response:
                 delivery.shop_domain,
                 delivery.topic,
                 delivery.dedupe_key,
+                extra={
+                    "shop": delivery.shop_domain,
+                    "topic": delivery.topic,
+                    "webhook_id": delivery.webhook_id,
+                    "event_id": delivery.event_id,
+                },
             )
             DUPLICATES.inc()
             return _answer(200, {"status": "duplicate"}, "duplicate")
