@@ -606,3 +606,15 @@ async def test_a_killed_worker_s_job_is_resumed_by_another_worker(pg, tmp_path):
 
 async def _at_least(read: Any, minimum: int) -> bool:
     return await read() >= minimum
+
+
+async def test_two_workers_handed_the_same_job_never_both_run_it(shop):
+    async with shop.backend.sessions() as session, session.begin():
+        tenant = await session.get_one(Tenant, shop.tenant_id)
+        job = await create_sync_job(session, tenant, "full", ["orders"])
+    shop.store.reset_stats()
+    outcomes = await asyncio.gather(run_sync_job(shop.env, job.id), run_sync_job(shop.env, job.id))
+    assert sorted(outcomes) == ["skipped", "succeeded"]
+    pages = math.ceil(shop.store.counts["orders"] / page_size_for(ORDERS))
+    assert shop.store.stats.answered == 1 + pages  # one count query and each page, once
+    assert (await shop.job(job.id)).attempts == 1
