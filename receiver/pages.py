@@ -6,6 +6,7 @@ so a viewer cannot even learn which stores are installed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -143,19 +144,28 @@ async def store_page(request: Request) -> Response:
     return render(request, "store.html", context)
 
 
-async def _admin_form(
-    request: Request, session: AsyncSession
-) -> tuple[Principal | None, dict[str, str], Response | None]:
-    """Signed-in admin with a valid form token, or the response that refuses the request."""
+@dataclass(frozen=True)
+class AdminAction:
+    principal: Principal
+    form: dict[str, str]
+    tenant: Tenant
+
+
+async def _admin_action(request: Request, session: AsyncSession) -> AdminAction | Response:
+    """A signed-in admin posting a valid form about a store they may see, or the response
+    that refuses the request."""
     principal = await page_principal(session, request)
     if principal is None:
-        return None, {}, to_login()
+        return to_login()
     form = await read_form(request)
     if not csrf_valid(request, form.get("csrf_token")):
-        return principal, form, forbidden(request, principal, "Invalid form token.")
+        return forbidden(request, principal, "Invalid form token.")
     if not principal.is_admin:
-        return principal, form, forbidden(request, principal, "This action needs an admin.")
-    return principal, form, None
+        return forbidden(request, principal, "This action needs an admin.")
+    tenant = await _visible_store(session, principal, request.path_params["shop"])
+    if tenant is None:
+        return not_found(request, principal)
+    return AdminAction(principal, form, tenant)
 
 
 async def _store_event(session: AsyncSession, tenant: Tenant, event_id: int) -> WebhookEvent | None:
@@ -183,13 +193,10 @@ async def replay_event(request: Request) -> Response:
     services: Services = request.state.services
     event_id = request.path_params["event_id"]
     async with services.sessions() as session, session.begin():
-        principal, _, refusal = await _admin_form(request, session)
-        if refusal is not None:
-            return refusal
-        assert principal is not None
-        tenant = await _visible_store(session, principal, request.path_params["shop"])
-        if tenant is None:
-            return not_found(request, principal)
+        action = await _admin_action(request, session)
+        if isinstance(action, Response):
+            return action
+        principal, tenant = action.principal, action.tenant
         event = await _store_event(session, tenant, event_id)
         if event is None:
             return render(
@@ -207,13 +214,10 @@ async def replay_event(request: Request) -> Response:
 async def run_backfill(request: Request) -> Response:
     services: Services = request.state.services
     async with services.sessions() as session, session.begin():
-        principal, form, refusal = await _admin_form(request, session)
-        if refusal is not None:
-            return refusal
-        assert principal is not None
-        tenant = await _visible_store(session, principal, request.path_params["shop"])
-        if tenant is None:
-            return not_found(request, principal)
+        action = await _admin_action(request, session)
+        if isinstance(action, Response):
+            return action
+        principal, form, tenant = action.principal, action.form, action.tenant
         mode = form.get("mode") or "full"
         chosen = [part.strip() for part in form.get("resources", "").split(",") if part.strip()]
         try:

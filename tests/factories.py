@@ -63,3 +63,18 @@ def order_version(
         **fields,
     )
     return payload
+
+
+# Order columns that webhook and backfill writes of the same order must agree on.
+ORDER_COLUMNS = (
+    "name",
+    "email",
+    "customer_shopify_id",
+    "currency",
+    "total_price",
+    "subtotal_price",
+    "financial_status",
+    "fulfillment_status",
+    "cancelled_at",
+    "processed_at",
+)

@@ -25,6 +25,7 @@ from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Ten
 from receiver.samples import sample_payload
 from receiver.tenants import set_access_token
 from tests.conftest import TEST_ENCRYPTION_KEY, Backend
+from tests.factories import ORDER_COLUMNS
 from tests.fakeshop import FakeShopServer, FakeStore, Fault, ManualClock
 
 SHOP = "backfill-store.myshopify.com"
@@ -118,18 +119,7 @@ COMPARED = {
         "orders_count",
     ),
     "products": ("title", "handle", "status", "vendor", "product_type", "tags"),
-    "orders": (
-        "name",
-        "email",
-        "customer_shopify_id",
-        "currency",
-        "total_price",
-        "subtotal_price",
-        "financial_status",
-        "fulfillment_status",
-        "cancelled_at",
-        "processed_at",
-    ),
+    "orders": ORDER_COLUMNS,
 }
 
 
