@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import uvicorn
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -25,6 +26,12 @@ from models import Base, create_engine, create_session_factory
 from models import migrate as migrations
 from receiver.app import create_app
 from receiver.settings import Secret, Settings
+
+# In CI the fuzzers draw the same examples every run, so a landing never depends on luck;
+# locally they explore new inputs each time (and replay past failures from .hypothesis/).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 # Where the test databases are created; CI and the README use this machine's local server.
 POSTGRES_ADMIN_URL = os.environ.get(
