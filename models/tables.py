@@ -53,6 +53,8 @@ class Tenant(Base):
     # "ok" or "invalid" (a token that was refused and could not be refreshed).
     credentials_status: Mapped[str] = mapped_column(String(16), default="ok")
     credentials_error: Mapped[str | None] = mapped_column(Text)
+    # Last time the watchdog compared this store's subscriptions with the intended ones.
+    watchdog_checked_at: Mapped[datetime | None]
 
     def __repr__(self) -> str:
         return f"Tenant(id={self.id!r}, shop_domain={self.shop_domain!r}, status={self.status!r})"
@@ -138,6 +140,7 @@ class WebhookEvent(Base):
         UniqueConstraint("shop_domain", "topic", "dedupe_key", name="uq_webhook_events_dedupe"),
         Index("ix_webhook_events_tenant_received", "tenant_id", "received_at"),
         Index("ix_webhook_events_status", "status"),
+        Index("ix_webhook_events_tenant_topic_received", "tenant_id", "topic", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -155,6 +158,9 @@ class WebhookEvent(Base):
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     payload: Mapped[dict[str, Any] | None]
+    # Redeliveries of this event: they change no data, but the dashboard counts dedupe hits.
+    duplicate_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_duplicate_at: Mapped[datetime | None]
 
 
 class ComplianceRequest(Base):
@@ -208,6 +214,11 @@ class SyncJob(Base):
     finished_at: Mapped[datetime | None]
     # Bumped with every checkpoint: a running job whose heartbeat is old was abandoned.
     heartbeat_at: Mapped[datetime | None]
+    # Upper bound of a targeted pull (reconcile repairs a window of updated_at), else None.
+    until: Mapped[datetime | None]
+    # Who asked: "manual" (CLI, API, dashboard), "watchdog" (gap after a lost subscription)
+    # or "reconcile" (drift repair).
+    trigger: Mapped[str] = mapped_column(String(16), default="manual", server_default="manual")
 
 
 class ApiToken(Base):
@@ -261,6 +272,43 @@ class LoginThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     window_started_at: Mapped[datetime] = mapped_column(default=utcnow)
     locked_until: Mapped[datetime | None]
+
+
+class WebhookSubscription(Base):
+    """Shopify's subscriptions for a store as last seen by `webhooks sync`/`status` or the
+    watchdog: the dashboard's list of topics that should be delivering."""
+
+    __tablename__ = "webhook_subscriptions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "topic", "uri", name="uq_webhook_subscriptions_topic"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    topic: Mapped[str] = mapped_column(String(100))  # REST spelling: orders/create
+    uri: Mapped[str] = mapped_column(Text)
+    shopify_gid: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReconcileRun(Base):
+    """One comparison of Shopify's counts and watermarks with ours, and what it repaired."""
+
+    __tablename__ = "reconcile_runs"
+    __table_args__ = (Index("ix_reconcile_runs_tenant_started", "tenant_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # "running", "clean" (no drift), "repaired" (drift found and fixed), "drift" (found,
+    # not repaired: --dry-run or the repair failed), "failed" (could not compare).
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    trigger: Mapped[str] = mapped_column(String(16), default="manual")
+    # Per resource: counts and watermarks on both sides, windows compared, rows repaired.
+    report: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
 
 
 SHOP_DATA_MODELS: tuple[type[ShopRecord], ...] = (Customer, Product, Order)

@@ -22,6 +22,8 @@ TENANT_TABLES = (
     "sync_jobs",
     "compliance_requests",
     "user_tenants",
+    "webhook_subscriptions",
+    "reconcile_runs",
 )
 
 _SCOPE = text(

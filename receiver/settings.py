@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from models.encryption import SecretBox, generate_key
 
@@ -77,6 +78,15 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _public_url(value: str | None) -> str | None:
+    if not value:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise SettingsError(f"PUBLIC_URL={value!r} is not an absolute http(s) URL")
+    return value.strip().rstrip("/")
+
+
 @dataclass(frozen=True)
 class Settings:
     # repr=False: a database URL usually carries its password.
@@ -96,6 +106,13 @@ class Settings:
     database_pool_size: int = 20
     # How long raw webhook payloads are kept (`events prune` empties older ones); None: forever.
     payload_retention_days: float | None = None
+    # Where Shopify reaches this service (`https://receiver.example.com`): webhook
+    # subscriptions point at {public_url}/webhooks/shopify. Needed by `webhooks sync`.
+    public_url: str | None = None
+    # How often each active store's subscriptions are re-checked (and a gap backfilled),
+    # and how often its data is reconciled with Shopify's counts and watermarks.
+    watchdog_interval_seconds: float = 300.0
+    reconcile_interval_seconds: float = 86400.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -127,9 +144,17 @@ class Settings:
                 if env.get("PAYLOAD_RETENTION_DAYS")
                 else None
             ),
+            public_url=_public_url(env.get("PUBLIC_URL")),
+            watchdog_interval_seconds=_positive_float(env, "WATCHDOG_INTERVAL_SECONDS", 300.0),
+            reconcile_interval_seconds=_positive_float(env, "RECONCILE_INTERVAL_SECONDS", 86400.0),
         )
         settings.secret_box()  # fail at start-up, not at the first webhook, on a malformed key
         return settings
+
+    @property
+    def webhook_url(self) -> str | None:
+        """The address our subscriptions deliver to, or None without PUBLIC_URL."""
+        return f"{self.public_url}/webhooks/shopify" if self.public_url else None
 
     def secret_box(self) -> SecretBox:
         try:

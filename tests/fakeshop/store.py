@@ -30,7 +30,8 @@ from .data import (
 )
 from .faults import Fault, FaultPlan
 from .resources import Alias, Resource
-from .schema import admin_schema
+from .schema import SCHEMA_VERSION, admin_schema
+from .subscriptions import SubscriptionRegistry
 from .throttle import LeakyBucket
 from .tokens import DEFAULT_SCOPE, TokenRegistry
 
@@ -183,6 +184,9 @@ class FakeStore:
             access_token or f"shpat_{mix64(stream_key(seed, shop_domain)):016x}fake"
         )
         self.faults = FaultPlan()
+        # Webhook subscriptions (`webhookSubscriptionCreate` and friends; `drop()` plays
+        # Shopify removing one after failed deliveries).
+        self.subscriptions = SubscriptionRegistry(self.clock, SCHEMA_VERSION)
         self.bulk = BulkManager(
             self,
             polls_to_complete=bulk_polls_to_complete,

@@ -9,12 +9,21 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from models.tenancy import TENANT_TABLES
-
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# Frozen as of this revision; later revisions add their own tables' policies.
+TENANT_TABLES = (
+    "customers",
+    "products",
+    "orders",
+    "webhook_events",
+    "sync_jobs",
+    "compliance_requests",
+    "user_tenants",
+)
 
 # A row is visible and writable when its tenant is the transaction's app.tenant_id, or when
 # the transaction declared cross-tenant work. Unset settings read as '' (missing_ok), which
