@@ -98,12 +98,24 @@ def validate_request(mode: str, resources: list[str] | None) -> list[str]:
 
 
 async def create_sync_job(
-    session: AsyncSession, tenant: Tenant, mode: str, resources: list[str] | None = None
+    session: AsyncSession,
+    tenant: Tenant,
+    mode: str,
+    resources: list[str] | None = None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    trigger: str = "manual",
 ) -> SyncJob:
-    """Queue a job; raises SyncAlreadyRunning (with that job) if the store has one active."""
+    """Queue a job; raises SyncAlreadyRunning (with that job) if the store has one active.
+
+    An incremental job pulls what changed since the last finished sync, unless `since` (and
+    optionally `until`) name the window, as the watchdog and reconcile do for a known gap.
+    """
     chosen = validate_request(mode, resources)
-    since: datetime | None = None
-    if mode == "incremental":
+    if (since is not None or until is not None) and mode != "incremental":
+        raise ValueError("a since/until window needs mode 'incremental'")
+    if mode == "incremental" and since is None:
         last_start = await session.scalar(
             select(SyncJob.started_at)
             .where(SyncJob.tenant_id == tenant.id, SyncJob.status == "succeeded")
@@ -118,6 +130,8 @@ async def create_sync_job(
         resources=chosen,
         progress={},
         since=since,
+        until=until,
+        trigger=trigger,
         attempts=0,
         created_at=utcnow(),
     )
@@ -220,9 +234,12 @@ class JobRun:
 
     @property
     def search(self) -> str | None:
-        if self.job.since is None:
-            return None
-        return f"updated_at:>='{self.job.since.isoformat()}'"
+        terms = []
+        if self.job.since is not None:
+            terms.append(f"updated_at:>='{self.job.since.isoformat()}'")
+        if self.job.until is not None:
+            terms.append(f"updated_at:<'{self.job.until.isoformat()}'")
+        return " ".join(terms) or None
 
     async def run(self) -> None:
         for name in self.job.resources:
