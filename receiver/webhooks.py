@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography.fernet import InvalidToken
+from sqlalchemy import update
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -281,6 +282,21 @@ async def _receive(request: Request) -> Response:
                 },
             )
             DUPLICATES.inc()
+            # No data changes, but the count is what tells a store's owner Shopify retried:
+            # the dashboard's dedupe hits per topic.
+            await session.execute(
+                update(WebhookEvent)
+                .where(
+                    WebhookEvent.shop_domain == delivery.shop_domain,
+                    WebhookEvent.topic == delivery.topic,
+                    WebhookEvent.dedupe_key == delivery.dedupe_key,
+                )
+                .values(
+                    duplicate_count=WebhookEvent.duplicate_count + 1,
+                    last_duplicate_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
             return _answer(200, {"status": "duplicate"}, "duplicate")
         event = await session.get_one(WebhookEvent, event_id)
         await process_event(session, event)

@@ -43,6 +43,12 @@ async def test_duplicate_storm_leaves_one_event_and_one_row(backend, served, htt
     async with backend.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(WebhookEvent)) == 1
         assert await session.scalar(select(func.count()).select_from(Order)) == 1
+        event = await session.scalar(select(WebhookEvent))
+    assert event is not None
+    # Redeliveries change no data, but each one counts as a dedupe hit on the dashboard.
+    assert event.duplicate_count == 4
+    assert event.last_duplicate_at is not None
+    assert event.last_duplicate_at >= event.received_at
 
 
 async def test_redelivery_with_new_ids_converges_on_one_row(backend, served, http):
