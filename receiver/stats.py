@@ -18,7 +18,18 @@ from sqlalchemy.sql.elements import ColumnElement
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from models import Customer, Order, Product, ShopRecord, SyncJob, Tenant, WebhookEvent, utcnow
+from models import (
+    Customer,
+    Order,
+    Product,
+    ReconcileRun,
+    ShopRecord,
+    SyncJob,
+    Tenant,
+    WebhookEvent,
+    WebhookSubscription,
+    utcnow,
+)
 from models.tenancy import use_all_tenants, use_tenant
 from receiver.api import job_document, tenant_for_shop
 from receiver.auth import Forbidden, authenticate
@@ -37,6 +48,15 @@ RECENT_ORDERS = 5
 MONEY_SCALE = 10_000
 REVENUE_WINDOWS = {"all_time": None, "last_7_days": 7, "last_30_days": 30}
 NO_STORE = {"Cache-Control": "no-store"}
+# Delivery health judges each topic against its own last week.
+HEALTH_WINDOW = timedelta(days=7)
+# A topic is "silent" when its quiet spell is this many times its usual gap between deliveries
+# (for evenly random traffic, a gap that long happens about once in 3,000 gaps)...
+SILENCE_FACTOR = 8
+# ...and at least this long, so a busy topic's short lull is not an alarm...
+SILENCE_FLOOR = timedelta(hours=1)
+# ...and only with enough deliveries in the window to know what usual is.
+SILENCE_MIN_DELIVERIES = 3
 
 
 def money_str(amount: Decimal | None) -> str:
@@ -255,6 +275,109 @@ async def _recent_orders(session: AsyncSession, tenant_id: int) -> list[dict[str
     ]
 
 
+async def _last_delivery(session: AsyncSession, tenant_id: int, topic: str) -> datetime | None:
+    # One topic at a time: each is a short backward scan of (tenant_id, topic, received_at).
+    return await session.scalar(
+        select(func.max(WebhookEvent.received_at)).where(
+            WebhookEvent.tenant_id == tenant_id, WebhookEvent.topic == topic
+        )
+    )
+
+
+def silence(
+    now: datetime, last: datetime | None, deliveries: int, first_in_window: datetime | None
+) -> dict[str, Any]:
+    """Whether a subscribed topic has been quiet for unusually long, judged by its own week."""
+    if last is None:
+        return {"silent": False, "usual_gap_s": None, "judged": False}
+    if deliveries < SILENCE_MIN_DELIVERIES or first_in_window is None:
+        return {"silent": False, "usual_gap_s": None, "judged": False}
+    usual_gap = (now - first_in_window) / deliveries
+    limit = max(SILENCE_FLOOR, usual_gap * SILENCE_FACTOR)
+    return {
+        "silent": now - last > limit,
+        "usual_gap_s": round(usual_gap.total_seconds()),
+        "judged": True,
+    }
+
+
+async def delivery_health(session: AsyncSession, tenant_id: int, now: datetime) -> dict[str, Any]:
+    """Per topic: subscribed or not, last delivery, the week's deliveries, failures and dedupe
+    hits, and a warning when a subscribed topic has gone quiet for unusually long."""
+    since = now - HEALTH_WINDOW
+    failed = func.sum(case((WebhookEvent.status == "failed", 1), else_=0))
+    rows = await session.execute(
+        select(
+            WebhookEvent.topic,
+            func.count(),
+            failed,
+            func.sum(WebhookEvent.duplicate_count),
+            func.min(WebhookEvent.received_at),
+        )
+        .where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.received_at >= since)
+        .group_by(WebhookEvent.topic)
+    )
+    week = {
+        topic: (int(total), int(failures or 0), int(duplicates or 0), first)
+        for topic, total, failures, duplicates, first in rows
+    }
+    subscriptions = (
+        await session.scalars(
+            select(WebhookSubscription).where(WebhookSubscription.tenant_id == tenant_id)
+        )
+    ).all()
+    subscribed = {subscription.topic for subscription in subscriptions}
+    checked_at = await session.scalar(
+        select(Tenant.watchdog_checked_at).where(Tenant.id == tenant_id)
+    )
+    topics = []
+    for topic in sorted(subscribed | set(week)):
+        total, failures, duplicates, first = week.get(topic, (0, 0, 0, None))
+        last = await _last_delivery(session, tenant_id, topic)
+        quiet = silence(now, last, total, first)
+        topics.append(
+            {
+                "topic": topic,
+                "subscribed": topic in subscribed,
+                "last_delivery_at": last.isoformat() if last else None,
+                "deliveries_7d": total,
+                "failed_7d": failures,
+                "dedupe_hits_7d": duplicates,
+                "usual_gap_s": quiet["usual_gap_s"],
+                "silent": quiet["silent"] and topic in subscribed,
+            }
+        )
+    return {
+        "subscriptions_checked_at": checked_at.isoformat() if checked_at else None,
+        "silent_topics": [row["topic"] for row in topics if row["silent"]],
+        "topics": topics,
+    }
+
+
+async def last_reconcile(session: AsyncSession, tenant_id: int) -> dict[str, Any] | None:
+    run = await session.scalar(
+        select(ReconcileRun)
+        .where(ReconcileRun.tenant_id == tenant_id)
+        .order_by(ReconcileRun.started_at.desc(), ReconcileRun.id.desc())
+        .limit(1)
+    )
+    if run is None:
+        return None
+    resources = []
+    for name, entry in sorted((run.report or {}).items()):
+        if isinstance(entry, dict):
+            resources.append({"resource": name} | entry)
+    return {
+        "id": run.id,
+        "status": run.status,
+        "trigger": run.trigger,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "error": run.error,
+        "resources": resources,
+    }
+
+
 async def _sync_jobs(session: AsyncSession, tenant_id: int) -> list[dict[str, Any]]:
     jobs = await session.scalars(
         select(SyncJob)
@@ -279,6 +402,10 @@ async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> d
     - lag_ms: `received_at - triggered_at` in milliseconds over the most recent (at most 5,000)
       events of the last 24 hours that carry Shopify's trigger time; nearest-rank p50 and p95.
     - failed_events: the 20 most recent failed events; sync_jobs: the 10 most recent jobs.
+    - delivery_health: per topic subscribed or seen in the last 7 days, its last delivery,
+      the week's deliveries, failures and dedupe hits, and `silent` when a subscribed topic
+      has been quiet for over 8 times its usual gap (and over an hour).
+    - last_reconcile: the newest reconcile run and its per-resource report, or null.
     """
     await use_tenant(session, tenant.id)
     counts = {
@@ -299,6 +426,8 @@ async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> d
         "failed_events": await _failed_events(session, tenant.id),
         "recent_orders": await _recent_orders(session, tenant.id),
         "sync_jobs": await _sync_jobs(session, tenant.id),
+        "delivery_health": await delivery_health(session, tenant.id, now),
+        "last_reconcile": await last_reconcile(session, tenant.id),
     }
 
 

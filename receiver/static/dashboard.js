@@ -75,6 +75,43 @@
     }).join("  ");
   }
 
+  function badge(text, className) {
+    var td = cell(""), span = document.createElement("span");
+    span.className = "badge " + className;
+    span.textContent = text;
+    td.appendChild(span);
+    return td;
+  }
+
+  function health(data) {
+    if (!data) return;
+    fill("health-rows", data.topics, function (t) {
+      var state = t.silent ? badge("silent", "job-failed")
+        : t.failed_7d ? badge("failures", "job-running") : badge("ok", "job-succeeded");
+      return [cell(t.topic), cell(t.subscribed ? "yes" : "no"), cell(when(t.last_delivery_at)),
+        cell(t.deliveries_7d, "num"), cell(t.failed_7d, "num"), cell(t.dedupe_hits_7d, "num"),
+        state];
+    }, "No subscriptions or deliveries yet.");
+    document.getElementById("subscriptions-checked").textContent =
+      when(data.subscriptions_checked_at);
+    document.getElementById("silent-topics").textContent = data.silent_topics.join(", ");
+    document.getElementById("silent-warning").hidden = !data.silent_topics.length;
+  }
+
+  function dash(value) { return value == null ? "—" : value; }
+
+  function reconcile(run) {
+    document.getElementById("reconcile-status").textContent = run ? run.status : "never";
+    document.getElementById("reconcile-when").textContent =
+      run ? run.trigger + ", finished " + when(run.finished_at) + " UTC" : "";
+    fill("reconcile-rows", run ? run.resources : [], function (r) {
+      return [cell(r.resource), cell(dash(r.shopify_count), "num"), cell(dash(r.db_count), "num"),
+        cell(when(r.shopify_watermark)), cell(when(r.db_watermark)),
+        cell(r.drifted_windows || 0, "num"), cell(r.repaired || 0, "num"),
+        cell(r.tombstoned || 0, "num")];
+    }, "Not reconciled yet.");
+  }
+
   function update(stats) {
     root.querySelectorAll("[data-stat]").forEach(function (el) {
       var value = lookup(stats, el.dataset.stat);
@@ -102,6 +139,8 @@
       return [cell(j.job_id), cell(j.mode), status, cell(progress(j)), cell(when(j.created_at)),
         cell(when(j.finished_at)), cell(j.error || "", "error-text")];
     }, "No sync jobs yet.");
+    health(stats.delivery_health);
+    reconcile(stats.last_reconcile);
     var failed = document.getElementById("failed-events");
     var ids = stats.failed_events.map(function (e) { return e.id; }).join(",");
     document.getElementById("failed-changed").hidden = !failed || failed.dataset.ids === ids;

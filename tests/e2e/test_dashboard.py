@@ -106,6 +106,9 @@ async def test_sign_in_watch_an_order_arrive_and_sign_out(
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
     await expect(orders).to_have_text("2", timeout=15_000)
     assert navigations == []  # updated in place, not by a reload
+    # Delivery health follows too: the topic's row counts both deliveries.
+    health_row = page.locator("#health-rows tr", has=page.locator("td", has_text="orders/create"))
+    await expect(health_row.locator("td").nth(3)).to_have_text("2")
 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "store-page.png"), full_page=True)
