@@ -14,6 +14,7 @@ import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy.engine import make_url
 
+from backfill.maintenance import Maintenance, reconcile_tick, watchdog_tick
 from backfill.runner import BackfillEnvironment, claimable_job_ids, run_sync_job
 
 log = logging.getLogger("shopify_receiver.backfill.queue")
@@ -61,19 +62,17 @@ def psycopg_conninfo(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-tasks = procrastinate.Blueprint()
+NAMESPACE = "shopify_receiver"
+RUN_BACKFILL = f"{NAMESPACE}:run_backfill"
+SWEEP = f"{NAMESPACE}:sweep_backfills"
+WATCHDOG = f"{NAMESPACE}:watch_subscriptions"
+RECONCILE = f"{NAMESPACE}:reconcile_stores"
 
 
 class JobBusy(Exception):
     """Another worker holds the job's lease; try again once it may have expired."""
 
 
-@tasks.task(
-    name="run_backfill",
-    queue=QUEUE,
-    pass_context=True,
-    retry=procrastinate.RetryStrategy(max_attempts=40, wait=15, retry_exceptions={JobBusy}),
-)
 async def run_backfill(context: procrastinate.JobContext, sync_job_id: int) -> None:
     env: BackfillEnvironment = context.additional_context["backfill_env"]
     outcome = await run_sync_job(env, sync_job_id)
@@ -81,13 +80,48 @@ async def run_backfill(context: procrastinate.JobContext, sync_job_id: int) -> N
         raise JobBusy(f"sync job {sync_job_id} became claimable while we looked")
 
 
-@tasks.periodic(cron="* * * * *", periodic_id="sweep")
-@tasks.task(name="sweep_backfills", queue=QUEUE, pass_context=True)
 async def sweep_backfills(context: procrastinate.JobContext, timestamp: int) -> None:
     """Every minute: retry jobs of dead workers and re-queue sync jobs nobody is running."""
     env: BackfillEnvironment = context.additional_context["backfill_env"]
     app: procrastinate.App = context.app
     await requeue_abandoned(app, env)
+
+
+async def watch_subscriptions(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Every minute: check the subscriptions of stores not checked for WATCHDOG_INTERVAL."""
+    env: BackfillEnvironment = context.additional_context["backfill_env"]
+    maintenance: Maintenance | None = context.additional_context.get("maintenance")
+    if maintenance is not None:
+        await watchdog_tick(env, maintenance)
+
+
+async def reconcile_stores(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Every minute: reconcile the stores not reconciled for RECONCILE_INTERVAL."""
+    env: BackfillEnvironment = context.additional_context["backfill_env"]
+    maintenance: Maintenance | None = context.additional_context.get("maintenance")
+    if maintenance is not None:
+        await reconcile_tick(env, maintenance)
+
+
+def _blueprint() -> procrastinate.Blueprint:
+    """Fresh task objects for each app: procrastinate binds a task to the app that registers
+    it (its `configure` and the periodic deferrer defer through that app), and renames the
+    blueprint's tasks in place, so one module-level blueprint cannot serve two apps."""
+    tasks = procrastinate.Blueprint()
+    tasks.task(
+        name="run_backfill",
+        queue=QUEUE,
+        pass_context=True,
+        retry=procrastinate.RetryStrategy(max_attempts=40, wait=15, retry_exceptions={JobBusy}),
+    )(run_backfill)
+    for name, function, periodic_id in (
+        ("sweep_backfills", sweep_backfills, "sweep"),
+        ("watch_subscriptions", watch_subscriptions, "watchdog"),
+        ("reconcile_stores", reconcile_stores, "reconcile"),
+    ):
+        task = tasks.task(name=name, queue=QUEUE, pass_context=True)(function)
+        tasks.periodic(cron="* * * * *", periodic_id=periodic_id)(task)
+    return tasks
 
 
 async def requeue_abandoned(app: procrastinate.App, env: BackfillEnvironment) -> int:
@@ -109,16 +143,16 @@ async def requeue_abandoned(app: procrastinate.App, env: BackfillEnvironment) ->
 async def defer_backfill(app: procrastinate.App, sync_job_id: int) -> None:
     # No procrastinate `lock`: a dead worker's job would hold it until stall detection ran.
     # Exclusivity comes from run_sync_job's claim (a lease on the sync_jobs row) instead.
-    await run_backfill.configure(app=app, queueing_lock=f"sync-job-{sync_job_id}").defer_async(
-        sync_job_id=sync_job_id
-    )
+    await app.configure_task(
+        RUN_BACKFILL, queueing_lock=f"sync-job-{sync_job_id}", queue=QUEUE
+    ).defer_async(sync_job_id=sync_job_id)
 
 
 def procrastinate_app(database_url: str) -> procrastinate.App:
     app = procrastinate.App(
         connector=procrastinate.PsycopgConnector(conninfo=psycopg_conninfo(database_url))
     )
-    app.add_tasks_from(tasks, namespace="shopify_receiver")
+    app.add_tasks_from(_blueprint(), namespace=NAMESPACE)
     return app
 
 
@@ -151,14 +185,22 @@ class ProcrastinateQueue:
 
 
 async def run_worker(
-    app: procrastinate.App, env: BackfillEnvironment, *, concurrency: int, wait: bool = True
+    app: procrastinate.App,
+    env: BackfillEnvironment,
+    *,
+    concurrency: int,
+    wait: bool = True,
+    maintenance: Maintenance | None = None,
 ) -> None:
-    """A worker: first re-queue what dead workers left, then run jobs until stopped."""
+    """A worker: first re-queue what dead workers left, then run jobs until stopped.
+
+    With `maintenance`, the worker also runs the periodic watchdog and reconcile ticks.
+    """
     await requeue_abandoned(app, env)
     await app.run_worker_async(
         queues=[QUEUE],
         concurrency=concurrency,
         wait=wait,
-        additional_context={"backfill_env": env},
+        additional_context={"backfill_env": env, "maintenance": maintenance},
         install_signal_handlers=wait,
     )

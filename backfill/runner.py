@@ -75,6 +75,25 @@ class BackfillEnvironment:
         return f"{base.rstrip('/')}/graphql.json"
 
 
+def admin_client_for(env: BackfillEnvironment, tenant: Tenant) -> AdminClient:
+    """An Admin API client for one store, with its stored (and refreshable) token."""
+    credentials = TenantCredentials(
+        env.sessions,
+        tenant.id,
+        env.box,
+        env.http,
+        token_url=oauth_token_url(env.admin_base_url),
+        app=env.app,
+    )
+    return AdminClient(
+        env.http,
+        env.endpoint(tenant.shop_domain),
+        credentials,
+        shop=tenant.shop_domain,
+        **env.client_options,
+    )
+
+
 def page_cost(resource: Resource, page_size: int) -> int:
     """Requested cost as Shopify computes it: the connection 2, pageInfo 1, then each node."""
     return 3 + page_size * resource.node_cost
@@ -216,21 +235,7 @@ class JobRun:
         self.tenant = tenant
         self.progress: dict[str, Any] = json.loads(json.dumps(job.progress or {}))
         self.on_progress = on_progress
-        credentials = TenantCredentials(
-            env.sessions,
-            tenant.id,
-            env.box,
-            env.http,
-            token_url=oauth_token_url(env.admin_base_url),
-            app=env.app,
-        )
-        self.client = AdminClient(
-            env.http,
-            env.endpoint(tenant.shop_domain),
-            credentials,
-            shop=tenant.shop_domain,
-            **env.client_options,
-        )
+        self.client = admin_client_for(env, tenant)
 
     @property
     def search(self) -> str | None:
@@ -352,7 +357,7 @@ class JobRun:
                     node = json.loads(line)
                     if "__parentId" in node:
                         continue  # our bulk queries select no child connections
-                    batch.append(_normalize_one(normalize, node, name))
+                    batch.append(normalize_node(normalize, node, name))
                     if len(batch) >= BULK_BATCH:
                         await self._bulk_flush(model, batch, name, state, line_number)
                         batch = []
@@ -405,7 +410,7 @@ class JobRun:
             self.on_progress(name, dict(state))
 
 
-def _normalize_one(normalize: Callable[[Any], Record], node: Any, name: str) -> Record:
+def normalize_node(normalize: Callable[[Any], Record], node: Any, name: str) -> Record:
     try:
         return normalize(node)
     except PayloadError as exc:
@@ -416,7 +421,7 @@ def _normalize_one(normalize: Callable[[Any], Record], node: Any, name: str) -> 
 
 
 def _normalize_all(normalize: Callable[[Any], Record], nodes: list[Any], name: str) -> list[Record]:
-    return [_normalize_one(normalize, node, name) for node in nodes]
+    return [normalize_node(normalize, node, name) for node in nodes]
 
 
 async def _beat(env: BackfillEnvironment, job_id: int) -> None:

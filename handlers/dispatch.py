@@ -23,15 +23,11 @@ MAX_ERROR_LENGTH = 4000
 
 @dataclass(frozen=True)
 class EventContext:
-    tenant: Tenant
+    tenant_id: int
     topic: str
     webhook_event_id: int | None
     triggered_at: datetime | None
     received_at: datetime
-
-    @property
-    def tenant_id(self) -> int:
-        return self.tenant.id
 
 
 Handler = Callable[[AsyncSession, EventContext, dict[str, Any]], Awaitable[None]]
@@ -81,11 +77,37 @@ def handled_topics() -> list[str]:
     return sorted(HANDLERS)
 
 
+def skip_reason(topic: str, shop_domain: str, tenant_status: str | None) -> str | None:
+    """Why an event is stored `ignored` instead of applied, or None when it is applied."""
+    if topic not in HANDLERS:
+        return f"topic {topic} is not handled"
+    if tenant_status is None:
+        return f"unknown shop {shop_domain}"
+    if tenant_status != "active" and topic not in COMPLIANCE_TOPICS:
+        return f"shop is {tenant_status}"
+    return None
+
+
+async def apply_event(session: AsyncSession, context: EventContext, payload: Any) -> None:
+    """Run the topic's handler (the caller decided with `skip_reason` that it applies)."""
+    await HANDLERS[context.topic](session, context, payload or {})
+
+
+def failure_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """The database went away mid-transaction: nothing can be recorded; the caller answers 503."""
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
 async def process_event(session: AsyncSession, event: WebhookEvent) -> None:
-    """Apply a stored event and record the outcome on it; used for first delivery and replay.
+    """Apply a stored event again and record the outcome on it (replays: CLI and dashboard).
 
     The handler runs in a savepoint: when it raises, its writes are undone and the event is
-    kept as `failed` with the error, so one bad payload never costs the inbox row.
+    kept as `failed` with the error, so one bad payload never costs the inbox row. (A first
+    delivery takes a leaner path in receiver.webhooks, with the same rules.)
     """
     if event.tenant_id is not None:
         # Write what the caller changed on the event under the caller's scope, then work as
@@ -94,19 +116,13 @@ async def process_event(session: AsyncSession, event: WebhookEvent) -> None:
         await use_tenant(session, event.tenant_id)
     event.attempts += 1
     event.processed_at = utcnow()
-    handler = HANDLERS.get(event.topic)
     tenant = await session.get(Tenant, event.tenant_id) if event.tenant_id else None
-    if handler is None:
-        _finish(event, "ignored", f"topic {event.topic} is not handled")
-        return
-    if tenant is None:
-        _finish(event, "ignored", f"unknown shop {event.shop_domain}")
-        return
-    if tenant.status != "active" and event.topic not in COMPLIANCE_TOPICS:
-        _finish(event, "ignored", f"shop is {tenant.status}")
+    reason = skip_reason(event.topic, event.shop_domain, tenant.status if tenant else None)
+    if reason is not None or tenant is None:
+        _finish(event, "ignored", reason)
         return
     context = EventContext(
-        tenant=tenant,
+        tenant_id=tenant.id,
         topic=event.topic,
         webhook_event_id=event.id,
         triggered_at=event.triggered_at,
@@ -114,12 +130,10 @@ async def process_event(session: AsyncSession, event: WebhookEvent) -> None:
     )
     try:
         async with session.begin_nested():
-            await handler(session, context, event.payload or {})
-    except sa_exc.DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise  # the database went away: nothing can be recorded, let the caller answer 503
-        _fail(event, exc)
+            await apply_event(session, context, event.payload)
     except Exception as exc:
+        if is_disconnect(exc):
+            raise
         _fail(event, exc)
     else:
         _finish(event, "processed", None)
@@ -128,27 +142,25 @@ async def process_event(session: AsyncSession, event: WebhookEvent) -> None:
 def _finish(event: WebhookEvent, status: str, note: str | None) -> None:
     event.status = status
     event.error = note
-    log.info(
-        "webhook.%s shop=%s topic=%s event=%s note=%s",
-        status,
-        event.shop_domain,
-        event.topic,
-        event.dedupe_key,
-        note,
-        extra=event_fields(event),
-    )
+    log_outcome(status, note, event.dedupe_key, event_fields(event))
 
 
 def _fail(event: WebhookEvent, exc: Exception) -> None:
     event.status = "failed"
-    event.error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
-    log.warning(
-        "webhook.failed shop=%s topic=%s event=%s error=%s",
-        event.shop_domain,
-        event.topic,
-        event.dedupe_key,
-        event.error,
-        extra=event_fields(event),
+    event.error = failure_text(exc)
+    log_outcome("failed", event.error, event.dedupe_key, event_fields(event))
+
+
+def log_outcome(status: str, note: str | None, dedupe_key: str, fields: dict[str, Any]) -> None:
+    log.log(
+        logging.WARNING if status == "failed" else logging.INFO,
+        "webhook.%s shop=%s topic=%s event=%s note=%s",
+        status,
+        fields["shop"],
+        fields["topic"],
+        dedupe_key,
+        note,
+        extra=fields,
     )
 
 

@@ -235,12 +235,13 @@ def normalize_product(payload: Any) -> Record:
     return record
 
 
-# GraphQL's displayFulfillmentStatus spelled the way REST's fulfillment_status is.
+# GraphQL's displayFulfillmentStatus spelled the way REST's fulfillment_status is. REST knows
+# only these three values and null: IN_PROGRESS, ON_HOLD, SCHEDULED, OPEN and the rest read
+# null there, so they do here too, or a webhook and the backfill would write different rows.
 _FULFILLMENT_FROM_GRAPHQL = {
     "FULFILLED": "fulfilled",
     "PARTIALLY_FULFILLED": "partial",
     "RESTOCKED": "restocked",
-    "UNFULFILLED": None,
 }
 
 
@@ -265,9 +266,7 @@ def normalize_order(payload: Any) -> Record:
             "financial_status": lower_enum(
                 payload.get("displayFinancialStatus"), "order.displayFinancialStatus"
             ),
-            "fulfillment_status": _FULFILLMENT_FROM_GRAPHQL.get(
-                fulfillment or "UNFULFILLED", (fulfillment or "").lower() or None
-            ),
+            "fulfillment_status": _FULFILLMENT_FROM_GRAPHQL.get(fulfillment or ""),
             "cancelled_at": parse_timestamp(payload.get("cancelledAt"), "order.cancelledAt"),
             "processed_at": parse_timestamp(payload.get("processedAt"), "order.processedAt"),
         }

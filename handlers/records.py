@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.normalize import Record
@@ -55,23 +56,39 @@ async def upsert_records(
     ]
     if not rows:
         return 0
-    table = model.__table__
-    statement = insert_on_conflict(session, table)
-    excluded = statement.excluded
-    columns = [name for name in rows[0] if name not in _KEEP_ON_UPDATE]
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c.tenant_id, table.c.shopify_id],
-        set_={name: excluded[name] for name in columns},
-        where=and_(
-            table.c.deleted_at.is_(None),
-            or_(
-                table.c.shopify_updated_at.is_(None),
-                excluded.shopify_updated_at >= table.c.shopify_updated_at,
-            ),
-        ),
-    )
-    await session.execute(statement, rows)
+    # Core, on the session's connection: the ORM's execute path costs more CPU than the write.
+    connection = await session.connection()
+    await connection.execute(_upsert_statement(session, model, tuple(rows[0])), rows)
     return len(rows)
+
+
+_UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
+def _upsert_statement(
+    session: AsyncSession, model: type[ShopRecord], names: tuple[str, ...]
+) -> Any:
+    """The guarded upsert for these columns, built once: building it (its `excluded` alias
+    above all) costs more CPU than a single webhook's write."""
+    key = (session.get_bind().dialect.name, model.__tablename__, names)
+    statement = _UPSERTS.get(key)
+    if statement is None:
+        table = model.__table__
+        insert = insert_on_conflict(session, table)
+        excluded = insert.excluded
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.tenant_id, table.c.shopify_id],
+            set_={name: excluded[name] for name in names if name not in _KEEP_ON_UPDATE},
+            where=and_(
+                table.c.deleted_at.is_(None),
+                or_(
+                    table.c.shopify_updated_at.is_(None),
+                    excluded.shopify_updated_at >= table.c.shopify_updated_at,
+                ),
+            ),
+        )
+        _UPSERTS[key] = statement
+    return statement
 
 
 async def tombstone(
@@ -106,3 +123,42 @@ async def tombstone(
         where=table.c.deleted_at.is_(None),
     )
     await session.execute(statement)
+
+
+async def replace_record(
+    session: AsyncSession,
+    model: type[ShopRecord],
+    tenant_id: int,
+    record: Record,
+    *,
+    seen_updated_at: datetime | None,
+    seen_deleted_at: datetime | None,
+    source: str,
+) -> bool:
+    """Overwrite a row with Shopify's current version even though it looks newer or deleted.
+
+    Only for repairs (reconcile), when Shopify itself answered that the row is wrong: a
+    `shopify_updated_at` Shopify never had (corrupted, or in the future) would otherwise refuse
+    every later write, and a tombstone for a record Shopify still has would hide it forever.
+    It is a compare-and-set on what the caller read (`seen_*`): if a webhook changed the row
+    since, nothing is written and False is returned, so a fresher write is never undone.
+    """
+    table = model.__table__
+    values = {name: value for name, value in record.items() if name not in _KEEP_ON_UPDATE}
+    values |= {"deleted_at": None, "source": source, "synced_at": utcnow()}
+    statement = (
+        update(table)
+        .where(
+            table.c.tenant_id == tenant_id,
+            table.c.shopify_id == record["shopify_id"],
+            _holds(table.c.shopify_updated_at, seen_updated_at),
+            _holds(table.c.deleted_at, seen_deleted_at),
+        )
+        .values(**values)
+    )
+    result = await session.execute(statement)
+    return (getattr(result, "rowcount", 0) or 0) == 1
+
+
+def _holds(column: ColumnElement[datetime], value: datetime | None) -> ColumnElement[bool]:
+    return column.is_(None) if value is None else column == value

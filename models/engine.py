@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -27,13 +28,28 @@ def is_sqlite(url: str) -> bool:
 def create_engine(url: str, **options: Any) -> AsyncEngine:
     if is_sqlite(url):
         return _create_sqlite_engine(url, **options)
-    options.setdefault("pool_pre_ping", True)
     options.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
     options.setdefault("pool_size", 10)
     options.setdefault("max_overflow", 10)
     connect_args = options.pop("connect_args", {})
     connect_args.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
-    return create_async_engine(url, connect_args=connect_args, **options)
+    engine = create_async_engine(url, connect_args=connect_args, **options)
+    if not options.get("pool_pre_ping"):
+        event.listen(engine.sync_engine, "checkout", _drop_closed_connection)
+    return engine
+
+
+def _drop_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Replace a pooled connection the server has closed (a restart) before it is used.
+
+    asyncpg notices the closed socket on its own, so this costs no round trip, where
+    SQLAlchemy's pool_pre_ping costs three with asyncpg (BEGIN, a ping, ROLLBACK) on every
+    checkout: a webhook's whole budget of round trips. A connection that dies between this
+    check and its use still fails that one request with a 503, which Shopify retries.
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def _create_sqlite_engine(url: str, **options: Any) -> AsyncEngine:

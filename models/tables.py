@@ -83,6 +83,8 @@ class ShopRecord(Base):
     def __table_args__(cls) -> tuple[Any, ...]:
         return (
             UniqueConstraint("tenant_id", "shopify_id", name=f"uq_{cls.__tablename__}_shop_id"),
+            # Reconcile counts live rows per updated_at window and reads watermarks.
+            Index(f"ix_{cls.__tablename__}_tenant_updated", "tenant_id", "shopify_updated_at"),
         )
 
 

@@ -12,11 +12,12 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from backfill.maintenance import MaintenanceLoop
 from backfill.queue import InProcessRunner, JobQueue, ProcrastinateQueue, procrastinate_app
 from models import create_engine, create_session_factory, is_sqlite
 from models.migrate import head_revision
 from receiver.api import start_sync, sync_status
-from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment
+from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment, maintenance_for
 from receiver.errors import DATABASE_ERRORS, ApiError, api_error, database_unavailable
 from receiver.health import healthz, readyz
 from receiver.metrics import metrics
@@ -56,6 +57,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 stack.push_async_callback(runner.stop)
                 await runner.resume_interrupted()
                 job_queue = runner
+                maintenance = maintenance_for(settings)
+                if maintenance is not None:
+                    loop = MaintenanceLoop(env, maintenance)
+                    loop.start()
+                    # Registered after the runner's stop, so it stops first (LIFO).
+                    stack.push_async_callback(loop.stop)
             else:
                 # Web processes only enqueue; `shopify-receiver worker` processes run jobs.
                 queue = ProcrastinateQueue(procrastinate_app(settings.database_url))

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import httpx
@@ -48,6 +48,9 @@ from receiver.tenants import (
     set_webhook_secrets,
     webhook_secrets,
 )
+
+if TYPE_CHECKING:
+    from backfill.subscriptions import SubscriptionReport
 
 T = TypeVar("T")
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/webhooks/shopify"
@@ -506,7 +509,7 @@ def backfill(shop: str, resources: str, mode: str) -> None:
     resumed from its checkpoint instead of starting over.
     """
     from backfill.runner import SyncAlreadyRunning, create_sync_job, run_sync_job
-    from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment
+    from receiver.backfill_env import admin_environment
 
     settings = _settings()
     shop = _shop(shop)
@@ -514,35 +517,96 @@ def backfill(shop: str, resources: str, mode: str) -> None:
     printer = ProgressPrinter()
 
     async def run() -> tuple[int, str, str | None]:
-        engine = create_engine(settings.database_url)
-        sessions = create_session_factory(engine)
-        try:
-            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
-                env = backfill_environment(settings, sessions, http)
-                async with sessions() as session, session.begin():
-                    tenant = await _require_tenant(session, shop)
-                    await use_tenant(session, tenant.id)
-                    try:
-                        job = await create_sync_job(session, tenant, mode, chosen)
-                    except ValueError as exc:
-                        raise click.BadParameter(str(exc)) from exc
-                    except SyncAlreadyRunning as exc:
-                        job = exc.job
-                        click.echo(f"resuming {job.mode} sync job {job.id}", err=True)
-                outcome = await run_sync_job(env, job.id, on_progress=printer)
-                printer.finish()
-                async with sessions() as session, session.begin():
-                    await use_tenant(session, tenant.id)
-                    finished = await session.get_one(SyncJob, job.id)
-                if outcome == "skipped":
-                    return job.id, "busy", "another worker is running this job right now"
-                return job.id, finished.status, finished.error
-        finally:
-            await engine.dispose()
+        async with admin_environment(settings) as env:
+            sessions = env.sessions
+            async with sessions() as session, session.begin():
+                tenant = await _require_tenant(session, shop)
+                await use_tenant(session, tenant.id)
+                try:
+                    job = await create_sync_job(session, tenant, mode, chosen)
+                except ValueError as exc:
+                    raise click.BadParameter(str(exc)) from exc
+                except SyncAlreadyRunning as exc:
+                    job = exc.job
+                    click.echo(f"resuming {job.mode} sync job {job.id}", err=True)
+            outcome = await run_sync_job(env, job.id, on_progress=printer)
+            printer.finish()
+            async with sessions() as session, session.begin():
+                await use_tenant(session, tenant.id)
+                finished = await session.get_one(SyncJob, job.id)
+            if outcome == "skipped":
+                return job.id, "busy", "another worker is running this job right now"
+            return job.id, finished.status, finished.error
 
     job_id, status, error = asyncio.run(run())
     click.echo(f"sync job {job_id}: {status}" + (f": {error}" if error else ""))
     if status != "succeeded":
+        sys.exit(1)
+
+
+@main.command("reconcile")
+@click.argument("shop")
+@click.option("--resources", default="customers,products,orders", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Compare and report only; change nothing.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Re-pull and compare every record, not only drifted windows (slower; also finds "
+    "fields changed without a new updated_at).",
+)
+def reconcile_command(shop: str, resources: str, dry_run: bool, full: bool) -> None:
+    """Compare Shopify's counts and watermarks with ours and repair drift.
+
+    Exits 0 when the store is clean or was repaired, 1 when drift remains or the run failed.
+    """
+    from backfill.reconcile import reconcile, validate_resources
+    from models import ReconcileRun
+    from receiver.backfill_env import admin_environment
+
+    settings = _settings()
+    shop = _shop(shop)
+    try:
+        chosen = validate_resources(part.strip() for part in resources.split(",") if part.strip())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--resources") from exc
+    if full and dry_run:
+        raise click.UsageError("--full repairs what it pulls; it cannot be a --dry-run")
+
+    async def run() -> ReconcileRun:
+        async with admin_environment(settings) as env:
+            async with env.sessions() as session, session.begin():
+                tenant = await _require_tenant(session, shop)
+            return await reconcile(env, tenant.id, repair=not dry_run, resources=chosen, full=full)
+
+    outcome = asyncio.run(run())
+    click.echo(
+        f"{'RESOURCE':<10} {'SHOPIFY':>9} {'DB':>9}  {'SHOPIFY NEWEST':<20} {'DB NEWEST':<20} "
+        f"{'WINDOWS':>7} {'DRIFTED':>7} {'REPAIRED':>8} {'TOMBSTONED':>10} {'QUERIES':>7}"
+    )
+
+    def stamp(value: Any) -> str:
+        return str(value)[:19].replace("T", " ") if value else "-"
+
+    for name, report in (outcome.report or {}).items():
+        shopify_count = report.get("shopify_count")
+        click.echo(
+            f"{name:<10} {shopify_count if shopify_count is not None else '-':>9} "
+            f"{report.get('db_count') if report.get('db_count') is not None else '-':>9}  "
+            f"{stamp(report.get('shopify_watermark')):<20} {stamp(report.get('db_watermark')):<20} "
+            f"{report.get('windows_compared', 0):>7} {report.get('drifted_windows', 0):>7} "
+            f"{report.get('repaired', 0):>8} {report.get('tombstoned', 0):>10} "
+            f"{report.get('queries', 0):>7}"
+        )
+        if report.get("deferred"):
+            click.echo(f"  {name}: {report['deferred']} row(s) too recent to judge, left alone")
+        if report.get("remaining_windows"):
+            still = "differ" if dry_run else "still differ after repairing"
+            click.echo(f"  {name}: {report['remaining_windows']} window(s) {still}")
+    click.echo(
+        f"reconcile run {outcome.id}: {outcome.status}"
+        + (f": {outcome.error}" if outcome.error else "")
+    )
+    if outcome.status not in ("clean", "repaired"):
         sys.exit(1)
 
 
@@ -551,7 +615,7 @@ def backfill(shop: str, resources: str, mode: str) -> None:
 def worker(concurrency: int) -> None:
     """Run queued backfills (PostgreSQL). Start any number, on any number of machines."""
     from backfill.queue import procrastinate_app, run_worker
-    from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment
+    from receiver.backfill_env import admin_environment, maintenance_for
 
     settings = _settings()
     if is_sqlite(settings.database_url):
@@ -560,17 +624,121 @@ def worker(concurrency: int) -> None:
         )
 
     async def run() -> None:
-        engine = create_engine(settings.database_url)
-        try:
-            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
-                env = backfill_environment(settings, create_session_factory(engine), http)
-                app = procrastinate_app(settings.database_url)
-                async with app.open_async():
-                    await run_worker(app, env, concurrency=concurrency)
-        finally:
-            await engine.dispose()
+        async with admin_environment(settings) as env:
+            app = procrastinate_app(settings.database_url)
+            async with app.open_async():
+                await run_worker(
+                    app, env, concurrency=concurrency, maintenance=maintenance_for(settings)
+                )
 
     asyncio.run(run())
+
+
+@main.group()
+def webhooks() -> None:
+    """Shopify's webhook subscriptions for a store (they point at PUBLIC_URL/webhooks/shopify)."""
+
+
+def _check_subscriptions(shop: str, *, repair: bool) -> SubscriptionReport:
+    """Run `sync_subscriptions` (repair) or `subscription_status` for one store; a
+    SubscriptionReport, or a one-line error for anything Shopify or the setup refuses."""
+    from backfill.client import BackfillError
+    from backfill.subscriptions import subscription_status, sync_subscriptions
+    from receiver.backfill_env import admin_environment
+
+    settings = _settings()
+    shop = _shop(shop)
+    uri = settings.webhook_url
+    if uri is None:
+        raise click.ClickException(
+            "PUBLIC_URL is not set: set it to where Shopify reaches this service "
+            "(e.g. https://receiver.example.com); subscriptions point at "
+            "PUBLIC_URL/webhooks/shopify"
+        )
+
+    async def run() -> SubscriptionReport:
+        async with admin_environment(settings) as env:
+            async with env.sessions() as session, session.begin():
+                tenant = await _require_tenant(session, shop)
+            try:
+                if repair:
+                    return await sync_subscriptions(env, tenant, uri)
+                return await subscription_status(env, tenant, uri)
+            except BackfillError as exc:
+                raise click.ClickException(str(exc)) from exc
+
+    return asyncio.run(run())
+
+
+@webhooks.command("sync")
+@click.argument("shop")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+def webhooks_sync(shop: str, dry_run: bool) -> None:
+    """Subscribe the store to every handled topic at PUBLIC_URL and delete every other
+    subscription (old address, topic no longer handled, XML, filtered, duplicate).
+
+    Exits 0 when Shopify's list is right afterwards, 1 when a change was refused.
+    """
+    from backfill.subscriptions import stray_reason
+
+    if dry_run:
+        report = _check_subscriptions(shop, repair=False)
+        for topic in report.ok:
+            click.echo(f"{'kept':<14} {topic}")
+        for topic in report.missing:
+            click.echo(f"{'would create':<14} {topic}")
+        for subscription in report.stray + report.duplicates:
+            reason = stray_reason(subscription, report.uri)
+            click.echo(f"{'would delete':<14} {subscription.topic}  {subscription.uri}  ({reason})")
+        unwanted = len(report.stray) + len(report.duplicates)
+        click.echo(
+            f"dry run for {report.shop} -> {report.uri}: {len(report.missing)} to create, "
+            f"{unwanted} to delete, {len(report.ok)} kept; nothing changed"
+        )
+        return
+    report = _check_subscriptions(shop, repair=True)
+    for topic in report.ok:
+        click.echo(f"{'kept':<8} {topic}")
+    for topic in report.created:
+        click.echo(f"{'created':<8} {topic}")
+    for subscription in report.deleted:
+        reason = stray_reason(subscription, report.uri)
+        click.echo(f"{'deleted':<8} {subscription.topic}  {subscription.uri}  ({reason})")
+    for error in report.errors:
+        click.echo(f"error: {error}", err=True)
+    click.echo(
+        f"synced {report.shop} -> {report.uri}: {len(report.created)} created, "
+        f"{len(report.deleted)} deleted, {len(report.ok)} kept"
+    )
+    if report.errors:
+        sys.exit(1)
+
+
+@webhooks.command("status")
+@click.argument("shop")
+def webhooks_status(shop: str) -> None:
+    """Compare the store's subscriptions with the handled topics, changing nothing.
+
+    Exits 0 when they match, 1 on drift (a topic missing, or a subscription that should not
+    be there); `webhooks sync SHOP` repairs it.
+    """
+    from backfill.subscriptions import stray_reason
+
+    report = _check_subscriptions(shop, repair=False)
+    for topic in sorted([*report.ok, *report.missing]):
+        click.echo(f"{'ok' if topic in report.ok else 'missing':<10} {topic}")
+    for subscription in report.stray + report.duplicates:
+        reason = stray_reason(subscription, report.uri)
+        click.echo(f"{'stray':<10} {subscription.topic}  {subscription.uri}  ({reason})")
+    if report.in_sync:
+        click.echo(f"{report.shop}: in sync ({len(report.ok)} topics -> {report.uri})")
+        return
+    unwanted = len(report.stray) + len(report.duplicates)
+    click.echo(
+        f"{report.shop}: drift: {len(report.missing)} missing, {unwanted} stray; "
+        f"`shopify-receiver webhooks sync {report.shop}` repairs it"
+    )
+    sys.exit(1)
 
 
 @main.group()

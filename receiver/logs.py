@@ -52,3 +52,6 @@ def configure_logging(log_format: str | None = None, level: int = logging.INFO) 
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # One INFO line per Admin API request would drown a backfill's or reconcile's own lines;
+    # the client logs retries, throttling and failures itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -78,6 +78,17 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    text = (env.get(name) or "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "on", "true", "yes"):
+        return True
+    if text in ("0", "off", "false", "no"):
+        return False
+    raise SettingsError(f"{name}={text!r}: use on or off")
+
+
 def _public_url(value: str | None) -> str | None:
     if not value:
         return None
@@ -113,6 +124,9 @@ class Settings:
     # and how often its data is reconciled with Shopify's counts and watermarks.
     watchdog_interval_seconds: float = 300.0
     reconcile_interval_seconds: float = 86400.0
+    # PERIODIC_CHECKS=off: no watchdog or reconcile ticks in this process (tests, or a
+    # deployment that schedules `webhooks sync` and `reconcile` itself).
+    periodic_checks: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -13,13 +13,21 @@ from datetime import datetime
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from handlers import process_event
-from handlers.dispatch import body_misfit
+from handlers.dispatch import (
+    EventContext,
+    apply_event,
+    body_misfit,
+    failure_text,
+    is_disconnect,
+    log_outcome,
+    skip_reason,
+)
 from handlers.normalize import PayloadError, parse_timestamp
 from models import WebhookEvent, utcnow
 from models.tenancy import use_all_tenants, use_tenant
@@ -28,7 +36,13 @@ from receiver.errors import ServiceUnavailable
 from receiver.metrics import DUPLICATES, HANDLER_SECONDS, LAG_SECONDS, WEBHOOKS, topic_label
 from receiver.services import Services
 from receiver.signature import verify_signature
-from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain, webhook_secrets
+from receiver.tenants import (
+    InvalidShopDomain,
+    WebhookTenant,
+    normalize_shop_domain,
+    tenant_for_webhook,
+    webhook_secrets,
+)
 
 log = logging.getLogger("shopify_receiver.webhooks")
 
@@ -103,10 +117,17 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# What PostgreSQL cannot store in text or jsonb: NUL and unpaired surrogates.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Such characters can only reach a parsed body through a \u escape or, as json.loads decodes
+# bytes with surrogatepass, raw surrogate bytes (0xED 0xA0-0xBF); most bodies have neither.
+_MAY_BE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
+
+
 def _storable(value: Any) -> Any:
     """Strings PostgreSQL can store: no NUL characters and no unpaired surrogates."""
     if isinstance(value, str):
-        if "\x00" in value or any("\ud800" <= char <= "\udfff" for char in value):
+        if _UNSTORABLE.search(value):
             return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
         return value
     if isinstance(value, dict):
@@ -116,16 +137,19 @@ def _storable(value: Any) -> Any:
     return value
 
 
-def json_depth(value: Any) -> int:
-    """Nesting depth, counted without recursion so no body can exhaust the stack."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth, level by level without recursion (so no body can exhaust the stack),
+    and stopping once past `limit`: only containers are visited, never scalars."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level and depth <= limit:
+        depth += 1
+        below: list[Any] = []
+        for item in level:
             children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
+            below.extend(child for child in children if isinstance(child, dict | list))
+        level = below
+    return depth
 
 
 def parse_payload(body: bytes) -> dict[str, Any]:
@@ -135,9 +159,11 @@ def parse_payload(body: bytes) -> dict[str, Any]:
         raise BadDelivery(f"body is not valid JSON: {str(exc)[:200]}") from exc
     if not isinstance(payload, dict):
         raise BadDelivery("body must be a JSON object")
-    if json_depth(payload) > MAX_JSON_DEPTH:
+    # A body with few brackets cannot nest deeply (a C-speed count spares most bodies the walk).
+    brackets = body.count(b"{") + body.count(b"[")
+    if brackets > MAX_JSON_DEPTH and json_depth(payload) > MAX_JSON_DEPTH:
         raise BadDelivery(f"body nests deeper than {MAX_JSON_DEPTH} levels")
-    return _storable(payload)
+    return _storable(payload) if _MAY_BE_UNSTORABLE.search(body) else payload
 
 
 def _optional_header(headers: Headers, name: str, pattern: re.Pattern[str]) -> str | None:
@@ -218,88 +244,199 @@ async def _receive(request: Request) -> Response:
     except InvalidShopDomain:
         shop_domain = None
 
-    async with services.sessions() as session, session.begin():
-        tenant = await find_tenant(session, shop_domain) if shop_domain else None
-        if not verified and tenant is not None:
+    try:
+        async with services.sessions() as session, session.begin():
+            tenant = await tenant_for_webhook(session, shop_domain) if shop_domain else None
+            if not verified and tenant is not None:
+                verified = verify_signature(body, signature, _store_secrets(services, tenant))
+            if not verified:
+                log.info("webhook.rejected reason=signature shop=%s", shop_header[:255])
+                return _answer(401, {"error": "HMAC signature does not match"}, "unauthorized")
             try:
-                store_secrets = webhook_secrets(services.secret_box, tenant)
-            except InvalidToken as exc:
-                log.error("webhook.secret_undecryptable shop=%s", tenant.shop_domain)
-                raise ServiceUnavailable(
-                    "the store's webhook secret cannot be decrypted with ENCRYPTION_KEYS"
-                ) from exc
-            verified = verify_signature(body, signature, store_secrets)
-        if not verified:
-            log.info("webhook.rejected reason=signature shop=%s", shop_header[:255])
-            return _answer(401, {"error": "HMAC signature does not match"}, "unauthorized")
-        try:
-            delivery = parse_delivery(request.headers, body)
-            misfit = body_misfit(delivery.topic, delivery.shop_domain, delivery.payload)
-            if misfit:
-                raise BadDelivery(misfit)
-        except BadDelivery as exc:
-            log.info("webhook.rejected reason=%s shop=%s", exc, shop_header[:255])
-            return _answer(400, {"error": str(exc)}, "bad_request")
+                delivery = parse_delivery(request.headers, body)
+                misfit = body_misfit(delivery.topic, delivery.shop_domain, delivery.payload)
+                if misfit:
+                    raise BadDelivery(misfit)
+            except BadDelivery as exc:
+                log.info("webhook.rejected reason=%s shop=%s", exc, shop_header[:255])
+                return _answer(400, {"error": str(exc)}, "bad_request")
+            if tenant is None:
+                await use_all_tenants(session)  # an unknown shop's event belongs to no tenant yet
+            reason = skip_reason(
+                delivery.topic, delivery.shop_domain, tenant.status if tenant else None
+            )
+            status = "ignored" if reason else "processed"
+            # Stored with the outcome it will have if the handler succeeds; a failing handler
+            # rolls everything back and the event is stored again below as `failed`.
+            received_at = utcnow()
+            event_id = await _store_event(session, delivery, tenant, received_at, status, reason)
+            if event_id is None:
+                return await _duplicate(session, delivery)
+            if tenant is not None and reason is None:
+                context = EventContext(
+                    tenant_id=tenant.id,
+                    topic=delivery.topic,
+                    webhook_event_id=event_id,
+                    triggered_at=delivery.triggered_at,
+                    received_at=received_at,
+                )
+                try:
+                    await apply_event(session, context, delivery.payload)
+                except Exception as exc:
+                    if is_disconnect(exc):
+                        raise
+                    raise _HandlerFailed(exc) from exc
+    except _HandlerFailed as failed:
+        # The handler's writes are undone with the whole transaction; the event is kept.
+        return await _store_failed(services, delivery, tenant, received_at, failed.error)
+    log_outcome(status, reason, delivery.dedupe_key, _fields(delivery, event_id))
+    _observe_lag(delivery, received_at)
+    return _answer(200, {"status": status, "event": event_id}, status)
 
+
+class _HandlerFailed(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _store_secrets(services: Services, tenant: WebhookTenant) -> list[str]:
+    try:
+        return webhook_secrets(services.secret_box, tenant)
+    except InvalidToken as exc:
+        log.error("webhook.secret_undecryptable tenant=%s", tenant.id)
+        raise ServiceUnavailable(
+            "the store's webhook secret cannot be decrypted with ENCRYPTION_KEYS"
+        ) from exc
+
+
+def _fields(delivery: Delivery, event_id: int | None) -> dict[str, Any]:
+    return {
+        "shop": delivery.shop_domain,
+        "topic": delivery.topic,
+        "webhook_id": delivery.webhook_id,
+        "event_id": delivery.event_id,
+        "inbox_id": event_id,
+    }
+
+
+def _observe_lag(delivery: Delivery, received_at: datetime) -> None:
+    if delivery.triggered_at is not None:
+        LAG_SECONDS.observe(max(0.0, (received_at - delivery.triggered_at).total_seconds()))
+
+
+_EVENT_COLUMNS = (
+    "tenant_id",
+    "shop_domain",
+    "topic",
+    "event_id",
+    "webhook_id",
+    "dedupe_key",
+    "api_version",
+    "triggered_at",
+    "received_at",
+    "processed_at",
+    "status",
+    "error",
+    "attempts",
+    "payload",
+)
+_STORE_EVENT: dict[str, Any] = {}
+
+
+def _store_event_statement(session: AsyncSession) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once per dialect: building it
+    costs about as much CPU as running it."""
+    dialect = session.get_bind().dialect.name
+    statement = _STORE_EVENT.get(dialect)
+    if statement is None:
+        table = WebhookEvent.__table__
+        statement = (
+            insert_on_conflict(session, table)
+            .values({name: bindparam(name, type_=table.c[name].type) for name in _EVENT_COLUMNS})
+            .on_conflict_do_nothing(index_elements=["shop_domain", "topic", "dedupe_key"])
+            .returning(table.c.id)
+        )
+        _STORE_EVENT[dialect] = statement
+    return statement
+
+
+async def _store_event(
+    session: AsyncSession,
+    delivery: Delivery,
+    tenant: WebhookTenant | None,
+    received_at: datetime,
+    status: str,
+    error: str | None,
+) -> int | None:
+    """Insert the inbox row; None when this event was stored before (a duplicate).
+
+    ON CONFLICT DO NOTHING RETURNING: of two concurrent copies of one event, exactly one gets
+    a row back and goes on to apply it; the other waits for that commit (or rollback) and
+    returns nothing, so a duplicate is never applied twice and never read half-written.
+    """
+    values = {
+        "tenant_id": tenant.id if tenant else None,
+        "shop_domain": delivery.shop_domain,
+        "topic": delivery.topic,
+        "event_id": delivery.event_id,
+        "webhook_id": delivery.webhook_id,
+        "dedupe_key": delivery.dedupe_key,
+        "api_version": delivery.api_version,
+        "triggered_at": delivery.triggered_at,
+        "received_at": received_at,
+        "processed_at": received_at,
+        "status": status,
+        "error": error,
+        "attempts": 1,
+        "payload": delivery.payload,
+    }
+    connection = await session.connection()  # Core: the ORM's execute path costs more
+    result = await connection.execute(_store_event_statement(session), values)
+    event_id: int | None = result.scalar_one_or_none()
+    return event_id
+
+
+async def _duplicate(session: AsyncSession, delivery: Delivery) -> Response:
+    log.info(
+        "webhook.duplicate shop=%s topic=%s event=%s",
+        delivery.shop_domain,
+        delivery.topic,
+        delivery.dedupe_key,
+        extra=_fields(delivery, None),
+    )
+    DUPLICATES.inc()
+    # No data changes, but the count is what tells a store's owner Shopify retried: the
+    # dashboard's dedupe hits per topic.
+    await session.execute(
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.shop_domain == delivery.shop_domain,
+            WebhookEvent.topic == delivery.topic,
+            WebhookEvent.dedupe_key == delivery.dedupe_key,
+        )
+        .values(duplicate_count=WebhookEvent.duplicate_count + 1, last_duplicate_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return _answer(200, {"status": "duplicate"}, "duplicate")
+
+
+async def _store_failed(
+    services: Services,
+    delivery: Delivery,
+    tenant: WebhookTenant | None,
+    received_at: datetime,
+    error: Exception,
+) -> Response:
+    note = failure_text(error)
+    async with services.sessions() as session, session.begin():
         if tenant is not None:
             await use_tenant(session, tenant.id)
         else:
-            await use_all_tenants(session)  # an unknown shop's event belongs to no tenant yet
-        # ON CONFLICT DO NOTHING RETURNING: of two concurrent copies of one event, exactly one
-        # gets a row back and goes on to apply it; the other waits for that commit and returns
-        # nothing, so a duplicate is never applied twice and never read half-written.
-        insert = (
-            insert_on_conflict(session, WebhookEvent.__table__)
-            .values(
-                tenant_id=tenant.id if tenant else None,
-                shop_domain=delivery.shop_domain,
-                topic=delivery.topic,
-                event_id=delivery.event_id,
-                webhook_id=delivery.webhook_id,
-                dedupe_key=delivery.dedupe_key,
-                api_version=delivery.api_version,
-                triggered_at=delivery.triggered_at,
-                received_at=utcnow(),
-                status="received",
-                attempts=0,
-                payload=delivery.payload,
-            )
-            .on_conflict_do_nothing(index_elements=["shop_domain", "topic", "dedupe_key"])
-            .returning(WebhookEvent.__table__.c.id)
-        )
-        event_id = (await session.execute(insert)).scalar_one_or_none()
-        if event_id is None:
-            log.info(
-                "webhook.duplicate shop=%s topic=%s event=%s",
-                delivery.shop_domain,
-                delivery.topic,
-                delivery.dedupe_key,
-                extra={
-                    "shop": delivery.shop_domain,
-                    "topic": delivery.topic,
-                    "webhook_id": delivery.webhook_id,
-                    "event_id": delivery.event_id,
-                },
-            )
-            DUPLICATES.inc()
-            # No data changes, but the count is what tells a store's owner Shopify retried:
-            # the dashboard's dedupe hits per topic.
-            await session.execute(
-                update(WebhookEvent)
-                .where(
-                    WebhookEvent.shop_domain == delivery.shop_domain,
-                    WebhookEvent.topic == delivery.topic,
-                    WebhookEvent.dedupe_key == delivery.dedupe_key,
-                )
-                .values(
-                    duplicate_count=WebhookEvent.duplicate_count + 1,
-                    last_duplicate_at=utcnow(),
-                )
-                .execution_options(synchronize_session=False)
-            )
-            return _answer(200, {"status": "duplicate"}, "duplicate")
-        event = await session.get_one(WebhookEvent, event_id)
-        await process_event(session, event)
-    if delivery.triggered_at is not None:
-        LAG_SECONDS.observe(max(0.0, (event.received_at - delivery.triggered_at).total_seconds()))
-    return _answer(200, {"status": event.status, "event": event.id}, event.status)
+            await use_all_tenants(session)
+        event_id = await _store_event(session, delivery, tenant, received_at, "failed", note)
+        if event_id is None:  # a concurrent copy was stored while ours rolled back
+            return await _duplicate(session, delivery)
+    log_outcome("failed", note, delivery.dedupe_key, _fields(delivery, event_id))
+    _observe_lag(delivery, received_at)
+    return _answer(200, {"status": "failed", "event": event_id}, "failed")

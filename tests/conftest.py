@@ -63,6 +63,8 @@ def settings_for(database_url: str, **overrides: object) -> Settings:
         "secret_key": Secret("test-session-key"),
         "encryption_keys": (Secret(TEST_ENCRYPTION_KEY),),
         "webhook_max_body_bytes": TEST_BODY_LIMIT,
+        # Tests start the watchdog and reconcile themselves, never on a timer behind their back.
+        "periodic_checks": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models import SecretBox, Tenant
 from receiver.samples import sample_payload, webhook_headers
-from receiver.tenants import set_webhook_secrets
+from receiver.tenants import set_access_token, set_webhook_secrets
 from tests.conftest import APP_SECRET, TEST_ENCRYPTION_KEY
 
 SHOP = "alpha-store.myshopify.com"
@@ -24,11 +24,14 @@ async def create_tenant(
     *,
     webhook_secrets: list[str] | None = None,
     status: str = "active",
+    access_token: str | None = None,
 ) -> int:
     async with sessions() as session, session.begin():
         tenant = Tenant(shop_domain=shop, status=status)
         if webhook_secrets:
             set_webhook_secrets(SecretBox([TEST_ENCRYPTION_KEY]), tenant, webhook_secrets)
+        if access_token:
+            set_access_token(SecretBox([TEST_ENCRYPTION_KEY]), tenant, access_token)
         session.add(tenant)
         await session.flush()
         return tenant.id

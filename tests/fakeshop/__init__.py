@@ -15,11 +15,14 @@ from .app import API_VERSION, FakeShopApp
 from .clock import Clock, ManualClock, SystemClock
 from .executor import FieldError
 from .faults import Fault
+from .hooks import GraphQLRequest
+from .rest import RestRenderer
 from .schema import SCHEMA_VERSION, admin_schema, check_document
 from .select import select
 from .server import FakeShopServer
 from .store import FakeStore, Stats
 from .tokens import TokenRegistry
+from .webhooks import WebhookEmitter, WebhookEvent
 
 __all__ = [
     "API_VERSION",
@@ -30,10 +33,14 @@ __all__ = [
     "FakeStore",
     "Fault",
     "FieldError",
+    "GraphQLRequest",
     "ManualClock",
+    "RestRenderer",
     "Stats",
     "SystemClock",
     "TokenRegistry",
+    "WebhookEmitter",
+    "WebhookEvent",
     "admin_schema",
     "check_document",
     "select",

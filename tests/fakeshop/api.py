@@ -24,11 +24,15 @@ from graphql import (
 from graphql.execution.values import get_variable_values
 
 from .cost import actual_cost, requested_cost
+from .data import iso
 from .executor import Executor, FieldError
-from .resources import ResourceView
+from .resources import Position, ResourceView, step
 from .schema import admin_schema, check_document
-from .search import parse_search
+from .search import parse_search, parse_time
 from .store import RESOURCE_NAMES, FakeStore
+from .subscription_api import MUTATIONS as SUBSCRIPTION_MUTATIONS
+from .subscription_api import QUERIES as SUBSCRIPTION_QUERIES
+from .subscription_api import lookup as lookup_subscription
 
 DOCS_RATE_LIMITS = "https://shopify.dev/api/usage/rate-limits"
 UNAUTHORIZED = {
@@ -72,25 +76,30 @@ def _path(info: Any) -> list[Any]:
 # -- cursors --
 
 
-def encode_cursor(numeric_id: int) -> str:
+def encode_cursor(numeric_id: int, updated: int | None = None) -> str:
     # Shopify's cursors are base64 JSON of the last id and sort value; opaque to clients.
-    payload = json.dumps(
-        {"last_id": numeric_id, "last_value": str(numeric_id)}, separators=(",", ":")
-    )
+    value = iso(updated) if updated is not None else str(numeric_id)
+    payload = json.dumps({"last_id": numeric_id, "last_value": value}, separators=(",", ":"))
     return base64.b64encode(payload.encode()).decode()
 
 
-def decode_cursor(cursor: str | None, view: ResourceView) -> int | None:
+def decode_cursor(
+    cursor: str | None, view: ResourceView, by_updated: bool = False
+) -> Position | None:
+    """The cursor's position: an index, or (updatedAt, index) under sortKey UPDATED_AT (the
+    sort value it carries, so a record updated since keeps its old place, as on Shopify)."""
     if cursor is None:
         return None
     try:
-        numeric_id = int(json.loads(base64.b64decode(cursor, validate=True))["last_id"])
+        decoded = json.loads(base64.b64decode(cursor, validate=True))
+        numeric_id = int(decoded["last_id"])
+        updated = int(parse_time(str(decoded["last_value"]))) if by_updated else None
     except (binascii.Error, ValueError, KeyError, TypeError) as error:
         raise FieldError("Invalid cursor for current pagination sort.", "BAD_REQUEST") from error
     index = numeric_id - view.resource.base_id
     if not 0 <= index < view.total:
         raise FieldError("Invalid cursor for current pagination sort.", "BAD_REQUEST")
-    return index
+    return index if updated is None else (updated, index)
 
 
 # -- resolvers --
@@ -114,43 +123,49 @@ def _connection(resource: str) -> Callable[..., dict[str, Any]]:
             raise FieldError("you must provide one of first or last", "BAD_REQUEST")
         if first is not None and last is not None:
             raise FieldError("providing both first and last is not supported", "BAD_REQUEST")
-        if sortKey not in (None, "ID", "CREATED_AT", "PROCESSED_AT"):
+        if sortKey not in (None, "ID", "CREATED_AT", "PROCESSED_AT", "UPDATED_AT"):
             # Those orders equal id order for generated records; others would need real sorting.
             raise FieldError(f"fakeshop does not simulate sortKey {sortKey}", "NOT_SIMULATED")
+        # (updatedAt, id) order: generated records are in it already, changed ones are merged.
+        by_updated = sortKey == "UPDATED_AT"
         search = parse_search(query, context.store.clock.now().timestamp())
         if search.warnings:
             context.search.append(
                 {"path": _path(info), "query": query, "warnings": search.warnings}
             )
-        after_index = decode_cursor(after, view)
-        before_index = decode_cursor(before, view)
+        after_index = decode_cursor(after, view, by_updated)
+        before_index = decode_cursor(before, view, by_updated)
 
-        def exists(position: int | None, descending: bool) -> bool:
+        def exists(position: Position | None, descending: bool) -> bool:
             # Is there a matching record at ``position`` or beyond it in this direction?
             if position is None:
                 return False
-            start = position - 1 if not descending else position + 1
-            return next(iter(view.iterate(search, start, descending)), None) is not None
+            start = step(position, -1 if not descending else 1)
+            return next(iter(view.iterate(search, start, descending, by_updated)), None) is not None
+
+        def before_the_cursor(index: int, descending: bool) -> bool:
+            place = view.position(index, by_updated)
+            return place > before_index if descending else place < before_index  # type: ignore[operator]
 
         if first is not None:
             descending = bool(reverse)
-            indexes, more = view.page(search, first, after_index, descending)
+            indexes, more = view.page(search, first, after_index, descending, by_updated)
             if before_index is not None:
-                kept = [
-                    i for i in indexes if (i > before_index if descending else i < before_index)
-                ]
+                kept = [i for i in indexes if before_the_cursor(i, descending)]
                 more = more and len(kept) == len(indexes)
                 indexes = kept
             has_next, has_previous = more, exists(after_index, not descending)
         else:
             assert last is not None
             descending = not reverse
-            indexes, more = view.page(search, last, before_index, descending)
+            indexes, more = view.page(search, last, before_index, descending, by_updated)
             indexes.reverse()
             has_previous, has_next = more, exists(before_index, not descending)
         base = view.resource.base_id
         nodes = [view.node(i) for i in indexes]
-        cursors = [encode_cursor(base + i) for i in indexes]
+        cursors = [
+            encode_cursor(base + i, view.timestamps(i)[1] if by_updated else None) for i in indexes
+        ]
         context.nodes_returned += len(nodes)
         return {
             "edges": [{"cursor": c, "node": n} for c, n in zip(cursors, nodes, strict=True)],
@@ -188,6 +203,8 @@ def _lookup(context: RequestContext, global_id: str, expect: str | None = None) 
     typename, numeric_id = match["type"], int(match["id"])
     if expect is not None and typename != expect:
         return None
+    if typename == "WebhookSubscription":
+        return lookup_subscription(context.store, global_id)
     if typename == "BulkOperation":
         operation = context.store.bulk.get(numeric_id)
         return context.store.bulk.node(operation, context.base_url) if operation else None
@@ -235,6 +252,16 @@ def _cancel_bulk(info: Any, id: str) -> dict[str, Any]:
     }
 
 
+def _installation(info: Any) -> dict[str, Any]:
+    # The app's granted scopes are the store's token scope (FakeStore(scope=...)); add
+    # read_all_orders to it to claim orders older than 60 days (their hiding is not simulated).
+    handles = [h.strip() for h in info.context.store.tokens.scope.split(",") if h.strip()]
+    return {
+        "id": "gid://shopify/AppInstallation/1",
+        "accessScopes": [{"handle": h, "description": f"Scope {h}"} for h in handles],
+    }
+
+
 QUERY_ROOT: dict[str, Any] = {
     **{name: _connection(name) for name in RESOURCE_NAMES},
     **{f"{name}Count": _count(name) for name in RESOURCE_NAMES},
@@ -246,10 +273,13 @@ QUERY_ROOT: dict[str, Any] = {
     "nodes": lambda info, ids: [_lookup(info.context, i) for i in ids],
     "shop": lambda info: info.context.store.shop_node(),
     "currentBulkOperation": _current_bulk,
+    "currentAppInstallation": _installation,
+    **SUBSCRIPTION_QUERIES,
 }
 MUTATION_ROOT: dict[str, Any] = {
     "bulkOperationRunQuery": _run_bulk,
     "bulkOperationCancel": _cancel_bulk,
+    **SUBSCRIPTION_MUTATIONS,
 }
 
 

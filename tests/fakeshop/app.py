@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from .api import UNAUTHORIZED, Answer, answer_graphql, parse_body
 from .faults import Fault, Target
+from .hooks import GraphQLRequest
 from .store import FakeStore
 
 API_VERSION = "2026-10"
@@ -202,6 +203,16 @@ class FakeShopApp:
             self._base_url(request),
             force_throttle=fault is not None and fault.kind == "throttle",
         )
+        number = store.hooks.next_number()
+        if store.hooks:
+            # On a worker thread: a hook may deliver webhooks over HTTP or call this server,
+            # and the event loop must keep serving meanwhile. The client waits for it.
+            await asyncio.to_thread(
+                store.hooks.run,
+                GraphQLRequest(
+                    number, query, variables or {}, operation_name, answer.status, answer.body
+                ),
+            )
         if fault is not None and fault.kind == "drop_body":
             return _HalfSent(json.dumps(answer.body).encode(), answer.status)
         return _json(answer, version)

@@ -27,8 +27,18 @@ from .search import Search, parse_time
 # tests find natural map to one or more camelCase fields (value -> {field: value}).
 Alias = Callable[[Any], dict[str, Any]]
 Builder = Callable[[int, int, int], Node]
+# A place in a sort order: an index (id order) or (updatedAt, index) (UPDATED_AT order).
+Position = int | tuple[int, int]
 
 _CAMEL = re.compile(r"_([a-z])")
+
+
+def step(position: Position, delta: int) -> Position:
+    """The position ``delta`` indexes away (same updatedAt): with integer indexes, "at or
+    past p" is "strictly past step(p, -1)"."""
+    if isinstance(position, tuple):
+        return (position[0], position[1] + delta)
+    return position + delta
 
 
 def camel(name: str) -> str:
@@ -102,10 +112,23 @@ class ResourceView:
                 matches.append(index)
         return matches
 
+    def position(self, index: int, by_updated: bool = False) -> Position:
+        """Where record ``index`` sits in a sort: its index in id order (which CREATED_AT and
+        PROCESSED_AT equal for these records), ``(updatedAt, index)`` under UPDATED_AT."""
+        return (self.timestamps(index)[1], index) if by_updated else index
+
     def iterate(
-        self, search: Search, after: int | None = None, descending: bool = False
+        self,
+        search: Search,
+        after: Position | None = None,
+        descending: bool = False,
+        by_updated: bool = False,
     ) -> Iterator[int]:
-        """Indexes of live records matching ``search`` in id order, strictly past ``after``."""
+        """Indexes of live records matching ``search`` in id order (or ``(updatedAt, id)``
+        order with ``by_updated``), strictly past the position ``after``."""
+        if by_updated:
+            return self._iterate_by_updated(search, after, descending)
+        assert after is None or isinstance(after, int)
         lo, hi = self._generated_range(search)
         special = set(self.special)
         specials = self._special_matches(search)
@@ -119,16 +142,47 @@ class ResourceView:
         extra = (i for i in reversed(specials) if after is None or i < after)
         return heapq.merge(generated, extra, reverse=True)
 
+    def _iterate_by_updated(
+        self, search: Search, after: Position | None, descending: bool
+    ) -> Iterator[int]:
+        # Untouched records' updatedAt never decreases with the index, so they are already in
+        # (updatedAt, index) order and a position is found by binary search; only the few
+        # special records (changed, created) are sorted, and the two streams are merged.
+        assert after is None or isinstance(after, tuple)
+        lo, hi = self._generated_range(search)
+        special = set(self.special)
+
+        def key(index: int) -> tuple[int, int]:
+            return (self.timestamps(index)[1], index)
+
+        specials = sorted(self._special_matches(search), key=key)
+        if not descending:
+            start = lo if after is None else max(lo, self.resource.first_index_after(after))
+            generated: Iterator[int] = (i for i in range(start, hi) if i not in special)
+            extra = (i for i in specials if after is None or key(i) > after)
+            return heapq.merge(generated, extra, key=key)
+        # The first generated index at or past ``after`` is the first one past the position
+        # just before it (indexes are integers: nothing sits between (u, i - 1) and (u, i)).
+        stop = hi if after is None else min(hi, self.resource.first_index_after(step(after, -1)))
+        generated = (i for i in range(stop - 1, lo - 1, -1) if i not in special)
+        extra = (i for i in reversed(specials) if after is None or key(i) < after)
+        return heapq.merge(generated, extra, key=key, reverse=True)
+
     def count(self, search: Search) -> int:
         lo, hi = self._generated_range(search)
         shadowed = bisect_left(self.special, hi) - bisect_left(self.special, lo)
         return (hi - lo) - shadowed + len(self._special_matches(search))
 
     def page(
-        self, search: Search, size: int, after: int | None, descending: bool
+        self,
+        search: Search,
+        size: int,
+        after: Position | None,
+        descending: bool,
+        by_updated: bool = False,
     ) -> tuple[list[int], bool]:
         """Up to ``size`` indexes past ``after``, and whether more follow."""
-        taken = list(islice(self.iterate(search, after, descending), size + 1))
+        taken = list(islice(self.iterate(search, after, descending, by_updated), size + 1))
         return taken[:size], len(taken) > size
 
 
@@ -192,6 +246,18 @@ class Resource:
         created = slot_start + (value & 0xFFFFFFFF) % (width // 2 + 1)
         updated = created + (value >> 32) % (slot_end - created)
         return created, updated
+
+    def first_index_after(self, position: tuple[int, int]) -> int:
+        """The first generated index whose (updatedAt, index) is past ``position``: that pair
+        rises strictly with the index, so this is a binary search."""
+        lo, hi = 0, self.generated
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if (self.generated_times(mid)[1], mid) <= position:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
 
     def first_index_at_or_after(self, timestamp: int, pick: int) -> int:
         """The first generated index whose created (0) or updated (1) time is >= timestamp."""

@@ -29,11 +29,13 @@ from .data import (
     stream_key,
 )
 from .faults import Fault, FaultPlan
+from .hooks import RequestHook, RequestHooks
 from .resources import Alias, Resource
 from .schema import SCHEMA_VERSION, admin_schema
 from .subscriptions import SubscriptionRegistry
 from .throttle import LeakyBucket
 from .tokens import DEFAULT_SCOPE, TokenRegistry
+from .webhooks import WebhookEmitter
 
 # 13-digit ids like real ones; the resource kinds never collide.
 CUSTOMER_ID_BASE = 7_400_000_000_000
@@ -187,6 +189,10 @@ class FakeStore:
         # Webhook subscriptions (`webhookSubscriptionCreate` and friends; `drop()` plays
         # Shopify removing one after failed deliveries).
         self.subscriptions = SubscriptionRegistry(self.clock, SCHEMA_VERSION)
+        # Sends a signed webhook for each change below once enabled (off: existing tests
+        # never see a delivery). `hooks` run callbacks as GraphQL requests are answered.
+        self.webhooks = WebhookEmitter(self)
+        self.hooks = RequestHooks()
         self.bulk = BulkManager(
             self,
             polls_to_complete=bulk_polls_to_complete,
@@ -289,31 +295,46 @@ class FakeStore:
         return self.orders.node(index)
 
     def update_customer(self, index: int, **fields: Any) -> Node:
-        return self.customers.update(index, **fields)
+        node = self.customers.update(index, **fields)
+        self.webhooks.record_changed("customers", "update", index)
+        return node
 
     def update_product(self, index: int, **fields: Any) -> Node:
-        return self.products.update(index, **fields)
+        node = self.products.update(index, **fields)
+        self.webhooks.record_changed("products", "update", index)
+        return node
 
     def update_order(self, index: int, **fields: Any) -> Node:
-        return self.orders.update(index, **fields)
+        node = self.orders.update(index, **fields)
+        self.webhooks.record_changed("orders", "update", index)
+        return node
 
     def delete_customer(self, index: int) -> None:
         self.customers.delete(index)
+        self.webhooks.record_changed("customers", "delete", index)
 
     def delete_product(self, index: int) -> None:
         self.products.delete(index)
+        self.webhooks.record_changed("products", "delete", index)
 
     def delete_order(self, index: int) -> None:
         self.orders.delete(index)
+        self.webhooks.record_changed("orders", "delete", index)
 
     def create_customer(self, **fields: Any) -> int:
-        return self.customers.create(**fields)
+        index = self.customers.create(**fields)
+        self.webhooks.record_changed("customers", "create", index)
+        return index
 
     def create_product(self, **fields: Any) -> int:
-        return self.products.create(**fields)
+        index = self.products.create(**fields)
+        self.webhooks.record_changed("products", "create", index)
+        return index
 
     def create_order(self, **fields: Any) -> int:
-        return self.orders.create(**fields)
+        index = self.orders.create(**fields)
+        self.webhooks.record_changed("orders", "create", index)
+        return index
 
     @property
     def counts(self) -> dict[str, int]:
@@ -349,6 +370,12 @@ class FakeStore:
 
     def revoke_token(self, token: str | None = None) -> None:
         self.tokens.revoke(token or self.access_token)
+
+    def on_request(self, callback: RequestHook) -> RequestHook:
+        """Run ``callback`` for each GraphQL request, after its answer is computed and before
+        it is sent (see ``hooks.py``); returns it, so it can be passed to ``hooks.remove``."""
+        self.hooks.add(callback)
+        return callback
 
     def inject(self, *faults: Fault) -> None:
         """Queue faults; each matching request consumes the first one that applies."""

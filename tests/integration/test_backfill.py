@@ -25,7 +25,7 @@ from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Ten
 from receiver.samples import sample_payload
 from receiver.tenants import set_access_token
 from tests.conftest import TEST_ENCRYPTION_KEY, Backend
-from tests.factories import ORDER_COLUMNS
+from tests.factories import ORDER_COLUMNS, create_tenant
 from tests.fakeshop import FakeShopServer, FakeStore, Fault, ManualClock
 
 SHOP = "backfill-store.myshopify.com"
@@ -82,12 +82,7 @@ async def shop(backend, simulator) -> AsyncIterator[Shop]:
         clock.advance(seconds)
         await asyncio.sleep(0)
 
-    async with backend.sessions() as session, session.begin():
-        tenant = Tenant(shop_domain=SHOP, status="active")
-        set_access_token(BOX, tenant, store.access_token)
-        session.add(tenant)
-        await session.flush()
-        tenant_id = tenant.id
+    tenant_id = await create_tenant(backend.sessions, SHOP, access_token=store.access_token)
     async with httpx.AsyncClient(timeout=10) as http:
         env = BackfillEnvironment(
             sessions=backend.sessions,

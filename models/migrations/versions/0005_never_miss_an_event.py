@@ -20,6 +20,7 @@ BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TIMESTAMP = sa.DateTime(timezone=True)
 JSON_DOC = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 NEW_TENANT_TABLES = ("webhook_subscriptions", "reconcile_runs")
+SHOP_TABLES = ("customers", "products", "orders")
 
 # The same policy as revision 0004.
 POLICY = """
@@ -85,6 +86,8 @@ def upgrade() -> None:
         "webhook_events",
         ["tenant_id", "topic", "received_at"],
     )
+    for table in SHOP_TABLES:
+        op.create_index(f"ix_{table}_tenant_updated", table, ["tenant_id", "shopify_updated_at"])
     if op.get_bind().dialect.name == "postgresql":
         for table in NEW_TENANT_TABLES:
             op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
@@ -92,6 +95,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    for table in SHOP_TABLES:
+        op.drop_index(f"ix_{table}_tenant_updated", table)
     op.drop_index("ix_webhook_events_tenant_topic_received", "webhook_events")
     op.drop_index("ix_reconcile_runs_tenant_started", "reconcile_runs")
     for table in NEW_TENANT_TABLES:

@@ -1,0 +1,79 @@
+"""The periodic checks that keep a store's copy complete without anyone watching: the
+subscription watchdog and drift reconciliation.
+
+On PostgreSQL they are procrastinate periodic tasks (see backfill.queue): every worker
+schedules them, procrastinate defers one job per tick, and each store is claimed before it
+is checked, so several workers never check one store at once. On the embedded SQLite default
+`MaintenanceLoop` runs the same ticks inside the `serve` process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from backfill.reconcile import reconcile_due_stores
+from backfill.runner import BackfillEnvironment
+from backfill.watchdog import WatchdogResult, watch_due_stores
+
+log = logging.getLogger("shopify_receiver.backfill.maintenance")
+
+TICK_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """What the periodic checks need beyond the backfill environment (from Settings)."""
+
+    webhook_url: str | None
+    watchdog_interval: timedelta
+    reconcile_interval: timedelta
+
+
+async def watchdog_tick(env: BackfillEnvironment, maintenance: Maintenance) -> list[WatchdogResult]:
+    if maintenance.webhook_url is None:
+        log.info("watchdog.skipped reason=PUBLIC_URL not set")
+        return []
+    return await watch_due_stores(env, maintenance.webhook_url, maintenance.watchdog_interval)
+
+
+async def reconcile_tick(env: BackfillEnvironment, maintenance: Maintenance) -> list[int]:
+    return await reconcile_due_stores(env, maintenance.reconcile_interval)
+
+
+class MaintenanceLoop:
+    """SQLite: the periodic checks as a task of the serving process."""
+
+    def __init__(self, env: BackfillEnvironment, maintenance: Maintenance) -> None:
+        self.env = env
+        self.maintenance = maintenance
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="maintenance")
+
+    async def tick(self) -> None:
+        # Each check on its own: one failing (Shopify down, say) must not starve the other.
+        for name, check in (
+            ("watchdog", lambda: watchdog_tick(self.env, self.maintenance)),
+            ("reconcile", lambda: reconcile_tick(self.env, self.maintenance)),
+        ):
+            try:
+                await check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("maintenance.failed check=%s", name)
+
+    async def _run(self) -> None:
+        while True:
+            await self.tick()
+            await asyncio.sleep(TICK_SECONDS)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None

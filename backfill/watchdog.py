@@ -1,0 +1,184 @@
+"""The watchdog: Shopify deletes a subscription after repeated failed deliveries and never
+says so. Every few minutes each active store's subscriptions are compared with the intended
+ones; missing ones are registered again, then the gap they left is closed in two steps:
+
+1. an incremental backfill of the affected resources from the last event we received for
+   them (creates and updates made while nobody listened);
+2. a reconcile of those resources, because an incremental pull cannot see what was deleted
+   meanwhile: the count comparison finds the windows with deletions and tombstones them.
+
+Both run inline, in the worker (or the serving process on SQLite) that runs the check.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backfill.reconcile import reconcile
+from backfill.runner import BackfillEnvironment, SyncAlreadyRunning, create_sync_job, run_sync_job
+from backfill.subscriptions import SubscriptionReport, sync_subscriptions
+from handlers import handled_topics
+from models import SyncJob, Tenant, WebhookEvent, utcnow
+from models.tenancy import use_tenant
+
+log = logging.getLogger("shopify_receiver.backfill.watchdog")
+
+# Events are stamped with our receipt time; Shopify's updated_at of the same change is a
+# little earlier, and deliveries already in flight when the subscription vanished may land
+# late. The gap pull starts this much before the last event received.
+GAP_OVERLAP = timedelta(minutes=15)
+
+
+@dataclass
+class WatchdogResult:
+    shop: str
+    subscriptions: SubscriptionReport | None = None
+    # The incremental job started for the gap, or the active one that already covers it.
+    gap_job_id: int | None = None
+    gap_since: datetime | None = None
+    gap_resources: list[str] = field(default_factory=list)
+    gap_status: str | None = None  # the gap job's outcome
+    reconcile_run_id: int | None = None
+    reconcile_status: str | None = None
+    note: str | None = None
+    error: str | None = None
+
+
+async def last_event_received(
+    session: AsyncSession, tenant_id: int, resource: str
+) -> datetime | None:
+    """When we last heard of this resource. One indexed max per topic: (tenant, topic, time)."""
+    newest: datetime | None = None
+    for topic in handled_topics():
+        if topic.split("/", 1)[0] != resource:
+            continue
+        value = await session.scalar(
+            select(func.max(WebhookEvent.received_at)).where(
+                WebhookEvent.tenant_id == tenant_id, WebhookEvent.topic == topic
+            )
+        )
+        if value is not None and (newest is None or value > newest):
+            newest = value
+    return newest
+
+
+async def _start_gap_backfill(
+    env: BackfillEnvironment, tenant_id: int, resources: list[str], result: WatchdogResult
+) -> int | None:
+    async with env.sessions() as session, session.begin():
+        await use_tenant(session, tenant_id)
+        tenant = await session.get_one(Tenant, tenant_id)
+        ever_synced = await session.scalar(
+            select(func.count())
+            .select_from(SyncJob)
+            .where(SyncJob.tenant_id == tenant_id, SyncJob.status == "succeeded")
+        )
+        if not ever_synced:
+            # Nothing to keep in step yet: the initial backfill will bring everything.
+            result.note = "no finished backfill yet; run the initial backfill"
+            return None
+        lasts = [await last_event_received(session, tenant_id, name) for name in resources]
+        # A resource we never heard of by webhook: fall back to the last finished sync.
+        since = None if None in lasts else min(v for v in lasts if v is not None) - GAP_OVERLAP
+        try:
+            job = await create_sync_job(
+                session, tenant, "incremental", resources, since=since, trigger="watchdog"
+            )
+        except SyncAlreadyRunning as exc:
+            active = exc.job
+            covers = active.mode != "incremental" or (
+                active.until is None
+                and (active.since is None or (since is not None and active.since <= since))
+            )
+            result.gap_job_id = active.id if covers else None
+            result.note = (
+                f"sync job {active.id} already running covers the gap"
+                if covers
+                else f"sync job {active.id} is running; the gap is left to reconcile"
+            )
+            return None
+        result.gap_job_id = job.id
+        result.gap_since = job.since
+        result.gap_resources = list(resources)
+        return job.id
+
+
+async def watch_store(env: BackfillEnvironment, tenant_id: int, uri: str) -> WatchdogResult:
+    """Re-register missing subscriptions of one store and close the gap they left."""
+    async with env.sessions() as session, session.begin():
+        await use_tenant(session, tenant_id)
+        tenant = await session.get_one(Tenant, tenant_id)
+        result = WatchdogResult(shop=tenant.shop_domain)
+    try:
+        report = await sync_subscriptions(env, tenant_id, uri)
+    except Exception as exc:  # one store's trouble must not stop the others' checks
+        log.warning("watchdog.failed shop=%s error=%s", result.shop, exc)
+        result.error = str(exc) or type(exc).__name__
+        return result
+    result.subscriptions = report
+    missing = report.missing_resources()
+    if not missing:
+        return result
+    log.warning(
+        "watchdog.restored shop=%s missing=%s created=%s",
+        result.shop,
+        ",".join(report.missing),
+        ",".join(report.created),
+    )
+    job_id = await _start_gap_backfill(env, tenant_id, missing, result)
+    if job_id is None:
+        return result
+    result.gap_status = await run_sync_job(env, job_id)
+    if result.gap_status != "succeeded":
+        result.note = f"gap sync job {job_id} ended {result.gap_status}; reconcile will retry"
+        return result
+    run = await reconcile(env, tenant_id, resources=missing, trigger="watchdog")
+    result.reconcile_run_id, result.reconcile_status = run.id, run.status
+    log.info(
+        "watchdog.gap_closed shop=%s job=%s since=%s reconcile=%s",
+        result.shop,
+        job_id,
+        result.gap_since.isoformat() if result.gap_since else None,
+        run.status,
+    )
+    return result
+
+
+async def claim_due_stores(
+    env: BackfillEnvironment, interval: timedelta, now: datetime | None = None
+) -> list[int]:
+    """Active stores whose last check is older than `interval`, each claimed by stamping it:
+    of several workers ticking at once, one checks a given store."""
+    now = now or utcnow()
+    async with env.sessions() as session, session.begin():
+        # tenants carries no tenant_id column of its own, so no row-level policy applies.
+        rows = await session.scalars(
+            update(Tenant)
+            .where(
+                Tenant.status == "active",
+                Tenant.credentials_status == "ok",
+                Tenant.access_token_encrypted.is_not(None),
+                or_(
+                    Tenant.watchdog_checked_at.is_(None),
+                    Tenant.watchdog_checked_at < now - interval,
+                ),
+            )
+            .values(watchdog_checked_at=now)
+            .returning(Tenant.id)
+            .execution_options(synchronize_session=False)
+        )
+        return sorted(rows)
+
+
+async def watch_due_stores(
+    env: BackfillEnvironment, uri: str, interval: timedelta, now: datetime | None = None
+) -> list[WatchdogResult]:
+    return [
+        await watch_store(env, tenant_id, uri)
+        for tenant_id in await claim_due_stores(env, interval, now)
+    ]
