@@ -20,6 +20,7 @@ from receiver.api import start_sync, sync_status
 from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment, maintenance_for
 from receiver.errors import DATABASE_ERRORS, ApiError, api_error, database_unavailable
 from receiver.health import healthz, readyz
+from receiver.logs import configure_logging_once
 from receiver.metrics import metrics
 from receiver.pages import home, replay_event, run_backfill, store_page
 from receiver.security import SecurityHeaders
@@ -41,6 +42,7 @@ class State(TypedDict):
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
+    configure_logging_once()
     settings = settings or Settings.from_env()
 
     @asynccontextmanager

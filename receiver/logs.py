@@ -41,6 +41,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str)
 
 
+def configure_logging_once() -> None:
+    """In a process nobody configured: a worker that `serve --workers N` spawned runs only
+    the app factory, so without this its lines (access log included) would go nowhere."""
+    if not logging.getLogger().handlers:
+        configure_logging()
+
+
 def configure_logging(log_format: str | None = None, level: int = logging.INFO) -> None:
     log_format = (log_format or os.environ.get("LOG_FORMAT") or "json").lower()
     handler = logging.StreamHandler()

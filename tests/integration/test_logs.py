@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import socket
+import subprocess
+import threading
+import time
+
+import httpx
 
 from receiver.logs import JsonFormatter
 from tests.factories import SHOP, create_tenant, delivery
+from tests.integration.test_cli import CLI, cli_env
 
 
 class Lines(logging.Handler):
@@ -40,3 +48,52 @@ async def test_webhook_log_lines_carry_shop_topic_and_webhook_id(backend, served
         assert line["topic"] == "orders/create"
         assert line["webhook_id"] == headers["X-Shopify-Webhook-Id"]
         assert line["event_id"] == headers["X-Shopify-Event-Id"]
+
+
+def test_every_worker_of_serve_logs_its_webhooks(tmp_path):
+    """`serve --workers 2` spawns processes that only run the app factory: their lines about
+    webhooks (and uvicorn's access lines) must still come out, as JSON."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [str(CLI), "serve", "--workers", "2", "--port", str(port)],
+        cwd=tmp_path,
+        env=cli_env(None, PERIODIC_CHECKS="off"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    lines: queue.Queue[bytes] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr or []])
+    reader.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:  # both workers bind the port; the first to answer is ready
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.1)
+        bodies = [delivery("orders/create", shop=f"worker-{n}.myshopify.com") for n in range(6)]
+        for body, headers in bodies:
+            response = httpx.post(f"{base}/webhooks/shopify", content=body, headers=headers)
+            assert response.status_code == 200, response.text
+        wanted = {headers["X-Shopify-Webhook-Id"] for _, headers in bodies}
+        seen: set[str] = set()
+        while not wanted <= seen:
+            line = lines.get(timeout=30)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == "webhook.ignored":  # stores unknown to this database
+                seen.add(record["webhook_id"])
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        reader.join(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()

@@ -80,6 +80,14 @@ def upgrade() -> None:
     op.create_index(
         "ix_reconcile_runs_tenant_started", "reconcile_runs", ["tenant_id", "started_at"]
     )
+    op.drop_index("ix_webhook_events_status", "webhook_events")
+    op.create_index(
+        "ix_webhook_events_unprocessed",
+        "webhook_events",
+        ["tenant_id", "status", "received_at"],
+        postgresql_where=sa.text("status <> 'processed'"),
+        sqlite_where=sa.text("status <> 'processed'"),
+    )
     # Delivery health reads each store's events by topic and time.
     op.create_index(
         "ix_webhook_events_tenant_topic_received",
@@ -98,6 +106,8 @@ def downgrade() -> None:
     for table in SHOP_TABLES:
         op.drop_index(f"ix_{table}_tenant_updated", table)
     op.drop_index("ix_webhook_events_tenant_topic_received", "webhook_events")
+    op.drop_index("ix_webhook_events_unprocessed", "webhook_events")
+    op.create_index("ix_webhook_events_status", "webhook_events", ["status"])
     op.drop_index("ix_reconcile_runs_tenant_started", "reconcile_runs")
     for table in NEW_TENANT_TABLES:
         op.drop_table(table)
