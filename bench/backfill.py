@@ -52,6 +52,7 @@ from backfill import runner
 from backfill.credentials import AppCredentials
 from backfill.queries import ORDERS
 from backfill.runner import BackfillEnvironment, JobRun, create_sync_job
+from bench.children import CHILDREN, on_sigterm, stop, stop_children
 from models import (
     Customer,
     Order,
@@ -337,29 +338,6 @@ def worker_main() -> int:
 # --------------------------------------------------------------------------------------------
 # The orchestrator: database, simulators, workers, the table.
 
-CHILDREN: list[subprocess.Popen[bytes]] = []
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    if process in CHILDREN:
-        CHILDREN.remove(process)
-
-
-def stop_children() -> None:
-    for process in list(CHILDREN):
-        _stop(process)
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks: children, database
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -437,7 +415,7 @@ def simulator(
         info = _wait_for_simulator(process, out_path, err_path)
         yield Simulator(process, info, throttle, code)
     finally:
-        _stop(process)
+        stop(process)
 
 
 def _wait_for_simulator(
@@ -501,7 +479,7 @@ def run_backfill(
     try:
         out, _ = process.communicate(json.dumps(spec).encode(), timeout=timeout)
     finally:
-        _stop(process)
+        stop(process)
     lines = out.decode(errors="replace").strip().splitlines()
     if process.returncode != 0 or not lines:
         raise RuntimeError(f"{label}: the worker exited with {process.returncode}")
@@ -853,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     quick = args.quick
     store = Store(
         args.customers if args.customers is not None else (4_000 if quick else 10_000),

@@ -53,6 +53,7 @@ from bench.backfill import (
     process_cpu_seconds,
     system_cpu_seconds,
 )
+from bench.children import CHILDREN, on_sigterm, stop, stop_children
 from bench.reference_app import CREATE_TABLE
 from bench.reference_app import TABLE as REFERENCE_TABLE
 from models import SecretBox, Tenant, create_engine, create_session_factory
@@ -94,32 +95,6 @@ def descendants(pid: int) -> list[int]:
         found.append(current)
         queue.extend(children.get(current, []))
     return found
-
-
-CHILDREN: list[subprocess.Popen[bytes]] = []
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (uvicorn shuts its workers down gracefully), then SIGKILL to its own session."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # started with start_new_session
-            process.wait(timeout=10)
-    if process in CHILDREN:
-        CHILDREN.remove(process)
-
-
-def stop_children() -> None:
-    for process in list(CHILDREN):
-        stop(process)
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks: children, database
 
 
 # --------------------------------------------------------------------------------------------
@@ -609,7 +584,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0)
     duration = args.duration if args.duration is not None else (5.0 if args.quick else 20.0)
     worker_counts = [int(part) for part in args.workers.split(",") if part.strip()]

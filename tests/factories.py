@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from backfill.credentials import AppCredentials
+from backfill.runner import BackfillEnvironment
 from models import SecretBox, Tenant
 from receiver.samples import sample_payload, webhook_headers
 from receiver.tenants import set_access_token, set_webhook_secrets
 from tests.conftest import APP_SECRET, TEST_ENCRYPTION_KEY
+from tests.fakeshop import FakeStore, ManualClock
 
 SHOP = "alpha-store.myshopify.com"
 OTHER_SHOP = "beta-store.myshopify.com"
@@ -81,3 +86,30 @@ ORDER_COLUMNS = (
     "cancelled_at",
     "processed_at",
 )
+
+
+def simulator_environment(
+    sessions: async_sessionmaker[AsyncSession],
+    http: httpx.AsyncClient,
+    admin_base_url: str,
+    store: FakeStore,
+    clock: ManualClock,
+    **overrides: Any,
+) -> BackfillEnvironment:
+    """What the backfill needs to talk to a simulated store, on the simulator's virtual time:
+    the client's pacing sleeps advance the clock instead of waiting."""
+
+    async def virtual_sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        await asyncio.sleep(0)
+
+    return BackfillEnvironment(
+        sessions=sessions,
+        http=http,
+        box=SecretBox([TEST_ENCRYPTION_KEY]),
+        admin_base_url=admin_base_url,
+        api_version="2026-10",
+        app=AppCredentials(store.tokens.client_id, store.tokens.client_secret),
+        client_options={"sleep": virtual_sleep, "clock": clock.monotonic},
+        **overrides,
+    )

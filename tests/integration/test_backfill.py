@@ -16,7 +16,6 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from backfill.credentials import AppCredentials
 from backfill.queries import ORDERS
 from backfill.runner import BackfillEnvironment, create_sync_job, page_size_for, run_sync_job
 from handlers import normalize_customer, normalize_order, normalize_product, upsert_records
@@ -25,7 +24,7 @@ from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Ten
 from receiver.samples import sample_payload
 from receiver.tenants import set_access_token
 from tests.conftest import TEST_ENCRYPTION_KEY, Backend
-from tests.factories import ORDER_COLUMNS, create_tenant
+from tests.factories import ORDER_COLUMNS, create_tenant, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, Fault, ManualClock
 
 SHOP = "backfill-store.myshopify.com"
@@ -77,22 +76,15 @@ def simulator(store_options) -> Iterator[tuple[FakeStore, ManualClock, FakeShopS
 @pytest.fixture
 async def shop(backend, simulator) -> AsyncIterator[Shop]:
     store, clock, server = simulator
-
-    async def virtual_sleep(seconds: float) -> None:
-        clock.advance(seconds)
-        await asyncio.sleep(0)
-
     tenant_id = await create_tenant(backend.sessions, SHOP, access_token=store.access_token)
     async with httpx.AsyncClient(timeout=10) as http:
-        env = BackfillEnvironment(
-            sessions=backend.sessions,
-            http=http,
-            box=BOX,
-            admin_base_url=server.admin_base_url_template,
-            api_version="2026-10",
-            app=AppCredentials(store.tokens.client_id, store.tokens.client_secret),
+        env = simulator_environment(
+            backend.sessions,
+            http,
+            server.admin_base_url_template,
+            store,
+            clock,
             bulk_poll_interval=0.01,
-            client_options={"sleep": virtual_sleep, "clock": clock.monotonic},
         )
         yield Shop(store, clock, server, tenant_id, env, backend)
 

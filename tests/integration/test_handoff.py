@@ -12,7 +12,6 @@ page never overwrites a newer webhook" and "a tombstone is never resurrected").
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import socket
@@ -27,19 +26,17 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from backfill.credentials import AppCredentials
 from backfill.queries import CUSTOMER_FIELDS, ORDER_FIELDS, PRODUCT_FIELDS
 from backfill.runner import BackfillEnvironment, create_sync_job, run_sync_job
 from handlers import normalize_customer, normalize_order, normalize_product
 from handlers.normalize import Record
-from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Tenant, WebhookEvent
-from tests.conftest import APP_SECRET, TEST_ENCRYPTION_KEY, Backend, ServedApp
-from tests.factories import ORDER_COLUMNS, create_tenant
+from models import Customer, Order, Product, ShopRecord, SyncJob, Tenant, WebhookEvent
+from tests.conftest import APP_SECRET, Backend, ServedApp
+from tests.factories import ORDER_COLUMNS, create_tenant, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, GraphQLRequest, ManualClock
 from tests.fakeshop import select as project
 
 SHOP = "handoff-store.myshopify.com"
-BOX = SecretBox([TEST_ENCRYPTION_KEY])
 RESOURCES = ("customers", "products", "orders")  # the order the backfill pulls them in
 SIZES = {"customers": 240, "products": 160, "orders": 400}
 TOPICS = [
@@ -267,27 +264,20 @@ async def handoff(
     backend: Backend, served: ServedApp, simulator: tuple[FakeStore, ManualClock, FakeShopServer]
 ) -> AsyncIterator[Handoff]:
     store, clock, server = simulator
-
-    async def virtual_sleep(seconds: float) -> None:
-        clock.advance(seconds)
-        await asyncio.sleep(0)
-
     tenant_id = await create_tenant(backend.sessions, SHOP, access_token=store.access_token)
     # Signed with the app's client secret, which the served app holds (SHOPIFY_API_SECRET).
     store.webhooks.enable(APP_SECRET)
     for topic in TOPICS:
         store.subscriptions.create(topic, served.webhook_url)
     async with httpx.AsyncClient(timeout=10) as http:
-        env = BackfillEnvironment(
-            sessions=backend.sessions,
-            http=http,
-            box=BOX,
-            admin_base_url=server.admin_base_url_template,
-            api_version="2026-10",
-            app=AppCredentials(store.tokens.client_id, store.tokens.client_secret),
-            # The simulator finishes a bulk operation after a number of polls, not of seconds.
+        # The simulator finishes a bulk operation after a number of polls, not of seconds.
+        env = simulator_environment(
+            backend.sessions,
+            http,
+            server.admin_base_url_template,
+            store,
+            clock,
             bulk_poll_interval=0,
-            client_options={"sleep": virtual_sleep, "clock": clock.monotonic},
         )
         yield Handoff(store, clock, Changes(store, clock), env, backend, tenant_id)
 

@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from backfill.credentials import AppCredentials
 from backfill.queries import RESOURCES
 from backfill.reconcile import reconcile, reconcile_due_stores
 from backfill.runner import TARGETS, BackfillEnvironment, create_sync_job, run_sync_job
@@ -40,7 +39,7 @@ from models import (
 )
 from receiver.tenants import set_access_token
 from tests.conftest import TEST_ENCRYPTION_KEY, Backend, as_app_role
-from tests.factories import create_tenant
+from tests.factories import create_tenant, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, Fault, ManualClock
 from tests.fakeshop import select as project
 from tests.fakeshop.store import ORDER_ID_BASE
@@ -101,24 +100,11 @@ async def shop(
     backend: Backend, simulator: tuple[FakeStore, ManualClock, str]
 ) -> AsyncIterator[Shop]:
     store, clock, base_url = simulator
-
-    async def virtual_sleep(seconds: float) -> None:
-        clock.advance(seconds)
-        await asyncio.sleep(0)
-
     tenant_id = await create_tenant(backend.sessions, SHOP, access_token=store.access_token)
     engine, sessions = await service_sessions(backend)
     try:
         async with httpx.AsyncClient(timeout=10) as http:
-            env = BackfillEnvironment(
-                sessions=sessions,
-                http=http,
-                box=BOX,
-                admin_base_url=base_url,
-                api_version="2026-10",
-                app=AppCredentials(store.tokens.client_id, store.tokens.client_secret),
-                client_options={"sleep": virtual_sleep, "clock": clock.monotonic},
-            )
+            env = simulator_environment(sessions, http, base_url, store, clock)
             yield Shop(store, clock, tenant_id, env, backend)
     finally:
         await engine.dispose()
