@@ -523,6 +523,18 @@ def drop_database(admin_url: str, url: str) -> None:
     asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def clean_up(admin_url: str, database_url: str | None, workdir: Path) -> None:
+    """After a run, finished or not: no child process, benchmark database or file is left."""
+    stop_children()
+    if database_url is not None:
+        try:
+            drop_database(admin_url, database_url)
+            log("dropped the benchmark database")
+        except Exception as exc:
+            log(f"could not drop {make_url(database_url).database}: {exc}")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------------------------
 # Plan and table
 
@@ -906,14 +918,7 @@ def main(argv: list[str] | None = None) -> int:
                 report.add(memory_row(mode, memory[mode][small], memory[mode][large]))
         finished = True
     finally:
-        stop_children()
-        if database_url is not None:
-            try:
-                drop_database(args.postgres_url, database_url)
-                log("dropped the benchmark database")
-            except Exception as exc:
-                log(f"could not drop {make_url(database_url).database}: {exc}")
-        shutil.rmtree(workdir, ignore_errors=True)
+        clean_up(args.postgres_url, database_url, workdir)
         elapsed = time.monotonic() - began
         if report.rows:
             print(report.markdown(), flush=True)

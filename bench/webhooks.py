@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from bench.backfill import (
     RESULTS_FILE,
     ROOT,
     append_results,
+    clean_up,
     code_fingerprint,
     free_port,
     log,
@@ -53,7 +53,7 @@ from bench.backfill import (
     process_cpu_seconds,
     system_cpu_seconds,
 )
-from bench.children import CHILDREN, on_sigterm, stop, stop_children
+from bench.children import CHILDREN, on_sigterm, stop
 from bench.reference_app import CREATE_TABLE
 from bench.reference_app import TABLE as REFERENCE_TABLE
 from models import SecretBox, Tenant, create_engine, create_session_factory
@@ -141,10 +141,6 @@ def create_database(admin_url: str, app_role: str | None) -> str:
         ]
     execute(url, *statements)
     return url
-
-
-def drop_database(admin_url: str, url: str) -> None:
-    execute(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 def as_role(url: str, role: str | None) -> str:
@@ -682,14 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(run)
         finished = True
     finally:
-        stop_children()
-        if database_url is not None:
-            try:
-                drop_database(args.postgres_url, database_url)
-                log("dropped the benchmark database")
-            except Exception as exc:
-                log(f"could not drop {make_url(database_url).database}: {exc}")
-        shutil.rmtree(workdir, ignore_errors=True)
+        clean_up(args.postgres_url, database_url, workdir)
         elapsed = time.monotonic() - began
         if runs or calibration:
             print(table(calibration, runs), flush=True)
