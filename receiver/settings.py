@@ -161,6 +161,7 @@ class Settings:
             public_url=_public_url(env.get("PUBLIC_URL")),
             watchdog_interval_seconds=_positive_float(env, "WATCHDOG_INTERVAL_SECONDS", 300.0),
             reconcile_interval_seconds=_positive_float(env, "RECONCILE_INTERVAL_SECONDS", 86400.0),
+            periodic_checks=_switch(env, "PERIODIC_CHECKS", True),
         )
         settings.secret_box()  # fail at start-up, not at the first webhook, on a malformed key
         return settings
