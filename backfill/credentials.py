@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
+from sqlalchemy import ColumnElement, and_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.client import BackfillError, CredentialsInvalid
@@ -166,3 +167,12 @@ def _expiry(now: datetime, seconds: object) -> datetime | None:
     if isinstance(seconds, str) and seconds.isdigit():
         return now + timedelta(seconds=int(seconds))
     return None
+
+
+def callable_store() -> ColumnElement[bool]:
+    """Stores the periodic checks may call Shopify for: installed, with a token that works."""
+    return and_(
+        Tenant.status == "active",
+        Tenant.credentials_status == "ok",
+        Tenant.access_token_encrypted.is_not(None),
+    )

@@ -26,9 +26,10 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true, update
 
 from backfill.client import AdminClient, BackfillError, CredentialsInvalid, QueryTooCostly
+from backfill.credentials import callable_store
 from backfill.queries import RESOURCES, Resource
 from backfill.runner import (
     TARGETS,
@@ -697,6 +698,12 @@ async def _finish(
         return await session.get_one(ReconcileRun, run_id, populate_existing=True)
 
 
+def finished_sync(tenant_id: Any) -> ColumnElement[bool]:
+    """The store (an id, or a correlated Tenant.id) has a finished sync: before its initial
+    backfill there is nothing to compare and no gap to close."""
+    return exists().where(SyncJob.tenant_id == tenant_id, SyncJob.status == "succeeded")
+
+
 async def due_store_ids(
     env: BackfillEnvironment, interval: timedelta, *, tenant_id: int | None = None
 ) -> list[int]:
@@ -708,17 +715,14 @@ async def due_store_ids(
         .where(ReconcileRun.tenant_id == Tenant.id)
         .scalar_subquery()
     )
-    synced = exists().where(SyncJob.tenant_id == Tenant.id, SyncJob.status == "succeeded")
     async with env.sessions() as session, session.begin():
         await use_all_tenants(session)  # the periodic sweep looks at every store
         return list(
             await session.scalars(
                 select(Tenant.id)
                 .where(
-                    Tenant.status == "active",
-                    Tenant.credentials_status == "ok",
-                    Tenant.access_token_encrypted.is_not(None),
-                    synced,
+                    callable_store(),
+                    finished_sync(Tenant.id),
                     or_(last_run.is_(None), last_run < utcnow() - interval),
                     true() if tenant_id is None else Tenant.id == tenant_id,
                 )

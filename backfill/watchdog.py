@@ -16,14 +16,16 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backfill.reconcile import reconcile
+from backfill.credentials import callable_store
+from backfill.reconcile import finished_sync, reconcile
 from backfill.runner import BackfillEnvironment, SyncAlreadyRunning, create_sync_job, run_sync_job
-from backfill.subscriptions import SubscriptionReport, sync_subscriptions
+from backfill.subscriptions import SubscriptionReport, sync_subscriptions, topic_resource
 from handlers import handled_topics
-from models import SyncJob, Tenant, WebhookEvent, utcnow
+from handlers.dispatch import last_received
+from models import Tenant, utcnow
 from models.tenancy import use_tenant
 
 log = logging.getLogger("shopify_receiver.backfill.watchdog")
@@ -52,19 +54,13 @@ class WatchdogResult:
 async def last_event_received(
     session: AsyncSession, tenant_id: int, resource: str
 ) -> datetime | None:
-    """When we last heard of this resource. One indexed max per topic: (tenant, topic, time)."""
-    newest: datetime | None = None
-    for topic in handled_topics():
-        if topic.split("/", 1)[0] != resource:
-            continue
-        value = await session.scalar(
-            select(func.max(WebhookEvent.received_at)).where(
-                WebhookEvent.tenant_id == tenant_id, WebhookEvent.topic == topic
-            )
-        )
-        if value is not None and (newest is None or value > newest):
-            newest = value
-    return newest
+    """When we last heard of this resource, by any of its topics."""
+    times = [
+        await last_received(session, tenant_id, topic)
+        for topic in handled_topics()
+        if topic_resource(topic) == resource
+    ]
+    return max((moment for moment in times if moment is not None), default=None)
 
 
 async def _start_gap_backfill(
@@ -73,12 +69,7 @@ async def _start_gap_backfill(
     async with env.sessions() as session, session.begin():
         await use_tenant(session, tenant_id)
         tenant = await session.get_one(Tenant, tenant_id)
-        ever_synced = await session.scalar(
-            select(func.count())
-            .select_from(SyncJob)
-            .where(SyncJob.tenant_id == tenant_id, SyncJob.status == "succeeded")
-        )
-        if not ever_synced:
+        if not await session.scalar(select(finished_sync(tenant_id))):
             # Nothing to keep in step yet: the initial backfill will bring everything.
             result.note = "no finished backfill yet; run the initial backfill"
             return None
@@ -160,9 +151,7 @@ async def claim_due_stores(
         rows = await session.scalars(
             update(Tenant)
             .where(
-                Tenant.status == "active",
-                Tenant.credentials_status == "ok",
-                Tenant.access_token_encrypted.is_not(None),
+                callable_store(),
                 or_(
                     Tenant.watchdog_checked_at.is_(None),
                     Tenant.watchdog_checked_at < now - interval,

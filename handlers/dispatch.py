@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import Tenant, WebhookEvent, utcnow
@@ -173,3 +174,13 @@ def event_fields(event: WebhookEvent) -> dict[str, Any]:
         "event_id": event.event_id,
         "inbox_id": event.id,
     }
+
+
+async def last_received(session: AsyncSession, tenant_id: int, topic: str) -> datetime | None:
+    """When the store's last event of `topic` arrived: a short backward scan of the
+    (tenant_id, topic, received_at) index, so callers ask one topic at a time."""
+    return await session.scalar(
+        select(func.max(WebhookEvent.received_at)).where(
+            WebhookEvent.tenant_id == tenant_id, WebhookEvent.topic == topic
+        )
+    )

@@ -18,6 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from handlers.dispatch import last_received
 from models import (
     Customer,
     Order,
@@ -275,15 +276,6 @@ async def _recent_orders(session: AsyncSession, tenant_id: int) -> list[dict[str
     ]
 
 
-async def _last_delivery(session: AsyncSession, tenant_id: int, topic: str) -> datetime | None:
-    # One topic at a time: each is a short backward scan of (tenant_id, topic, received_at).
-    return await session.scalar(
-        select(func.max(WebhookEvent.received_at)).where(
-            WebhookEvent.tenant_id == tenant_id, WebhookEvent.topic == topic
-        )
-    )
-
-
 def silence(
     now: datetime, last: datetime | None, deliveries: int, first_in_window: datetime | None
 ) -> dict[str, Any]:
@@ -333,7 +325,7 @@ async def delivery_health(session: AsyncSession, tenant_id: int, now: datetime) 
     topics = []
     for topic in sorted(subscribed | set(week)):
         total, failures, duplicates, first = week.get(topic, (0, 0, 0, None))
-        last = await _last_delivery(session, tenant_id, topic)
+        last = await last_received(session, tenant_id, topic)
         quiet = silence(now, last, total, first)
         topics.append(
             {
