@@ -86,6 +86,20 @@ ORDER_COLUMNS = (
     "cancelled_at",
     "processed_at",
 )
+# Per resource, the columns a stored row is compared on with the normalised record.
+RECORD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customers": (
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "state",
+        "amount_spent",
+        "orders_count",
+    ),
+    "products": ("title", "handle", "status", "vendor", "product_type", "tags"),
+    "orders": ORDER_COLUMNS,
+}
 
 
 def simulator_environment(

@@ -17,14 +17,20 @@ import pytest
 from sqlalchemy import func, select
 
 from backfill.queries import ORDERS
-from backfill.runner import BackfillEnvironment, create_sync_job, page_size_for, run_sync_job
-from handlers import normalize_customer, normalize_order, normalize_product, upsert_records
+from backfill.runner import (
+    TARGETS,
+    BackfillEnvironment,
+    create_sync_job,
+    page_size_for,
+    run_sync_job,
+)
+from handlers import normalize_order, upsert_records
 from handlers.normalize import parse_shopify_id
-from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Tenant
+from models import Customer, Order, SecretBox, SyncJob, Tenant
 from receiver.samples import sample_payload
 from receiver.tenants import set_access_token
 from tests.conftest import TEST_ENCRYPTION_KEY, Backend
-from tests.factories import ORDER_COLUMNS, create_tenant, simulator_environment
+from tests.factories import RECORD_COLUMNS, create_tenant, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, Fault, ManualClock
 
 SHOP = "backfill-store.myshopify.com"
@@ -89,25 +95,7 @@ async def shop(backend, simulator) -> AsyncIterator[Shop]:
         yield Shop(store, clock, server, tenant_id, env, backend)
 
 
-NORMALIZERS = {
-    "customers": normalize_customer,
-    "products": normalize_product,
-    "orders": normalize_order,
-}
-MODELS: dict[str, type[ShopRecord]] = {"customers": Customer, "products": Product, "orders": Order}
-COMPARED = {
-    "customers": (
-        "email",
-        "first_name",
-        "last_name",
-        "phone",
-        "state",
-        "amount_spent",
-        "orders_count",
-    ),
-    "products": ("title", "handle", "status", "vendor", "product_type", "tags"),
-    "orders": ORDER_COLUMNS,
-}
+COMPARED = RECORD_COLUMNS
 
 
 def node_of(store: FakeStore, resource: str, index: int) -> dict[str, Any] | None:
@@ -118,7 +106,7 @@ async def assert_database_equals_store(shop: Shop, samples: int = 25) -> None:
     """Same live record count per resource, and sampled records equal field by field."""
     store, backend = shop.store, shop.backend
     async with backend.sessions() as session:
-        for resource, model in MODELS.items():
+        for resource, (model, normalize) in TARGETS.items():
             live = await session.scalar(
                 select(func.count()).select_from(model).where(model.deleted_at.is_(None))
             )
@@ -132,7 +120,7 @@ async def assert_database_equals_store(shop: Shop, samples: int = 25) -> None:
                     select(model).where(model.shopify_id == parse_shopify_id(node["id"]))
                 )
                 assert row is not None, f"{resource} {index} missing"
-                expected = NORMALIZERS[resource](node)
+                expected = normalize(node)
                 for column in COMPARED[resource]:
                     assert getattr(row, column) == expected[column], (resource, index, column)
                 assert row.shopify_updated_at == expected["shopify_updated_at"]

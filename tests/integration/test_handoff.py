@@ -27,12 +27,10 @@ import pytest
 from sqlalchemy import select
 
 from backfill.queries import CUSTOMER_FIELDS, ORDER_FIELDS, PRODUCT_FIELDS
-from backfill.runner import BackfillEnvironment, create_sync_job, run_sync_job
-from handlers import normalize_customer, normalize_order, normalize_product
-from handlers.normalize import Record
-from models import Customer, Order, Product, ShopRecord, SyncJob, Tenant, WebhookEvent
+from backfill.runner import TARGETS, BackfillEnvironment, create_sync_job, run_sync_job
+from models import Order, SyncJob, Tenant, WebhookEvent
 from tests.conftest import APP_SECRET, Backend, ServedApp
-from tests.factories import ORDER_COLUMNS, create_tenant, simulator_environment
+from tests.factories import RECORD_COLUMNS, create_tenant, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, GraphQLRequest, ManualClock
 from tests.fakeshop import select as project
 
@@ -48,29 +46,13 @@ TOPICS = [
     }.items()
     for action in actions
 ]
-MODELS: dict[str, type[ShopRecord]] = {"customers": Customer, "products": Product, "orders": Order}
-NORMALIZERS: dict[str, Callable[[Any], Record]] = {
-    "customers": normalize_customer,
-    "products": normalize_product,
-    "orders": normalize_order,
-}
 # The node the backfill reads is the projection of the store's record on its selection.
 BACKFILL_FIELDS = {"customers": CUSTOMER_FIELDS, "products": PRODUCT_FIELDS, "orders": ORDER_FIELDS}
 COMMON_COLUMNS = ("shopify_created_at", "shopify_updated_at")
 COMPARED = {
-    "customers": (
-        "email",
-        "first_name",
-        "last_name",
-        "phone",
-        "state",
-        "amount_spent",
-        "currency",
-        "orders_count",
-        *COMMON_COLUMNS,
-    ),
-    "products": ("title", "handle", "status", "vendor", "product_type", "tags", *COMMON_COLUMNS),
-    "orders": (*ORDER_COLUMNS, *COMMON_COLUMNS),
+    "customers": (*RECORD_COLUMNS["customers"], "currency", *COMMON_COLUMNS),
+    "products": (*RECORD_COLUMNS["products"], *COMMON_COLUMNS),
+    "orders": (*RECORD_COLUMNS["orders"], *COMMON_COLUMNS),
 }
 
 
@@ -287,7 +269,7 @@ async def assert_database_is_the_store(handoff: Handoff) -> None:
     tombstoned, no row the store does not account for."""
     store = handoff.store
     async with handoff.backend.sessions() as session:
-        for resource, model in MODELS.items():
+        for resource, (model, normalize) in TARGETS.items():
             source = store.resource(resource)
             rows = {
                 row.shopify_id: row
@@ -311,7 +293,7 @@ async def assert_database_is_the_store(handoff: Handoff) -> None:
                     continue
                 live += 1
                 assert row.deleted_at is None, f"{resource} {index} live, row tombstoned"
-                expected = NORMALIZERS[resource](project(node, BACKFILL_FIELDS[resource]))
+                expected = normalize(project(node, BACKFILL_FIELDS[resource]))
                 actual = {column: getattr(row, column) for column in COMPARED[resource]}
                 wanted = {column: expected[column] for column in COMPARED[resource]}
                 assert actual == wanted, (resource, index, row.source)
