@@ -5,6 +5,7 @@ from models.engine import create_engine, create_session_factory, is_sqlite
 from models.tables import (
     SHOP_DATA_MODELS,
     ApiToken,
+    ApiTokenTenant,
     Base,
     ComplianceRequest,
     Customer,
@@ -16,6 +17,7 @@ from models.tables import (
     SyncJob,
     Tenant,
     User,
+    UserSession,
     UserTenant,
     WebhookEvent,
     WebhookSubscription,
@@ -25,6 +27,7 @@ from models.tables import (
 __all__ = [
     "SHOP_DATA_MODELS",
     "ApiToken",
+    "ApiTokenTenant",
     "Base",
     "ComplianceRequest",
     "Customer",
@@ -37,6 +40,7 @@ __all__ = [
     "SyncJob",
     "Tenant",
     "User",
+    "UserSession",
     "UserTenant",
     "WebhookEvent",
     "WebhookSubscription",

@@ -55,6 +55,9 @@ class Tenant(Base):
     credentials_error: Mapped[str | None] = mapped_column(Text)
     # Last time the watchdog compared this store's subscriptions with the intended ones.
     watchdog_checked_at: Mapped[datetime | None]
+    # Shopify's numeric shop id, learnt from the backfill's `shop { id }` or from a signed
+    # payload naming both the shop's domain and its id; destructive topics are checked on it.
+    shopify_shop_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
 
     def __repr__(self) -> str:
         return f"Tenant(id={self.id!r}, shop_domain={self.shop_domain!r}, status={self.status!r})"
@@ -244,6 +247,21 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    # A read-only token may read but never write (no syncs, no replays), whatever is_admin says.
+    read_only: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+
+
+class ApiTokenTenant(Base):
+    """The stores a scoped API token may see; a token with no rows here sees every store."""
+
+    __tablename__ = "api_token_tenants"
+
+    api_token_id: Mapped[int] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
 
 
 class User(Base):
@@ -261,6 +279,20 @@ class User(Base):
 
     def __repr__(self) -> str:
         return f"User(id={self.id!r}, email={self.email!r}, is_admin={self.is_admin!r})"
+
+
+class UserSession(Base):
+    """A signed-in dashboard session, held server-side so that logging out ends it: the cookie
+    carries a random token whose SHA-256 is stored here, and a cookie without a row is no
+    session at all."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
 
 
 class UserTenant(Base):

@@ -23,6 +23,7 @@ TENANT_TABLES = (
     "compliance_requests",
     "user_tenants",
     "webhook_subscriptions",
+    "api_token_tenants",
     "reconcile_runs",
 )
 

@@ -43,15 +43,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Money(TypeDecorator[Decimal]):
-    """NUMERIC on PostgreSQL; on SQLite a decimal string, because SQLite's NUMERIC is a float."""
+    """Exactly the amount Shopify sent, on both backends: unconstrained NUMERIC on PostgreSQL
+    (a scale would round), a decimal string on SQLite (whose NUMERIC is a float)."""
 
-    impl = Numeric(20, 4, asdecimal=True)
+    impl = Numeric(asdecimal=True)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(String(40))
-        return dialect.type_descriptor(Numeric(20, 4, asdecimal=True))
+        return dialect.type_descriptor(Numeric(asdecimal=True))
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
