@@ -98,9 +98,17 @@ def failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
 
 
+# query_canceled (statement_timeout among its causes) and
+# idle_in_transaction_session_timeout: the server ended the work, not the payload.
+_CANCELLED_SQLSTATES = frozenset({"57014", "25P03"})
+
+
 def is_disconnect(exc: BaseException) -> bool:
-    """The database went away mid-transaction: nothing can be recorded; the caller answers 503."""
-    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+    """The database went away mid-transaction, or ended the statement or transaction for
+    running too long: nothing can be recorded; the caller answers 503 and Shopify retries."""
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    return exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) in _CANCELLED_SQLSTATES
 
 
 async def process_event(session: AsyncSession, event: WebhookEvent) -> None:

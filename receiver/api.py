@@ -49,12 +49,20 @@ def job_document(job: SyncJob, request: Request | None = None) -> dict[str, Any]
     return document
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    body = b""
+async def _read_body(request: Request) -> bytes | None:
+    """The raw body, or None once it passes MAX_API_BODY; read before any database connection
+    is taken, so a slow client holds only its own socket (and BodyDeadline ends it)."""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_API_BODY:
-            raise ApiError("request body too large")
+            return None
+    return bytes(body)
+
+
+def _json_object(body: bytes | None) -> dict[str, Any]:
+    if body is None:
+        raise ApiError("request body too large")
     try:
         value = json.loads(body or b"{}")
     except (ValueError, RecursionError) as exc:
@@ -76,10 +84,11 @@ def _resources(value: Any) -> list[str] | None:
 
 async def start_sync(request: Request) -> Response:
     services: Services = request.state.services
+    raw = await _read_body(request)
     async with services.sessions() as session, session.begin():
         # Who asks comes first: a stranger learns nothing, not even what a valid body is.
         principal = await require_admin(session, request)
-        body = await _json_body(request)
+        body = _json_object(raw)
         mode = body.get("mode", "full")
         if not isinstance(mode, str):
             raise ApiError("mode must be full, incremental or bulk")

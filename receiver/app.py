@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import httpx
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -16,10 +17,11 @@ from backfill.maintenance import MaintenanceLoop
 from backfill.queue import InProcessRunner, JobQueue, ProcrastinateQueue, procrastinate_app
 from models import create_engine, create_session_factory, is_sqlite
 from models.migrate import head_revision
-from receiver.api import start_sync, sync_status
+from receiver.api import MAX_ID, start_sync, sync_status
 from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment, maintenance_for
 from receiver.errors import DATABASE_ERRORS, ApiError, api_error, database_unavailable
 from receiver.health import healthz, readyz
+from receiver.limits import BodyBudget, BodyDeadline
 from receiver.logs import configure_logging_once
 from receiver.metrics import metrics
 from receiver.pages import home, replay_event, run_backfill, store_page
@@ -31,10 +33,46 @@ from receiver.web import STATIC_DIR, SessionCookies, login_page, login_submit, l
 from receiver.webhooks import receive_webhook
 
 
-def pool_options(settings: Settings) -> dict[str, int]:
+def engine_options(settings: Settings) -> dict[str, Any]:
+    """The web process's pool, and server-side limits on each of its PostgreSQL sessions:
+    a statement or an idle transaction past them is ended by the server (503, retried)."""
     if is_sqlite(settings.database_url):
         return {}
-    return {"pool_size": settings.database_pool_size, "max_overflow": 0}
+    seconds = {
+        "statement_timeout": settings.database_statement_timeout_seconds,
+        "idle_in_transaction_session_timeout": (
+            settings.database_idle_in_transaction_timeout_seconds
+        ),
+    }
+    server_settings = {name: str(round(value * 1000)) for name, value in seconds.items()}
+    return {
+        "pool_size": settings.database_pool_size,
+        "max_overflow": 0,
+        "connect_args": {"server_settings": server_settings},
+    }
+
+
+NO_SUCH_ID = MAX_ID + 1
+
+
+class IdConvertor(Convertor[int]):
+    """`{name:id}`: a database id, always a bounded integer. A number beyond any 64-bit id
+    (or beyond the 4,300 digits int() accepts) becomes NO_SUCH_ID without being converted,
+    so the route still checks who asks first and then answers 404."""
+
+    regex = "[0-9]+"
+
+    def convert(self, value: str) -> int:
+        digits = value.lstrip("0")
+        if len(digits) > len(str(MAX_ID)) or int(digits or "0") > MAX_ID:
+            return NO_SUCH_ID
+        return int(digits or "0")
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", IdConvertor())
 
 
 class State(TypedDict):
@@ -47,7 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        engine = create_engine(settings.database_url, **pool_options(settings))
+        engine = create_engine(settings.database_url, **engine_options(settings))
         sessions = create_session_factory(engine)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(engine.dispose)
@@ -79,6 +117,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     head_revision=head_revision(),
                     backfill=env,
                     job_queue=job_queue,
+                    body_budget=BodyBudget(
+                        settings.webhook_unverified_budget_bytes,
+                        settings.webhook_small_body_bytes,
+                    ),
                 )
             }
 
@@ -90,19 +132,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/api/sync", start_sync, methods=["POST"]),
-            Route("/api/sync/{job_id:int}", sync_status, methods=["GET"], name="sync_status"),
+            Route("/api/sync/{job_id:id}", sync_status, methods=["GET"], name="sync_status"),
             Route("/login", login_page, methods=["GET"]),
             Route("/login", login_submit, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/api/stats", api_stats, methods=["GET"]),
             Route("/", home, methods=["GET"]),
             Route("/stores/{shop}", store_page, methods=["GET"]),
-            Route("/stores/{shop}/events/{event_id:int}/replay", replay_event, methods=["POST"]),
+            Route("/stores/{shop}/events/{event_id:id}/replay", replay_event, methods=["POST"]),
             Route("/stores/{shop}/sync", run_backfill, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[
             Middleware(SecurityHeaders),
+            # Inside SecurityHeaders, so its 408 carries them; before any route takes a
+            # database connection.
+            Middleware(BodyDeadline, seconds=settings.http_body_timeout_seconds),
             Middleware(SessionCookies, secret_key=settings.secret_key.reveal()),
         ],
         exception_handlers={**exception_handlers, ApiError: api_error},

@@ -109,9 +109,8 @@ def main() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
 def serve(host: str, port: int, workers: int) -> None:
     """Serve webhooks and pages (migrates the embedded SQLite default first)."""
-    import uvicorn
-
     from models import migrate as migrations
+    from receiver.limits import run_server, server_config
 
     settings = _settings()  # also creates the dev secrets once, before workers race for them
     if is_sqlite(settings.database_url):
@@ -122,8 +121,9 @@ def serve(host: str, port: int, workers: int) -> None:
             "can deliver webhooks",
             err=True,
         )
-    uvicorn.run(
+    config = server_config(
         "receiver.app:create_app",
+        settings,
         factory=True,
         host=host,
         port=port,
@@ -133,6 +133,7 @@ def serve(host: str, port: int, workers: int) -> None:
         # Our handler (JSON by default) formats uvicorn's lines too.
         log_config=None,
     )
+    run_server(config)
 
 
 @main.command()

@@ -151,13 +151,15 @@ class AdminAction:
     tenant: Tenant
 
 
-async def _admin_action(request: Request, session: AsyncSession) -> AdminAction | Response:
-    """A signed-in admin posting a valid form about a store they may see, or the response
-    that refuses the request."""
+async def _admin_action(
+    request: Request, session: AsyncSession, form: dict[str, str]
+) -> AdminAction | Response:
+    """A signed-in admin posting a valid form (read before the session was opened: no
+    connection waits on a slow client) about a store they may see, or the response that
+    refuses the request."""
     principal = await page_principal(session, request)
     if principal is None:
         return to_login()
-    form = await read_form(request)
     if not csrf_valid(request, form.get("csrf_token")):
         return forbidden(request, principal, "Invalid form token.")
     if not principal.is_admin:
@@ -192,8 +194,9 @@ async def _store_event(session: AsyncSession, tenant: Tenant, event_id: int) -> 
 async def replay_event(request: Request) -> Response:
     services: Services = request.state.services
     event_id = request.path_params["event_id"]
+    form = await read_form(request)
     async with services.sessions() as session, session.begin():
-        action = await _admin_action(request, session)
+        action = await _admin_action(request, session, form)
         if isinstance(action, Response):
             return action
         principal, tenant = action.principal, action.tenant
@@ -213,8 +216,9 @@ async def replay_event(request: Request) -> Response:
 
 async def run_backfill(request: Request) -> Response:
     services: Services = request.state.services
+    form = await read_form(request)
     async with services.sessions() as session, session.begin():
-        action = await _admin_action(request, session)
+        action = await _admin_action(request, session, form)
         if isinstance(action, Response):
             return action
         principal, form, tenant = action.principal, action.form, action.tenant

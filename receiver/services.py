@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from backfill.queue import JobQueue
 from backfill.runner import BackfillEnvironment
 from models import SecretBox
+from receiver.limits import BodyBudget
 from receiver.settings import Settings
 
 
@@ -21,3 +22,5 @@ class Services:
     head_revision: str
     backfill: BackfillEnvironment
     job_queue: JobQueue
+    # Webhook bytes held before their signature is checked (receiver/limits.py).
+    body_budget: BodyBudget

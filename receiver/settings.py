@@ -18,6 +18,8 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/receiver.db"
 DEFAULT_API_VERSION = "2026-10"
 DEFAULT_ADMIN_BASE_URL = "https://{shop}/admin/api/{version}"
 DEFAULT_WEBHOOK_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_UNVERIFIED_BUDGET_BYTES = 64 * 1024 * 1024
+DEFAULT_SMALL_BODY_BYTES = 64 * 1024
 DEV_STATE_DIR = Path("var")
 
 
@@ -78,6 +80,19 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={text!r} is not a whole number") from exc
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive")
+    return value
+
+
 def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     text = (env.get(name) or "").strip().lower()
     if not text:
@@ -127,6 +142,22 @@ class Settings:
     # PERIODIC_CHECKS=off: no watchdog or reconcile ticks in this process (tests, or a
     # deployment that schedules `webhooks sync` and `reconcile` itself).
     periodic_checks: bool = True
+    # Slow and idle clients (receiver/limits.py). Open connections per process: beyond it a new
+    # connection closes the oldest one that has no request running.
+    http_max_connections: int = 1000
+    # A connection must complete each request head this soon after it opens (or after its
+    # previous response), and each request body this soon after its head.
+    http_header_timeout_seconds: float = 5.0
+    http_body_timeout_seconds: float = 3.0
+    # Bytes of webhook bodies larger than webhook_small_body_bytes held before their signature
+    # is checked, per process; a body that would pass it gets 503 with Retry-After.
+    webhook_unverified_budget_bytes: int = DEFAULT_UNVERIFIED_BUDGET_BYTES
+    webhook_small_body_bytes: int = DEFAULT_SMALL_BODY_BYTES
+    # The web process's PostgreSQL sessions: a statement (a lock wait included) or an idle
+    # transaction past these is ended by the server, so no request outlives Shopify's 5 s
+    # (2 s at most waiting for a pooled connection, then 3 s). Workers are not bound by them.
+    database_statement_timeout_seconds: float = 3.0
+    database_idle_in_transaction_timeout_seconds: float = 3.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -162,6 +193,21 @@ class Settings:
             watchdog_interval_seconds=_positive_float(env, "WATCHDOG_INTERVAL_SECONDS", 300.0),
             reconcile_interval_seconds=_positive_float(env, "RECONCILE_INTERVAL_SECONDS", 86400.0),
             periodic_checks=_switch(env, "PERIODIC_CHECKS", True),
+            http_max_connections=_positive_int(env, "HTTP_MAX_CONNECTIONS", 1000),
+            http_header_timeout_seconds=_positive_float(env, "HTTP_HEADER_TIMEOUT_SECONDS", 5.0),
+            http_body_timeout_seconds=_positive_float(env, "HTTP_BODY_TIMEOUT_SECONDS", 3.0),
+            webhook_unverified_budget_bytes=_positive_int(
+                env, "WEBHOOK_UNVERIFIED_BUDGET_BYTES", DEFAULT_UNVERIFIED_BUDGET_BYTES
+            ),
+            webhook_small_body_bytes=_positive_int(
+                env, "WEBHOOK_SMALL_BODY_BYTES", DEFAULT_SMALL_BODY_BYTES
+            ),
+            database_statement_timeout_seconds=_positive_float(
+                env, "DATABASE_STATEMENT_TIMEOUT_SECONDS", 3.0
+            ),
+            database_idle_in_transaction_timeout_seconds=_positive_float(
+                env, "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 3.0
+            ),
         )
         settings.secret_box()  # fail at start-up, not at the first webhook, on a malformed key
         return settings

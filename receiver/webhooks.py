@@ -33,6 +33,7 @@ from models import WebhookEvent, utcnow
 from models.tenancy import use_all_tenants, use_tenant
 from models.upsert import insert_on_conflict
 from receiver.errors import ServiceUnavailable
+from receiver.limits import BodyHold, BodyTimeout, OverBudget, request_timeout
 from receiver.metrics import DUPLICATES, HANDLER_SECONDS, LAG_SECONDS, WEBHOOKS, topic_label
 from receiver.services import Services
 from receiver.signature import verify_signature
@@ -89,20 +90,27 @@ class Delivery:
         return self.event_id or self.webhook_id or f"sha256:{self.body_sha256}"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, hold: BodyHold | None = None) -> bytes:
     """The raw body, refused as soon as it is known to exceed `limit` bytes.
 
     A declared Content-Length over the limit is refused before reading; a chunked body is
-    counted as it streams, so an endless body never sits in memory whole.
+    counted as it streams, so an endless body never sits in memory whole. With `hold`, the
+    bytes are charged to the unverified-bytes budget (declared length up front), which raises
+    OverBudget instead of reading on.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise BodyTooLarge
+        if hold is not None:
+            hold.grow(int(declared))
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise BodyTooLarge
+        if hold is not None:
+            hold.grow(len(body))
     return bytes(body)
 
 
@@ -217,27 +225,51 @@ async def receive_webhook(request: Request) -> Response:
     return response
 
 
-def _answer(status: int, body: dict[str, Any], outcome: str) -> JSONResponse:
-    response = JSONResponse(body, status_code=status)
+def _answer(
+    status: int, body: dict[str, Any], outcome: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    response = JSONResponse(body, status_code=status, headers=headers)
     response.outcome = outcome  # type: ignore[attr-defined]
     return response
 
 
 async def _receive(request: Request) -> Response:
+    hold = request.state.services.body_budget.hold()
+    try:
+        return await _receive_held(request, hold)
+    finally:
+        hold.release()
+
+
+async def _receive_held(request: Request, hold: BodyHold) -> Response:
     services: Services = request.state.services
     signature = shopify_header(request.headers, "hmac-sha256")
     if not signature:
         return _answer(401, {"error": "missing X-Shopify-Hmac-Sha256 header"}, "unauthorized")
     try:
-        body = await read_body(request, services.settings.webhook_max_body_bytes)
+        body = await read_body(request, services.settings.webhook_max_body_bytes, hold)
     except BodyTooLarge:
         limit = services.settings.webhook_max_body_bytes
         return _answer(413, {"error": f"body exceeds the {limit}-byte limit"}, "too_large")
+    except OverBudget:
+        log.warning("webhook.rejected reason=unverified_budget held=%d", hold.budget.held)
+        return _answer(
+            503,
+            {"error": "too many large unverified bodies in flight, retry later"},
+            "busy",
+            {"Retry-After": "5"},
+        )
+    except BodyTimeout:
+        response = request_timeout()
+        response.outcome = "timeout"  # type: ignore[attr-defined]
+        return response
     except ClientDisconnect:
         return _answer(400, {"error": "client disconnected before the body"}, "bad_request")
 
     app_secrets = [secret.reveal() for secret in services.settings.api_secrets]
     verified = verify_signature(body, signature, app_secrets)
+    if verified:
+        hold.release()  # verified bytes are Shopify's; the budget is for strangers' bytes
     shop_header = shopify_header(request.headers, "shop-domain") or ""
     try:
         shop_domain: str | None = normalize_shop_domain(shop_header)
@@ -249,6 +281,7 @@ async def _receive(request: Request) -> Response:
             tenant = await tenant_for_webhook(session, shop_domain) if shop_domain else None
             if not verified and tenant is not None:
                 verified = verify_signature(body, signature, _store_secrets(services, tenant))
+            hold.release()
             if not verified:
                 log.info("webhook.rejected reason=signature shop=%s", shop_header[:255])
                 return _answer(401, {"error": "HMAC signature does not match"}, "unauthorized")

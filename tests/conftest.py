@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from models import Base, create_engine, create_session_factory
 from models import migrate as migrations
 from receiver.app import create_app
+from receiver.limits import server_config
 from receiver.settings import Secret, Settings
 
 # In CI the fuzzers draw the same examples every run, so a landing never depends on luck;
@@ -200,7 +201,8 @@ class ServedApp:
         self.sock.listen(128)
         port = self.sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+        # The service's own uvicorn configuration, limits included (receiver/limits.py).
+        config = server_config(create_app(settings), settings, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
