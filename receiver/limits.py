@@ -105,6 +105,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.open = _CONNECTIONS.setdefault(server_state, OrderedDict())
         self.head_timer: asyncio.TimerHandle | None = None
         self.head_bytes = 0
+        self.in_head = False
 
     def waiting_for_head(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
@@ -131,25 +132,24 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         super().connection_lost(exc)
 
-    # The head's size is counted in the parser's callbacks, so the bytes of a body that is
-    # still arriving after its early answer (a 413) never count as a head. An exception here
-    # makes httptools fail the parse, and uvicorn answers 400 and closes.
+    # httptools buffers a header until it ends, without limit, so the head is measured here as
+    # it arrives: from the first byte of a request to the end of its headers (a chunk that
+    # also ends the previous body counts whole), never during a body.
     def on_message_begin(self) -> None:
+        self.in_head = True
         self.head_bytes = 0
         super().on_message_begin()
 
-    def on_url(self, url: bytes) -> None:
-        self._count_head(len(url))
-        super().on_url(url)
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        super().on_headers_complete()
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
-    def _count_head(self, size: int) -> None:
-        self.head_bytes += size
-        if self.head_bytes > self.limits.max_head_bytes:
-            raise HeadTooLarge(f"request head over {self.limits.max_head_bytes} bytes")
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.in_head and not self.transport.is_closing():
+            self.head_bytes += len(data)
+            if self.head_bytes > self.limits.max_head_bytes:
+                self.send_400_response("Request head too large")
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -172,10 +172,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # A request that is running has its body deadline (BodyDeadline) instead.
         if self.waiting_for_head() and not self.transport.is_closing():
             self.transport.close()
-
-
-class HeadTooLarge(Exception):
-    pass
 
 
 class BodyTimeout(ClientDisconnect):
