@@ -94,9 +94,7 @@ async def test_redact_scrubs_an_error_that_names_the_customer(backend, served, h
 async def test_redact_finds_guest_orders_by_email_and_by_phone(backend, served, http):
     tenant_id = await create_tenant(backend.sessions)
     by_email = guest_order(901, email=EMAIL.upper(), contact_email=EMAIL.upper())
-    by_phone = guest_order(
-        902, email="someone.else@example.net", contact_email=None, phone=PHONE
-    )
+    by_phone = guest_order(902, email="someone.else@example.net", contact_email=None, phone=PHONE)
     unrelated = guest_order(
         903,
         email="ada@example.org",
