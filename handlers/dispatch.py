@@ -51,7 +51,7 @@ def body_misfit(topic: str, shop_domain: str, payload: dict[str, Any]) -> str | 
             return f"body's {field} {named!r} is not the X-Shopify-Shop-Domain {shop_domain!r}"
     family, _, action = topic.partition("/")
     resource = TOPIC_RESOURCES.get(family)
-    if resource is None or action in {"edited", "redact", "data_request"}:
+    if resource is None or action in {"edited", "redact", "data_request", "purchasing_summary"}:
         return None
     if "id" not in payload:
         return f"{topic} body has no id"
