@@ -17,6 +17,7 @@ from datetime import timedelta
 from backfill.reconcile import reconcile_due_stores
 from backfill.runner import BackfillEnvironment
 from backfill.watchdog import WatchdogResult, watch_due_stores
+from handlers.errors import error_text, may_quote_data
 
 log = logging.getLogger("shopify_receiver.backfill.maintenance")
 
@@ -64,8 +65,13 @@ class MaintenanceLoop:
                 await check()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("maintenance.failed check=%s", name)
+            except Exception as exc:
+                log.error(
+                    "maintenance.failed check=%s error=%s",
+                    name,
+                    error_text(exc),
+                    exc_info=not may_quote_data(exc),
+                )
 
     async def _run(self) -> None:
         while True:

@@ -40,6 +40,7 @@ from backfill.runner import (
     page_size_for,
 )
 from handlers import upsert_records
+from handlers.errors import error_text, may_quote_data
 from handlers.normalize import Record, parse_timestamp
 from handlers.records import replace_record, tombstone
 from models import ReconcileRun, ShopRecord, SyncJob, Tenant, utcnow
@@ -667,8 +668,10 @@ async def reconcile(
     except BackfillError as exc:
         error = str(exc)
     except Exception as exc:
-        log.exception("reconcile.crashed run=%s", run_id)
-        error = f"unexpected {type(exc).__name__}: {exc}"
+        error = f"unexpected {error_text(exc)}"
+        log.error(
+            "reconcile.crashed run=%s error=%s", run_id, error, exc_info=not may_quote_data(exc)
+        )
     finished = await _finish(env, tenant_id, run_id, status, error, reports)
     log.info("reconcile.finished run=%s shop=%s status=%s", run_id, tenant.shop_domain, status)
     return finished
@@ -747,7 +750,12 @@ async def reconcile_due_stores(env: BackfillEnvironment, interval: timedelta) ->
             await reconcile(env, tenant_id, trigger="periodic")
         except LookupError:
             continue  # deleted since the sweep read it
-        except Exception:
-            log.exception("reconcile.periodic_failed tenant=%s", tenant_id)
+        except Exception as exc:
+            log.error(
+                "reconcile.periodic_failed tenant=%s error=%s",
+                tenant_id,
+                error_text(exc),
+                exc_info=not may_quote_data(exc),
+            )
         done.append(tenant_id)
     return done

@@ -20,6 +20,7 @@ from backfill.credentials import AppCredentials, TenantCredentials, oauth_token_
 from backfill.metrics import RECORDS
 from backfill.queries import BULK_RUN, BULK_STATUS, RESOURCES, Resource
 from handlers import normalize_customer, normalize_order, normalize_product, upsert_records
+from handlers.errors import error_text, may_quote_data
 from handlers.normalize import PayloadError, Record
 from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Tenant, utcnow
 from models.tenancy import use_all_tenants, use_tenant
@@ -499,8 +500,11 @@ async def run_sync_job(
         await _finish(env.sessions, job_id, "failed", str(exc))
         return "failed"
     except Exception as exc:
-        log.exception("backfill.crashed job=%s", job_id)
-        await _finish(env.sessions, job_id, "failed", f"unexpected {type(exc).__name__}: {exc}")
+        error = error_text(exc)
+        log.error(
+            "backfill.crashed job=%s error=%s", job_id, error, exc_info=not may_quote_data(exc)
+        )
+        await _finish(env.sessions, job_id, "failed", f"unexpected {error}")
         return "failed"
     finally:
         beating.cancel()

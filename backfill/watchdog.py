@@ -25,6 +25,7 @@ from backfill.runner import BackfillEnvironment, SyncAlreadyRunning, create_sync
 from backfill.subscriptions import SubscriptionReport, sync_subscriptions, topic_resource
 from handlers import handled_topics
 from handlers.dispatch import last_received
+from handlers.errors import error_text
 from models import Tenant, utcnow
 from models.tenancy import use_tenant
 
@@ -108,8 +109,8 @@ async def watch_store(env: BackfillEnvironment, tenant_id: int, uri: str) -> Wat
     try:
         report = await sync_subscriptions(env, tenant_id, uri)
     except Exception as exc:  # one store's trouble must not stop the others' checks
-        log.warning("watchdog.failed shop=%s error=%s", result.shop, exc)
-        result.error = str(exc) or type(exc).__name__
+        result.error = error_text(exc)
+        log.warning("watchdog.failed shop=%s error=%s", result.shop, result.error)
         return result
     result.subscriptions = report
     missing = report.missing_resources()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.dispatch import EventContext, handles
@@ -92,7 +92,11 @@ async def redact_personal_data(
     order_ids: list[int],
     identifiers: set[str],
 ) -> None:
-    """Remove one customer's personal data from rows and from every stored payload."""
+    """Remove one customer's personal data from rows and from every stored payload and error.
+
+    Orders are found by customer id, by `orders_to_redact`, and by the customer's email
+    (case-insensitively) or phone: a guest checkout carries no customer id at all.
+    """
     customers = await session.scalars(
         select(Customer).where(Customer.tenant_id == tenant_id, Customer.shopify_id == customer_id)
     )
@@ -102,38 +106,97 @@ async def redact_personal_data(
     orders = await session.scalars(
         select(Order).where(
             Order.tenant_id == tenant_id,
-            or_(Order.customer_shopify_id == customer_id, Order.shopify_id.in_(order_ids)),
+            _orders_of(customer_id, order_ids, identifiers),
         )
     )
     for row in orders:
         row.email = None
         row.raw = scrub(row.raw, identifiers)
     requests = await session.scalars(
-        select(ComplianceRequest).where(
-            ComplianceRequest.tenant_id == tenant_id,
-            ComplianceRequest.customer_shopify_id == customer_id,
-        )
+        select(ComplianceRequest).where(ComplianceRequest.tenant_id == tenant_id)
     )
     for request in requests:
-        request.payload = scrub(request.payload, identifiers)
-    async for event_id, payload in _tenant_payloads(session, tenant_id):
+        if request.customer_shopify_id == customer_id or mentions(
+            request.payload, customer_id, order_ids, identifiers
+        ):
+            request.payload = scrub(request.payload, identifiers)
+    async for event_id, payload, error in _tenant_payloads(session, tenant_id):
         if mentions(payload, customer_id, order_ids, identifiers):
             await session.execute(
                 update(WebhookEvent)
                 .where(WebhookEvent.id == event_id)
-                .values(payload=scrub(payload, identifiers))
+                .values(payload=scrub(payload, identifiers), error=redacted_error(error))
+                .execution_options(synchronize_session=False)
+            )
+    if identifiers:
+        # Errors stored before they were built from safe parts may quote an email or phone
+        # even where the payload does not name the customer.
+        named = await session.execute(
+            select(WebhookEvent.id, WebhookEvent.error).where(
+                WebhookEvent.tenant_id == tenant_id,
+                or_(
+                    *(
+                        func.lower(WebhookEvent.error).contains(value.lower(), autoescape=True)
+                        for value in identifiers
+                    )
+                ),
+            )
+        )
+        for event_id, error in named.all():
+            await session.execute(
+                update(WebhookEvent)
+                .where(WebhookEvent.id == event_id)
+                .values(error=redacted_error(error))
                 .execution_options(synchronize_session=False)
             )
     await session.flush()
 
 
-async def _tenant_payloads(session: AsyncSession, tenant_id: int) -> AsyncIterator[tuple[int, Any]]:
-    """Every stored payload of the tenant, in batches, so memory stays flat on a big inbox."""
+# Where an order's JSON holds a phone number (REST and GraphQL spellings).
+_ORDER_PHONE_PATHS = (
+    ("phone",),
+    ("customer", "phone"),
+    ("billing_address", "phone"),
+    ("shipping_address", "phone"),
+    ("billingAddress", "phone"),
+    ("shippingAddress", "phone"),
+)
+
+
+def _orders_of(
+    customer_id: int, order_ids: list[int], identifiers: set[str]
+) -> ColumnElement[bool]:
+    emails = sorted({value.lower() for value in identifiers if "@" in value})
+    phones = sorted(value for value in identifiers if "@" not in value)
+    conditions: list[ColumnElement[bool]] = [Order.customer_shopify_id == customer_id]
+    if order_ids:
+        conditions.append(Order.shopify_id.in_(order_ids))
+    if emails:
+        conditions.append(func.lower(Order.email).in_(emails))
+    if phones:
+        conditions.extend(Order.raw[path].as_string().in_(phones) for path in _ORDER_PHONE_PATHS)
+    return or_(*conditions)
+
+
+def redacted_error(error: str | None) -> str | None:
+    """An event's error without anything after its exception class: the class still says
+    what went wrong, and nothing that could name the person is left."""
+    if error is None:
+        return None
+    kind = error.split(":", 1)[0].split(" ", 1)[0][:100]
+    return f"{kind} (details removed by customers/redact)"
+
+
+async def _tenant_payloads(
+    session: AsyncSession, tenant_id: int
+) -> AsyncIterator[tuple[int, Any, str | None]]:
+    """Every stored payload (and error) of the tenant, in batches, so memory stays flat on a
+    big inbox."""
     after = 0
     while True:
         batch = (
             await session.execute(
-                select(WebhookEvent.id, WebhookEvent.payload)
+                select(WebhookEvent.id, WebhookEvent.payload, WebhookEvent.error)
                 .where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.id > after)
                 .order_by(WebhookEvent.id)
                 .limit(SCAN_BATCH)
@@ -141,8 +204,8 @@ async def _tenant_payloads(session: AsyncSession, tenant_id: int) -> AsyncIterat
         ).all()
         if not batch:
             return
-        for event_id, payload in batch:
-            yield event_id, payload
+        for event_id, payload, error in batch:
+            yield event_id, payload, error
         after = batch[-1][0]
 
 
@@ -219,7 +282,7 @@ async def export_customer(
         )
     )
     events = []
-    async for event_id, payload in _tenant_payloads(session, tenant_id):
+    async for event_id, payload, _error in _tenant_payloads(session, tenant_id):
         if mentions(payload, customer_id, order_ids, identifiers):
             event = await session.get(WebhookEvent, event_id)
             if event is not None:

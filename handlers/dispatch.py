@@ -12,6 +12,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from handlers.errors import error_text
 from models import Tenant, WebhookEvent, utcnow
 from models.tenancy import use_tenant
 
@@ -19,7 +20,6 @@ log = logging.getLogger("shopify_receiver.handlers")
 
 # Shopify sends these even after uninstall (shop/redact comes 48 hours later).
 COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
-MAX_ERROR_LENGTH = 4000
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def body_misfit(topic: str, shop_domain: str, payload: dict[str, Any]) -> str | 
             return f"body's {field} {named!r} is not the X-Shopify-Shop-Domain {shop_domain!r}"
     family, _, action = topic.partition("/")
     resource = TOPIC_RESOURCES.get(family)
-    if resource is None or action in {"edited", "redact", "data_request"}:
+    if resource is None or action in {"edited", "redact", "data_request", "purchasing_summary"}:
         return None
     if "id" not in payload:
         return f"{topic} body has no id"
@@ -95,7 +95,8 @@ async def apply_event(session: AsyncSession, context: EventContext, payload: Any
 
 
 def failure_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+    """What `webhook_events.error` and the WARNING line say: never a payload or row value."""
+    return error_text(exc)
 
 
 # query_canceled (statement_timeout among its causes) and

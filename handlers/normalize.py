@@ -7,6 +7,7 @@ A record is a dict of column values for the resource's table, without `tenant_id
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -76,20 +77,49 @@ def parse_timestamp(value: Any, field: str = "timestamp") -> datetime | None:
         raise PayloadError(f"{field}: {value!r} is out of range") from exc
 
 
+# Money bounds: under 10^16 (what NUMERIC(20, 4) held before) with at most 20 decimals. Shopify
+# sends 2 to 4; a hostile `1e999999` or ten thousand digits is refused here, the same on both
+# backends, instead of bloating rows or failing in one database and not the other.
+MAX_MONEY = Decimal("1e16")
+MAX_MONEY_DECIMALS = 20
+# Plain decimal text as Shopify writes it (Python's Decimal would also take "1_000", " 5 ",
+# "Infinity"). The length cap keeps a hostile string from being parsed at all.
+_MONEY_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,7})?")
+_MAX_MONEY_TEXT = 64
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
+
+
 def parse_money(value: Any, field: str = "amount") -> Decimal | None:
+    """The amount exactly as sent, in the one form both backends store and return alike:
+    `12.3456789` stays so, `0.10` keeps its two places, `1E+2` becomes `100` (PostgreSQL keeps
+    no positive exponent) and `-0.00` becomes `0.00` (nor a negative zero)."""
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise PayloadError(f"{field}: expected an amount, got {value!r}")
+        raise PayloadError(f"{field}: expected an amount, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise PayloadError(f"{field}: {value!r} is not a finite amount")
+    # str() first: Decimal(0.1) would carry the float's binary error into the books.
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > _MAX_MONEY_TEXT or not _MONEY_TEXT.fullmatch(text):
+        raise PayloadError(f"{field}: {_shown(value)} is not an amount")
     try:
-        # str() first: Decimal(0.1) would carry the float's binary error into the books.
-        amount = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise PayloadError(f"{field}: {value!r} is not an amount") from exc
-    if not amount.is_finite() or abs(amount) >= Decimal("1e16"):
-        raise PayloadError(f"{field}: {value!r} is out of range")
+        amount = Decimal(text)
+    except InvalidOperation as exc:  # pragma: no cover - the pattern admits only numbers
+        raise PayloadError(f"{field}: {_shown(value)} is not an amount") from exc
+    exponent = amount.as_tuple().exponent
+    if not isinstance(exponent, int) or abs(amount) >= MAX_MONEY:
+        raise PayloadError(f"{field}: {_shown(value)} is out of range")
+    if exponent < -MAX_MONEY_DECIMALS:
+        raise PayloadError(f"{field}: {_shown(value)} has more than {MAX_MONEY_DECIMALS} decimals")
+    if exponent > 0:
+        amount = amount.quantize(Decimal(1))
+    if amount.is_zero():
+        amount = abs(amount)
     return amount
 
 
@@ -147,16 +177,89 @@ def _shop_money(bag: Any, field: str) -> tuple[Decimal | None, str | None]:
 
 def _common(payload: Mapping[str, Any], resource: str) -> Record:
     graphql = is_graphql_node(payload)
-    return {
+    created_key = "createdAt" if graphql else "created_at"
+    record: Record = {
         "shopify_id": parse_shopify_id(payload["id"], f"{resource}.id"),
-        "shopify_created_at": parse_timestamp(
-            payload.get("createdAt" if graphql else "created_at"), f"{resource}.created_at"
-        ),
+        # Always present: it is the order guard, and an absent one (None) only ever writes
+        # over a row that has none either.
         "shopify_updated_at": parse_timestamp(
             payload.get("updatedAt" if graphql else "updated_at"), f"{resource}.updated_at"
         ),
         "raw": dict(payload),
     }
+    if created_key in payload:
+        record["shopify_created_at"] = parse_timestamp(
+            payload[created_key], f"{resource}.created_at"
+        )
+    return record
+
+
+def _present(
+    record: Record, payload: Mapping[str, Any], sources: Mapping[str, tuple[str, ...]]
+) -> Record:
+    """`record` without the columns none of whose payload keys are there: a field absent from a
+    payload is unknown, not empty, so it must not erase what is stored (absent is not null).
+    A key that is present with null still writes NULL."""
+    for column, keys in sources.items():
+        if not any(key in payload for key in keys):
+            record.pop(column, None)
+    return record
+
+
+_CUSTOMER_GRAPHQL_SOURCES = {
+    "email": ("email", "defaultEmailAddress"),
+    "first_name": ("firstName",),
+    "last_name": ("lastName",),
+    "phone": ("phone", "defaultPhoneNumber"),
+    "state": ("state",),
+    "amount_spent": ("amountSpent",),
+    "currency": ("amountSpent",),
+    "orders_count": ("numberOfOrders",),
+}
+# Since API version 2025-01 customer webhooks carry no `total_spent` / `orders_count` (they come
+# on customers/purchasing_summary): the currency is written only beside its amount.
+_CUSTOMER_REST_SOURCES = {
+    "email": ("email",),
+    "first_name": ("first_name",),
+    "last_name": ("last_name",),
+    "phone": ("phone",),
+    "state": ("state",),
+    "amount_spent": ("total_spent", "amount_spent"),
+    "currency": ("total_spent", "amount_spent"),
+    "orders_count": ("orders_count",),
+}
+_PRODUCT_SOURCES = {
+    "title": ("title",),
+    "handle": ("handle",),
+    "status": ("status",),
+    "vendor": ("vendor",),
+    "product_type": ("product_type", "productType"),
+    "tags": ("tags",),
+}
+_ORDER_GRAPHQL_SOURCES = {
+    "name": ("name",),
+    "email": ("email",),
+    "customer_shopify_id": ("customer",),
+    "currency": ("currencyCode", "totalPriceSet"),
+    "total_price": ("totalPriceSet",),
+    "subtotal_price": ("subtotalPriceSet",),
+    "financial_status": ("displayFinancialStatus",),
+    "fulfillment_status": ("displayFulfillmentStatus",),
+    "cancelled_at": ("cancelledAt",),
+    "processed_at": ("processedAt",),
+}
+_ORDER_REST_SOURCES = {
+    "name": ("name",),
+    "email": ("email",),
+    "customer_shopify_id": ("customer",),
+    "currency": ("currency",),
+    "total_price": ("total_price", "total_price_set"),
+    "subtotal_price": ("subtotal_price", "subtotal_price_set"),
+    "financial_status": ("financial_status",),
+    "fulfillment_status": ("fulfillment_status",),
+    "cancelled_at": ("cancelled_at",),
+    "processed_at": ("processed_at",),
+}
 
 
 def normalize_customer(payload: Any) -> Record:
@@ -182,7 +285,7 @@ def normalize_customer(payload: Any) -> Record:
             "currency": currency,
             "orders_count": parse_count(payload.get("numberOfOrders"), "customer.numberOfOrders"),
         }
-        return record
+        return _present(record, payload, _CUSTOMER_GRAPHQL_SOURCES)
     # REST: older versions send `total_spent` (string) and `orders_count`, newer ones may send
     # `amount_spent` as a money object; accept both.
     spent = payload.get("amount_spent")
@@ -202,7 +305,7 @@ def normalize_customer(payload: Any) -> Record:
         "currency": currency or optional_text(payload.get("currency"), "customer.currency"),
         "orders_count": parse_count(payload.get("orders_count"), "customer.orders_count"),
     }
-    return record
+    return _present(record, payload, _CUSTOMER_REST_SOURCES)
 
 
 def normalize_tags(value: Any, field: str = "product.tags") -> str | None:
@@ -232,7 +335,7 @@ def normalize_product(payload: Any) -> Record:
         ),
         "tags": normalize_tags(payload.get("tags")),
     }
-    return record
+    return _present(record, payload, _PRODUCT_SOURCES)
 
 
 # GraphQL's displayFulfillmentStatus spelled the way REST's fulfillment_status is. REST knows
@@ -270,7 +373,7 @@ def normalize_order(payload: Any) -> Record:
             "cancelled_at": parse_timestamp(payload.get("cancelledAt"), "order.cancelledAt"),
             "processed_at": parse_timestamp(payload.get("processedAt"), "order.processedAt"),
         }
-        return record
+        return _present(record, payload, _ORDER_GRAPHQL_SOURCES)
     customer = _mapping(payload.get("customer"), "order.customer")
     total = parse_money(payload.get("total_price"), "order.total_price")
     if total is None:
@@ -292,4 +395,31 @@ def normalize_order(payload: Any) -> Record:
         "cancelled_at": parse_timestamp(payload.get("cancelled_at"), "order.cancelled_at"),
         "processed_at": parse_timestamp(payload.get("processed_at"), "order.processed_at"),
     }
+    return _present(record, payload, _ORDER_REST_SOURCES)
+
+
+def normalize_purchasing_summary(payload: Any) -> Record:
+    """customers/purchasing_summary (API 2025-01 and later): a customer's lifetime spend and
+    order count, which the customer webhooks no longer carry. Its `occurredAt` orders it
+    against other summaries (`purchasing_summary_at`); a key it lacks is left alone."""
+    if not isinstance(payload, Mapping):
+        raise PayloadError("purchasing_summary: payload must be a JSON object")
+    if "customerId" not in payload:
+        raise PayloadError("purchasing_summary: payload has no customerId")
+    record: Record = {
+        "shopify_id": parse_shopify_id(payload["customerId"], "purchasing_summary.customerId"),
+        "purchasing_summary_at": parse_timestamp(
+            payload.get("occurredAt"), "purchasing_summary.occurredAt"
+        ),
+    }
+    if "amountSpent" in payload:
+        spent = _mapping(payload["amountSpent"], "purchasing_summary.amountSpent")
+        record["amount_spent"] = parse_money(spent.get("amount"), "purchasing_summary.amountSpent")
+        record["currency"] = optional_text(
+            spent.get("currencyCode", spent.get("currency_code")), "purchasing_summary.currency"
+        )
+    if "numberOfOrders" in payload:
+        record["orders_count"] = parse_count(
+            payload["numberOfOrders"], "purchasing_summary.numberOfOrders"
+        )
     return record

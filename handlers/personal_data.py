@@ -74,6 +74,11 @@ def _scrub(value: Any, known: set[str]) -> Any:
     return value
 
 
+# Keys whose value is the id of a customer or order (REST and GraphQL-style payloads, such as
+# customers/purchasing_summary's customerId and lastOrderId).
+_ID_KEYS = frozenset({"id", "order_id", "customer_id", "customerId", "orderId", "lastOrderId"})
+
+
 def mentions(
     value: Any, customer_id: int, order_ids: Collection[int], identifiers: Collection[str]
 ) -> bool:
@@ -96,7 +101,7 @@ def _id_value(value: Any) -> int | None:
 def _mentions(value: Any, wanted_ids: set[int], known: set[str]) -> bool:
     if isinstance(value, dict):
         for key, item in value.items():
-            if key in {"id", "order_id", "customer_id"} and _id_value(item) in wanted_ids:
+            if key in _ID_KEYS and _id_value(item) in wanted_ids:
                 return True
             if _mentions(item, wanted_ids, known):
                 return True

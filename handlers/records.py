@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.normalize import Record
-from models import ShopRecord, utcnow
+from models import Customer, ShopRecord, utcnow
 from models.upsert import insert_on_conflict
 
 # Columns an upsert never overwrites: the row's identity and its tombstone.
@@ -56,9 +56,16 @@ async def upsert_records(
     ]
     if not rows:
         return 0
+    # Records lack the columns their payload lacked (absent is not null), and one executemany
+    # needs one column set: one statement per set, in id order within each. A backfill page
+    # comes from one query, so it is one set and still one executemany.
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
     # Core, on the session's connection: the ORM's execute path costs more CPU than the write.
     connection = await session.connection()
-    await connection.execute(_upsert_statement(session, model, tuple(rows[0])), rows)
+    for names, group in groups.items():
+        await connection.execute(_upsert_statement(session, model, names), group)
     return len(rows)
 
 
@@ -162,3 +169,33 @@ async def replace_record(
 
 def _holds(column: ColumnElement[datetime], value: datetime | None) -> ColumnElement[bool]:
     return column.is_(None) if value is None else column == value
+
+
+async def apply_purchasing_summary(
+    session: AsyncSession, tenant_id: int, summary: Record, *, source: str
+) -> None:
+    """Write a customer's spend and order count from customers/purchasing_summary.
+
+    Summaries are ordered among themselves by when they occurred (`purchasing_summary_at`),
+    not by the customer's `updated_at`, which they do not carry: an older summary never
+    overwrites a newer one, and one without a time only fills a row that has none. The row is
+    created if the summary arrives before the customer; a tombstone stays final. Only the
+    columns the summary carries are written.
+    """
+    table = Customer.__table__
+    values = {**summary, "tenant_id": tenant_id, "source": source, "synced_at": utcnow()}
+    statement = insert_on_conflict(session, table).values(values)
+    excluded = statement.excluded
+    updated = [name for name in values if name not in _KEEP_ON_UPDATE]
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.tenant_id, table.c.shopify_id],
+        set_={name: excluded[name] for name in updated},
+        where=and_(
+            table.c.deleted_at.is_(None),
+            or_(
+                table.c.purchasing_summary_at.is_(None),
+                excluded.purchasing_summary_at >= table.c.purchasing_summary_at,
+            ),
+        ),
+    )
+    await session.execute(statement)

@@ -14,10 +14,11 @@ from handlers.normalize import (
     normalize_customer,
     normalize_order,
     normalize_product,
+    normalize_purchasing_summary,
     parse_shopify_id,
     parse_timestamp,
 )
-from handlers.records import tombstone, upsert_records
+from handlers.records import apply_purchasing_summary, tombstone, upsert_records
 from models import Customer, Order, Product, ShopRecord, SyncJob, Tenant, utcnow
 from models.upsert import insert_on_conflict
 
@@ -65,6 +66,18 @@ handles(
     "customers/disable",
 )(_upsert_handler(Customer, normalize_customer))
 handles("customers/delete")(_delete_handler(Customer))
+
+
+@handles("customers/purchasing_summary")
+async def record_purchasing_summary(
+    session: AsyncSession, context: EventContext, payload: dict[str, Any]
+) -> None:
+    """Lifetime spend and order count, which customer webhooks stopped carrying in 2025-01."""
+    await apply_purchasing_summary(
+        session, context.tenant_id, normalize_purchasing_summary(payload), source="webhook"
+    )
+
+
 handles("products/create", "products/update")(_upsert_handler(Product, normalize_product))
 handles("products/delete")(_delete_handler(Product))
 

@@ -28,6 +28,9 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(url: str, **options: Any) -> AsyncEngine:
+    # A statement's parameters are shop data (emails, addresses, whole payloads): they must
+    # never reach an error message, where they would be stored and logged.
+    options.setdefault("hide_parameters", True)
     if is_sqlite(url):
         return _create_sqlite_engine(url, **options)
     options.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)

@@ -102,6 +102,9 @@ class Customer(ShopRecord):
     amount_spent: Mapped[Decimal | None]
     currency: Mapped[str | None] = mapped_column(String(8))
     orders_count: Mapped[int | None] = mapped_column(BigInteger)
+    # When the customers/purchasing_summary that set amount_spent and orders_count occurred:
+    # summaries are applied in that order (they carry no updated_at).
+    purchasing_summary_at: Mapped[datetime | None]
 
 
 class Product(ShopRecord):

@@ -44,8 +44,9 @@ LAG_SAMPLE = 5000
 FAILED_EVENTS = 20
 SYNC_JOBS = 10
 RECENT_ORDERS = 5
-# Money columns hold four decimal places (NUMERIC(20, 4)); on SQLite each amount is summed as
-# an exact integer number of ten-thousandths.
+# Money is stored exactly as sent (up to 20 decimals). PostgreSQL sums it exactly; SQLite has
+# no decimal arithmetic, so there each amount is summed as a whole number of ten-thousandths
+# (exact for amounts with at most four decimals under about 9e11, which is what shops send).
 MONEY_SCALE = 10_000
 REVENUE_WINDOWS = {"all_time": None, "last_7_days": 7, "last_30_days": 30}
 NO_STORE = {"Cache-Control": "no-store"}

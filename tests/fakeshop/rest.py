@@ -40,7 +40,18 @@ REST_FULFILLMENT = {
     "RESTOCKED": "restocked",
 }
 
-SpendStyle = Literal["total_spent", "amount_spent"]
+# "current": API 2025-01 and later, whose customer webhooks carry no spend, order count, tags or
+# marketing consent (those arrive on customers/purchasing_summary and their own topics).
+SpendStyle = Literal["total_spent", "amount_spent", "current"]
+# What a "current" customer payload no longer has.
+REMOVED_IN_2025_01 = (
+    "orders_count",
+    "tags",
+    "last_order_id",
+    "last_order_name",
+    "email_marketing_consent",
+    "sms_marketing_consent",
+)
 
 
 def local_time(stamp: str | None, offset: timedelta) -> str | None:
@@ -87,8 +98,8 @@ class RestRenderer:
     ) -> None:
         self.store = store
         self.utc_offset = utc_offset
-        # Customer webhooks of older API versions carry `total_spent`; whether current ones
-        # do is unverified (SHOPIFY.md), so either shape can be rendered.
+        # Customer webhooks of older API versions carry `total_spent` (or a money object);
+        # since 2025-01 they carry neither ("current").
         self.spend = spend
 
     def _time(self, stamp: str | None) -> str | None:
@@ -164,7 +175,10 @@ class RestRenderer:
                 else None
             ),
         }
-        if self.spend == "amount_spent":
+        if self.spend == "current":
+            for key in REMOVED_IN_2025_01:
+                del payload[key]
+        elif self.spend == "amount_spent":
             payload["amount_spent"] = {"amount": spent, "currency_code": currency}
         else:
             payload["total_spent"] = spent

@@ -73,7 +73,13 @@ def other_customer() -> tuple[dict, dict]:
 
 
 async def seed_store(http: httpx.AsyncClient, served: ServedApp) -> None:
-    for topic in ("customers/create", "orders/create", "orders/paid", "customers/data_request"):
+    for topic in (
+        "customers/create",
+        "customers/purchasing_summary",
+        "orders/create",
+        "orders/paid",
+        "customers/data_request",
+    ):
         assert await post(http, served, topic) == "processed"
     customer, order = other_customer()
     assert await post(http, served, "customers/create", customer) == "processed"
@@ -156,6 +162,7 @@ async def test_data_request_is_recorded_and_exportable(backend, served, http):
     assert exported_topics == [
         "customers/create",
         "customers/data_request",
+        "customers/purchasing_summary",
         "orders/create",
         "orders/paid",
     ]

@@ -228,7 +228,8 @@ async def test_batch_upsert_keeps_the_newest_copy_of_a_repeated_id(backend):
 
 async def test_customers_and_products_normalise_the_same_from_both_shapes(backend):
     tenant_id = await create_tenant(backend.sessions)
-    customer = sample_payload("customers/update")
+    # As API versions before 2025-01 sent it: with spend and order count.
+    customer = sample_payload("customers/update") | {"total_spent": "199.90", "orders_count": 3}
     product = sample_payload("products/update")
     customer_node = {
         "id": f"gid://shopify/Customer/{customer['id']}",

@@ -49,8 +49,16 @@ SHOP = "reconcile-store.myshopify.com"
 BOX = SecretBox([TEST_ENCRYPTION_KEY])
 # The simulator shows every order whatever the scope; saying so lets reconcile compare them all.
 ALL_ORDERS = f"{DEFAULT_SCOPE},read_all_orders"
-# Bookkeeping columns that say how a row was written, not what Shopify holds.
-NOT_COMPARED = {"id", "tenant_id", "synced_at", "source", "deleted_at", "edited_at"}
+# Written by our own bookkeeping or by webhook-only topics (orders/edited, purchasing summaries).
+NOT_COMPARED = {
+    "id",
+    "tenant_id",
+    "synced_at",
+    "source",
+    "deleted_at",
+    "edited_at",
+    "purchasing_summary_at",
+}
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Trust: the store's Shopify shop id, server-side sessions, scoped read-only API tokens, and
-money stored exactly as Shopify sent it.
+"""Trust: the store's Shopify shop id, server-side sessions, scoped read-only API tokens,
+money stored exactly as Shopify sent it, and the time of a customer's purchasing summary.
 
 Revision ID: 0006
 Revises: 0005
@@ -70,6 +70,9 @@ def upgrade() -> None:
             "tenant_id", BIG_ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
         ),
     )
+    with op.batch_alter_table("customers") as batch:
+        # When the applied customers/purchasing_summary occurred: summaries apply in that order.
+        batch.add_column(sa.Column("purchasing_summary_at", TIMESTAMP))
     if op.get_bind().dialect.name == "postgresql":
         # Unconstrained NUMERIC keeps every digit Shopify sent (NUMERIC(20, 4) rounded).
         for table, column in MONEY_COLUMNS:
@@ -82,6 +85,8 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         for table, column in MONEY_COLUMNS:
             op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE numeric(20, 4)")
+    with op.batch_alter_table("customers") as batch:
+        batch.drop_column("purchasing_summary_at")
     op.drop_table("api_token_tenants")
     with op.batch_alter_table("api_tokens") as batch:
         batch.drop_column("read_only")
