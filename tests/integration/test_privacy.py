@@ -29,11 +29,11 @@ def guest_order(order_id: int, **fields: object) -> dict:
     }
 
 
+# PostgreSQL only: SQLite does not enforce column widths, so this write does not fail there.
+@pytest.mark.parametrize("backend_session", ["postgresql"], indirect=True)
 async def test_database_error_stores_and_logs_no_values_and_redact_leaves_none(
     backend, served, http
 ):
-    if backend.name != "postgresql":
-        pytest.skip("SQLite does not enforce column widths, so this write does not fail there")
     tenant_id = await create_tenant(backend.sessions)
     assert await post(http, served, "customers/create") == "processed"
     # financial_status is VARCHAR(32): PostgreSQL refuses the row, and the statement's
