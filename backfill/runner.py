@@ -18,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backfill.client import AdminClient, BackfillError, CredentialsInvalid, QueryTooCostly
 from backfill.credentials import AppCredentials, TenantCredentials, oauth_token_url
 from backfill.metrics import RECORDS
-from backfill.queries import BULK_RUN, BULK_STATUS, RESOURCES, Resource
+from backfill.queries import BULK_RUN, BULK_STATUS, RESOURCES, SHOP_ID, Resource
 from handlers import normalize_customer, normalize_order, normalize_product, upsert_records
-from handlers.normalize import PayloadError, Record
+from handlers.normalize import PayloadError, Record, parse_shopify_id
+from handlers.shop_identity import ShopMismatch, record_shop_id
 from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Tenant, utcnow
 from models.tenancy import use_all_tenants, use_tenant
 
@@ -247,6 +248,7 @@ class JobRun:
         return " ".join(terms) or None
 
     async def run(self) -> None:
+        await self._check_shop()
         for name in self.job.resources:
             state = self.progress.setdefault(name, {"cursor": None, "count": 0, "done": False})
             if state.get("done"):
@@ -257,6 +259,32 @@ class JobRun:
                 await self._bulk(RESOURCES[name], state)
             else:
                 await self._pages(RESOURCES[name], state)
+
+    async def _check_shop(self) -> None:
+        """Hold the store's Shopify shop id (destructive webhooks are checked on it), and
+        refuse to import another shop's records: a held id that differs, or an id another
+        store holds, means the token or the Admin API address is not this store's."""
+        try:
+            data = await self.client.execute(SHOP_ID, cost=1)
+        except CredentialsInvalid:
+            raise
+        except BackfillError as exc:
+            # Retried already; the pages would fail the same way if Shopify were really down,
+            # and the id is asked again by the next job.
+            log.warning(
+                "backfill.shop_id_unavailable shop=%s error=%s", self.tenant.shop_domain, exc
+            )
+            return
+        try:
+            shop_id = parse_shopify_id((data.get("shop") or {}).get("id"), "shop.id")
+        except PayloadError as exc:
+            raise BackfillError(f"Shopify sent no usable shop id: {exc}") from exc
+        async with self.env.sessions() as session, session.begin():
+            await use_tenant(session, self.tenant.id)
+            try:
+                await record_shop_id(session, self.tenant.id, shop_id)
+            except ShopMismatch as exc:
+                raise BackfillError(str(exc)) from exc
 
     async def _total(self, resource: Resource) -> int | None:
         try:
