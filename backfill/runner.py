@@ -221,6 +221,31 @@ async def claimable_job_ids(
         return list(rows)
 
 
+async def hold_shop_id(env: BackfillEnvironment, client: AdminClient, tenant: Tenant) -> None:
+    """Ask Shopify for the store's shop id (`shop { id }`, cost 1) and hold it: destructive
+    webhooks are checked on it. A held id that differs, or one another store holds, means the
+    token or the Admin API address is not this store's: BackfillError, never an overwrite."""
+    try:
+        data = await client.execute(SHOP_ID, cost=1)
+    except CredentialsInvalid:
+        raise
+    except BackfillError as exc:
+        # Retried already; the work that follows fails the same way if Shopify is really
+        # down, and the id is asked again next time.
+        log.warning("backfill.shop_id_unavailable shop=%s error=%s", tenant.shop_domain, exc)
+        return
+    try:
+        shop_id = parse_shopify_id((data.get("shop") or {}).get("id"), "shop.id")
+    except PayloadError as exc:
+        raise BackfillError(f"Shopify sent no usable shop id: {exc}") from exc
+    async with env.sessions() as session, session.begin():
+        await use_tenant(session, tenant.id)
+        try:
+            await record_shop_id(session, tenant.id, shop_id)
+        except ShopMismatch as exc:
+            raise BackfillError(str(exc)) from exc
+
+
 class JobRun:
     """One attempt at one job; every page commits its records together with the checkpoint."""
 
@@ -261,30 +286,7 @@ class JobRun:
                 await self._pages(RESOURCES[name], state)
 
     async def _check_shop(self) -> None:
-        """Hold the store's Shopify shop id (destructive webhooks are checked on it), and
-        refuse to import another shop's records: a held id that differs, or an id another
-        store holds, means the token or the Admin API address is not this store's."""
-        try:
-            data = await self.client.execute(SHOP_ID, cost=1)
-        except CredentialsInvalid:
-            raise
-        except BackfillError as exc:
-            # Retried already; the pages would fail the same way if Shopify were really down,
-            # and the id is asked again by the next job.
-            log.warning(
-                "backfill.shop_id_unavailable shop=%s error=%s", self.tenant.shop_domain, exc
-            )
-            return
-        try:
-            shop_id = parse_shopify_id((data.get("shop") or {}).get("id"), "shop.id")
-        except PayloadError as exc:
-            raise BackfillError(f"Shopify sent no usable shop id: {exc}") from exc
-        async with self.env.sessions() as session, session.begin():
-            await use_tenant(session, self.tenant.id)
-            try:
-                await record_shop_id(session, self.tenant.id, shop_id)
-            except ShopMismatch as exc:
-                raise BackfillError(str(exc)) from exc
+        await hold_shop_id(self.env, self.client, self.tenant)
 
     async def _total(self, resource: Resource) -> int | None:
         try:
