@@ -111,3 +111,10 @@ query BulkStatus($id: ID!) {
   }
 }
 """
+
+# The store's Shopify shop id: destructive webhooks are checked against it (cost 1).
+SHOP_ID = """
+query ShopId {
+  shop { id }
+}
+"""

@@ -18,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backfill.client import AdminClient, BackfillError, CredentialsInvalid, QueryTooCostly
 from backfill.credentials import AppCredentials, TenantCredentials, oauth_token_url
 from backfill.metrics import RECORDS
-from backfill.queries import BULK_RUN, BULK_STATUS, RESOURCES, Resource
+from backfill.queries import BULK_RUN, BULK_STATUS, RESOURCES, SHOP_ID, Resource
 from handlers import normalize_customer, normalize_order, normalize_product, upsert_records
 from handlers.errors import error_text, may_quote_data
-from handlers.normalize import PayloadError, Record
+from handlers.normalize import PayloadError, Record, parse_shopify_id
+from handlers.shop_identity import ShopMismatch, record_shop_id
 from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Tenant, utcnow
 from models.tenancy import use_all_tenants, use_tenant
 
@@ -221,6 +222,31 @@ async def claimable_job_ids(
         return list(rows)
 
 
+async def hold_shop_id(env: BackfillEnvironment, client: AdminClient, tenant: Tenant) -> None:
+    """Ask Shopify for the store's shop id (`shop { id }`, cost 1) and hold it: destructive
+    webhooks are checked on it. A held id that differs, or one another store holds, means the
+    token or the Admin API address is not this store's: BackfillError, never an overwrite."""
+    try:
+        data = await client.execute(SHOP_ID, cost=1)
+    except CredentialsInvalid:
+        raise
+    except BackfillError as exc:
+        # Retried already; the work that follows fails the same way if Shopify is really
+        # down, and the id is asked again next time.
+        log.warning("backfill.shop_id_unavailable shop=%s error=%s", tenant.shop_domain, exc)
+        return
+    try:
+        shop_id = parse_shopify_id((data.get("shop") or {}).get("id"), "shop.id")
+    except PayloadError as exc:
+        raise BackfillError(f"Shopify sent no usable shop id: {exc}") from exc
+    async with env.sessions() as session, session.begin():
+        await use_tenant(session, tenant.id)
+        try:
+            await record_shop_id(session, tenant.id, shop_id)
+        except ShopMismatch as exc:
+            raise BackfillError(str(exc)) from exc
+
+
 class JobRun:
     """One attempt at one job; every page commits its records together with the checkpoint."""
 
@@ -248,6 +274,7 @@ class JobRun:
         return " ".join(terms) or None
 
     async def run(self) -> None:
+        await self._check_shop()
         for name in self.job.resources:
             state = self.progress.setdefault(name, {"cursor": None, "count": 0, "done": False})
             if state.get("done"):
@@ -258,6 +285,9 @@ class JobRun:
                 await self._bulk(RESOURCES[name], state)
             else:
                 await self._pages(RESOURCES[name], state)
+
+    async def _check_shop(self) -> None:
+        await hold_shop_id(self.env, self.client, self.tenant)
 
     async def _total(self, resource: Resource) -> int | None:
         try:

@@ -29,7 +29,7 @@ from sqlalchemy import delete, update
 
 from backfill.client import AdminClient, BackfillError
 from backfill.queries import RESOURCES
-from backfill.runner import BackfillEnvironment, admin_client_for
+from backfill.runner import BackfillEnvironment, admin_client_for, hold_shop_id
 from handlers import handled_topics
 from handlers.dispatch import COMPLIANCE_TOPICS
 from models import Tenant, WebhookSubscription, utcnow
@@ -402,6 +402,9 @@ async def _check(
         raise ValueError("the webhook address is empty (is PUBLIC_URL set?)")
     loaded = await _load_tenant(env, tenant)
     client = admin_client_for(env, loaded)
+    if repair and loaded.shopify_shop_id is None:
+        # One cost-1 query, once per store: destructive webhooks are checked on the id.
+        await hold_shop_id(env, client, loaded)
     existing = await fetch_subscriptions(client)
     found = plan(existing, uri)
     report = SubscriptionReport(

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers import handled_topics, process_event
 from handlers.compliance import export_customer
+from handlers.shop_identity import DESTRUCTIVE_TOPICS
 from models import (
     SyncJob,
     Tenant,
@@ -231,21 +232,26 @@ def send_test_webhook(topic: str, shop: str, url: str, payload_file: str | None)
     """Post a realistic, correctly signed sample webhook to a running receiver."""
     settings = _settings()
     shop = _shop(shop)
+
+    async def store_facts(session: AsyncSession) -> tuple[str | None, int | None]:
+        tenant = await find_tenant(session, shop)
+        secrets = webhook_secrets(settings.secret_box(), tenant) if tenant else []
+        return (secrets[0] if secrets else None), (tenant.shopify_shop_id if tenant else None)
+
+    secret, shop_id = _with_session(settings, store_facts)
     if payload_file:
         body = Path(payload_file).read_bytes()
     else:
         try:
-            body = json.dumps(sample_payload(topic, shop)).encode()
+            payload = sample_payload(topic, shop)
         except KeyError:
             known = ", ".join(handled_topics())
             raise click.BadParameter(f"no sample for {topic}; samples exist for: {known}") from None
-
-    async def store_secret(session: AsyncSession) -> str | None:
-        tenant = await find_tenant(session, shop)
-        secrets = webhook_secrets(settings.secret_box(), tenant) if tenant else []
-        return secrets[0] if secrets else None
-
-    secret = _with_session(settings, store_secret)
+        if topic in DESTRUCTIVE_TOPICS:
+            # The sample's shop id is made up: sent as is, the receiver would learn it as this
+            # store's and refuse Shopify's real requests. The id we hold, or none.
+            payload["id" if topic == "app/uninstalled" else "shop_id"] = shop_id
+        body = json.dumps(payload).encode()
     if secret is None:
         if not settings.api_secrets:
             raise click.ClickException(

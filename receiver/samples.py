@@ -32,7 +32,8 @@ def _load(topic: str) -> dict[str, Any]:
 def sample_payload(topic: str, shop: str = SAMPLE_SHOP) -> dict[str, Any]:
     """The sample for `topic`, addressed to `shop` wherever the payload names its shop."""
     payload = copy.deepcopy(_load(topic))
-    for key in ("shop_domain", "myshopify_domain"):
+    # `domain` is the shop's primary domain; the sample's is its myshopify domain.
+    for key in ("shop_domain", "myshopify_domain", "domain"):
         if key in payload:
             payload[key] = shop
     return payload

@@ -37,11 +37,13 @@ class WebhookTenant:
     id: int
     status: str
     webhook_secrets_encrypted: str | None
+    # What destructive topics are checked on (handlers.shop_identity).
+    shopify_shop_id: int | None = None
 
 
-_WEBHOOK_TENANT = select(Tenant.id, Tenant.status, Tenant.webhook_secrets_encrypted).where(
-    Tenant.shop_domain == bindparam("shop")
-)
+_WEBHOOK_TENANT = select(
+    Tenant.id, Tenant.status, Tenant.webhook_secrets_encrypted, Tenant.shopify_shop_id
+).where(Tenant.shop_domain == bindparam("shop"))
 # The same, and on PostgreSQL it also scopes the transaction to the store (what `use_tenant`
 # does): every webhook needs both, and this is one round trip instead of two.
 _WEBHOOK_TENANT_SCOPED = _WEBHOOK_TENANT.add_columns(
@@ -57,7 +59,7 @@ async def tenant_for_webhook(session: AsyncSession, shop_domain: str) -> Webhook
     # Core, on the session's connection: the ORM's execute path costs more CPU than the query.
     connection = await session.connection()
     row = (await connection.execute(statement, {"shop": shop_domain})).first()
-    return None if row is None else WebhookTenant(row[0], row[1], row[2])
+    return None if row is None else WebhookTenant(row[0], row[1], row[2], row[3])
 
 
 def webhook_secrets(box: SecretBox, tenant: Tenant | WebhookTenant) -> list[str]:

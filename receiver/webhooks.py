@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from handlers.dispatch import (
+    HANDLERS,
     EventContext,
     apply_event,
     body_misfit,
@@ -27,8 +28,10 @@ from handlers.dispatch import (
     is_disconnect,
     log_outcome,
     skip_reason,
+    vet_shop,
 )
 from handlers.normalize import PayloadError, parse_timestamp
+from handlers.shop_identity import ShopMismatch
 from models import WebhookEvent, utcnow
 from models.tenancy import use_all_tenants, use_tenant
 from models.upsert import insert_on_conflict
@@ -47,7 +50,9 @@ from receiver.tenants import (
 
 log = logging.getLogger("shopify_receiver.webhooks")
 
-TOPIC = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+){1,3}")
+# Any topic Shopify may send (`orders/create`, Events' `customer.tags_added`, ones not invented
+# yet) is stored, so only what fits the column and a log line is required: printable ASCII.
+TOPIC = re.compile(r"[\x21-\x7e]+")
 MAX_TOPIC_LENGTH = 100  # the column's width
 # Shopify's payloads nest a handful of levels; a body nesting deeper than this is not one.
 MAX_JSON_DEPTH = 64
@@ -80,8 +85,10 @@ class Delivery:
     webhook_id: str | None
     api_version: str | None
     triggered_at: datetime | None
-    payload: dict[str, Any]
+    # None only for a topic we do not handle whose body is not a JSON object (`body_note`).
+    payload: dict[str, Any] | None
     body_sha256: str
+    body_note: str | None = None
 
     @property
     def dedupe_key(self) -> str:
@@ -201,6 +208,16 @@ def parse_delivery(headers: Headers, body: bytes) -> Delivery:
         triggered_at = parse_timestamp(shopify_header(headers, "triggered-at"), "triggered-at")
     except PayloadError:
         triggered_at = None  # informational only; the payload's own updated_at orders writes
+    payload: dict[str, Any] | None
+    note = None
+    try:
+        payload = parse_payload(body)
+    except BadDelivery as exc:
+        if topic in HANDLERS:
+            raise
+        # Shopify deletes a subscription whose deliveries keep failing: a topic we do not
+        # handle is acknowledged and kept (for its headers) whatever its body.
+        payload, note = None, f"body not stored: {exc}"
     return Delivery(
         shop_domain=shop,
         topic=topic,
@@ -208,8 +225,9 @@ def parse_delivery(headers: Headers, body: bytes) -> Delivery:
         webhook_id=_optional_header(headers, "webhook-id", DELIVERY_ID),
         api_version=_optional_header(headers, "api-version", API_VERSION),
         triggered_at=triggered_at,
-        payload=parse_payload(body),
+        payload=payload,
         body_sha256=hashlib.sha256(body).hexdigest(),
+        body_note=note,
     )
 
 
@@ -287,17 +305,33 @@ async def _receive_held(request: Request, hold: BodyHold) -> Response:
                 return _answer(401, {"error": "HMAC signature does not match"}, "unauthorized")
             try:
                 delivery = parse_delivery(request.headers, body)
-                misfit = body_misfit(delivery.topic, delivery.shop_domain, delivery.payload)
-                if misfit:
-                    raise BadDelivery(misfit)
-            except BadDelivery as exc:
+                held = tenant.shopify_shop_id if tenant else None
+                if delivery.payload is not None:
+                    misfit = body_misfit(delivery.topic, delivery.shop_domain, delivery.payload)
+                    if misfit:
+                        raise BadDelivery(misfit)
+                    held = await vet_shop(
+                        session,
+                        delivery.topic,
+                        delivery.shop_domain,
+                        delivery.payload,
+                        tenant.id if tenant else None,
+                        held,
+                    )
+            except (BadDelivery, ShopMismatch) as exc:
                 log.info("webhook.rejected reason=%s shop=%s", exc, shop_header[:255])
                 return _answer(400, {"error": str(exc)}, "bad_request")
             if tenant is None:
                 await use_all_tenants(session)  # an unknown shop's event belongs to no tenant yet
             reason = skip_reason(
-                delivery.topic, delivery.shop_domain, tenant.status if tenant else None
+                delivery.topic,
+                delivery.shop_domain,
+                tenant.status if tenant else None,
+                delivery.payload,
+                held,
             )
+            if delivery.body_note:
+                reason = f"{reason}; {delivery.body_note}"
             status = "ignored" if reason else "processed"
             # Stored with the outcome it will have if the handler succeeds; a failing handler
             # rolls everything back and the event is stored again below as `failed`.

@@ -341,12 +341,17 @@ class FakeStore:
         """Live records per resource (what a full backfill should end with)."""
         return {name: self.resource(name).count for name in RESOURCE_NAMES}
 
+    @property
+    def shop_id(self) -> int:
+        """Shopify's numeric shop id: one per shop, so two stores on one seed differ."""
+        return 60_000_000_000 + (mix64(stream_key(self.seed, f"shop:{self.shop_domain}")) % 10**9)
+
     def shop_node(self) -> Node:
         stamp = "2020-06-01T00:00:00Z"
         name = self.shop_domain.removesuffix(".myshopify.com")
         return {
             "__typename": "Shop",
-            "id": gid("Shop", 60_000_000_000 + (mix64(self.seed) % 1_000_000)),
+            "id": gid("Shop", self.shop_id),
             "name": name.replace("-", " ").title(),
             "myshopifyDomain": self.shop_domain,
             "email": f"owner@{name}.example",

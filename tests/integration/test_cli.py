@@ -346,10 +346,21 @@ async def test_every_handled_topic_sample_is_processed(backend, served, cli):
     assert set(answered) == set(handled_topics())
     [tenant] = await tenants(backend)
     assert tenant.status == "redacted"
+    # The samples' made-up shop id was not sent, so the store did not learn it as its own.
+    assert tenant.shopify_shop_id is None
     for model in (Order, Customer, Product):
         assert await count(backend, model, model.tenant_id == tenant_id) == 0
     # shop/redact removed the shop's inbox too, except its own record.
     assert await event_statuses(backend) == {answered["shop/redact"]: "processed"}
+
+
+async def test_send_test_webhook_sends_the_shop_id_we_hold(backend, served, cli):
+    tenant_id = await create_tenant(backend.sessions)
+    async with backend.sessions() as session, session.begin():
+        (await session.get_one(Tenant, tenant_id)).shopify_shop_id = 4242
+    code, answer = await cli.send(served, "customers/data_request", "--shop", SHOP)
+    assert (code, answer["status"]) == ("200", "processed")
+    assert (await event(backend, answer["event"])).payload["shop_id"] == 4242
 
 
 async def test_send_test_webhook_posts_the_payload_file(backend, served, cli, tmp_path):

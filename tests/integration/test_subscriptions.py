@@ -119,6 +119,14 @@ async def test_sync_subscribes_every_handled_topic_and_records_shopify_list(shop
     assert (await shop.tenant()).watchdog_checked_at is not None
 
 
+async def test_sync_holds_the_store_shop_id(shop):
+    """Destructive webhooks are checked on it (tests/integration/test_replays.py)."""
+    await subscription_status(shop.env, shop.tenant_id, URI)
+    assert (await shop.tenant()).shopify_shop_id is None  # status changes nothing of ours
+    await sync_subscriptions(shop.env, shop.tenant_id, URI)
+    assert (await shop.tenant()).shopify_shop_id == shop.store.shop_id
+
+
 async def test_a_second_sync_changes_nothing(shop):
     await sync_subscriptions(shop.env, await shop.tenant(), URI)  # a Tenant works as an id does
     before = snapshot(shop.at_shopify())
