@@ -29,7 +29,6 @@ from models.tenancy import use_tenant
 log = logging.getLogger("shopify_receiver.handlers")
 
 
-
 @dataclass(frozen=True)
 class EventContext:
     tenant_id: int
