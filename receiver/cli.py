@@ -445,7 +445,7 @@ def users() -> None:
 def users_add(email: str, admin: bool, shops: tuple[str, ...]) -> None:
     """Add a user, or reset their password and stores. The password is read from standard
     input (first line) or asked for, never taken from the command line."""
-    from receiver.auth import hash_password, normalize_email
+    from receiver.auth import end_user_sessions, hash_password, normalize_email
 
     settings = _settings()
     email = normalize_email(email)
@@ -471,6 +471,8 @@ def users_add(email: str, admin: bool, shops: tuple[str, ...]) -> None:
             session.add(user)
         else:
             user.password_hash, user.is_admin, user.disabled_at = password_hash, admin, None
+            # A reset password signs the user out everywhere: a stolen session ends with it.
+            await end_user_sessions(session, user.id)
         await session.flush()
         await session.execute(delete(UserTenant).where(UserTenant.user_id == user.id))
         session.add_all(UserTenant(user_id=user.id, tenant_id=tid) for tid in tenant_ids)
