@@ -489,11 +489,23 @@ def tokens() -> None:
 
 @tokens.command("create")
 @click.option("--name", required=True, help="Who or what uses the token, e.g. ci-backfill.")
-def tokens_create(name: str) -> None:
-    """Print a new admin API token once; only its hash is stored."""
+@click.option("--read-only", is_flag=True, help="May read (/api/stats, /api/sync/ID), never write.")
+@click.option(
+    "--tenant",
+    "shops",
+    multiple=True,
+    help="A store the token may see; repeat it. Without it the token sees every store.",
+)
+def tokens_create(name: str, read_only: bool, shops: tuple[str, ...]) -> None:
+    """Print a new API token once; only its hash is stored. Without --read-only it may start
+    syncs (on its stores, with --tenant); other stores answer 404 to it, as if absent."""
+    domains = [_shop(shop) for shop in shops]
 
     async def work(session: AsyncSession) -> str:
-        return await create_api_token(session, name)
+        tenant_ids = frozenset([(await _require_tenant(session, d)).id for d in domains])
+        return await create_api_token(
+            session, name, read_only=read_only, tenant_ids=tenant_ids or None
+        )
 
     click.echo(_with_session(_settings(), work))
 
