@@ -97,6 +97,50 @@ def _json_default(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
+def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> None:
+    """Refuse to run as a role that row-level security does not bind (a superuser, BYPASSRLS,
+    or the tables' owner without FORCE): every store's rows would be visible to every query
+    that forgot its filter. ALLOW_RLS_BYPASS=on runs anyway, with a warning."""
+    from models.tenancy import rls_bypass_reason
+    from receiver.errors import DATABASE_ERRORS
+
+    if is_sqlite(settings.database_url):
+        return
+
+    async def check() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            async with engine.connect() as connection:
+                return await rls_bypass_reason(connection)
+        finally:
+            await engine.dispose()
+
+    try:
+        reason = asyncio.run(check())
+    except (*DATABASE_ERRORS, OSError) as exc:
+        if not unreachable_ok:
+            raise click.ClickException(f"database unreachable: {type(exc).__name__}") from None
+        click.echo(
+            "warning: database unreachable, so the role's row-level security was not checked",
+            err=True,
+        )
+        return
+    if reason is None:
+        return
+    if settings.allow_rls_bypass:
+        click.echo(
+            f"warning: {reason}: stores are NOT isolated by row-level security "
+            "(running anyway because ALLOW_RLS_BYPASS=on)",
+            err=True,
+        )
+        return
+    raise click.ClickException(
+        f"refusing to start: {reason}, so row-level security would not keep stores apart. "
+        "Connect as a role without SUPERUSER or BYPASSRLS that does not own the tables "
+        "(README, Database roles), or set ALLOW_RLS_BYPASS=on to run anyway."
+    )
+
+
 @click.group()
 def main() -> None:
     """Keep a faithful copy of Shopify stores in SQL."""
@@ -112,27 +156,37 @@ def serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from models import migrate as migrations
+    from receiver.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 
     settings = _settings()  # also creates the dev secrets once, before workers race for them
     if is_sqlite(settings.database_url):
         migrations.upgrade(settings.database_url)
+    # A database that is down at start is allowed (webhooks get 503 until it is back).
+    _check_row_level_security(settings, unreachable_ok=True)
     if not settings.api_secrets:
         click.echo(
             "warning: SHOPIFY_API_SECRET is not set; only stores with their own webhook secret "
             "can deliver webhooks",
             err=True,
         )
-    uvicorn.run(
-        "receiver.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        proxy_headers=True,
-        log_level="info",
-        # Our handler (JSON by default) formats uvicorn's lines too.
-        log_config=None,
-    )
+    # Several workers share one set of metrics through files (prometheus_client's
+    # multiprocess mode); the directory must be in the environment before they start.
+    metrics_dir = prepare_multiprocess_dir() if workers > 1 else None
+    try:
+        uvicorn.run(
+            "receiver.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            proxy_headers=True,
+            log_level="info",
+            # Our handler (JSON by default) formats uvicorn's lines too.
+            log_config=None,
+        )
+    finally:
+        if metrics_dir is not None:
+            remove_multiprocess_dir(metrics_dir)
 
 
 @main.command()
@@ -626,16 +680,40 @@ def reconcile_command(shop: str, resources: str, dry_run: bool, full: bool) -> N
 
 @main.command()
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=1))
-def worker(concurrency: int) -> None:
+@click.option(
+    "--metrics-port",
+    envvar="WORKER_METRICS_PORT",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve this worker's Prometheus metrics on GET /metrics at this port "
+    "(env WORKER_METRICS_PORT; METRICS_TOKEN applies). Off by default.",
+)
+@click.option(
+    "--metrics-host",
+    envvar="WORKER_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics port listens on.",
+)
+def worker(concurrency: int, metrics_port: int | None, metrics_host: str) -> None:
     """Run queued backfills (PostgreSQL). Start any number, on any number of machines."""
     from backfill.queue import procrastinate_app, run_worker
     from receiver.backfill_env import admin_environment, maintenance_for
+    from receiver.metrics import serve_worker_metrics
 
     settings = _settings()
     if is_sqlite(settings.database_url):
         raise click.ClickException(
             "workers need PostgreSQL; on the embedded SQLite default `serve` runs jobs itself"
         )
+    _check_row_level_security(settings, unreachable_ok=False)
+    if metrics_port is not None:
+        try:
+            serve_worker_metrics(metrics_host, metrics_port, settings.metrics_token)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}"
+            ) from None
 
     async def run() -> None:
         async with admin_environment(settings) as env:

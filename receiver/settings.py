@@ -127,6 +127,10 @@ class Settings:
     # PERIODIC_CHECKS=off: no watchdog or reconcile ticks in this process (tests, or a
     # deployment that schedules `webhooks sync` and `reconcile` itself).
     periodic_checks: bool = True
+    # METRICS_TOKEN: the bearer token /metrics (web and worker) requires; None leaves it open.
+    metrics_token: Secret | None = None
+    # ALLOW_RLS_BYPASS=on: start even when the database role bypasses row-level security.
+    allow_rls_bypass: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -162,6 +166,8 @@ class Settings:
             watchdog_interval_seconds=_positive_float(env, "WATCHDOG_INTERVAL_SECONDS", 300.0),
             reconcile_interval_seconds=_positive_float(env, "RECONCILE_INTERVAL_SECONDS", 86400.0),
             periodic_checks=_switch(env, "PERIODIC_CHECKS", True),
+            metrics_token=Secret(env["METRICS_TOKEN"]) if env.get("METRICS_TOKEN") else None,
+            allow_rls_bypass=_switch(env, "ALLOW_RLS_BYPASS", False),
         )
         settings.secret_box()  # fail at start-up, not at the first webhook, on a malformed key
         return settings
