@@ -393,7 +393,8 @@ async def test_api_sync_runs_in_process_on_sqlite(sqlite_url, live_simulator, ht
                 headers={"Authorization": f"Bearer {token}"},
             )
             assert response.status_code == 202
-            document = await _wait_until_finished(http, response.json()["status_url"], token)
+            status_url = app.base_url + response.json()["status_url"]  # relative
+            document = await _wait_until_finished(http, status_url, token)
         assert (document["status"], document["error"]) == ("succeeded", None)
         assert document["progress"]["orders"]["count"] == 400
         async with engine_backend.sessions() as session:
