@@ -11,7 +11,7 @@ transaction on a pooled connection. On SQLite there is no RLS and these do nothi
 from __future__ import annotations
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 # Tables whose rows carry tenant_id and are guarded by the tenant_isolation policy.
 TENANT_TABLES = (
@@ -48,3 +48,46 @@ async def use_all_tenants(session: AsyncSession) -> None:
     and lookups by id that check access themselves. Keep every caller easy to justify."""
     if _postgres(session):
         await session.execute(_SCOPE, {"tenant": "", "cross": "on"})
+
+
+async def rls_bypass_reason(connection: AsyncConnection) -> str | None:
+    """Why row-level security would not bind the role this connection uses, or None.
+
+    A superuser and a BYPASSRLS role skip every policy; a role that owns a table (or inherits
+    its owner's rights) skips that table's policy unless the table FORCEs row-level security;
+    and a table with row-level security disabled has no policy to apply."""
+    if connection.dialect.name != "postgresql":
+        return None
+    role = (
+        await connection.execute(
+            text(
+                "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+            )
+        )
+    ).one()
+    if role.rolsuper:
+        return f"database role {role.rolname} is a superuser"
+    if role.rolbypassrls:
+        return f"database role {role.rolname} has BYPASSRLS"
+    tables = (
+        await connection.execute(
+            text(
+                "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, "
+                "pg_has_role(current_user, c.relowner, 'USAGE') AS owns "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = current_schema() AND c.relname = ANY(:tables) "
+                "ORDER BY c.relname"
+            ),
+            {"tables": list(TENANT_TABLES)},
+        )
+    ).all()
+    disabled = [table.relname for table in tables if not table.relrowsecurity]
+    if disabled:
+        return f"row-level security is disabled on {', '.join(disabled)}"
+    owned = [table.relname for table in tables if table.owns and not table.relforcerowsecurity]
+    if owned:
+        return (
+            f"database role {role.rolname} owns {', '.join(owned)} "
+            "(without FORCE ROW LEVEL SECURITY)"
+        )
+    return None

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from backfill.runner import SyncAlreadyRunning, create_sync_job, validate_request
 from models import SyncJob, Tenant
 from models.tenancy import use_all_tenants, use_tenant
-from receiver.auth import Forbidden, authenticate, require_admin
+from receiver.auth import Principal, authenticate, require_admin
 from receiver.errors import ApiError
 from receiver.services import Services
 from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain
@@ -45,8 +45,15 @@ def job_document(job: SyncJob, request: Request | None = None) -> dict[str, Any]
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
     if request is not None:
-        document["status_url"] = str(request.url_for("sync_status", job_id=job.id))
+        document["status_url"] = status_url(request, job.id)
     return document
+
+
+def status_url(request: Request, job_id: int) -> str:
+    """From PUBLIC_URL when set, else relative: never from the request's Host header, which
+    the client chooses (a forged one would send the caller's script somewhere else)."""
+    services: Services = request.state.services
+    return f"{services.settings.public_url or ''}/api/sync/{job_id}"
 
 
 async def _read_body(request: Request) -> bytes | None:
@@ -96,9 +103,7 @@ async def start_sync(request: Request) -> Response:
             resources = validate_request(mode, _resources(body.get("resources")))
         except ValueError as exc:
             raise ApiError(str(exc)) from exc
-        tenant = await _tenant_from(session, body)
-        if not principal.can_see(tenant.id):
-            raise Forbidden(f"no access to {tenant.shop_domain}")
+        tenant = await _tenant_from(session, body, principal)
         await use_tenant(session, tenant.id)
         if tenant.status != "active":
             raise Conflict(f"{tenant.shop_domain} is {tenant.status}; reinstall before syncing")
@@ -117,7 +122,7 @@ async def start_sync(request: Request) -> Response:
     )
 
 
-async def _tenant_from(session: Any, body: dict[str, Any]) -> Tenant:
+async def _tenant_from(session: Any, body: dict[str, Any], principal: Principal) -> Tenant:
     tenant_id, shop = body.get("tenantId"), body.get("shop")
     if tenant_id is not None:
         if isinstance(tenant_id, bool) or not isinstance(tenant_id, int):
@@ -125,22 +130,23 @@ async def _tenant_from(session: Any, body: dict[str, Any]) -> Tenant:
         if not 0 < tenant_id <= MAX_ID:
             raise NotFound(f"no store with tenantId {tenant_id}")
         tenant = await session.get(Tenant, tenant_id)
-        if tenant is None:
+        if tenant is None or not principal.can_see(tenant.id):
             raise NotFound(f"no store with tenantId {tenant_id}")
         return tenant
     if isinstance(shop, str):
-        return await tenant_for_shop(session, shop)
+        return await tenant_for_shop(session, shop, principal)
     raise ApiError('give the store as {"tenantId": 1} or {"shop": "name.myshopify.com"}')
 
 
-async def tenant_for_shop(session: Any, shop: str) -> Tenant:
-    """The store a request names by domain: 400 when malformed, 404 when unknown."""
+async def tenant_for_shop(session: Any, shop: str, principal: Principal) -> Tenant:
+    """The store a request names by domain: 400 when malformed, 404 when unknown or not the
+    caller's to see (the same answer, so a caller cannot map which stores are installed)."""
     try:
         domain = normalize_shop_domain(shop)
     except InvalidShopDomain as exc:
         raise ApiError(str(exc)) from exc
     tenant = await find_tenant(session, domain)
-    if tenant is None:
+    if tenant is None or not principal.can_see(tenant.id):
         raise NotFound(f"no store {domain}")
     return tenant
 
@@ -154,8 +160,6 @@ async def sync_status(request: Request) -> Response:
             raise NotFound(f"no sync job {raw_id}")
         await use_all_tenants(session)  # by id; access is checked on the row just below
         job = await session.scalar(select(SyncJob).where(SyncJob.id == raw_id))
-        if job is None:
+        if job is None or not principal.can_see(job.tenant_id):
             raise NotFound(f"no sync job {raw_id}")
-        if not principal.can_see(job.tenant_id):
-            raise Forbidden("no access to that store")
     return JSONResponse(job_document(job, request))

@@ -1,10 +1,12 @@
-"""Who is calling: dashboard users (argon2id passwords, signed-cookie sessions, CSRF, login
-throttling held in the database) and API tokens for scripts."""
+"""Who is calling: dashboard users (argon2id passwords, server-side sessions named by a signed
+cookie, CSRF, login throttling held in the database) and API tokens for scripts."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -12,10 +14,19 @@ from functools import cache
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import case, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
-from models import ApiToken, LoginThrottle, Tenant, User, UserTenant, utcnow
+from models import (
+    ApiToken,
+    ApiTokenTenant,
+    LoginThrottle,
+    Tenant,
+    User,
+    UserSession,
+    UserTenant,
+    utcnow,
+)
 from models.tenancy import use_all_tenants
 from models.upsert import insert_on_conflict
 from receiver.errors import ApiError
@@ -61,6 +72,8 @@ class Principal:
     user_id: int | None = None
     tenant_ids: frozenset[int] | None = None
     via_session: bool = False
+    # A read-only API token: reads like its scope allows, never writes.
+    read_only: bool = False
 
     def can_see(self, tenant_id: int) -> bool:
         return self.tenant_ids is None or tenant_id in self.tenant_ids
@@ -68,8 +81,25 @@ class Principal:
 
 # -- passwords ---------------------------------------------------------------------------
 
-# argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile.
+# argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile (64 MiB, tens of
+# milliseconds of CPU per hash).
 password_hasher = PasswordHasher()
+# Hashes run in worker threads (argon2-cffi releases the GIL), so the event loop keeps
+# answering webhooks while passwords are checked; and at most this many at once per process,
+# so a storm of sign-ins queues for these slots instead of taking every core.
+HASH_CONCURRENCY = 2
+_hash_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slots() -> asyncio.Semaphore:
+    # One semaphore per event loop: an asyncio primitive is bound to the loop it first waits on.
+    loop = asyncio.get_running_loop()
+    slots = _hash_slots.get(loop)
+    if slots is None:
+        slots = _hash_slots[loop] = asyncio.Semaphore(HASH_CONCURRENCY)
+    return slots
 
 
 def hash_password(password: str) -> str:
@@ -92,6 +122,18 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
+async def check_password(password_hash: str | None, password: str) -> bool:
+    """verify_password off the event loop, within the per-process cap on concurrent hashes.
+    Callers hold no database connection while they wait here."""
+    async with _slots():
+        return await asyncio.to_thread(verify_password, password_hash, password)
+
+
+async def new_password_hash(password: str) -> str:
+    async with _slots():
+        return await asyncio.to_thread(hash_password, password)
+
+
 def normalize_email(email: str) -> str:
     """Lower-cased and storable: PostgreSQL text holds no NUL and no unpaired surrogate, and a
     sign-in form must not turn such a character into a database error."""
@@ -102,77 +144,150 @@ def normalize_email(email: str) -> str:
 # -- login throttling --------------------------------------------------------------------
 
 
-async def _locked_until(session: AsyncSession, keys: list[str]) -> datetime | None:
-    now = utcnow()
-    rows = await session.scalars(
-        select(LoginThrottle.locked_until).where(
-            LoginThrottle.key.in_(keys), LoginThrottle.locked_until > now
-        )
-    )
-    return max(rows, default=None)
-
-
-async def _record_failure(session: AsyncSession, key: str, limit: int) -> None:
-    now = utcnow()
+async def _count_attempt(
+    session: AsyncSession, key: str, limit: int, now: datetime
+) -> datetime | None:
+    """Count this attempt against `key` before any password is checked, in one atomic
+    statement, so that a burst of parallel guesses gets at most `limit` of them checked.
+    Returns when the lock ends if this attempt is refused, else None."""
     table = LoginThrottle.__table__
-    statement = insert_on_conflict(session, table).values(
-        key=key, failures=1, window_started_at=now, locked_until=None
-    )
+    locked = table.c.locked_until > now
     expired = table.c.window_started_at < now - FAILURE_WINDOW
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c.key],
-        set_={
-            "failures": case((expired, 1), else_=table.c.failures + 1),
-            "window_started_at": case((expired, now), else_=table.c.window_started_at),
-        },
+    statement = (
+        insert_on_conflict(session, table)
+        .values(key=key, failures=1, window_started_at=now, locked_until=None)
+        .on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                # While locked nothing counts; the lock itself restarts the window.
+                "failures": case(
+                    (locked, table.c.failures), (expired, 1), else_=table.c.failures + 1
+                ),
+                "window_started_at": case(
+                    (locked, table.c.window_started_at),
+                    (expired, now),
+                    else_=table.c.window_started_at,
+                ),
+            },
+        )
+        .returning(table.c.failures, table.c.locked_until)
     )
-    await session.execute(statement)
+    failures, locked_until = (await session.execute(statement)).one()
+    if locked_until is not None and locked_until > now:
+        return locked_until
+    if failures <= limit:
+        return None
+    until = now + LOCKOUT
     await session.execute(
         update(LoginThrottle)
-        .where(LoginThrottle.key == key, LoginThrottle.failures >= limit)
-        .values(locked_until=now + LOCKOUT, failures=0, window_started_at=now)
+        .where(LoginThrottle.key == key)
+        .values(locked_until=until, failures=0, window_started_at=now)
         .execution_options(synchronize_session=False)
     )
+    return until
 
 
-async def sign_in(session: AsyncSession, email: str, password: str, address: str) -> User:
-    """Check a login; raises LoginLocked or LoginFailed. Rehashes when parameters changed."""
+@dataclass(frozen=True)
+class SignedIn:
+    """A successful sign-in: the user and the new session's token (only its hash is stored)."""
+
+    user_id: int
+    session_token: str
+
+
+async def sign_in(
+    sessions: async_sessionmaker[AsyncSession], email: str, password: str, address: str
+) -> SignedIn:
+    """Check a login and open a server-side session; raises LoginLocked or LoginFailed.
+
+    Three steps, none holding a database connection while argon2 runs or waits for a slot:
+    count the attempt (committed before the password is looked at), check the password in a
+    worker thread, then record the success (counters, rehash, session row)."""
     email = normalize_email(email)
-    keys = [f"email:{email}"[:400], f"address:{normalize_email(address)}"[:400]]
-    locked = await _locked_until(session, keys)
+    email_key, address_key = f"email:{email}"[:400], f"address:{normalize_email(address)}"[:400]
+    now = utcnow()
+    async with sessions() as session, session.begin():
+        locks = [
+            await _count_attempt(session, email_key, EMAIL_FAILURE_LIMIT, now),
+            await _count_attempt(session, address_key, ADDRESS_FAILURE_LIMIT, now),
+        ]
+        row = (
+            await session.execute(
+                select(User.id, User.password_hash, User.disabled_at).where(User.email == email)
+            )
+        ).one_or_none()
+    locked = max((lock for lock in locks if lock is not None), default=None)
     if locked is not None:
         raise LoginLocked(locked)
-    user = await session.scalar(select(User).where(User.email == email))
-    valid = verify_password(user.password_hash if user else None, password)
-    if user is None or not valid or user.disabled_at is not None:
-        await _record_failure(session, keys[0], EMAIL_FAILURE_LIMIT)
-        await _record_failure(session, keys[1], ADDRESS_FAILURE_LIMIT)
+    stored_hash = row.password_hash if row is not None else None
+    valid = await check_password(stored_hash, password)
+    if row is None or stored_hash is None or not valid or row.disabled_at is not None:
         raise LoginFailed("Wrong email or password.")
-    if password_hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
-    user.last_login_at = utcnow()
-    await session.execute(delete(LoginThrottle).where(LoginThrottle.key == keys[0]))
-    return user
+    rehashed = (
+        await new_password_hash(password)
+        if password_hasher.check_needs_rehash(stored_hash)
+        else None
+    )
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    async with sessions() as session, session.begin():
+        values: dict[str, object] = {"last_login_at": now}
+        if rehashed is not None:
+            values["password_hash"] = rehashed
+        await session.execute(update(User).where(User.id == row.id).values(**values))
+        await session.execute(delete(LoginThrottle).where(LoginThrottle.key == email_key))
+        # The address counted this attempt up front; a success gives it back, so an office
+        # of colleagues signing in correctly never locks itself out.
+        await session.execute(
+            update(LoginThrottle)
+            .where(LoginThrottle.key == address_key, LoginThrottle.failures > 0)
+            .values(failures=LoginThrottle.failures - 1)
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            delete(UserSession).where(UserSession.user_id == row.id, UserSession.expires_at <= now)
+        )
+        session.add(
+            UserSession(
+                user_id=row.id,
+                token_sha256=token_digest(token),
+                created_at=now,
+                expires_at=now + timedelta(seconds=SESSION_MAX_AGE),
+            )
+        )
+    return SignedIn(row.id, token)
 
 
 # -- sessions and CSRF -------------------------------------------------------------------
 
 
-def start_session(request: Request, user: User) -> None:
-    """A fresh session on every login: nothing from before survives, so a planted cookie
+def start_session(request: Request, signed_in: SignedIn) -> None:
+    """A fresh cookie on every login: nothing from before survives, so a planted cookie
     cannot be carried into the signed-in session."""
     request.session.clear()
     request.session.update(
         {
-            "uid": user.id,
-            "sid": secrets.token_urlsafe(16),
+            "uid": signed_in.user_id,
+            "sid": signed_in.session_token,
             "csrf": secrets.token_urlsafe(32),
         }
     )
 
 
-def end_session(request: Request) -> None:
+async def end_session(session: AsyncSession, request: Request) -> None:
+    """Delete the session's row, so a saved copy of the cookie is worth nothing, then the
+    cookie itself."""
+    sid = request.session.get("sid")
+    if isinstance(sid, str):
+        await session.execute(
+            delete(UserSession).where(UserSession.token_sha256 == token_digest(sid))
+        )
     request.session.clear()
+
+
+async def end_user_sessions(session: AsyncSession, user_id: int) -> None:
+    """Sign a user out everywhere (password reset, disabling)."""
+    await session.execute(delete(UserSession).where(UserSession.user_id == user_id))
 
 
 def csrf_token(request: Request) -> str:
@@ -193,13 +308,21 @@ def csrf_valid(request: Request, submitted: str | None) -> bool:
 
 
 async def session_user(session: AsyncSession, request: Request) -> User | None:
-    uid = request.session.get("uid")
-    if not isinstance(uid, int):
+    """The signed-in user: the cookie's session token must name a live row of theirs (one
+    lookup by the unique token hash), and the user must not be disabled."""
+    uid, sid = request.session.get("uid"), request.session.get("sid")
+    if not isinstance(uid, int) or not isinstance(sid, str):
         return None
-    user = await session.get(User, uid)
-    if user is None or user.disabled_at is not None:
-        return None
-    return user
+    return await session.scalar(
+        select(User)
+        .join(UserSession, UserSession.user_id == User.id)
+        .where(
+            UserSession.token_sha256 == token_digest(sid),
+            UserSession.user_id == uid,
+            UserSession.expires_at > utcnow(),
+            User.disabled_at.is_(None),
+        )
+    )
 
 
 async def principal_for_user(session: AsyncSession, user: User) -> Principal:
@@ -238,10 +361,26 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def create_api_token(session: AsyncSession, name: str, *, is_admin: bool = True) -> str:
+async def create_api_token(
+    session: AsyncSession,
+    name: str,
+    *,
+    is_admin: bool = True,
+    read_only: bool = False,
+    tenant_ids: frozenset[int] | None = None,
+) -> str:
+    """A new token, printed once. `tenant_ids` scopes it to those stores (None: every store);
+    a read-only token never writes, whatever `is_admin` says."""
     token = new_token()
-    session.add(ApiToken(name=name, token_sha256=token_digest(token), is_admin=is_admin))
+    row = ApiToken(
+        name=name, token_sha256=token_digest(token), is_admin=is_admin, read_only=read_only
+    )
+    session.add(row)
     await session.flush()
+    if tenant_ids:
+        await use_all_tenants(session)  # the scope rows name their stores
+        session.add_all(ApiTokenTenant(api_token_id=row.id, tenant_id=tid) for tid in tenant_ids)
+        await session.flush()
     return token
 
 
@@ -256,7 +395,15 @@ async def _token_principal(session: AsyncSession, token: str) -> Principal:
     await session.execute(
         update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=utcnow())
     )
-    return Principal(name=row.name, is_admin=row.is_admin)
+    await use_all_tenants(session)  # the scope itself spans stores, as user_tenants does
+    scope = frozenset(
+        await session.scalars(
+            select(ApiTokenTenant.tenant_id).where(ApiTokenTenant.api_token_id == row.id)
+        )
+    )
+    return Principal(
+        name=row.name, is_admin=row.is_admin, tenant_ids=scope or None, read_only=row.read_only
+    )
 
 
 # -- /api/* ------------------------------------------------------------------------------
@@ -282,6 +429,8 @@ async def authenticate(
 
 async def require_admin(session: AsyncSession, request: Request) -> Principal:
     principal = await authenticate(session, request, write=True)
+    if principal.read_only:
+        raise Forbidden("this API token is read-only")
     if not principal.is_admin:
         raise Forbidden("this action needs an admin")
     return principal

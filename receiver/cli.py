@@ -98,6 +98,50 @@ def _json_default(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
+def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> None:
+    """Refuse to run as a role that row-level security does not bind (a superuser, BYPASSRLS,
+    or the tables' owner without FORCE): every store's rows would be visible to every query
+    that forgot its filter. ALLOW_RLS_BYPASS=on runs anyway, with a warning."""
+    from models.tenancy import rls_bypass_reason
+    from receiver.errors import DATABASE_ERRORS
+
+    if is_sqlite(settings.database_url):
+        return
+
+    async def check() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            async with engine.connect() as connection:
+                return await rls_bypass_reason(connection)
+        finally:
+            await engine.dispose()
+
+    try:
+        reason = asyncio.run(check())
+    except (*DATABASE_ERRORS, OSError) as exc:
+        if not unreachable_ok:
+            raise click.ClickException(f"database unreachable: {type(exc).__name__}") from None
+        click.echo(
+            "warning: database unreachable, so the role's row-level security was not checked",
+            err=True,
+        )
+        return
+    if reason is None:
+        return
+    if settings.allow_rls_bypass:
+        click.echo(
+            f"warning: {reason}: stores are NOT isolated by row-level security "
+            "(running anyway because ALLOW_RLS_BYPASS=on)",
+            err=True,
+        )
+        return
+    raise click.ClickException(
+        f"refusing to start: {reason}, so row-level security would not keep stores apart. "
+        "Connect as a role without SUPERUSER or BYPASSRLS that does not own the tables "
+        "(README, Database roles), or set ALLOW_RLS_BYPASS=on to run anyway."
+    )
+
+
 @click.group()
 def main() -> None:
     """Keep a faithful copy of Shopify stores in SQL."""
@@ -112,10 +156,13 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve webhooks and pages (migrates the embedded SQLite default first)."""
     from models import migrate as migrations
     from receiver.limits import run_server, server_config
+    from receiver.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 
     settings = _settings()  # also creates the dev secrets once, before workers race for them
     if is_sqlite(settings.database_url):
         migrations.upgrade(settings.database_url)
+    # A database that is down at start is allowed (webhooks get 503 until it is back).
+    _check_row_level_security(settings, unreachable_ok=True)
     if not settings.api_secrets:
         click.echo(
             "warning: SHOPIFY_API_SECRET is not set; only stores with their own webhook secret "
@@ -134,7 +181,14 @@ def serve(host: str, port: int, workers: int) -> None:
         # Our handler (JSON by default) formats uvicorn's lines too.
         log_config=None,
     )
-    run_server(config)
+    # Several workers share one set of metrics through files (prometheus_client's
+    # multiprocess mode); the directory must be in the environment before they start.
+    metrics_dir = prepare_multiprocess_dir() if workers > 1 else None
+    try:
+        run_server(config)
+    finally:
+        if metrics_dir is not None:
+            remove_multiprocess_dir(metrics_dir)
 
 
 @main.command()
@@ -452,7 +506,7 @@ def users() -> None:
 def users_add(email: str, admin: bool, shops: tuple[str, ...]) -> None:
     """Add a user, or reset their password and stores. The password is read from standard
     input (first line) or asked for, never taken from the command line."""
-    from receiver.auth import hash_password, normalize_email
+    from receiver.auth import end_user_sessions, hash_password, normalize_email
 
     settings = _settings()
     email = normalize_email(email)
@@ -478,6 +532,8 @@ def users_add(email: str, admin: bool, shops: tuple[str, ...]) -> None:
             session.add(user)
         else:
             user.password_hash, user.is_admin, user.disabled_at = password_hash, admin, None
+            # A reset password signs the user out everywhere: a stolen session ends with it.
+            await end_user_sessions(session, user.id)
         await session.flush()
         await session.execute(delete(UserTenant).where(UserTenant.user_id == user.id))
         session.add_all(UserTenant(user_id=user.id, tenant_id=tid) for tid in tenant_ids)
@@ -494,11 +550,23 @@ def tokens() -> None:
 
 @tokens.command("create")
 @click.option("--name", required=True, help="Who or what uses the token, e.g. ci-backfill.")
-def tokens_create(name: str) -> None:
-    """Print a new admin API token once; only its hash is stored."""
+@click.option("--read-only", is_flag=True, help="May read (/api/stats, /api/sync/ID), never write.")
+@click.option(
+    "--tenant",
+    "shops",
+    multiple=True,
+    help="A store the token may see; repeat it. Without it the token sees every store.",
+)
+def tokens_create(name: str, read_only: bool, shops: tuple[str, ...]) -> None:
+    """Print a new API token once; only its hash is stored. Without --read-only it may start
+    syncs (on its stores, with --tenant); other stores answer 404 to it, as if absent."""
+    domains = [_shop(shop) for shop in shops]
 
     async def work(session: AsyncSession) -> str:
-        return await create_api_token(session, name)
+        tenant_ids = frozenset([(await _require_tenant(session, d)).id for d in domains])
+        return await create_api_token(
+            session, name, read_only=read_only, tenant_ids=tenant_ids or None
+        )
 
     click.echo(_with_session(_settings(), work))
 
@@ -619,16 +687,40 @@ def reconcile_command(shop: str, resources: str, dry_run: bool, full: bool) -> N
 
 @main.command()
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=1))
-def worker(concurrency: int) -> None:
+@click.option(
+    "--metrics-port",
+    envvar="WORKER_METRICS_PORT",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve this worker's Prometheus metrics on GET /metrics at this port "
+    "(env WORKER_METRICS_PORT; METRICS_TOKEN applies). Off by default.",
+)
+@click.option(
+    "--metrics-host",
+    envvar="WORKER_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics port listens on.",
+)
+def worker(concurrency: int, metrics_port: int | None, metrics_host: str) -> None:
     """Run queued backfills (PostgreSQL). Start any number, on any number of machines."""
     from backfill.queue import procrastinate_app, run_worker
     from receiver.backfill_env import admin_environment, maintenance_for
+    from receiver.metrics import serve_worker_metrics
 
     settings = _settings()
     if is_sqlite(settings.database_url):
         raise click.ClickException(
             "workers need PostgreSQL; on the embedded SQLite default `serve` runs jobs itself"
         )
+    _check_row_level_security(settings, unreachable_ok=False)
+    if metrics_port is not None:
+        try:
+            serve_worker_metrics(metrics_host, metrics_port, settings.metrics_token)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}"
+            ) from None
 
     async def run() -> None:
         async with admin_environment(settings) as env:

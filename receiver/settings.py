@@ -158,6 +158,10 @@ class Settings:
     # (2 s at most waiting for a pooled connection, then 3 s). Workers are not bound by them.
     database_statement_timeout_seconds: float = 3.0
     database_idle_in_transaction_timeout_seconds: float = 3.0
+    # METRICS_TOKEN: the bearer token /metrics (web and worker) requires; None leaves it open.
+    metrics_token: Secret | None = None
+    # ALLOW_RLS_BYPASS=on: start even when the database role bypasses row-level security.
+    allow_rls_bypass: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -208,6 +212,8 @@ class Settings:
             database_idle_in_transaction_timeout_seconds=_positive_float(
                 env, "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 3.0
             ),
+            metrics_token=Secret(env["METRICS_TOKEN"]) if env.get("METRICS_TOKEN") else None,
+            allow_rls_bypass=_switch(env, "ALLOW_RLS_BYPASS", False),
         )
         settings.secret_box()  # fail at start-up, not at the first webhook, on a malformed key
         return settings

@@ -103,16 +103,15 @@ async def login_submit(request: Request) -> Response:
             status=403,
         )
     address = request.client.host if request.client else "unknown"
-    async with services.sessions() as session, session.begin():
-        try:
-            user = await sign_in(session, email, form.get("password", ""), address)
-        except LoginLocked as exc:
-            error, status = str(exc), 429
-        except LoginFailed as exc:
-            error, status = str(exc), 401
-        else:
-            start_session(request, user)
-            return RedirectResponse("/", status_code=303)
+    try:
+        signed_in = await sign_in(services.sessions, email, form.get("password", ""), address)
+    except LoginLocked as exc:
+        error, status = str(exc), 429
+    except LoginFailed as exc:
+        error, status = str(exc), 401
+    else:
+        start_session(request, signed_in)
+        return RedirectResponse("/", status_code=303)
     return render(request, "login.html", {"error": error, "email": email}, status=status)
 
 
@@ -120,5 +119,7 @@ async def logout(request: Request) -> Response:
     form = await read_form(request)
     if not csrf_valid(request, form.get("csrf_token")):
         return render(request, "error.html", {"message": "Invalid form token."}, status=403)
-    end_session(request)
+    services: Services = request.state.services
+    async with services.sessions() as session, session.begin():
+        await end_session(session, request)
     return to_login()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
+from sqlalchemy import select
 
-from models import ApiToken
+from models import ApiToken, SyncJob
 from receiver.auth import create_api_token, token_digest
-from tests.factories import SHOP, create_tenant
+from tests.factories import OTHER_SHOP, SHOP, create_tenant
 
 
 async def admin_token(backend) -> str:
@@ -85,12 +87,12 @@ async def test_sync_is_accepted_and_its_status_is_readable(backend, served, http
     )
     assert response.status_code == 202
     body = response.json()
-    assert body["status_url"].endswith(f"/api/sync/{body['job_id']}")
-    status = await http.get(body["status_url"], headers=bearer(token))
+    assert body["status_url"] == f"/api/sync/{body['job_id']}"  # no PUBLIC_URL: relative
+    status = await http.get(served.base_url + body["status_url"], headers=bearer(token))
     assert status.status_code == 200
     assert status.json()["job_id"] == body["job_id"]
     assert status.json()["resources"] == ["orders"]
-    assert (await http.get(body["status_url"])).status_code == 401
+    assert (await http.get(served.base_url + body["status_url"])).status_code == 401
     huge = f"{served.base_url}/api/sync/99999999999999999999"
     assert (await http.get(huge)).status_code == 401  # who asks comes first
     for missing_id in ("99999", "99999999999999999999", "0"):
@@ -119,3 +121,122 @@ async def test_second_sync_for_a_store_is_409_with_the_running_job(pg, served_ap
     accepted, conflict = (first, second) if first.status_code == 202 else (second, first)
     assert conflict.json()["job"]["job_id"] == accepted.json()["job_id"]
     assert conflict.json()["job"]["status"] == "queued"
+
+
+async def test_status_url_never_comes_from_the_host_header(backend, served, http):
+    await create_tenant(backend.sessions)
+    token = await admin_token(backend)
+    forged = {**bearer(token), "Host": "evil.example"}
+    response = await http.post(f"{served.base_url}/api/sync", json={"shop": SHOP}, headers=forged)
+    assert response.status_code == 202
+    job_id = response.json()["job_id"]
+    assert response.json()["status_url"] == f"/api/sync/{job_id}"
+    assert response.headers["location"] == f"/api/sync/{job_id}"
+    again = await http.post(f"{served.base_url}/api/sync", json={"shop": SHOP}, headers=forged)
+    if again.status_code == 409:  # the first job still queued or running
+        assert again.json()["job"]["status_url"] == f"/api/sync/{job_id}"
+
+
+async def test_status_url_comes_from_public_url_when_set(pg, served_apps, http):
+    from tests.conftest import ServedApp, settings_for
+
+    key = "postgresql-public-url"
+    if key not in served_apps:
+        settings = settings_for(pg.url, public_url="https://receiver.example.com")
+        served_apps[key] = ServedApp(settings).__enter__()
+    served = served_apps[key]
+    await create_tenant(pg.sessions)
+    token = await admin_token(pg)
+    forged = {**bearer(token), "Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    response = await http.post(f"{served.base_url}/api/sync", json={"shop": SHOP}, headers=forged)
+    assert response.status_code == 202
+    expected = f"https://receiver.example.com/api/sync/{response.json()['job_id']}"
+    assert response.json()["status_url"] == expected
+    assert response.headers["location"] == expected
+
+
+async def scoped_tokens(backend, cli_env_url: str, cwd) -> dict[str, str]:
+    """Tokens made by `tokens create`, as an operator would."""
+    from tests.integration.test_cli import Cli, cli_env
+
+    cli = Cli(cwd, cli_env(cli_env_url))
+    made = {}
+    for name, options in {
+        "reader": ["--read-only", "--tenant", SHOP],
+        "writer": ["--tenant", SHOP],
+        "everything": ["--read-only"],
+    }.items():
+        result = await cli.ok("tokens", "create", "--name", name, *options)
+        made[name] = result.stdout.strip()
+        assert made[name].startswith("srk_")
+    await cli.fails("tokens", "create", "--name", "x", "--tenant", "nobody-here.myshopify.com")
+    async with backend.sessions() as session:
+        stored = {row.name: row for row in await session.scalars(select(ApiToken))}
+    assert set(stored) == set(made)
+    assert all(row.token_sha256 == token_digest(made[name]) for name, row in stored.items())
+    return made
+
+
+async def test_tokens_can_be_read_only_and_scoped_to_stores(backend, served, http, tmp_path):
+    ours = await create_tenant(backend.sessions, SHOP)
+    theirs = await create_tenant(backend.sessions, OTHER_SHOP)
+    tokens = await scoped_tokens(backend, backend.url, tmp_path)
+    our_job, their_job = await job_row(backend, ours), await job_row(backend, theirs)
+    base = served.base_url
+
+    async def get(path: str, token: str, **params: str) -> httpx.Response:
+        return await http.get(f"{base}{path}", headers=bearer(token), params=params)
+
+    # Reads within the scope.
+    for name in ("reader", "writer", "everything"):
+        assert (await get(f"/api/sync/{our_job}", tokens[name])).status_code == 200
+        assert (await get("/api/stats", tokens[name], shop=SHOP)).status_code == 200
+    # Outside the scope: exactly like a store or job that does not exist.
+    for name in ("reader", "writer"):
+        other = await get(f"/api/sync/{their_job}", tokens[name])
+        missing = await get(f"/api/sync/{their_job + 100}", tokens[name])
+        assert other.status_code == missing.status_code == 404
+        assert other.json() == {"error": f"no sync job {their_job}"}
+        stats = await get("/api/stats", tokens[name], shop=OTHER_SHOP)
+        no_stats = await get("/api/stats", tokens[name], shop="nobody-here.myshopify.com")
+        assert stats.status_code == no_stats.status_code == 404
+        assert stats.json() == {"error": f"no store {OTHER_SHOP}"}
+    assert (await get(f"/api/sync/{their_job}", tokens["everything"])).status_code == 200
+    # Writes: read-only tokens never; the scoped writer only on its store.
+    for name in ("reader", "everything"):
+        refused = await http.post(
+            f"{base}/api/sync", json={"shop": SHOP}, headers=bearer(tokens[name])
+        )
+        assert refused.status_code == 403
+        assert "read-only" in refused.json()["error"]
+    outside = await http.post(
+        f"{base}/api/sync", json={"tenantId": theirs}, headers=bearer(tokens["writer"])
+    )
+    absent = await http.post(
+        f"{base}/api/sync", json={"tenantId": theirs + 100}, headers=bearer(tokens["writer"])
+    )
+    assert outside.status_code == absent.status_code == 404
+    assert outside.json() == {"error": f"no store with tenantId {theirs}"}
+    by_name = await http.post(
+        f"{base}/api/sync", json={"shop": OTHER_SHOP}, headers=bearer(tokens["writer"])
+    )
+    assert by_name.status_code == 404
+    accepted = await http.post(
+        f"{base}/api/sync", json={"shop": SHOP}, headers=bearer(tokens["writer"])
+    )
+    assert accepted.status_code in (202, 409), accepted.text
+
+
+async def job_row(backend, tenant_id: int) -> int:
+    async with backend.sessions() as session, session.begin():
+        job = SyncJob(
+            tenant_id=tenant_id,
+            mode="full",
+            status="succeeded",
+            resources=["orders"],
+            progress={},
+            attempts=1,
+        )
+        session.add(job)
+        await session.flush()
+        return job.id

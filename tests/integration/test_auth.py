@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from base64 import b64encode
 from datetime import timedelta
 
@@ -13,11 +15,11 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select, update
 
-from models import LoginThrottle, SyncJob, Tenant, User, UserTenant, utcnow
+from models import LoginThrottle, SyncJob, Tenant, User, UserSession, UserTenant, utcnow
 from receiver import auth
 from receiver.auth import EMAIL_FAILURE_LIMIT, hash_password, sign_in
 from tests.conftest import ServedApp
-from tests.factories import OTHER_SHOP, SHOP, create_tenant
+from tests.factories import OTHER_SHOP, SHOP, create_tenant, delivery
 
 PASSWORD = "correct horse battery staple"
 
@@ -111,9 +113,8 @@ async def test_unknown_email_costs_one_password_verification_like_a_wrong_passwo
 
     monkeypatch.setattr(auth, "password_hasher", CountingHasher())
     for email in ("ann@example.com", "nobody@example.com"):
-        async with backend.sessions() as session, session.begin():
-            with pytest.raises(auth.LoginFailed):
-                await sign_in(session, email, "wrong password", "10.0.0.1")
+        with pytest.raises(auth.LoginFailed):
+            await sign_in(backend.sessions, email, "wrong password", "10.0.0.1")
     assert len(calls) == 2
     assert all(hash_.startswith("$argon2id$") for hash_ in calls)
 
@@ -179,22 +180,42 @@ async def test_tampered_cookie_is_no_session(backend, client):
 
 
 async def test_expired_session_is_no_session(backend, served, client):
-    user_id = await create_user(backend, "ann@example.com")
+    """Expired twice over: an old cookie signature, or a session row past its expiry."""
 
     class Yesterday(itsdangerous.TimestampSigner):
         def get_timestamp(self) -> int:
             return super().get_timestamp() - 13 * 3600
 
-    payload = b64encode(json.dumps({"uid": user_id, "csrf": "x", "sid": "y"}).encode())
+    tenant_id = await create_tenant(backend.sessions)
+    await create_user(backend, "ann@example.com")
+    await login(client, "ann@example.com")
+    job_id = await _job(backend, tenant_id)
+    payload = client.cookies["receiver_session"].split(".")[0].encode()
     stale = Yesterday("test-session-key").sign(payload).decode()
     fresh = itsdangerous.TimestampSigner("test-session-key").sign(payload).decode()
-    tenant_id = await create_tenant(backend.sessions)
-    job_id = await _job(backend, tenant_id)
     async with httpx.AsyncClient(base_url=served.base_url) as probe:
         probe.cookies.set("receiver_session", fresh)
-        assert (await probe.get(f"/api/sync/{job_id}")).status_code == 403  # valid, no access
+        assert (await probe.get(f"/api/sync/{job_id}")).status_code == 404  # valid, no access
         probe.cookies.set("receiver_session", stale)
         assert (await probe.get(f"/api/sync/{job_id}")).status_code == 401
+        async with backend.sessions() as session, session.begin():
+            await session.execute(
+                update(UserSession).values(expires_at=utcnow() - timedelta(seconds=1))
+            )
+        probe.cookies.set("receiver_session", fresh)
+        assert (await probe.get(f"/api/sync/{job_id}")).status_code == 401
+
+
+async def test_a_signed_cookie_without_a_session_row_is_no_session(backend, served):
+    """Whoever holds the signing key (or a cookie from before server-side sessions) cannot
+    mint a session: the cookie must name a row that login created."""
+    user_id = await create_user(backend, "root@example.com", admin=True)
+    payload = b64encode(json.dumps({"uid": user_id, "csrf": "x", "sid": "y"}).encode())
+    minted = itsdangerous.TimestampSigner("test-session-key").sign(payload).decode()
+    async with httpx.AsyncClient(base_url=served.base_url) as probe:
+        probe.cookies.set("receiver_session", minted)
+        assert (await probe.get("/api/sync/999")).status_code == 401
+        assert (await probe.get("/")).status_code == 303
 
 
 async def _job(backend, tenant_id: int) -> int:
@@ -212,14 +233,36 @@ async def _job(backend, tenant_id: int) -> int:
         return job.id
 
 
-async def test_logout_ends_the_session(backend, client):
+async def test_logout_ends_the_session_server_side(backend, client):
     await create_user(backend, "root@example.com", admin=True)
     await login(client, "root@example.com")
+    saved = client.cookies["receiver_session"]
     token = await signed_in_csrf(client)
     assert (await client.get("/api/sync/999")).status_code == 404  # signed in
     response = await client.post("/logout", data={"csrf_token": token})
     assert response.status_code == 303
     assert response.headers["location"] == "/login"
+    assert (await client.get("/api/sync/999")).status_code == 401
+    # The cookie saved before logging out (a stolen copy) is worth nothing now.
+    async with httpx.AsyncClient(base_url=str(client.base_url)) as thief:
+        thief.cookies.set("receiver_session", saved)
+        assert (await thief.get("/api/sync/999")).status_code == 401
+        page = await thief.get("/")
+        assert page.status_code == 303
+        assert page.headers["location"] == "/login"
+    async with backend.sessions() as session:
+        assert (await session.scalars(select(UserSession))).all() == []
+
+
+async def test_a_password_reset_ends_the_user_s_sessions(backend, client, tmp_path):
+    await create_tenant(backend.sessions)
+    await create_user(backend, "root@example.com", admin=True)
+    await login(client, "root@example.com")
+    assert (await client.get("/api/sync/999")).status_code == 404
+    code, output = await run_cli(
+        backend, tmp_path, ["users", "add", "--email", "root@example.com", "--admin"], PASSWORD
+    )
+    assert code == 0, output
     assert (await client.get("/api/sync/999")).status_code == 401
 
 
@@ -255,8 +298,11 @@ async def test_viewers_cannot_start_syncs_or_read_other_stores_jobs(backend, cli
     my_job, their_job = await _job(backend, mine), await _job(backend, theirs)
     assert (await client.get(f"/api/sync/{my_job}")).status_code == 200
     other = await client.get(f"/api/sync/{their_job}")
-    assert other.status_code == 403
-    assert "progress" not in other.json()
+    missing = await client.get(f"/api/sync/{their_job + 1000}")
+    # Another store's job answers exactly like one that does not exist.
+    assert other.status_code == missing.status_code == 404
+    assert other.json() == {"error": f"no sync job {their_job}"}
+    assert missing.json() == {"error": f"no sync job {their_job + 1000}"}
 
 
 async def test_disabled_users_cannot_sign_in_or_keep_their_session(backend, client):
@@ -269,29 +315,35 @@ async def test_disabled_users_cannot_sign_in_or_keep_their_session(backend, clie
     assert (await login(client, "root@example.com")).status_code == 401
 
 
-async def test_users_add_reads_the_password_from_stdin(backend, tmp_path):
+async def run_cli(backend, cwd, command: list[str], stdin: str) -> tuple[int, str]:
     import asyncio
     import os
     import sys
 
     from tests.conftest import TEST_ENCRYPTION_KEY
 
-    await create_tenant(backend.sessions)
     env = {
         "PATH": os.environ.get("PATH", ""),
         "DATABASE_URL": backend.url,
         "ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
         "SECRET_KEY": "x",
     }
-    command = ["users", "add", "--email", "Viewer@Example.com", "--tenant", SHOP]
     pipe = asyncio.subprocess.PIPE
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "receiver.cli", *command,
-        cwd=tmp_path, env=env, stdin=pipe, stdout=pipe, stderr=pipe,
+        cwd=cwd, env=env, stdin=pipe, stdout=pipe, stderr=pipe,
     )  # fmt: skip
-    stdout, stderr = await process.communicate((PASSWORD + "\n").encode())
-    assert process.returncode == 0, stderr.decode()
-    assert PASSWORD not in stdout.decode() + stderr.decode()
+    stdout, stderr = await process.communicate((stdin + "\n").encode())
+    assert process.returncode is not None
+    return process.returncode, stdout.decode() + stderr.decode()
+
+
+async def test_users_add_reads_the_password_from_stdin(backend, tmp_path):
+    await create_tenant(backend.sessions)
+    command = ["users", "add", "--email", "Viewer@Example.com", "--tenant", SHOP]
+    code, output = await run_cli(backend, tmp_path, command, PASSWORD)
+    assert code == 0, output
+    assert PASSWORD not in output
     async with backend.sessions() as session:
         user = await session.scalar(select(User).where(User.email == "viewer@example.com"))
         assert user is not None
@@ -304,3 +356,67 @@ async def test_users_add_reads_the_password_from_stdin(backend, tmp_path):
             await session.scalars(select(Tenant.id).where(Tenant.shop_domain == SHOP))
         ).all()
     assert tenants == shop_ids
+
+
+class CountingHasher(PasswordHasher):
+    """The real hasher, counting the verifications the served app runs (in its threads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified: list[str] = []
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+        self.verified.append(password if isinstance(password, str) else password.decode())
+        return super().verify(hash, password)
+
+
+async def test_a_parallel_burst_gets_at_most_the_limit_of_guesses_checked(
+    backend, client, monkeypatch
+):
+    await create_user(backend, "ann@example.com")
+    hasher = CountingHasher()
+    monkeypatch.setattr(auth, "password_hasher", hasher)
+    page = await client.get("/login")
+    token = csrf_from(page.text)
+    guesses = [f"guess number {n}" for n in range(30)]
+
+    async def attempt(password: str) -> int:
+        form = {"email": "ann@example.com", "password": password, "csrf_token": token}
+        return (await client.post("/login", data=form)).status_code
+
+    statuses = await asyncio.gather(*(attempt(guess) for guess in guesses))
+    assert len(hasher.verified) <= EMAIL_FAILURE_LIMIT, hasher.verified
+    assert set(statuses) == {401, 429}
+    assert statuses.count(401) == len(hasher.verified)
+    # Locked now, even for the right password, which is not even checked.
+    assert (await login(client, "ann@example.com")).status_code == 429
+    assert PASSWORD not in hasher.verified
+
+
+async def test_webhooks_answer_quickly_while_many_addresses_try_to_sign_in(backend, served, http):
+    """Password hashing runs off the event loop: a storm of sign-ins (each from its own
+    address, so no lockout cuts it short) does not hold up Shopify's deliveries."""
+    await create_tenant(backend.sessions)
+    async with httpx.AsyncClient(base_url=served.base_url, timeout=60) as storm:
+        page = await storm.get("/login")
+        token = csrf_from(page.text)
+
+        async def attempt(n: int) -> int:
+            form = {"email": f"user{n}@example.com", "password": "wrong", "csrf_token": token}
+            headers = {"X-Forwarded-For": f"10.1.{n // 250}.{n % 250}"}
+            return (await storm.post("/login", data=form, headers=headers)).status_code
+
+        flood = [asyncio.ensure_future(attempt(n)) for n in range(24)]
+        answered_during_flood = 0
+        slowest = 0.0
+        while not all(task.done() for task in flood):
+            body, headers = delivery("orders/create")
+            started = time.perf_counter()
+            response = await http.post(served.webhook_url, content=body, headers=headers)
+            slowest = max(slowest, time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+            answered_during_flood += not all(task.done() for task in flood)
+        statuses = await asyncio.gather(*flood)
+    assert set(statuses) == {401}
+    assert answered_during_flood >= 3
+    assert slowest < 5.0, f"a webhook took {slowest:.2f} s during the sign-in storm"

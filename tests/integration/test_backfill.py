@@ -29,7 +29,7 @@ from handlers.normalize import parse_shopify_id
 from models import Customer, Order, SecretBox, SyncJob, Tenant
 from receiver.samples import sample_payload
 from receiver.tenants import set_access_token
-from tests.conftest import TEST_ENCRYPTION_KEY, Backend
+from tests.conftest import TEST_ENCRYPTION_KEY, Backend, as_app_role
 from tests.factories import RECORD_COLUMNS, create_tenant, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, Fault, ManualClock
 
@@ -393,7 +393,8 @@ async def test_api_sync_runs_in_process_on_sqlite(sqlite_url, live_simulator, ht
                 headers={"Authorization": f"Bearer {token}"},
             )
             assert response.status_code == 202
-            document = await _wait_until_finished(http, response.json()["status_url"], token)
+            status_url = app.base_url + response.json()["status_url"]  # relative
+            document = await _wait_until_finished(http, status_url, token)
         assert (document["status"], document["error"]) == ("succeeded", None)
         assert document["progress"]["orders"]["count"] == 400
         async with engine_backend.sessions() as session:
@@ -515,7 +516,8 @@ async def test_a_killed_worker_s_job_is_resumed_by_another_worker(pg, tmp_path):
         await queue.close()
         env = {
             "PATH": os.environ.get("PATH", ""),
-            "DATABASE_URL": pg.url,
+            # The service's own role: `worker` refuses one that bypasses row-level security.
+            "DATABASE_URL": as_app_role(pg.url),
             "ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
             "SECRET_KEY": "worker-test",
             "SHOPIFY_ADMIN_BASE_URL": server.admin_base_url_template,

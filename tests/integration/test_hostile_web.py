@@ -26,6 +26,7 @@ import re
 import secrets
 from base64 import b64encode
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, quote_plus, urlencode
@@ -48,11 +49,12 @@ from models import (
     SyncJob,
     Tenant,
     User,
+    UserSession,
     UserTenant,
     WebhookEvent,
     utcnow,
 )
-from receiver.auth import hash_password
+from receiver.auth import hash_password, token_digest
 from tests.conftest import Backend, ServedApp, settings_for
 from tests.factories import OTHER_SHOP, SHOP, create_tenant
 
@@ -163,12 +165,13 @@ def password_hash() -> str:
     return hash_password(PASSWORD)
 
 
-def signed_in(email: str, user_id: int) -> Principal:
-    """A signed-in session, exactly as the login form starts one (receiver.auth.start_session)
-    and SessionMiddleware signs it: signing in for real costs two argon2 hashes per test, and
-    the login form has its own fuzzing below and its own tests in test_auth.py."""
+def signed_in(email: str, user_id: int, sid: str) -> Principal:
+    """A signed-in session, exactly as the login form starts one (receiver.auth.start_session,
+    with its user_sessions row added by the caller) and SessionMiddleware signs it: signing in
+    for real costs two argon2 hashes per test, and the login form has its own fuzzing below
+    and its own tests in test_auth.py."""
     csrf = secrets.token_urlsafe(32)
-    session = {"uid": user_id, "sid": secrets.token_urlsafe(16), "csrf": csrf}
+    session = {"uid": user_id, "sid": sid, "csrf": csrf}
     signer = itsdangerous.TimestampSigner(settings_for("sqlite://").secret_key.reveal())
     cookie = signer.sign(b64encode(json.dumps(session).encode())).decode()
     return Principal(email, f"receiver_session={cookie}", csrf)
@@ -193,7 +196,15 @@ async def world(backend: Backend, served: ServedApp) -> World:
             await session.flush()
             if not admin:
                 session.add(UserTenant(user_id=user.id, tenant_id=ours))
-            world.principals["admin" if admin else "viewer"] = signed_in(email, user.id)
+            sid = secrets.token_urlsafe(32)
+            session.add(
+                UserSession(
+                    user_id=user.id,
+                    token_sha256=token_digest(sid),
+                    expires_at=utcnow() + timedelta(hours=1),
+                )
+            )
+            world.principals["admin" if admin else "viewer"] = signed_in(email, user.id, sid)
     # The premises: both sessions are signed in, and the canary is there to be leaked (the
     # admin sees it on the other store's page; the viewer sees their own store's data).
     async with httpx.AsyncClient(base_url=served.base_url, timeout=10) as probe:

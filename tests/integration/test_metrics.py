@@ -37,3 +37,69 @@ async def test_metrics_count_outcomes_duplicates_latency_and_lag(backend, served
     assert grew("shopify_receiver_webhook_duplicates_total") == 1
     assert grew("shopify_receiver_webhook_handler_seconds_count", topic="orders/create") == 2
     assert grew("shopify_receiver_webhook_lag_seconds_count") == 1
+
+
+async def test_metrics_token_guards_metrics(pg, served_apps, http):
+    from receiver.settings import Secret
+    from tests.conftest import ServedApp, settings_for
+
+    key = "postgresql-metrics-token"
+    if key not in served_apps:
+        settings = settings_for(pg.url, metrics_token=Secret("scrape-me"))
+        served_apps[key] = ServedApp(settings).__enter__()
+    url = f"{served_apps[key].base_url}/metrics"
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic scrape-me"}):
+        refused = await http.get(url, headers=headers)
+        assert refused.status_code == 401
+        assert "shopify_receiver" not in refused.text
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+    allowed = await http.get(url, headers={"Authorization": "Bearer scrape-me"})
+    assert allowed.status_code == 200
+    assert "shopify_receiver_webhooks_total" in allowed.text
+
+
+def test_every_worker_of_serve_reports_the_same_totals(tmp_path):
+    """`serve --workers 2`: deliveries land on either worker, and a scrape answered by either
+    one counts all of them."""
+    import subprocess
+    import time
+
+    import httpx
+
+    from tests.integration.test_cli import CLI, cli_env, free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [str(CLI), "serve", "--workers", "2", "--port", str(port)],
+        cwd=tmp_path,
+        env=cli_env(None, PERIODIC_CHECKS="off"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, "serve exited"
+            assert time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.1)
+        sent = 12
+        for n in range(sent):  # a new connection each, so both workers take some
+            body, headers = delivery("orders/create", shop=f"metrics-{n}.myshopify.com")
+            response = httpx.post(f"{base}/webhooks/shopify", content=body, headers=headers)
+            assert response.status_code == 200, response.text
+        totals = set()
+        for _ in range(10):
+            scrape = httpx.get(f"{base}/metrics", timeout=5)
+            assert scrape.status_code == 200
+            total = "shopify_receiver_webhooks_total"
+            totals.add(sample(scrape.text, total, topic="orders/create", outcome="ignored"))
+        assert totals == {float(sent)}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -218,8 +218,10 @@ async def test_viewer_gets_nothing_of_another_store(backend, sign_in):
         "nobody-here.myshopify.com", ""
     )
     stats = await client.get("/api/stats", params={"shop": OTHER_SHOP})
-    assert stats.status_code == 403
-    assert set(stats.json()) == {"error"}
+    no_stats = await client.get("/api/stats", params={"shop": "nobody-here.myshopify.com"})
+    assert stats.status_code == no_stats.status_code == 404
+    assert stats.json() == {"error": f"no store {OTHER_SHOP}"}
+    assert no_stats.json() == {"error": "no store nobody-here.myshopify.com"}
     for response in (page, stats):
         assert SECRET_ORDER not in response.text
         assert SECRET_TOTAL not in response.text
