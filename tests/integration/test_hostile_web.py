@@ -689,6 +689,7 @@ def clean(value: bytes) -> bytes:
 
 
 PRINCIPALS = ["stranger", "viewer", "admin"]
+SERVER_REFUSALS = frozenset({"Invalid HTTP request received.", "Request head too large"})
 
 
 @FUZZ
@@ -719,7 +720,8 @@ async def test_hostile_api_requests_never_fail_leak_or_store(world, data, who):
             # No body to read: the server's own refusal is the one without our app's headers.
             assert "content-security-policy" not in {key.lower() for key in answer.headers}
         elif answer.status == 400:
-            assert answer.text == "Invalid HTTP request received.", answer.text[:300]
+            # uvicorn's refusal of an unparsable request, or ours of a head over 64 KiB.
+            assert answer.text in SERVER_REFUSALS, answer.text[:300]
     if who == "viewer" and is_json and answer.status == 200:
         assert json.loads(answer.body).get("tenant_id") == world.ours
     await assert_nothing_stored(world, before)
