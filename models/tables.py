@@ -255,7 +255,8 @@ class ApiToken(Base):
 
 
 class ApiTokenTenant(Base):
-    """The stores a scoped API token may see; a token with no rows here sees every store."""
+    """The stores a scoped API token may see; a token with no rows here sees every store, so
+    a store a token is scoped to cannot be deleted (RESTRICT) until the token is revoked."""
 
     __tablename__ = "api_token_tenants"
 
@@ -263,7 +264,7 @@ class ApiTokenTenant(Base):
         ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True
     )
     tenant_id: Mapped[int] = mapped_column(
-        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("tenants.id", ondelete="RESTRICT"), primary_key=True
     )
 
 

@@ -6,9 +6,10 @@ import asyncio
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
-from models import ApiToken, SyncJob
+from models import ApiToken, ApiTokenTenant, SyncJob, Tenant
 from receiver.auth import create_api_token, token_digest
 from tests.factories import OTHER_SHOP, SHOP, create_tenant
 
@@ -225,6 +226,18 @@ async def test_tokens_can_be_read_only_and_scoped_to_stores(backend, served, htt
         f"{base}/api/sync", json={"shop": SHOP}, headers=bearer(tokens["writer"])
     )
     assert accepted.status_code in (202, 409), accepted.text
+
+
+async def test_a_store_a_token_is_scoped_to_cannot_be_deleted(backend, tmp_path):
+    """A token without scope rows sees every store: deleting its only store must not quietly
+    widen it."""
+    await create_tenant(backend.sessions, SHOP)
+    await scoped_tokens(backend, backend.url, tmp_path)
+    with pytest.raises(IntegrityError):
+        async with backend.sessions() as session, session.begin():
+            await session.execute(delete(Tenant).where(Tenant.shop_domain == SHOP))
+    async with backend.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(ApiTokenTenant)) == 2
 
 
 async def job_row(backend, tenant_id: int) -> int:

@@ -66,8 +66,10 @@ def upgrade() -> None:
             sa.ForeignKey("api_tokens.id", ondelete="CASCADE"),
             primary_key=True,
         ),
+        # RESTRICT: a token with no scope rows sees every store, so a store a token is
+        # scoped to cannot vanish from under it (revoke the token first).
         sa.Column(
-            "tenant_id", BIG_ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+            "tenant_id", BIG_ID, sa.ForeignKey("tenants.id", ondelete="RESTRICT"), primary_key=True
         ),
     )
     with op.batch_alter_table("customers") as batch:
