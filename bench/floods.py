@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         if not args.no_append:
             date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-            info = "\n".join(f"- {line}" for line in machine_info(args.admin_url))
+            info = "\n".join(machine_info(args.admin_url))
             append_results(f"## Floods ({date})\n\n{info}\n\n{text}\n")
         return 0
     finally:

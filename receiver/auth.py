@@ -7,6 +7,8 @@ import asyncio
 import hashlib
 import secrets
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -122,15 +124,39 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
+# A sign-in that cannot get a hash slot this soon is refused (503) rather than queued without
+# end: a storm's waiters would otherwise pile up faster than two slots can serve them.
+HASH_WAIT_SECONDS = 5.0
+
+
+class SignInBusy(Exception):
+    """Every hash slot stayed taken for HASH_WAIT_SECONDS: try again shortly."""
+
+
+@asynccontextmanager
+async def _hash_slot() -> AsyncIterator[None]:
+    slots = _slots()
+    try:
+        async with asyncio.timeout(HASH_WAIT_SECONDS):
+            await slots.acquire()
+    except TimeoutError:
+        raise SignInBusy("Too many sign-ins at once. Try again in a minute.") from None
+    try:
+        yield
+    finally:
+        slots.release()
+
+
 async def check_password(password_hash: str | None, password: str) -> bool:
-    """verify_password off the event loop, within the per-process cap on concurrent hashes.
-    Callers hold no database connection while they wait here."""
-    async with _slots():
+    """verify_password off the event loop, within the per-process cap on concurrent hashes
+    (SignInBusy when no slot frees up in time). Callers hold no database connection while
+    they wait here."""
+    async with _hash_slot():
         return await asyncio.to_thread(verify_password, password_hash, password)
 
 
 async def new_password_hash(password: str) -> str:
-    async with _slots():
+    async with _hash_slot():
         return await asyncio.to_thread(hash_password, password)
 
 

@@ -17,6 +17,7 @@ from receiver.auth import (
     LoginFailed,
     LoginLocked,
     Principal,
+    SignInBusy,
     csrf_token,
     csrf_valid,
     end_session,
@@ -109,6 +110,10 @@ async def login_submit(request: Request) -> Response:
         error, status = str(exc), 429
     except LoginFailed as exc:
         error, status = str(exc), 401
+    except SignInBusy as exc:
+        page = render(request, "login.html", {"error": str(exc), "email": email}, status=503)
+        page.headers["Retry-After"] = "60"
+        return page
     else:
         start_session(request, signed_in)
         return RedirectResponse("/", status_code=303)
