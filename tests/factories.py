@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.credentials import AppCredentials
 from backfill.runner import BackfillEnvironment
-from models import SecretBox, Tenant
+from models import SecretBox, SyncJob, Tenant
 from receiver.samples import sample_payload, webhook_headers
 from receiver.tenants import set_access_token, set_webhook_secrets
 from tests.conftest import APP_SECRET, TEST_ENCRYPTION_KEY
@@ -40,6 +40,22 @@ async def create_tenant(
         session.add(tenant)
         await session.flush()
         return tenant.id
+
+
+async def create_finished_job(sessions: async_sessionmaker[AsyncSession], tenant_id: int) -> int:
+    """A succeeded sync job of the store, for tests of who may read which job."""
+    async with sessions() as session, session.begin():
+        job = SyncJob(
+            tenant_id=tenant_id,
+            mode="full",
+            status="succeeded",
+            resources=["orders"],
+            progress={},
+            attempts=1,
+        )
+        session.add(job)
+        await session.flush()
+        return job.id
 
 
 def delivery(

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from models import ApiToken, ApiTokenTenant, SyncJob, Tenant
+from models import ApiToken, ApiTokenTenant, Tenant
 from receiver.auth import create_api_token, token_digest
-from tests.factories import OTHER_SHOP, SHOP, create_tenant
+from tests.factories import OTHER_SHOP, SHOP, create_finished_job, create_tenant
 
 
 async def admin_token(backend) -> str:
@@ -182,7 +182,10 @@ async def test_tokens_can_be_read_only_and_scoped_to_stores(backend, served, htt
     ours = await create_tenant(backend.sessions, SHOP)
     theirs = await create_tenant(backend.sessions, OTHER_SHOP)
     tokens = await scoped_tokens(backend, backend.url, tmp_path)
-    our_job, their_job = await job_row(backend, ours), await job_row(backend, theirs)
+    our_job, their_job = (
+        await create_finished_job(backend.sessions, ours),
+        await create_finished_job(backend.sessions, theirs),
+    )
     base = served.base_url
 
     async def get(path: str, token: str, **params: str) -> httpx.Response:
@@ -238,18 +241,3 @@ async def test_a_store_a_token_is_scoped_to_cannot_be_deleted(backend, tmp_path)
             await session.execute(delete(Tenant).where(Tenant.shop_domain == SHOP))
     async with backend.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(ApiTokenTenant)) == 2
-
-
-async def job_row(backend, tenant_id: int) -> int:
-    async with backend.sessions() as session, session.begin():
-        job = SyncJob(
-            tenant_id=tenant_id,
-            mode="full",
-            status="succeeded",
-            resources=["orders"],
-            progress={},
-            attempts=1,
-        )
-        session.add(job)
-        await session.flush()
-        return job.id

@@ -15,11 +15,11 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select, update
 
-from models import LoginThrottle, SyncJob, Tenant, User, UserSession, UserTenant, utcnow
+from models import LoginThrottle, Tenant, User, UserSession, UserTenant, utcnow
 from receiver import auth
 from receiver.auth import EMAIL_FAILURE_LIMIT, hash_password, sign_in
 from tests.conftest import ServedApp
-from tests.factories import OTHER_SHOP, SHOP, create_tenant, delivery
+from tests.factories import OTHER_SHOP, SHOP, create_finished_job, create_tenant, delivery
 
 PASSWORD = "correct horse battery staple"
 
@@ -189,7 +189,7 @@ async def test_expired_session_is_no_session(backend, served, client):
     tenant_id = await create_tenant(backend.sessions)
     await create_user(backend, "ann@example.com")
     await login(client, "ann@example.com")
-    job_id = await _job(backend, tenant_id)
+    job_id = await create_finished_job(backend.sessions, tenant_id)
     payload = client.cookies["receiver_session"].split(".")[0].encode()
     stale = Yesterday("test-session-key").sign(payload).decode()
     fresh = itsdangerous.TimestampSigner("test-session-key").sign(payload).decode()
@@ -216,21 +216,6 @@ async def test_a_signed_cookie_without_a_session_row_is_no_session(backend, serv
         probe.cookies.set("receiver_session", minted)
         assert (await probe.get("/api/sync/999")).status_code == 401
         assert (await probe.get("/")).status_code == 303
-
-
-async def _job(backend, tenant_id: int) -> int:
-    async with backend.sessions() as session, session.begin():
-        job = SyncJob(
-            tenant_id=tenant_id,
-            mode="full",
-            status="succeeded",
-            resources=["orders"],
-            progress={},
-            attempts=1,
-        )
-        session.add(job)
-        await session.flush()
-        return job.id
 
 
 async def test_logout_ends_the_session_server_side(backend, client):
@@ -295,7 +280,10 @@ async def test_viewers_cannot_start_syncs_or_read_other_stores_jobs(backend, cli
     token = await signed_in_csrf(client)
     start = await client.post("/api/sync", json={"shop": SHOP}, headers={"X-CSRF-Token": token})
     assert start.status_code == 403
-    my_job, their_job = await _job(backend, mine), await _job(backend, theirs)
+    my_job, their_job = (
+        await create_finished_job(backend.sessions, mine),
+        await create_finished_job(backend.sessions, theirs),
+    )
     assert (await client.get(f"/api/sync/{my_job}")).status_code == 200
     other = await client.get(f"/api/sync/{their_job}")
     missing = await client.get(f"/api/sync/{their_job + 1000}")
