@@ -132,6 +132,10 @@ def skip_reason(
 
     A destructive body that names the header's shop neither by domain nor by the shop id held
     (Shopify's samples use placeholders) waits, ignored, until the id is known.
+
+    `shop/redact` applies only to a store that is not active: Shopify sends it 48 hours after
+    app/uninstalled, so one arriving for an active store is a captured body re-sent after the
+    store reinstalled (the signature has no date), and would delete the live store's data.
     """
     if topic not in HANDLERS:
         return f"topic {topic} is not handled"
@@ -140,7 +144,15 @@ def skip_reason(
     if tenant_status != "active" and topic not in COMPLIANCE_TOPICS:
         return f"shop is {tenant_status}"
     if topic in DESTRUCTIVE_TOPICS:
-        return unconfirmed_shop(topic, shop_domain, payload, shopify_shop_id)
+        unconfirmed = unconfirmed_shop(topic, shop_domain, payload, shopify_shop_id)
+        if unconfirmed is not None:
+            return unconfirmed
+    if topic == "shop/redact" and tenant_status == "active":
+        return (
+            "store is active (reinstalled?): Shopify sends shop/redact 48 hours after "
+            "app/uninstalled; replay this event (`events replay --id N`) once the store "
+            "is uninstalled"
+        )
     return None
 
 

@@ -127,6 +127,8 @@ async def test_shop_redact_deletes_everything_for_that_shop_only(backend, served
     assert await post(http, served, "orders/create", shop=OTHER_SHOP) == "processed"
     other_before = await dump_tenant(backend, other_id)
 
+    # Shopify sends shop/redact 48 hours after the uninstall; to an active store it is ignored.
+    assert await post(http, served, "app/uninstalled") == "processed"
     # seed_store's data request named the shop by domain and id, so that id is now held.
     shop_id = sample_payload("customers/data_request")["shop_id"]
     assert await post(http, served, "shop/redact", {"shop_id": shop_id, "shop_domain": SHOP}) == (

@@ -230,6 +230,11 @@ def _without_event(dump: str, event_id: int) -> str:
 @pytest.mark.parametrize("topic", ["shop/redact", "app/uninstalled"])
 async def test_a_genuine_body_naming_the_shop_by_id_only_is_applied(backend, served, http, topic):
     c, d = await two_stores(backend, http, served)
+    if topic == "shop/redact":
+        # Shopify sends shop/redact 48 hours after app/uninstalled. Only the status is set, so
+        # the access token still held is wiped by the redaction itself.
+        async with backend.sessions() as session, session.begin():
+            (await session.get_one(Tenant, c)).status = "uninstalled"
     d_before = await snapshot(backend, d)
 
     response = await send(http, served, topic, SHOP_C, compliance_body(topic, None, C_ID))
@@ -311,13 +316,66 @@ async def test_backfill_learns_the_shop_id_and_a_waiting_redact_then_applies(
     assert tenant.shopify_shop_id == store.shop_id
     assert orders == store.counts["orders"]
 
+    # The id is known now, but the store is active: the redaction waits for the uninstall.
     cli = Cli(tmp_path, cli_env(backend.url))
+    await cli.ok("events", "replay", "--id", str(event_id))
+    async with backend.sessions() as session:
+        event = await session.get_one(WebhookEvent, event_id)
+        orders = await session.scalar(select(func.count()).select_from(Order))
+    assert event.status == "ignored"
+    assert "store is active" in (event.error or "")
+    assert orders == store.counts["orders"]
+
+    uninstall = compliance_body("app/uninstalled", None, store.shop_id)
+    response = await send(http, served, "app/uninstalled", SHOP_C, uninstall)
+    assert response.json()["status"] == "processed", response.text
     await cli.ok("events", "replay", "--id", str(event_id))
     async with backend.sessions() as session:
         event = await session.get_one(WebhookEvent, event_id)
         tenant = await session.get_one(Tenant, c)
         orders = await session.scalar(select(func.count()).select_from(Order))
     assert (event.status, tenant.status, orders) == ("processed", "redacted", 0)
+
+
+async def test_a_stores_own_shop_redact_resent_while_it_is_active_changes_nothing(
+    backend, served, http, tmp_path
+):
+    """C's genuine shop/redact (captured when C once uninstalled), re-sent under C's own
+    header after C reinstalled: Shopify sends shop/redact only 48 hours after an uninstall,
+    so for an active store it is kept `ignored`. Once C uninstalls, its replay applies."""
+    c, d = await two_stores(backend, http, served)
+    before = (await snapshot(backend, c), await snapshot(backend, d))
+
+    redact = compliance_body("shop/redact", SHOP_C, C_ID)
+    response = await send(http, served, "shop/redact", SHOP_C, redact)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "ignored"
+    event_id = response.json()["event"]
+    async with backend.sessions() as session:
+        event = await session.get_one(WebhookEvent, event_id)
+    assert (event.status, event.tenant_id, event.topic) == ("ignored", c, "shop/redact")
+    assert "store is active" in (event.error or "")
+    assert "events replay --id" in (event.error or "")
+    assert _without_event(await snapshot(backend, c), event_id) == before[0]
+    assert await snapshot(backend, d) == before[1]
+
+    uninstall = compliance_body("app/uninstalled", SHOP_C, C_ID)
+    response = await send(http, served, "app/uninstalled", SHOP_C, uninstall)
+    assert response.json()["status"] == "processed", response.text
+    d_before = await snapshot(backend, d)
+
+    await Cli(tmp_path, cli_env(backend.url)).ok("events", "replay", "--id", str(event_id))
+
+    async with backend.sessions() as session:
+        event = await session.get_one(WebhookEvent, event_id)
+        tenant = await session.get_one(Tenant, c)
+        orders = await session.scalar(
+            select(func.count()).select_from(Order).where(Order.tenant_id == c)
+        )
+    assert (event.status, event.error) == ("processed", None)
+    assert (tenant.status, tenant.webhook_secrets_encrypted, orders) == ("redacted", None, 0)
+    assert await snapshot(backend, d) == d_before
 
 
 @pytest.mark.parametrize("holder", ["this store", "another store"])
