@@ -1,10 +1,11 @@
 # One entry for people and CI: `make run` serves on the embedded SQLite default,
-# `make test` runs lint, format check and the whole suite (PostgreSQL and SQLite).
+# `make test` runs lint, format check, import contracts, strict types and the whole suite
+# (PostgreSQL and SQLite).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install browser
+.PHONY: run test lint typecheck install browser
 
 $(BIN)/shopify-receiver: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +22,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The layer contract (receiver -> backfill -> handlers -> models) and strict types.
+typecheck: install
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
 # The end-to-end tests drive Debian's Chromium through Playwright; no browser is downloaded.
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-test: lint browser
+test: lint typecheck browser
 	$(BIN)/pytest

@@ -114,7 +114,7 @@ class AdminClient:
     def _backoff(self, attempt: int) -> float:
         # Full jitter: spreads the retries of many workers instead of synchronising them.
         ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return ceiling * (0.5 + 0.5 * self.jitter())
+        return float(ceiling * (0.5 + 0.5 * self.jitter()))
 
     async def _pause(self, seconds: float) -> None:
         if seconds > 0:

@@ -125,8 +125,10 @@ def _blueprint() -> procrastinate.Blueprint:
 
 
 async def requeue_abandoned(app: procrastinate.App, env: BackfillEnvironment) -> int:
-    stalled = await app.job_manager.get_stalled_jobs(
-        queue=QUEUE, seconds_since_heartbeat=STALLED_AFTER_SECONDS
+    stalled = list(
+        await app.job_manager.get_stalled_jobs(
+            queue=QUEUE, seconds_since_heartbeat=STALLED_AFTER_SECONDS
+        )
     )
     for job in stalled:
         await app.job_manager.retry_job(job)

@@ -25,6 +25,7 @@ from handlers.normalize import PayloadError, Record, parse_shopify_id
 from handlers.shop_identity import ShopMismatch, record_shop_id
 from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Tenant, utcnow
 from models.tenancy import use_all_tenants, use_tenant
+from models.upsert import affected_rows
 
 log = logging.getLogger("shopify_receiver.backfill")
 
@@ -200,7 +201,7 @@ async def claim_job(
             )
             .execution_options(synchronize_session=False)
         )
-        return (result.rowcount or 0) == 1
+        return affected_rows(result) == 1
 
 
 async def claimable_job_ids(
@@ -423,7 +424,7 @@ class JobRun:
                 .values(progress=self.progress, heartbeat_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
-            if (result.rowcount or 0) != 1:
+            if affected_rows(result) != 1:
                 raise JobCancelled(f"sync job {self.job.id} is no longer running")
 
     async def _heartbeat(self) -> None:

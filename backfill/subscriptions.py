@@ -31,7 +31,7 @@ from backfill.client import AdminClient, BackfillError
 from backfill.queries import RESOURCES
 from backfill.runner import BackfillEnvironment, admin_client_for, hold_shop_id
 from handlers import handled_topics
-from handlers.dispatch import COMPLIANCE_TOPICS
+from handlers.shop_identity import COMPLIANCE_TOPICS
 from models import Tenant, WebhookSubscription, utcnow
 from models.tenancy import use_tenant
 

@@ -109,9 +109,9 @@ async def redact_personal_data(
             _orders_of(customer_id, order_ids, identifiers),
         )
     )
-    for row in orders:
-        row.email = None
-        row.raw = scrub(row.raw, identifiers)
+    for order in orders:
+        order.email = None
+        order.raw = scrub(order.raw, identifiers)
     requests = await session.scalars(
         select(ComplianceRequest).where(ComplianceRequest.tenant_id == tenant_id)
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, or_, update
+from sqlalchemy import ColumnElement, Table, and_, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.normalize import Record
@@ -150,7 +150,7 @@ async def replace_record(
     It is a compare-and-set on what the caller read (`seen_*`): if a webhook changed the row
     since, nothing is written and False is returned, so a fresher write is never undone.
     """
-    table = model.__table__
+    table = cast(Table, model.__table__)
     values = {name: value for name, value in record.items() if name not in _KEEP_ON_UPDATE}
     values |= {"deleted_at": None, "source": source, "synced_at": utcnow()}
     statement = (

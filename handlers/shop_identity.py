@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.normalize import MAX_SHOPIFY_ID
 from models import Tenant, utcnow
+from models.upsert import affected_rows
 
 # Deleting or wiping data, or recording a request about a person: applied only for a body
 # that names the header's shop.
@@ -216,4 +217,4 @@ async def _record(session: AsyncSession, tenant_id: int, shop_id: int) -> bool:
             )
     except IntegrityError:
         return False
-    return (result.rowcount or 0) == 1
+    return affected_rows(result) == 1

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import CursorResult, Result, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+
+
+def affected_rows(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched: `session.execute` types its result as a plain Result,
+    while what such statements return is a CursorResult, which counts them."""
+    return cast(CursorResult[Any], result).rowcount or 0
 
 
 def insert_on_conflict(session: AsyncSession, table: Table | Any) -> Any:

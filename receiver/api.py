@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -122,7 +123,7 @@ async def start_sync(request: Request) -> Response:
     )
 
 
-async def _tenant_from(session: Any, body: dict[str, Any], principal: Principal) -> Tenant:
+async def _tenant_from(session: AsyncSession, body: dict[str, Any], principal: Principal) -> Tenant:
     tenant_id, shop = body.get("tenantId"), body.get("shop")
     if tenant_id is not None:
         if isinstance(tenant_id, bool) or not isinstance(tenant_id, int):
@@ -138,7 +139,7 @@ async def _tenant_from(session: Any, body: dict[str, Any], principal: Principal)
     raise ApiError('give the store as {"tenantId": 1} or {"shop": "name.myshopify.com"}')
 
 
-async def tenant_for_shop(session: Any, shop: str, principal: Principal) -> Tenant:
+async def tenant_for_shop(session: AsyncSession, shop: str, principal: Principal) -> Tenant:
     """The store a request names by domain: 400 when malformed, 404 when unknown or not the
     caller's to see (the same answer, so a caller cannot map which stores are installed)."""
     try:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from typing import cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -199,6 +200,7 @@ async def _count_attempt(
         .returning(table.c.failures, table.c.locked_until)
     )
     failures, locked_until = (await session.execute(statement)).one()
+    locked_until = cast(datetime | None, locked_until)
     if locked_until is not None and locked_until > now:
         return locked_until
     if failures <= limit:

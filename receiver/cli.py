@@ -36,6 +36,7 @@ from models import (
     utcnow,
 )
 from models.tenancy import use_all_tenants, use_tenant
+from models.upsert import affected_rows
 from receiver.auth import create_api_token
 from receiver.logs import configure_logging
 from receiver.progress import ProgressPrinter
@@ -118,7 +119,7 @@ def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> No
 
     try:
         reason = asyncio.run(check())
-    except (*DATABASE_ERRORS, OSError) as exc:
+    except DATABASE_ERRORS as exc:  # OSError among them
         if not unreachable_ok:
             raise click.ClickException(f"database unreachable: {type(exc).__name__}") from None
         click.echo(
@@ -430,7 +431,7 @@ def events_prune(
                     WebhookEvent.received_at < cutoff, WebhookEvent.status.in_(statuses)
                 )
             )
-            deleted = result.rowcount or 0
+            deleted = affected_rows(result)
         if payload_age is not None:
             result = await session.execute(
                 update(WebhookEvent)
@@ -442,7 +443,7 @@ def events_prune(
                 .values(payload=null())
                 .execution_options(synchronize_session=False)
             )
-            emptied = result.rowcount or 0
+            emptied = affected_rows(result)
         return deleted, emptied
 
     deleted, emptied = _with_session(settings, work)

@@ -70,7 +70,7 @@ def registry() -> CollectorRegistry:
     if not os.environ.get(MULTIPROC_ENV):
         return REGISTRY
     combined = CollectorRegistry()
-    MultiProcessCollector(combined)
+    MultiProcessCollector(combined)  # type: ignore[no-untyped-call]  # untyped upstream
     return combined
 
 

@@ -24,7 +24,8 @@ def sample_file_name(topic: str) -> str:
 def _load(topic: str) -> dict[str, Any]:
     path = resources.files("receiver") / "webhook_samples" / sample_file_name(topic)
     try:
-        return json.loads(path.read_text())
+        sample: dict[str, Any] = json.loads(path.read_text())
+        return sample
     except FileNotFoundError:
         raise KeyError(f"no sample payload for {topic}") from None
 

@@ -147,7 +147,7 @@ async def _revenue(session: AsyncSession, tenant_id: int, now: datetime) -> list
     happened = order_time()
     columns = []
     for label, days in REVENUE_WINDOWS.items():
-        amount: ColumnElement[Any] = Order.total_price
+        amount: ColumnElement[Any] = Order.total_price.expression
         if days is not None:
             amount = case((happened >= now - timedelta(days=days), Order.total_price))
         columns.append(_money_sum(session, amount).label(label))
@@ -232,7 +232,9 @@ async def _lag(session: AsyncSession, tenant_id: int, now: datetime) -> dict[str
         .limit(LAG_SAMPLE)
     )
     lags = sorted(
-        round((received - triggered).total_seconds() * 1000) for received, triggered in rows
+        round((received - triggered).total_seconds() * 1000)
+        for received, triggered in rows
+        if triggered is not None  # the query filtered them out; this tells the type checker
     )
     return {"samples": len(lags), "p50": percentile(lags, 50), "p95": percentile(lags, 95)}
 

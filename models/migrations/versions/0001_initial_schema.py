@@ -6,6 +6,7 @@ Create Date: 2026-11-25
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -23,7 +24,7 @@ MONEY = sa.Numeric(20, 4).with_variant(sa.String(40), "sqlite")
 JSON_DOC = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
-def _shop_record_columns() -> list[sa.Column]:
+def _shop_record_columns() -> list[sa.Column[Any]]:
     return [
         sa.Column("id", BIG_ID, primary_key=True),
         sa.Column(

@@ -75,7 +75,9 @@ def upgrade() -> None:
 
         # The schema is many statements; asyncpg runs a multi-statement script only through
         # its own simple-query path, not through a prepared statement.
-        driver = op.get_bind().connection.dbapi_connection.driver_connection
+        dbapi_connection = op.get_bind().connection.dbapi_connection
+        assert dbapi_connection is not None  # an open migration connection
+        driver = dbapi_connection.driver_connection
         await_only(driver.execute(SchemaManager.get_schema()))
 
 

@@ -6,6 +6,7 @@ Create Date: 2026-11-25
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -36,7 +37,7 @@ CREATE POLICY tenant_isolation ON {table}
 """
 
 
-def _tenant_id() -> sa.Column:
+def _tenant_id() -> sa.Column[Any]:
     return sa.Column(
         "tenant_id", BIG_ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
     )
