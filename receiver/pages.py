@@ -21,7 +21,7 @@ from models import Tenant, WebhookEvent, utcnow
 from models.tenancy import use_all_tenants, use_tenant
 from receiver.auth import Principal, csrf_valid, visible_tenants
 from receiver.services import Services
-from receiver.stats import CHART_DAYS, counts_by_tenant, store_stats
+from receiver.stats import CHART_DAYS, OrdersOnDay, counts_by_tenant, store_stats
 from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain
 from receiver.web import page_principal, read_form, render, to_login
 
@@ -47,7 +47,7 @@ REPLAY_NOTICES = {
 }
 
 
-def chart_bars(days: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def chart_bars(days: list[OrdersOnDay]) -> list[dict[str, Any]]:
     """Bar geometry for the orders-per-day SVG, scaled to the busiest day."""
     slot = CHART_WIDTH / max(1, len(days))
     peak = max((day["count"] for day in days), default=0) or 1

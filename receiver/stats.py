@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import BigInteger, Date, Float, case, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +36,107 @@ from receiver.api import job_document, tenant_for_shop
 from receiver.auth import authenticate
 from receiver.errors import ApiError
 from receiver.services import Services
+
+
+# The document `GET /api/stats` answers and the store page renders: one typed shape, so a
+# renamed or missing key is a type error, not a blank cell on the dashboard.
+class Counts(TypedDict):
+    customers: int
+    products: int
+    orders: int
+
+
+class OrdersOnDay(TypedDict):
+    date: str
+    count: int
+
+
+class TopicWebhooks(TypedDict):
+    topic: str
+    total: int
+    by_status: dict[str, int]
+
+
+class Webhooks(TypedDict):
+    total: int
+    by_status: dict[str, int]
+    by_topic: list[TopicWebhooks]
+
+
+class Lag(TypedDict):
+    samples: int
+    p50: int | None
+    p95: int | None
+
+
+class FailedEvent(TypedDict):
+    id: int
+    topic: str
+    received_at: str
+    attempts: int
+    error: str | None
+
+
+class RecentOrder(TypedDict):
+    name: str | None
+    total_price: str | None
+    currency: str | None
+    financial_status: str | None
+    cancelled: bool
+    happened_at: str | None
+
+
+class Silence(TypedDict):
+    silent: bool
+    usual_gap_s: int | None
+    judged: bool
+
+
+class TopicHealth(TypedDict):
+    topic: str
+    subscribed: bool
+    last_delivery_at: str | None
+    deliveries_7d: int
+    failed_7d: int
+    dedupe_hits_7d: int
+    usual_gap_s: int | None
+    silent: bool
+
+
+class DeliveryHealth(TypedDict):
+    subscriptions_checked_at: str | None
+    silent_topics: list[str]
+    topics: list[TopicHealth]
+
+
+class LastReconcile(TypedDict):
+    id: int
+    status: str
+    trigger: str
+    started_at: str
+    finished_at: str | None
+    error: str | None
+    # Per resource: {"resource": name} and the run's report entry (counts, watermarks, ...).
+    resources: list[dict[str, Any]]
+
+
+class StoreStats(TypedDict):
+    shop: str
+    tenant_id: int
+    status: str
+    generated_at: str
+    counts: Counts
+    # Per currency: {"currency": code} and a decimal string per REVENUE_WINDOWS label.
+    revenue: list[dict[str, str | None]]
+    orders_per_day: list[OrdersOnDay]
+    webhooks_24h: Webhooks
+    lag_ms: Lag
+    failed_events: list[FailedEvent]
+    recent_orders: list[RecentOrder]
+    sync_jobs: list[dict[str, Any]]
+    delivery_health: DeliveryHealth
+    last_reconcile: LastReconcile | None
+
 
 CHART_DAYS = 30
 LAG_WINDOW = timedelta(hours=24)
@@ -143,7 +244,9 @@ async def counts_by_tenant(
     return counts
 
 
-async def _revenue(session: AsyncSession, tenant_id: int, now: datetime) -> list[dict[str, Any]]:
+async def _revenue(
+    session: AsyncSession, tenant_id: int, now: datetime
+) -> list[dict[str, str | None]]:
     happened = order_time()
     columns = []
     for label, days in REVENUE_WINDOWS.items():
@@ -164,7 +267,7 @@ async def _revenue(session: AsyncSession, tenant_id: int, now: datetime) -> list
     )
     revenue = []
     for row in rows:
-        entry: dict[str, Any] = {"currency": row.currency}
+        entry: dict[str, str | None] = {"currency": row.currency}
         for label in REVENUE_WINDOWS:
             entry[label] = money_str(_money_value(session, getattr(row, label)))
         revenue.append(entry)
@@ -173,7 +276,7 @@ async def _revenue(session: AsyncSession, tenant_id: int, now: datetime) -> list
 
 async def _orders_per_day(
     session: AsyncSession, tenant_id: int, now: datetime
-) -> list[dict[str, Any]]:
+) -> list[OrdersOnDay]:
     first_day = _day_start(now) - timedelta(days=CHART_DAYS - 1)
     end = _day_start(now) + timedelta(days=1)
     day = _utc_day(session, order_time()).label("day")
@@ -192,7 +295,7 @@ async def _orders_per_day(
     return [{"date": date, "count": per_day.get(date, 0)} for date in days]
 
 
-async def _webhooks(session: AsyncSession, tenant_id: int, now: datetime) -> dict[str, Any]:
+async def _webhooks(session: AsyncSession, tenant_id: int, now: datetime) -> Webhooks:
     rows = await session.execute(
         select(WebhookEvent.topic, WebhookEvent.status, func.count())
         .where(
@@ -220,7 +323,7 @@ async def _webhooks(session: AsyncSession, tenant_id: int, now: datetime) -> dic
     }
 
 
-async def _lag(session: AsyncSession, tenant_id: int, now: datetime) -> dict[str, Any]:
+async def _lag(session: AsyncSession, tenant_id: int, now: datetime) -> Lag:
     rows = await session.execute(
         select(WebhookEvent.received_at, WebhookEvent.triggered_at)
         .where(
@@ -239,7 +342,7 @@ async def _lag(session: AsyncSession, tenant_id: int, now: datetime) -> dict[str
     return {"samples": len(lags), "p50": percentile(lags, 50), "p95": percentile(lags, 95)}
 
 
-async def _failed_events(session: AsyncSession, tenant_id: int) -> list[dict[str, Any]]:
+async def _failed_events(session: AsyncSession, tenant_id: int) -> list[FailedEvent]:
     events = await session.scalars(
         select(WebhookEvent)
         .where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.status == "failed")
@@ -258,7 +361,7 @@ async def _failed_events(session: AsyncSession, tenant_id: int) -> list[dict[str
     ]
 
 
-async def _recent_orders(session: AsyncSession, tenant_id: int) -> list[dict[str, Any]]:
+async def _recent_orders(session: AsyncSession, tenant_id: int) -> list[RecentOrder]:
     happened = order_time().label("happened")
     rows = await session.execute(
         select(Order, happened)
@@ -281,7 +384,7 @@ async def _recent_orders(session: AsyncSession, tenant_id: int) -> list[dict[str
 
 def silence(
     now: datetime, last: datetime | None, deliveries: int, first_in_window: datetime | None
-) -> dict[str, Any]:
+) -> Silence:
     """Whether a subscribed topic has been quiet for unusually long, judged by its own week."""
     if last is None:
         return {"silent": False, "usual_gap_s": None, "judged": False}
@@ -296,7 +399,7 @@ def silence(
     }
 
 
-async def delivery_health(session: AsyncSession, tenant_id: int, now: datetime) -> dict[str, Any]:
+async def delivery_health(session: AsyncSession, tenant_id: int, now: datetime) -> DeliveryHealth:
     """Per topic: subscribed or not, last delivery, the week's deliveries, failures and dedupe
     hits, and a warning when a subscribed topic has gone quiet for unusually long."""
     since = now - HEALTH_WINDOW
@@ -325,7 +428,7 @@ async def delivery_health(session: AsyncSession, tenant_id: int, now: datetime) 
     checked_at = await session.scalar(
         select(Tenant.watchdog_checked_at).where(Tenant.id == tenant_id)
     )
-    topics = []
+    topics: list[TopicHealth] = []
     for topic in sorted(subscribed | set(week)):
         total, failures, duplicates, first = week.get(topic, (0, 0, 0, None))
         last = await last_received(session, tenant_id, topic)
@@ -349,7 +452,7 @@ async def delivery_health(session: AsyncSession, tenant_id: int, now: datetime) 
     }
 
 
-async def last_reconcile(session: AsyncSession, tenant_id: int) -> dict[str, Any] | None:
+async def last_reconcile(session: AsyncSession, tenant_id: int) -> LastReconcile | None:
     run = await session.scalar(
         select(ReconcileRun)
         .where(ReconcileRun.tenant_id == tenant_id)
@@ -383,7 +486,7 @@ async def _sync_jobs(session: AsyncSession, tenant_id: int) -> list[dict[str, An
     return [job_document(job) for job in jobs]
 
 
-async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> dict[str, Any]:
+async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> StoreStats:
     """Everything the store page shows, as JSON-ready values.
 
     - counts: customers, products and orders that are not tombstoned (`deleted_at` is null).
@@ -403,7 +506,7 @@ async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> d
     - last_reconcile: the newest reconcile run and its per-resource report, or null.
     """
     await use_tenant(session, tenant.id)
-    counts = {
+    counts: Counts = {
         "customers": await _count(session, Customer, tenant.id),
         "products": await _count(session, Product, tenant.id),
         "orders": await _count(session, Order, tenant.id),
