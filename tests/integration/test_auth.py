@@ -405,6 +405,9 @@ async def test_webhooks_answer_quickly_while_many_addresses_try_to_sign_in(backe
             assert response.status_code == 200, response.text
             answered_during_flood += not all(task.done() for task in flood)
         statuses = await asyncio.gather(*flood)
-    assert set(statuses) == {401}
+    # Wrong passwords are 401; on a loaded machine a sign-in that found no hash slot within
+    # HASH_WAIT_SECONDS is refused with 503 (Retry-After) instead of queueing without end.
+    assert 401 in statuses
+    assert set(statuses) <= {401, 503}
     assert answered_during_flood >= 3
     assert slowest < 5.0, f"a webhook took {slowest:.2f} s during the sign-in storm"
