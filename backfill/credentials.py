@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.client import BackfillError, CredentialsInvalid
 from models import SecretBox, Tenant, utcnow
+from models.statuses import CredentialsStatus, TenantStatus
 
 log = logging.getLogger("shopify_receiver.backfill.credentials")
 
@@ -71,7 +72,7 @@ class TenantCredentials:
                 return token
         async with self._lock, self.sessions() as session:
             tenant = await self._tenant(session)
-            if tenant.credentials_status == "invalid":
+            if tenant.credentials_status == CredentialsStatus.INVALID:
                 raise CredentialsInvalid(
                     f"{tenant.shop_domain}: credentials are invalid ({tenant.credentials_error}); "
                     "reinstall the app or set a new token with `tenants add --access-token`"
@@ -97,7 +98,11 @@ class TenantCredentials:
                     if tenant.access_token_encrypted
                     else None
                 )
-                if current and current != rejected and tenant.credentials_status == "ok":
+                if (
+                    current
+                    and current != rejected
+                    and tenant.credentials_status == CredentialsStatus.OK
+                ):
                     # Another worker refreshed while we waited, or our copy was stale.
                     self._cached = (current, tenant.access_token_expires_at)
                     return current
@@ -149,14 +154,14 @@ class TenantCredentials:
                 tenant.refresh_token_expires_at = _expiry(
                     now, grant.get("refresh_token_expires_in")
                 )
-            tenant.credentials_status = "ok"
+            tenant.credentials_status = CredentialsStatus.OK
             tenant.credentials_error = None
 
     async def _invalidate(self, why: str) -> None:
         self._cached = None
         async with self.sessions() as session, session.begin():
             tenant = await self._tenant(session)
-            tenant.credentials_status = "invalid"
+            tenant.credentials_status = CredentialsStatus.INVALID
             tenant.credentials_error = why
         log.warning("backfill.credentials_invalid tenant=%s why=%s", self.tenant_id, why)
 
@@ -172,7 +177,7 @@ def _expiry(now: datetime, seconds: object) -> datetime | None:
 def callable_store() -> ColumnElement[bool]:
     """Stores the periodic checks may call Shopify for: installed, with a token that works."""
     return and_(
-        Tenant.status == "active",
-        Tenant.credentials_status == "ok",
+        Tenant.status == TenantStatus.ACTIVE,
+        Tenant.credentials_status == CredentialsStatus.OK,
         Tenant.access_token_encrypted.is_not(None),
     )

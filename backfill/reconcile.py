@@ -44,6 +44,7 @@ from handlers.errors import error_text, may_quote_data
 from handlers.normalize import Record, parse_timestamp
 from handlers.records import replace_record, tombstone
 from models import ReconcileRun, ShopRecord, SyncJob, Tenant, utcnow
+from models.statuses import ReconcileStatus, ReconcileTrigger, SyncStatus, TenantStatus
 from models.tenancy import use_all_tenants, use_tenant
 
 log = logging.getLogger("shopify_receiver.reconcile")
@@ -72,7 +73,7 @@ TYPENAMES = {"customers": "Customer", "products": "Product", "orders": "Order"}
 # and answers null for older ones by id: those must never read as deleted. A day of margin
 # keeps an order that turns 60 days old during the run out of the comparison.
 RECENT_ORDERS = timedelta(days=59)
-STATUSES = ("running", "clean", "repaired", "drift", "failed")
+STATUSES = tuple(ReconcileStatus)
 
 
 @dataclass
@@ -600,12 +601,12 @@ def _status(reports: Iterable[ResourceReport], repair: bool) -> str:
     reports = list(reports)
     if not repair:
         found = any(report.drifted_windows or report.unstamped for report in reports)
-        return "drift" if found else "clean"
+        return ReconcileStatus.DRIFT if found else ReconcileStatus.CLEAN
     if any(report.remaining_windows or report.deferred for report in reports):
-        return "drift"
+        return ReconcileStatus.DRIFT
     if any(report.repaired or report.tombstoned for report in reports):
-        return "repaired"
-    return "clean"
+        return ReconcileStatus.REPAIRED
+    return ReconcileStatus.CLEAN
 
 
 # -- the public API --
@@ -616,7 +617,7 @@ async def reconcile(
     tenant_id: int,
     *,
     repair: bool = True,
-    trigger: str = "manual",
+    trigger: str = ReconcileTrigger.MANUAL,
     resources: Iterable[str] | None = None,
     full: bool = False,
 ) -> ReconcileRun:
@@ -638,13 +639,17 @@ async def reconcile(
             raise LookupError(f"no store with id {tenant_id}")
         await use_tenant(session, tenant_id)
         run = ReconcileRun(
-            tenant_id=tenant_id, status="running", trigger=trigger, report={}, started_at=utcnow()
+            tenant_id=tenant_id,
+            status=ReconcileStatus.RUNNING,
+            trigger=trigger,
+            report={},
+            started_at=utcnow(),
         )
         session.add(run)
         await session.flush()
         run_id = run.id
     reports: dict[str, ResourceReport] = {}
-    status, error = "failed", None
+    status, error = ReconcileStatus.FAILED, None
     log.info(
         "reconcile.started run=%s shop=%s trigger=%s repair=%s",
         run_id,
@@ -653,7 +658,7 @@ async def reconcile(
         repair,
     )
     try:
-        if tenant.status != "active":
+        if tenant.status != TenantStatus.ACTIVE:
             raise BackfillError(f"{tenant.shop_domain} is {tenant.status}")
         reconciler = _Reconciler(env, tenant, repair=repair, full=full)
         for name in chosen:
@@ -661,7 +666,9 @@ async def reconcile(
             await reconciler.resource(RESOURCES[name], reports[name])
         status = _status(reports.values(), repair)
     except asyncio.CancelledError:
-        await asyncio.shield(_finish(env, tenant_id, run_id, "failed", "cancelled", reports))
+        await asyncio.shield(
+            _finish(env, tenant_id, run_id, ReconcileStatus.FAILED, "cancelled", reports)
+        )
         raise
     except CredentialsInvalid as exc:
         error = f"credentials: {exc}"
@@ -704,7 +711,7 @@ async def _finish(
 def finished_sync(tenant_id: Any) -> ColumnElement[bool]:
     """The store (an id, or a correlated Tenant.id) has a finished sync: before its initial
     backfill there is nothing to compare and no gap to close."""
-    return exists().where(SyncJob.tenant_id == tenant_id, SyncJob.status == "succeeded")
+    return exists().where(SyncJob.tenant_id == tenant_id, SyncJob.status == SyncStatus.SUCCEEDED)
 
 
 async def due_store_ids(
@@ -747,7 +754,7 @@ async def reconcile_due_stores(env: BackfillEnvironment, interval: timedelta) ->
         if not await due_store_ids(env, interval, tenant_id=tenant_id):
             continue
         try:
-            await reconcile(env, tenant_id, trigger="periodic")
+            await reconcile(env, tenant_id, trigger=ReconcileTrigger.PERIODIC)
         except LookupError:
             continue  # deleted since the sweep read it
         except Exception as exc:

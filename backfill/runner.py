@@ -24,13 +24,14 @@ from handlers.errors import error_text, may_quote_data
 from handlers.normalize import PayloadError, Record, parse_shopify_id
 from handlers.shop_identity import ShopMismatch, record_shop_id
 from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Tenant, utcnow
+from models.statuses import SyncMode, SyncStatus, SyncTrigger, TenantStatus
 from models.tenancy import use_all_tenants, use_tenant
 from models.upsert import affected_rows
 
 log = logging.getLogger("shopify_receiver.backfill")
 
-MODES = ("full", "incremental", "bulk")
-ACTIVE_STATUSES = ("queued", "running")
+MODES = tuple(SyncMode)
+ACTIVE_STATUSES = (SyncStatus.QUEUED, SyncStatus.RUNNING)
 SINGLE_QUERY_LIMIT = 1000
 MAX_PAGE_SIZE = 250
 BULK_BATCH = 1000
@@ -127,7 +128,7 @@ async def create_sync_job(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-    trigger: str = "manual",
+    trigger: str = SyncTrigger.MANUAL,
 ) -> SyncJob:
     """Queue a job; raises SyncAlreadyRunning (with that job) if the store has one active.
 
@@ -135,12 +136,12 @@ async def create_sync_job(
     optionally `until`) name the window, as the watchdog and reconcile do for a known gap.
     """
     chosen = validate_request(mode, resources)
-    if (since is not None or until is not None) and mode != "incremental":
+    if (since is not None or until is not None) and mode != SyncMode.INCREMENTAL:
         raise ValueError("a since/until window needs mode 'incremental'")
-    if mode == "incremental" and since is None:
+    if mode == SyncMode.INCREMENTAL and since is None:
         last_start = await session.scalar(
             select(SyncJob.started_at)
-            .where(SyncJob.tenant_id == tenant.id, SyncJob.status == "succeeded")
+            .where(SyncJob.tenant_id == tenant.id, SyncJob.status == SyncStatus.SUCCEEDED)
             .order_by(SyncJob.started_at.desc())
             .limit(1)
         )
@@ -148,7 +149,7 @@ async def create_sync_job(
     job = SyncJob(
         tenant_id=tenant.id,
         mode=mode,
-        status="queued",
+        status=SyncStatus.QUEUED,
         resources=chosen,
         progress={},
         since=since,
@@ -188,12 +189,12 @@ async def claim_job(
             .where(
                 SyncJob.id == job_id,
                 or_(
-                    SyncJob.status == "queued",
-                    and_(SyncJob.status == "running", SyncJob.heartbeat_at < now - lease),
+                    SyncJob.status == SyncStatus.QUEUED,
+                    and_(SyncJob.status == SyncStatus.RUNNING, SyncJob.heartbeat_at < now - lease),
                 ),
             )
             .values(
-                status="running",
+                status=SyncStatus.RUNNING,
                 started_at=func.coalesce(SyncJob.started_at, now),
                 heartbeat_at=now,
                 attempts=SyncJob.attempts + 1,
@@ -214,8 +215,8 @@ async def claimable_job_ids(
             select(SyncJob.id)
             .where(
                 or_(
-                    SyncJob.status == "queued",
-                    and_(SyncJob.status == "running", SyncJob.heartbeat_at < now - lease),
+                    SyncJob.status == SyncStatus.QUEUED,
+                    and_(SyncJob.status == SyncStatus.RUNNING, SyncJob.heartbeat_at < now - lease),
                 )
             )
             .order_by(SyncJob.id)
@@ -282,7 +283,7 @@ class JobRun:
                 continue
             if state.get("total") is None:
                 state["total"] = await self._total(RESOURCES[name])
-            if self.job.mode == "bulk":
+            if self.job.mode == SyncMode.BULK:
                 await self._bulk(RESOURCES[name], state)
             else:
                 await self._pages(RESOURCES[name], state)
@@ -420,7 +421,7 @@ class JobRun:
                 await upsert_records(session, model, self.tenant.id, records, source="backfill")
             result = await session.execute(
                 update(SyncJob)
-                .where(SyncJob.id == self.job.id, SyncJob.status == "running")
+                .where(SyncJob.id == self.job.id, SyncJob.status == SyncStatus.RUNNING)
                 .values(progress=self.progress, heartbeat_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
@@ -432,7 +433,7 @@ class JobRun:
             await use_tenant(session, self.tenant.id)
             await session.execute(
                 update(SyncJob)
-                .where(SyncJob.id == self.job.id, SyncJob.status == "running")
+                .where(SyncJob.id == self.job.id, SyncJob.status == SyncStatus.RUNNING)
                 .values(heartbeat_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
@@ -465,7 +466,7 @@ async def _beat(env: BackfillEnvironment, job_id: int) -> None:
                 await use_all_tenants(session)  # by the job's id, which this worker holds
                 await session.execute(
                     update(SyncJob)
-                    .where(SyncJob.id == job_id, SyncJob.status == "running")
+                    .where(SyncJob.id == job_id, SyncJob.status == SyncStatus.RUNNING)
                     .values(heartbeat_at=utcnow())
                     .execution_options(synchronize_session=False)
                 )
@@ -480,7 +481,7 @@ async def _finish(
         await use_all_tenants(session)  # by the job's id, which this worker holds
         await session.execute(
             update(SyncJob)
-            .where(SyncJob.id == job_id, SyncJob.status == "running")
+            .where(SyncJob.id == job_id, SyncJob.status == SyncStatus.RUNNING)
             .values(status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow())
             .execution_options(synchronize_session=False)
         )
@@ -492,8 +493,8 @@ async def _release(sessions: async_sessionmaker[AsyncSession], job_id: int) -> N
         await use_all_tenants(session)  # by the job's id, which this worker holds
         await session.execute(
             update(SyncJob)
-            .where(SyncJob.id == job_id, SyncJob.status == "running")
-            .values(status="queued")
+            .where(SyncJob.id == job_id, SyncJob.status == SyncStatus.RUNNING)
+            .values(status=SyncStatus.QUEUED)
             .execution_options(synchronize_session=False)
         )
 
@@ -509,9 +510,9 @@ async def run_sync_job(
         await use_all_tenants(session)  # the job was claimed by id just above
         job = await session.get_one(SyncJob, job_id)
         tenant = await session.get_one(Tenant, job.tenant_id)
-    if tenant.status != "active":
-        await _finish(env.sessions, job_id, "cancelled", f"store is {tenant.status}")
-        return "cancelled"
+    if tenant.status != TenantStatus.ACTIVE:
+        await _finish(env.sessions, job_id, SyncStatus.CANCELLED, f"store is {tenant.status}")
+        return SyncStatus.CANCELLED
     run = JobRun(env, job, tenant, on_progress)
     log.info("backfill.started job=%s shop=%s mode=%s", job_id, tenant.shop_domain, job.mode)
     # Beat while alive, also through long pacing or bulk waits: only a dead worker's job
@@ -523,22 +524,22 @@ async def run_sync_job(
         await asyncio.shield(_release(env.sessions, job_id))
         raise
     except JobCancelled:
-        return "cancelled"
+        return SyncStatus.CANCELLED
     except CredentialsInvalid as exc:
-        await _finish(env.sessions, job_id, "failed", f"credentials: {exc}")
-        return "failed"
+        await _finish(env.sessions, job_id, SyncStatus.FAILED, f"credentials: {exc}")
+        return SyncStatus.FAILED
     except BackfillError as exc:
-        await _finish(env.sessions, job_id, "failed", str(exc))
-        return "failed"
+        await _finish(env.sessions, job_id, SyncStatus.FAILED, str(exc))
+        return SyncStatus.FAILED
     except Exception as exc:
         error = error_text(exc)
         log.error(
             "backfill.crashed job=%s error=%s", job_id, error, exc_info=not may_quote_data(exc)
         )
-        await _finish(env.sessions, job_id, "failed", f"unexpected {error}")
-        return "failed"
+        await _finish(env.sessions, job_id, SyncStatus.FAILED, f"unexpected {error}")
+        return SyncStatus.FAILED
     finally:
         beating.cancel()
-    await _finish(env.sessions, job_id, "succeeded", None)
+    await _finish(env.sessions, job_id, SyncStatus.SUCCEEDED, None)
     log.info("backfill.succeeded job=%s shop=%s", job_id, tenant.shop_domain)
-    return "succeeded"
+    return SyncStatus.SUCCEEDED

@@ -33,6 +33,7 @@ from backfill.runner import BackfillEnvironment, admin_client_for, hold_shop_id
 from handlers import handled_topics
 from handlers.shop_identity import COMPLIANCE_TOPICS
 from models import Tenant, WebhookSubscription, utcnow
+from models.statuses import TenantStatus
 from models.tenancy import use_tenant
 
 log = logging.getLogger("shopify_receiver.backfill.subscriptions")
@@ -293,7 +294,7 @@ async def _load_tenant(env: BackfillEnvironment, tenant: Tenant | int) -> Tenant
         loaded = await session.get(Tenant, tenant_id)
     if loaded is None:
         raise BackfillError(f"store {tenant_id} does not exist")
-    if loaded.status != "active":
+    if loaded.status != TenantStatus.ACTIVE:
         # Shopify removes an uninstalled app's subscriptions itself, and the token is gone.
         raise BackfillError(f"{loaded.shop_domain} is {loaded.status}; reinstall the app first")
     return loaded

@@ -27,6 +27,7 @@ from handlers import handled_topics
 from handlers.dispatch import last_received
 from handlers.errors import error_text
 from models import Tenant, utcnow
+from models.statuses import ReconcileTrigger, SyncMode, SyncStatus, SyncTrigger
 from models.tenancy import use_tenant
 
 log = logging.getLogger("shopify_receiver.backfill.watchdog")
@@ -79,11 +80,16 @@ async def _start_gap_backfill(
         since = None if None in lasts else min(v for v in lasts if v is not None) - GAP_OVERLAP
         try:
             job = await create_sync_job(
-                session, tenant, "incremental", resources, since=since, trigger="watchdog"
+                session,
+                tenant,
+                SyncMode.INCREMENTAL,
+                resources,
+                since=since,
+                trigger=SyncTrigger.WATCHDOG,
             )
         except SyncAlreadyRunning as exc:
             active = exc.job
-            covers = active.mode != "incremental" or (
+            covers = active.mode != SyncMode.INCREMENTAL or (
                 active.until is None
                 and (active.since is None or (since is not None and active.since <= since))
             )
@@ -126,10 +132,10 @@ async def watch_store(env: BackfillEnvironment, tenant_id: int, uri: str) -> Wat
     if job_id is None:
         return result
     result.gap_status = await run_sync_job(env, job_id)
-    if result.gap_status != "succeeded":
+    if result.gap_status != SyncStatus.SUCCEEDED:
         result.note = f"gap sync job {job_id} ended {result.gap_status}; reconcile will retry"
         return result
-    run = await reconcile(env, tenant_id, resources=missing, trigger="watchdog")
+    run = await reconcile(env, tenant_id, resources=missing, trigger=ReconcileTrigger.WATCHDOG)
     result.reconcile_run_id, result.reconcile_status = run.id, run.status
     log.info(
         "watchdog.gap_closed shop=%s job=%s since=%s reconcile=%s",

@@ -21,6 +21,7 @@ from models import (
     WebhookEvent,
     utcnow,
 )
+from models.statuses import TenantStatus
 
 SCAN_BATCH = 500
 
@@ -231,7 +232,7 @@ async def redact_shop(
         update(Tenant)
         .where(Tenant.id == tenant_id)
         .values(
-            status="redacted",
+            status=TenantStatus.REDACTED,
             access_token_encrypted=None,
             refresh_token_encrypted=None,
             webhook_secrets_encrypted=None,

@@ -24,6 +24,7 @@ from handlers.shop_identity import (
     unconfirmed_shop,
 )
 from models import Tenant, WebhookEvent, utcnow
+from models.statuses import EventStatus, TenantStatus
 from models.tenancy import use_tenant
 
 log = logging.getLogger("shopify_receiver.handlers")
@@ -141,13 +142,13 @@ def skip_reason(
         return f"topic {topic} is not handled"
     if tenant_status is None:
         return f"unknown shop {shop_domain}"
-    if tenant_status != "active" and topic not in COMPLIANCE_TOPICS:
+    if tenant_status != TenantStatus.ACTIVE and topic not in COMPLIANCE_TOPICS:
         return f"shop is {tenant_status}"
     if topic in DESTRUCTIVE_TOPICS:
         unconfirmed = unconfirmed_shop(topic, shop_domain, payload, shopify_shop_id)
         if unconfirmed is not None:
             return unconfirmed
-    if topic == "shop/redact" and tenant_status == "active":
+    if topic == "shop/redact" and tenant_status == TenantStatus.ACTIVE:
         return (
             "store is active (reinstalled?): Shopify sends shop/redact 48 hours after "
             "app/uninstalled; replay this event (`events replay --id N`) once the store "
@@ -201,7 +202,7 @@ async def process_event(session: AsyncSession, event: WebhookEvent) -> None:
             event.topic, event.shop_domain, tenant.status if tenant else None, event.payload, held
         )
     if reason is not None or tenant is None:
-        _finish(event, "ignored", reason)
+        _finish(event, EventStatus.IGNORED, reason)
         return
     context = EventContext(
         tenant_id=tenant.id,
@@ -218,7 +219,7 @@ async def process_event(session: AsyncSession, event: WebhookEvent) -> None:
             raise
         _fail(event, exc)
     else:
-        _finish(event, "processed", None)
+        _finish(event, EventStatus.PROCESSED, None)
 
 
 async def _replay_refusal(
@@ -254,14 +255,14 @@ def _finish(event: WebhookEvent, status: str, note: str | None) -> None:
 
 
 def _fail(event: WebhookEvent, exc: Exception) -> None:
-    event.status = "failed"
+    event.status = EventStatus.FAILED
     event.error = failure_text(exc)
-    log_outcome("failed", event.error, event.dedupe_key, event_fields(event))
+    log_outcome(EventStatus.FAILED, event.error, event.dedupe_key, event_fields(event))
 
 
 def log_outcome(status: str, note: str | None, dedupe_key: str, fields: dict[str, Any]) -> None:
     log.log(
-        logging.WARNING if status == "failed" else logging.INFO,
+        logging.WARNING if status == EventStatus.FAILED else logging.INFO,
         "webhook.%s shop=%s topic=%s event=%s note=%s",
         status,
         fields["shop"],

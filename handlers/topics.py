@@ -20,6 +20,7 @@ from handlers.normalize import (
 )
 from handlers.records import apply_purchasing_summary, tombstone, upsert_records
 from models import Customer, Order, Product, ShopRecord, SyncJob, Tenant, utcnow
+from models.statuses import SyncStatus, TenantStatus
 from models.upsert import insert_on_conflict
 
 
@@ -124,15 +125,18 @@ async def mark_uninstalled(
     now = utcnow()
     await session.execute(
         update(SyncJob)
-        .where(SyncJob.tenant_id == context.tenant_id, SyncJob.status.in_(("queued", "running")))
-        .values(status="cancelled", error="store uninstalled the app", finished_at=now)
+        .where(
+            SyncJob.tenant_id == context.tenant_id,
+            SyncJob.status.in_((SyncStatus.QUEUED, SyncStatus.RUNNING)),
+        )
+        .values(status=SyncStatus.CANCELLED, error="store uninstalled the app", finished_at=now)
         .execution_options(synchronize_session=False)
     )
     await session.execute(
         update(Tenant)
         .where(Tenant.id == context.tenant_id)
         .values(
-            status="uninstalled",
+            status=TenantStatus.UNINSTALLED,
             access_token_encrypted=None,
             refresh_token_encrypted=None,
             access_token_expires_at=None,

@@ -18,6 +18,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
+from models.statuses import (
+    CredentialsStatus,
+    EventStatus,
+    ReconcileStatus,
+    ReconcileTrigger,
+    SyncMode,
+    SyncStatus,
+    SyncTrigger,
+    TenantStatus,
+    allowed,
+)
 from models.types import BigId, JSONDocument, Money, UTCDateTime
 
 
@@ -35,10 +46,14 @@ class Base(DeclarativeBase):
 
 class Tenant(Base):
     __tablename__ = "tenants"
+    __table_args__ = (
+        allowed("tenants", "status", TenantStatus),
+        allowed("tenants", "credentials_status", CredentialsStatus),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     shop_domain: Mapped[str] = mapped_column(String(255), unique=True)
-    status: Mapped[str] = mapped_column(String(20), default="active")
+    status: Mapped[str] = mapped_column(String(20), default=TenantStatus.ACTIVE)
     # Fernet tokens (see models.encryption); never plaintext.
     webhook_secrets_encrypted: Mapped[str | None] = mapped_column(Text)
     access_token_encrypted: Mapped[str | None] = mapped_column(Text)
@@ -50,8 +65,7 @@ class Tenant(Base):
     access_token_expires_at: Mapped[datetime | None]
     refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
     refresh_token_expires_at: Mapped[datetime | None]
-    # "ok" or "invalid" (a token that was refused and could not be refreshed).
-    credentials_status: Mapped[str] = mapped_column(String(16), default="ok")
+    credentials_status: Mapped[str] = mapped_column(String(16), default=CredentialsStatus.OK)
     credentials_error: Mapped[str | None] = mapped_column(Text)
     # Last time the watchdog compared this store's subscriptions with the intended ones.
     watchdog_checked_at: Mapped[datetime | None]
@@ -154,10 +168,11 @@ class WebhookEvent(Base):
             "tenant_id",
             "status",
             "received_at",
-            postgresql_where=text("status <> 'processed'"),
-            sqlite_where=text("status <> 'processed'"),
+            postgresql_where=text(f"status <> '{EventStatus.PROCESSED.value}'"),
+            sqlite_where=text(f"status <> '{EventStatus.PROCESSED.value}'"),
         ),
         Index("ix_webhook_events_tenant_topic_received", "tenant_id", "topic", "received_at"),
+        allowed("webhook_events", "status", EventStatus),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -171,7 +186,7 @@ class WebhookEvent(Base):
     triggered_at: Mapped[datetime | None]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None]
-    status: Mapped[str] = mapped_column(String(16), default="received")
+    status: Mapped[str] = mapped_column(String(16), default=EventStatus.RECEIVED)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     payload: Mapped[dict[str, Any] | None]
@@ -198,6 +213,9 @@ class ComplianceRequest(Base):
     completed_at: Mapped[datetime | None]
 
 
+_ACTIVE_SYNC = f"status IN ('{SyncStatus.QUEUED.value}', '{SyncStatus.RUNNING.value}')"
+
+
 class SyncJob(Base):
     """One backfill of one store: a durable row whose progress is the checkpoint."""
 
@@ -209,16 +227,19 @@ class SyncJob(Base):
             "uq_sync_jobs_one_active_per_tenant",
             "tenant_id",
             unique=True,
-            postgresql_where=text("status IN ('queued', 'running')"),
-            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text(_ACTIVE_SYNC),
+            sqlite_where=text(_ACTIVE_SYNC),
         ),
         Index("ix_sync_jobs_tenant_created", "tenant_id", "created_at"),
+        allowed("sync_jobs", "status", SyncStatus),
+        allowed("sync_jobs", "mode", SyncMode),
+        allowed("sync_jobs", "trigger", SyncTrigger),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     mode: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=SyncStatus.QUEUED)
     resources: Mapped[list[str]] = mapped_column(JSONDocument)
     # Per resource: {"cursor", "count", "done", "pages", "bulk_operation_id", "lines"}.
     progress: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
@@ -233,9 +254,9 @@ class SyncJob(Base):
     heartbeat_at: Mapped[datetime | None]
     # Upper bound of a targeted pull (reconcile repairs a window of updated_at), else None.
     until: Mapped[datetime | None]
-    # Who asked: "manual" (CLI, API, dashboard), "watchdog" (gap after a lost subscription)
-    # or "reconcile" (drift repair).
-    trigger: Mapped[str] = mapped_column(String(16), default="manual", server_default="manual")
+    trigger: Mapped[str] = mapped_column(
+        String(16), default=SyncTrigger.MANUAL, server_default=SyncTrigger.MANUAL.value
+    )
 
 
 class ApiToken(Base):
@@ -343,14 +364,16 @@ class ReconcileRun(Base):
     """One comparison of Shopify's counts and watermarks with ours, and what it repaired."""
 
     __tablename__ = "reconcile_runs"
-    __table_args__ = (Index("ix_reconcile_runs_tenant_started", "tenant_id", "started_at"),)
+    __table_args__ = (
+        Index("ix_reconcile_runs_tenant_started", "tenant_id", "started_at"),
+        allowed("reconcile_runs", "status", ReconcileStatus),
+        allowed("reconcile_runs", "trigger", ReconcileTrigger),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    # "running", "clean" (no drift), "repaired" (drift found and fixed), "drift" (found,
-    # not repaired: --dry-run or the repair failed), "failed" (could not compare).
-    status: Mapped[str] = mapped_column(String(16), default="running")
-    trigger: Mapped[str] = mapped_column(String(16), default="manual")
+    status: Mapped[str] = mapped_column(String(16), default=ReconcileStatus.RUNNING)
+    trigger: Mapped[str] = mapped_column(String(16), default=ReconcileTrigger.MANUAL)
     # Per resource: counts and watermarks on both sides, windows compared, rows repaired.
     report: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
     error: Mapped[str | None] = mapped_column(Text)

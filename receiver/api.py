@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from backfill.runner import SyncAlreadyRunning, create_sync_job, validate_request
 from models import SyncJob, Tenant
+from models.statuses import SyncMode, TenantStatus
 from models.tenancy import use_all_tenants, use_tenant
 from receiver.auth import Principal, authenticate, require_admin
 from receiver.errors import ApiError
@@ -97,7 +98,7 @@ async def start_sync(request: Request) -> Response:
         # Who asks comes first: a stranger learns nothing, not even what a valid body is.
         principal = await require_admin(session, request)
         body = _json_object(raw)
-        mode = body.get("mode", "full")
+        mode = body.get("mode", SyncMode.FULL)
         if not isinstance(mode, str):
             raise ApiError("mode must be full, incremental or bulk")
         try:
@@ -106,7 +107,7 @@ async def start_sync(request: Request) -> Response:
             raise ApiError(str(exc)) from exc
         tenant = await _tenant_from(session, body, principal)
         await use_tenant(session, tenant.id)
-        if tenant.status != "active":
+        if tenant.status != TenantStatus.ACTIVE:
             raise Conflict(f"{tenant.shop_domain} is {tenant.status}; reinstall before syncing")
         try:
             job = await create_sync_job(session, tenant, mode, resources)

@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +35,14 @@ from models import (
     create_session_factory,
     is_sqlite,
     utcnow,
+)
+from models.statuses import (
+    CredentialsStatus,
+    EventStatus,
+    ReconcileStatus,
+    SyncMode,
+    SyncStatus,
+    TenantStatus,
 )
 from models.tenancy import use_all_tenants, use_tenant
 from models.upsert import affected_rows
@@ -239,10 +248,10 @@ def tenants_add(
         tenant = await find_tenant(session, shop)
         created = tenant is None
         if tenant is None:
-            tenant = Tenant(shop_domain=shop, status="active")
+            tenant = Tenant(shop_domain=shop, status=TenantStatus.ACTIVE)
             session.add(tenant)
         else:
-            tenant.status = "active"
+            tenant.status = TenantStatus.ACTIVE
         if webhook_secret:
             set_webhook_secrets(box, tenant, list(webhook_secret))
         if access_token:
@@ -251,7 +260,7 @@ def tenants_add(
                 utcnow() + timedelta(seconds=token_expires_in) if token_expires_in else None
             )
             tenant.refresh_token_encrypted = box.encrypt(refresh_token) if refresh_token else None
-            tenant.credentials_status = "ok"
+            tenant.credentials_status = CredentialsStatus.OK
             tenant.credentials_error = None
         await session.flush()
         return f"{'added' if created else 'updated'} {shop} (tenant {tenant.id})"
@@ -271,7 +280,7 @@ def tenants_list() -> None:
     for tenant in rows:
         secret = "yes" if tenant.webhook_secrets_encrypted else "no"
         token = "yes" if tenant.access_token_encrypted else "no"
-        if tenant.credentials_status != "ok":
+        if tenant.credentials_status != CredentialsStatus.OK:
             token = tenant.credentials_status
         click.echo(
             f"{tenant.id:>4}  {tenant.shop_domain:<40} {tenant.status:<12} {secret:<7} {token}"
@@ -324,13 +333,18 @@ def send_test_webhook(topic: str, shop: str, url: str, payload_file: str | None)
         sys.exit(1)
 
 
+def _values(choices: type[StrEnum]) -> list[str]:
+    # Plain strings: click matches Enum choices by member name (FAILED), not by value.
+    return [choice.value for choice in choices]
+
+
 @main.group()
 def events() -> None:
     """The webhook inbox."""
 
 
 @events.command("list")
-@click.option("--status", type=click.Choice(["processed", "ignored", "failed", "received"]))
+@click.option("--status", type=click.Choice(_values(EventStatus)))
 @click.option("--shop", default=None)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 def events_list(status: str | None, shop: str | None, limit: int) -> None:
@@ -352,7 +366,11 @@ def events_list(status: str | None, shop: str | None, limit: int) -> None:
 
 
 @events.command("replay")
-@click.option("--status", type=click.Choice(["failed", "ignored"]), default=None)
+@click.option(
+    "--status",
+    type=click.Choice([EventStatus.FAILED.value, EventStatus.IGNORED.value]),
+    default=None,
+)
 @click.option("--id", "event_id", type=int, default=None)
 def events_replay(status: str | None, event_id: int | None) -> None:
     """Apply stored events again (after a fix, or once their store was added)."""
@@ -380,7 +398,7 @@ def events_replay(status: str | None, event_id: int | None) -> None:
     for replayed_id, outcome, error in outcomes:
         click.echo(f"{replayed_id:>6}  {outcome}" + (f"  {error}" if error else ""))
     click.echo(f"replayed {len(outcomes)} event(s)")
-    if any(outcome == "failed" for _, outcome, _ in outcomes):
+    if any(outcome == EventStatus.FAILED for _, outcome, _ in outcomes):
         sys.exit(1)
 
 
@@ -419,7 +437,9 @@ def events_prune(
         payload_age = timedelta(days=settings.payload_retention_days)
     if older_than is None and payload_age is None:
         raise click.UsageError("give --older-than and/or --payloads-older-than")
-    statuses = ["processed", "ignored"] + (["failed"] if include_failed else [])
+    statuses = [EventStatus.PROCESSED, EventStatus.IGNORED] + (
+        [EventStatus.FAILED] if include_failed else []
+    )
     now = utcnow()
 
     async def work(session: AsyncSession) -> tuple[int, int]:
@@ -576,7 +596,7 @@ def tokens_create(name: str, read_only: bool, shops: tuple[str, ...]) -> None:
 @click.argument("shop")
 @click.option("--resources", default="customers,products,orders", show_default=True)
 @click.option(
-    "--mode", type=click.Choice(["full", "incremental", "bulk"]), default="full", show_default=True
+    "--mode", type=click.Choice(_values(SyncMode)), default=SyncMode.FULL.value, show_default=True
 )
 def backfill(shop: str, resources: str, mode: str) -> None:
     """Pull a store's data now, in the foreground, with progress (same job as /api/sync).
@@ -616,7 +636,7 @@ def backfill(shop: str, resources: str, mode: str) -> None:
 
     job_id, status, error = asyncio.run(run())
     click.echo(f"sync job {job_id}: {status}" + (f": {error}" if error else ""))
-    if status != "succeeded":
+    if status != SyncStatus.SUCCEEDED:
         sys.exit(1)
 
 
@@ -682,7 +702,7 @@ def reconcile_command(shop: str, resources: str, dry_run: bool, full: bool) -> N
         f"reconcile run {outcome.id}: {outcome.status}"
         + (f": {outcome.error}" if outcome.error else "")
     )
-    if outcome.status not in ("clean", "repaired"):
+    if outcome.status not in (ReconcileStatus.CLEAN, ReconcileStatus.REPAIRED):
         sys.exit(1)
 
 

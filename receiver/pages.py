@@ -18,6 +18,7 @@ from backfill.queries import RESOURCES
 from backfill.runner import MODES, SyncAlreadyRunning, create_sync_job, validate_request
 from handlers import process_event
 from models import Tenant, WebhookEvent, utcnow
+from models.statuses import EventStatus, SyncMode, TenantStatus
 from models.tenancy import use_all_tenants, use_tenant
 from receiver.auth import Principal, csrf_valid, visible_tenants
 from receiver.services import Services
@@ -41,9 +42,9 @@ SYNC_NOTICES = {
 # Ids are BIGINT: a larger number in the URL names no event (and must not reach the driver).
 MAX_ID = 2**63 - 1
 REPLAY_NOTICES = {
-    "processed": "Event replayed: processed.",
-    "ignored": "Event replayed: ignored.",
-    "failed": "Event replayed but it failed again; see the error below.",
+    EventStatus.PROCESSED: "Event replayed: processed.",
+    EventStatus.IGNORED: "Event replayed: ignored.",
+    EventStatus.FAILED: "Event replayed but it failed again; see the error below.",
 }
 
 
@@ -211,7 +212,9 @@ async def replay_event(request: Request) -> Response:
         event.tenant_id = tenant.id
         await process_event(session, event)
         outcome = event.status
-    return _back_to_store(tenant, replay=outcome if outcome in REPLAY_NOTICES else "failed")
+    return _back_to_store(
+        tenant, replay=outcome if outcome in REPLAY_NOTICES else EventStatus.FAILED
+    )
 
 
 async def run_backfill(request: Request) -> Response:
@@ -222,7 +225,7 @@ async def run_backfill(request: Request) -> Response:
         if isinstance(action, Response):
             return action
         principal, form, tenant = action.principal, action.form, action.tenant
-        mode = form.get("mode") or "full"
+        mode = form.get("mode") or SyncMode.FULL
         chosen = [part.strip() for part in form.get("resources", "").split(",") if part.strip()]
         try:
             resources = validate_request(mode, chosen or None)
@@ -230,7 +233,7 @@ async def run_backfill(request: Request) -> Response:
             return render(
                 request, "error.html", {"message": str(exc), "principal": principal}, status=400
             )
-        if tenant.status != "active":
+        if tenant.status != TenantStatus.ACTIVE:
             return _back_to_store(tenant, sync="inactive")
         await use_tenant(session, tenant.id)
         try:

@@ -31,6 +31,7 @@ from models import (
     WebhookSubscription,
     utcnow,
 )
+from models.statuses import EventStatus
 from models.tenancy import use_all_tenants, use_tenant
 from receiver.api import job_document, tenant_for_shop
 from receiver.auth import authenticate
@@ -345,7 +346,7 @@ async def _lag(session: AsyncSession, tenant_id: int, now: datetime) -> Lag:
 async def _failed_events(session: AsyncSession, tenant_id: int) -> list[FailedEvent]:
     events = await session.scalars(
         select(WebhookEvent)
-        .where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.status == "failed")
+        .where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.status == EventStatus.FAILED)
         .order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
         .limit(FAILED_EVENTS)
     )
@@ -403,7 +404,7 @@ async def delivery_health(session: AsyncSession, tenant_id: int, now: datetime) 
     """Per topic: subscribed or not, last delivery, the week's deliveries, failures and dedupe
     hits, and a warning when a subscribed topic has gone quiet for unusually long."""
     since = now - HEALTH_WINDOW
-    failed = func.sum(case((WebhookEvent.status == "failed", 1), else_=0))
+    failed = func.sum(case((WebhookEvent.status == EventStatus.FAILED, 1), else_=0))
     rows = await session.execute(
         select(
             WebhookEvent.topic,

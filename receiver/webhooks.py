@@ -33,6 +33,7 @@ from handlers.dispatch import (
 from handlers.normalize import PayloadError, parse_timestamp
 from handlers.shop_identity import ShopMismatch
 from models import WebhookEvent, utcnow
+from models.statuses import EventStatus
 from models.tenancy import use_all_tenants, use_tenant
 from models.upsert import insert_on_conflict
 from receiver.errors import ServiceUnavailable
@@ -238,7 +239,7 @@ async def receive_webhook(request: Request) -> Response:
     if outcome is not None:
         topic = topic_label(shopify_header(request.headers, "topic"))
         WEBHOOKS.labels(topic, outcome).inc()
-        if outcome in {"processed", "ignored", "failed", "duplicate"}:
+        if outcome in {EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.FAILED, "duplicate"}:
             HANDLER_SECONDS.labels(topic).observe(time.perf_counter() - started)
     return response
 
@@ -332,7 +333,7 @@ async def _receive_held(request: Request, hold: BodyHold) -> Response:
             )
             if delivery.body_note:
                 reason = f"{reason}; {delivery.body_note}"
-            status = "ignored" if reason else "processed"
+            status = EventStatus.IGNORED if reason else EventStatus.PROCESSED
             # Stored with the outcome it will have if the handler succeeds; a failing handler
             # rolls everything back and the event is stored again below as `failed`.
             received_at = utcnow()
@@ -501,9 +502,11 @@ async def _store_failed(
             await use_tenant(session, tenant.id)
         else:
             await use_all_tenants(session)
-        event_id = await _store_event(session, delivery, tenant, received_at, "failed", note)
+        event_id = await _store_event(
+            session, delivery, tenant, received_at, EventStatus.FAILED, note
+        )
         if event_id is None:  # a concurrent copy was stored while ours rolled back
             return await _duplicate(session, delivery)
-    log_outcome("failed", note, delivery.dedupe_key, _fields(delivery, event_id))
+    log_outcome(EventStatus.FAILED, note, delivery.dedupe_key, _fields(delivery, event_id))
     _observe_lag(delivery, received_at)
-    return _answer(200, {"status": "failed", "event": event_id}, "failed")
+    return _answer(200, {"status": EventStatus.FAILED, "event": event_id}, EventStatus.FAILED)

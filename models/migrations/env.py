@@ -19,15 +19,28 @@ def _ours(name: str | None, type_: str, parent_names: object) -> bool:
 
 
 def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # SQLite alters a table by copying it and dropping the original, and with foreign keys
+        # on, that DROP cascades: recreating `tenants` would delete every row referring to a
+        # store. The pragma only takes effect outside a transaction, so it goes to the driver
+        # before Alembic begins one; the foreign keys are checked once the copies are done.
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute("PRAGMA foreign_keys=OFF")
+        cursor.close()
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         compare_type=True,
         include_name=_ours,
     )
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"migration left rows with a missing parent: {broken[:10]}")
 
 
 async def _run_async() -> None:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 
-from models import Base
+from models import Base, create_engine
+from models import migrate as migrations
+from tests.conftest import BACKENDS, _create_postgres_database, _drop_postgres_database
 
 
 def _ours(name, type_, parent_names):
@@ -22,3 +30,46 @@ async def test_migrations_match_the_models(backend):
     async with backend.engine.connect() as connection:
         differences = await connection.run_sync(diff)
     assert differences == []
+
+
+@pytest.fixture(params=BACKENDS)
+async def empty_database(request, tmp_path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'upgraded.db'}"
+        return
+    url = await _create_postgres_database()
+    yield url
+    await _drop_postgres_database(url)
+
+
+async def test_upgrading_a_database_with_data_keeps_every_row(empty_database):
+    # SQLite alters a table by copying it and dropping the original; with foreign keys on,
+    # dropping `tenants` cascaded to every row that refers to a store.
+    await asyncio.to_thread(migrations.upgrade, empty_database, "0005")
+    engine = create_engine(empty_database)
+    rows = {
+        "tenants": "INSERT INTO tenants (id, shop_domain, status, credentials_status, "
+        "created_at, updated_at) VALUES (1, 'a.myshopify.com', 'active', 'ok', :now, :now)",
+        "webhook_events": "INSERT INTO webhook_events (tenant_id, shop_domain, topic, "
+        "dedupe_key, received_at, status, attempts, duplicate_count) "
+        "VALUES (1, 'a.myshopify.com', 'orders/create', 'k', :now, 'processed', 1, 0)",
+        "sync_jobs": "INSERT INTO sync_jobs (tenant_id, mode, status, resources, progress, "
+        "attempts, created_at, \"trigger\") VALUES (1, 'full', 'succeeded', '[]', '{}', 1, :now, "
+        "'manual')",
+        "reconcile_runs": 'INSERT INTO reconcile_runs (tenant_id, status, "trigger", report, '
+        "started_at) VALUES (1, 'clean', 'periodic', '{}', :now)",
+    }
+    try:
+        async with engine.begin() as connection:
+            for insert in rows.values():
+                await connection.execute(text(insert), {"now": datetime.now(UTC)})
+        await engine.dispose()
+        await asyncio.to_thread(migrations.upgrade, empty_database, "head")
+        async with engine.connect() as connection:
+            counts = {
+                table: (await connection.execute(text(f"SELECT count(*) FROM {table}"))).scalar()
+                for table in rows
+            }
+    finally:
+        await engine.dispose()
+    assert counts == dict.fromkeys(rows, 1)
