@@ -597,7 +597,7 @@ def _in_flight(value: datetime, read_at: datetime) -> bool:
     return read_at - IN_FLIGHT <= value <= utcnow() + IN_FLIGHT
 
 
-def _status(reports: Iterable[ResourceReport], repair: bool) -> str:
+def _status(reports: Iterable[ResourceReport], repair: bool) -> ReconcileStatus:
     reports = list(reports)
     if not repair:
         found = any(report.drifted_windows or report.unstamped for report in reports)

@@ -41,7 +41,7 @@ SYNC_NOTICES = {
 }
 # Ids are BIGINT: a larger number in the URL names no event (and must not reach the driver).
 MAX_ID = 2**63 - 1
-REPLAY_NOTICES = {
+REPLAY_NOTICES: dict[str, str] = {
     EventStatus.PROCESSED: "Event replayed: processed.",
     EventStatus.IGNORED: "Event replayed: ignored.",
     EventStatus.FAILED: "Event replayed but it failed again; see the error below.",
