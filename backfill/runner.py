@@ -537,7 +537,10 @@ async def run_sync_job(
         await _finish(env.sessions, job_id, "failed", f"unexpected {error}")
         return "failed"
     finally:
+        # Awaited, so no heartbeat write outlives the job (it would touch a row by id after
+        # whoever awaited the job moved on).
         beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
     await _finish(env.sessions, job_id, "succeeded", None)
     log.info("backfill.succeeded job=%s shop=%s", job_id, tenant.shop_domain)
     return "succeeded"
