@@ -48,6 +48,12 @@ class InProcessRunner:
             await self.enqueue(job_id)
         return job_ids
 
+    async def drain(self) -> None:
+        """Return once no job runs here, each having ended on its own (also jobs enqueued
+        meanwhile). Cancelling this wait leaves the jobs running."""
+        while self.tasks:
+            await asyncio.wait(list(self.tasks.values()))
+
     async def idle(self) -> None:
         """Cancel the jobs running here and return once none is left, their last writes done;
         each puts itself back in the queue with its checkpoint. The runner still takes jobs
