@@ -48,12 +48,25 @@ class InProcessRunner:
             await self.enqueue(job_id)
         return job_ids
 
+    async def drain(self) -> None:
+        """Return once no job runs here, each having ended on its own (also jobs enqueued
+        meanwhile). Cancelling this wait leaves the jobs running."""
+        while self.tasks:
+            await asyncio.wait(list(self.tasks.values()))
+
+    async def idle(self) -> None:
+        """Cancel the jobs running here and return once none is left, their last writes done;
+        each puts itself back in the queue with its checkpoint. The runner still takes jobs
+        afterwards (tests settle the served app between tests with this)."""
+        # Again while any is left: a job enqueued while we waited is cancelled too.
+        while self.tasks:
+            tasks = list(self.tasks.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def stop(self) -> None:
-        """Cancel running jobs; each puts itself back in the queue with its checkpoint."""
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.idle()
 
 
 def psycopg_conninfo(database_url: str) -> str:

@@ -539,7 +539,10 @@ async def run_sync_job(
         await _finish(env.sessions, job_id, SyncStatus.FAILED, f"unexpected {error}")
         return SyncStatus.FAILED
     finally:
+        # Awaited, so no heartbeat write outlives the job (it would touch a row by id after
+        # whoever awaited the job moved on).
         beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
     await _finish(env.sessions, job_id, SyncStatus.SUCCEEDED, None)
     log.info("backfill.succeeded job=%s shop=%s", job_id, tenant.shop_domain)
     return SyncStatus.SUCCEEDED

@@ -11,8 +11,10 @@ import os
 import socket
 import threading
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +23,9 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backfill.queue import InProcessRunner
 from models import Base, create_engine, create_session_factory
 from models import migrate as migrations
 from receiver.app import create_app
@@ -42,6 +46,9 @@ APP_SECRET = "shpss_current_app_secret"
 OLD_APP_SECRET = "shpss_previous_app_secret"
 TEST_ENCRYPTION_KEY = "Zm9yLXRlc3RzLW9ubHktMzItYnl0ZXMtb2Yta2V5IT0="
 TEST_BODY_LIMIT = 64 * 1024
+# Bounds on waiting for a served app: its startup, and its background jobs to stop.
+STARTUP_SECONDS = 30.0
+SETTLE_SECONDS = 30.0
 BACKENDS = ("postgresql", "sqlite")
 
 
@@ -174,10 +181,19 @@ async def backend_session(
 
 
 @pytest.fixture
-async def backend(backend_session: Backend) -> AsyncIterator[Backend]:
-    """A database of the parametrised kind, emptied before each test."""
+async def backend(
+    backend_session: Backend, served_apps: dict[str, ServedApp]
+) -> AsyncIterator[Backend]:
+    """A database of the parametrised kind, emptied before each test, with no job of an
+    earlier test still running in the app served on it."""
+    served = served_apps.get(backend_session.name)
+    if served is not None:
+        await served.settle()
     await backend_session.truncate()
-    return backend_session
+    yield backend_session
+    served = served_apps.get(backend_session.name)
+    if served is not None:
+        await served.settle()
 
 
 @pytest.fixture
@@ -188,6 +204,31 @@ async def pg(postgresql_url: str) -> AsyncIterator[Backend]:
     await backend.truncate()
     yield backend
     await engine.dispose()
+
+
+class LifespanProbe:
+    """ASGI around the app that keeps what its lifespan started: the state it yielded and the
+    server's event loop, so a test can reach the in-process job runner of a served app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.started = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.state: dict[str, Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        self.loop = asyncio.get_running_loop()
+        self.state = scope["state"]
+
+        async def observed_send(message: Message) -> None:
+            await send(message)
+            if message["type"] == "lifespan.startup.complete":
+                self.started.set()
+
+        await self.app(scope, receive, observed_send)
 
 
 class ServedApp:
@@ -202,7 +243,8 @@ class ServedApp:
         port = self.sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}"
         # The service's own uvicorn configuration, limits included (receiver/limits.py).
-        config = server_config(create_app(settings), settings, log_level="warning")
+        self.probe = LifespanProbe(create_app(settings))
+        config = server_config(self.probe, settings, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
@@ -220,6 +262,33 @@ class ServedApp:
     @property
     def webhook_url(self) -> str:
         return f"{self.base_url}/webhooks/shopify"
+
+    async def settle(self) -> None:
+        """Return once no background job runs in the served app: on SQLite its in-process
+        runner would otherwise finish one test's job in the next test's rows (ids restart).
+
+        Jobs are let finish rather than cancelled: a job cancelled in the middle of a SQLite
+        statement left the database locked for the next test's truncate. One still running
+        after SETTLE_SECONDS is cancelled, with a warning naming the test that left it.
+        """
+        if not await asyncio.to_thread(self.probe.started.wait, STARTUP_SECONDS):
+            raise RuntimeError(f"the served app did not start within {STARTUP_SECONDS} s")
+        runner = self.probe.state["services"].job_queue
+        loop = self.probe.loop
+        if not isinstance(runner, InProcessRunner) or loop is None:
+            return
+        try:
+            await asyncio.wait_for(
+                asyncio.wrap_future(asyncio.run_coroutine_threadsafe(runner.drain(), loop)),
+                SETTLE_SECONDS,
+            )
+        except TimeoutError:
+            warnings.warn(
+                f"sync jobs {sorted(runner.tasks)} still ran {SETTLE_SECONDS} s after a test; "
+                "cancelled",
+                stacklevel=1,
+            )
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(runner.idle(), loop))
 
 
 @pytest.fixture(scope="session")

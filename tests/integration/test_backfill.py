@@ -7,7 +7,7 @@ import math
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from backfill.queries import ORDERS
+from backfill.queue import InProcessRunner
 from backfill.runner import (
     TARGETS,
     BackfillEnvironment,
@@ -185,6 +186,45 @@ async def test_a_cancelled_job_resumes_from_its_checkpoint(shop):
     assert shop.store.stats.requests <= 2 + pages + 1
     async with shop.backend.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Order)) == 600
+
+
+async def test_an_idle_in_process_runner_has_no_job_left_and_each_is_queued_again(shop):
+    """What the suite relies on between tests: after `idle()` nothing of a job runs or writes
+    any more, and the job waits in the queue with its checkpoint for a later run."""
+    waiting, released = asyncio.Event(), asyncio.Event()
+    virtual_sleep = shop.env.client_options["sleep"]
+
+    async def sleep_until_cancelled(seconds: float) -> None:
+        if released.is_set():
+            await virtual_sleep(seconds)
+            return
+        waiting.set()
+        await asyncio.Event().wait()
+
+    env = replace(
+        shop.env, client_options={**shop.env.client_options, "sleep": sleep_until_cancelled}
+    )
+    # Throttled answers make the client wait (in the sleep above) until it is cancelled.
+    shop.store.inject(Fault.throttled(times=100))
+    async with shop.backend.sessions() as session, session.begin():
+        job = await create_sync_job(
+            session, await session.get_one(Tenant, shop.tenant_id), "full", ["orders"]
+        )
+    runner = InProcessRunner(env)
+    await runner.enqueue(job.id)
+    await waiting.wait()
+    assert (await shop.job(job.id)).status == "running"
+    await runner.idle()
+    assert runner.tasks == {}
+    assert (await shop.job(job.id)).status == "queued"
+    # The runner still takes jobs after being idle.
+    shop.store.faults.clear()
+    released.set()
+    await runner.enqueue(job.id)
+    # drain() waits for the job to end on its own, without cancelling it.
+    await runner.drain()
+    assert runner.tasks == {}
+    assert (await shop.job(job.id)).status == "succeeded"
 
 
 @pytest.mark.parametrize("store_options", [{"customers": 0, "products": 0, "orders": 2000}])
