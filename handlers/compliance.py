@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.dispatch import EventContext, handles
+from handlers.context import EventContext
 from handlers.normalize import optional_shopify_id, parse_shopify_id
 from handlers.personal_data import mentions, scrub
 from models import (
@@ -40,7 +40,6 @@ def _order_ids(payload: dict[str, Any], key: str) -> list[int]:
     return [parse_shopify_id(order_id, key) for order_id in ids]
 
 
-@handles("customers/data_request")
 async def record_data_request(
     session: AsyncSession, context: EventContext, payload: dict[str, Any]
 ) -> None:
@@ -57,7 +56,6 @@ async def record_data_request(
     )
 
 
-@handles("customers/redact")
 async def redact_customer(
     session: AsyncSession, context: EventContext, payload: dict[str, Any]
 ) -> None:
@@ -210,7 +208,6 @@ async def _tenant_payloads(
         after = batch[-1][0]
 
 
-@handles("shop/redact")
 async def redact_shop(
     session: AsyncSession, context: EventContext, payload: dict[str, Any]
 ) -> None:

@@ -1,10 +1,9 @@
-"""Topic -> handler registry, and the one place an inbox event gets applied."""
+"""The one place an inbox event gets applied: which topics apply, what a body must look like,
+and running the topic's handler from `handlers.topic_table`."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +11,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from handlers.context import EventContext
 from handlers.errors import error_text
 from handlers.shop_identity import (
     COMPLIANCE_TOPICS,
@@ -23,24 +23,13 @@ from handlers.shop_identity import (
     names_other_domain,
     unconfirmed_shop,
 )
+from handlers.topic_table import HANDLERS
 from models import Tenant, WebhookEvent, utcnow
 from models.statuses import EventStatus, TenantStatus
 from models.tenancy import use_tenant
 
 log = logging.getLogger("shopify_receiver.handlers")
 
-
-@dataclass(frozen=True)
-class EventContext:
-    tenant_id: int
-    topic: str
-    webhook_event_id: int | None
-    triggered_at: datetime | None
-    received_at: datetime
-
-
-Handler = Callable[[AsyncSession, EventContext, dict[str, Any]], Awaitable[None]]
-HANDLERS: dict[str, Handler] = {}
 
 # The resource each data topic's body is, as its admin_graphql_api_id names it.
 TOPIC_RESOURCES = {"orders": "Order", "customers": "Customer", "products": "Product"}
@@ -105,17 +94,6 @@ async def vet_shop(
     if tenant_id is None:
         return held
     return await learn_from_body(session, tenant_id, topic, shop_domain, payload, held)
-
-
-def handles(*topics: str) -> Callable[[Handler], Handler]:
-    def register(handler: Handler) -> Handler:
-        for topic in topics:
-            if topic in HANDLERS:
-                raise RuntimeError(f"two handlers for {topic}")
-            HANDLERS[topic] = handler
-        return handler
-
-    return register
 
 
 def handled_topics() -> list[str]:

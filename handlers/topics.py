@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.dispatch import EventContext, handles
+from handlers.context import EventContext, Handler
 from handlers.normalize import (
     Record,
     normalize_customer,
@@ -24,7 +24,7 @@ from models.statuses import SyncStatus, TenantStatus
 from models.upsert import insert_on_conflict
 
 
-def _upsert_handler(model: type[ShopRecord], normalize: Callable[[Any], Record]) -> Any:
+def _upsert_handler(model: type[ShopRecord], normalize: Callable[[Any], Record]) -> Handler:
     async def handle(session: AsyncSession, context: EventContext, payload: dict[str, Any]) -> None:
         await upsert_records(
             session, model, context.tenant_id, [normalize(payload)], source="webhook"
@@ -34,7 +34,7 @@ def _upsert_handler(model: type[ShopRecord], normalize: Callable[[Any], Record])
     return handle
 
 
-def _delete_handler(model: type[ShopRecord]) -> Any:
+def _delete_handler(model: type[ShopRecord]) -> Handler:
     async def handle(session: AsyncSession, context: EventContext, payload: dict[str, Any]) -> None:
         shopify_id = parse_shopify_id(payload.get("id"), f"{model.__tablename__}.id")
         await tombstone(
@@ -51,25 +51,14 @@ def _delete_handler(model: type[ShopRecord]) -> Any:
     return handle
 
 
-handles(
-    "orders/create",
-    "orders/updated",
-    "orders/paid",
-    "orders/cancelled",
-    "orders/fulfilled",
-    "orders/partially_fulfilled",
-)(_upsert_handler(Order, normalize_order))
-handles("orders/delete")(_delete_handler(Order))
-handles(
-    "customers/create",
-    "customers/update",
-    "customers/enable",
-    "customers/disable",
-)(_upsert_handler(Customer, normalize_customer))
-handles("customers/delete")(_delete_handler(Customer))
+upsert_orders = _upsert_handler(Order, normalize_order)
+delete_order = _delete_handler(Order)
+upsert_customers = _upsert_handler(Customer, normalize_customer)
+delete_customer = _delete_handler(Customer)
+upsert_products = _upsert_handler(Product, normalize_product)
+delete_product = _delete_handler(Product)
 
 
-@handles("customers/purchasing_summary")
 async def record_purchasing_summary(
     session: AsyncSession, context: EventContext, payload: dict[str, Any]
 ) -> None:
@@ -79,11 +68,6 @@ async def record_purchasing_summary(
     )
 
 
-handles("products/create", "products/update")(_upsert_handler(Product, normalize_product))
-handles("products/delete")(_delete_handler(Product))
-
-
-@handles("orders/edited")
 async def record_order_edit(
     session: AsyncSession, context: EventContext, payload: dict[str, Any]
 ) -> None:
@@ -116,7 +100,6 @@ async def record_order_edit(
     await session.execute(statement)
 
 
-@handles("app/uninstalled")
 async def mark_uninstalled(
     session: AsyncSession, context: EventContext, payload: dict[str, Any]
 ) -> None:

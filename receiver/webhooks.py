@@ -19,9 +19,8 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from handlers.context import EventContext
 from handlers.dispatch import (
-    HANDLERS,
-    EventContext,
     apply_event,
     body_misfit,
     failure_text,
@@ -32,6 +31,7 @@ from handlers.dispatch import (
 )
 from handlers.normalize import PayloadError, parse_timestamp
 from handlers.shop_identity import ShopMismatch
+from handlers.topic_table import HANDLERS
 from models import WebhookEvent, utcnow
 from models.statuses import EventStatus
 from models.tenancy import use_all_tenants, use_tenant
