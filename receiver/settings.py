@@ -8,11 +8,13 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from models.encryption import SecretBox, generate_key
 
 log = logging.getLogger("shopify_receiver.settings")
+N = TypeVar("N", int, float)
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/receiver.db"
 DEFAULT_API_VERSION = "2026-10"
@@ -67,30 +69,27 @@ def _dev_secret(name: str, make: Callable[[], str]) -> str:
     return value
 
 
-def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+def _positive(
+    env: Mapping[str, str], name: str, default: N, parse: Callable[[str], N], kind: str
+) -> N:
     text = env.get(name)
     if not text:
         return default
     try:
-        value = float(text)
+        value = parse(text)
     except ValueError as exc:
-        raise SettingsError(f"{name}={text!r} is not a number") from exc
+        raise SettingsError(f"{name}={text!r} is not {kind}") from exc
     if value <= 0:
         raise SettingsError(f"{name} must be positive")
     return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _positive(env, name, default, float, "a number")
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    text = env.get(name)
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise SettingsError(f"{name}={text!r} is not a whole number") from exc
-    if value <= 0:
-        raise SettingsError(f"{name} must be positive")
-    return value
+    return _positive(env, name, default, int, "a whole number")
 
 
 def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
