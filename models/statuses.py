@@ -28,7 +28,8 @@ class EventStatus(StrEnum):
     RECEIVED = "received"
     PROCESSED = "processed"
     IGNORED = "ignored"
-    FAILED = "failed"
+    FAILED = "failed"  # retried with backoff (next_attempt_at)
+    DEAD = "dead"  # failed on its last attempt: replayed only by hand
 
 
 class SyncStatus(StrEnum):

@@ -172,6 +172,13 @@ class WebhookEvent(Base):
             sqlite_where=text(f"status <> '{EventStatus.PROCESSED.value}'"),
         ),
         Index("ix_webhook_events_tenant_topic_received", "tenant_id", "topic", "received_at"),
+        # The retry sweep reads failed events whose next attempt is due, soonest first.
+        Index(
+            "ix_webhook_events_retry",
+            "next_attempt_at",
+            postgresql_where=text(f"status = '{EventStatus.FAILED.value}'"),
+            sqlite_where=text(f"status = '{EventStatus.FAILED.value}'"),
+        ),
         allowed("webhook_events", "status", EventStatus),
     )
 
@@ -193,6 +200,8 @@ class WebhookEvent(Base):
     # Redeliveries of this event: they change no data, but the dashboard counts dedupe hits.
     duplicate_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_duplicate_at: Mapped[datetime | None]
+    # When a `failed` event is next applied again (backoff); NULL for every other status.
+    next_attempt_at: Mapped[datetime | None]
 
 
 class ComplianceRequest(Base):
