@@ -28,7 +28,7 @@ from handlers.dispatch import last_received
 from handlers.errors import error_text
 from models import Tenant, utcnow
 from models.statuses import ReconcileTrigger, SyncMode, SyncStatus, SyncTrigger
-from models.tenancy import use_tenant
+from models.tenancy import tenant_transaction
 
 log = logging.getLogger("shopify_receiver.backfill.watchdog")
 
@@ -68,8 +68,7 @@ async def last_event_received(
 async def _start_gap_backfill(
     env: BackfillEnvironment, tenant_id: int, resources: list[str], result: WatchdogResult
 ) -> int | None:
-    async with env.sessions() as session, session.begin():
-        await use_tenant(session, tenant_id)
+    async with tenant_transaction(env.sessions, tenant_id) as session:
         tenant = await session.get_one(Tenant, tenant_id)
         if not await session.scalar(select(finished_sync(tenant_id))):
             # Nothing to keep in step yet: the initial backfill will bring everything.
@@ -108,8 +107,7 @@ async def _start_gap_backfill(
 
 async def watch_store(env: BackfillEnvironment, tenant_id: int, uri: str) -> WatchdogResult:
     """Re-register missing subscriptions of one store and close the gap they left."""
-    async with env.sessions() as session, session.begin():
-        await use_tenant(session, tenant_id)
+    async with tenant_transaction(env.sessions, tenant_id) as session:
         tenant = await session.get_one(Tenant, tenant_id)
         result = WatchdogResult(shop=tenant.shop_domain)
     try:

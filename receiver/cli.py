@@ -44,7 +44,7 @@ from models.statuses import (
     SyncStatus,
     TenantStatus,
 )
-from models.tenancy import use_all_tenants, use_tenant
+from models.tenancy import tenant_transaction, use_all_tenants, use_tenant
 from models.upsert import affected_rows
 from receiver.auth import create_api_token
 from receiver.logs import configure_logging
@@ -627,8 +627,7 @@ def backfill(shop: str, resources: str, mode: str) -> None:
                     click.echo(f"resuming {job.mode} sync job {job.id}", err=True)
             outcome = await run_sync_job(env, job.id, on_progress=printer)
             printer.finish()
-            async with sessions() as session, session.begin():
-                await use_tenant(session, tenant.id)
+            async with tenant_transaction(sessions, tenant.id) as session:
                 finished = await session.get_one(SyncJob, job.id)
             if outcome == "skipped":
                 return job.id, "busy", "another worker is running this job right now"
