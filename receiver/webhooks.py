@@ -353,43 +353,80 @@ async def _receive_held(request: Request, hold: BodyHold) -> Outcome:
             except (BadDelivery, ShopMismatch) as exc:
                 log.info("webhook.rejected reason=%s shop=%s", exc, shop_header[:255])
                 return Outcome(Verdict.BAD_REQUEST, error=str(exc))
-            if tenant is None:
-                await use_all_tenants(session)  # an unknown shop's event belongs to no tenant yet
-            reason = skip_reason(
-                delivery.topic,
-                delivery.shop_domain,
-                tenant.status if tenant else None,
-                delivery.payload,
-                held,
-            )
-            if delivery.body_note:
-                reason = f"{reason}; {delivery.body_note}"
-            status = EventStatus.IGNORED if reason else EventStatus.PROCESSED
-            # Stored with the outcome it will have if the handler succeeds; a failing handler
-            # rolls everything back and the event is stored again below as `failed`.
-            received_at = utcnow()
-            event_id = await _store_event(session, delivery, tenant, received_at, status, reason)
-            if event_id is None:
-                return await _duplicate(session, delivery)
-            if tenant is not None and reason is None:
-                context = EventContext(
-                    tenant_id=tenant.id,
-                    topic=delivery.topic,
-                    webhook_event_id=event_id,
-                    triggered_at=delivery.triggered_at,
-                    received_at=received_at,
-                )
-                try:
-                    await apply_event(session, context, delivery.payload)
-                except Exception as exc:
-                    if is_disconnect(exc):
-                        raise
-                    raise _HandlerFailed(exc) from exc
+            stored = await _store(session, delivery, tenant, held)
+            if isinstance(stored, Outcome):
+                return stored
+            if tenant is not None and stored.applies:
+                await _apply(session, delivery, tenant, stored)
     except _HandlerFailed as failed:
         # The handler's writes are undone with the whole transaction; the event is kept.
+        received_at = failed.stored.received_at
         return await _store_failed(services, delivery, tenant, received_at, failed.error)
-    log_outcome(status, reason, delivery.dedupe_key, _fields(delivery, event_id))
-    return Outcome(Verdict(status), event_id=event_id, lag_seconds=_lag(delivery, received_at))
+    log_outcome(stored.status, stored.reason, delivery.dedupe_key, _fields(delivery, stored.id))
+    return Outcome(
+        Verdict(stored.status),
+        event_id=stored.id,
+        lag_seconds=_lag(delivery, stored.received_at),
+    )
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """An inbox row just inserted, with the outcome it will have if its handler succeeds."""
+
+    id: int
+    status: EventStatus
+    reason: str | None  # why it is ignored, or None when it is applied
+    received_at: datetime
+
+    @property
+    def applies(self) -> bool:
+        return self.reason is None
+
+
+async def _store(
+    session: AsyncSession, delivery: Delivery, tenant: WebhookTenant | None, held: int | None
+) -> _Stored | Outcome:
+    """Insert the inbox row (a duplicate's Outcome when the event was stored before)."""
+    if tenant is None:
+        await use_all_tenants(session)  # an unknown shop's event belongs to no tenant yet
+    reason = skip_reason(
+        delivery.topic,
+        delivery.shop_domain,
+        tenant.status if tenant else None,
+        delivery.payload,
+        held,
+    )
+    if delivery.body_note:
+        reason = f"{reason}; {delivery.body_note}"
+    status = EventStatus.IGNORED if reason else EventStatus.PROCESSED
+    # Stored with the outcome it will have if the handler succeeds; a failing handler
+    # rolls everything back and the event is stored again as `failed` (_store_failed).
+    received_at = utcnow()
+    event_id = await _store_event(session, delivery, tenant, received_at, status, reason)
+    if event_id is None:
+        return await _duplicate(session, delivery)
+    return _Stored(event_id, status, reason, received_at)
+
+
+async def _apply(
+    session: AsyncSession, delivery: Delivery, tenant: WebhookTenant, stored: _Stored
+) -> None:
+    """Run the topic's handler in the inbox row's transaction; _HandlerFailed when it raises
+    (a lost database connection propagates: nothing can be recorded, the answer is 503)."""
+    context = EventContext(
+        tenant_id=tenant.id,
+        topic=delivery.topic,
+        webhook_event_id=stored.id,
+        triggered_at=delivery.triggered_at,
+        received_at=stored.received_at,
+    )
+    try:
+        await apply_event(session, context, delivery.payload)
+    except Exception as exc:
+        if is_disconnect(exc):
+            raise
+        raise _HandlerFailed(exc, stored) from exc
 
 
 async def _vetted_delivery(
@@ -415,9 +452,10 @@ async def _vetted_delivery(
 
 
 class _HandlerFailed(Exception):
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: Exception, stored: _Stored) -> None:
         super().__init__(str(error))
         self.error = error
+        self.stored = stored
 
 
 def _store_secrets(services: Services, tenant: WebhookTenant) -> list[str]:
