@@ -128,7 +128,9 @@ async def add_store(
     shop_domain: str,
     credentials: StoreCredentials,
 ) -> AddedStore:
-    """Add a store (a normalized domain), or update its secrets and reactivate it."""
+    """Add a store, or update its secrets and reactivate it (InvalidShopDomain for a domain
+    that is not NAME.myshopify.com)."""
+    shop_domain = normalize_shop_domain(shop_domain)
     # A new store has no id to scope to yet; the tenants table has no row-level policy.
     async with cross_store_transaction(sessions) as session:
         tenant = await find_tenant(session, shop_domain)

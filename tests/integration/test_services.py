@@ -56,6 +56,7 @@ from receiver.tenants import (
 )
 from tests.conftest import TEST_ENCRYPTION_KEY, Backend, as_app_role
 from tests.factories import OTHER_SHOP, SHOP, create_tenant
+from tests.integration.test_cli import Cli, cli_env
 
 PASSWORD = "correct horse battery"
 NEW_KEY = Fernet.generate_key().decode()
@@ -323,3 +324,29 @@ async def test_rotate_keys_is_all_or_nothing(backend, sessions):
         tenants = list(await session.scalars(select(Tenant).order_by(Tenant.id)))
     assert webhook_secrets(stranger, tenants[0]) == ["s"]
     assert access_token(stranger, tenants[1]) == "t"
+
+
+# --- the command line presents the services' refusals -------------------------------------------
+
+
+async def test_backfill_command_refuses_a_store_it_cannot_sync(backend, tmp_path):
+    cli = Cli(tmp_path, cli_env(backend.url))
+    await create_tenant(backend.sessions, SHOP)
+    await create_tenant(backend.sessions, OTHER_SHOP, status=TenantStatus.UNINSTALLED)
+
+    tokenless = await cli.fails("backfill", SHOP, code=1)
+    inactive = await cli.fails("backfill", OTHER_SHOP, code=1)
+    unknown = await cli.fails("backfill", "nobody.myshopify.com", code=1)
+
+    assert f"{SHOP}: no access token" in tokenless.stderr
+    assert f"{OTHER_SHOP} is uninstalled; reinstall before syncing" in inactive.stderr
+    assert "unknown store nobody.myshopify.com" in unknown.stderr
+    async with backend.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(SyncJob)) == 0
+
+
+async def test_add_store_normalizes_the_domain(backend, sessions):
+    added = await add_store(
+        sessions, SecretBox([TEST_ENCRYPTION_KEY]), "Alpha-Store.MyShopify.com ", StoreCredentials()
+    )
+    assert added.shop_domain == SHOP
