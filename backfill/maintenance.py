@@ -12,12 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, null, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.reconcile import reconcile_due_stores
 from backfill.runner import BackfillEnvironment
 from backfill.watchdog import WatchdogResult, watch_due_stores
 from handlers.errors import error_text, may_quote_data
+from models import WebhookEvent, utcnow
+from models.statuses import EventStatus
+from models.tenancy import cross_store_transaction
+from models.upsert import affected_rows
 
 log = logging.getLogger("shopify_receiver.backfill.maintenance")
 
@@ -83,3 +90,54 @@ class MaintenanceLoop:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    deleted: int  # events removed
+    emptied: int  # events whose raw payload was emptied
+
+
+async def prune_events(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    older_than: timedelta | None = None,
+    payloads_older_than: timedelta | None = None,
+    include_failed: bool = False,
+    now: datetime | None = None,
+) -> PruneReport:
+    """Delete processed and ignored events received over `older_than` ago, and empty the
+    payloads of those received over `payloads_older_than` ago, in one transaction.
+
+    Failed (and dead) events are kept whole unless `include_failed`: their payload is what a
+    replay applies. Emptied events keep their row (ids, topic, times) for dedupe and audit.
+    """
+    now = now or utcnow()
+    statuses = [EventStatus.PROCESSED, EventStatus.IGNORED]
+    if include_failed:
+        # A dead event is a failed one past its last automatic attempt.
+        statuses += [EventStatus.FAILED, EventStatus.DEAD]
+    deleted = emptied = 0
+    # Retention is the same for every store.
+    async with cross_store_transaction(sessions) as session:
+        if older_than is not None:
+            result = await session.execute(
+                delete(WebhookEvent).where(
+                    WebhookEvent.received_at < now - older_than,
+                    WebhookEvent.status.in_(statuses),
+                )
+            )
+            deleted = affected_rows(result)
+        if payloads_older_than is not None:
+            result = await session.execute(
+                update(WebhookEvent)
+                .where(
+                    WebhookEvent.received_at < now - payloads_older_than,
+                    WebhookEvent.status.in_(statuses),
+                    WebhookEvent.payload.is_not(None),
+                )
+                .values(payload=null())
+                .execution_options(synchronize_session=False)
+            )
+            emptied = affected_rows(result)
+    return PruneReport(deleted, emptied)

@@ -45,7 +45,7 @@ from handlers.normalize import Record, parse_timestamp
 from handlers.records import replace_record, tombstone
 from models import ReconcileRun, ShopRecord, SyncJob, Tenant, utcnow
 from models.statuses import ReconcileStatus, ReconcileTrigger, SyncStatus, TenantStatus
-from models.tenancy import use_all_tenants, use_tenant
+from models.tenancy import cross_store_transaction, tenant_transaction
 
 log = logging.getLogger("shopify_receiver.reconcile")
 
@@ -357,8 +357,7 @@ class _Reconciler:
         self, model: type[ShopRecord]
     ) -> tuple[int, datetime | None, datetime | None, int]:
         stamp = model.shopify_updated_at
-        async with self.env.sessions() as session, session.begin():
-            await use_tenant(session, self.tenant_id)
+        async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
             row = (
                 await session.execute(
                     select(
@@ -383,15 +382,13 @@ class _Reconciler:
             stamp >= _moment(min(window.start for window in windows)),
             stamp < _moment(max(window.end for window in windows)),
         )
-        async with self.env.sessions() as session, session.begin():
-            await use_tenant(session, self.tenant_id)
+        async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
             row = (await session.execute(select(*columns).where(self._live(model), span))).one()
         return [int(value) for value in row]
 
     async def _db_ids(self, model: type[ShopRecord], window: Window) -> set[int]:
         stamp = model.shopify_updated_at
-        async with self.env.sessions() as session, session.begin():
-            await use_tenant(session, self.tenant_id)
+        async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
             ids = await session.scalars(
                 select(model.shopify_id).where(
                     self._live(model),
@@ -441,8 +438,7 @@ class _Reconciler:
     ) -> None:
         if not report.unstamped:
             return
-        async with self.env.sessions() as session, session.begin():
-            await use_tenant(session, self.tenant_id)
+        async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
             ids = list(
                 await session.scalars(
                     select(model.shopify_id).where(
@@ -503,8 +499,7 @@ class _Reconciler:
         """Write Shopify's records (read at `read_at`) where our rows differ from them."""
         if not records:
             return
-        async with self.env.sessions() as session, session.begin():
-            await use_tenant(session, self.tenant_id)
+        async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
             rows = {
                 row.shopify_id: row
                 for row in await session.scalars(
@@ -554,8 +549,7 @@ class _Reconciler:
     ) -> None:
         if not ids:
             return
-        async with self.env.sessions() as session, session.begin():
-            await use_tenant(session, self.tenant_id)
+        async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
             rows = list(
                 await session.scalars(
                     select(model).where(self._live(model), model.shopify_id.in_(ids))
@@ -633,11 +627,11 @@ async def reconcile(
     chosen = validate_resources(resources)
     if full and not repair:
         raise ValueError("a full reconcile repairs what it pulls; it cannot be a dry run")
-    async with env.sessions() as session, session.begin():
+    # tenants has no tenant_id column, so the scope does not hide the store's own row.
+    async with tenant_transaction(env.sessions, tenant_id) as session:
         tenant = await session.get(Tenant, tenant_id)
         if tenant is None:
             raise LookupError(f"no store with id {tenant_id}")
-        await use_tenant(session, tenant_id)
         run = ReconcileRun(
             tenant_id=tenant_id,
             status=ReconcileStatus.RUNNING,
@@ -692,8 +686,7 @@ async def _finish(
     error: str | None,
     reports: dict[str, ResourceReport],
 ) -> ReconcileRun:
-    async with env.sessions() as session, session.begin():
-        await use_tenant(session, tenant_id)
+    async with tenant_transaction(env.sessions, tenant_id) as session:
         await session.execute(
             update(ReconcileRun)
             .where(ReconcileRun.id == run_id)
@@ -725,8 +718,8 @@ async def due_store_ids(
         .where(ReconcileRun.tenant_id == Tenant.id)
         .scalar_subquery()
     )
-    async with env.sessions() as session, session.begin():
-        await use_all_tenants(session)  # the periodic sweep looks at every store
+    # the periodic sweep looks at every store
+    async with cross_store_transaction(env.sessions) as session:
         return list(
             await session.scalars(
                 select(Tenant.id)

@@ -25,7 +25,7 @@ from handlers.normalize import PayloadError, Record, parse_shopify_id
 from handlers.shop_identity import ShopMismatch, record_shop_id
 from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Tenant, utcnow
 from models.statuses import SyncMode, SyncStatus, SyncTrigger, TenantStatus
-from models.tenancy import use_all_tenants, use_tenant
+from models.tenancy import cross_store_transaction, tenant_transaction
 from models.upsert import affected_rows
 
 log = logging.getLogger("shopify_receiver.backfill")
@@ -182,8 +182,8 @@ async def claim_job(
     One UPDATE decides, so two workers handed the same job never both run it.
     """
     now = utcnow()
-    async with sessions() as session, session.begin():
-        await use_all_tenants(session)  # a worker takes jobs of every store
+    # a worker takes jobs of every store
+    async with cross_store_transaction(sessions) as session:
         result = await session.execute(
             update(SyncJob)
             .where(
@@ -209,8 +209,8 @@ async def claimable_job_ids(
     sessions: async_sessionmaker[AsyncSession], lease: timedelta
 ) -> list[int]:
     now = utcnow()
-    async with sessions() as session, session.begin():
-        await use_all_tenants(session)  # the queue sweep looks at every store's jobs
+    # the queue sweep looks at every store's jobs
+    async with cross_store_transaction(sessions) as session:
         rows = await session.scalars(
             select(SyncJob.id)
             .where(
@@ -241,8 +241,7 @@ async def hold_shop_id(env: BackfillEnvironment, client: AdminClient, tenant: Te
         shop_id = parse_shopify_id((data.get("shop") or {}).get("id"), "shop.id")
     except PayloadError as exc:
         raise BackfillError(f"Shopify sent no usable shop id: {exc}") from exc
-    async with env.sessions() as session, session.begin():
-        await use_tenant(session, tenant.id)
+    async with tenant_transaction(env.sessions, tenant.id) as session:
         try:
             await record_shop_id(session, tenant.id, shop_id)
         except ShopMismatch as exc:
@@ -413,8 +412,7 @@ class JobRun:
 
     async def _checkpoint(self, model: type[ShopRecord], records: list[Record]) -> None:
         """Records and progress in one transaction: after a crash, both or neither happened."""
-        async with self.env.sessions() as session, session.begin():
-            await use_tenant(session, self.tenant.id)
+        async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
             if records:
                 RECORDS.labels(model.__tablename__, self.job.mode).inc(len(records))
             if records:
@@ -429,8 +427,7 @@ class JobRun:
                 raise JobCancelled(f"sync job {self.job.id} is no longer running")
 
     async def _heartbeat(self) -> None:
-        async with self.env.sessions() as session, session.begin():
-            await use_tenant(session, self.tenant.id)
+        async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
             await session.execute(
                 update(SyncJob)
                 .where(SyncJob.id == self.job.id, SyncJob.status == SyncStatus.RUNNING)
@@ -462,8 +459,8 @@ async def _beat(env: BackfillEnvironment, job_id: int) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            async with env.sessions() as session, session.begin():
-                await use_all_tenants(session)  # by the job's id, which this worker holds
+            # by the job's id, which this worker holds
+            async with cross_store_transaction(env.sessions) as session:
                 await session.execute(
                     update(SyncJob)
                     .where(SyncJob.id == job_id, SyncJob.status == SyncStatus.RUNNING)
@@ -477,8 +474,8 @@ async def _beat(env: BackfillEnvironment, job_id: int) -> None:
 async def _finish(
     sessions: async_sessionmaker[AsyncSession], job_id: int, status: str, error: str | None
 ) -> None:
-    async with sessions() as session, session.begin():
-        await use_all_tenants(session)  # by the job's id, which this worker holds
+    # by the job's id, which this worker holds
+    async with cross_store_transaction(sessions) as session:
         await session.execute(
             update(SyncJob)
             .where(SyncJob.id == job_id, SyncJob.status == SyncStatus.RUNNING)
@@ -489,8 +486,8 @@ async def _finish(
 
 async def _release(sessions: async_sessionmaker[AsyncSession], job_id: int) -> None:
     """Interrupted on purpose (shutdown, cancelled task): queued again, checkpoint kept."""
-    async with sessions() as session, session.begin():
-        await use_all_tenants(session)  # by the job's id, which this worker holds
+    # by the job's id, which this worker holds
+    async with cross_store_transaction(sessions) as session:
         await session.execute(
             update(SyncJob)
             .where(SyncJob.id == job_id, SyncJob.status == SyncStatus.RUNNING)
@@ -506,8 +503,8 @@ async def run_sync_job(
     worker holds it or it already ended)."""
     if not await claim_job(env.sessions, job_id, env.lease):
         return "skipped"
-    async with env.sessions() as session, session.begin():
-        await use_all_tenants(session)  # the job was claimed by id just above
+    # the job was claimed by id just above
+    async with cross_store_transaction(env.sessions) as session:
         job = await session.get_one(SyncJob, job_id)
         tenant = await session.get_one(Tenant, job.tenant_id)
     if tenant.status != TenantStatus.ACTIVE:

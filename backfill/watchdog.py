@@ -21,14 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backfill.credentials import callable_store
 from backfill.reconcile import finished_sync, reconcile
-from backfill.runner import BackfillEnvironment, SyncAlreadyRunning, create_sync_job, run_sync_job
+from backfill.runner import BackfillEnvironment, run_sync_job
 from backfill.subscriptions import SubscriptionReport, sync_subscriptions, topic_resource
+from backfill.sync import StoreInactive, StoreUnknown, SyncAlreadyRunning, start_sync
 from handlers import handled_topics
 from handlers.dispatch import last_received
 from handlers.errors import error_text
 from models import Tenant, utcnow
 from models.statuses import ReconcileTrigger, SyncMode, SyncStatus, SyncTrigger
-from models.tenancy import use_tenant
+from models.tenancy import tenant_transaction
 
 log = logging.getLogger("shopify_receiver.backfill.watchdog")
 
@@ -65,51 +66,62 @@ async def last_event_received(
     return max((moment for moment in times if moment is not None), default=None)
 
 
-async def _start_gap_backfill(
+async def _gap_since(
     env: BackfillEnvironment, tenant_id: int, resources: list[str], result: WatchdogResult
-) -> int | None:
-    async with env.sessions() as session, session.begin():
-        await use_tenant(session, tenant_id)
-        tenant = await session.get_one(Tenant, tenant_id)
+) -> tuple[bool, datetime | None]:
+    """Whether a gap pull makes sense, and from when."""
+    async with tenant_transaction(env.sessions, tenant_id) as session:
         if not await session.scalar(select(finished_sync(tenant_id))):
             # Nothing to keep in step yet: the initial backfill will bring everything.
             result.note = "no finished backfill yet; run the initial backfill"
-            return None
+            return False, None
         lasts = [await last_event_received(session, tenant_id, name) for name in resources]
-        # A resource we never heard of by webhook: fall back to the last finished sync.
-        since = None if None in lasts else min(v for v in lasts if v is not None) - GAP_OVERLAP
-        try:
-            job = await create_sync_job(
-                session,
-                tenant,
-                SyncMode.INCREMENTAL,
-                resources,
-                since=since,
-                trigger=SyncTrigger.WATCHDOG,
-            )
-        except SyncAlreadyRunning as exc:
-            active = exc.job
-            covers = active.mode != SyncMode.INCREMENTAL or (
-                active.until is None
-                and (active.since is None or (since is not None and active.since <= since))
-            )
-            result.gap_job_id = active.id if covers else None
-            result.note = (
-                f"sync job {active.id} already running covers the gap"
-                if covers
-                else f"sync job {active.id} is running; the gap is left to reconcile"
-            )
-            return None
-        result.gap_job_id = job.id
-        result.gap_since = job.since
-        result.gap_resources = list(resources)
-        return job.id
+    # A resource we never heard of by webhook: fall back to the last finished sync.
+    since = None if None in lasts else min(v for v in lasts if v is not None) - GAP_OVERLAP
+    return True, since
+
+
+async def _start_gap_backfill(
+    env: BackfillEnvironment, tenant_id: int, resources: list[str], result: WatchdogResult
+) -> int | None:
+    wanted, since = await _gap_since(env, tenant_id, resources, result)
+    if not wanted:
+        return None
+    try:
+        started = await start_sync(
+            env.sessions,
+            tenant_id,
+            SyncMode.INCREMENTAL,
+            resources,
+            since=since,
+            trigger=SyncTrigger.WATCHDOG,
+        )
+    except SyncAlreadyRunning as exc:
+        active = exc.job
+        covers = active.mode != SyncMode.INCREMENTAL or (
+            active.until is None
+            and (active.since is None or (since is not None and active.since <= since))
+        )
+        result.gap_job_id = active.id if covers else None
+        result.note = (
+            f"sync job {active.id} already running covers the gap"
+            if covers
+            else f"sync job {active.id} is running; the gap is left to reconcile"
+        )
+        return None
+    except (StoreUnknown, StoreInactive) as exc:
+        # Uninstalled (or removed) since it was claimed: nothing to pull.
+        result.note = str(exc)
+        return None
+    result.gap_job_id = started.job.id
+    result.gap_since = started.job.since
+    result.gap_resources = list(resources)
+    return started.job.id
 
 
 async def watch_store(env: BackfillEnvironment, tenant_id: int, uri: str) -> WatchdogResult:
     """Re-register missing subscriptions of one store and close the gap they left."""
-    async with env.sessions() as session, session.begin():
-        await use_tenant(session, tenant_id)
+    async with tenant_transaction(env.sessions, tenant_id) as session:
         tenant = await session.get_one(Tenant, tenant_id)
         result = WatchdogResult(shop=tenant.shop_domain)
     try:

@@ -159,7 +159,8 @@ def is_disconnect(exc: BaseException) -> bool:
 
 
 async def process_event(session: AsyncSession, event: WebhookEvent) -> None:
-    """Apply a stored event again and record the outcome on it (replays: CLI and dashboard).
+    """Apply a stored event again and record the outcome on it (`handlers.events`' replays,
+    for the CLI and the dashboard).
 
     The handler runs in a savepoint: when it raises, its writes are undone and the event is
     kept as `failed` with the error, so one bad payload never costs the inbox row. (A first

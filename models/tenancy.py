@@ -10,8 +10,11 @@ transaction on a pooled connection. On SQLite there is no RLS and these do nothi
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 # Tables whose rows carry tenant_id and are guarded by the tenant_isolation policy.
 TENANT_TABLES = (
@@ -48,6 +51,28 @@ async def use_all_tenants(session: AsyncSession) -> None:
     and lookups by id that check access themselves. Keep every caller easy to justify."""
     if _postgres(session):
         await session.execute(_SCOPE, {"tenant": "", "cross": "on"})
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    sessions: async_sessionmaker[AsyncSession], tenant_id: int
+) -> AsyncIterator[AsyncSession]:
+    """A session in one transaction scoped to one store: committed when the block ends,
+    rolled back when it raises."""
+    async with sessions() as session, session.begin():
+        await use_tenant(session, tenant_id)
+        yield session
+
+
+@asynccontextmanager
+async def cross_store_transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session in one transaction that spans stores (`use_all_tenants`): keep each caller
+    easy to justify, as for the primitive."""
+    async with sessions() as session, session.begin():
+        await use_all_tenants(session)
+        yield session
 
 
 async def rls_bypass_reason(connection: AsyncConnection) -> str | None:

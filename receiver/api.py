@@ -10,10 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from backfill.runner import SyncAlreadyRunning, create_sync_job, validate_request
+from backfill import sync
+from backfill.runner import validate_request
 from models import SyncJob, Tenant
-from models.statuses import SyncMode, TenantStatus
-from models.tenancy import use_all_tenants, use_tenant
+from models.statuses import SyncMode
+from models.tenancy import cross_store_transaction
 from receiver.auth import Principal, authenticate, require_admin
 from receiver.errors import ApiError
 from receiver.services import Services
@@ -106,19 +107,21 @@ async def start_sync(request: Request) -> Response:
         except ValueError as exc:
             raise ApiError(str(exc)) from exc
         tenant = await _tenant_from(session, body, principal)
-        await use_tenant(session, tenant.id)
-        if tenant.status != TenantStatus.ACTIVE:
-            raise Conflict(f"{tenant.shop_domain} is {tenant.status}; reinstall before syncing")
-        try:
-            job = await create_sync_job(session, tenant, mode, resources)
-        except SyncAlreadyRunning as exc:
-            return JSONResponse(
-                {"error": str(exc), "job": job_document(exc.job, request)}, status_code=409
-            )
-    await services.job_queue.enqueue(job.id)
-    document = job_document(job, request)
+    try:
+        started = await sync.start_sync(
+            services.sessions, tenant.id, mode, resources, queue=services.job_queue
+        )
+    except sync.StoreUnknown as exc:  # removed since it was looked up
+        raise NotFound(str(exc)) from exc
+    except sync.StoreInactive as exc:
+        raise Conflict(str(exc)) from exc
+    except sync.SyncAlreadyRunning as exc:
+        return JSONResponse(
+            {"error": str(exc), "job": job_document(exc.job, request)}, status_code=409
+        )
+    document = job_document(started.job, request)
     return JSONResponse(
-        {"job_id": job.id, "status_url": document["status_url"], "job": document},
+        {"job_id": started.job.id, "status_url": document["status_url"], "job": document},
         status_code=202,
         headers={"Location": document["status_url"]},
     )
@@ -156,11 +159,11 @@ async def tenant_for_shop(session: AsyncSession, shop: str, principal: Principal
 async def sync_status(request: Request) -> Response:
     services: Services = request.state.services
     raw_id = request.path_params["job_id"]
-    async with services.sessions() as session, session.begin():
+    # By id, across stores: access is checked on the row just below.
+    async with cross_store_transaction(services.sessions) as session:
         principal = await authenticate(session, request)
         if not 0 < raw_id <= MAX_ID:
             raise NotFound(f"no sync job {raw_id}")
-        await use_all_tenants(session)  # by id; access is checked on the row just below
         job = await session.scalar(select(SyncJob).where(SyncJob.id == raw_id))
         if job is None or not principal.can_see(job.tenant_id):
             raise NotFound(f"no sync job {raw_id}")

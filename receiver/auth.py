@@ -30,9 +30,10 @@ from models import (
     UserTenant,
     utcnow,
 )
-from models.tenancy import use_all_tenants
+from models.tenancy import cross_store_transaction, use_all_tenants
 from models.upsert import insert_on_conflict
 from receiver.errors import ApiError
+from receiver.tenants import require_tenant
 
 TOKEN_PREFIX = "srk_"
 SESSION_MAX_AGE = 12 * 60 * 60
@@ -166,6 +167,73 @@ def normalize_email(email: str) -> str:
     sign-in form must not turn such a character into a database error."""
     cleaned = email.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
     return cleaned.strip().lower()[:320]
+
+
+MIN_PASSWORD_LENGTH = 10
+MAX_EMAIL_LENGTH = 320
+
+
+class InvalidEmail(ValueError):
+    def __init__(self, email: str) -> None:
+        super().__init__(f"{email!r} is not an email address")
+
+
+class PasswordTooShort(ValueError):
+    def __init__(self) -> None:
+        super().__init__(f"the password must be at least {MIN_PASSWORD_LENGTH} characters long")
+
+
+def valid_email(email: str) -> str:
+    """The normalized address, or InvalidEmail."""
+    normalized = normalize_email(email)
+    if "@" not in normalized or len(normalized) > MAX_EMAIL_LENGTH:
+        raise InvalidEmail(normalized)
+    return normalized
+
+
+def check_password_rule(password: str) -> None:
+    """The rule every password that is set must pass (PasswordTooShort)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise PasswordTooShort
+
+
+@dataclass(frozen=True)
+class AddedUser:
+    email: str
+    created: bool
+    is_admin: bool
+    store_count: int
+
+
+async def add_user(
+    sessions: async_sessionmaker[AsyncSession],
+    email: str,
+    password: str,
+    *,
+    admin: bool,
+    shops: tuple[str, ...] = (),
+) -> AddedUser:
+    """Add a user, or reset their password, role and stores (normalized shop domains); a
+    reset signs them out everywhere. InvalidEmail, PasswordTooShort, or UnknownStore."""
+    email = valid_email(email)
+    check_password_rule(password)
+    password_hash = await new_password_hash(password)
+    # The user's store list (user_tenants) names several stores.
+    async with cross_store_transaction(sessions) as session:
+        tenant_ids = [(await require_tenant(session, shop)).id for shop in shops]
+        user = await session.scalar(select(User).where(User.email == email))
+        created = user is None
+        if user is None:
+            user = User(email=email, password_hash=password_hash, is_admin=admin)
+            session.add(user)
+        else:
+            user.password_hash, user.is_admin, user.disabled_at = password_hash, admin, None
+            # A reset password signs the user out everywhere: a stolen session ends with it.
+            await end_user_sessions(session, user.id)
+        await session.flush()
+        await session.execute(delete(UserTenant).where(UserTenant.user_id == user.id))
+        session.add_all(UserTenant(user_id=user.id, tenant_id=tid) for tid in tenant_ids)
+    return AddedUser(email, created, admin, len(tenant_ids))
 
 
 # -- login throttling --------------------------------------------------------------------

@@ -18,23 +18,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import httpx
-from cryptography.fernet import InvalidToken
-from sqlalchemy import delete, null, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from handlers import handled_topics, process_event
+from handlers import handled_topics
 from handlers.compliance import export_customer
+from handlers.events import replay_events
 from handlers.shop_identity import DESTRUCTIVE_TOPICS
 from models import (
-    SyncJob,
     Tenant,
-    User,
-    UserTenant,
     WebhookEvent,
     create_engine,
     create_session_factory,
     is_sqlite,
-    utcnow,
 )
 from models.statuses import (
     CredentialsStatus,
@@ -42,10 +38,8 @@ from models.statuses import (
     ReconcileStatus,
     SyncMode,
     SyncStatus,
-    TenantStatus,
 )
-from models.tenancy import use_all_tenants, use_tenant
-from models.upsert import affected_rows
+from models.tenancy import cross_store_transaction
 from receiver.auth import create_api_token
 from receiver.logs import configure_logging
 from receiver.progress import ProgressPrinter
@@ -53,10 +47,14 @@ from receiver.samples import sample_payload, webhook_headers
 from receiver.settings import Settings, SettingsError
 from receiver.tenants import (
     InvalidShopDomain,
+    StoreCredentials,
+    Undecryptable,
+    UnknownStore,
+    add_store,
     find_tenant,
     normalize_shop_domain,
-    set_access_token,
-    set_webhook_secrets,
+    require_tenant,
+    rotate_keys,
     webhook_secrets,
 )
 
@@ -74,20 +72,30 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
-def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
+def _with_sessions(
+    settings: Settings, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]
+) -> T:
+    """Run `work` (a service, given the session factory) on DATABASE_URL."""
 
     async def run() -> T:
         engine = create_engine(settings.database_url)
         try:
-            async with create_session_factory(engine)() as session, session.begin():
-                # Operator tooling works across stores by nature.
-                await use_all_tenants(session)
-                return await work(session)
+            return await work(create_session_factory(engine))
         finally:
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
+
+    async def in_transaction(sessions: async_sessionmaker[AsyncSession]) -> T:
+        # Operator tooling works across stores by nature.
+        async with cross_store_transaction(sessions) as session:
+            return await work(session)
+
+    return _with_sessions(settings, in_transaction)
 
 
 def _shop(value: str) -> str:
@@ -98,10 +106,10 @@ def _shop(value: str) -> str:
 
 
 async def _require_tenant(session: AsyncSession, shop: str) -> Tenant:
-    tenant = await find_tenant(session, shop)
-    if tenant is None:
-        raise click.ClickException(f"unknown store {shop}; add it with `tenants add --shop {shop}`")
-    return tenant
+    try:
+        return await require_tenant(session, shop)
+    except UnknownStore as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _json_default(value: Any) -> str:
@@ -243,29 +251,14 @@ def tenants_add(
     settings = _settings()
     box = settings.secret_box()
     shop = _shop(shop)
-
-    async def work(session: AsyncSession) -> str:
-        tenant = await find_tenant(session, shop)
-        created = tenant is None
-        if tenant is None:
-            tenant = Tenant(shop_domain=shop, status=TenantStatus.ACTIVE)
-            session.add(tenant)
-        else:
-            tenant.status = TenantStatus.ACTIVE
-        if webhook_secret:
-            set_webhook_secrets(box, tenant, list(webhook_secret))
-        if access_token:
-            set_access_token(box, tenant, access_token)
-            tenant.access_token_expires_at = (
-                utcnow() + timedelta(seconds=token_expires_in) if token_expires_in else None
-            )
-            tenant.refresh_token_encrypted = box.encrypt(refresh_token) if refresh_token else None
-            tenant.credentials_status = CredentialsStatus.OK
-            tenant.credentials_error = None
-        await session.flush()
-        return f"{'added' if created else 'updated'} {shop} (tenant {tenant.id})"
-
-    click.echo(_with_session(settings, work))
+    credentials = StoreCredentials(
+        webhook_secrets=webhook_secret,
+        access_token=access_token,
+        refresh_token=refresh_token,
+        token_expires_in=timedelta(seconds=token_expires_in) if token_expires_in else None,
+    )
+    added = _with_sessions(settings, lambda sessions: add_store(sessions, box, shop, credentials))
+    click.echo(f"{'added' if added.created else 'updated'} {shop} (tenant {added.tenant_id})")
 
 
 @tenants.command("list")
@@ -377,28 +370,17 @@ def events_replay(status: str | None, event_id: int | None) -> None:
     if (status is None) == (event_id is None):
         raise click.UsageError("give exactly one of --status or --id")
 
-    async def work(session: AsyncSession) -> list[tuple[int, str, str | None]]:
-        query = select(WebhookEvent).order_by(WebhookEvent.id)
-        if event_id is not None:
-            query = query.where(WebhookEvent.id == event_id)
-        else:
-            query = query.where(WebhookEvent.status == status)
-        outcomes = []
-        for event in list(await session.scalars(query)):
-            if event.tenant_id is None:
-                tenant = await find_tenant(session, event.shop_domain)
-                event.tenant_id = tenant.id if tenant else None
-            await process_event(session, event)
-            outcomes.append((event.id, event.status, event.error))
-        return outcomes
-
-    outcomes = _with_session(_settings(), work)
-    if event_id is not None and not outcomes:
+    chosen = EventStatus(status) if status is not None else None
+    report = _with_sessions(
+        _settings(), lambda sessions: replay_events(sessions, event_id=event_id, status=chosen)
+    )
+    if event_id is not None and not report.events:
         raise click.ClickException(f"no event {event_id}")
-    for replayed_id, outcome, error in outcomes:
-        click.echo(f"{replayed_id:>6}  {outcome}" + (f"  {error}" if error else ""))
-    click.echo(f"replayed {len(outcomes)} event(s)")
-    if any(outcome == EventStatus.FAILED for _, outcome, _ in outcomes):
+    for replayed in report.events:
+        error = f"  {replayed.error}" if replayed.error else ""
+        click.echo(f"{replayed.event_id:>6}  {replayed.status}{error}")
+    click.echo(f"replayed {len(report.events)} event(s)")
+    if report.any_failed:
         sys.exit(1)
 
 
@@ -437,40 +419,24 @@ def events_prune(
         payload_age = timedelta(days=settings.payload_retention_days)
     if older_than is None and payload_age is None:
         raise click.UsageError("give --older-than and/or --payloads-older-than")
-    statuses = [EventStatus.PROCESSED, EventStatus.IGNORED] + (
-        [EventStatus.FAILED] if include_failed else []
+    from backfill.maintenance import prune_events
+
+    age = parse_age(older_than) if older_than is not None else None
+    report = _with_sessions(
+        settings,
+        lambda sessions: prune_events(
+            sessions,
+            older_than=age,
+            payloads_older_than=payload_age,
+            include_failed=include_failed,
+        ),
     )
-    now = utcnow()
-
-    async def work(session: AsyncSession) -> tuple[int, int]:
-        deleted = emptied = 0
-        if older_than is not None:
-            cutoff = now - parse_age(older_than)
-            result = await session.execute(
-                delete(WebhookEvent).where(
-                    WebhookEvent.received_at < cutoff, WebhookEvent.status.in_(statuses)
-                )
-            )
-            deleted = affected_rows(result)
-        if payload_age is not None:
-            result = await session.execute(
-                update(WebhookEvent)
-                .where(
-                    WebhookEvent.received_at < now - payload_age,
-                    WebhookEvent.status.in_(statuses),
-                    WebhookEvent.payload.is_not(None),
-                )
-                .values(payload=null())
-                .execution_options(synchronize_session=False)
-            )
-            emptied = affected_rows(result)
-        return deleted, emptied
-
-    deleted, emptied = _with_session(settings, work)
     if older_than is not None:
-        click.echo(f"pruned {deleted} event(s) older than {older_than}")
+        click.echo(f"pruned {report.deleted} event(s) older than {older_than}")
     if payload_age is not None:
-        click.echo(f"emptied the payloads of {emptied} event(s) older than {payload_age.days}d")
+        click.echo(
+            f"emptied the payloads of {report.emptied} event(s) older than {payload_age.days}d"
+        )
 
 
 @main.group()
@@ -486,32 +452,13 @@ def keys_rotate() -> None:
     """
     settings = _settings()
     box = settings.secret_box()
-    columns = ("webhook_secrets_encrypted", "access_token_encrypted", "refresh_token_encrypted")
-
-    async def work(session: AsyncSession) -> tuple[int, int]:
-        values = stores = 0
-        for tenant in await session.scalars(select(Tenant).order_by(Tenant.id)):
-            touched = False
-            for column in columns:
-                token = getattr(tenant, column)
-                if not token:
-                    continue
-                try:
-                    setattr(tenant, column, box.rotate(token))
-                except InvalidToken:
-                    raise click.ClickException(
-                        f"{tenant.shop_domain}: {column} cannot be decrypted with any key in "
-                        "ENCRYPTION_KEYS; nothing was changed"
-                    ) from None
-                values += 1
-                touched = True
-            stores += touched
-        return values, stores
-
-    values, stores = _with_session(settings, work)
+    try:
+        rotation = _with_sessions(settings, lambda sessions: rotate_keys(sessions, box))
+    except Undecryptable as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(
-        f"re-encrypted {values} value(s) of {stores} store(s) with the newest key; "
-        "the other keys can be removed from ENCRYPTION_KEYS"
+        f"re-encrypted {rotation.values} value(s) of {rotation.stores} store(s) with the "
+        "newest key; the other keys can be removed from ENCRYPTION_KEYS"
     )
 
 
@@ -527,41 +474,32 @@ def users() -> None:
 def users_add(email: str, admin: bool, shops: tuple[str, ...]) -> None:
     """Add a user, or reset their password and stores. The password is read from standard
     input (first line) or asked for, never taken from the command line."""
-    from receiver.auth import end_user_sessions, hash_password, normalize_email
+    from receiver.auth import (
+        InvalidEmail,
+        PasswordTooShort,
+        add_user,
+        valid_email,
+    )
 
     settings = _settings()
-    email = normalize_email(email)
-    if "@" not in email or len(email) > 320:
-        raise click.BadParameter(f"{email!r} is not an email address", param_hint="--email")
-    domains = [_shop(shop) for shop in shops]
+    try:
+        email = valid_email(email)
+    except InvalidEmail as exc:
+        raise click.BadParameter(str(exc), param_hint="--email") from None
+    domains = tuple(_shop(shop) for shop in shops)
     if sys.stdin is not None and not sys.stdin.isatty():
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if len(password) < 10:
-        raise click.ClickException("the password must be at least 10 characters long")
-    password_hash = hash_password(password)
-
-    async def work(session: AsyncSession) -> str:
-        tenant_ids = []
-        for domain in domains:
-            tenant_ids.append((await _require_tenant(session, domain)).id)
-        user = await session.scalar(select(User).where(User.email == email))
-        created = user is None
-        if user is None:
-            user = User(email=email, password_hash=password_hash, is_admin=admin)
-            session.add(user)
-        else:
-            user.password_hash, user.is_admin, user.disabled_at = password_hash, admin, None
-            # A reset password signs the user out everywhere: a stolen session ends with it.
-            await end_user_sessions(session, user.id)
-        await session.flush()
-        await session.execute(delete(UserTenant).where(UserTenant.user_id == user.id))
-        session.add_all(UserTenant(user_id=user.id, tenant_id=tid) for tid in tenant_ids)
-        role = "admin" if admin else f"viewer of {len(tenant_ids)} store(s)"
-        return f"{'added' if created else 'updated'} {email} ({role})"
-
-    click.echo(_with_session(settings, work))
+    try:
+        added = _with_sessions(
+            settings,
+            lambda sessions: add_user(sessions, email, password, admin=admin, shops=domains),
+        )
+    except (PasswordTooShort, UnknownStore) as exc:
+        raise click.ClickException(str(exc)) from None
+    role = "admin" if added.is_admin else f"viewer of {added.store_count} store(s)"
+    click.echo(f"{'added' if added.created else 'updated'} {added.email} ({role})")
 
 
 @main.group()
@@ -604,7 +542,8 @@ def backfill(shop: str, resources: str, mode: str) -> None:
     If the store already has a job that nobody is running (it was interrupted), that job is
     resumed from its checkpoint instead of starting over.
     """
-    from backfill.runner import SyncAlreadyRunning, create_sync_job, run_sync_job
+    from backfill import sync
+    from backfill.runner import run_sync_job
     from receiver.backfill_env import admin_environment
 
     settings = _settings()
@@ -614,24 +553,24 @@ def backfill(shop: str, resources: str, mode: str) -> None:
 
     async def run() -> tuple[int, str, str | None]:
         async with admin_environment(settings) as env:
-            sessions = env.sessions
-            async with sessions() as session, session.begin():
-                tenant = await _require_tenant(session, shop)
-                await use_tenant(session, tenant.id)
-                try:
-                    job = await create_sync_job(session, tenant, mode, chosen)
-                except ValueError as exc:
-                    raise click.BadParameter(str(exc)) from exc
-                except SyncAlreadyRunning as exc:
-                    job = exc.job
-                    click.echo(f"resuming {job.mode} sync job {job.id}", err=True)
+            async with env.sessions() as session:
+                tenant_id = (await _require_tenant(session, shop)).id
+            try:
+                job = (
+                    await sync.start_sync(env.sessions, tenant_id, mode, chosen, require_token=True)
+                ).job
+            except ValueError as exc:
+                raise click.BadParameter(str(exc)) from exc
+            except (sync.StoreUnknown, sync.StoreInactive, sync.NoToken) as exc:
+                raise click.ClickException(str(exc)) from None
+            except sync.SyncAlreadyRunning as exc:
+                job = exc.job
+                click.echo(f"resuming {job.mode} sync job {job.id}", err=True)
             outcome = await run_sync_job(env, job.id, on_progress=printer)
             printer.finish()
-            async with sessions() as session, session.begin():
-                await use_tenant(session, tenant.id)
-                finished = await session.get_one(SyncJob, job.id)
             if outcome == "skipped":
                 return job.id, "busy", "another worker is running this job right now"
+            finished = await sync.job_outcome(env.sessions, tenant_id, job.id)
             return job.id, finished.status, finished.error
 
     job_id, status, error = asyncio.run(run())

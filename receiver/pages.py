@@ -9,17 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from backfill import sync
 from backfill.queries import RESOURCES
-from backfill.runner import MODES, SyncAlreadyRunning, create_sync_job, validate_request
-from handlers import process_event
-from models import Tenant, WebhookEvent, utcnow
-from models.statuses import EventStatus, SyncMode, TenantStatus
-from models.tenancy import use_all_tenants, use_tenant
+from backfill.runner import MODES, validate_request
+from handlers.events import Store, replay_events
+from models import Tenant, utcnow
+from models.statuses import EventStatus, SyncMode
 from receiver.auth import Principal, csrf_valid, visible_tenants
 from receiver.services import Services
 from receiver.stats import CHART_DAYS, OrdersOnDay, counts_by_tenant, store_stats
@@ -171,47 +170,28 @@ async def _admin_action(
     return AdminAction(principal, form, tenant)
 
 
-async def _store_event(session: AsyncSession, tenant: Tenant, event_id: int) -> WebhookEvent | None:
-    """The event if it is this store's, including one delivered before the store was added."""
-    if event_id > MAX_ID:
-        return None
-    # Events that arrived before their store existed have no tenant: look across, then
-    # match them to this store by domain below.
-    await use_all_tenants(session)
-    return await session.scalar(
-        select(WebhookEvent).where(
-            WebhookEvent.id == event_id,
-            or_(
-                WebhookEvent.tenant_id == tenant.id,
-                and_(
-                    WebhookEvent.tenant_id.is_(None),
-                    WebhookEvent.shop_domain == tenant.shop_domain,
-                ),
-            ),
-        )
-    )
-
-
 async def replay_event(request: Request) -> Response:
     services: Services = request.state.services
     event_id = request.path_params["event_id"]
     form = await read_form(request)
     async with services.sessions() as session, session.begin():
         action = await _admin_action(request, session, form)
-        if isinstance(action, Response):
-            return action
-        principal, tenant = action.principal, action.tenant
-        event = await _store_event(session, tenant, event_id)
-        if event is None:
-            return render(
-                request,
-                "error.html",
-                {"message": "No such event for this store.", "principal": principal},
-                status=404,
-            )
-        event.tenant_id = tenant.id
-        await process_event(session, event)
-        outcome = event.status
+    if isinstance(action, Response):
+        return action
+    principal, tenant = action.principal, action.tenant
+    report = None
+    if event_id <= MAX_ID:
+        report = await replay_events(
+            services.sessions, event_id=event_id, store=Store(tenant.id, tenant.shop_domain)
+        )
+    if report is None or not report.events:
+        return render(
+            request,
+            "error.html",
+            {"message": "No such event for this store.", "principal": principal},
+            status=404,
+        )
+    outcome = report.events[0].status
     return _back_to_store(
         tenant, replay=outcome if outcome in REPLAY_NOTICES else EventStatus.FAILED
     )
@@ -222,23 +202,25 @@ async def run_backfill(request: Request) -> Response:
     form = await read_form(request)
     async with services.sessions() as session, session.begin():
         action = await _admin_action(request, session, form)
-        if isinstance(action, Response):
-            return action
-        principal, form, tenant = action.principal, action.form, action.tenant
-        mode = form.get("mode") or SyncMode.FULL
-        chosen = [part.strip() for part in form.get("resources", "").split(",") if part.strip()]
-        try:
-            resources = validate_request(mode, chosen or None)
-        except ValueError as exc:
-            return render(
-                request, "error.html", {"message": str(exc), "principal": principal}, status=400
-            )
-        if tenant.status != TenantStatus.ACTIVE:
-            return _back_to_store(tenant, sync="inactive")
-        await use_tenant(session, tenant.id)
-        try:
-            job = await create_sync_job(session, tenant, mode, resources)
-        except SyncAlreadyRunning:
-            return _back_to_store(tenant, sync="running")
-    await services.job_queue.enqueue(job.id)
+    if isinstance(action, Response):
+        return action
+    principal, form, tenant = action.principal, action.form, action.tenant
+    mode = form.get("mode") or SyncMode.FULL
+    chosen = [part.strip() for part in form.get("resources", "").split(",") if part.strip()]
+    try:
+        resources = validate_request(mode, chosen or None)
+    except ValueError as exc:
+        return render(
+            request, "error.html", {"message": str(exc), "principal": principal}, status=400
+        )
+    try:
+        await sync.start_sync(
+            services.sessions, tenant.id, mode, resources, queue=services.job_queue
+        )
+    except sync.StoreUnknown:  # removed since it was looked up
+        return not_found(request, principal)
+    except sync.StoreInactive:
+        return _back_to_store(tenant, sync="inactive")
+    except sync.SyncAlreadyRunning:
+        return _back_to_store(tenant, sync="running")
     return _back_to_store(tenant, sync="started")

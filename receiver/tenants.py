@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
+from cryptography.fernet import InvalidToken
 from sqlalchemy import String, bindparam, cast, func, select, true
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from models import SecretBox, Tenant
+from models import SecretBox, Tenant, utcnow
+from models.statuses import CredentialsStatus, TenantStatus
+from models.tenancy import cross_store_transaction
 
 SHOP_DOMAIN = re.compile(r"[a-z0-9][a-z0-9-]{0,200}\.myshopify\.com")
 
@@ -28,6 +32,21 @@ def normalize_shop_domain(value: str) -> str:
 
 async def find_tenant(session: AsyncSession, shop_domain: str) -> Tenant | None:
     return await session.scalar(select(Tenant).where(Tenant.shop_domain == shop_domain))
+
+
+class UnknownStore(LookupError):
+    def __init__(self, shop_domain: str) -> None:
+        super().__init__(
+            f"unknown store {shop_domain}; add it with `tenants add --shop {shop_domain}`"
+        )
+        self.shop_domain = shop_domain
+
+
+async def require_tenant(session: AsyncSession, shop_domain: str) -> Tenant:
+    tenant = await find_tenant(session, shop_domain)
+    if tenant is None:
+        raise UnknownStore(shop_domain)
+    return tenant
 
 
 @dataclass(frozen=True)
@@ -81,3 +100,100 @@ def access_token(box: SecretBox, tenant: Tenant) -> str | None:
 
 def set_access_token(box: SecretBox, tenant: Tenant, token: str | None) -> None:
     tenant.access_token_encrypted = box.encrypt(token) if token else None
+
+
+# -- use cases -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreCredentials:
+    """What an operator hands over for a store; None (or empty) leaves the stored one as is."""
+
+    webhook_secrets: tuple[str, ...] = ()
+    access_token: str | None = None
+    refresh_token: str | None = None
+    token_expires_in: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class AddedStore:
+    tenant_id: int
+    shop_domain: str
+    created: bool
+
+
+async def add_store(
+    sessions: async_sessionmaker[AsyncSession],
+    box: SecretBox,
+    shop_domain: str,
+    credentials: StoreCredentials,
+) -> AddedStore:
+    """Add a store, or update its secrets and reactivate it (InvalidShopDomain for a domain
+    that is not NAME.myshopify.com)."""
+    shop_domain = normalize_shop_domain(shop_domain)
+    # A new store has no id to scope to yet; the tenants table has no row-level policy.
+    async with cross_store_transaction(sessions) as session:
+        tenant = await find_tenant(session, shop_domain)
+        created = tenant is None
+        if tenant is None:
+            tenant = Tenant(shop_domain=shop_domain, status=TenantStatus.ACTIVE)
+            session.add(tenant)
+        else:
+            tenant.status = TenantStatus.ACTIVE
+        if credentials.webhook_secrets:
+            set_webhook_secrets(box, tenant, list(credentials.webhook_secrets))
+        if credentials.access_token:
+            set_access_token(box, tenant, credentials.access_token)
+            expires_in = credentials.token_expires_in
+            tenant.access_token_expires_at = utcnow() + expires_in if expires_in else None
+            refresh = credentials.refresh_token
+            tenant.refresh_token_encrypted = box.encrypt(refresh) if refresh else None
+            tenant.credentials_status = CredentialsStatus.OK
+            tenant.credentials_error = None
+        await session.flush()
+        return AddedStore(tenant.id, shop_domain, created)
+
+
+_ENCRYPTED_COLUMNS = (
+    "webhook_secrets_encrypted",
+    "access_token_encrypted",
+    "refresh_token_encrypted",
+)
+
+
+class Undecryptable(Exception):
+    """A stored value no key in ENCRYPTION_KEYS opens: nothing was re-encrypted."""
+
+    def __init__(self, shop_domain: str, column: str) -> None:
+        super().__init__(
+            f"{shop_domain}: {column} cannot be decrypted with any key in ENCRYPTION_KEYS; "
+            "nothing was changed"
+        )
+        self.shop_domain = shop_domain
+        self.column = column
+
+
+@dataclass(frozen=True)
+class KeyRotation:
+    values: int
+    stores: int
+
+
+async def rotate_keys(sessions: async_sessionmaker[AsyncSession], box: SecretBox) -> KeyRotation:
+    """Re-encrypt every stored token and secret with the box's first key, all or nothing."""
+    values = stores = 0
+    async with cross_store_transaction(sessions) as session:
+        for tenant in await session.scalars(select(Tenant).order_by(Tenant.id)):
+            touched = False
+            for column in _ENCRYPTED_COLUMNS:
+                token = getattr(tenant, column)
+                if not token:
+                    continue
+                try:
+                    setattr(tenant, column, box.rotate(token))
+                except InvalidToken:
+                    raise Undecryptable(tenant.shop_domain, column) from None
+                values += 1
+                touched = True
+            stores += touched
+    return KeyRotation(values, stores)

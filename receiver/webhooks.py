@@ -10,6 +10,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from cryptography.fernet import InvalidToken
@@ -34,7 +35,7 @@ from handlers.shop_identity import ShopMismatch
 from handlers.topic_table import HANDLERS
 from models import WebhookEvent, utcnow
 from models.statuses import EventStatus
-from models.tenancy import use_all_tenants, use_tenant
+from models.tenancy import cross_store_transaction, tenant_transaction, use_all_tenants
 from models.upsert import insert_on_conflict
 from receiver.errors import ServiceUnavailable
 from receiver.limits import BodyHold, BodyTimeout, OverBudget, request_timeout
@@ -232,27 +233,65 @@ def parse_delivery(headers: Headers, body: bytes) -> Delivery:
     )
 
 
+class Verdict(StrEnum):
+    """What became of a request: the `outcome` label of WEBHOOKS and the shape of the answer."""
+
+    PROCESSED = EventStatus.PROCESSED.value
+    IGNORED = EventStatus.IGNORED.value
+    FAILED = EventStatus.FAILED.value
+    DUPLICATE = "duplicate"
+    UNAUTHORIZED = "unauthorized"
+    BAD_REQUEST = "bad_request"
+    TOO_LARGE = "too_large"
+    BUSY = "busy"
+    TIMEOUT = "timeout"
+
+
+# The verdicts of a request that reached the inbox: their handling time is what
+# HANDLER_SECONDS measures (a refusal's time is the client's, not ours).
+INBOX_VERDICTS = frozenset({Verdict.PROCESSED, Verdict.IGNORED, Verdict.FAILED, Verdict.DUPLICATE})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    event_id: int | None = None  # the inbox row, for a stored event
+    error: str | None = None  # what a refusal's body says
+    lag_seconds: float | None = None  # Shopify's trigger time to our receipt, when known
+
+
 async def receive_webhook(request: Request) -> Response:
+    """The edge: metrics and the HTTP answer, both made from the typed outcome."""
     started = time.perf_counter()
-    response = await _receive(request)
-    outcome = getattr(response, "outcome", None)
-    if outcome is not None:
-        topic = topic_label(shopify_header(request.headers, "topic"))
-        WEBHOOKS.labels(topic, outcome).inc()
-        if outcome in {EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.FAILED, "duplicate"}:
-            HANDLER_SECONDS.labels(topic).observe(time.perf_counter() - started)
-    return response
+    outcome = await _receive(request)
+    topic = topic_label(shopify_header(request.headers, "topic"))
+    WEBHOOKS.labels(topic, outcome.verdict).inc()
+    if outcome.verdict in INBOX_VERDICTS:
+        HANDLER_SECONDS.labels(topic).observe(time.perf_counter() - started)
+    if outcome.verdict is Verdict.DUPLICATE:
+        DUPLICATES.inc()
+    if outcome.lag_seconds is not None:
+        LAG_SECONDS.observe(outcome.lag_seconds)
+    return _response(outcome)
 
 
-def _answer(
-    status: int, body: dict[str, Any], outcome: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    response = JSONResponse(body, status_code=status, headers=headers)
-    response.outcome = outcome  # type: ignore[attr-defined]
-    return response
+def _response(outcome: Outcome) -> Response:
+    verdict = outcome.verdict
+    if verdict is Verdict.DUPLICATE:
+        return JSONResponse({"status": verdict})
+    if verdict in INBOX_VERDICTS:
+        return JSONResponse({"status": verdict, "event": outcome.event_id})
+    if verdict is Verdict.TIMEOUT:
+        return request_timeout()
+    if verdict is Verdict.BUSY:
+        return JSONResponse({"error": outcome.error}, status_code=503, headers={"Retry-After": "5"})
+    return JSONResponse({"error": outcome.error}, status_code=_REFUSAL_STATUS[verdict])
 
 
-async def _receive(request: Request) -> Response:
+_REFUSAL_STATUS = {Verdict.UNAUTHORIZED: 401, Verdict.BAD_REQUEST: 400, Verdict.TOO_LARGE: 413}
+
+
+async def _receive(request: Request) -> Outcome:
     hold = request.state.services.body_budget.hold()
     try:
         return await _receive_held(request, hold)
@@ -260,30 +299,33 @@ async def _receive(request: Request) -> Response:
         hold.release()
 
 
-async def _receive_held(request: Request, hold: BodyHold) -> Response:
+async def _read(request: Request, services: Services, hold: BodyHold) -> bytes | Outcome:
+    """The raw body, or the refusal when it cannot be had."""
+    limit = services.settings.webhook_max_body_bytes
+    try:
+        return await read_body(request, limit, hold)
+    except BodyTooLarge:
+        return Outcome(Verdict.TOO_LARGE, error=f"body exceeds the {limit}-byte limit")
+    except OverBudget:
+        log.warning("webhook.rejected reason=unverified_budget held=%d", hold.budget.held)
+        return Outcome(
+            Verdict.BUSY, error="too many large unverified bodies in flight, retry later"
+        )
+    except BodyTimeout:
+        return Outcome(Verdict.TIMEOUT)
+    except ClientDisconnect:
+        return Outcome(Verdict.BAD_REQUEST, error="client disconnected before the body")
+
+
+async def _receive_held(request: Request, hold: BodyHold) -> Outcome:
+    """Parse, verify, store (committed before the answer), apply."""
     services: Services = request.state.services
     signature = shopify_header(request.headers, "hmac-sha256")
     if not signature:
-        return _answer(401, {"error": "missing X-Shopify-Hmac-Sha256 header"}, "unauthorized")
-    try:
-        body = await read_body(request, services.settings.webhook_max_body_bytes, hold)
-    except BodyTooLarge:
-        limit = services.settings.webhook_max_body_bytes
-        return _answer(413, {"error": f"body exceeds the {limit}-byte limit"}, "too_large")
-    except OverBudget:
-        log.warning("webhook.rejected reason=unverified_budget held=%d", hold.budget.held)
-        return _answer(
-            503,
-            {"error": "too many large unverified bodies in flight, retry later"},
-            "busy",
-            {"Retry-After": "5"},
-        )
-    except BodyTimeout:
-        response = request_timeout()
-        response.outcome = "timeout"  # type: ignore[attr-defined]
-        return response
-    except ClientDisconnect:
-        return _answer(400, {"error": "client disconnected before the body"}, "bad_request")
+        return Outcome(Verdict.UNAUTHORIZED, error="missing X-Shopify-Hmac-Sha256 header")
+    body = await _read(request, services, hold)
+    if isinstance(body, Outcome):
+        return body
 
     app_secrets = [secret.reveal() for secret in services.settings.api_secrets]
     verified = verify_signature(body, signature, app_secrets)
@@ -296,6 +338,8 @@ async def _receive_held(request: Request, hold: BodyHold) -> Response:
         shop_domain = None
 
     try:
+        # Not `tenant_transaction`: the store is learnt inside the transaction (the lookup
+        # scopes it in the same round trip), and an unknown shop's event is stored unscoped.
         async with services.sessions() as session, session.begin():
             tenant = await tenant_for_webhook(session, shop_domain) if shop_domain else None
             if not verified and tenant is not None:
@@ -303,69 +347,115 @@ async def _receive_held(request: Request, hold: BodyHold) -> Response:
             hold.release()
             if not verified:
                 log.info("webhook.rejected reason=signature shop=%s", shop_header[:255])
-                return _answer(401, {"error": "HMAC signature does not match"}, "unauthorized")
+                return Outcome(Verdict.UNAUTHORIZED, error="HMAC signature does not match")
             try:
-                delivery = parse_delivery(request.headers, body)
-                held = tenant.shopify_shop_id if tenant else None
-                if delivery.payload is not None:
-                    misfit = body_misfit(delivery.topic, delivery.shop_domain, delivery.payload)
-                    if misfit:
-                        raise BadDelivery(misfit)
-                    held = await vet_shop(
-                        session,
-                        delivery.topic,
-                        delivery.shop_domain,
-                        delivery.payload,
-                        tenant.id if tenant else None,
-                        held,
-                    )
+                delivery, held = await _vetted_delivery(session, request.headers, body, tenant)
             except (BadDelivery, ShopMismatch) as exc:
                 log.info("webhook.rejected reason=%s shop=%s", exc, shop_header[:255])
-                return _answer(400, {"error": str(exc)}, "bad_request")
-            if tenant is None:
-                await use_all_tenants(session)  # an unknown shop's event belongs to no tenant yet
-            reason = skip_reason(
-                delivery.topic,
-                delivery.shop_domain,
-                tenant.status if tenant else None,
-                delivery.payload,
-                held,
-            )
-            if delivery.body_note:
-                reason = f"{reason}; {delivery.body_note}"
-            status = EventStatus.IGNORED if reason else EventStatus.PROCESSED
-            # Stored with the outcome it will have if the handler succeeds; a failing handler
-            # rolls everything back and the event is stored again below as `failed`.
-            received_at = utcnow()
-            event_id = await _store_event(session, delivery, tenant, received_at, status, reason)
-            if event_id is None:
-                return await _duplicate(session, delivery)
-            if tenant is not None and reason is None:
-                context = EventContext(
-                    tenant_id=tenant.id,
-                    topic=delivery.topic,
-                    webhook_event_id=event_id,
-                    triggered_at=delivery.triggered_at,
-                    received_at=received_at,
-                )
-                try:
-                    await apply_event(session, context, delivery.payload)
-                except Exception as exc:
-                    if is_disconnect(exc):
-                        raise
-                    raise _HandlerFailed(exc) from exc
+                return Outcome(Verdict.BAD_REQUEST, error=str(exc))
+            stored = await _store(session, delivery, tenant, held)
+            if isinstance(stored, Outcome):
+                return stored
+            if tenant is not None and stored.applies:
+                await _apply(session, delivery, tenant, stored)
     except _HandlerFailed as failed:
         # The handler's writes are undone with the whole transaction; the event is kept.
+        received_at = failed.stored.received_at
         return await _store_failed(services, delivery, tenant, received_at, failed.error)
-    log_outcome(status, reason, delivery.dedupe_key, _fields(delivery, event_id))
-    _observe_lag(delivery, received_at)
-    return _answer(200, {"status": status, "event": event_id}, status)
+    log_outcome(stored.status, stored.reason, delivery.dedupe_key, _fields(delivery, stored.id))
+    return Outcome(
+        Verdict(stored.status),
+        event_id=stored.id,
+        lag_seconds=_lag(delivery, stored.received_at),
+    )
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """An inbox row just inserted, with the outcome it will have if its handler succeeds."""
+
+    id: int
+    status: EventStatus
+    reason: str | None  # why it is ignored, or None when it is applied
+    received_at: datetime
+
+    @property
+    def applies(self) -> bool:
+        return self.reason is None
+
+
+async def _store(
+    session: AsyncSession, delivery: Delivery, tenant: WebhookTenant | None, held: int | None
+) -> _Stored | Outcome:
+    """Insert the inbox row (a duplicate's Outcome when the event was stored before)."""
+    if tenant is None:
+        await use_all_tenants(session)  # an unknown shop's event belongs to no tenant yet
+    reason = skip_reason(
+        delivery.topic,
+        delivery.shop_domain,
+        tenant.status if tenant else None,
+        delivery.payload,
+        held,
+    )
+    if delivery.body_note:
+        reason = f"{reason}; {delivery.body_note}"
+    status = EventStatus.IGNORED if reason else EventStatus.PROCESSED
+    # Stored with the outcome it will have if the handler succeeds; a failing handler
+    # rolls everything back and the event is stored again as `failed` (_store_failed).
+    received_at = utcnow()
+    event_id = await _store_event(session, delivery, tenant, received_at, status, reason)
+    if event_id is None:
+        return await _duplicate(session, delivery)
+    return _Stored(event_id, status, reason, received_at)
+
+
+async def _apply(
+    session: AsyncSession, delivery: Delivery, tenant: WebhookTenant, stored: _Stored
+) -> None:
+    """Run the topic's handler in the inbox row's transaction; _HandlerFailed when it raises
+    (a lost database connection propagates: nothing can be recorded, the answer is 503)."""
+    context = EventContext(
+        tenant_id=tenant.id,
+        topic=delivery.topic,
+        webhook_event_id=stored.id,
+        triggered_at=delivery.triggered_at,
+        received_at=stored.received_at,
+    )
+    try:
+        await apply_event(session, context, delivery.payload)
+    except Exception as exc:
+        if is_disconnect(exc):
+            raise
+        raise _HandlerFailed(exc, stored) from exc
+
+
+async def _vetted_delivery(
+    session: AsyncSession, headers: Headers, body: bytes, tenant: WebhookTenant | None
+) -> tuple[Delivery, int | None]:
+    """The verified request as a Delivery, and the shop id held for its store afterwards;
+    BadDelivery or ShopMismatch when the body cannot be what the headers say."""
+    delivery = parse_delivery(headers, body)
+    held = tenant.shopify_shop_id if tenant else None
+    if delivery.payload is not None:
+        misfit = body_misfit(delivery.topic, delivery.shop_domain, delivery.payload)
+        if misfit:
+            raise BadDelivery(misfit)
+        held = await vet_shop(
+            session,
+            delivery.topic,
+            delivery.shop_domain,
+            delivery.payload,
+            tenant.id if tenant else None,
+            held,
+        )
+    return delivery, held
 
 
 class _HandlerFailed(Exception):
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: Exception, stored: _Stored) -> None:
         super().__init__(str(error))
         self.error = error
+        self.stored = stored
 
 
 def _store_secrets(services: Services, tenant: WebhookTenant) -> list[str]:
@@ -388,9 +478,10 @@ def _fields(delivery: Delivery, event_id: int | None) -> dict[str, Any]:
     }
 
 
-def _observe_lag(delivery: Delivery, received_at: datetime) -> None:
-    if delivery.triggered_at is not None:
-        LAG_SECONDS.observe(max(0.0, (received_at - delivery.triggered_at).total_seconds()))
+def _lag(delivery: Delivery, received_at: datetime) -> float | None:
+    if delivery.triggered_at is None:
+        return None
+    return max(0.0, (received_at - delivery.triggered_at).total_seconds())
 
 
 _EVENT_COLUMNS = (
@@ -465,7 +556,7 @@ async def _store_event(
     return event_id
 
 
-async def _duplicate(session: AsyncSession, delivery: Delivery) -> Response:
+async def _duplicate(session: AsyncSession, delivery: Delivery) -> Outcome:
     log.info(
         "webhook.duplicate shop=%s topic=%s event=%s",
         delivery.shop_domain,
@@ -473,7 +564,6 @@ async def _duplicate(session: AsyncSession, delivery: Delivery) -> Response:
         delivery.dedupe_key,
         extra=_fields(delivery, None),
     )
-    DUPLICATES.inc()
     # No data changes, but the count is what tells a store's owner Shopify retried: the
     # dashboard's dedupe hits per topic.
     await session.execute(
@@ -486,7 +576,7 @@ async def _duplicate(session: AsyncSession, delivery: Delivery) -> Response:
         .values(duplicate_count=WebhookEvent.duplicate_count + 1, last_duplicate_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return _answer(200, {"status": "duplicate"}, "duplicate")
+    return Outcome(Verdict.DUPLICATE)
 
 
 async def _store_failed(
@@ -495,18 +585,18 @@ async def _store_failed(
     tenant: WebhookTenant | None,
     received_at: datetime,
     error: Exception,
-) -> Response:
+) -> Outcome:
     note = failure_text(error)
-    async with services.sessions() as session, session.begin():
-        if tenant is not None:
-            await use_tenant(session, tenant.id)
-        else:
-            await use_all_tenants(session)
+    scope = (
+        tenant_transaction(services.sessions, tenant.id)
+        if tenant is not None
+        else cross_store_transaction(services.sessions)
+    )
+    async with scope as session:
         event_id = await _store_event(
             session, delivery, tenant, received_at, EventStatus.FAILED, note
         )
         if event_id is None:  # a concurrent copy was stored while ours rolled back
             return await _duplicate(session, delivery)
     log_outcome(EventStatus.FAILED, note, delivery.dedupe_key, _fields(delivery, event_id))
-    _observe_lag(delivery, received_at)
-    return _answer(200, {"status": EventStatus.FAILED, "event": event_id}, EventStatus.FAILED)
+    return Outcome(Verdict.FAILED, event_id=event_id, lag_seconds=_lag(delivery, received_at))
