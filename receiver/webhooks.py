@@ -19,6 +19,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from handlers.compliance import REDACT_CUSTOMER
 from handlers.context import EventContext
 from handlers.dispatch import (
     apply_event,
@@ -30,6 +31,7 @@ from handlers.dispatch import (
     vet_shop,
 )
 from handlers.normalize import PayloadError, parse_timestamp
+from handlers.retries import schedule_retry
 from handlers.shop_identity import ShopMismatch
 from handlers.topic_table import HANDLERS
 from models import WebhookEvent, utcnow
@@ -358,6 +360,8 @@ async def _receive_held(request: Request, hold: BodyHold) -> Response:
         # The handler's writes are undone with the whole transaction; the event is kept.
         return await _store_failed(services, delivery, tenant, received_at, failed.error)
     log_outcome(status, reason, delivery.dedupe_key, _fields(delivery, event_id))
+    if tenant is not None and status == EventStatus.PROCESSED and delivery.topic == REDACT_CUSTOMER:
+        await services.job_queue.enqueue_redactions(tenant.id)  # recorded; scrubbed by a job
     _observe_lag(delivery, received_at)
     return _answer(200, {"status": status, "event": event_id}, status)
 
@@ -507,6 +511,8 @@ async def _store_failed(
         )
         if event_id is None:  # a concurrent copy was stored while ours rolled back
             return await _duplicate(session, delivery)
+        max_attempts = services.settings.event_max_attempts
+        await schedule_retry(session, event_id, 1, received_at, max_attempts)
     log_outcome(EventStatus.FAILED, note, delivery.dedupe_key, _fields(delivery, event_id))
     _observe_lag(delivery, received_at)
     return _answer(200, {"status": EventStatus.FAILED, "event": event_id}, EventStatus.FAILED)
