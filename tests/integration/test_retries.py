@@ -10,15 +10,20 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
+import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from backfill.maintenance import Maintenance, MaintenanceLoop
+from backfill.queue import QUEUE, RETRY_EVENTS, procrastinate_app, run_worker
 from backfill.retries import retry_due_events
+from backfill.runner import BackfillEnvironment
 from handlers.retries import BACKOFF, JITTER
-from models import Order, WebhookEvent, create_engine, create_session_factory
+from models import Order, WebhookEvent, create_engine, create_session_factory, utcnow
+from models.encryption import SecretBox
 from receiver.samples import sample_payload
-from tests.conftest import Backend, as_app_role
+from tests.conftest import TEST_ENCRYPTION_KEY, Backend, as_app_role
 from tests.factories import create_tenant
 from tests.integration.test_cli import Cli, cli_env
 from tests.integration.test_compliance import post
@@ -216,3 +221,36 @@ async def test_two_concurrent_sweeps_apply_each_event_once(
     async with backend.sessions() as session:
         events = list(await session.scalars(select(WebhookEvent)))
     assert {(event.status, event.attempts) for event in events} == {("processed", 2)}
+
+
+async def test_the_scheduler_of_each_backend_runs_the_retry_sweep(
+    backend, served, http, refusal, app_sessions
+):
+    """SQLite: `serve`'s maintenance loop; PostgreSQL: the worker's periodic task."""
+    event_id = await failed_delivery(backend, served, http)
+    await refusal.remove()
+    async with backend.sessions() as session, session.begin():
+        # Due now: the first attempt was a while ago.
+        await session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id == event_id)
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
+    maintenance = Maintenance(None, timedelta(days=1), timedelta(days=1))
+    async with httpx.AsyncClient() as client:
+        env = BackfillEnvironment(
+            sessions=app_sessions,
+            http=client,
+            box=SecretBox([TEST_ENCRYPTION_KEY]),
+            admin_base_url="http://127.0.0.1:9/{shop}",
+            api_version="2026-10",
+        )
+        if backend.name == "sqlite":
+            await MaintenanceLoop(env, maintenance).tick()
+        else:
+            queue = procrastinate_app(backend.url)
+            async with queue.open_async():
+                await queue.configure_task(RETRY_EVENTS, queue=QUEUE).defer_async(timestamp=0)
+                await run_worker(queue, env, concurrency=1, wait=False, maintenance=maintenance)
+    event = await stored(backend, event_id)
+    assert (event.status, event.attempts, event.next_attempt_at) == ("processed", 2, None)
