@@ -18,9 +18,12 @@ from sqlalchemy import delete, null, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.reconcile import reconcile_due_stores
+from backfill.redactions import complete_all_redactions
+from backfill.retries import RetryOutcome, retry_due_events
 from backfill.runner import BackfillEnvironment
 from backfill.watchdog import WatchdogResult, watch_due_stores
 from handlers.errors import error_text, may_quote_data
+from handlers.retries import DEFAULT_MAX_ATTEMPTS
 from models import WebhookEvent, utcnow
 from models.statuses import EventStatus
 from models.tenancy import cross_store_transaction
@@ -38,6 +41,7 @@ class Maintenance:
     webhook_url: str | None
     watchdog_interval: timedelta
     reconcile_interval: timedelta
+    event_max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
 
 async def watchdog_tick(env: BackfillEnvironment, maintenance: Maintenance) -> list[WatchdogResult]:
@@ -49,6 +53,15 @@ async def watchdog_tick(env: BackfillEnvironment, maintenance: Maintenance) -> l
 
 async def reconcile_tick(env: BackfillEnvironment, maintenance: Maintenance) -> list[int]:
     return await reconcile_due_stores(env, maintenance.reconcile_interval)
+
+
+async def retry_tick(env: BackfillEnvironment, maintenance: Maintenance) -> list[RetryOutcome]:
+    return await retry_due_events(env.sessions, max_attempts=maintenance.event_max_attempts)
+
+
+async def redaction_tick(env: BackfillEnvironment, maintenance: Maintenance) -> int:
+    # In-process jobs (SQLite): a redaction a crash interrupted is carried out inline.
+    return await complete_all_redactions(env.sessions)
 
 
 class MaintenanceLoop:
@@ -67,6 +80,8 @@ class MaintenanceLoop:
         for name, check in (
             ("watchdog", lambda: watchdog_tick(self.env, self.maintenance)),
             ("reconcile", lambda: reconcile_tick(self.env, self.maintenance)),
+            ("retries", lambda: retry_tick(self.env, self.maintenance)),
+            ("redactions", lambda: redaction_tick(self.env, self.maintenance)),
         ):
             try:
                 await check()

@@ -14,8 +14,10 @@ import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy.engine import make_url
 
-from backfill.maintenance import Maintenance, reconcile_tick, watchdog_tick
+from backfill.maintenance import Maintenance, reconcile_tick, retry_tick, watchdog_tick
+from backfill.redactions import complete_redactions, pending_redaction_stores
 from backfill.runner import BackfillEnvironment, claimable_job_ids, run_sync_job
+from handlers.errors import error_text
 
 log = logging.getLogger("shopify_receiver.backfill.queue")
 
@@ -27,6 +29,10 @@ STALLED_AFTER_SECONDS = 30.0
 class JobQueue(Protocol):
     async def enqueue(self, sync_job_id: int) -> None: ...
 
+    async def enqueue_redactions(self, tenant_id: int) -> None:
+        """Carry out the store's recorded customers/redact requests soon. Never raises: the
+        request is already durable, and the sweep queues it again if this is lost."""
+
 
 class InProcessRunner:
     """The embedded default: jobs run as tasks of this process (the web server or the CLI)."""
@@ -34,6 +40,9 @@ class InProcessRunner:
     def __init__(self, env: BackfillEnvironment) -> None:
         self.env = env
         self.tasks: dict[int, asyncio.Task[str]] = {}
+        # Redaction jobs, by store: one that is running may already have passed a request
+        # committed after it looked, so a new one always starts (the work is idempotent).
+        self.redactions: set[asyncio.Task[int]] = set()
 
     async def enqueue(self, sync_job_id: int) -> None:
         if sync_job_id in self.tasks:
@@ -42,25 +51,41 @@ class InProcessRunner:
         self.tasks[sync_job_id] = task
         task.add_done_callback(lambda _: self.tasks.pop(sync_job_id, None))
 
+    async def enqueue_redactions(self, tenant_id: int) -> None:
+        task = asyncio.create_task(self._redact(tenant_id))
+        self.redactions.add(task)
+        task.add_done_callback(self.redactions.discard)
+
+    async def _redact(self, tenant_id: int) -> int:
+        try:
+            return await complete_redactions(self.env.sessions, tenant_id)
+        except Exception as exc:  # the request stays open; the sweep or next start retries
+            log.error("redaction.failed tenant=%s error=%s", tenant_id, error_text(exc))
+            return 0
+
     async def resume_interrupted(self) -> list[int]:
         job_ids = await claimable_job_ids(self.env.sessions, self.env.lease)
         for job_id in job_ids:
             await self.enqueue(job_id)
+        for tenant_id in await pending_redaction_stores(self.env.sessions):
+            await self.enqueue_redactions(tenant_id)
         return job_ids
+
+    def _running(self) -> list[asyncio.Task[str] | asyncio.Task[int]]:
+        return [*self.tasks.values(), *self.redactions]
 
     async def drain(self) -> None:
         """Return once no job runs here, each having ended on its own (also jobs enqueued
         meanwhile). Cancelling this wait leaves the jobs running."""
-        while self.tasks:
-            await asyncio.wait(list(self.tasks.values()))
+        while running := self._running():
+            await asyncio.wait(running)
 
     async def idle(self) -> None:
         """Cancel the jobs running here and return once none is left, their last writes done;
         each puts itself back in the queue with its checkpoint. The runner still takes jobs
         afterwards (tests settle the served app between tests with this)."""
         # Again while any is left: a job enqueued while we waited is cancelled too.
-        while self.tasks:
-            tasks = list(self.tasks.values())
+        while tasks := self._running():
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -80,6 +105,8 @@ RUN_BACKFILL = f"{NAMESPACE}:run_backfill"
 SWEEP = f"{NAMESPACE}:sweep_backfills"
 WATCHDOG = f"{NAMESPACE}:watch_subscriptions"
 RECONCILE = f"{NAMESPACE}:reconcile_stores"
+COMPLETE_REDACTIONS = f"{NAMESPACE}:complete_redactions"
+RETRY_EVENTS = f"{NAMESPACE}:retry_events"
 
 
 class JobBusy(Exception):
@@ -98,6 +125,20 @@ async def sweep_backfills(context: procrastinate.JobContext, timestamp: int) -> 
     env: BackfillEnvironment = context.additional_context["backfill_env"]
     app: procrastinate.App = context.app
     await requeue_abandoned(app, env)
+    await requeue_redactions(app, env)
+
+
+async def run_redactions(context: procrastinate.JobContext, tenant_id: int) -> None:
+    env: BackfillEnvironment = context.additional_context["backfill_env"]
+    await complete_redactions(env.sessions, tenant_id)
+
+
+async def retry_events(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Every minute: apply again the failed events whose next attempt is due."""
+    env: BackfillEnvironment = context.additional_context["backfill_env"]
+    maintenance: Maintenance | None = context.additional_context.get("maintenance")
+    if maintenance is not None:
+        await retry_tick(env, maintenance)
 
 
 async def watch_subscriptions(context: procrastinate.JobContext, timestamp: int) -> None:
@@ -127,10 +168,12 @@ def _blueprint() -> procrastinate.Blueprint:
         pass_context=True,
         retry=procrastinate.RetryStrategy(max_attempts=40, wait=15, retry_exceptions={JobBusy}),
     )(run_backfill)
+    tasks.task(name="complete_redactions", queue=QUEUE, pass_context=True)(run_redactions)
     for name, function, periodic_id in (
         ("sweep_backfills", sweep_backfills, "sweep"),
         ("watch_subscriptions", watch_subscriptions, "watchdog"),
         ("reconcile_stores", reconcile_stores, "reconcile"),
+        ("retry_events", retry_events, "retries"),
     ):
         task = tasks.task(name=name, queue=QUEUE, pass_context=True)(function)
         tasks.periodic(cron="* * * * *", periodic_id=periodic_id)(task)
@@ -153,6 +196,27 @@ async def requeue_abandoned(app: procrastinate.App, env: BackfillEnvironment) ->
         except AlreadyEnqueued:
             pass
     return requeued + len(stalled)
+
+
+async def requeue_redactions(app: procrastinate.App, env: BackfillEnvironment) -> int:
+    """Queue a redaction job for each store with an open customers/redact request: the job
+    of a crashed worker, or one whose deferral was lost, is not waited for."""
+    requeued = 0
+    for tenant_id in await pending_redaction_stores(env.sessions):
+        try:
+            await defer_redactions(app, tenant_id)
+            requeued += 1
+        except AlreadyEnqueued:
+            pass
+    return requeued
+
+
+async def defer_redactions(app: procrastinate.App, tenant_id: int) -> None:
+    # The queueing lock keeps one waiting job per store; one already running may have
+    # looked before the newest request was committed, so a second may queue behind it.
+    await app.configure_task(
+        COMPLETE_REDACTIONS, queueing_lock=f"redact-tenant-{tenant_id}", queue=QUEUE
+    ).defer_async(tenant_id=tenant_id)
 
 
 async def defer_backfill(app: procrastinate.App, sync_job_id: int) -> None:
@@ -184,14 +248,26 @@ class ProcrastinateQueue:
         self._lock = asyncio.Lock()
 
     async def enqueue(self, sync_job_id: int) -> None:
-        async with self._lock:
-            if not self._opened:
-                await self.app.open_async()
-                self._opened = True
+        await self._open()
         try:
             await defer_backfill(self.app, sync_job_id)
         except AlreadyEnqueued:
             log.info("backfill.already_enqueued job=%s", sync_job_id)
+
+    async def enqueue_redactions(self, tenant_id: int) -> None:
+        try:
+            await self._open()
+            await defer_redactions(self.app, tenant_id)
+        except AlreadyEnqueued:
+            pass
+        except Exception as exc:  # durable already; the worker's sweep queues it again
+            log.warning("redaction.enqueue_failed tenant=%s error=%s", tenant_id, error_text(exc))
+
+    async def _open(self) -> None:
+        async with self._lock:
+            if not self._opened:
+                await self.app.open_async()
+                self._opened = True
 
     async def close(self) -> None:
         if self._opened:
@@ -212,6 +288,7 @@ async def run_worker(
     With `maintenance`, the worker also runs the periodic watchdog and reconcile ticks.
     """
     await requeue_abandoned(app, env)
+    await requeue_redactions(app, env)
     await app.run_worker_async(
         queues=[QUEUE],
         concurrency=concurrency,

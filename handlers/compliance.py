@@ -24,6 +24,9 @@ from models import (
 from models.statuses import TenantStatus
 
 SCAN_BATCH = 500
+# Recorded by its handler and carried out by a job (backfill.redactions), which the
+# receiver queues once the request is committed.
+REDACT_CUSTOMER = "customers/redact"
 
 
 def _customer_of(payload: dict[str, Any]) -> dict[str, Any]:
@@ -59,29 +62,44 @@ async def record_data_request(
 async def redact_customer(
     session: AsyncSession, context: EventContext, payload: dict[str, Any]
 ) -> None:
+    """Record the redaction, committed with the inbox row; the scan and scrub of every stored
+    payload run as a job (`complete_customer_redaction`), off Shopify's 5-second request.
+
+    The body is checked here, so a malformed one fails on delivery rather than in the job.
+    """
     customer = _customer_of(payload)
     customer_id = parse_shopify_id(customer.get("id"), "customer.id")
-    order_ids = _order_ids(payload, "orders_to_redact")
-    identifiers = {str(customer.get("email") or ""), str(customer.get("phone") or "")}
-    stored = await session.scalar(
-        select(Customer).where(
-            Customer.tenant_id == context.tenant_id, Customer.shopify_id == customer_id
-        )
-    )
-    if stored is not None:
-        identifiers |= {stored.email or "", stored.phone or ""}
-    identifiers.discard("")
-    await redact_personal_data(session, context.tenant_id, customer_id, order_ids, identifiers)
+    _order_ids(payload, "orders_to_redact")
     session.add(
         ComplianceRequest(
             tenant_id=context.tenant_id,
             webhook_event_id=context.webhook_event_id,
             topic=context.topic,
             customer_shopify_id=customer_id,
-            payload=scrub(payload, identifiers),
-            completed_at=utcnow(),
+            # Kept whole until the job runs: its email and phone find guest orders.
+            payload=payload,
         )
     )
+
+
+async def complete_customer_redaction(session: AsyncSession, request: ComplianceRequest) -> None:
+    """Scrub the customer a recorded customers/redact names, and mark the request done."""
+    payload = request.payload or {}
+    customer = _customer_of(payload)
+    customer_id = parse_shopify_id(customer.get("id"), "customer.id")
+    order_ids = _order_ids(payload, "orders_to_redact")
+    identifiers = {str(customer.get("email") or ""), str(customer.get("phone") or "")}
+    stored = await session.scalar(
+        select(Customer).where(
+            Customer.tenant_id == request.tenant_id, Customer.shopify_id == customer_id
+        )
+    )
+    if stored is not None:
+        identifiers |= {stored.email or "", stored.phone or ""}
+    identifiers.discard("")
+    await redact_personal_data(session, request.tenant_id, customer_id, order_ids, identifiers)
+    request.payload = scrub(payload, identifiers)
+    request.completed_at = utcnow()
 
 
 async def redact_personal_data(

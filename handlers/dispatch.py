@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.context import EventContext
 from handlers.errors import error_text
+from handlers.retries import backoff
 from handlers.shop_identity import (
     COMPLIANCE_TOPICS,
     DESTRUCTIVE_TOPICS,
@@ -230,18 +231,22 @@ async def _replay_refusal(
 def _finish(event: WebhookEvent, status: str, note: str | None) -> None:
     event.status = status
     event.error = note
+    event.next_attempt_at = None
     log_outcome(status, note, event.dedupe_key, event_fields(event))
 
 
 def _fail(event: WebhookEvent, exc: Exception) -> None:
     event.status = EventStatus.FAILED
     event.error = failure_text(exc)
+    # Even after a hand replay of a dead event: the retry sweep, which knows
+    # EVENT_MAX_ATTEMPTS, tries it once more and then declares it dead again.
+    event.next_attempt_at = utcnow() + backoff(event.attempts)
     log_outcome(EventStatus.FAILED, event.error, event.dedupe_key, event_fields(event))
 
 
 def log_outcome(status: str, note: str | None, dedupe_key: str, fields: dict[str, Any]) -> None:
     log.log(
-        logging.WARNING if status == EventStatus.FAILED else logging.INFO,
+        logging.WARNING if status in (EventStatus.FAILED, EventStatus.DEAD) else logging.INFO,
         "webhook.%s shop=%s topic=%s event=%s note=%s",
         status,
         fields["shop"],

@@ -47,6 +47,7 @@ def maintenance_for(settings: Settings) -> Maintenance | None:
         webhook_url=settings.webhook_url,
         watchdog_interval=timedelta(seconds=settings.watchdog_interval_seconds),
         reconcile_interval=timedelta(seconds=settings.reconcile_interval_seconds),
+        event_max_attempts=settings.event_max_attempts,
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from handlers.retries import DEFAULT_MAX_ATTEMPTS
 from models.encryption import SecretBox, generate_key
 
 log = logging.getLogger("shopify_receiver.settings")
@@ -161,6 +162,9 @@ class Settings:
     metrics_token: Secret | None = None
     # ALLOW_RLS_BYPASS=on: start even when the database role bypasses row-level security.
     allow_rls_bypass: bool = False
+    # A failed event is applied again with backoff; after this many attempts (the first
+    # delivery included) it is `dead` and waits for a hand replay.
+    event_max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -213,6 +217,7 @@ class Settings:
             ),
             metrics_token=Secret(env["METRICS_TOKEN"]) if env.get("METRICS_TOKEN") else None,
             allow_rls_bypass=_switch(env, "ALLOW_RLS_BYPASS", False),
+            event_max_attempts=_positive_int(env, "EVENT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
         )
         settings.secret_box()  # fail at start-up, not at the first webhook, on a malformed key
         return settings

@@ -73,9 +73,19 @@ class Lag(TypedDict):
 class FailedEvent(TypedDict):
     id: int
     topic: str
+    status: str  # failed (retried on its own) or dead (replayed only by hand)
     received_at: str
     attempts: int
+    next_attempt_at: str | None
     error: str | None
+
+
+class EventRetries(TypedDict):
+    # Failed events waiting for their next attempt, and the soonest of those attempts.
+    waiting: int
+    next_attempt_at: str | None
+    # Events past their last attempt: nothing retries them until someone replays them.
+    dead: int
 
 
 class RecentOrder(TypedDict):
@@ -133,6 +143,7 @@ class StoreStats(TypedDict):
     webhooks_24h: Webhooks
     lag_ms: Lag
     failed_events: list[FailedEvent]
+    retries: EventRetries
     recent_orders: list[RecentOrder]
     sync_jobs: list[dict[str, Any]]
     delivery_health: DeliveryHealth
@@ -228,8 +239,12 @@ async def _count(session: AsyncSession, model: type[ShopRecord], tenant_id: int)
 async def counts_by_tenant(
     session: AsyncSession, tenant_ids: list[int]
 ) -> dict[int, dict[str, int]]:
-    """Live (not tombstoned) customers, products and orders for several stores at once."""
-    counts = {tenant_id: {"customers": 0, "products": 0, "orders": 0} for tenant_id in tenant_ids}
+    """Live (not tombstoned) customers, products and orders for several stores at once, and
+    their dead events (the home page flags those stores)."""
+    counts = {
+        tenant_id: {"customers": 0, "products": 0, "orders": 0, "dead_events": 0}
+        for tenant_id in tenant_ids
+    }
     if not tenant_ids:
         return counts
     # One query for several stores; the ids were already filtered to what the caller may see.
@@ -242,6 +257,14 @@ async def counts_by_tenant(
         )
         for tenant_id, total in rows:
             counts[tenant_id][name] = int(total)
+    dead = await session.execute(
+        select(WebhookEvent.tenant_id, func.count())
+        .where(WebhookEvent.tenant_id.in_(tenant_ids), WebhookEvent.status == EventStatus.DEAD)
+        .group_by(WebhookEvent.tenant_id)
+    )
+    for dead_tenant, total in dead:
+        if dead_tenant is not None:
+            counts[dead_tenant]["dead_events"] = int(total)
     return counts
 
 
@@ -346,7 +369,10 @@ async def _lag(session: AsyncSession, tenant_id: int, now: datetime) -> Lag:
 async def _failed_events(session: AsyncSession, tenant_id: int) -> list[FailedEvent]:
     events = await session.scalars(
         select(WebhookEvent)
-        .where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.status == EventStatus.FAILED)
+        .where(
+            WebhookEvent.tenant_id == tenant_id,
+            WebhookEvent.status.in_([EventStatus.FAILED, EventStatus.DEAD]),
+        )
         .order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
         .limit(FAILED_EVENTS)
     )
@@ -354,12 +380,36 @@ async def _failed_events(session: AsyncSession, tenant_id: int) -> list[FailedEv
         {
             "id": event.id,
             "topic": event.topic,
+            "status": event.status,
             "received_at": event.received_at.isoformat(),
             "attempts": event.attempts,
+            "next_attempt_at": event.next_attempt_at.isoformat() if event.next_attempt_at else None,
             "error": event.error,
         }
         for event in events
     ]
+
+
+async def _retries(session: AsyncSession, tenant_id: int) -> EventRetries:
+    failed = WebhookEvent.status == EventStatus.FAILED
+    row = (
+        await session.execute(
+            select(
+                func.sum(case((failed, 1), else_=0)),
+                func.min(case((failed, WebhookEvent.next_attempt_at))),
+                func.sum(case((WebhookEvent.status == EventStatus.DEAD, 1), else_=0)),
+            ).where(
+                WebhookEvent.tenant_id == tenant_id,
+                WebhookEvent.status.in_([EventStatus.FAILED, EventStatus.DEAD]),
+            )
+        )
+    ).one()
+    waiting, soonest, dead = row
+    return {
+        "waiting": int(waiting or 0),
+        "next_attempt_at": soonest.isoformat() if soonest else None,
+        "dead": int(dead or 0),
+    }
 
 
 async def _recent_orders(session: AsyncSession, tenant_id: int) -> list[RecentOrder]:
@@ -500,7 +550,9 @@ async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> S
     - webhooks_24h: events received in the last 24 hours, by status and by topic and status.
     - lag_ms: `received_at - triggered_at` in milliseconds over the most recent (at most 5,000)
       events of the last 24 hours that carry Shopify's trigger time; nearest-rank p50 and p95.
-    - failed_events: the 20 most recent failed events; sync_jobs: the 10 most recent jobs.
+    - failed_events: the 20 most recent failed or dead events; sync_jobs: the 10 most recent
+      jobs. retries: failed events waiting for their next attempt (and the soonest), and dead
+      ones (past EVENT_MAX_ATTEMPTS, replayed only by hand).
     - delivery_health: per topic subscribed or seen in the last 7 days, its last delivery,
       the week's deliveries, failures and dedupe hits, and `silent` when a subscribed topic
       has been quiet for over 8 times its usual gap (and over an hour).
@@ -523,6 +575,7 @@ async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> S
         "webhooks_24h": await _webhooks(session, tenant.id, now),
         "lag_ms": await _lag(session, tenant.id, now),
         "failed_events": await _failed_events(session, tenant.id),
+        "retries": await _retries(session, tenant.id),
         "recent_orders": await _recent_orders(session, tenant.id),
         "sync_jobs": await _sync_jobs(session, tenant.id),
         "delivery_health": await delivery_health(session, tenant.id, now),

@@ -20,6 +20,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from handlers.compliance import REDACT_CUSTOMER
 from handlers.context import EventContext
 from handlers.dispatch import (
     apply_event,
@@ -31,6 +32,7 @@ from handlers.dispatch import (
     vet_shop,
 )
 from handlers.normalize import PayloadError, parse_timestamp
+from handlers.retries import schedule_retry
 from handlers.shop_identity import ShopMismatch
 from handlers.topic_table import HANDLERS
 from models import WebhookEvent, utcnow
@@ -363,6 +365,8 @@ async def _receive_held(request: Request, hold: BodyHold) -> Outcome:
         received_at = failed.stored.received_at
         return await _store_failed(services, delivery, tenant, received_at, failed.error)
     log_outcome(stored.status, stored.reason, delivery.dedupe_key, _fields(delivery, stored.id))
+    if tenant is not None and stored.applies and delivery.topic == REDACT_CUSTOMER:
+        await services.job_queue.enqueue_redactions(tenant.id)  # recorded; scrubbed by a job
     return Outcome(
         Verdict(stored.status),
         event_id=stored.id,
@@ -598,5 +602,7 @@ async def _store_failed(
         )
         if event_id is None:  # a concurrent copy was stored while ours rolled back
             return await _duplicate(session, delivery)
+        max_attempts = services.settings.event_max_attempts
+        await schedule_retry(session, event_id, 1, received_at, max_attempts)
     log_outcome(EventStatus.FAILED, note, delivery.dedupe_key, _fields(delivery, event_id))
     return Outcome(Verdict.FAILED, event_id=event_id, lag_seconds=_lag(delivery, received_at))

@@ -11,7 +11,12 @@ from sqlalchemy import select
 from models import Order, WebhookEvent, utcnow
 from receiver.samples import sample_payload
 from tests.factories import SHOP, create_tenant
-from tests.integration.test_compliance import PERSONAL_STRINGS, dump_tenant, post
+from tests.integration.test_compliance import (
+    PERSONAL_STRINGS,
+    dump_tenant,
+    post,
+    run_queued_jobs,
+)
 from tests.integration.test_logs import Lines
 
 EMAIL = "russell.winfield@example.com"
@@ -60,6 +65,7 @@ async def test_database_error_stores_and_logs_no_values_and_redact_leaves_none(
         assert "Russell" not in text
 
     assert await post(http, served, "customers/redact") == "processed"
+    await run_queued_jobs(backend, served)
     after = await dump_tenant(backend, tenant_id)
     assert [value for value in PERSONAL_STRINGS if value in after] == []
 
@@ -82,6 +88,7 @@ async def test_redact_scrubs_an_error_that_names_the_customer(backend, served, h
             )
         )
     assert await post(http, served, "customers/redact") == "processed"
+    await run_queued_jobs(backend, served)
     async with backend.sessions() as session:
         error = await session.scalar(
             select(WebhookEvent.error).where(WebhookEvent.dedupe_key == "old-failure")
@@ -108,6 +115,7 @@ async def test_redact_finds_guest_orders_by_email_and_by_phone(backend, served, 
     redact = sample_payload("customers/redact", SHOP) | {"orders_to_redact": []}
 
     assert await post(http, served, "customers/redact", redact) == "processed"
+    await run_queued_jobs(backend, served)
 
     async with backend.sessions() as session:
         orders = {
