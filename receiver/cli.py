@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers import handled_topics, process_event
 from handlers.compliance import export_customer
+from handlers.resources import RESOURCES, parse_resource_names
 from handlers.shop_identity import DESTRUCTIVE_TOPICS
 from models import (
     SyncJob,
@@ -333,6 +334,29 @@ def send_test_webhook(topic: str, shop: str, url: str, payload_file: str | None)
         sys.exit(1)
 
 
+class ResourceList(click.ParamType[list[str]]):
+    """A comma-separated choice of the registry's resources (`orders,customers`), checked like
+    click.Choice: an unknown name is a usage error listing the valid ones."""
+
+    name = "resources"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, list):
+            return value
+        try:
+            return parse_resource_names(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + ",".join(RESOURCES) + "]"
+
+
+_RESOURCES_OPTION = click.option(
+    "--resources", type=ResourceList(), default=",".join(RESOURCES), show_default=True
+)
+
+
 def _values(choices: type[StrEnum]) -> list[str]:
     # Plain strings: click matches Enum choices by member name (FAILED), not by value.
     return [choice.value for choice in choices]
@@ -594,11 +618,11 @@ def tokens_create(name: str, read_only: bool, shops: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("shop")
-@click.option("--resources", default="customers,products,orders", show_default=True)
+@_RESOURCES_OPTION
 @click.option(
     "--mode", type=click.Choice(_values(SyncMode)), default=SyncMode.FULL.value, show_default=True
 )
-def backfill(shop: str, resources: str, mode: str) -> None:
+def backfill(shop: str, resources: list[str], mode: str) -> None:
     """Pull a store's data now, in the foreground, with progress (same job as /api/sync).
 
     If the store already has a job that nobody is running (it was interrupted), that job is
@@ -609,7 +633,7 @@ def backfill(shop: str, resources: str, mode: str) -> None:
 
     settings = _settings()
     shop = _shop(shop)
-    chosen = [part.strip() for part in resources.split(",") if part.strip()]
+    chosen = resources
     printer = ProgressPrinter()
 
     async def run() -> tuple[int, str, str | None]:
@@ -642,7 +666,7 @@ def backfill(shop: str, resources: str, mode: str) -> None:
 
 @main.command("reconcile")
 @click.argument("shop")
-@click.option("--resources", default="customers,products,orders", show_default=True)
+@_RESOURCES_OPTION
 @click.option("--dry-run", is_flag=True, help="Compare and report only; change nothing.")
 @click.option(
     "--full",
@@ -650,7 +674,7 @@ def backfill(shop: str, resources: str, mode: str) -> None:
     help="Re-pull and compare every record, not only drifted windows (slower; also finds "
     "fields changed without a new updated_at).",
 )
-def reconcile_command(shop: str, resources: str, dry_run: bool, full: bool) -> None:
+def reconcile_command(shop: str, resources: list[str], dry_run: bool, full: bool) -> None:
     """Compare Shopify's counts and watermarks with ours and repair drift.
 
     Exits 0 when the store is clean or was repaired, 1 when drift remains or the run failed.
@@ -662,7 +686,7 @@ def reconcile_command(shop: str, resources: str, dry_run: bool, full: bool) -> N
     settings = _settings()
     shop = _shop(shop)
     try:
-        chosen = validate_resources(part.strip() for part in resources.split(",") if part.strip())
+        chosen = validate_resources(resources)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--resources") from exc
     if full and dry_run:
