@@ -390,4 +390,15 @@ class ReconcileRun(Base):
     finished_at: Mapped[datetime | None]
 
 
-SHOP_DATA_MODELS: tuple[type[ShopRecord], ...] = (Customer, Product, Order)
+# Every mapped shop-data table (a ShopRecord), found rather than listed: the resource registry
+# (handlers/resources.py) says what each one is.
+SHOP_DATA_MODELS: tuple[type[ShopRecord], ...] = tuple(
+    sorted(
+        (
+            mapper.class_
+            for mapper in Base.registry.mappers
+            if issubclass(mapper.class_, ShopRecord)
+        ),
+        key=lambda model: str(model.__tablename__),
+    )
+)
