@@ -42,7 +42,7 @@ from handlers import upsert_records
 from handlers.errors import error_text, may_quote_data
 from handlers.normalize import Record, parse_timestamp
 from handlers.records import replace_record, tombstone
-from handlers.resources import parse_resource_names
+from handlers.resources import parse_resource_names, reconciled_names
 from models import ReconcileRun, ShopRecord, SyncJob, Tenant, utcnow
 from models.statuses import ReconcileStatus, ReconcileTrigger, SyncStatus, TenantStatus
 from models.tenancy import use_all_tenants, use_tenant
@@ -235,7 +235,8 @@ def nodes_query(resource: Resource) -> str:
 
 
 def validate_resources(resources: Iterable[str] | None) -> list[str]:
-    return parse_resource_names(list(resources) if resources is not None else None)
+    chosen = list(resources) if resources is not None else None
+    return parse_resource_names(chosen, among=reconciled_names())
 
 
 def _differs(row: ShopRecord, record: Record) -> bool:

@@ -13,8 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.normalize import Record, normalize_customer, normalize_order, normalize_product
-from models import Customer, Order, Product, ShopRecord
+from handlers.normalize import (
+    Record,
+    normalize_customer,
+    normalize_location,
+    normalize_order,
+    normalize_product,
+)
+from models import Customer, Location, Order, Product, ShopRecord
 
 PAGE_INFO = "pageInfo { hasNextPage endCursor }"
 
@@ -54,6 +60,8 @@ class Resource:
     # Tables whose rows belong to one record of this resource (none yet).
     child_tables: tuple[str, ...] = ()
     dashboard: DashboardCount | None = None
+    # Reconcile reads watermarks with `sortKey: UPDATED_AT`, which not every connection has.
+    reconciled: bool = True
 
     @property
     def table(self) -> str:
@@ -182,8 +190,32 @@ ORDERS = Resource(
     dashboard=DashboardCount("Orders"),
 )
 
+LOCATIONS = Resource(
+    name="locations",
+    model=Location,
+    normalize_rest=normalize_location,
+    normalize_node=normalize_location,
+    fields="""
+      id
+      name
+      isActive
+      createdAt
+      updatedAt
+      address { address1 address2 city zip provinceCode countryCode phone }
+""",
+    node_cost=2,
+    typename="Location",
+    # LocationSortKeys has no UPDATED_AT; a store has a handful, which a backfill re-reads.
+    reconciled=False,
+    upsert_topics=("locations/create", "locations/update"),
+    delete_topics=("locations/delete",),
+    # The phone and address are the business's own: nothing for customers/redact to clear.
+    personal_fields=(),
+    dashboard=DashboardCount("Locations"),
+)
+
 RESOURCES: Mapping[str, Resource] = {
-    resource.name: resource for resource in (CUSTOMERS, PRODUCTS, ORDERS)
+    resource.name: resource for resource in (CUSTOMERS, PRODUCTS, ORDERS, LOCATIONS)
 }
 """Every resource, in declaration order (the order backfills and reports run in)."""
 
@@ -193,17 +225,25 @@ def resource_for_topic(topic: str) -> Resource | None:
     return _BY_TOPIC.get(topic)
 
 
-def parse_resource_names(names: str | list[str] | tuple[str, ...] | None) -> list[str]:
+def reconciled_names() -> list[str]:
+    """The resources reconcile compares, in registry order."""
+    return [name for name, resource in RESOURCES.items() if resource.reconciled]
+
+
+def parse_resource_names(
+    names: str | list[str] | tuple[str, ...] | None, among: list[str] | None = None
+) -> list[str]:
     """Chosen resource names (a comma-separated string or a list) checked against the
-    registry, without duplicates, in the order given; none chosen means all of them.
-    Raises ValueError naming the unknown ones and the valid choices."""
+    registry (or the names `among` it), without duplicates, in the order given; none chosen
+    means all of them. Raises ValueError naming the unknown ones and the valid choices."""
+    choices = among if among is not None else list(RESOURCES)
     if isinstance(names, str):
         names = [part.strip() for part in names.split(",") if part.strip()]
-    chosen = list(dict.fromkeys(names)) if names else list(RESOURCES)
-    unknown = [name for name in chosen if name not in RESOURCES]
+    chosen = list(dict.fromkeys(names)) if names else list(choices)
+    unknown = [name for name in chosen if name not in choices]
     if unknown:
         raise ValueError(
-            f"unknown resources {', '.join(unknown)}; choose from {', '.join(RESOURCES)}"
+            f"unknown resources {', '.join(unknown)}; choose from {', '.join(choices)}"
         )
     return chosen
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers import handled_topics, process_event
 from handlers.compliance import export_customer
-from handlers.resources import RESOURCES, parse_resource_names
+from handlers.resources import RESOURCES, parse_resource_names, reconciled_names
 from handlers.shop_identity import DESTRUCTIVE_TOPICS
 from models import (
     SyncJob,
@@ -340,21 +340,25 @@ class ResourceList(click.ParamType[list[str]]):
 
     name = "resources"
 
+    def __init__(self, choices: list[str]) -> None:
+        self.choices = choices
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, list):
             return value
         try:
-            return parse_resource_names(str(value))
+            return parse_resource_names(str(value), among=self.choices)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "[" + ",".join(RESOURCES) + "]"
+        return "[" + ",".join(self.choices) + "]"
 
 
-_RESOURCES_OPTION = click.option(
-    "--resources", type=ResourceList(), default=",".join(RESOURCES), show_default=True
-)
+def _resources_option(choices: list[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--resources", type=ResourceList(choices), default=",".join(choices), show_default=True
+    )
 
 
 def _values(choices: type[StrEnum]) -> list[str]:
@@ -618,7 +622,7 @@ def tokens_create(name: str, read_only: bool, shops: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("shop")
-@_RESOURCES_OPTION
+@_resources_option(list(RESOURCES))
 @click.option(
     "--mode", type=click.Choice(_values(SyncMode)), default=SyncMode.FULL.value, show_default=True
 )
@@ -666,7 +670,7 @@ def backfill(shop: str, resources: list[str], mode: str) -> None:
 
 @main.command("reconcile")
 @click.argument("shop")
-@_RESOURCES_OPTION
+@_resources_option(reconciled_names())
 @click.option("--dry-run", is_flag=True, help="Compare and report only; change nothing.")
 @click.option(
     "--full",

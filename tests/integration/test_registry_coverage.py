@@ -174,6 +174,7 @@ FILLERS: dict[str, Callable[[int, int, Ids], list[dict[str, Any]]]] = {
         {"tenant_id": t, "api_token_id": ids.tokens["both"]},
         {"tenant_id": t, "api_token_id": ids.tokens[f"only-{t}"]},
     ],
+    "locations": lambda t, n, ids: [_shop_record(t, n, name="Warehouse", phone="+15550100")],
     "reconcile_runs": lambda t, n, ids: [
         {
             "tenant_id": t,
