@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true, update
 
@@ -32,7 +32,6 @@ from backfill.client import AdminClient, BackfillError, CredentialsInvalid, Quer
 from backfill.credentials import callable_store
 from backfill.queries import RESOURCES, Resource
 from backfill.runner import (
-    TARGETS,
     BackfillEnvironment,
     admin_client_for,
     normalize_node,
@@ -43,6 +42,7 @@ from handlers import upsert_records
 from handlers.errors import error_text, may_quote_data
 from handlers.normalize import Record, parse_timestamp
 from handlers.records import replace_record, tombstone
+from handlers.resources import parse_resource_names, reconciled_names
 from models import ReconcileRun, ShopRecord, SyncJob, Tenant, utcnow
 from models.statuses import ReconcileStatus, ReconcileTrigger, SyncStatus, TenantStatus
 from models.tenancy import cross_store_transaction, tenant_transaction
@@ -68,12 +68,38 @@ MAX_PASSES = 2
 # write Shopify does not show yet ("A write may not be reflected instantaneously"): left alone.
 IN_FLIGHT = timedelta(minutes=5)
 
-TYPENAMES = {"customers": "Customer", "products": "Product", "orders": "Order"}
 # Without the read_all_orders scope Shopify shows only orders created in the last 60 days,
 # and answers null for older ones by id: those must never read as deleted. A day of margin
 # keeps an order that turns 60 days old during the run out of the comparison.
 RECENT_ORDERS = timedelta(days=59)
 STATUSES = tuple(ReconcileStatus)
+
+
+# A drifted window as a report lists it (`from` is a keyword, hence the functional form).
+WindowReport = TypedDict("WindowReport", {"from": str, "to": str, "shopify": int, "db": int})
+
+
+class ResourceReportDocument(TypedDict):
+    """A ResourceReport as stored in `reconcile_runs.report` (JSON, keyed by resource)."""
+
+    shopify_count: int | None
+    count_precision: str | None
+    db_count: int | None
+    shopify_watermark: str | None
+    db_watermark: str | None
+    windows_compared: int
+    drifted_windows: int
+    repaired: int
+    tombstoned: int
+    deferred: int
+    unstamped: int
+    remaining_windows: int
+    compared_since: str | None
+    queries: int
+    windows: list[WindowReport]
+
+
+ReconcileReport = dict[str, ResourceReportDocument]
 
 
 @dataclass
@@ -107,7 +133,7 @@ class Window:
         bounds = sorted({self.start + span * k // parts for k in range(parts + 1)})
         return [Window(lo, hi) for lo, hi in pairwise(bounds)]
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> WindowReport:
         return {
             "from": _iso(self.start),
             "to": _iso(self.end),
@@ -141,10 +167,11 @@ class ResourceReport:
     compared_since: str | None = None
     queries: int = 0
     # The first few drifted windows, for a person reading the report.
-    windows: list[dict[str, Any]] = field(default_factory=list)
+    windows: list[WindowReport] = field(default_factory=list)
 
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_json(self) -> ResourceReportDocument:
+        # Same keys, same order as the dataclass's fields: stored reports stay byte-identical.
+        return cast(ResourceReportDocument, asdict(self))
 
 
 def _iso(seconds: int) -> str:
@@ -201,20 +228,15 @@ def nodes_query(resource: Resource) -> str:
     return (
         "query ReconcileNodes($ids: [ID!]!) {\n"
         "  nodes(ids: $ids) {\n"
-        f"    ... on {TYPENAMES[resource.name]} {{{resource.fields}    }}\n"
+        f"    ... on {resource.typename} {{{resource.fields}    }}\n"
         "  }\n"
         "}\n"
     )
 
 
 def validate_resources(resources: Iterable[str] | None) -> list[str]:
-    chosen = list(dict.fromkeys(resources)) if resources else list(RESOURCES)
-    unknown = [name for name in chosen if name not in RESOURCES]
-    if unknown or not chosen:
-        raise ValueError(
-            f"unknown resources {', '.join(unknown)}; choose from {', '.join(RESOURCES)}"
-        )
-    return chosen
+    chosen = list(resources) if resources is not None else None
+    return parse_resource_names(chosen, among=reconciled_names())
 
 
 def _differs(row: ShopRecord, record: Record) -> bool:
@@ -239,7 +261,7 @@ class _Reconciler:
     # -- one resource --
 
     async def resource(self, resource: Resource, report: ResourceReport) -> None:
-        model = TARGETS[resource.name][0]
+        model = resource.model
         requests_before = self.client.stats.requests
         try:
             self.created_since = None
@@ -270,7 +292,7 @@ class _Reconciler:
         self, resource: Resource, report: ResourceReport, *, first: bool
     ) -> tuple[list[Window], list[Window]]:
         """(the initial windows, the drifted leaf windows) after bisecting."""
-        model = TARGETS[resource.name][0]
+        model = resource.model
         data = await self.client.execute(
             summary_query(resource), {"query": self._scope_search() or None}, cost=10
         )
@@ -405,7 +427,7 @@ class _Reconciler:
     ) -> None:
         """Pull the window from Shopify, write what differs, then check by id the rows we
         hold live in it that Shopify did not list (deleted there, or updated out of it)."""
-        normalize = TARGETS[resource.name][1]
+        normalize = resource.normalize_node
         listed: set[int] = set()
         size = page_size_for(resource)
         after: str | None = None
@@ -453,8 +475,8 @@ class _Reconciler:
     ) -> None:
         """Ask Shopify for these records by id: a null means deleted there (tombstone it), a
         record means it moved out of the window (write Shopify's version)."""
-        normalize = TARGETS[resource.name][1]
-        typename = TYPENAMES[resource.name]
+        normalize = resource.normalize_node
+        typename = resource.typename
         size = page_size_for(resource)
         position = 0
         while position < len(ids):
@@ -693,12 +715,16 @@ async def _finish(
             .values(
                 status=status,
                 error=error,
-                report={name: report.as_json() for name, report in reports.items()},
+                report=_report_document(reports),
                 finished_at=utcnow(),
             )
             .execution_options(synchronize_session=False)
         )
         return await session.get_one(ReconcileRun, run_id, populate_existing=True)
+
+
+def _report_document(reports: dict[str, ResourceReport]) -> ReconcileReport:
+    return {name: report.as_json() for name, report in reports.items()}
 
 
 def finished_sync(tenant_id: Any) -> ColumnElement[bool]:

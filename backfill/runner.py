@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 from sqlalchemy import and_, func, or_, select, update
@@ -19,11 +19,12 @@ from backfill.client import AdminClient, BackfillError, CredentialsInvalid, Quer
 from backfill.credentials import AppCredentials, TenantCredentials, oauth_token_url
 from backfill.metrics import RECORDS
 from backfill.queries import BULK_RUN, BULK_STATUS, RESOURCES, SHOP_ID, Resource
-from handlers import normalize_customer, normalize_order, normalize_product, upsert_records
+from handlers import upsert_records
 from handlers.errors import error_text, may_quote_data
 from handlers.normalize import PayloadError, Record, parse_shopify_id
+from handlers.resources import parse_resource_names
 from handlers.shop_identity import ShopMismatch, record_shop_id
-from models import Customer, Order, Product, SecretBox, ShopRecord, SyncJob, Tenant, utcnow
+from models import SecretBox, ShopRecord, SyncJob, Tenant, utcnow
 from models.statuses import SyncMode, SyncStatus, SyncTrigger, TenantStatus
 from models.tenancy import cross_store_transaction, tenant_transaction
 from models.upsert import affected_rows
@@ -41,13 +42,32 @@ DEFAULT_LEASE = timedelta(seconds=60)
 # may disagree a little, and fetching a few records twice costs nothing (upserts are idempotent).
 INCREMENTAL_OVERLAP = timedelta(minutes=5)
 
+# Where each resource's backfilled nodes go, and what reads them (from the registry).
 TARGETS: dict[str, tuple[type[ShopRecord], Callable[[Any], Record]]] = {
-    "customers": (Customer, normalize_customer),
-    "products": (Product, normalize_product),
-    "orders": (Order, normalize_order),
+    name: (resource.model, resource.normalize_node) for name, resource in RESOURCES.items()
 }
 
-ProgressCallback = Callable[[str, dict[str, Any]], None]
+
+class ResourceProgress(TypedDict, total=False):
+    """One resource's checkpoint in `sync_jobs.progress` (JSON, keyed by resource name).
+
+    Keys appear as the job reaches them, so older rows without some of them still load."""
+
+    cursor: str | None
+    count: int
+    done: bool
+    # Shopify's count for the job's window, or None when it was not available.
+    total: int | None
+    pages: int
+    # Set once a page proved too costly and was halved; resumed jobs keep the smaller size.
+    page_size: int
+    bulk_operation_id: str
+    # JSONL lines of the bulk result already applied (a resumed job skips them).
+    lines: int
+
+
+JobProgress = dict[str, ResourceProgress]
+ProgressCallback = Callable[[str, ResourceProgress], None]
 
 
 class SyncAlreadyRunning(Exception):
@@ -111,13 +131,7 @@ def page_size_for(resource: Resource) -> int:
 def validate_request(mode: str, resources: list[str] | None) -> list[str]:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    chosen = list(resources) if resources else list(RESOURCES)
-    unknown = [name for name in chosen if name not in RESOURCES]
-    if unknown or not chosen:
-        raise ValueError(
-            f"unknown resources {', '.join(unknown)}; choose from {', '.join(RESOURCES)}"
-        )
-    return list(dict.fromkeys(chosen))
+    return parse_resource_names(resources)
 
 
 async def create_sync_job(
@@ -261,7 +275,7 @@ class JobRun:
         self.env = env
         self.job = job
         self.tenant = tenant
-        self.progress: dict[str, Any] = json.loads(json.dumps(job.progress or {}))
+        self.progress: JobProgress = json.loads(json.dumps(job.progress or {}))
         self.on_progress = on_progress
         self.client = admin_client_for(env, tenant)
 
@@ -277,7 +291,9 @@ class JobRun:
     async def run(self) -> None:
         await self._check_shop()
         for name in self.job.resources:
-            state = self.progress.setdefault(name, {"cursor": None, "count": 0, "done": False})
+            state = self.progress.setdefault(
+                name, ResourceProgress(cursor=None, count=0, done=False)
+            )
             if state.get("done"):
                 continue
             if state.get("total") is None:
@@ -299,12 +315,12 @@ class JobRun:
         count = (data.get(resource.count_field) or {}).get("count")
         return int(count) if isinstance(count, int) else None
 
-    async def _pages(self, resource: Resource, state: dict[str, Any]) -> None:
-        model, normalize = TARGETS[resource.name]
+    async def _pages(self, resource: Resource, state: ResourceProgress) -> None:
+        model, normalize = resource.model, resource.normalize_node
         page_size = int(state.get("page_size") or page_size_for(resource))
         expected_cost = float(page_cost(resource, page_size))
-        while not state["done"]:
-            variables = {"first": page_size, "after": state["cursor"], "query": self.search}
+        while not state.get("done"):
+            variables = {"first": page_size, "after": state.get("cursor"), "query": self.search}
             try:
                 data = await self.client.execute(resource.page_query, variables, cost=expected_cost)
             except QueryTooCostly:
@@ -320,15 +336,15 @@ class JobRun:
             nodes = connection.get("nodes") or []
             page_info = connection.get("pageInfo") or {}
             records = _normalize_all(normalize, nodes, resource.name)
-            state["cursor"] = page_info.get("endCursor") or state["cursor"]
+            state["cursor"] = page_info.get("endCursor") or state.get("cursor")
             state["count"] = int(state.get("count", 0)) + len(records)
             state["pages"] = int(state.get("pages", 0)) + 1
             state["done"] = not page_info.get("hasNextPage")
             await self._checkpoint(model, records)
             self._report(resource.name, state)
 
-    async def _bulk(self, resource: Resource, state: dict[str, Any]) -> None:
-        model, normalize = TARGETS[resource.name]
+    async def _bulk(self, resource: Resource, state: ResourceProgress) -> None:
+        model, normalize = resource.model, resource.normalize_node
         operation_id = state.get("bulk_operation_id")
         if not operation_id:
             data = await self.client.execute(
@@ -370,7 +386,7 @@ class JobRun:
         model: type[ShopRecord],
         normalize: Callable[[Any], Record],
         name: str,
-        state: dict[str, Any],
+        state: ResourceProgress,
     ) -> None:
         """Stream the JSONL, upserting in batches; a resumed job skips the lines it applied."""
         applied = int(state.get("lines", 0))
@@ -402,7 +418,7 @@ class JobRun:
         model: type[ShopRecord],
         batch: list[Record],
         name: str,
-        state: dict[str, Any],
+        state: ResourceProgress,
         line_number: int,
     ) -> None:
         state["lines"] = max(int(state.get("lines", 0)), line_number)
@@ -435,9 +451,9 @@ class JobRun:
                 .execution_options(synchronize_session=False)
             )
 
-    def _report(self, name: str, state: dict[str, Any]) -> None:
+    def _report(self, name: str, state: ResourceProgress) -> None:
         if self.on_progress is not None:
-            self.on_progress(name, dict(state))
+            self.on_progress(name, ResourceProgress(**state))
 
 
 def normalize_node(normalize: Callable[[Any], Record], node: Any, name: str) -> Record:

@@ -31,6 +31,7 @@ from backfill.client import AdminClient, BackfillError
 from backfill.queries import RESOURCES
 from backfill.runner import BackfillEnvironment, admin_client_for, hold_shop_id
 from handlers import handled_topics
+from handlers.resources import resource_for_topic
 from handlers.shop_identity import COMPLIANCE_TOPICS
 from models import Tenant, WebhookSubscription, utcnow
 from models.statuses import TenantStatus
@@ -111,6 +112,10 @@ def rest_topic(enum: str) -> str:
 
 def topic_resource(topic: str) -> str | None:
     """The resource a topic's webhooks carry (`orders/paid` -> `orders`), if we sync it."""
+    resource = resource_for_topic(topic)
+    if resource is not None:
+        return resource.name
+    # Topics with a handler of their own (orders/edited) still carry their family's records.
     family = topic.partition("/")[0]
     return family if family in RESOURCES else None
 

@@ -5,18 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.context import EventContext
 from handlers.normalize import optional_shopify_id, parse_shopify_id
 from handlers.personal_data import mentions, scrub
+from handlers.resources import RESOURCES
 from models import (
+    ApiToken,
+    ApiTokenTenant,
+    Base,
     ComplianceRequest,
     Customer,
     Order,
-    Product,
-    SyncJob,
     Tenant,
     WebhookEvent,
     utcnow,
@@ -118,7 +120,8 @@ async def redact_personal_data(
         select(Customer).where(Customer.tenant_id == tenant_id, Customer.shopify_id == customer_id)
     )
     for row in customers:
-        row.email = row.first_name = row.last_name = row.phone = None
+        for column in RESOURCES["customers"].personal_fields:
+            setattr(row, column, None)
         row.raw = scrub(row.raw, identifiers)
     orders = await session.scalars(
         select(Order).where(
@@ -127,7 +130,8 @@ async def redact_personal_data(
         )
     )
     for order in orders:
-        order.email = None
+        for column in RESOURCES["orders"].personal_fields:
+            setattr(order, column, None)
         order.raw = scrub(order.raw, identifiers)
     requests = await session.scalars(
         select(ComplianceRequest).where(ComplianceRequest.tenant_id == tenant_id)
@@ -226,23 +230,42 @@ async def _tenant_payloads(
         after = batch[-1][0]
 
 
+def tenant_tables() -> list[Table]:
+    """Every table whose rows belong to one store (it has a `tenant_id` column), children
+    before the tables they reference: deleting in this order never trips a foreign key."""
+    return [table for table in reversed(Base.metadata.sorted_tables) if "tenant_id" in table.c]
+
+
 async def redact_shop(
     session: AsyncSession, context: EventContext, payload: dict[str, Any]
 ) -> None:
-    """Delete everything held for the shop; the tenant row stays, marked redacted."""
+    """Delete everything held for the shop, from every table with a `tenant_id` column.
+
+    What stays is evidence, with no personal data in it: the tenant row (marked redacted, its
+    credentials wiped), this shop/redact event and the compliance record written here.
+
+    API tokens scoped to the store are revoked, also those scoped to other stores as well:
+    the scope row must go (the store's data is gone), and a token left with no scope rows
+    would see every store (receiver.auth). Working as this one store, the handler cannot see
+    (and should not) a token's other scopes, so it cannot tell which tokens would be left
+    with none; revoking never widens access, and an operator issues a new token for the
+    remaining stores. A viewer's `user_tenants` row is simply deleted: a viewer with no rows
+    sees no store.
+    """
     tenant_id = context.tenant_id
-    for model in (Customer, Product, Order, ComplianceRequest, SyncJob):
-        await session.execute(
-            delete(model)
-            .where(model.tenant_id == tenant_id)
-            .execution_options(synchronize_session=False)
-        )
+    now = utcnow()
+    scoped_tokens = select(ApiTokenTenant.api_token_id).where(ApiTokenTenant.tenant_id == tenant_id)
     await session.execute(
-        delete(WebhookEvent)
-        .where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.id != context.webhook_event_id)
+        update(ApiToken)
+        .where(ApiToken.id.in_(scoped_tokens), ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
-    now = utcnow()
+    for table in tenant_tables():
+        statement = table.delete().where(table.c.tenant_id == tenant_id)
+        if table.name == WebhookEvent.__tablename__:
+            statement = statement.where(table.c.id != context.webhook_event_id)
+        await session.execute(statement.execution_options(synchronize_session=False))
     await session.execute(
         update(Tenant)
         .where(Tenant.id == tenant_id)

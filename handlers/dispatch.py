@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.context import EventContext
 from handlers.errors import error_text
+from handlers.resources import resource_for_topic
 from handlers.retries import backoff
 from handlers.shop_identity import (
     COMPLIANCE_TOPICS,
@@ -30,10 +31,6 @@ from models.statuses import EventStatus, TenantStatus
 from models.tenancy import use_tenant
 
 log = logging.getLogger("shopify_receiver.handlers")
-
-
-# The resource each data topic's body is, as its admin_graphql_api_id names it.
-TOPIC_RESOURCES = {"orders": "Order", "customers": "Customer", "products": "Product"}
 
 
 def body_misfit(topic: str, shop_domain: str, payload: dict[str, Any]) -> str | None:
@@ -55,23 +52,23 @@ def body_misfit(topic: str, shop_domain: str, payload: dict[str, Any]) -> str | 
         if not isinstance(edit, dict) or "order_id" not in edit:
             return f"{topic} body has no order_edit with an order_id"
         return None
-    family, _, action = topic.partition("/")
-    resource = TOPIC_RESOURCES.get(family)
-    if action == "purchasing_summary":
+    if topic == "customers/purchasing_summary":
         # A summary of the customer's purchases, not the customer: it names them by gid.
         return None if payload.get("customerId") else f"{topic} body has no customerId"
+    resource = resource_for_topic(topic)
     if resource is None:
         return None
+    typename = resource.typename
     if "id" not in payload:
         return f"{topic} body has no id"
     gid = payload.get("admin_graphql_api_id")
-    if isinstance(gid, str) and not gid.startswith(f"gid://shopify/{resource}/"):
-        return f"{topic} body is {gid.rsplit('/', 1)[0]!r}, not a {resource}"
-    if action == "delete":
+    if isinstance(gid, str) and not gid.startswith(f"gid://shopify/{typename}/"):
+        return f"{topic} body is {gid.rsplit('/', 1)[0]!r}, not a {typename}"
+    if topic in resource.delete_topics:
         # A deletion notice carries the id and little else; a whole record (a captured
         # create or update) re-sent as a delete would tombstone a live row.
         if "updated_at" in payload or "created_at" in payload:
-            return f"{topic} body is a whole {resource}, not a deletion notice"
+            return f"{topic} body is a whole {typename}, not a deletion notice"
         return None
     if "updated_at" not in payload:
         return f"{topic} body has no updated_at"

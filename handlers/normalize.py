@@ -423,3 +423,67 @@ def normalize_purchasing_summary(payload: Any) -> Record:
             payload["numberOfOrders"], "purchasing_summary.numberOfOrders"
         )
     return record
+
+
+_LOCATION_ADDRESS = (
+    "address1",
+    "address2",
+    "city",
+    "zip",
+    "province_code",
+    "country_code",
+    "phone",
+)
+_LOCATION_REST_SOURCES = {
+    "name": ("name",),
+    "active": ("active",),
+    **{column: (column,) for column in _LOCATION_ADDRESS},
+}
+_LOCATION_GRAPHQL_SOURCES = {
+    "name": ("name",),
+    "active": ("isActive",),
+    **{column: ("address",) for column in _LOCATION_ADDRESS},
+}
+# GraphQL's LocationAddress spells these in camelCase; REST has them at the top level.
+_LOCATION_GRAPHQL_ADDRESS = {
+    "address1": "address1",
+    "address2": "address2",
+    "city": "city",
+    "zip": "zip",
+    "province_code": "provinceCode",
+    "country_code": "countryCode",
+    "phone": "phone",
+}
+
+
+def _optional_bool(value: Any, field: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise PayloadError(f"{field}: expected true or false, got {type(value).__name__}")
+
+
+def normalize_location(payload: Any) -> Record:
+    """A location (locations/* webhooks, or a GraphQL `Location` node with its `address`).
+    The phone and address are the business's, not a person's."""
+    payload = _require_object(payload, "location")
+    record = _common(payload, "location")
+    if is_graphql_node(payload):
+        address = _mapping(payload.get("address"), "location.address")
+        record |= {
+            "name": optional_text(payload.get("name"), "location.name"),
+            "active": _optional_bool(payload.get("isActive"), "location.isActive"),
+        }
+        record |= {
+            column: optional_text(address.get(key), f"location.address.{key}")
+            for column, key in _LOCATION_GRAPHQL_ADDRESS.items()
+        }
+        return _present(record, payload, _LOCATION_GRAPHQL_SOURCES)
+    record |= {
+        "name": optional_text(payload.get("name"), "location.name"),
+        "active": _optional_bool(payload.get("active"), "location.active"),
+    }
+    record |= {
+        column: optional_text(payload.get(column), f"location.{column}")
+        for column in _LOCATION_ADDRESS
+    }
+    return _present(record, payload, _LOCATION_REST_SOURCES)

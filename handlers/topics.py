@@ -2,41 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.context import EventContext, Handler
-from handlers.normalize import (
-    Record,
-    normalize_customer,
-    normalize_order,
-    normalize_product,
-    normalize_purchasing_summary,
-    parse_shopify_id,
-    parse_timestamp,
-)
+from handlers.normalize import normalize_purchasing_summary, parse_shopify_id, parse_timestamp
 from handlers.records import apply_purchasing_summary, tombstone, upsert_records
-from models import Customer, Order, Product, ShopRecord, SyncJob, Tenant, utcnow
+from handlers.resources import Resource
+from models import Order, SyncJob, Tenant, utcnow
 from models.statuses import SyncStatus, TenantStatus
 from models.upsert import insert_on_conflict
 
 
-def _upsert_handler(model: type[ShopRecord], normalize: Callable[[Any], Record]) -> Handler:
+def upsert_handler(resource: Resource) -> Handler:
+    """The handler of a topic whose body is the whole record (REST-shaped)."""
+    model, normalize = resource.model, resource.normalize_rest
+
     async def handle(session: AsyncSession, context: EventContext, payload: dict[str, Any]) -> None:
         await upsert_records(
             session, model, context.tenant_id, [normalize(payload)], source="webhook"
         )
 
-    handle.__name__ = f"upsert_{model.__tablename__}"
+    handle.__name__ = f"upsert_{resource.name}"
     return handle
 
 
-def _delete_handler(model: type[ShopRecord]) -> Handler:
+def delete_handler(resource: Resource) -> Handler:
+    """The handler of a deletion notice: a tombstone, final (see `tombstone`)."""
+    model = resource.model
+
     async def handle(session: AsyncSession, context: EventContext, payload: dict[str, Any]) -> None:
-        shopify_id = parse_shopify_id(payload.get("id"), f"{model.__tablename__}.id")
+        shopify_id = parse_shopify_id(payload.get("id"), f"{resource.name}.id")
         await tombstone(
             session,
             model,
@@ -47,16 +45,8 @@ def _delete_handler(model: type[ShopRecord]) -> Handler:
             source="webhook",
         )
 
-    handle.__name__ = f"delete_{model.__tablename__}"
+    handle.__name__ = f"delete_{resource.name}"
     return handle
-
-
-upsert_orders = _upsert_handler(Order, normalize_order)
-delete_order = _delete_handler(Order)
-upsert_customers = _upsert_handler(Customer, normalize_customer)
-delete_customer = _delete_handler(Customer)
-upsert_products = _upsert_handler(Product, normalize_product)
-delete_product = _delete_handler(Product)
 
 
 async def record_purchasing_summary(

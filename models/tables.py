@@ -149,6 +149,23 @@ class Order(ShopRecord):
     edited_at: Mapped[datetime | None]
 
 
+class Location(ShopRecord):
+    """A place the store stocks, sells or ships from. Its phone and address are the
+    business's, not a customer's: not personal data."""
+
+    __tablename__ = "locations"
+
+    name: Mapped[str | None] = mapped_column(Text)
+    address1: Mapped[str | None] = mapped_column(Text)
+    address2: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(Text)
+    zip: Mapped[str | None] = mapped_column(String(32))
+    province_code: Mapped[str | None] = mapped_column(String(16))
+    country_code: Mapped[str | None] = mapped_column(String(8))
+    phone: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool | None]
+
+
 # The dashboard's revenue and orders-per-day windows read by store and time.
 Index("ix_orders_tenant_processed", Order.tenant_id, Order.processed_at)
 
@@ -390,4 +407,15 @@ class ReconcileRun(Base):
     finished_at: Mapped[datetime | None]
 
 
-SHOP_DATA_MODELS: tuple[type[ShopRecord], ...] = (Customer, Product, Order)
+# Every mapped shop-data table (a ShopRecord), found rather than listed: the resource registry
+# (handlers/resources.py) says what each one is.
+SHOP_DATA_MODELS: tuple[type[ShopRecord], ...] = tuple(
+    sorted(
+        (
+            mapper.class_
+            for mapper in Base.registry.mappers
+            if issubclass(mapper.class_, ShopRecord)
+        ),
+        key=lambda model: str(model.__tablename__),
+    )
+)

@@ -16,19 +16,16 @@ from contextlib import asynccontextmanager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-# Tables whose rows carry tenant_id and are guarded by the tenant_isolation policy.
-TENANT_TABLES = (
-    "customers",
-    "products",
-    "orders",
-    "webhook_events",
-    "sync_jobs",
-    "compliance_requests",
-    "user_tenants",
-    "webhook_subscriptions",
-    "api_token_tenants",
-    "reconcile_runs",
-)
+from models.tables import Base
+
+
+def _tenant_tables() -> tuple[str, ...]:
+    return tuple(table.name for table in Base.metadata.sorted_tables if "tenant_id" in table.c)
+
+
+# Tables whose rows carry tenant_id and are guarded by the tenant_isolation policy: every
+# table of the metadata with that column, so a new table cannot be forgotten here.
+TENANT_TABLES = _tenant_tables()
 
 _SCOPE = text(
     "SELECT set_config('app.tenant_id', :tenant, true), "
@@ -80,7 +77,9 @@ async def rls_bypass_reason(connection: AsyncConnection) -> str | None:
 
     A superuser and a BYPASSRLS role skip every policy; a role that owns a table (or inherits
     its owner's rights) skips that table's policy unless the table FORCEs row-level security;
-    and a table with row-level security disabled has no policy to apply."""
+    and a table with row-level security disabled has no policy to apply. The tables checked
+    are those of the database with a `tenant_id` column, and those the models declare (a
+    table missing from the database fails the schema check, not this one)."""
     if connection.dialect.name != "postgresql":
         return None
     role = (
@@ -100,7 +99,9 @@ async def rls_bypass_reason(connection: AsyncConnection) -> str | None:
                 "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, "
                 "pg_has_role(current_user, c.relowner, 'USAGE') AS owns "
                 "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = current_schema() AND c.relname = ANY(:tables) "
+                "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND ("
+                "c.relname = ANY(:tables) OR EXISTS (SELECT 1 FROM pg_attribute a "
+                "WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)) "
                 "ORDER BY c.relname"
             ),
             {"tables": list(TENANT_TABLES)},

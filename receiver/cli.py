@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from handlers import handled_topics
 from handlers.compliance import export_customer
 from handlers.events import replay_events
+from handlers.resources import RESOURCES, parse_resource_names, reconciled_names
 from handlers.shop_identity import DESTRUCTIVE_TOPICS
 from models import (
     Tenant,
@@ -326,6 +327,33 @@ def send_test_webhook(topic: str, shop: str, url: str, payload_file: str | None)
         sys.exit(1)
 
 
+class ResourceList(click.ParamType[list[str]]):
+    """A comma-separated choice of the registry's resources (`orders,customers`), checked like
+    click.Choice: an unknown name is a usage error listing the valid ones."""
+
+    name = "resources"
+
+    def __init__(self, choices: list[str]) -> None:
+        self.choices = choices
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, list):
+            return value
+        try:
+            return parse_resource_names(str(value), among=self.choices)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + ",".join(self.choices) + "]"
+
+
+def _resources_option(choices: list[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--resources", type=ResourceList(choices), default=",".join(choices), show_default=True
+    )
+
+
 def _values(choices: type[StrEnum]) -> list[str]:
     # Plain strings: click matches Enum choices by member name (FAILED), not by value.
     return [choice.value for choice in choices]
@@ -532,11 +560,11 @@ def tokens_create(name: str, read_only: bool, shops: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("shop")
-@click.option("--resources", default="customers,products,orders", show_default=True)
+@_resources_option(list(RESOURCES))
 @click.option(
     "--mode", type=click.Choice(_values(SyncMode)), default=SyncMode.FULL.value, show_default=True
 )
-def backfill(shop: str, resources: str, mode: str) -> None:
+def backfill(shop: str, resources: list[str], mode: str) -> None:
     """Pull a store's data now, in the foreground, with progress (same job as /api/sync).
 
     If the store already has a job that nobody is running (it was interrupted), that job is
@@ -548,7 +576,7 @@ def backfill(shop: str, resources: str, mode: str) -> None:
 
     settings = _settings()
     shop = _shop(shop)
-    chosen = [part.strip() for part in resources.split(",") if part.strip()]
+    chosen = resources
     printer = ProgressPrinter()
 
     async def run() -> tuple[int, str, str | None]:
@@ -581,7 +609,7 @@ def backfill(shop: str, resources: str, mode: str) -> None:
 
 @main.command("reconcile")
 @click.argument("shop")
-@click.option("--resources", default="customers,products,orders", show_default=True)
+@_resources_option(reconciled_names())
 @click.option("--dry-run", is_flag=True, help="Compare and report only; change nothing.")
 @click.option(
     "--full",
@@ -589,7 +617,7 @@ def backfill(shop: str, resources: str, mode: str) -> None:
     help="Re-pull and compare every record, not only drifted windows (slower; also finds "
     "fields changed without a new updated_at).",
 )
-def reconcile_command(shop: str, resources: str, dry_run: bool, full: bool) -> None:
+def reconcile_command(shop: str, resources: list[str], dry_run: bool, full: bool) -> None:
     """Compare Shopify's counts and watermarks with ours and repair drift.
 
     Exits 0 when the store is clean or was repaired, 1 when drift remains or the run failed.
@@ -601,7 +629,7 @@ def reconcile_command(shop: str, resources: str, dry_run: bool, full: bool) -> N
     settings = _settings()
     shop = _shop(shop)
     try:
-        chosen = validate_resources(part.strip() for part in resources.split(",") if part.strip())
+        chosen = validate_resources(resources)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--resources") from exc
     if full and dry_run:

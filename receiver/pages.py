@@ -21,7 +21,13 @@ from models import Tenant, utcnow
 from models.statuses import EventStatus, SyncMode
 from receiver.auth import Principal, csrf_valid, visible_tenants
 from receiver.services import Services
-from receiver.stats import CHART_DAYS, OrdersOnDay, counts_by_tenant, store_stats
+from receiver.stats import (
+    CHART_DAYS,
+    OrdersOnDay,
+    counted_resources,
+    counts_by_tenant,
+    store_stats,
+)
 from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain
 from receiver.web import page_principal, read_form, render, to_login
 
@@ -107,7 +113,11 @@ async def home(request: Request) -> Response:
         tenants = await visible_tenants(session, principal)
         counts = await counts_by_tenant(session, [tenant.id for tenant in tenants])
     stores = [{"tenant": tenant, "counts": counts[tenant.id]} for tenant in tenants]
-    return render(request, "home.html", {"principal": principal, "stores": stores})
+    return render(
+        request,
+        "home.html",
+        {"principal": principal, "stores": stores, "counted": _counted()},
+    )
 
 
 async def store_page(request: Request) -> Response:
@@ -140,8 +150,18 @@ async def store_page(request: Request) -> Response:
         "notices": [notice for notice in notices if notice],
         "modes": MODES,
         "resources": list(RESOURCES),
+        "counted": _counted(),
     }
     return render(request, "store.html", context)
+
+
+def _counted() -> list[tuple[str, str]]:
+    """(name, label) of each resource the dashboard counts, from the registry."""
+    return [
+        (resource.name, resource.dashboard.label)
+        for resource in counted_resources()
+        if resource.dashboard is not None
+    ]
 
 
 @dataclass(frozen=True)

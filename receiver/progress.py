@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from backfill.runner import ResourceProgress
+
 
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
@@ -20,7 +22,7 @@ class ProgressPrinter:
         self.current: str | None = None
         self.interactive = stream.isatty()
 
-    def __call__(self, resource: str, state: dict[str, Any]) -> None:
+    def __call__(self, resource: str, state: ResourceProgress) -> None:
         count = int(state.get("count", 0))
         now = self.clock()
         # Rate counts only this run's records: a resumed job starts from its checkpoint.

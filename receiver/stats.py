@@ -19,10 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from handlers.dispatch import last_received
+from handlers.resources import RESOURCES, Resource
 from models import (
-    Customer,
     Order,
-    Product,
     ReconcileRun,
     ShopRecord,
     SyncJob,
@@ -38,13 +37,15 @@ from receiver.auth import authenticate
 from receiver.errors import ApiError
 from receiver.services import Services
 
-
 # The document `GET /api/stats` answers and the store page renders: one typed shape, so a
 # renamed or missing key is a type error, not a blank cell on the dashboard.
-class Counts(TypedDict):
-    customers: int
-    products: int
-    orders: int
+# Live rows per resource the registry marks as counted on the dashboard (by resource name).
+Counts = dict[str, int]
+
+
+def counted_resources() -> list[Resource]:
+    """The resources whose live rows the dashboard counts, in registry order."""
+    return [resource for resource in RESOURCES.values() if resource.dashboard is not None]
 
 
 class OrdersOnDay(TypedDict):
@@ -239,17 +240,19 @@ async def _count(session: AsyncSession, model: type[ShopRecord], tenant_id: int)
 async def counts_by_tenant(
     session: AsyncSession, tenant_ids: list[int]
 ) -> dict[int, dict[str, int]]:
-    """Live (not tombstoned) customers, products and orders for several stores at once, and
+    """Live (not tombstoned) rows of each counted resource for several stores at once, and
     their dead events (the home page flags those stores)."""
+    counted = counted_resources()
     counts = {
-        tenant_id: {"customers": 0, "products": 0, "orders": 0, "dead_events": 0}
+        tenant_id: {**dict.fromkeys((r.name for r in counted), 0), "dead_events": 0}
         for tenant_id in tenant_ids
     }
     if not tenant_ids:
         return counts
     # One query for several stores; the ids were already filtered to what the caller may see.
     await use_all_tenants(session)
-    for name, model in (("customers", Customer), ("products", Product), ("orders", Order)):
+    for resource in counted:
+        name, model = resource.name, resource.model
         rows = await session.execute(
             select(model.tenant_id, func.count())
             .where(model.tenant_id.in_(tenant_ids), model.deleted_at.is_(None))
@@ -540,7 +543,7 @@ async def _sync_jobs(session: AsyncSession, tenant_id: int) -> list[dict[str, An
 async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> StoreStats:
     """Everything the store page shows, as JSON-ready values.
 
-    - counts: customers, products and orders that are not tombstoned (`deleted_at` is null).
+    - counts: live rows (`deleted_at` is null) of each resource the registry counts.
     - revenue: per currency, SUM(total_price) of orders that are neither deleted nor cancelled
       (`cancelled_at` is null), gross: refunds are not subtracted. Windows (all time, last 7
       and 30 days, measured back from `now`) use `processed_at`, falling back to
@@ -560,9 +563,8 @@ async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> S
     """
     await use_tenant(session, tenant.id)
     counts: Counts = {
-        "customers": await _count(session, Customer, tenant.id),
-        "products": await _count(session, Product, tenant.id),
-        "orders": await _count(session, Order, tenant.id),
+        resource.name: await _count(session, resource.model, tenant.id)
+        for resource in counted_resources()
     }
     return {
         "shop": tenant.shop_domain,

@@ -115,6 +115,17 @@ RECORD_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "products": ("title", "handle", "status", "vendor", "product_type", "tags"),
     "orders": ORDER_COLUMNS,
+    "locations": (
+        "name",
+        "address1",
+        "address2",
+        "city",
+        "zip",
+        "province_code",
+        "country_code",
+        "phone",
+        "active",
+    ),
 }
 
 

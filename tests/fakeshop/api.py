@@ -39,7 +39,12 @@ UNAUTHORIZED = {
     "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
 }
 GID = re.compile(r"^gid://shopify/(?P<type>\w+)/(?P<id>\d+)(?:\?.*)?$")
-TYPENAMES = {"Customer": "customers", "Product": "products", "Order": "orders"}
+TYPENAMES = {
+    "Customer": "customers",
+    "Product": "products",
+    "Order": "orders",
+    "Location": "locations",
+}
 
 
 @dataclass
@@ -268,6 +273,7 @@ QUERY_ROOT: dict[str, Any] = {
     "customer": _by_id("Customer"),
     "product": _by_id("Product"),
     "order": _by_id("Order"),
+    "location": _by_id("Location"),
     "bulkOperation": _by_id("BulkOperation"),
     "node": lambda info, id: _lookup(info.context, id),
     "nodes": lambda info, ids: [_lookup(info.context, i) for i in ids],

@@ -295,3 +295,40 @@ def order_node(
         "totalShippingPriceSet": money_bag(shipping, currency),
         "customer": customer,
     }
+
+
+CITIES = (
+    ("Ottawa", "ON", "CA", "K1P 1J1"), ("Toronto", "ON", "CA", "M5H 2N2"),
+    ("Portland", "OR", "US", "97205"), ("Austin", "TX", "US", "78701"),
+    ("Berlin", None, "DE", "10115"), ("Lyon", None, "FR", "69002"),
+)  # fmt: skip
+LOCATION_KINDS = ("Warehouse", "Shop", "Depot", "Pop-up", "Studio")
+
+
+def location_node(key: int, index: int, numeric_id: int, created: int, updated: int) -> Node:
+    """A store location; its phone and address are the business's."""
+    value = draw(key, index, 1)
+    city, province, country, postcode = pick(CITIES, value)
+    return {
+        "__typename": "Location",
+        "id": gid("Location", numeric_id),
+        "legacyResourceId": str(numeric_id),
+        "name": f"{city} {pick(LOCATION_KINDS, value >> 8)} {index + 1}",
+        "isActive": (value >> 16) % 10 != 0,
+        "isPrimary": index == 0,
+        "fulfillsOnlineOrders": True,
+        "address": {
+            "address1": f"{(value >> 20) % 900 + 100} Main Street",
+            "address2": f"Unit {(value >> 30) % 20 + 1}" if (value >> 36) % 3 == 0 else None,
+            "city": city,
+            "zip": postcode,
+            "provinceCode": province,
+            "countryCode": country,
+            "phone": f"+1555{(value >> 40) % 10_000_000:07d}",
+            "country": country,
+            "province": province,
+            "formatted": [city, country],
+        },
+        "createdAt": iso(created),
+        "updatedAt": iso(updated),
+    }

@@ -114,7 +114,33 @@ class RestRenderer:
             return self.customer(node)
         if resource == "products":
             return self.product(node)
+        if resource == "locations":
+            return self.location(node)
         raise KeyError(resource)
+
+    def location(self, node: Node) -> dict[str, Any]:
+        """A locations/create or locations/update body (REST `Location`)."""
+        shopify_id = numeric_id(node["id"])
+        address = node.get("address") or {}
+        return {
+            "id": shopify_id,
+            "name": node["name"],
+            "address1": address.get("address1"),
+            "address2": address.get("address2"),
+            "city": address.get("city"),
+            "zip": address.get("zip"),
+            "province": address.get("province"),
+            "country": address.get("countryCode"),
+            "phone": address.get("phone"),
+            "created_at": self._time(node["createdAt"]),
+            "updated_at": self._time(node["updatedAt"]),
+            "country_code": address.get("countryCode"),
+            "country_name": address.get("country"),
+            "province_code": address.get("provinceCode"),
+            "legacy": False,
+            "active": node["isActive"],
+            "admin_graphql_api_id": node["id"],
+        }
 
     @staticmethod
     def deleted(resource: str, shopify_id: int) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from .data import (
     draw,
     epoch,
     gid,
+    location_node,
     mix64,
     money,
     money_bag,
@@ -41,13 +42,14 @@ from .webhooks import WebhookEmitter
 CUSTOMER_ID_BASE = 7_400_000_000_000
 PRODUCT_ID_BASE = 8_600_000_000_000
 ORDER_ID_BASE = 5_900_000_000_000
+LOCATION_ID_BASE = 6_100_000_000_000
 DEFAULT_HISTORY = (
     datetime(2021, 1, 1, tzinfo=UTC),
     datetime(2025, 1, 1, tzinfo=UTC),
 )
 DEFAULT_CLIENT_ID = "fakeshop-client-id"
 DEFAULT_CLIENT_SECRET = "fakeshop-client-secret"
-RESOURCE_NAMES = ("customers", "products", "orders")
+RESOURCE_NAMES = ("customers", "products", "orders", "locations")
 
 
 @dataclass
@@ -98,6 +100,7 @@ class FakeStore:
         customers: int = 100,
         products: int = 50,
         orders: int = 1000,
+        locations: int = 3,
         currency: str = "USD",
         clock: Clock | None = None,
         history: tuple[datetime, datetime] = DEFAULT_HISTORY,
@@ -171,6 +174,20 @@ class FakeStore:
             build=self._build_order,
             fields=fields_of("Order"),
             aliases=self._order_aliases(),
+            clock=self.clock,
+        )
+        location_key = stream_key(seed, "locations")
+        self.locations = Resource(
+            typename="Location",
+            key=location_key,
+            base_id=LOCATION_ID_BASE,
+            count=locations,
+            history=span,
+            build=lambda r, i, c, u: location_node(location_key, i, r.base_id + i, c, u),
+            fields=fields_of("Location"),
+            aliases={
+                "active": lambda v: {"isActive": bool(v)},
+            },
             clock=self.clock,
         )
         self.bucket = LeakyBucket(self.clock, maximum_available, restore_rate, throttle)
@@ -293,6 +310,23 @@ class FakeStore:
 
     def order_node(self, index: int) -> Node | None:
         return self.orders.node(index)
+
+    def location_node(self, index: int) -> Node | None:
+        return self.locations.node(index)
+
+    def update_location(self, index: int, **fields: Any) -> Node:
+        node = self.locations.update(index, **fields)
+        self.webhooks.record_changed("locations", "update", index)
+        return node
+
+    def delete_location(self, index: int) -> None:
+        self.locations.delete(index)
+        self.webhooks.record_changed("locations", "delete", index)
+
+    def create_location(self, **fields: Any) -> int:
+        index = self.locations.create(**fields)
+        self.webhooks.record_changed("locations", "create", index)
+        return index
 
     def update_customer(self, index: int, **fields: Any) -> Node:
         node = self.customers.update(index, **fields)

@@ -51,6 +51,11 @@ TOPICS: dict[str, dict[Action, str]] = {
         "update": "products/update",
         "delete": "products/delete",
     },
+    "locations": {
+        "create": "locations/create",
+        "update": "locations/update",
+        "delete": "locations/delete",
+    },
 }
 # SHOPIFY.md: Shopify must connect within 1 s and have the whole response within 5 s.
 DELIVERY_TIMEOUT = httpx.Timeout(5.0, connect=1.0)

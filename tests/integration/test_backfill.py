@@ -155,7 +155,7 @@ async def test_incremental_pulls_only_what_changed_since_the_last_sync(shop):
     assert second.status == "succeeded"
     assert second.since is not None
     pulled = {name: state["count"] for name, state in second.progress.items()}
-    assert pulled == {"customers": 1, "products": 1, "orders": 1}
+    assert pulled == {"customers": 1, "products": 1, "orders": 1, "locations": 0}
     await assert_database_equals_store(shop)
 
 

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from backfill.queries import CUSTOMER_FIELDS, ORDER_FIELDS, PRODUCT_FIELDS
+from backfill.queries import RESOURCES as REGISTRY
 from backfill.runner import TARGETS, BackfillEnvironment, create_sync_job, run_sync_job
 from models import Order, SyncJob, Tenant, WebhookEvent
 from tests.conftest import APP_SECRET, Backend, ServedApp
@@ -47,12 +47,13 @@ TOPICS = [
     for action in actions
 ]
 # The node the backfill reads is the projection of the store's record on its selection.
-BACKFILL_FIELDS = {"customers": CUSTOMER_FIELDS, "products": PRODUCT_FIELDS, "orders": ORDER_FIELDS}
+BACKFILL_FIELDS = {name: resource.fields for name, resource in REGISTRY.items()}
 COMMON_COLUMNS = ("shopify_created_at", "shopify_updated_at")
 COMPARED = {
     "customers": (*RECORD_COLUMNS["customers"], "currency", *COMMON_COLUMNS),
     "products": (*RECORD_COLUMNS["products"], *COMMON_COLUMNS),
     "orders": (*RECORD_COLUMNS["orders"], *COMMON_COLUMNS),
+    "locations": (*RECORD_COLUMNS["locations"], *COMMON_COLUMNS),
 }
 
 
@@ -235,7 +236,8 @@ class Handoff:
 def simulator() -> Iterator[tuple[FakeStore, ManualClock, FakeShopServer]]:
     # Virtual time for the bucket, the client's pacing and the records' updated_at.
     clock = ManualClock(start=datetime.now(UTC))
-    store = FakeStore(SHOP, seed=23, clock=clock, **SIZES)
+    # No locations: this test interleaves webhooks with the pages of the three above.
+    store = FakeStore(SHOP, seed=23, clock=clock, locations=0, **SIZES)
     with FakeShopServer(store) as server:
         yield store, clock, server
     store.webhooks.disable()

@@ -317,7 +317,7 @@ async def test_stats_match_what_is_stored(backend, sign_in):
     assert response.headers["cache-control"] == "no-store"
     stats = response.json()
     assert stats["shop"] == SHOP
-    assert stats["counts"] == {"customers": 2, "products": 1, "orders": 7}
+    assert stats["counts"] == {"customers": 2, "products": 1, "orders": 7, "locations": 0}
     assert stats["revenue"] == [
         {"currency": "EUR", "all_time": "17.10", "last_7_days": "10.10", "last_30_days": "17.10"},
         {

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backfill.queries import RESOURCES
 from backfill.reconcile import reconcile, reconcile_due_stores
 from backfill.runner import TARGETS, BackfillEnvironment, create_sync_job, run_sync_job
+from handlers.resources import reconciled_names
 from models import (
     Customer,
     Order,
@@ -225,7 +226,7 @@ async def test_reconcile_finds_and_repairs_drift_on_both_sides(shop: Shop) -> No
     dry = await shop.reconcile(repair=False)
     assert dry.status == "drift", dry.report
     assert await rows_of(shop.backend, tenant_id) == before  # a dry run writes nothing
-    assert all(dry.report[name]["drifted_windows"] > 0 for name in RESOURCES)
+    assert all(dry.report[name]["drifted_windows"] > 0 for name in reconciled_names())
 
     run = await shop.reconcile()
     assert (run.status, run.error) == ("repaired", None), run.report

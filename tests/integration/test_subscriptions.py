@@ -106,7 +106,7 @@ async def test_sync_subscribes_every_handled_topic_and_records_shopify_list(shop
     assert {(s.uri, s.format, s.filter) for s in at_shopify} == {(URI, "JSON", None)}
     assert "SHOP_REDACT" not in {s.topic for s in at_shopify}
     assert sorted(report.created) == sorted(INTENDED_TOPICS)
-    assert report.missing_resources() == ["customers", "products", "orders"]
+    assert report.missing_resources() == ["customers", "products", "orders", "locations"]
     assert report.errors == []
 
     recorded = await shop.recorded()

@@ -215,7 +215,7 @@ def test_reconcile_documents_validate_against_the_real_schema(server: FakeShopSe
     assert [scope["handle"] for scope in scopes["accessScopes"]] == [
         "read_orders", "read_all_orders"
     ]  # fmt: skip
-    for resource in RESOURCES.values():
+    for resource in [r for r in RESOURCES.values() if r.reconciled]:  # watermarks: UPDATED_AT
         for document in (summary_query(resource), counts_query(resource, 3), nodes_query(resource)):
             checked = check_document(document)
             assert checked.errors == (), (document, checked.errors)

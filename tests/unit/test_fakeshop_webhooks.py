@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from backfill.queries import CUSTOMER_FIELDS, ORDER_FIELDS, PRODUCT_FIELDS, RESOURCES
+from backfill.queries import ORDER_FIELDS, RESOURCES
 from handlers.normalize import (
     Record,
     normalize_customer,
@@ -38,9 +38,10 @@ NORMALIZERS: dict[str, Callable[[Any], Record]] = {
     "orders": normalize_order,
     "customers": normalize_customer,
     "products": normalize_product,
+    "locations": RESOURCES["locations"].normalize_rest,
 }
 # What the backfill selects: the GraphQL side of the comparison is the node it really reads.
-BACKFILL_FIELDS = {"orders": ORDER_FIELDS, "customers": CUSTOMER_FIELDS, "products": PRODUCT_FIELDS}
+BACKFILL_FIELDS = {name: resource.fields for name, resource in RESOURCES.items()}
 # GraphQL fulfilment statuses with no REST counterpart: REST says null for them (see
 # test_rest_and_graphql_agree_on_in_progress_and_on_hold_orders).
 NO_REST_FULFILLMENT = {"IN_PROGRESS", "ON_HOLD"}

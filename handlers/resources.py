@@ -1,0 +1,261 @@
+"""The resource registry: one declaration per Shopify resource we keep a copy of.
+
+Everything that used to list customers, products and orders by hand reads these entries:
+the backfill's page and bulk queries and their cost, reconcile's count and by-id queries, the
+topic table's data topics and dispatch's body checks, redaction of personal data, the
+dashboard's counts and the CLI's `--resources` choices. Adding a resource is one entry here,
+its table and migration, and its normaliser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from handlers.normalize import (
+    Record,
+    normalize_customer,
+    normalize_location,
+    normalize_order,
+    normalize_product,
+)
+from models import Customer, Location, Order, Product, ShopRecord
+
+PAGE_INFO = "pageInfo { hasNextPage endCursor }"
+
+Normalizer = Callable[[Any], Record]
+
+
+@dataclass(frozen=True)
+class DashboardCount:
+    """The dashboard shows this resource's live (not tombstoned) rows under `label`."""
+
+    label: str
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One Shopify resource: where it is stored, how its payloads read, how it is fetched."""
+
+    # Also the connection field on QueryRoot (`orders(first:...)`) and the table name.
+    name: str
+    model: type[ShopRecord]
+    # REST-shaped webhook bodies and GraphQL nodes; one function may serve both (DESIGN 5).
+    normalize_rest: Normalizer
+    normalize_node: Normalizer
+    # The GraphQL node selection, in Shopify's real field names (the simulator validates
+    # them against the real schema); it asks for what the normaliser reads.
+    fields: str
+    # Objects per node as Shopify counts them (each object 1, scalars 0): it sizes pages so a
+    # query stays under the 1,000-point single-query limit.
+    node_cost: int
+    # `gid://shopify/<typename>/<id>`; also the `... on <typename>` of a by-id query.
+    typename: str
+    # Topics whose body is the whole record (upserted) and whose body is a deletion notice.
+    upsert_topics: tuple[str, ...]
+    delete_topics: tuple[str, ...]
+    # Columns that hold a customer's personal data: customers/redact clears them.
+    personal_fields: tuple[str, ...] = ()
+    # Tables whose rows belong to one record of this resource (none yet).
+    child_tables: tuple[str, ...] = ()
+    dashboard: DashboardCount | None = None
+    # Reconcile reads watermarks with `sortKey: UPDATED_AT`, which not every connection has.
+    reconciled: bool = True
+
+    @property
+    def table(self) -> str:
+        return str(self.model.__tablename__)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return self.upsert_topics + self.delete_topics
+
+    @property
+    def page_query(self) -> str:
+        return (
+            f"query Backfill($first: Int!, $after: String, $query: String) {{\n"
+            f"  {self.name}(first: $first, after: $after, query: $query, sortKey: ID) {{\n"
+            f"    {PAGE_INFO}\n"
+            f"    nodes {{{self.fields}    }}\n"
+            f"  }}\n"
+            f"}}\n"
+        )
+
+    @property
+    def count_query(self) -> str:
+        # limit: null asks for the exact count; the default stops counting at 10,000.
+        return (
+            "query Count($query: String) {\n"
+            f"  {self.count_field}(query: $query, limit: null) {{ count precision }}\n"
+            "}\n"
+        )
+
+    @property
+    def count_field(self) -> str:
+        return f"{self.name}Count"
+
+    def bulk_query(self, search: str | None = None) -> str:
+        """The inner query of bulkOperationRunQuery (connections as edges/node)."""
+        arguments = f'(query: "{search}")' if search else ""
+        return f"{{ {self.name}{arguments} {{ edges {{ node {{{self.fields}}} }} }} }}"
+
+
+CUSTOMERS = Resource(
+    name="customers",
+    model=Customer,
+    normalize_rest=normalize_customer,
+    normalize_node=normalize_customer,
+    fields="""
+      id
+      firstName
+      lastName
+      state
+      createdAt
+      updatedAt
+      defaultEmailAddress { emailAddress }
+      defaultPhoneNumber { phoneNumber }
+      amountSpent { amount currencyCode }
+      numberOfOrders
+""",
+    node_cost=4,
+    typename="Customer",
+    upsert_topics=(
+        "customers/create",
+        "customers/update",
+        "customers/enable",
+        "customers/disable",
+    ),
+    delete_topics=("customers/delete",),
+    personal_fields=("email", "first_name", "last_name", "phone"),
+    dashboard=DashboardCount("Customers"),
+)
+
+PRODUCTS = Resource(
+    name="products",
+    model=Product,
+    normalize_rest=normalize_product,
+    normalize_node=normalize_product,
+    fields="""
+      id
+      title
+      handle
+      status
+      vendor
+      productType
+      tags
+      createdAt
+      updatedAt
+""",
+    node_cost=1,
+    typename="Product",
+    upsert_topics=("products/create", "products/update"),
+    delete_topics=("products/delete",),
+    dashboard=DashboardCount("Products"),
+)
+
+ORDERS = Resource(
+    name="orders",
+    model=Order,
+    normalize_rest=normalize_order,
+    normalize_node=normalize_order,
+    fields="""
+      id
+      name
+      email
+      createdAt
+      updatedAt
+      processedAt
+      cancelledAt
+      currencyCode
+      displayFinancialStatus
+      displayFulfillmentStatus
+      totalPriceSet { shopMoney { amount currencyCode } }
+      subtotalPriceSet { shopMoney { amount currencyCode } }
+      customer { id }
+""",
+    node_cost=6,
+    typename="Order",
+    upsert_topics=(
+        "orders/create",
+        "orders/updated",
+        "orders/paid",
+        "orders/cancelled",
+        "orders/fulfilled",
+        "orders/partially_fulfilled",
+    ),
+    delete_topics=("orders/delete",),
+    # An order's own email; addresses and phones live only in `raw`, scrubbed separately.
+    personal_fields=("email",),
+    dashboard=DashboardCount("Orders"),
+)
+
+LOCATIONS = Resource(
+    name="locations",
+    model=Location,
+    normalize_rest=normalize_location,
+    normalize_node=normalize_location,
+    fields="""
+      id
+      name
+      isActive
+      createdAt
+      updatedAt
+      address { address1 address2 city zip provinceCode countryCode phone }
+""",
+    node_cost=2,
+    typename="Location",
+    # LocationSortKeys has no UPDATED_AT; a store has a handful, which a backfill re-reads.
+    reconciled=False,
+    upsert_topics=("locations/create", "locations/update"),
+    delete_topics=("locations/delete",),
+    # The phone and address are the business's own: nothing for customers/redact to clear.
+    personal_fields=(),
+    dashboard=DashboardCount("Locations"),
+)
+
+RESOURCES: Mapping[str, Resource] = {
+    resource.name: resource for resource in (CUSTOMERS, PRODUCTS, ORDERS, LOCATIONS)
+}
+"""Every resource, in declaration order (the order backfills and reports run in)."""
+
+
+def resource_for_topic(topic: str) -> Resource | None:
+    """The resource whose record (or deletion notice) a topic's body is, if any."""
+    return _BY_TOPIC.get(topic)
+
+
+def reconciled_names() -> list[str]:
+    """The resources reconcile compares, in registry order."""
+    return [name for name, resource in RESOURCES.items() if resource.reconciled]
+
+
+def parse_resource_names(
+    names: str | list[str] | tuple[str, ...] | None, among: list[str] | None = None
+) -> list[str]:
+    """Chosen resource names (a comma-separated string or a list) checked against the
+    registry (or the names `among` it), without duplicates, in the order given; none chosen
+    means all of them. Raises ValueError naming the unknown ones and the valid choices."""
+    choices = among if among is not None else list(RESOURCES)
+    if isinstance(names, str):
+        names = [part.strip() for part in names.split(",") if part.strip()]
+    chosen = list(dict.fromkeys(names)) if names else list(choices)
+    unknown = [name for name in chosen if name not in choices]
+    if unknown:
+        raise ValueError(
+            f"unknown resources {', '.join(unknown)}; choose from {', '.join(choices)}"
+        )
+    return chosen
+
+
+def _topics_index() -> dict[str, Resource]:
+    index: dict[str, Resource] = {}
+    for resource in RESOURCES.values():
+        for topic in resource.topics:
+            if topic in index:
+                raise RuntimeError(f"topic {topic} is declared by two resources")
+            index[topic] = resource
+    return index
+
+
+_BY_TOPIC = _topics_index()
