@@ -73,3 +73,41 @@ async def test_upgrading_a_database_with_data_keeps_every_row(empty_database):
     finally:
         await engine.dispose()
     assert counts == dict.fromkeys(rows, 1)
+
+
+async def test_events_that_failed_before_retries_existed_are_due_after_the_upgrade(empty_database):
+    await asyncio.to_thread(migrations.upgrade, empty_database, "0007")
+    engine = create_engine(empty_database)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO tenants (id, shop_domain, status, credentials_status, "
+                    "created_at, updated_at) VALUES (1, 'a.myshopify.com', 'active', 'ok', "
+                    ":now, :now)"
+                ),
+                {"now": datetime.now(UTC)},
+            )
+            for key, status in (("failed-1", "failed"), ("done-1", "processed")):
+                await connection.execute(
+                    text(
+                        "INSERT INTO webhook_events (tenant_id, shop_domain, topic, dedupe_key, "
+                        "received_at, status, attempts, duplicate_count) VALUES (1, "
+                        "'a.myshopify.com', 'orders/create', :key, :now, :status, 1, 0)"
+                    ),
+                    {"key": key, "now": datetime.now(UTC), "status": status},
+                )
+        await engine.dispose()
+        await asyncio.to_thread(migrations.upgrade, empty_database, "head")
+        async with engine.connect() as connection:
+            due = dict(
+                (
+                    await connection.execute(
+                        text("SELECT dedupe_key, next_attempt_at FROM webhook_events")
+                    )
+                ).all()
+            )
+    finally:
+        await engine.dispose()
+    assert due["failed-1"] is not None  # the retry sweep takes it
+    assert due["done-1"] is None

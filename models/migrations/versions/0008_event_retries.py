@@ -30,6 +30,10 @@ def upgrade() -> None:
         batch.create_check_constraint("ck_webhook_events_status", _check(NEW_STATUSES))
         # When a `failed` event is next applied again; NULL: never (any other status).
         batch.add_column(sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True))
+    # Events that failed before retries existed are due at once: the sweep takes them from here.
+    op.execute(
+        "UPDATE webhook_events SET next_attempt_at = CURRENT_TIMESTAMP WHERE status = 'failed'"
+    )
     # The retry sweep: failed events whose time has come, across stores, soonest first.
     op.create_index(
         "ix_webhook_events_retry",
