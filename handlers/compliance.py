@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from handlers.context import EventContext
 from handlers.normalize import optional_shopify_id, parse_shopify_id
 from handlers.personal_data import mentions, scrub
-from handlers.resources import RESOURCES
+from handlers.resources import RESOURCES, Resource
 from models import (
     ApiToken,
     ApiTokenTenant,
@@ -129,10 +129,16 @@ async def redact_personal_data(
             _orders_of(customer_id, order_ids, identifiers),
         )
     )
+    redacted_orders = set(order_ids)
     for order in orders:
         for column in RESOURCES["orders"].personal_fields:
             setattr(order, column, None)
         order.raw = scrub(order.raw, identifiers)
+        redacted_orders.add(order.shopify_id)
+    await _redact_children(session, RESOURCES["customers"], tenant_id, [customer_id], identifiers)
+    await _redact_children(
+        session, RESOURCES["orders"], tenant_id, sorted(redacted_orders), identifiers
+    )
     requests = await session.scalars(
         select(ComplianceRequest).where(ComplianceRequest.tenant_id == tenant_id)
     )
@@ -171,6 +177,32 @@ async def redact_personal_data(
                 .execution_options(synchronize_session=False)
             )
     await session.flush()
+
+
+async def _redact_children(
+    session: AsyncSession,
+    resource: Resource,
+    tenant_id: int,
+    owners: list[int],
+    identifiers: set[str],
+) -> None:
+    """The children of these records: personal columns emptied, payloads scrubbed. A child
+    that is personal data as a whole (an address) keeps only its id in `raw`."""
+    for child in resource.child_sets:
+        model = child.model
+        owner = getattr(model, child.owner_key or child.parent_key)
+        for start in range(0, len(owners), 1000):
+            rows = await session.scalars(
+                select(model).where(
+                    model.tenant_id == tenant_id, owner.in_(owners[start : start + 1000])
+                )
+            )
+            for row in rows:
+                for column in child.personal_fields:
+                    setattr(row, column, None)
+                row.raw = (
+                    {"id": row.shopify_id} if child.personal_fields else scrub(row.raw, identifiers)
+                )
 
 
 # Where an order's JSON holds a phone number (REST and GraphQL spellings).

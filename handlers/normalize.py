@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -285,6 +286,7 @@ def normalize_customer(payload: Any) -> Record:
             "currency": currency,
             "orders_count": parse_count(payload.get("numberOfOrders"), "customer.numberOfOrders"),
         }
+        record |= read_fields(payload, CUSTOMER_FIELDS, "customer", graphql=True)
         return _present(record, payload, _CUSTOMER_GRAPHQL_SOURCES)
     # REST: older versions send `total_spent` (string) and `orders_count`, newer ones may send
     # `amount_spent` as a money object; accept both.
@@ -305,6 +307,7 @@ def normalize_customer(payload: Any) -> Record:
         "currency": currency or optional_text(payload.get("currency"), "customer.currency"),
         "orders_count": parse_count(payload.get("orders_count"), "customer.orders_count"),
     }
+    record |= read_fields(payload, CUSTOMER_FIELDS, "customer", graphql=False)
     return _present(record, payload, _CUSTOMER_REST_SOURCES)
 
 
@@ -335,7 +338,8 @@ def normalize_product(payload: Any) -> Record:
         ),
         "tags": normalize_tags(payload.get("tags")),
     }
-    return _present(record, payload, _PRODUCT_SOURCES)
+    _present(record, payload, _PRODUCT_SOURCES)
+    return record | read_fields(payload, PRODUCT_FIELDS, "product", graphql=graphql)
 
 
 # GraphQL's displayFulfillmentStatus spelled the way REST's fulfillment_status is. REST knows
@@ -373,7 +377,8 @@ def normalize_order(payload: Any) -> Record:
             "cancelled_at": parse_timestamp(payload.get("cancelledAt"), "order.cancelledAt"),
             "processed_at": parse_timestamp(payload.get("processedAt"), "order.processedAt"),
         }
-        return _present(record, payload, _ORDER_GRAPHQL_SOURCES)
+        _present(record, payload, _ORDER_GRAPHQL_SOURCES)
+        return record | read_fields(payload, ORDER_FIELDS, "order", graphql=True)
     customer = _mapping(payload.get("customer"), "order.customer")
     total = parse_money(payload.get("total_price"), "order.total_price")
     if total is None:
@@ -395,7 +400,8 @@ def normalize_order(payload: Any) -> Record:
         "cancelled_at": parse_timestamp(payload.get("cancelled_at"), "order.cancelled_at"),
         "processed_at": parse_timestamp(payload.get("processed_at"), "order.processed_at"),
     }
-    return _present(record, payload, _ORDER_REST_SOURCES)
+    _present(record, payload, _ORDER_REST_SOURCES)
+    return record | read_fields(payload, ORDER_FIELDS, "order", graphql=False)
 
 
 def normalize_purchasing_summary(payload: Any) -> Record:
@@ -487,3 +493,142 @@ def normalize_location(payload: Any) -> Record:
         for column in _LOCATION_ADDRESS
     }
     return _present(record, payload, _LOCATION_REST_SOURCES)
+
+
+# -- Columns read by declaration ------------------------------------------------------------
+# Most columns are one value at one path of the payload, parsed one way. Declaring them keeps
+# the REST and GraphQL readings of a column side by side, and absent-is-not-null in one place.
+
+Parse = Callable[[Any, str], Any]
+
+
+@dataclass(frozen=True)
+class Field:
+    """Column `column` is `parse(value at rest)` in a REST body and `parse(value at node)` in a
+    GraphQL node (dotted paths; None: that shape does not carry it). A key of the path that
+    is missing leaves the column out (absent is not null); a null on the way writes NULL
+    (`shipping_address: null` empties the shipping country)."""
+
+    column: str
+    rest: str | None
+    node: str | None
+    parse: Parse
+
+
+def read_fields(
+    payload: Mapping[str, Any], fields: tuple[Field, ...], resource: str, *, graphql: bool
+) -> Record:
+    record: Record = {}
+    for field in fields:
+        path = field.node if graphql else field.rest
+        if path is None:
+            continue
+        value: Any = payload
+        for part in path.split("."):
+            if value is None:
+                break
+            container = _mapping(value, f"{resource}.{path}")
+            if part not in container:
+                break
+            value = container[part]
+        else:
+            record[field.column] = field.parse(value, f"{resource}.{path}")
+            continue
+        if value is None:
+            record[field.column] = None
+    return record
+
+
+def parse_bool(value: Any, field: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise PayloadError(f"{field}: expected true or false, got {type(value).__name__}")
+
+
+def text_list(value: Any, field: str) -> list[str] | None:
+    """A list of strings (tracking numbers, urls); a lone string is a list of one."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise PayloadError(f"{field}: expected a list, got {type(value).__name__}")
+    return [text for item in value if (text := optional_text(item, field))]
+
+
+def whole_count(value: Any, field: str) -> int | None:
+    """A quantity that may be negative (stock can be oversold)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(f"{field}: expected a whole number, got {value!r}")
+    if abs(value) > MAX_SHOPIFY_ID:
+        raise PayloadError(f"{field}: {value} is out of range")
+    return value
+
+
+def gid_or_id(value: Any, field: str) -> int | None:
+    """An id given as a number, a gid string, or a GraphQL `{ id }` object."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return optional_shopify_id(value, field)
+
+
+def _order_fields() -> tuple[Field, ...]:
+    money = parse_money
+    return (
+        Field("presentment_currency", "presentment_currency", "presentmentCurrencyCode",
+              optional_text),
+        Field("total_price_presentment", "total_price_set.presentment_money.amount",
+              "totalPriceSet.presentmentMoney.amount", money),
+        Field("current_total_price", "current_total_price",
+              "currentTotalPriceSet.shopMoney.amount", money),
+        Field("total_tax", "total_tax", "totalTaxSet.shopMoney.amount", money),
+        Field("total_discounts", "total_discounts", "totalDiscountsSet.shopMoney.amount", money),
+        Field("tags", "tags", "tags", normalize_tags),
+        Field("note", "note", "note", optional_text),
+        Field("cancel_reason", "cancel_reason", "cancelReason", lower_enum),
+        Field("closed_at", "closed_at", "closedAt", parse_timestamp),
+        Field("source_name", "source_name", "sourceName", optional_text),
+        Field("test", "test", "test", parse_bool),
+        Field("shipping_country_code", "shipping_address.country_code",
+              "shippingAddress.countryCodeV2", optional_text),
+        Field("shipping_province_code", "shipping_address.province_code",
+              "shippingAddress.provinceCode", optional_text),
+    )  # fmt: skip
+
+
+ORDER_FIELDS = _order_fields()
+
+def marketing_state(value: Any, field: str) -> str | None:
+    """REST's consent states; the phone number's newer GraphQL consent says NEVER_SUBSCRIBED
+    where REST and the older enums say not_subscribed."""
+    state = lower_enum(value, field)
+    return "not_subscribed" if state == "never_subscribed" else state
+
+
+CUSTOMER_FIELDS = (
+    Field("tags", "tags", "tags", normalize_tags),
+    Field("note", "note", "note", optional_text),
+    Field("verified_email", "verified_email", "verifiedEmail", parse_bool),
+    # Consent moved onto the email address and phone number in GraphQL; REST keeps the
+    # customer-level objects.
+    Field("email_marketing_state", "email_marketing_consent.state",
+          "defaultEmailAddress.marketingState", lower_enum),
+    Field("email_marketing_opt_in_level", "email_marketing_consent.opt_in_level",
+          "defaultEmailAddress.marketingOptInLevel", lower_enum),
+    Field("email_marketing_updated_at", "email_marketing_consent.consent_updated_at",
+          "defaultEmailAddress.marketingUpdatedAt", parse_timestamp),
+    Field("sms_marketing_state", "sms_marketing_consent.state",
+          "defaultPhoneNumber.smsMarketingConsent.state", marketing_state),
+    Field("sms_marketing_opt_in_level", "sms_marketing_consent.opt_in_level",
+          "defaultPhoneNumber.smsMarketingConsent.optInLevel", lower_enum),
+    Field("sms_marketing_updated_at", "sms_marketing_consent.consent_updated_at",
+          "defaultPhoneNumber.smsMarketingConsent.updatedAt", parse_timestamp),
+)  # fmt: skip
+
+PRODUCT_FIELDS = (
+    Field("published_at", "published_at", "publishedAt", parse_timestamp),
+    # REST product bodies name the category by its taxonomy gid and full name like GraphQL.
+    Field("category", "category.full_name", "category.fullName", optional_text),
+)

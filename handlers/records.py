@@ -49,13 +49,38 @@ async def upsert_records(
     cannot both read "older" and then overwrite each other. One prepared statement run for
     every row is about four times faster than one statement with a VALUES row per record.
     """
+    return len(await _upsert(session, model, tenant_id, records, source=source, returning=False))
+
+
+async def upsert_applied(
+    session: AsyncSession,
+    model: type[ShopRecord],
+    tenant_id: int,
+    records: Iterable[Record],
+    *,
+    source: str,
+) -> set[int]:
+    """`upsert_records`, answering which ids it wrote: a record refused as older than the
+    stored row, or for a tombstone, is not among them (their children must not be written)."""
+    return set(await _upsert(session, model, tenant_id, records, source=source, returning=True))
+
+
+async def _upsert(
+    session: AsyncSession,
+    model: type[ShopRecord],
+    tenant_id: int,
+    records: Iterable[Record],
+    *,
+    source: str,
+    returning: bool,
+) -> list[int]:
     now = utcnow()
     rows = [
         {**record, "tenant_id": tenant_id, "source": source, "synced_at": now}
         for record in _newest_per_id(records)
     ]
     if not rows:
-        return 0
+        return []
     # Records lack the columns their payload lacked (absent is not null), and one executemany
     # needs one column set: one statement per set, in id order within each. A backfill page
     # comes from one query, so it is one set and still one executemany.
@@ -64,9 +89,18 @@ async def upsert_records(
         groups.setdefault(tuple(sorted(row)), []).append(row)
     # Core, on the session's connection: the ORM's execute path costs more CPU than the write.
     connection = await session.connection()
+    if not returning:
+        for names, group in groups.items():
+            await connection.execute(_upsert_statement(session, model, names), group)
+        return [row["shopify_id"] for row in rows]
+    # RETURNING lists only the rows the INSERT ... ON CONFLICT DO UPDATE WHERE wrote.
+    written: list[int] = []
+    id_column = model.__table__.c.shopify_id
     for names, group in groups.items():
-        await connection.execute(_upsert_statement(session, model, names), group)
-    return len(rows)
+        statement = _upsert_statement(session, model, names).returning(id_column)
+        result = await connection.execute(statement, group)
+        written.extend(result.scalars().all())
+    return written
 
 
 _UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}

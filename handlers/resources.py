@@ -13,14 +13,40 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from handlers.children import ChildSet
 from handlers.normalize import (
     Record,
     normalize_customer,
     normalize_location,
     normalize_order,
     normalize_product,
+    optional_shopify_id,
 )
-from models import Customer, Location, Order, Product, ShopRecord
+from handlers.normalize_children import (
+    ADDRESS_COLUMNS,
+    normalize_address,
+    normalize_fulfillment,
+    normalize_line_item,
+    normalize_refund,
+    normalize_refund_line_item,
+    normalize_transaction,
+    normalize_variant,
+    product_option_names,
+)
+from models import (
+    Customer,
+    CustomerAddress,
+    Fulfillment,
+    Location,
+    Order,
+    OrderLineItem,
+    OrderRefund,
+    OrderRefundLineItem,
+    OrderTransaction,
+    Product,
+    ProductVariant,
+    ShopRecord,
+)
 
 PAGE_INFO = "pageInfo { hasNextPage endCursor }"
 
@@ -57,8 +83,8 @@ class Resource:
     delete_topics: tuple[str, ...]
     # Columns that hold a customer's personal data: customers/redact clears them.
     personal_fields: tuple[str, ...] = ()
-    # Tables whose rows belong to one record of this resource (none yet).
-    child_tables: tuple[str, ...] = ()
+    # Rows that belong to one record of this resource, written with it (handlers/children).
+    children: tuple[ChildSet, ...] = ()
     dashboard: DashboardCount | None = None
     # Reconcile reads watermarks with `sortKey: UPDATED_AT`, which not every connection has.
     reconciled: bool = True
@@ -66,6 +92,17 @@ class Resource:
     @property
     def table(self) -> str:
         return str(self.model.__tablename__)
+
+    @property
+    def child_sets(self) -> tuple[ChildSet, ...]:
+        """Every kind of child, grandchildren included (a refund's line items)."""
+        found: list[ChildSet] = []
+        pending = list(self.children)
+        while pending:
+            child = pending.pop(0)
+            found.append(child)
+            pending.extend(child.children)
+        return tuple(found)
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -101,6 +138,115 @@ class Resource:
         return f"{{ {self.name}{arguments} {{ edges {{ node {{{self.fields}}} }} }} }}"
 
 
+_MONEY = "shopMoney { amount currencyCode }"
+
+REFUND_LINE_ITEMS = ChildSet(
+    model=OrderRefundLineItem,
+    parent_key="refund_shopify_id",
+    owner_key="order_shopify_id",
+    rest_key="refund_line_items",
+    node_key="refundLineItems",
+    normalize=lambda item, parent, graphql: normalize_refund_line_item(item, graphql=graphql),
+    node_fields=f"""
+          id quantity restockType lineItem {{ id }} location {{ id }}
+          subtotalSet {{ {_MONEY} }} totalTaxSet {{ {_MONEY} }}""",
+    connection=True,
+    first=25,
+)
+
+ORDER_CHILDREN = (
+    ChildSet(
+        model=OrderLineItem,
+        parent_key="order_shopify_id",
+        rest_key="line_items",
+        node_key="lineItems",
+        normalize=lambda item, parent, graphql: normalize_line_item(item, graphql=graphql),
+        node_fields=f"""
+          id sku title variantTitle vendor quantity currentQuantity taxable requiresShipping
+          isGiftCard unfulfilledQuantity fulfillmentStatus product {{ id }} variant {{ id }}
+          originalUnitPriceSet {{ {_MONEY} }} totalDiscountSet {{ {_MONEY} }}""",
+        connection=True,
+        first=25,
+    ),
+    ChildSet(
+        model=OrderRefund,
+        parent_key="order_shopify_id",
+        rest_key="refunds",
+        node_key="refunds",
+        normalize=lambda item, parent, graphql: normalize_refund(item, graphql=graphql),
+        node_fields=f"""
+          id createdAt note processedAt totalRefundedSet {{ {_MONEY} }}""",
+        first=10,
+        children=(REFUND_LINE_ITEMS,),
+    ),
+    ChildSet(
+        model=OrderTransaction,
+        parent_key="order_shopify_id",
+        rest_key="transactions",
+        node_key="transactions",
+        normalize=lambda item, parent, graphql: normalize_transaction(item, graphql=graphql),
+        node_fields=f"""
+          id kind status gateway processedAt createdAt errorCode test
+          parentTransaction {{ id }} amountSet {{ {_MONEY} }}""",
+        first=10,
+    ),
+    ChildSet(
+        model=Fulfillment,
+        parent_key="order_shopify_id",
+        rest_key="fulfillments",
+        node_key="fulfillments",
+        normalize=lambda item, parent, graphql: normalize_fulfillment(item, graphql=graphql),
+        node_fields="""
+          id name status displayStatus createdAt updatedAt location { id }
+          trackingInfo { company number url }""",
+        first=10,
+    ),
+)
+
+PRODUCT_VARIANTS = ChildSet(
+    model=ProductVariant,
+    parent_key="product_shopify_id",
+    rest_key="variants",
+    node_key="variants",
+    normalize=lambda item, parent, graphql: normalize_variant(
+        item, graphql=graphql, option_names=None if graphql else product_option_names(parent)
+    ),
+    node_fields="""
+          id title sku barcode price compareAtPrice position inventoryQuantity taxable
+          createdAt updatedAt selectedOptions { name value } inventoryItem { id }""",
+    connection=True,
+    first=50,
+)
+
+
+def _address(item: Any, parent: Mapping[str, Any], graphql: bool) -> Record:
+    default = parent.get("defaultAddress") if graphql else None
+    default_id = default.get("id") if isinstance(default, Mapping) else None
+    return normalize_address(
+        item,
+        graphql=graphql,
+        default_id=None if default_id is None else _numeric(default_id),
+    )
+
+
+def _numeric(gid: Any) -> int | None:
+    return optional_shopify_id(gid, "customer.defaultAddress.id")
+
+
+CUSTOMER_ADDRESSES = ChildSet(
+    model=CustomerAddress,
+    parent_key="customer_shopify_id",
+    rest_key="addresses",
+    node_key="addressesV2",
+    normalize=_address,
+    node_fields="""
+          id firstName lastName name company address1 address2 city province provinceCode
+          country countryCodeV2 zip phone""",
+    connection=True,
+    first=10,
+    personal_fields=ADDRESS_COLUMNS,
+)
+
 CUSTOMERS = Resource(
     name="customers",
     model=Customer,
@@ -113,12 +259,15 @@ CUSTOMERS = Resource(
       state
       createdAt
       updatedAt
-      defaultEmailAddress { emailAddress }
-      defaultPhoneNumber { phoneNumber }
+      defaultEmailAddress { emailAddress marketingState marketingOptInLevel marketingUpdatedAt }
+      defaultPhoneNumber { phoneNumber smsMarketingConsent { state optInLevel updatedAt } }
       amountSpent { amount currencyCode }
       numberOfOrders
+      tags
+      note
+      verifiedEmail
 """,
-    node_cost=4,
+    node_cost=5,
     typename="Customer",
     upsert_topics=(
         "customers/create",
@@ -127,7 +276,8 @@ CUSTOMERS = Resource(
         "customers/disable",
     ),
     delete_topics=("customers/delete",),
-    personal_fields=("email", "first_name", "last_name", "phone"),
+    personal_fields=("email", "first_name", "last_name", "phone", "note"),
+    children=(CUSTOMER_ADDRESSES,),
     dashboard=DashboardCount("Customers"),
 )
 
@@ -146,11 +296,14 @@ PRODUCTS = Resource(
       tags
       createdAt
       updatedAt
+      publishedAt
+      category { fullName }
 """,
-    node_cost=1,
+    node_cost=2,
     typename="Product",
     upsert_topics=("products/create", "products/update"),
     delete_topics=("products/delete",),
+    children=(PRODUCT_VARIANTS,),
     dashboard=DashboardCount("Products"),
 )
 
@@ -170,11 +323,22 @@ ORDERS = Resource(
       currencyCode
       displayFinancialStatus
       displayFulfillmentStatus
-      totalPriceSet { shopMoney { amount currencyCode } }
+      totalPriceSet { shopMoney { amount currencyCode } presentmentMoney { amount } }
       subtotalPriceSet { shopMoney { amount currencyCode } }
       customer { id }
+      presentmentCurrencyCode
+      totalTaxSet { shopMoney { amount currencyCode } }
+      totalDiscountsSet { shopMoney { amount currencyCode } }
+      currentTotalPriceSet { shopMoney { amount currencyCode } }
+      tags
+      note
+      cancelReason
+      closedAt
+      sourceName
+      test
+      shippingAddress { countryCodeV2 provinceCode }
 """,
-    node_cost=6,
+    node_cost=14,
     typename="Order",
     upsert_topics=(
         "orders/create",
@@ -185,8 +349,10 @@ ORDERS = Resource(
         "orders/partially_fulfilled",
     ),
     delete_topics=("orders/delete",),
-    # An order's own email; addresses and phones live only in `raw`, scrubbed separately.
-    personal_fields=("email",),
+    # An order's own email and note; addresses and phones live only in `raw`, scrubbed
+    # separately (the shipping country and province are kept: they name no one).
+    personal_fields=("email", "note"),
+    children=ORDER_CHILDREN,
     dashboard=DashboardCount("Orders"),
 )
 

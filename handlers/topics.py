@@ -7,9 +7,10 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from handlers.children import write_with_children
 from handlers.context import EventContext, Handler
 from handlers.normalize import normalize_purchasing_summary, parse_shopify_id, parse_timestamp
-from handlers.records import apply_purchasing_summary, tombstone, upsert_records
+from handlers.records import apply_purchasing_summary, tombstone
 from handlers.resources import Resource
 from models import Order, SyncJob, Tenant, utcnow
 from models.statuses import SyncStatus, TenantStatus
@@ -17,12 +18,19 @@ from models.upsert import insert_on_conflict
 
 
 def upsert_handler(resource: Resource) -> Handler:
-    """The handler of a topic whose body is the whole record (REST-shaped)."""
-    model, normalize = resource.model, resource.normalize_rest
+    """The handler of a topic whose body is the whole record (REST-shaped), with the children
+    it carries (an order's line items, a product's variants)."""
 
     async def handle(session: AsyncSession, context: EventContext, payload: dict[str, Any]) -> None:
-        await upsert_records(
-            session, model, context.tenant_id, [normalize(payload)], source="webhook"
+        await write_with_children(
+            session,
+            resource.model,
+            resource.children,
+            resource.normalize_rest,
+            context.tenant_id,
+            [payload],
+            graphql=False,
+            source="webhook",
         )
 
     handle.__name__ = f"upsert_{resource.name}"

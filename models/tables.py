@@ -119,6 +119,16 @@ class Customer(ShopRecord):
     # When the customers/purchasing_summary that set amount_spent and orders_count occurred:
     # summaries are applied in that order (they carry no updated_at).
     purchasing_summary_at: Mapped[datetime | None]
+    tags: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    verified_email: Mapped[bool | None]
+    # Marketing consent as Shopify states it (subscribed, not_subscribed, unsubscribed, ...).
+    email_marketing_state: Mapped[str | None] = mapped_column(String(32))
+    email_marketing_opt_in_level: Mapped[str | None] = mapped_column(String(32))
+    email_marketing_updated_at: Mapped[datetime | None]
+    sms_marketing_state: Mapped[str | None] = mapped_column(String(32))
+    sms_marketing_opt_in_level: Mapped[str | None] = mapped_column(String(32))
+    sms_marketing_updated_at: Mapped[datetime | None]
 
 
 class Product(ShopRecord):
@@ -130,6 +140,9 @@ class Product(ShopRecord):
     vendor: Mapped[str | None] = mapped_column(Text)
     product_type: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[datetime | None]
+    # The Shopify product taxonomy category's full name ("Apparel & Accessories > Hats").
+    category: Mapped[str | None] = mapped_column(Text)
 
 
 class Order(ShopRecord):
@@ -147,6 +160,21 @@ class Order(ShopRecord):
     processed_at: Mapped[datetime | None]
     # From orders/edited, whose payload is the edit, not the order.
     edited_at: Mapped[datetime | None]
+    # The customer's currency and the total in it (the shop's are `currency`, `total_price`).
+    presentment_currency: Mapped[str | None] = mapped_column(String(8))
+    total_price_presentment: Mapped[Decimal | None]
+    # After edits, refunds and removals; in the shop's currency like the other totals.
+    current_total_price: Mapped[Decimal | None]
+    total_tax: Mapped[Decimal | None]
+    total_discounts: Mapped[Decimal | None]
+    tags: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    cancel_reason: Mapped[str | None] = mapped_column(String(32))
+    closed_at: Mapped[datetime | None]
+    source_name: Mapped[str | None] = mapped_column(String(255))
+    test: Mapped[bool | None]
+    shipping_country_code: Mapped[str | None] = mapped_column(String(8))
+    shipping_province_code: Mapped[str | None] = mapped_column(String(16))
 
 
 class Location(ShopRecord):
@@ -164,6 +192,207 @@ class Location(ShopRecord):
     country_code: Mapped[str | None] = mapped_column(String(8))
     phone: Mapped[str | None] = mapped_column(String(64))
     active: Mapped[bool | None]
+
+
+# -- Children: rows that belong to one order, product, customer or inventory item. Each names
+# its parent's Shopify id; webhooks and the backfill write them with the parent (handlers/
+# children.py). Money is exact with its currency beside it, as on the parents.
+
+
+class OrderLineItem(ShopRecord):
+    __tablename__ = "order_line_items"
+
+    order_shopify_id: Mapped[int] = mapped_column(BigInteger)
+    product_shopify_id: Mapped[int | None] = mapped_column(BigInteger)
+    variant_shopify_id: Mapped[int | None] = mapped_column(BigInteger)
+    sku: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    variant_title: Mapped[str | None] = mapped_column(Text)
+    vendor: Mapped[str | None] = mapped_column(Text)
+    quantity: Mapped[int | None] = mapped_column(BigInteger)
+    current_quantity: Mapped[int | None] = mapped_column(BigInteger)
+    price: Mapped[Decimal | None]
+    total_discount: Mapped[Decimal | None]
+    currency: Mapped[str | None] = mapped_column(String(8))
+    taxable: Mapped[bool | None]
+    requires_shipping: Mapped[bool | None]
+    gift_card: Mapped[bool | None]
+    fulfillable_quantity: Mapped[int | None] = mapped_column(BigInteger)
+    fulfillment_status: Mapped[str | None] = mapped_column(String(32))
+
+
+class OrderRefund(ShopRecord):
+    __tablename__ = "order_refunds"
+
+    order_shopify_id: Mapped[int] = mapped_column(BigInteger)
+    note: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None]
+    total_refunded: Mapped[Decimal | None]
+    currency: Mapped[str | None] = mapped_column(String(8))
+
+
+class OrderRefundLineItem(ShopRecord):
+    __tablename__ = "order_refund_line_items"
+
+    refund_shopify_id: Mapped[int] = mapped_column(BigInteger)
+    order_shopify_id: Mapped[int | None] = mapped_column(BigInteger)
+    line_item_shopify_id: Mapped[int | None] = mapped_column(BigInteger)
+    location_shopify_id: Mapped[int | None] = mapped_column(BigInteger)
+    quantity: Mapped[int | None] = mapped_column(BigInteger)
+    subtotal: Mapped[Decimal | None]
+    total_tax: Mapped[Decimal | None]
+    currency: Mapped[str | None] = mapped_column(String(8))
+    restock_type: Mapped[str | None] = mapped_column(String(32))
+
+
+class OrderTransaction(ShopRecord):
+    __tablename__ = "order_transactions"
+
+    order_shopify_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str | None] = mapped_column(String(32))
+    gateway: Mapped[str | None] = mapped_column(Text)
+    amount: Mapped[Decimal | None]
+    currency: Mapped[str | None] = mapped_column(String(8))
+    parent_shopify_id: Mapped[int | None] = mapped_column(BigInteger)
+    processed_at: Mapped[datetime | None]
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    test: Mapped[bool | None]
+
+
+class Fulfillment(ShopRecord):
+    __tablename__ = "fulfillments"
+
+    order_shopify_id: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(32))
+    shipment_status: Mapped[str | None] = mapped_column(String(32))
+    location_shopify_id: Mapped[int | None] = mapped_column(BigInteger)
+    tracking_company: Mapped[str | None] = mapped_column(Text)
+    # Lists: one shipment can have several parcels.
+    tracking_numbers: Mapped[list[str] | None] = mapped_column(JSONDocument)
+    tracking_urls: Mapped[list[str] | None] = mapped_column(JSONDocument)
+
+
+class ProductVariant(ShopRecord):
+    __tablename__ = "product_variants"
+
+    product_shopify_id: Mapped[int] = mapped_column(BigInteger)
+    title: Mapped[str | None] = mapped_column(Text)
+    sku: Mapped[str | None] = mapped_column(Text)
+    barcode: Mapped[str | None] = mapped_column(Text)
+    # In the shop's currency: Shopify sends variant prices without one.
+    price: Mapped[Decimal | None]
+    compare_at_price: Mapped[Decimal | None]
+    position: Mapped[int | None] = mapped_column(Integer)
+    inventory_item_shopify_id: Mapped[int | None] = mapped_column(BigInteger)
+    inventory_quantity: Mapped[int | None] = mapped_column(BigInteger)
+    # [{"name": "Size", "value": "M"}, ...] in the product's option order.
+    selected_options: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDocument)
+    taxable: Mapped[bool | None]
+
+
+class CustomerAddress(ShopRecord):
+    """A customer's address book entry: personal data, emptied by customers/redact."""
+
+    __tablename__ = "customer_addresses"
+
+    customer_shopify_id: Mapped[int] = mapped_column(BigInteger)
+    first_name: Mapped[str | None] = mapped_column(Text)
+    last_name: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    company: Mapped[str | None] = mapped_column(Text)
+    address1: Mapped[str | None] = mapped_column(Text)
+    address2: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(Text)
+    province: Mapped[str | None] = mapped_column(Text)
+    province_code: Mapped[str | None] = mapped_column(String(16))
+    country: Mapped[str | None] = mapped_column(Text)
+    country_code: Mapped[str | None] = mapped_column(String(8))
+    zip: Mapped[str | None] = mapped_column(String(32))
+    phone: Mapped[str | None] = mapped_column(String(64))
+    is_default: Mapped[bool | None]
+
+
+class InventoryItem(ShopRecord):
+    """What a variant's stock is counted as (one per variant); its levels are per location."""
+
+    __tablename__ = "inventory_items"
+
+    sku: Mapped[str | None] = mapped_column(Text)
+    tracked: Mapped[bool | None]
+    requires_shipping: Mapped[bool | None]
+    cost: Mapped[Decimal | None]
+    currency: Mapped[str | None] = mapped_column(String(8))
+    country_code_of_origin: Mapped[str | None] = mapped_column(String(8))
+    province_code_of_origin: Mapped[str | None] = mapped_column(String(16))
+    harmonized_system_code: Mapped[str | None] = mapped_column(String(32))
+
+
+class InventoryLevel(Base):
+    """Stock of one inventory item at one location. Shopify gives a level no id of its own
+    (its gid is the location's id with the item's as a query), so the pair is the key, and a
+    disconnected level (tombstoned) may be connected again."""
+
+    __tablename__ = "inventory_levels"
+    __table_args__ = (
+        UniqueConstraint(
+            "tenant_id",
+            "inventory_item_shopify_id",
+            "location_shopify_id",
+            name="uq_inventory_levels_item_location",
+        ),
+        Index("ix_inventory_levels_tenant_updated", "tenant_id", "shopify_updated_at"),
+        Index("ix_inventory_levels_tenant_location", "tenant_id", "location_shopify_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    inventory_item_shopify_id: Mapped[int] = mapped_column(BigInteger)
+    location_shopify_id: Mapped[int] = mapped_column(BigInteger)
+    available: Mapped[int | None] = mapped_column(BigInteger)
+    on_hand: Mapped[int | None] = mapped_column(BigInteger)
+    committed: Mapped[int | None] = mapped_column(BigInteger)
+    incoming: Mapped[int | None] = mapped_column(BigInteger)
+    shopify_created_at: Mapped[datetime | None]
+    shopify_updated_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime | None]
+    raw: Mapped[dict[str, Any] | None]
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(16), default="webhook")
+
+
+class Metafield(ShopRecord):
+    """A metafield of a kept namespace (METAFIELD_NAMESPACES) on an order, product,
+    variant or customer; `value` is Shopify's string form, `type` says how to read it."""
+
+    __tablename__ = "metafields"
+
+    owner_type: Mapped[str] = mapped_column(String(32))
+    owner_shopify_id: Mapped[int] = mapped_column(BigInteger)
+    namespace: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str | None] = mapped_column(String(100))
+    value: Mapped[str | None] = mapped_column(Text)
+
+
+# Children are read and tombstoned by parent: one index per parent key.
+Index("ix_order_line_items_order", OrderLineItem.tenant_id, OrderLineItem.order_shopify_id)
+Index("ix_order_refunds_order", OrderRefund.tenant_id, OrderRefund.order_shopify_id)
+Index(
+    "ix_order_refund_line_items_refund",
+    OrderRefundLineItem.tenant_id,
+    OrderRefundLineItem.refund_shopify_id,
+)
+Index("ix_order_transactions_order", OrderTransaction.tenant_id, OrderTransaction.order_shopify_id)
+Index("ix_fulfillments_order", Fulfillment.tenant_id, Fulfillment.order_shopify_id)
+Index("ix_product_variants_product", ProductVariant.tenant_id, ProductVariant.product_shopify_id)
+Index(
+    "ix_customer_addresses_customer",
+    CustomerAddress.tenant_id,
+    CustomerAddress.customer_shopify_id,
+)
+Index("ix_metafields_owner", Metafield.tenant_id, Metafield.owner_type, Metafield.owner_shopify_id)
 
 
 # The dashboard's revenue and orders-per-day windows read by store and time.

@@ -205,9 +205,21 @@ def customer_node(
         "defaultEmailAddress": {
             "emailAddress": email,
             "marketingState": weighted(EMAIL_MARKETING, value >> 32),
+            "marketingOptInLevel": "SINGLE_OPT_IN",
+            "marketingUpdatedAt": None,
         },
         "defaultPhoneNumber": (
-            {"phoneNumber": phone, "marketingState": "NOT_SUBSCRIBED"} if phone else None
+            {
+                "phoneNumber": phone,
+                "marketingState": "NOT_SUBSCRIBED",
+                "smsMarketingConsent": {
+                    "state": "NEVER_SUBSCRIBED",
+                    "optInLevel": "SINGLE_OPT_IN",
+                    "updatedAt": None,
+                },
+            }
+            if phone
+            else None
         ),
         "amountSpent": {"amount": money(spent), "currencyCode": currency},
         # UnsignedInt64 is serialised as a string by Shopify.
@@ -233,6 +245,7 @@ def product_node(key: int, index: int, numeric_id: int, created: int, updated: i
         "descriptionHtml": f"<p>{title}, made to last.</p>",
         "totalInventory": (value >> 52) % 500,
         "publishedAt": iso(created) if status == "ACTIVE" else None,
+        "category": None,
         "createdAt": iso(created),
         "updatedAt": iso(updated),
     }
@@ -293,6 +306,10 @@ def order_node(
         "subtotalPriceSet": money_bag(subtotal, currency),
         "totalTaxSet": money_bag(tax, currency),
         "totalShippingPriceSet": money_bag(shipping, currency),
+        "totalDiscountsSet": money_bag(0, currency),
+        "currentTotalPriceSet": money_bag(total, currency),
+        "sourceName": "web",
+        "shippingAddress": None,
         "customer": customer,
     }
 

@@ -228,6 +228,7 @@ class RestRenderer:
             "vendor": node.get("vendor"),
             "status": lower(node.get("status")),
             "published_scope": "global",
+            "category": node.get("category"),
             "tags": ", ".join(node.get("tags") or []),
             "variants": variants,
             "options": [

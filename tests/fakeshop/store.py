@@ -262,7 +262,8 @@ class FakeStore:
         return {
             "financial_status": lambda v: {"displayFinancialStatus": str(v).upper()},
             "fulfillment_status": lambda v: {"displayFulfillmentStatus": str(v).upper()},
-            "total_price": bag("totalPriceSet"),
+            # No edits or refunds here: the current total is the total.
+            "total_price": lambda v: bag("totalPriceSet")(v) | bag("currentTotalPriceSet")(v),
             "subtotal_price": bag("subtotalPriceSet"),
             "total_tax": bag("totalTaxSet"),
             "total_shipping": bag("totalShippingPriceSet"),
@@ -276,13 +277,30 @@ class FakeStore:
             "email": lambda v: {
                 "email": v,
                 "defaultEmailAddress": (
-                    {"emailAddress": v, "marketingState": "NOT_SUBSCRIBED"} if v else None
+                    {
+                        "emailAddress": v,
+                        "marketingState": "NOT_SUBSCRIBED",
+                        "marketingOptInLevel": "SINGLE_OPT_IN",
+                        "marketingUpdatedAt": None,
+                    }
+                    if v
+                    else None
                 ),
             },
             "phone": lambda v: {
                 "phone": v,
                 "defaultPhoneNumber": (
-                    {"phoneNumber": v, "marketingState": "NOT_SUBSCRIBED"} if v else None
+                    {
+                        "phoneNumber": v,
+                        "marketingState": "NOT_SUBSCRIBED",
+                        "smsMarketingConsent": {
+                            "state": "NEVER_SUBSCRIBED",
+                            "optInLevel": "SINGLE_OPT_IN",
+                            "updatedAt": None,
+                        },
+                    }
+                    if v
+                    else None
                 ),
             },
             "state": lambda v: {"state": str(v).upper()},

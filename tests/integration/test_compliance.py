@@ -14,6 +14,7 @@ from models import (
     Base,
     ComplianceRequest,
     Customer,
+    CustomerAddress,
     Order,
     Tenant,
     WebhookEvent,
@@ -151,6 +152,17 @@ async def test_customer_redact_removes_personal_data_everywhere(backend, served,
     assert redact_request is not None
     assert redact_request.completed_at is not None
     assert redact_request.payload["customer"]["id"] == CUSTOMER_ID
+    # Its address book rows stay as ids with nothing that locates the person.
+    async with backend.sessions() as session:
+        addresses = list(
+            await session.scalars(
+                select(CustomerAddress).where(CustomerAddress.customer_shopify_id == CUSTOMER_ID)
+            )
+        )
+    assert addresses
+    for address in addresses:
+        assert (address.address1, address.city, address.zip, address.name) == (None,) * 4
+        assert address.raw == {"id": address.shopify_id}
     # The other customer of the same store is untouched.
     assert "ada@example.org" in after
     assert "Lovelace" in after

@@ -175,6 +175,39 @@ FILLERS: dict[str, Callable[[int, int, Ids], list[dict[str, Any]]]] = {
         {"tenant_id": t, "api_token_id": ids.tokens[f"only-{t}"]},
     ],
     "locations": lambda t, n, ids: [_shop_record(t, n, name="Warehouse", phone="+15550100")],
+    "order_line_items": lambda t, n, ids: [_shop_record(t, n, order_shopify_id=n, sku="HAT-1")],
+    "order_refunds": lambda t, n, ids: [_shop_record(t, n, order_shopify_id=n, note="damaged")],
+    "order_refund_line_items": lambda t, n, ids: [
+        _shop_record(t, n, refund_shopify_id=n, order_shopify_id=n, quantity=1)
+    ],
+    "order_transactions": lambda t, n, ids: [
+        _shop_record(t, n, order_shopify_id=n, kind="sale", status="success")
+    ],
+    "fulfillments": lambda t, n, ids: [
+        _shop_record(t, n, order_shopify_id=n, tracking_numbers=["1Z999"])
+    ],
+    "product_variants": lambda t, n, ids: [_shop_record(t, n, product_shopify_id=n, sku="HAT-1")],
+    "customer_addresses": lambda t, n, ids: [
+        _shop_record(t, n, customer_shopify_id=n, address1="1 Main St", phone="+15550101")
+    ],
+    "inventory_items": lambda t, n, ids: [_shop_record(t, n, sku="HAT-1", tracked=True)],
+    "inventory_levels": lambda t, n, ids: [
+        {
+            "tenant_id": t,
+            "inventory_item_shopify_id": n,
+            "location_shopify_id": n,
+            "available": 5,
+            "shopify_updated_at": NOW,
+            "raw": {"inventory_item_id": n, "location_id": n},
+            "synced_at": NOW,
+            "source": "test",
+        }
+    ],
+    "metafields": lambda t, n, ids: [
+        _shop_record(
+            t, n, owner_type="product", owner_shopify_id=n, namespace="custom", key="k", value="v"
+        )
+    ],
     "reconcile_runs": lambda t, n, ids: [
         {
             "tenant_id": t,
@@ -311,7 +344,7 @@ async def test_every_registry_table_exists_with_the_shop_record_columns(backend:
         assert resource.table in schema, resource.name
         assert set(resource.model.__table__.columns.keys()) <= schema[resource.table]
         assert set(resource.personal_fields) <= schema[resource.table]
-        for child in resource.child_tables:
+        for child in (child.table for child in resource.child_sets):
             assert "tenant_id" in schema[child]
 
 

@@ -194,14 +194,14 @@ def test_a_real_field_the_simulator_lacks_is_an_error_not_a_silent_null(
     assert body["errors"][0]["path"] == ["orders", "nodes", 0, "totalWeight"]
 
 
-def test_paging_by_100_returns_every_order_exactly_once(server: FakeShopServer) -> None:
+def test_paging_by_50_returns_every_order_exactly_once(server: FakeShopServer) -> None:
     store = add_store(server, throttle=False)
-    nodes = all_pages(server, store, "orders", 100)
+    nodes = all_pages(server, store, "orders", 50)
     ids = [node["id"] for node in nodes]
     assert len(ids) == 1000
     assert len(set(ids)) == 1000
     assert ids == [store.orders.gid(i) for i in range(1000)]
-    assert store.stats.answered == 10
+    assert store.stats.answered == 20
 
 
 def test_updated_at_filters(server: FakeShopServer, clock: ManualClock) -> None:
@@ -210,10 +210,10 @@ def test_updated_at_filters(server: FakeShopServer, clock: ManualClock) -> None:
     assert stamps == sorted(stamps)  # untouched records: updatedAt rises with the index
     since = stamps[600]
     for search in (f"updated_at:>='{since}'", f"updated_at:>={since}", f'updated_at:>="{since}"'):
-        got = [n["id"] for n in all_pages(server, store, "orders", 150, search)]
+        got = [n["id"] for n in all_pages(server, store, "orders", 60, search)]
         assert got == [store.orders.gid(i) for i in range(1000) if stamps[i] >= since]
     until = stamps[99]
-    got = [n["id"] for n in all_pages(server, store, "orders", 150, f"updated_at:<='{until}'")]
+    got = [n["id"] for n in all_pages(server, store, "orders", 60, f"updated_at:<='{until}'")]
     assert got == [store.orders.gid(i) for i in range(1000) if stamps[i] <= until]
 
     # A change made now moves an old order into an incremental window; a delete removes one.
@@ -221,7 +221,7 @@ def test_updated_at_filters(server: FakeShopServer, clock: ManualClock) -> None:
     changed = store.update_order(3, financial_status="refunded")
     assert changed["updatedAt"] == clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
     store.delete_order(700)
-    window = all_pages(server, store, "orders", 150, f"updated_at:>='{since}'")
+    window = all_pages(server, store, "orders", 60, f"updated_at:>='{since}'")
     ids = [n["id"] for n in window]
     assert store.orders.gid(3) in ids
     assert store.orders.gid(700) not in ids
@@ -261,11 +261,11 @@ def test_throttled_under_a_small_bucket_and_recovered_as_time_passes(
     server: FakeShopServer, clock: ManualClock
 ) -> None:
     store = add_store(server, clock=clock, maximum_available=1000, restore_rate=50)
-    page = {"first": 100}
+    page = {"first": 40}
     first = graphql(server, store, ORDERS.page_query, page).json()
     assert first["extensions"]["cost"]["throttleStatus"] == {
         "maximumAvailable": 1000.0,
-        "currentlyAvailable": 1000 - 603,
+        "currentlyAvailable": 1000 - (3 + 40 * ORDERS.node_cost),
         "restoreRate": 50.0,
     }
     throttled = graphql(server, store, ORDERS.page_query, page)
@@ -273,24 +273,26 @@ def test_throttled_under_a_small_bucket_and_recovered_as_time_passes(
     body = throttled.json()
     assert body["errors"][0]["message"] == "Throttled"
     assert body["errors"][0]["extensions"]["code"] == "THROTTLED"
-    assert body["extensions"]["cost"]["requestedQueryCost"] == 603
+    assert body["extensions"]["cost"]["requestedQueryCost"] == 563
     assert "data" not in body
-    clock.advance(4.2)  # 397 + 4.2 * 50 = 607 points
+    clock.advance(2.6)  # 437 + 2.6 * 50 = 567 points
     recovered = graphql(server, store, ORDERS.page_query, page).json()
     assert "errors" not in recovered
     assert recovered["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] == 4
     assert store.stats.throttled == 1
-    assert store.stats.points_used == 2 * 603
+    assert store.stats.points_used == 2 * 563
     store.configure_throttle(status=429)
     assert graphql(server, store, ORDERS.page_query, page).status_code == 429
 
 
 def test_query_cost_like_shopify(server: FakeShopServer) -> None:
     small = add_store(server, orders=30)
-    body = graphql(server, small, ORDERS.page_query, {"first": 100}).json()
-    # 2 for the connection, 1 for pageInfo, 6 per order (itself, two money bags of two
-    # objects each, its customer); actual cost counts the 30 orders that exist.
-    assert body["extensions"]["cost"]["requestedQueryCost"] == 2 + 1 + 100 * ORDERS.node_cost
+    body = graphql(server, small, ORDERS.page_query, {"first": 50}).json()
+    # 2 for the connection, 1 for pageInfo, 14 per order (itself, five money bags of two
+    # objects each and one more for the presentment side, its customer, its shipping
+    # address); actual cost counts the 30 orders that exist.
+    assert ORDERS.node_cost == 14
+    assert body["extensions"]["cost"]["requestedQueryCost"] == 2 + 1 + 50 * ORDERS.node_cost
     assert body["extensions"]["cost"]["actualQueryCost"] == 2 + 1 + 30 * ORDERS.node_cost
     customers = graphql(server, small, CUSTOMERS.page_query, {"first": 100}).json()
     assert customers["extensions"]["cost"]["requestedQueryCost"] == 3 + 100 * CUSTOMERS.node_cost
@@ -300,9 +302,9 @@ def test_query_cost_like_shopify(server: FakeShopServer) -> None:
     too_costly = graphql(server, small, ORDERS.page_query, {"first": 250}).json()
     [error] = too_costly["errors"]
     assert error["extensions"]["code"] == "MAX_COST_EXCEEDED"
-    assert error["extensions"]["cost"] == 1503
+    assert error["extensions"]["cost"] == 3 + 250 * 14
     assert error["extensions"]["maxCost"] == 1000
-    assert error["message"].startswith("Query cost is 1503, which exceeds")
+    assert error["message"].startswith(f"Query cost is {3 + 250 * 14}, which exceeds")
     too_big = graphql(server, small, "{ products(first: 251) { nodes { id } } }").json()
     assert "Expected a page size from 0 to 250" in too_big["errors"][0]["message"]
     # Nested connections multiply: 2 + 10 x (the order + its line item connection of 5).

@@ -71,8 +71,21 @@ def graphql_order(
     financial: str,
     fulfillment: str,
     cancelled_at: str | None = None,
+    current_total: str = "112.96",
+    tags: tuple[str, ...] = ("gift-wrap",),
+    closed_at: str | None = None,
 ) -> dict[str, Any]:
     return {
+        "presentmentCurrencyCode": "USD",
+        "currentTotalPriceSet": money_bag(current_total),
+        "totalTaxSet": money_bag("16.90"),
+        "totalDiscountsSet": money_bag("0.00"),
+        "tags": list(tags),
+        "note": "Please leave the parcel with the concierge.",
+        "closedAt": closed_at,
+        "sourceName": "web",
+        "test": False,
+        "shippingAddress": {"countryCodeV2": "CA", "provinceCode": "ON"},
         "id": "gid://shopify/Order/820982911946154508",
         "legacyResourceId": "820982911946154508",
         "name": "#1001",
@@ -95,7 +108,11 @@ ORDER_CASES = {
     # topic of the REST sample: (GraphQL node, the row written by hand from the sample)
     "orders/create": (
         graphql_order(
-            updated_at="2026-11-20T15:15:04Z", financial="AUTHORIZED", fulfillment="UNFULFILLED"
+            updated_at="2026-11-20T15:15:04Z",
+            financial="AUTHORIZED",
+            fulfillment="UNFULFILLED",
+            current_total="146.85",
+            tags=(),
         ),
         {
             "updated": utc(2026, 11, 20, 15, 15, 4),
@@ -106,7 +123,7 @@ ORDER_CASES = {
     ),
     "orders/paid": (
         graphql_order(
-            updated_at="2026-11-20T15:42:37Z", financial="PAID", fulfillment="UNFULFILLED"
+            updated_at="2026-11-20T15:42:37Z", financial="PAID", fulfillment="UNFULFILLED", tags=()
         ),
         {
             "updated": utc(2026, 11, 20, 15, 42, 37),
@@ -141,6 +158,8 @@ ORDER_CASES = {
             financial="REFUNDED",
             fulfillment="UNFULFILLED",
             cancelled_at="2026-11-21T20:48:25Z",
+            current_total="0.00",
+            closed_at="2026-11-21T20:48:26Z",
         ),
         {
             "updated": utc(2026, 11, 21, 20, 48, 26),
@@ -172,6 +191,19 @@ def test_order_rest_and_graphql_give_the_same_row(topic):
         "fulfillment_status": expected["fulfillment"],
         "cancelled_at": expected["cancelled"],
         "processed_at": utc(2026, 11, 20, 15, 15, 2),
+        "presentment_currency": "USD",
+        "total_price_presentment": Decimal("146.85"),
+        "current_total_price": Decimal(node["currentTotalPriceSet"]["shopMoney"]["amount"]),
+        "total_tax": Decimal("16.90"),
+        "total_discounts": Decimal("0.00"),
+        "tags": ", ".join(node["tags"]),
+        "note": "Please leave the parcel with the concierge.",
+        "cancel_reason": "customer" if expected["cancelled"] else None,
+        "closed_at": expected["cancelled"] and utc(2026, 11, 21, 20, 48, 26),
+        "source_name": "web",
+        "test": False,
+        "shipping_country_code": "CA",
+        "shipping_province_code": "ON",
     }
 
 
@@ -248,8 +280,12 @@ def graphql_customer(*, state: str, updated_at: str) -> dict[str, Any]:
         "updatedAt": updated_at,
         "amountSpent": {"amount": "199.9", "currencyCode": "USD"},
         "numberOfOrders": "3",
-        "tags": ["newsletter"],
+        "note": None if state == "DISABLED" else CUSTOMER_NOTE,
+        "verifiedEmail": True,
     }
+
+
+CUSTOMER_NOTE = "Prefers email contact. Asked about bulk pricing for team orders."
 
 
 CUSTOMER_CASES = {
@@ -282,6 +318,8 @@ def test_customer_rest_and_graphql_give_the_same_row(topic):
         "amount_spent": Decimal("199.90"),
         "currency": "USD",
         "orders_count": 3,
+        "note": None if state == "DISABLED" else CUSTOMER_NOTE,
+        "verified_email": True,
     }
     assert isinstance(graphql["orders_count"], int)
     assert isinstance(graphql["amount_spent"], Decimal)
@@ -291,7 +329,7 @@ def test_graphql_customer_with_default_email_and_phone_objects():
     """Newer API versions move email and phone into defaultEmailAddress/defaultPhoneNumber."""
     node = graphql_customer(state="ENABLED", updated_at="2026-11-20T16:30:05Z")
     del node["email"], node["phone"]
-    node["defaultEmailAddress"] = {"emailAddress": EMAIL, "marketingState": "SUBSCRIBED"}
+    node["defaultEmailAddress"] = {"emailAddress": EMAIL}
     node["defaultPhoneNumber"] = {"phoneNumber": "+16135551111"}
     rest = normalize_customer(before_2025_01(sample_payload("customers/enable")))
     assert_same_row(rest, normalize_customer(node), Customer)
@@ -345,6 +383,8 @@ def graphql_product(**changes: Any) -> dict[str, Any]:
         "tags": ["Summer", "Sale", "cotton"],
         "createdAt": "2026-11-18T19:02:31Z",
         "updatedAt": "2026-11-18T19:02:33Z",
+        "publishedAt": "2026-11-18T19:02:31Z",
+        "category": {"fullName": "Apparel & Accessories > Clothing > Clothing Tops > T-Shirts"},
         "variants": {
             "edges": [{"node": {"id": "gid://shopify/ProductVariant/1", "price": "29.99"}}]
         },
@@ -365,6 +405,8 @@ def test_product_rest_and_graphql_give_the_same_row():
         "vendor": "Example Apparel",
         "product_type": "T-Shirts",
         "tags": "Summer, Sale, cotton",
+        "published_at": utc(2026, 11, 18, 19, 2, 31),
+        "category": "Apparel & Accessories > Clothing > Clothing Tops > T-Shirts",
     }
 
 

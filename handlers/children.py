@@ -1,0 +1,230 @@
+"""Rows that belong to one parent record, written with it.
+
+A parent's payload (a webhook's REST body or a backfill's GraphQL node) carries its children:
+an order its line items, refunds and fulfillments, a product its variants, a customer its
+addresses. They are written in the parent's transaction and only when the parent's order-safe
+write applied, so an older payload never rewrites newer children. A child missing from a list
+known to be complete is tombstoned (a removed variant, a deleted address); a list that may be
+cut short (a connection with a next page) tombstones nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from handlers.normalize import PayloadError, Record
+from handlers.records import upsert_applied, upsert_records
+from models import ShopRecord, utcnow
+
+# Bind parameters per tombstone statement: far under SQLite's 32,766 and asyncpg's 32,767.
+_MAX_IDS_PER_STATEMENT = 5000
+
+ChildNormalizer = Callable[[Any, Mapping[str, Any], bool], Record]
+"""(child object, its parent's payload, graphql?) -> the child's record."""
+
+
+@dataclass(frozen=True)
+class ChildList:
+    """A parent's children as one payload gave them; `complete` when nothing was cut off."""
+
+    records: list[Record]
+    complete: bool
+
+
+@dataclass(frozen=True)
+class ChildSet:
+    """One kind of child of a resource: its table, where parent payloads carry it, how it
+    reads, and what of it is personal data."""
+
+    model: type[ShopRecord]
+    # The column naming the parent (`order_shopify_id`), and the one naming the resource's
+    # record when the parent is itself a child (a refund line item's order).
+    parent_key: str
+    rest_key: str
+    node_key: str
+    normalize: ChildNormalizer
+    # The GraphQL selection of one child, and how the parent's field is shaped: a connection
+    # (`nodes` + `pageInfo`) or a plain list; `first` is how many one parent query asks for.
+    node_fields: str = ""
+    connection: bool = False
+    first: int = 0
+    # A REST body that carries this many children may have been cut off by Shopify.
+    rest_limit: int | None = None
+    owner_key: str | None = None
+    personal_fields: tuple[str, ...] = ()
+    children: tuple[ChildSet, ...] = ()
+
+    @property
+    def table(self) -> str:
+        return str(self.model.__tablename__)
+
+    def read(
+        self, payload: Mapping[str, Any], parent_id: int, *, graphql: bool
+    ) -> ChildList | None:
+        """The children in a parent's payload, or None when the payload does not carry them
+        (absent is not null: nothing is written or tombstoned then)."""
+        key = self.node_key if graphql else self.rest_key
+        if key not in payload:
+            return None
+        value = payload[key]
+        complete = True
+        if value is None:
+            items: list[Any] = []
+        elif graphql and self.connection:
+            if not isinstance(value, Mapping):
+                raise PayloadError(f"{key}: expected a connection")
+            items = _connection_nodes(value, key)
+            page = value.get("pageInfo")
+            # Without pageInfo nobody can say the list is whole.
+            complete = isinstance(page, Mapping) and page.get("hasNextPage") is False
+        elif isinstance(value, list):
+            items = value
+            if graphql and self.first and len(items) >= self.first:
+                complete = False
+            if not graphql and self.rest_limit and len(items) >= self.rest_limit:
+                complete = False
+        else:
+            raise PayloadError(f"{key}: expected a list, got {type(value).__name__}")
+        records = [
+            self.normalize(item, payload, graphql) | {self.parent_key: parent_id} for item in items
+        ]
+        return ChildList(records, complete)
+
+
+def _connection_nodes(connection: Mapping[str, Any], key: str) -> list[Any]:
+    if "nodes" in connection:
+        nodes = connection["nodes"]
+    else:
+        nodes = [
+            edge.get("node") for edge in connection.get("edges") or [] if isinstance(edge, Mapping)
+        ]
+    if not isinstance(nodes, list):
+        raise PayloadError(f"{key}.nodes: expected a list")
+    return nodes
+
+
+async def write_children(
+    session: AsyncSession,
+    child: ChildSet,
+    tenant_id: int,
+    lists: Mapping[int, ChildList],
+    *,
+    source: str,
+    extra: Mapping[int, Record] | None = None,
+) -> int:
+    """Upsert the children of these parents and tombstone, for each complete list, the
+    parent's stored children it no longer names. `extra[parent]` adds columns to each of a
+    parent's children (a refund line item's order). Returns the children written."""
+    records: list[Record] = []
+    for parent_id, listed in lists.items():
+        added = (extra or {}).get(parent_id, {})
+        records.extend(record | added for record in listed.records)
+    written = await upsert_records(session, child.model, tenant_id, records, source=source)
+    complete = {parent: listed for parent, listed in lists.items() if listed.complete}
+    await _tombstone_missing(session, child, tenant_id, complete, source=source)
+    for grandchild in child.children:
+        nested: dict[int, ChildList] = {}
+        owners: dict[int, Record] = {}
+        for record in records:
+            found = grandchild.read(record["raw"], record["shopify_id"], graphql=_is_node(record))
+            if found is not None:
+                nested[record["shopify_id"]] = found
+                if grandchild.owner_key and child.parent_key in record:
+                    owners[record["shopify_id"]] = {grandchild.owner_key: record[child.parent_key]}
+        if nested:
+            written += await write_children(
+                session, grandchild, tenant_id, nested, source=source, extra=owners
+            )
+    return written
+
+
+def _is_node(record: Record) -> bool:
+    return str(record["raw"].get("id", "")).startswith("gid://")
+
+
+async def _tombstone_missing(
+    session: AsyncSession,
+    child: ChildSet,
+    tenant_id: int,
+    lists: Mapping[int, ChildList],
+    *,
+    source: str,
+) -> None:
+    if not lists:
+        return
+    table: Table = child.model.__table__  # type: ignore[assignment]
+    parent_column = table.c[child.parent_key]
+    now = utcnow()
+    for batch in _batches(lists):
+        kept = [record["shopify_id"] for parent in batch for record in lists[parent].records]
+        # Ids are unique per store and a child has one parent, so "not among any of these
+        # parents' listed children" is "not among its own parent's".
+        statement = (
+            update(table)
+            .where(
+                table.c.tenant_id == tenant_id,
+                parent_column.in_(batch),
+                table.c.deleted_at.is_(None),
+                table.c.shopify_id.not_in(kept),
+            )
+            .values(deleted_at=now, synced_at=now, source=source)
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(statement)
+
+
+def _batches(lists: Mapping[int, ChildList]) -> Iterable[list[int]]:
+    batch: list[int] = []
+    size = 0
+    for parent, listed in lists.items():
+        if batch and size + len(listed.records) + 1 > _MAX_IDS_PER_STATEMENT:
+            yield batch
+            batch, size = [], 0
+        batch.append(parent)
+        size += len(listed.records) + 1
+    if batch:
+        yield batch
+
+
+async def write_with_children(
+    session: AsyncSession,
+    model: type[ShopRecord],
+    children: Sequence[ChildSet],
+    normalize: Callable[[Any], Record],
+    tenant_id: int,
+    payloads: Iterable[Mapping[str, Any]],
+    *,
+    graphql: bool,
+    source: str,
+) -> int:
+    """Upsert parent records and, for the ones that applied, their children. Returns how many
+    parents were submitted (as `upsert_records` does)."""
+    chosen: dict[int, tuple[Record, Mapping[str, Any]]] = {}
+    for payload in payloads:
+        record = normalize(payload)
+        current = chosen.get(record["shopify_id"])
+        if current is None or _not_older(record, current[0]):
+            chosen[record["shopify_id"]] = (record, payload)
+    records = [record for record, _ in chosen.values()]
+    if not children:
+        return await upsert_records(session, model, tenant_id, records, source=source)
+    applied = await upsert_applied(session, model, tenant_id, records, source=source)
+    for child in children:
+        lists: dict[int, ChildList] = {}
+        for parent_id in sorted(applied):
+            found = child.read(chosen[parent_id][1], parent_id, graphql=graphql)
+            if found is not None:
+                lists[parent_id] = found
+        if lists:
+            await write_children(session, child, tenant_id, lists, source=source)
+    return len(records)
+
+
+def _not_older(candidate: Record, current: Record) -> bool:
+    new, old = candidate.get("shopify_updated_at"), current.get("shopify_updated_at")
+    return old is None or (new is not None and new >= old)
