@@ -600,6 +600,7 @@ def _order_fields() -> tuple[Field, ...]:
 
 ORDER_FIELDS = _order_fields()
 
+
 def marketing_state(value: Any, field: str) -> str | None:
     """REST's consent states; the phone number's newer GraphQL consent says NEVER_SUBSCRIBED
     where REST and the older enums say not_subscribed."""
