@@ -12,6 +12,7 @@ from handlers.resources import RESOURCES as REGISTRY
 
 __all__ = [
     "BULK_RUN",
+    "BULK_RUN_GROUPED",
     "BULK_STATUS",
     "CUSTOMERS",
     "CUSTOMER_FIELDS",
@@ -23,6 +24,7 @@ __all__ = [
     "RESOURCES",
     "SHOP_ID",
     "Resource",
+    "bulk_run_document",
 ]
 
 # The per-resource documents (page, count, bulk) are built by the registry's entries from
@@ -43,6 +45,20 @@ mutation BulkRun($query: String!) {
   }
 }
 """
+
+# From 2026-01 Shopify no longer keeps a record's child lines next to it unless asked; the
+# backfill writes each record with its children, holding one record at a time, so it asks.
+BULK_RUN_GROUPED = BULK_RUN.replace(
+    "bulkOperationRunQuery(query: $query)",
+    "bulkOperationRunQuery(query: $query, groupObjects: true)",
+)
+
+
+def bulk_run_document(api_version: str, *, grouped: bool) -> str:
+    """The mutation starting a bulk query: grouped where there are children to group and
+    the API version has the argument (2026-01 on; before it, lines came grouped)."""
+    return BULK_RUN_GROUPED if grouped and api_version >= "2026-01" else BULK_RUN
+
 
 BULK_STATUS = """
 query BulkStatus($id: ID!) {

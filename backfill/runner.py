@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backfill.client import AdminClient, BackfillError, CredentialsInvalid, QueryTooCostly
 from backfill.credentials import AppCredentials, TenantCredentials, oauth_token_url
 from backfill.metrics import RECORDS
-from backfill.queries import BULK_RUN, BULK_STATUS, RESOURCES, SHOP_ID, Resource
-from handlers import upsert_records
+from backfill.nested import BulkGroup, BulkGrouper, complete_children
+from backfill.queries import BULK_STATUS, RESOURCES, SHOP_ID, Resource, bulk_run_document
+from handlers.children import write_with_children
 from handlers.errors import error_text, may_quote_data
 from handlers.normalize import PayloadError, Record, parse_shopify_id
 from handlers.resources import parse_resource_names
@@ -36,11 +37,15 @@ ACTIVE_STATUSES = (SyncStatus.QUEUED, SyncStatus.RUNNING)
 SINGLE_QUERY_LIMIT = 1000
 MAX_PAGE_SIZE = 250
 BULK_BATCH = 1000
+# Bulk result lines held before a write, children included: a product's thousands of
+# variants still come as one group, but many small groups are written together.
+BULK_BATCH_LINES = 5000
 # A running job whose heartbeat is older than this was abandoned by a dead worker.
 DEFAULT_LEASE = timedelta(seconds=60)
 # Incremental pulls start this much before the previous sync started: our clock and Shopify's
 # may disagree a little, and fetching a few records twice costs nothing (upserts are idempotent).
 INCREMENTAL_OVERLAP = timedelta(minutes=5)
+
 
 # Where each resource's backfilled nodes go, and what reads them (from the registry).
 TARGETS: dict[str, tuple[type[ShopRecord], Callable[[Any], Record]]] = {
@@ -119,13 +124,20 @@ def admin_client_for(env: BackfillEnvironment, tenant: Tenant) -> AdminClient:
 
 
 def page_cost(resource: Resource, page_size: int) -> int:
-    """Requested cost as Shopify computes it: the connection 2, pageInfo 1, then each node."""
-    return 3 + page_size * resource.node_cost
+    """Requested cost as Shopify computes it: the connection 2, pageInfo 1, then each node
+    with the first of its children."""
+    return 3 + page_size * resource.page_node_cost
 
 
 def page_size_for(resource: Resource) -> int:
     """The largest page whose requested cost stays under Shopify's single-query limit."""
-    return max(1, min(MAX_PAGE_SIZE, (SINGLE_QUERY_LIMIT - 3) // resource.node_cost))
+    return max(1, min(MAX_PAGE_SIZE, (SINGLE_QUERY_LIMIT - 3) // resource.page_node_cost))
+
+
+def concurrent_bulk_operations(api_version: str) -> int:
+    """Bulk query operations one app may run at once per shop: five from API version 2026-01
+    (SHOPIFY.md), one before."""
+    return 5 if api_version >= "2026-01" else 1
 
 
 def validate_request(mode: str, resources: list[str] | None) -> list[str]:
@@ -290,6 +302,8 @@ class JobRun:
 
     async def run(self) -> None:
         await self._check_shop()
+        if self.job.mode == SyncMode.BULK:
+            await self._start_bulk_operations()
         for name in self.job.resources:
             state = self.progress.setdefault(
                 name, ResourceProgress(cursor=None, count=0, done=False)
@@ -315,8 +329,42 @@ class JobRun:
         count = (data.get(resource.count_field) or {}).get("count")
         return int(count) if isinstance(count, int) else None
 
+    async def _start_bulk_operations(self) -> None:
+        """Start the pending resources' bulk operations together, as many as Shopify lets
+        one app run at once per shop: Shopify prepares them in parallel while the first
+        result streams in. Each id is checkpointed, so a resumed job waits for the same ones."""
+        room = concurrent_bulk_operations(self.env.api_version)
+        running = [
+            name
+            for name in self.job.resources
+            if not self.progress.get(name, {}).get("done")
+            and self.progress.get(name, {}).get("bulk_operation_id")
+        ]
+        for name in self.job.resources:
+            if len(running) >= room:
+                return
+            state = self.progress.setdefault(
+                name, ResourceProgress(cursor=None, count=0, done=False)
+            )
+            if state.get("done") or state.get("bulk_operation_id"):
+                continue
+            await self._run_bulk_operation(RESOURCES[name], state)
+            running.append(name)
+
+    async def _run_bulk_operation(self, resource: Resource, state: ResourceProgress) -> None:
+        document = bulk_run_document(self.env.api_version, grouped=bool(resource.children))
+        data = await self.client.execute(
+            document, {"query": resource.bulk_query(self.search)}, cost=10
+        )
+        result = data.get("bulkOperationRunQuery") or {}
+        errors = result.get("userErrors") or []
+        if errors:
+            messages = "; ".join(str(error.get("message")) for error in errors)
+            raise BackfillError(f"bulk operation refused: {messages}")
+        state["bulk_operation_id"] = result["bulkOperation"]["id"]
+        await self._checkpoint(resource, [])
+
     async def _pages(self, resource: Resource, state: ResourceProgress) -> None:
-        model, normalize = resource.model, resource.normalize_node
         page_size = int(state.get("page_size") or page_size_for(resource))
         expected_cost = float(page_cost(resource, page_size))
         while not state.get("done"):
@@ -335,34 +383,24 @@ class JobRun:
             connection = data.get(resource.name) or {}
             nodes = connection.get("nodes") or []
             page_info = connection.get("pageInfo") or {}
-            records = _normalize_all(normalize, nodes, resource.name)
+            # Records with more children than the page asked for get the rest first, so the
+            # page is written whole (and its lists may tombstone what they no longer name).
+            await complete_children(self.client, resource.typename, resource.children, nodes)
             state["cursor"] = page_info.get("endCursor") or state.get("cursor")
-            state["count"] = int(state.get("count", 0)) + len(records)
+            state["count"] = int(state.get("count", 0)) + len(nodes)
             state["pages"] = int(state.get("pages", 0)) + 1
             state["done"] = not page_info.get("hasNextPage")
-            await self._checkpoint(model, records)
+            await self._checkpoint(resource, nodes)
             self._report(resource.name, state)
 
     async def _bulk(self, resource: Resource, state: ResourceProgress) -> None:
-        model, normalize = resource.model, resource.normalize_node
-        operation_id = state.get("bulk_operation_id")
-        if not operation_id:
-            data = await self.client.execute(
-                BULK_RUN, {"query": resource.bulk_query(self.search)}, cost=10
-            )
-            result = data.get("bulkOperationRunQuery") or {}
-            errors = result.get("userErrors") or []
-            if errors:
-                messages = "; ".join(str(error.get("message")) for error in errors)
-                raise BackfillError(f"bulk operation refused: {messages}")
-            operation_id = result["bulkOperation"]["id"]
-            state["bulk_operation_id"] = operation_id
-            await self._checkpoint(model, [])
-        url = await self._await_bulk(operation_id)
+        if not state.get("bulk_operation_id"):
+            await self._run_bulk_operation(resource, state)
+        url = await self._await_bulk(str(state["bulk_operation_id"]))
         if url:
-            await self._stream_bulk(url, model, normalize, resource.name, state)
+            await self._stream_bulk(url, resource, state)
         state["done"] = True
-        await self._checkpoint(model, [])
+        await self._checkpoint(resource, [])
         self._report(resource.name, state)
 
     async def _await_bulk(self, operation_id: str) -> str | None:
@@ -380,18 +418,14 @@ class JobRun:
             await self._heartbeat()
             await asyncio.sleep(self.env.bulk_poll_interval)
 
-    async def _stream_bulk(
-        self,
-        url: str,
-        model: type[ShopRecord],
-        normalize: Callable[[Any], Record],
-        name: str,
-        state: ResourceProgress,
-    ) -> None:
-        """Stream the JSONL, upserting in batches; a resumed job skips the lines it applied."""
+    async def _stream_bulk(self, url: str, resource: Resource, state: ResourceProgress) -> None:
+        """Stream the JSONL, writing each record with its children in batches; a resumed job
+        skips the lines it applied (a batch ends where a record and its children end)."""
         applied = int(state.get("lines", 0))
         line_number = 0
-        batch: list[Record] = []
+        grouper = BulkGrouper(resource.children)
+        batch: list[BulkGroup] = []
+        flushed = applied
         try:
             async with self.env.http.stream("GET", url) as response:
                 if response.status_code != 200:
@@ -402,37 +436,53 @@ class JobRun:
                     line_number += 1
                     if line_number <= applied:
                         continue
-                    node = json.loads(line)
-                    if "__parentId" in node:
-                        continue  # our bulk queries select no child connections
-                    batch.append(normalize_node(normalize, node, name))
-                    if len(batch) >= BULK_BATCH:
-                        await self._bulk_flush(model, batch, name, state, line_number)
-                        batch = []
+                    try:
+                        finished = list(grouper.feed(json.loads(line), line_number))
+                    except ValueError as exc:
+                        raise BackfillError(f"bulk result for {resource.name}: {exc}") from exc
+                    batch.extend(finished)
+                    if batch and (
+                        len(batch) >= BULK_BATCH
+                        or batch[-1].last_line - flushed >= BULK_BATCH_LINES
+                    ):
+                        await self._bulk_flush(resource, batch, state)
+                        flushed, batch = batch[-1].last_line, []
         except httpx.TransportError as exc:
             raise BackfillError(f"bulk result download broke off: {exc}") from exc
-        await self._bulk_flush(model, batch, name, state, line_number)
+        batch.extend(grouper.finish())
+        await self._bulk_flush(resource, batch, state)
 
     async def _bulk_flush(
-        self,
-        model: type[ShopRecord],
-        batch: list[Record],
-        name: str,
-        state: ResourceProgress,
-        line_number: int,
+        self, resource: Resource, batch: list[BulkGroup], state: ResourceProgress
     ) -> None:
-        state["lines"] = max(int(state.get("lines", 0)), line_number)
+        if not batch:
+            return
+        state["lines"] = max(int(state.get("lines", 0)), batch[-1].last_line)
         state["count"] = int(state.get("count", 0)) + len(batch)
-        await self._checkpoint(model, batch)
-        self._report(name, state)
+        await self._checkpoint(resource, [group.node for group in batch])
+        self._report(resource.name, state)
 
-    async def _checkpoint(self, model: type[ShopRecord], records: list[Record]) -> None:
-        """Records and progress in one transaction: after a crash, both or neither happened."""
+    async def _checkpoint(self, resource: Resource, nodes: list[dict[str, Any]]) -> None:
+        """Records (with their children) and progress in one transaction: after a crash, both
+        or neither happened."""
         async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
-            if records:
-                RECORDS.labels(model.__tablename__, self.job.mode).inc(len(records))
-            if records:
-                await upsert_records(session, model, self.tenant.id, records, source="backfill")
+            if nodes:
+                RECORDS.labels(resource.table, self.job.mode).inc(len(nodes))
+                try:
+                    await write_with_children(
+                        session,
+                        resource.model,
+                        resource.children,
+                        resource.normalize_node,
+                        self.tenant.id,
+                        nodes,
+                        graphql=True,
+                        source="backfill",
+                    )
+                except PayloadError as exc:
+                    raise BackfillError(
+                        f"{resource.name}: Shopify sent a record we cannot read: {exc}"
+                    ) from exc
             result = await session.execute(
                 update(SyncJob)
                 .where(SyncJob.id == self.job.id, SyncJob.status == SyncStatus.RUNNING)
@@ -464,10 +514,6 @@ def normalize_node(normalize: Callable[[Any], Record], node: Any, name: str) -> 
         raise BackfillError(
             f"{name} {node_id}: Shopify sent a record we cannot read: {exc}"
         ) from exc
-
-
-def _normalize_all(normalize: Callable[[Any], Record], nodes: list[Any], name: str) -> list[Record]:
-    return [normalize_node(normalize, node, name) for node in nodes]
 
 
 async def _beat(env: BackfillEnvironment, job_id: int) -> None:

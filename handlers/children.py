@@ -53,6 +53,11 @@ class ChildSet:
     node_fields: str = ""
     connection: bool = False
     first: int = 0
+    # The child's GraphQL type (`... on <typename>` when paging its own children, and what a
+    # bulk result line's gid says it is), and the objects one child node costs (each object
+    # 1, scalars 0, its own children not included).
+    typename: str = ""
+    node_cost: int = 1
     # A REST body that carries this many children may have been cut off by Shopify.
     rest_limit: int | None = None
     owner_key: str | None = None
@@ -62,6 +67,49 @@ class ChildSet:
     @property
     def table(self) -> str:
         return str(self.model.__tablename__)
+
+    def item_fields(self, *, bulk: bool = False) -> str:
+        """One child's selection with its own children's. A bulk query may not hold a
+        connection inside a plain list (Shopify refuses it), so a list's connections are
+        left out there: those grandchildren come from page queries and webhooks."""
+        nested = "".join(
+            child.selection(bulk=bulk)
+            for child in self.children
+            if not (bulk and child.connection and not self.connection)
+        )
+        return f"{self.node_fields}{nested}"
+
+    def selection(
+        self, *, bulk: bool = False, first: int | None = None, after: str | None = None
+    ) -> str:
+        """This child's field inside its parent's selection. A page query asks for `first`
+        (a connection with the cursor to page the rest); a bulk query asks for everything (a
+        connection as edges, whose nodes come back as their own lines)."""
+        fields = self.item_fields(bulk=bulk)
+        if bulk:
+            if self.connection:
+                return f"\n      {self.node_key} {{ edges {{ node {{{fields} }} }} }}"
+            return f"\n      {self.node_key} {{{fields} }}"
+        count = first or self.first
+        if self.connection:
+            cursor = f", after: {after}" if after else ""
+            return (
+                f"\n      {self.node_key}(first: {count}{cursor}) {{ nodes {{{fields} }}"
+                " pageInfo { hasNextPage endCursor } }"
+            )
+        return f"\n      {self.node_key}(first: {count}) {{{fields} }}"
+
+    @property
+    def item_cost(self) -> int:
+        """Requested points of one child with everything it selects."""
+        return self.node_cost + sum(child.cost() for child in self.children)
+
+    def cost(self, first: int | None = None) -> int:
+        """Requested points of this field in one parent: a connection costs 2 and its
+        pageInfo 1 beside `first` items. Shopify does not say how it prices a plain list with
+        `first`; counting it as `first` items is the safe side (a page sized on it fits)."""
+        count = first or self.first
+        return (3 if self.connection else 0) + count * self.item_cost
 
     def read(
         self, payload: Mapping[str, Any], parent_id: int, *, graphql: bool
@@ -75,7 +123,8 @@ class ChildSet:
         complete = True
         if value is None:
             items: list[Any] = []
-        elif graphql and self.connection:
+        elif graphql and (self.connection or isinstance(value, Mapping)):
+            # A plain list completed by the backfill comes back shaped as a connection.
             if not isinstance(value, Mapping):
                 raise PayloadError(f"{key}: expected a connection")
             items = _connection_nodes(value, key)

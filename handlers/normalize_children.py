@@ -66,7 +66,8 @@ LINE_ITEM_FIELDS = (
     Field("requires_shipping", "requires_shipping", "requiresShipping", parse_bool),
     Field("gift_card", "gift_card", "isGiftCard", parse_bool),
     Field("fulfillable_quantity", "fulfillable_quantity", "unfulfilledQuantity", parse_count),
-    Field("fulfillment_status", "fulfillment_status", "fulfillmentStatus", lower_enum),
+    # GraphQL deprecated LineItem.fulfillmentStatus: webhooks keep it, the backfill leaves it.
+    Field("fulfillment_status", "fulfillment_status", None, lower_enum),
 )  # fmt: skip
 
 REFUND_FIELDS = (

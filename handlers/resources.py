@@ -109,12 +109,27 @@ class Resource:
         return self.upsert_topics + self.delete_topics
 
     @property
+    def page_fields(self) -> str:
+        """One node's selection in a page query: its fields and the first of its children."""
+        return self.fields + "".join(child.selection() for child in self.children) + "\n"
+
+    @property
+    def bulk_fields(self) -> str:
+        """One node's selection in a bulk query: its fields and all of its children."""
+        return self.fields + "".join(child.selection(bulk=True) for child in self.children)
+
+    @property
+    def page_node_cost(self) -> int:
+        """Requested points of one node of a page query, children included."""
+        return self.node_cost + sum(child.cost() for child in self.children)
+
+    @property
     def page_query(self) -> str:
         return (
             f"query Backfill($first: Int!, $after: String, $query: String) {{\n"
             f"  {self.name}(first: $first, after: $after, query: $query, sortKey: ID) {{\n"
             f"    {PAGE_INFO}\n"
-            f"    nodes {{{self.fields}    }}\n"
+            f"    nodes {{{self.page_fields}    }}\n"
             f"  }}\n"
             f"}}\n"
         )
@@ -135,7 +150,7 @@ class Resource:
     def bulk_query(self, search: str | None = None) -> str:
         """The inner query of bulkOperationRunQuery (connections as edges/node)."""
         arguments = f'(query: "{search}")' if search else ""
-        return f"{{ {self.name}{arguments} {{ edges {{ node {{{self.fields}}} }} }} }}"
+        return f"{{ {self.name}{arguments} {{ edges {{ node {{{self.bulk_fields}}} }} }} }}"
 
 
 _MONEY = "shopMoney { amount currencyCode }"
@@ -151,7 +166,10 @@ REFUND_LINE_ITEMS = ChildSet(
           id quantity restockType lineItem {{ id }} location {{ id }}
           subtotalSet {{ {_MONEY} }} totalTaxSet {{ {_MONEY} }}""",
     connection=True,
-    first=25,
+    first=4,
+    typename="RefundLineItem",
+    # itself, its line item and location, two money bags of two objects each
+    node_cost=7,
 )
 
 ORDER_CHILDREN = (
@@ -163,10 +181,13 @@ ORDER_CHILDREN = (
         normalize=lambda item, parent, graphql: normalize_line_item(item, graphql=graphql),
         node_fields=f"""
           id sku title variantTitle vendor quantity currentQuantity taxable requiresShipping
-          isGiftCard unfulfilledQuantity fulfillmentStatus product {{ id }} variant {{ id }}
+          isGiftCard unfulfilledQuantity product {{ id }} variant {{ id }}
           originalUnitPriceSet {{ {_MONEY} }} totalDiscountSet {{ {_MONEY} }}""",
         connection=True,
-        first=25,
+        first=8,
+        typename="LineItem",
+        # itself, its product and variant, two money bags of two objects each
+        node_cost=7,
     ),
     ChildSet(
         model=OrderRefund,
@@ -176,7 +197,9 @@ ORDER_CHILDREN = (
         normalize=lambda item, parent, graphql: normalize_refund(item, graphql=graphql),
         node_fields=f"""
           id createdAt note processedAt totalRefundedSet {{ {_MONEY} }}""",
-        first=10,
+        first=2,
+        typename="Refund",
+        node_cost=3,
         children=(REFUND_LINE_ITEMS,),
     ),
     ChildSet(
@@ -188,7 +211,9 @@ ORDER_CHILDREN = (
         node_fields=f"""
           id kind status gateway processedAt createdAt errorCode test
           parentTransaction {{ id }} amountSet {{ {_MONEY} }}""",
-        first=10,
+        first=3,
+        typename="OrderTransaction",
+        node_cost=4,
     ),
     ChildSet(
         model=Fulfillment,
@@ -199,7 +224,9 @@ ORDER_CHILDREN = (
         node_fields="""
           id name status displayStatus createdAt updatedAt location { id }
           trackingInfo { company number url }""",
-        first=10,
+        first=2,
+        typename="Fulfillment",
+        node_cost=3,
     ),
 )
 
@@ -215,7 +242,9 @@ PRODUCT_VARIANTS = ChildSet(
           id title sku barcode price compareAtPrice position inventoryQuantity taxable
           createdAt updatedAt selectedOptions { name value } inventoryItem { id }""",
     connection=True,
-    first=50,
+    first=20,
+    typename="ProductVariant",
+    node_cost=3,
 )
 
 
@@ -243,7 +272,9 @@ CUSTOMER_ADDRESSES = ChildSet(
           id firstName lastName name company address1 address2 city province provinceCode
           country countryCodeV2 zip phone""",
     connection=True,
-    first=10,
+    first=5,
+    typename="MailingAddress",
+    node_cost=1,
     personal_fields=ADDRESS_COLUMNS,
 )
 
@@ -266,8 +297,9 @@ CUSTOMERS = Resource(
       tags
       note
       verifiedEmail
+      defaultAddress { id }
 """,
-    node_cost=5,
+    node_cost=6,
     typename="Customer",
     upsert_topics=(
         "customers/create",

@@ -1,0 +1,202 @@
+"""Children in backfill results: the rest of a child list a page query cut off, and the
+child lines of a bulk result put back under their parent.
+
+A page query asks for the first few children of each record (Shopify prices every child it
+might return, and one query may cost at most 1,000 points). A record with more is completed
+here, by asking for that record's remaining children by its id, page after page, before the
+page is written: the writer then sees whole lists and may tombstone what they no longer name.
+
+A bulk result has each child of a connection on its own line after its parent, naming the
+parent in `__parentId` (lists are inlined in the parent's line). Asked with `groupObjects`,
+a parent's children follow it before the next parent, so one parent at a time is held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from backfill.client import AdminClient
+from handlers.children import ChildSet
+
+SINGLE_QUERY_LIMIT = 1000
+MAX_PAGE = 250
+# The node lookup (1) and the connection with its pageInfo (3).
+_OVERFLOW_OVERHEAD = 4
+
+
+def _overflow_first(child: ChildSet) -> int:
+    return max(1, min(MAX_PAGE, (SINGLE_QUERY_LIMIT - _OVERFLOW_OVERHEAD) // child.item_cost))
+
+
+def overflow_query(parent_typename: str, child: ChildSet) -> tuple[str, int]:
+    """The document that reads one record's children past a cursor, and its cost."""
+    first = _overflow_first(child)
+    document = (
+        "query Children($id: ID!, $after: String) {\n"
+        f"  node(id: $id) {{ ... on {parent_typename} {{"
+        f"{child.selection(first=first, after='$after')}"
+        " } }\n}\n"
+    )
+    return document, 1 + child.cost(first)
+
+
+def _items(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        return list(value.get("nodes") or [])
+    return list(value) if isinstance(value, list) else []
+
+
+async def complete_children(
+    client: AdminClient,
+    parent_typename: str,
+    children: Sequence[ChildSet],
+    nodes: Sequence[dict[str, Any]],
+) -> int:
+    """Fill in, in place, every child list of these nodes that the page cut short, and their
+    own children's. Returns the queries it took (0 for a page of records with few children)."""
+    queries = 0
+    for node in nodes:
+        for child in children:
+            if child.node_key not in node:
+                continue
+            queries += await _complete_one(client, parent_typename, child, node)
+            if child.children:
+                queries += await complete_children(
+                    client, child.typename, child.children, _items(node[child.node_key])
+                )
+    return queries
+
+
+async def _complete_one(
+    client: AdminClient, parent_typename: str, child: ChildSet, node: dict[str, Any]
+) -> int:
+    value = node[child.node_key]
+    queries = 0
+    if child.connection:
+        if not isinstance(value, dict):
+            return 0
+        page = value.get("pageInfo") or {}
+        document, cost = overflow_query(parent_typename, child)
+        while page.get("hasNextPage") and page.get("endCursor"):
+            data = await client.execute(
+                document, {"id": node["id"], "after": page["endCursor"]}, cost=cost
+            )
+            more = ((data.get("node") or {}).get(child.node_key)) or {}
+            value.setdefault("nodes", []).extend(more.get("nodes") or [])
+            page = more.get("pageInfo") or {"hasNextPage": False}
+            value["pageInfo"] = page
+            queries += 1
+        return queries
+    # A plain list has no cursor: a full one is asked again with room for more.
+    if isinstance(value, list) and child.first and len(value) >= child.first:
+        first = _overflow_first(child)
+        document = (
+            "query Children($id: ID!) {\n"
+            f"  node(id: $id) {{ ... on {parent_typename} {{{child.selection(first=first)} }} }}\n"
+            "}\n"
+        )
+        data = await client.execute(document, {"id": node["id"]}, cost=1 + child.cost(first))
+        fetched = (data.get("node") or {}).get(child.node_key)
+        if isinstance(fetched, list):
+            # Shaped as a connection, so the writer knows whether this one is whole: still
+            # full at `first`, it tombstones nothing.
+            node[child.node_key] = {
+                "nodes": fetched,
+                "pageInfo": {"hasNextPage": len(fetched) >= first},
+            }
+        queries += 1
+    return queries
+
+
+@dataclass
+class BulkGroup:
+    """One parent line of a bulk result with the child lines that followed it."""
+
+    node: dict[str, Any]
+    # gid -> the object holding that gid's children (the parent and every child seen).
+    by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_line: int = 0
+
+
+class BulkGrouper:
+    """Feeds bulk result lines in order; yields each parent with its children once the next
+    parent starts (and the last one at `finish`). Children are put where a page query would
+    have them: a connection's nodes under `{"nodes": [...], "pageInfo": {"hasNextPage":
+    false}}`, so the writer reads one shape; a connection no line filled is an empty, complete
+    list (a bulk result leaves nothing out)."""
+
+    def __init__(self, children: Sequence[ChildSet]) -> None:
+        self.children = tuple(children)
+        self._by_typename: dict[str, ChildSet] = {}
+        pending = list(children)
+        while pending:
+            child = pending.pop()
+            self._by_typename[child.typename] = child
+            pending.extend(child.children)
+        self._current: BulkGroup | None = None
+
+    def feed(self, line: dict[str, Any], line_number: int) -> Iterator[BulkGroup]:
+        parent_id = line.pop("__parentId", None)
+        if parent_id is None:
+            if self._current is not None:
+                yield self._current
+            self._current = self._start(line, line_number)
+            return
+        group = self._current
+        if group is None or parent_id not in group.by_id:
+            raise ValueError(
+                f"bulk line {line_number} names parent {parent_id} that did not come before it"
+                " (was the operation run without groupObjects?)"
+            )
+        typename = _typename(line.get("id"))
+        child = self._by_typename.get(typename)
+        if child is None:
+            raise ValueError(f"bulk line {line_number}: unexpected child type {typename!r}")
+        holder = group.by_id[parent_id]
+        slot = holder.setdefault(child.node_key, _empty(child))
+        _items_of(slot).append(line)
+        self._index(group, line, child.children)
+        group.last_line = line_number
+
+    def finish(self) -> Iterator[BulkGroup]:
+        if self._current is not None:
+            yield self._current
+        self._current = None
+
+    def _start(self, line: dict[str, Any], line_number: int) -> BulkGroup:
+        group = BulkGroup(node=line, last_line=line_number)
+        self._index(group, line, self.children)
+        return group
+
+    def _index(self, group: BulkGroup, obj: dict[str, Any], children: Sequence[ChildSet]) -> None:
+        """Register `obj` (and the children inlined in it) as a parent later lines may name."""
+        if isinstance(obj.get("id"), str):
+            group.by_id[obj["id"]] = obj
+        for child in children:
+            if child.connection:
+                obj.setdefault(child.node_key, _empty(child))
+            else:
+                for item in obj.get(child.node_key) or []:
+                    if isinstance(item, dict):
+                        self._index(group, item, child.children)
+
+
+def _empty(child: ChildSet) -> Any:
+    return {"nodes": [], "pageInfo": {"hasNextPage": False}} if child.connection else []
+
+
+def _items_of(slot: Any) -> list[Any]:
+    if isinstance(slot, dict):
+        nodes: list[Any] = slot.setdefault("nodes", [])
+        return nodes
+    if isinstance(slot, list):
+        return slot
+    raise ValueError("bulk child slot is neither a connection nor a list")
+
+
+def _typename(gid: Any) -> str:
+    if isinstance(gid, str) and gid.startswith("gid://shopify/"):
+        return gid.removeprefix("gid://shopify/").split("/", 1)[0]
+    return ""
