@@ -12,11 +12,21 @@ from decimal import Decimal
 from typing import Any
 
 from .bulk import BulkManager
+from .children import (
+    Connection,
+    Derived,
+    OrderChildren,
+    ProductChildren,
+    attach_customer,
+    children_of,
+    shipping_address,
+)
 from .clock import Clock, SystemClock
 from .data import (
     LazyRef,
     Node,
     customer_email,
+    customer_name,
     customer_node,
     draw,
     epoch,
@@ -118,6 +128,10 @@ class FakeStore:
         scope: str = DEFAULT_SCOPE,
         access_token_ttl: int = 3600,
         executor: str = "fast",
+        many_line_items_every: int = 250,
+        many_line_items: int = 300,
+        many_variants_every: int = 25,
+        many_variants: int = 150,
     ) -> None:
         if not shop_domain.endswith(".myshopify.com"):
             shop_domain = f"{shop_domain}.myshopify.com"
@@ -132,6 +146,15 @@ class FakeStore:
         self.executor = executor
         self.stats = Stats()
         self._lock = threading.Lock()
+        # Children (children.py): one order in ``many_line_items_every`` has
+        # ``many_line_items`` line items (a client must page the overflow), one product in
+        # ``many_variants_every`` has ``many_variants`` variants; 0 turns them off.
+        self.many_line_items_every = many_line_items_every
+        self.many_line_items = many_line_items
+        self.many_variants_every = many_variants_every
+        self.many_variants = many_variants
+        self.order_children = OrderChildren(self)
+        self.product_children = ProductChildren(self)
         span = (epoch(history[0]), epoch(history[1]))
         schema = admin_schema()
 
@@ -147,8 +170,8 @@ class FakeStore:
             base_id=CUSTOMER_ID_BASE,
             count=customers,
             history=span,
-            build=lambda r, i, c, u: customer_node(
-                customer_key, i, r.base_id + i, c, u, self.currency
+            build=lambda r, i, c, u: attach_customer(
+                customer_key, i, customer_node(customer_key, i, r.base_id + i, c, u, self.currency)
             ),
             fields=fields_of("Customer"),
             aliases=self._customer_aliases(),
@@ -160,7 +183,9 @@ class FakeStore:
             base_id=PRODUCT_ID_BASE,
             count=products,
             history=span,
-            build=lambda r, i, c, u: product_node(product_key, i, r.base_id + i, c, u),
+            build=lambda r, i, c, u: self.product_children.attach(
+                i, product_node(product_key, i, r.base_id + i, c, u)
+            ),
             fields=fields_of("Product"),
             aliases=self._product_aliases(),
             clock=self.clock,
@@ -183,7 +208,9 @@ class FakeStore:
             base_id=LOCATION_ID_BASE,
             count=locations,
             history=span,
-            build=lambda r, i, c, u: location_node(location_key, i, r.base_id + i, c, u),
+            build=lambda r, i, c, u: self._attach_location(
+                i, location_node(location_key, i, r.base_id + i, c, u)
+            ),
             fields=fields_of("Location"),
             aliases={
                 "active": lambda v: {"isActive": bool(v)},
@@ -244,7 +271,7 @@ class FakeStore:
             if customer is not None
             else f"guest.{index}@example.net"
         )
-        return order_node(
+        node = order_node(
             resource.key,
             index,
             resource.base_id + index,
@@ -254,6 +281,31 @@ class FakeStore:
             self._customer_ref(customer),
             email,
         )
+        name = customer_name(self.customers.key, customer) if customer is not None else None
+        node["shippingAddress"] = shipping_address(resource.key, index, name)
+        return self.order_children.attach(index, node)
+
+    def _attach_location(self, index: int, node: Node) -> Node:
+        location_gid = node["id"]
+
+        def levels() -> list[Node]:
+            # Every inventory item stocked here, in item id order (a scan of the catalogue:
+            # locations are few and tests' catalogues small).
+            return [
+                level
+                for variant in self.product_children.all_variants(self.products.view())
+                for level in children_of(variant["inventoryItem"], "inventoryLevels")
+                if level["location"]["id"] == location_gid
+            ]
+
+        listing = Connection(levels)
+        node["inventoryLevels"] = listing
+
+        def level_of(inventoryItemId: str = "", **_: Any) -> Node | None:
+            return next((lv for lv in listing.items() if lv["item"]["id"] == inventoryItemId), None)
+
+        node["inventoryLevel"] = Derived(level_of, listing.items)
+        return node
 
     def _order_aliases(self) -> dict[str, Alias]:
         def bag(field_name: str) -> Alias:
