@@ -72,6 +72,7 @@ class RequestContext:
     store: FakeStore
     base_url: str
     search: list[dict[str, Any]] = field(default_factory=list)
+    api_version: str | None = None
     _views: dict[str, ResourceView] = field(default_factory=dict)
     nodes_returned: int = 0
 
@@ -306,7 +307,7 @@ def _current_bulk(info: Any, type: str = "QUERY", **_ignored: Any) -> Any:
 
 def _run_bulk(info: Any, query: str, **_ignored: Any) -> dict[str, Any]:
     context: RequestContext = info.context
-    operation, errors = context.store.bulk.run(query)
+    operation, errors = context.store.bulk.run(query, context.api_version)
     node = None
     if operation is not None:
         # The mutation's answer shows the operation as created: reading it is not a poll.
@@ -437,6 +438,7 @@ def answer_graphql(
     operation_name: str | None,
     base_url: str,
     force_throttle: bool = False,
+    api_version: str | None = None,
 ) -> Answer:
     """Everything after authentication: validate, price, throttle, execute."""
     schema = admin_schema()
@@ -513,7 +515,7 @@ def answer_graphql(
                 "extensions": _cost_extension(store, requested, None),
             },
         )
-    context = RequestContext(store, base_url)
+    context = RequestContext(store, base_url, api_version=api_version)
     data, errors = _execute(store, schema, operation, fragments, coerced, variables, context)
     actual = min(requested, actual_cost(schema, operation, fragments, coerced, data))
     store.bucket.refund(requested - actual)
