@@ -386,10 +386,10 @@ class OrderChildren:
         lines: list[Node] = []
         for position, share in enumerate(shares):
             value = draw(key, index, 1000 + position)
-            quantity = 1 + value % 3
-            if share % quantity or share < quantity:
-                quantity = 1
-            unit = share // quantity
+            # One unit a line: REST consumers (and the existing webhook tests) add up `price`
+            # to the subtotal. Tests that need more units add a line item or refund one.
+            quantity = 1
+            unit = share
             product_index = (value >> 8) % max(1, products.generated)
             lines.append(
                 self._line_item(index, position, product_index, quantity, unit, currency, value)
