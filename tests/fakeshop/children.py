@@ -649,7 +649,7 @@ class OrderChildren:
             "duties": [],
             "return": None,
             "staffMember": None,
-            "order": {"id": order["id"]},
+            "order": _ref("Order", order["id"], lambda: self.store.orders.node(index)),
         }
 
     def new_fulfillment(
@@ -704,7 +704,7 @@ class OrderChildren:
                     for j, (line, quantity) in enumerate(chosen)
                 ]
             ),
-            "order": {"id": order["id"]},
+            "order": _ref("Order", order["id"], lambda: self.store.orders.node(index)),
         }
 
 
