@@ -582,7 +582,7 @@ class RestRenderer:
             "fulfillments": [self.fulfillment(node, f) for f in children_of(node, "fulfillments")],
             "refunds": [self.refund(node, r) for r in children_of(node, "refunds")],
             "billing_address": None,
-            "shipping_address": self.shipping_address(node.get("shippingAddress")),
+            "shipping_address": self.shipping_address(value_of(node, "shippingAddress")),
         }
 
     def _order_customer(self, reference: Any) -> dict[str, Any] | None:

@@ -313,8 +313,14 @@ class FakeStore:
             self._customer_ref(customer),
             email,
         )
-        name = customer_name(self.customers.key, customer) if customer is not None else None
-        node["shippingAddress"] = shipping_address(resource.key, index, name)
+        customers_key = self.customers.key
+
+        def address() -> Node | None:
+            name = customer_name(customers_key, customer) if customer is not None else None
+            return shipping_address(resource.key, index, name)
+
+        # Lazy: most pages never select it, and a million-order export should not pay for it.
+        node["shippingAddress"] = Derived(address)
         return self.order_children.attach(index, node)
 
     def _attach_location(self, index: int, node: Node) -> Node:
