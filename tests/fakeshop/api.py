@@ -23,6 +23,15 @@ from graphql import (
 )
 from graphql.execution.values import get_variable_values
 
+from .children import (
+    INVENTORY_ITEM_ID_BASE,
+    VARIANT_ID_BASE,
+    child_cursor,
+    decode_child,
+    find_child,
+    numeric,
+)
+from .children import _cursor_id as child_cursor_id
 from .cost import actual_cost, requested_cost
 from .data import iso
 from .executor import Executor, FieldError
@@ -63,6 +72,7 @@ class RequestContext:
     store: FakeStore
     base_url: str
     search: list[dict[str, Any]] = field(default_factory=list)
+    api_version: str | None = None
     _views: dict[str, ResourceView] = field(default_factory=dict)
     nodes_returned: int = 0
 
@@ -186,6 +196,63 @@ def _connection(resource: str) -> Callable[..., dict[str, Any]]:
     return resolve
 
 
+def _catalogue_connection(items: bool) -> Callable[..., dict[str, Any]]:
+    """Root ``inventoryItems`` (``items``) or ``productVariants``: every product's variants
+    (or their inventory items) in id order, which is product order then position."""
+
+    def resolve(
+        info: Any,
+        first: int | None = None,
+        last: int | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        query: str | None = None,
+        reverse: bool = False,
+        sortKey: str | None = None,
+        **_ignored: Any,
+    ) -> dict[str, Any]:
+        context: RequestContext = info.context
+        if last is not None or before is not None or reverse:
+            raise FieldError("fakeshop pages these forwards only (first/after)", "NOT_SIMULATED")
+        if first is None:
+            raise FieldError("you must provide one of first or last", "BAD_REQUEST")
+        if sortKey not in (None, "ID"):
+            raise FieldError(f"fakeshop does not simulate sortKey {sortKey}", "NOT_SIMULATED")
+        search = parse_search(query, context.store.clock.now().timestamp())
+        if search.warnings:
+            context.search.append(
+                {"path": _path(info), "query": query, "warnings": search.warnings}
+            )
+        base = INVENTORY_ITEM_ID_BASE if items else VARIANT_ID_BASE
+        position = child_cursor_id(after) - base if after is not None else None
+        taken: list[Any] = []
+        view = context.view("products")
+        for variant in context.store.product_children.all_variants(view, position):
+            node = variant["inventoryItem"] if items else variant
+            created = int(parse_time(node["createdAt"]))
+            updated = int(parse_time(node["updatedAt"]))
+            if not search.matches(created, updated, numeric(node["id"])):
+                continue
+            taken.append(node)
+            if len(taken) > first:
+                break
+        page = taken[:first]
+        cursors = [child_cursor(node["id"]) for node in page]
+        context.nodes_returned += len(page)
+        return {
+            "edges": [{"cursor": c, "node": n} for c, n in zip(cursors, page, strict=True)],
+            "nodes": page,
+            "pageInfo": {
+                "hasNextPage": len(taken) > first,
+                "hasPreviousPage": after is not None,
+                "startCursor": cursors[0] if cursors else None,
+                "endCursor": cursors[-1] if cursors else None,
+            },
+        }
+
+    return resolve
+
+
 def _count(resource: str) -> Callable[..., dict[str, Any]]:
     def resolve(
         info: Any, query: str | None = None, limit: int | None = 10000, **_ignored: Any
@@ -215,7 +282,14 @@ def _lookup(context: RequestContext, global_id: str, expect: str | None = None) 
         return context.store.bulk.node(operation, context.base_url) if operation else None
     resource = TYPENAMES.get(typename)
     if resource is None:
-        return None
+        # A child (line item, variant, inventory item or level, refund, ...): its id names
+        # its parent, which is generated and searched.
+        located = decode_child(numeric_id, typename)
+        if located is None:
+            return None
+        parent_resource, parent_index, _ = located
+        parent = context.view(parent_resource).node(parent_index)
+        return find_child(parent, typename, global_id) if parent is not None else None
     view = context.view(resource)
     index = view.index_of(numeric_id)
     return view.node(index) if index is not None else None
@@ -233,7 +307,7 @@ def _current_bulk(info: Any, type: str = "QUERY", **_ignored: Any) -> Any:
 
 def _run_bulk(info: Any, query: str, **_ignored: Any) -> dict[str, Any]:
     context: RequestContext = info.context
-    operation, errors = context.store.bulk.run(query)
+    operation, errors = context.store.bulk.run(query, context.api_version)
     node = None
     if operation is not None:
         # The mutation's answer shows the operation as created: reading it is not a poll.
@@ -274,6 +348,12 @@ QUERY_ROOT: dict[str, Any] = {
     "product": _by_id("Product"),
     "order": _by_id("Order"),
     "location": _by_id("Location"),
+    "inventoryItems": _catalogue_connection(items=True),
+    "productVariants": _catalogue_connection(items=False),
+    "inventoryItem": _by_id("InventoryItem"),
+    "inventoryLevel": _by_id("InventoryLevel"),
+    "productVariant": _by_id("ProductVariant"),
+    "refund": _by_id("Refund"),
     "bulkOperation": _by_id("BulkOperation"),
     "node": lambda info, id: _lookup(info.context, id),
     "nodes": lambda info, ids: [_lookup(info.context, i) for i in ids],
@@ -358,6 +438,7 @@ def answer_graphql(
     operation_name: str | None,
     base_url: str,
     force_throttle: bool = False,
+    api_version: str | None = None,
 ) -> Answer:
     """Everything after authentication: validate, price, throttle, execute."""
     schema = admin_schema()
@@ -434,7 +515,7 @@ def answer_graphql(
                 "extensions": _cost_extension(store, requested, None),
             },
         )
-    context = RequestContext(store, base_url)
+    context = RequestContext(store, base_url, api_version=api_version)
     data, errors = _execute(store, schema, operation, fragments, coerced, variables, context)
     actual = min(requested, actual_cost(schema, operation, fragments, coerced, data))
     store.bucket.refund(requested - actual)

@@ -202,6 +202,7 @@ class FakeShopApp:
             operation_name,
             self._base_url(request),
             force_throttle=fault is not None and fault.kind == "throttle",
+            api_version=version,
         )
         number = store.hooks.next_number()
         if store.hooks:

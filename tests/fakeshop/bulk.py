@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,15 +17,20 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     GraphQLObjectType,
+    InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
+    SelectionSetNode,
     get_named_type,
+    get_nullable_type,
     is_leaf_type,
+    is_list_type,
 )
 from graphql.execution.values import get_argument_values
 
+from .children import children_of
 from .cost import is_connection
-from .data import gid, iso
+from .data import Node, gid, iso
 from .executor import Executor
 from .resources import ResourceView
 from .schema import admin_schema, check_document
@@ -39,6 +44,22 @@ ACTIVE = ("CREATED", "RUNNING")
 # JSONL is sent in chunks of about this many bytes: big enough to keep per-chunk overhead
 # negligible, small enough that memory stays flat.
 CHUNK_BYTES = 256 * 1024
+# bulkOperationRunQuery (2026-10 docs): "supports up to five connections with a maximum
+# nesting depth of two levels".
+MAX_CONNECTIONS = 5
+MAX_DEPTH = 2
+# Roots a bulk query may start from besides the store's resources: the catalogue's
+# variants and inventory items (the way to export inventory levels).
+CATALOGUE_ROOTS = {"inventoryItems": True, "productVariants": False}
+
+
+@dataclass(frozen=True)
+class NestedConnection:
+    """A connection inside the exported node: its items become lines with ``__parentId``."""
+
+    field_name: str
+    typename: str
+    node_fields: list[FieldNode]
 
 
 @dataclass
@@ -54,6 +75,8 @@ class BulkOperation:
     created_at: str
     started: float
     total: int
+    roots: Callable[[], Iterator[Node]] = field(default=lambda: iter(()))
+    nested: list[NestedConnection] = field(default_factory=list)
     key: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     status: str = "CREATED"
     polls: int = 0
@@ -83,7 +106,7 @@ class BulkManager:
         *,
         polls_to_complete: int = 2,
         seconds_to_complete: float | None = None,
-        concurrency: int = 1,
+        concurrency: int | None = 1,
     ) -> None:
         self.store = store
         self.polls_to_complete = polls_to_complete
@@ -103,12 +126,22 @@ class BulkManager:
     def _user_error(self, message: str, code: str = "INVALID") -> list[dict[str, Any]]:
         return [{"field": ["query"], "message": message, "code": code}]
 
-    def run(self, query: str) -> tuple[BulkOperation | None, list[dict[str, Any]]]:
+    def limit_for(self, api_version: str | None) -> int:
+        """Bulk queries allowed at once: the store's ``bulk_concurrency``, or with None what
+        the API version allows (shopify.dev bulk guide: five from 2026-01, one before)."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return 5 if (api_version or "9999-99") >= "2026-01" else 1
+
+    def run(
+        self, query: str, api_version: str | None = None
+    ) -> tuple[BulkOperation | None, list[dict[str, Any]]]:
         """Start an export of ``query``; (operation, userErrors) as the mutation returns them."""
         with self._lock:
             active = [op for op in self._operations.values() if op.status in ACTIVE]
-            if len(active) >= self.concurrency:
-                if self.concurrency == 1:
+            limit = self.limit_for(api_version)
+            if len(active) >= limit:
+                if limit == 1:
                     message = (
                         "A bulk query operation for this app and shop is already in progress: "
                         f"{active[0].gid}."
@@ -119,7 +152,7 @@ class BulkManager:
                 return None, [
                     {
                         "field": None,
-                        "message": f"Bulk operations limit reached ({self.concurrency}).",
+                        "message": f"Bulk operations limit reached ({limit}).",
                         "code": "LIMIT_REACHED",
                     }
                 ]
@@ -156,7 +189,8 @@ class BulkManager:
             return self._user_error("Bulk queries must have exactly one top-level field.")
         root = roots[0]
         resource_name = root.name.value
-        if resource_name not in self.store.counts:  # the simulated resources
+        catalogue = resource_name in CATALOGUE_ROOTS
+        if resource_name not in self.store.counts and not catalogue:
             return self._user_error(f"fakeshop: bulk export of {resource_name!r} is not simulated")
         query_type = schema.query_type
         assert query_type is not None
@@ -166,14 +200,21 @@ class BulkManager:
         if not node_fields:
             return self._user_error("Bulk queries must select edges { node { ... } } or nodes.")
         node_type = get_named_type(connection_type.fields["nodes"].type)  # type: ignore[union-attr]
-        if self._has_connection(node_fields, node_type):  # type: ignore[arg-type]
-            return self._user_error(
-                "fakeshop: nested connections in bulk queries are not simulated"
-            )
-        resource = self.store.resource(resource_name)
+        assert isinstance(node_type, GraphQLObjectType)
+        problem = self._check_shape(node_fields, node_type)
+        if problem:
+            return self._user_error(problem)
+        node_fields, nested = self._split(node_fields, node_type)
+        resource = self.store.resource("products" if catalogue else resource_name)
         view = resource.view()
         clock = self.store.clock
         search = parse_search(arguments.get("query"), clock.now().timestamp())
+        if catalogue:
+            roots_of = self._catalogue_roots(view, search, CATALOGUE_ROOTS[resource_name])
+            total = sum(1 for _ in roots_of())
+        else:
+            roots_of = self._resource_roots(view, search)
+            total = view.count(search)
         operation = BulkOperation(
             numeric_id=BULK_ID_BASE + self._next,
             query=query,
@@ -185,20 +226,149 @@ class BulkManager:
             view=view,
             created_at=iso(int(clock.now().timestamp())),
             started=clock.monotonic(),
-            total=view.count(search),
+            total=total,
             fail_with=self._fail_next,
+            roots=roots_of,
+            nested=nested,
         )
         # Export one record now, so a field the simulator lacks fails the mutation instead of
         # producing a file of errors later.
-        first = next(iter(view.iterate(search)), None)
+        first = next(roots_of(), None)
         if first is not None:
             executor = self._executor(operation)
-            list(self._render(operation, executor, [first]))
+            list(self._render(operation, executor, iter([first])))
             if executor.errors:
                 return self._user_error(executor.errors[0]["message"])
         self._next += 1
         self._fail_next = None
         return operation
+
+    @staticmethod
+    def _resource_roots(view: ResourceView, search: Search) -> Callable[[], Iterator[Node]]:
+        def roots() -> Iterator[Node]:
+            for index in view.iterate(search):
+                node = view.node(index)
+                if node is not None:
+                    yield node
+
+        return roots
+
+    def _catalogue_roots(
+        self, view: ResourceView, search: Search, items: bool
+    ) -> Callable[[], Iterator[Node]]:
+        from .search import parse_time
+
+        catalogue = self.store.product_children
+
+        def roots() -> Iterator[Node]:
+            for variant in catalogue.all_variants(view):
+                node = variant["inventoryItem"] if items else variant
+                created = int(parse_time(node["createdAt"]))
+                updated = int(parse_time(node["updatedAt"]))
+                number = int(node["id"].rsplit("/", 1)[-1])
+                if search.matches(created, updated, number):
+                    yield node
+
+        return roots
+
+    # -- the shape Shopify accepts --
+
+    def _check_shape(
+        self, node_fields: list[FieldNode], node_type: GraphQLObjectType
+    ) -> str | None:
+        """Shopify's limits on a bulk query: at most five connections, nested at most two
+        levels deep, none inside a list field."""
+        found: list[int] = []
+
+        def walk(
+            fields: list[FieldNode], parent: GraphQLObjectType, depth: int, in_list: bool
+        ) -> str | None:
+            for node in fields:
+                for selection in self._fields_of(node):
+                    definition = parent.fields.get(selection.name.value)
+                    if definition is None:
+                        continue
+                    named = get_named_type(definition.type)
+                    if is_leaf_type(named) or not isinstance(named, GraphQLObjectType):
+                        continue
+                    if is_connection(named):
+                        if in_list:
+                            return (
+                                "Queries that contain a connection field within a list field "
+                                "are not currently supported."
+                            )
+                        found.append(depth + 1)
+                        inner = get_named_type(named.fields["nodes"].type)
+                        assert isinstance(inner, GraphQLObjectType)
+                        problem = walk(self._node_fields(selection), inner, depth + 1, False)
+                    else:
+                        listed = is_list_type(get_nullable_type(definition.type))
+                        problem = walk([selection], named, depth, in_list or listed)
+                    if problem:
+                        return problem
+            return None
+
+        problem = walk(node_fields, node_type, 1, False)
+        if problem:
+            return problem
+        if len(found) + 1 > MAX_CONNECTIONS:
+            return (
+                f"Bulk queries cannot contain more than {MAX_CONNECTIONS} connections "
+                f"(this one has {len(found) + 1})."
+            )
+        if max(found, default=1) > MAX_DEPTH:
+            return (
+                f"Bulk queries cannot contain connections with a nesting depth greater than "
+                f"{MAX_DEPTH}."
+            )
+        return None
+
+    @staticmethod
+    def _fields_of(node: FieldNode) -> list[FieldNode]:
+        selected: list[FieldNode] = []
+        for selection in node.selection_set.selections if node.selection_set else ():
+            if isinstance(selection, FieldNode):
+                if not selection.name.value.startswith("__"):
+                    selected.append(selection)
+            elif isinstance(selection, InlineFragmentNode) and selection.selection_set:
+                selected.extend(
+                    s for s in selection.selection_set.selections if isinstance(s, FieldNode)
+                )
+        return selected
+
+    def _split(
+        self, node_fields: list[FieldNode], node_type: GraphQLObjectType
+    ) -> tuple[list[FieldNode], list[NestedConnection]]:
+        """The node's selection without its connections, and those connections (their items
+        are exported as lines of their own, as Shopify does)."""
+        nested: list[NestedConnection] = []
+        stripped: list[FieldNode] = []
+        for node in node_fields:
+            kept = []
+            for selection in node.selection_set.selections if node.selection_set else ():
+                if isinstance(selection, FieldNode):
+                    definition = node_type.fields.get(selection.name.value)
+                    named = get_named_type(definition.type) if definition else None
+                    if named is not None and is_connection(named):
+                        inner = get_named_type(named.fields["nodes"].type)  # type: ignore[union-attr]
+                        nested.append(
+                            NestedConnection(
+                                selection.name.value, inner.name, self._node_fields(selection)
+                            )
+                        )
+                        continue
+                kept.append(selection)
+            stripped.append(
+                FieldNode(
+                    alias=node.alias,
+                    name=node.name,
+                    arguments=node.arguments,
+                    directives=node.directives,
+                    selection_set=SelectionSetNode(selections=tuple(kept)),
+                    loc=node.loc,
+                )
+            )
+        return stripped, nested
 
     @staticmethod
     def _node_fields(root: FieldNode) -> list[FieldNode]:
@@ -215,25 +385,6 @@ class BulkManager:
                     if isinstance(s, FieldNode) and s.name.value == "node"
                 )
         return found
-
-    def _has_connection(self, nodes: list[FieldNode], parent: GraphQLObjectType) -> bool:
-        for node in nodes:
-            for selection in node.selection_set.selections if node.selection_set else ():
-                if not isinstance(selection, FieldNode) or selection.name.value.startswith("__"):
-                    continue
-                definition = parent.fields.get(selection.name.value)
-                if definition is None:
-                    continue
-                named = get_named_type(definition.type)
-                if is_leaf_type(named):
-                    continue
-                if is_connection(named):
-                    return True
-                if isinstance(named, GraphQLObjectType) and self._has_connection(
-                    [selection], named
-                ):
-                    return True
-        return False
 
     # -- progress --
 
@@ -319,26 +470,33 @@ class BulkManager:
         return Executor(admin_schema(), operation.fragments, None)
 
     def _render(
-        self, operation: BulkOperation, executor: Executor, indexes: Iterator[int] | list[int]
-    ) -> Iterator[str]:
-        node_type = admin_schema().get_type(operation.typename)
+        self, operation: BulkOperation, executor: Executor, roots: Iterator[Node]
+    ) -> Iterator[list[str]]:
+        """The lines of each root record: its own, then one per item of each nested
+        connection with ``__parentId``, after their parent (Shopify's JSONL)."""
+        schema = admin_schema()
+        node_type = schema.get_type(operation.typename)
         assert isinstance(node_type, GraphQLObjectType)
         dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-        for index in indexes:
-            node = operation.view.node(index)
-            if node is None:
-                continue
-            yield dumps(executor.complete(node_type, operation.node_fields, node))
+        for node in roots:
+            lines = [dumps(executor.complete(node_type, operation.node_fields, node))]
+            for nested in operation.nested:
+                child_type = schema.get_type(nested.typename)
+                assert isinstance(child_type, GraphQLObjectType)
+                for child in children_of(node, nested.field_name):
+                    line = executor.complete(child_type, nested.node_fields, child)
+                    line["__parentId"] = node["id"]
+                    lines.append(dumps(line))
+            yield lines
 
     def lines(self, operation: BulkOperation) -> Iterator[str]:
-        """Every JSONL line of a finished operation (half of them if it failed)."""
+        """Every JSONL line of a finished operation (half the records if it failed)."""
         limit = operation.object_count
-        indexes = operation.view.iterate(operation.search)
         executor = self._executor(operation)
-        for count, line in enumerate(self._render(operation, executor, indexes)):
+        for count, lines in enumerate(self._render(operation, executor, operation.roots())):
             if count >= limit:
                 return
-            yield line
+            yield from lines
 
     def chunks(self, operation: BulkOperation) -> Iterator[bytes]:
         buffer: list[str] = []

@@ -2,9 +2,11 @@
 
 Requested cost is static: each object field costs 1, scalars and enums 0, a connection costs
 2 plus ``first``/``last`` times the cost of one item (its node object and everything selected
-under it), plus 1 for ``pageInfo``; nested connections multiply. Interfaces and unions cost the
-most expensive of their fragments. A mutation costs 10. Actual cost replaces ``first`` by the
-number of items a connection really returned and drops objects that came back null.
+under it), plus 1 for ``pageInfo``; nested connections multiply. A plain list with ``first:``
+costs ``first`` times one item (the conservative reading; Shopify does not document it).
+Interfaces and unions cost the most expensive of their fragments. A mutation costs 10. Actual
+cost replaces ``first`` by the number of items a connection really returned and drops objects
+that came back null.
 
 The same walk checks page sizes (at most 250), which Shopify rejects before executing.
 """
@@ -27,7 +29,9 @@ from graphql import (
     OperationType,
     SelectionSetNode,
     get_named_type,
+    get_nullable_type,
     is_leaf_type,
+    is_list_type,
 )
 from graphql.execution.values import get_argument_values
 
@@ -144,7 +148,16 @@ class CostWalk:
                 for item in value
                 if item is not None
             )
-        return 1 + self.selection(node.selection_set, named, value, actual, [*path, key])
+        item = 1 + self.selection(node.selection_set, named, value, actual, [*path, key])
+        if not actual and is_list_type(get_nullable_type(fields[name].type)):
+            # A plain list sized by ``first:`` (Order.refunds, Order.fulfillments,
+            # Fulfillment.trackingInfo): Shopify does not document its price; pricing it like
+            # a connection's nodes is the conservative reading (a query that fits here fits
+            # there).
+            size = self._size(parent, node, path)  # type: ignore[arg-type]
+            if size:
+                return size * item
+        return item
 
     def connection(
         self,

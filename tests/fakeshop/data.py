@@ -198,33 +198,48 @@ def customer_node(
         "state": state,
         "verifiedEmail": state == "ENABLED",
         "taxExempt": (value >> 40) % 50 == 0,
-        "note": None,
+        "note": "Prefers email" if (value >> 56) % 13 == 0 else None,
         "tags": tags_for(value >> 44),
         "createdAt": iso(created),
         "updatedAt": iso(updated),
-        "defaultEmailAddress": {
-            "emailAddress": email,
-            "marketingState": weighted(EMAIL_MARKETING, value >> 32),
-            "marketingOptInLevel": "SINGLE_OPT_IN",
-            "marketingUpdatedAt": None,
-        },
-        "defaultPhoneNumber": (
-            {
-                "phoneNumber": phone,
-                "marketingState": "NOT_SUBSCRIBED",
-                "smsMarketingConsent": {
-                    "state": "NEVER_SUBSCRIBED",
-                    "optInLevel": "SINGLE_OPT_IN",
-                    "updatedAt": None,
-                },
-            }
-            if phone
-            else None
-        ),
+        "defaultEmailAddress": email_address(email, weighted(EMAIL_MARKETING, value >> 32)),
+        "defaultPhoneNumber": phone_number(phone, "NOT_SUBSCRIBED") if phone else None,
         "amountSpent": {"amount": money(spent), "currencyCode": currency},
         # UnsignedInt64 is serialised as a string by Shopify.
         "numberOfOrders": str(orders),
     }
+
+
+def email_address(email: str, state: str) -> Node:
+    return {
+        "emailAddress": email,
+        "marketingState": state,
+        "marketingOptInLevel": "SINGLE_OPT_IN",
+        "marketingUpdatedAt": None,
+        "validFormat": True,
+    }
+
+
+def phone_number(phone: str, state: str) -> Node:
+    return {
+        "phoneNumber": phone,
+        "marketingState": state,
+        "smsMarketingConsent": {
+            # The newer consent enum (CustomerMarketingConsentState) says NEVER_SUBSCRIBED.
+            "state": "NEVER_SUBSCRIBED" if state == "NOT_SUBSCRIBED" else state,
+            "optInLevel": "SINGLE_OPT_IN",
+            "updatedAt": None,
+            "collectedFrom": "OTHER",
+        },
+    }
+
+
+CATEGORIES = (
+    ("aa-1-13-8", "T-Shirts", "Apparel & Accessories > Clothing > Clothing Tops > T-Shirts"),
+    ("hg-11-10", "Lamps", "Home & Garden > Lighting > Lamps"),
+    ("lb-7-3", "Notebooks", "Luggage & Bags > ... > Notebooks"),
+    ("hg-10-5-6", "Mugs", "Home & Garden > Kitchen & Dining > Tableware > Drinkware > Mugs"),
+)
 
 
 def product_node(key: int, index: int, numeric_id: int, created: int, updated: int) -> Node:
@@ -245,10 +260,32 @@ def product_node(key: int, index: int, numeric_id: int, created: int, updated: i
         "descriptionHtml": f"<p>{title}, made to last.</p>",
         "totalInventory": (value >> 52) % 500,
         "publishedAt": iso(created) if status == "ACTIVE" else None,
-        "category": None,
+        "category": category(value >> 56),
         "createdAt": iso(created),
         "updatedAt": iso(updated),
     }
+
+
+def category(value: int) -> Node | None:
+    if value % 5 == 0:
+        return None
+    handle, name, full_name = pick(CATEGORIES, value)
+    return {
+        "__typename": "TaxonomyCategory",
+        "id": gid("TaxonomyCategory", 0).replace("/0", f"/{handle}"),
+        "name": name,
+        "fullName": full_name,
+        "isLeaf": True,
+        "isRoot": False,
+        "isArchived": False,
+        "level": full_name.count(">") + 1,
+        "parentId": None,
+        "ancestorIds": [],
+        "childrenIds": [],
+    }
+
+
+SOURCES = (("web", 80), ("pos", 12), ("shopify_draft_order", 8))
 
 
 def order_node(
@@ -284,9 +321,10 @@ def order_node(
         "name": f"#{1001 + index}",
         "email": email,
         "phone": None,
-        "note": None,
+        "note": "Leave at the door" if (prices >> 52) % 11 == 0 else None,
         "tags": tags_for(value >> 24),
-        "test": False,
+        "test": (prices >> 56) % 97 == 0,
+        "sourceName": weighted(SOURCES, prices >> 44),
         "confirmed": True,
         "taxExempt": False,
         "createdAt": stamp_created,
@@ -303,13 +341,10 @@ def order_node(
         "fullyPaid": financial == "PAID",
         "unpaid": financial in ("PENDING", "AUTHORIZED", "EXPIRED"),
         "totalPriceSet": money_bag(total, currency),
+        "totalDiscountsSet": money_bag(0, currency),
         "subtotalPriceSet": money_bag(subtotal, currency),
         "totalTaxSet": money_bag(tax, currency),
         "totalShippingPriceSet": money_bag(shipping, currency),
-        "totalDiscountsSet": money_bag(0, currency),
-        "currentTotalPriceSet": money_bag(total, currency),
-        "sourceName": "web",
-        "shippingAddress": None,
         "customer": customer,
     }
 

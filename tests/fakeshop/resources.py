@@ -355,6 +355,25 @@ class Resource:
         assert node is not None
         return node
 
+    def set_hidden(self, index: int, key: str, value: Any, *, touch: bool) -> None:
+        """Store child state (``_orderBundle``, ``_variantSpecs``, ...) in the overlay of
+        record ``index``; ``touch`` also moves its ``updatedAt`` to now, as a change to its
+        children does on Shopify. The value is replaced whole, never mutated: a snapshot
+        taken before keeps the old one."""
+        with self._lock:
+            view = self.view()
+            if not view.exists(index):
+                raise KeyError(f"no live {self.typename} at index {index}")
+            override = self._overrides.setdefault(index, {})
+            override[key] = value
+            if touch:
+                created, _ = view.timestamps(index)
+                updated = max(created, epoch(self.clock.now()))
+                override["createdAt"] = iso(created)
+                override["updatedAt"] = iso(updated)
+                self._times[index] = (created, updated)
+            self._changed()
+
     def create(self, **fields: Any) -> int:
         """Append a new record (generated like the others, stamped now); returns its index."""
         with self._lock:

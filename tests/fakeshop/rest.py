@@ -8,9 +8,13 @@ one comma-separated string, timestamps in the shop's UTC offset (the same instan
 node's ``createdAt``/``updatedAt``), an order's ``customer`` object and ``line_items``, a
 product's ``variants``.
 
-Fields the simulator does not model (addresses, discounts, fulfillments) are empty or absent
-rather than invented, except line items and variants, which are derived deterministically from
-the record so that a payload looks like a real order or product.
+Children come from the same generated data the GraphQL API serves (``children.py``): an
+order's ``line_items``, ``refunds`` (with ``refund_line_items`` and ``transactions``),
+``fulfillments`` and ``shipping_address``; a product's ``variants`` (cut at
+``variant_limit``, with every variant in ``variant_gids``, as the products/update sample
+shows) and ``category``; a customer's ``addresses`` and ``default_address``. The bodies of the
+child topics (refunds/create, order_transactions/create, fulfillments/*, inventory_levels/*,
+inventory_items/*) are rendered here too. Discounts and duties are empty.
 """
 
 from __future__ import annotations
@@ -18,18 +22,26 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
-from .data import Node, draw, gid, money
+from .children import children_of, numeric, value_of
+from .data import Node, gid
 
 if TYPE_CHECKING:
     from .store import FakeStore
 
-# Line items and variants need ids of their own; these ranges collide with no record kind.
-LINE_ITEM_ID_BASE = 14_000_000_000_000
-VARIANT_ID_BASE = 43_000_000_000_000
 SHIPPING_LINE_ID_BASE = 4_400_000_000_000
 # A shop in New York: REST renders times in the shop's zone, and an offset other than UTC is
 # what catches a consumer that compares timestamps as strings.
 DEFAULT_UTC_OFFSET = timedelta(hours=-5)
+# How many variants a products/* body carries before `variant_gids` alone lists the rest.
+# *Unverified* number (notes/shopify-children.md section 3); a knob of WebhookEmitter.enable.
+DEFAULT_VARIANT_LIMIT = 100
+SHIPMENT_STATUSES = {
+    "DELIVERED": "delivered",
+    "IN_TRANSIT": "in_transit",
+    "OUT_FOR_DELIVERY": "out_for_delivery",
+    "CONFIRMED": "confirmed",
+    "LABEL_PRINTED": "label_printed",
+}
 
 # REST's fulfillment_status knows only these; every other displayFulfillmentStatus (UNFULFILLED,
 # IN_PROGRESS, ON_HOLD, SCHEDULED, ...) is null, as no line item has been fulfilled yet
@@ -95,9 +107,11 @@ class RestRenderer:
         *,
         utc_offset: timedelta = DEFAULT_UTC_OFFSET,
         spend: SpendStyle = "total_spent",
+        variant_limit: int = DEFAULT_VARIANT_LIMIT,
     ) -> None:
         self.store = store
         self.utc_offset = utc_offset
+        self.variant_limit = variant_limit
         # Customer webhooks of older API versions carry `total_spent` (or a money object);
         # since 2025-01 they carry neither ("current").
         self.spend = spend
@@ -177,6 +191,11 @@ class RestRenderer:
             "admin_graphql_api_id": node["id"],
             "default_address": None,
         }
+        addresses = [
+            self.address(address, shopify_id, k == 0)
+            for k, address in enumerate(children_of(node, "addresses"))
+        ]
+        payload["default_address"] = addresses[0] if addresses else None
         if nested:
             return payload
         payload |= {
@@ -184,7 +203,7 @@ class RestRenderer:
             "tags": ", ".join(node.get("tags") or []),
             "last_order_id": None,
             "last_order_name": None,
-            "addresses": [],
+            "addresses": addresses,
             "email_marketing_consent": {
                 "state": lower(email_address.get("marketingState")) or "not_subscribed",
                 "opt_in_level": "single_opt_in",
@@ -210,10 +229,56 @@ class RestRenderer:
             payload["total_spent"] = spent
         return payload
 
+    def address(self, address: Node, customer_id: int, default: bool) -> dict[str, Any]:
+        """A customer address as REST renders it (``addresses[]``, ``default_address``)."""
+        return {
+            "id": numeric(address["id"]),
+            "customer_id": customer_id,
+            "first_name": address.get("firstName"),
+            "last_name": address.get("lastName"),
+            "company": address.get("company"),
+            "address1": address.get("address1"),
+            "address2": address.get("address2"),
+            "city": address.get("city"),
+            "province": address.get("province"),
+            "country": address.get("country"),
+            "zip": address.get("zip"),
+            "phone": address.get("phone"),
+            "name": address.get("name"),
+            "province_code": address.get("provinceCode"),
+            "country_code": address.get("countryCodeV2"),
+            "country_name": address.get("country"),
+            "default": default,
+        }
+
+    @staticmethod
+    def shipping_address(address: Node | None) -> dict[str, Any] | None:
+        if address is None:
+            return None
+        return {
+            "first_name": address.get("firstName"),
+            "address1": address.get("address1"),
+            "phone": address.get("phone"),
+            "city": address.get("city"),
+            "zip": address.get("zip"),
+            "province": address.get("province"),
+            "country": address.get("country"),
+            "last_name": address.get("lastName"),
+            "address2": address.get("address2"),
+            "company": address.get("company"),
+            "latitude": address.get("latitude"),
+            "longitude": address.get("longitude"),
+            "name": address.get("name"),
+            "country_code": address.get("countryCodeV2"),
+            "province_code": address.get("provinceCode"),
+        }
+
     def product(self, node: Node) -> dict[str, Any]:
         shopify_id = numeric_id(node["id"])
-        index = shopify_id - self.store.products.base_id
-        variants = self._variants(index, shopify_id, node)
+        all_variants = children_of(node, "variants")
+        variants = [self.variant(v, shopify_id) for v in all_variants[: self.variant_limit]]
+        category = node.get("category")
+        option = all_variants[0]["selectedOptions"][0]["name"] if all_variants else "Title"
         return {
             "admin_graphql_api_id": node["id"],
             "body_html": node.get("descriptionHtml"),
@@ -231,47 +296,220 @@ class RestRenderer:
             "category": node.get("category"),
             "tags": ", ".join(node.get("tags") or []),
             "variants": variants,
+            # Every variant, however many `variants` carries (products_update sample).
+            "variant_gids": [
+                {"admin_graphql_api_id": v["id"], "updated_at": self._time(v["updatedAt"])}
+                for v in all_variants
+            ],
             "options": [
                 {
-                    "name": "Size" if len(variants) > 1 else "Title",
+                    "name": option,
                     "product_id": shopify_id,
                     "position": 1,
-                    "values": [variant["title"] for variant in variants],
+                    "values": [v["title"] for v in all_variants],
                 }
             ],
             "images": [],
             "image": None,
+            "category": (
+                {
+                    "admin_graphql_api_id": category["id"],
+                    "name": category["name"],
+                    "full_name": category["fullName"],
+                }
+                if category
+                else None
+            ),
         }
 
-    def _variants(self, index: int, shopify_id: int, node: Node) -> list[dict[str, Any]]:
-        value = draw(self.store.products.key, index, 5)
-        count = 1 + value % 3
-        titles = ("Default Title",) if count == 1 else ("Small", "Medium", "Large")[:count]
-        price = 500 + (value >> 8) % 9500
-        stamp = self._time(node["updatedAt"])
-        return [
-            {
-                "admin_graphql_api_id": gid("ProductVariant", VARIANT_ID_BASE + index * 4 + k),
-                "barcode": None,
-                "compare_at_price": None,
-                "created_at": self._time(node["createdAt"]),
-                "id": VARIANT_ID_BASE + index * 4 + k,
-                "inventory_policy": "deny",
-                "position": k + 1,
-                "price": money(price + 100 * k),
-                "product_id": shopify_id,
-                "sku": f"SKU-{index}-{k + 1}",
-                "taxable": True,
-                "title": title,
-                "updated_at": stamp,
-                "option1": title,
-                "option2": None,
-                "option3": None,
-                "image_id": None,
-                "inventory_quantity": (value >> (20 + 4 * k)) % 100,
-            }
-            for k, title in enumerate(titles)
-        ]
+    def variant(self, variant: Node, product_id: int) -> dict[str, Any]:
+        item = variant["inventoryItem"]
+        return {
+            "admin_graphql_api_id": variant["id"],
+            "barcode": variant.get("barcode"),
+            "compare_at_price": variant.get("compareAtPrice"),
+            "created_at": self._time(variant["createdAt"]),
+            "id": numeric(variant["id"]),
+            "inventory_policy": lower(variant.get("inventoryPolicy")),
+            "position": variant["position"],
+            "price": variant["price"],
+            "product_id": product_id,
+            "sku": variant.get("sku"),
+            "taxable": variant.get("taxable"),
+            "title": variant["title"],
+            "updated_at": self._time(variant["updatedAt"]),
+            "option1": variant["selectedOptions"][0]["value"],
+            "option2": None,
+            "option3": None,
+            "image_id": None,
+            "inventory_item_id": numeric(item["id"]),
+            "inventory_quantity": variant.get("inventoryQuantity"),
+            "old_inventory_quantity": variant.get("inventoryQuantity"),
+        }
+
+    def inventory_item(self, item: Node) -> dict[str, Any]:
+        """The body of inventory_items/create|update (REST ``InventoryItem``)."""
+        cost = item.get("unitCost")
+        return {
+            "id": numeric(item["id"]),
+            "sku": item.get("sku"),
+            "created_at": self._time(item["createdAt"]),
+            "updated_at": self._time(item["updatedAt"]),
+            "requires_shipping": item.get("requiresShipping"),
+            "cost": cost["amount"] if cost else None,
+            "country_code_of_origin": item.get("countryCodeOfOrigin"),
+            "province_code_of_origin": item.get("provinceCodeOfOrigin"),
+            "harmonized_system_code": item.get("harmonizedSystemCode"),
+            "tracked": item.get("tracked"),
+            "country_harmonized_system_codes": [],
+            "admin_graphql_api_id": item["id"],
+        }
+
+    def inventory_level(self, level: Node) -> dict[str, Any]:
+        """The body of inventory_levels/update|connect (only ``available``; the other
+        quantities are read over GraphQL)."""
+        return {
+            "inventory_item_id": numeric(level["item"]["id"]),
+            "location_id": numeric(level["location"]["id"]),
+            "available": level["_values"]["available"],
+            "updated_at": self._time(level["updatedAt"]),
+            "admin_graphql_api_id": level["id"],
+        }
+
+    def line_item(self, line: Node, currency: str, quantity: int | None = None) -> dict[str, Any]:
+        price, _ = _bag_amount(line["originalUnitPriceSet"])
+        discount, _ = _bag_amount(line["totalDiscountSet"])
+        product, variant = line.get("product"), line.get("variant")
+        status = line.get("fulfillmentStatus")
+        return {
+            "id": numeric(line["id"]),
+            "admin_graphql_api_id": line["id"],
+            "current_quantity": line["currentQuantity"],
+            "fulfillable_quantity": line["fulfillableQuantity"],
+            "fulfillment_service": "manual",
+            "fulfillment_status": status if status in ("fulfilled", "partial") else None,
+            "gift_card": line["isGiftCard"],
+            "grams": 200,
+            "name": line["name"],
+            "price": price,
+            "price_set": rest_money(price, currency),
+            "product_exists": product is not None,
+            "product_id": numeric(product["id"]) if product else None,
+            "properties": [],
+            "quantity": line["quantity"] if quantity is None else quantity,
+            "requires_shipping": line["requiresShipping"],
+            "sku": line.get("sku"),
+            "taxable": line["taxable"],
+            "title": line["title"],
+            "total_discount": discount,
+            "total_discount_set": rest_money(discount, currency),
+            "variant_id": numeric(variant["id"]) if variant else None,
+            "variant_inventory_management": "shopify" if variant else None,
+            "variant_title": line.get("variantTitle"),
+            "vendor": line.get("vendor"),
+            "tax_lines": [],
+            "duties": [],
+            "discount_allocations": [],
+        }
+
+    def transaction(self, order: Node, transaction: Node) -> dict[str, Any]:
+        """A REST ``Transaction``: the body of order_transactions/create, and inside refunds."""
+        amount, currency = _bag_amount(transaction["amountSet"])
+        parent = transaction.get("parentTransaction")
+        return {
+            "id": numeric(transaction["id"]),
+            "admin_graphql_api_id": transaction["id"],
+            "order_id": numeric(order["id"]),
+            "kind": lower(transaction["kind"]),
+            "gateway": transaction.get("gateway"),
+            "status": lower(transaction["status"]),
+            "message": None,
+            "created_at": self._time(transaction["createdAt"]),
+            "test": bool(transaction.get("test")),
+            "authorization": None,
+            "location_id": None,
+            "user_id": None,
+            "parent_id": numeric(parent["id"]) if parent else None,
+            "processed_at": self._time(transaction.get("processedAt")),
+            "device_id": None,
+            "error_code": lower(transaction.get("errorCode")),
+            "source_name": "web",
+            "receipt": {},
+            "currency_exchange_adjustment": None,
+            "amount": amount,
+            "currency": currency,
+            "payment_id": transaction.get("paymentId"),
+            "manual_payment_gateway": bool(transaction.get("manualPaymentGateway")),
+        }
+
+    def refund(self, order: Node, refund: Node) -> dict[str, Any]:
+        """A REST ``Refund``: the body of refunds/create, and each of an order's ``refunds``.
+        REST has no refunded total: it is the sum of the refund's transactions."""
+        currency = order.get("currencyCode") or self.store.currency
+        items = children_of(refund, "refundLineItems")
+        return {
+            "id": numeric(refund["id"]),
+            "admin_graphql_api_id": refund["id"],
+            "order_id": numeric(order["id"]),
+            "created_at": self._time(refund.get("createdAt")),
+            "processed_at": self._time(refund["processedAt"]),
+            "note": refund.get("note"),
+            "restock": any(item["restocked"] for item in items),
+            "user_id": None,
+            "duties": [],
+            "order_adjustments": [],
+            "total_duties_set": rest_money("0.00", currency),
+            "return": None,
+            "refund_line_items": [
+                {
+                    "id": numeric(item["id"]),
+                    "line_item_id": numeric(item["lineItem"]["id"]),
+                    "location_id": None,
+                    "quantity": item["quantity"],
+                    "restock_type": lower(item["restockType"]),
+                    # REST's refund line item amounts are JSON numbers (REST Refund resource).
+                    "subtotal": float(_bag_amount(item["subtotalSet"])[0]),
+                    "subtotal_set": rest_money(_bag_amount(item["subtotalSet"])[0], currency),
+                    "total_tax": float(_bag_amount(item["totalTaxSet"])[0]),
+                    "total_tax_set": rest_money(_bag_amount(item["totalTaxSet"])[0], currency),
+                    "line_item": self.line_item(item["lineItem"], currency),
+                }
+                for item in items
+            ],
+            "transactions": [
+                self.transaction(order, t) for t in children_of(refund, "transactions")
+            ],
+        }
+
+    def fulfillment(self, order: Node, fulfillment: Node) -> dict[str, Any]:
+        """A REST ``Fulfillment``: the body of fulfillments/create|update, and each of an
+        order's ``fulfillments``."""
+        currency = order.get("currencyCode") or self.store.currency
+        tracking = children_of(fulfillment, "trackingInfo")
+        location = fulfillment.get("location")
+        return {
+            "id": numeric(fulfillment["id"]),
+            "admin_graphql_api_id": fulfillment["id"],
+            "order_id": numeric(order["id"]),
+            "status": lower(fulfillment["status"]),
+            "created_at": self._time(fulfillment["createdAt"]),
+            "service": "manual",
+            "updated_at": self._time(fulfillment["updatedAt"]),
+            "tracking_company": tracking[0]["company"] if tracking else None,
+            "shipment_status": SHIPMENT_STATUSES.get(fulfillment.get("displayStatus") or ""),
+            "location_id": numeric(location["id"]) if location else None,
+            "origin_address": None,
+            "line_items": [
+                self.line_item(item["lineItem"], currency, item["quantity"])
+                for item in children_of(fulfillment, "fulfillmentLineItems")
+            ],
+            "tracking_number": tracking[0]["number"] if tracking else None,
+            "tracking_numbers": [t["number"] for t in tracking],
+            "tracking_url": tracking[0]["url"] if tracking else None,
+            "tracking_urls": [t["url"] for t in tracking],
+            "receipt": {},
+            "name": fulfillment.get("name"),
+        }
 
     def order(self, node: Node) -> dict[str, Any]:
         shopify_id = numeric_id(node["id"])
@@ -283,6 +521,9 @@ class RestRenderer:
         shipping, _ = _bag_amount(node["totalShippingPriceSet"])
         customer = self._order_customer(node.get("customer"))
         number = index + 1
+        current_total, _ = _bag_amount(value_of(node, "currentTotalPriceSet"))
+        discount_bag = node.get("totalDiscountsSet")
+        discounts = _bag_amount(discount_bag)[0] if discount_bag else "0.00"
         return {
             "id": shopify_id,
             "admin_graphql_api_id": node["id"],
@@ -300,8 +541,8 @@ class RestRenderer:
             "current_subtotal_price_set": rest_money(subtotal, currency),
             "current_total_discounts": "0.00",
             "current_total_discounts_set": rest_money("0.00", currency),
-            "current_total_price": total,
-            "current_total_price_set": rest_money(total, currency),
+            "current_total_price": current_total,
+            "current_total_price_set": rest_money(current_total, currency),
             "current_total_tax": tax,
             "current_total_tax_set": rest_money(tax, currency),
             "discount_codes": [],
@@ -316,7 +557,7 @@ class RestRenderer:
             "phone": node.get("phone"),
             "presentment_currency": node.get("presentmentCurrencyCode") or currency,
             "processed_at": self._time(node.get("processedAt")),
-            "source_name": "web",
+            "source_name": node.get("sourceName") or "web",
             "subtotal_price": subtotal,
             "subtotal_price_set": rest_money(subtotal, currency),
             "tags": ", ".join(node.get("tags") or []),
@@ -324,8 +565,8 @@ class RestRenderer:
             "tax_lines": self._tax_lines(tax, currency),
             "taxes_included": False,
             "test": bool(node.get("test")),
-            "total_discounts": "0.00",
-            "total_discounts_set": rest_money("0.00", currency),
+            "total_discounts": discounts,
+            "total_discounts_set": rest_money(discounts, currency),
             "total_line_items_price": subtotal,
             "total_line_items_price_set": rest_money(subtotal, currency),
             "total_price": total,
@@ -335,12 +576,14 @@ class RestRenderer:
             "total_tax_set": rest_money(tax, currency),
             "updated_at": self._time(node["updatedAt"]),
             "customer": customer,
-            "line_items": self._line_items(index, subtotal, currency),
+            "line_items": [
+                self.line_item(line, currency) for line in children_of(node, "lineItems")
+            ],
             "shipping_lines": self._shipping_lines(index, shipping, currency),
-            "fulfillments": [],
-            "refunds": [],
+            "fulfillments": [self.fulfillment(node, f) for f in children_of(node, "fulfillments")],
+            "refunds": [self.refund(node, r) for r in children_of(node, "refunds")],
             "billing_address": None,
-            "shipping_address": None,
+            "shipping_address": self.shipping_address(value_of(node, "shippingAddress")),
         }
 
     def _order_customer(self, reference: Any) -> dict[str, Any] | None:
@@ -364,55 +607,6 @@ class RestRenderer:
                 "title": "Sales tax",
             }
         ]
-
-    def _line_items(self, index: int, subtotal: str, currency: str) -> list[dict[str, Any]]:
-        """One to three lines, one unit each, whose prices add up to the subtotal exactly."""
-        value = draw(self.store.orders.key, index, 4)
-        cents = _cents(subtotal)
-        count = max(1, min(1 + value % 3, cents // 100 or 1))
-        shares = [cents // count] * count
-        shares[0] += cents - sum(shares)
-        products = self.store.products
-        items = []
-        for position, share in enumerate(shares):
-            product_index = (value >> (8 + 12 * position)) % max(1, products.generated)
-            product = products.node(product_index) if products.generated else None
-            product_id = products.base_id + product_index if products.generated else None
-            title = product["title"] if product else "Removed product"
-            items.append(
-                {
-                    "id": LINE_ITEM_ID_BASE + index * 4 + position,
-                    "admin_graphql_api_id": gid(
-                        "LineItem", LINE_ITEM_ID_BASE + index * 4 + position
-                    ),
-                    "current_quantity": 1,
-                    "fulfillable_quantity": 1,
-                    "fulfillment_service": "manual",
-                    "fulfillment_status": None,
-                    "gift_card": False,
-                    "grams": 200,
-                    "name": title,
-                    "price": money(share),
-                    "price_set": rest_money(money(share), currency),
-                    "product_exists": product is not None,
-                    "product_id": product_id,
-                    "properties": [],
-                    "quantity": 1,
-                    "requires_shipping": True,
-                    "sku": f"SKU-{product_index}-1",
-                    "taxable": True,
-                    "title": title,
-                    "total_discount": "0.00",
-                    "total_discount_set": rest_money("0.00", currency),
-                    "variant_id": VARIANT_ID_BASE + product_index * 4 if product_id else None,
-                    "variant_title": None,
-                    "vendor": product["vendor"] if product else None,
-                    "tax_lines": [],
-                    "duties": [],
-                    "discount_allocations": [],
-                }
-            )
-        return items
 
     @staticmethod
     def _shipping_lines(index: int, shipping: str, currency: str) -> list[dict[str, Any]]:

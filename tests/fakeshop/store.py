@@ -4,6 +4,7 @@ fault injection and counters, all safe to use from a test thread while the serve
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -12,15 +13,32 @@ from decimal import Decimal
 from typing import Any
 
 from .bulk import BulkManager
+from .children import (
+    ADDRESS_STRIDE,
+    CUSTOMER_ADDRESS_ID_BASE,
+    QUANTITY_NAMES,
+    TRANSACTION_STRIDE,
+    Connection,
+    Derived,
+    OrderChildren,
+    ProductChildren,
+    attach_customer,
+    children_of,
+    numeric,
+    recount,
+    shipping_address,
+)
 from .clock import Clock, SystemClock
 from .data import (
     LazyRef,
     Node,
     customer_email,
+    customer_name,
     customer_node,
     draw,
     epoch,
     gid,
+    iso,
     location_node,
     mix64,
     money,
@@ -83,6 +101,30 @@ def _cents(value: Any) -> int:
     return int((Decimal(str(value)) * 100).to_integral_value())
 
 
+_BUNDLE_FIELDS = ("lineItems", "refunds", "transactions", "fulfillments")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _free_position(transactions: list[Node]) -> int:
+    """The next unused transaction id position of an order."""
+    used = {numeric(t["id"]) % TRANSACTION_STRIDE for t in transactions}
+    return next(p for p in range(TRANSACTION_STRIDE) if p not in used)
+
+
+def _variant_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    translated: dict[str, Any] = {}
+    for name, value in fields.items():
+        field = _camel(name)
+        if field in ("price", "compareAtPrice") and value is not None:
+            value = money(_cents(value))
+        translated[field] = value
+    return translated
+
+
 def _tags(value: Any) -> list[str]:
     if isinstance(value, str):
         return [tag.strip() for tag in value.split(",") if tag.strip()]
@@ -111,13 +153,17 @@ class FakeStore:
         max_query_cost: int = 1000,
         bulk_polls_to_complete: int = 2,
         bulk_seconds_to_complete: float | None = None,
-        bulk_concurrency: int = 1,
+        bulk_concurrency: int | None = 1,
         access_token: str | None = None,
         client_id: str = DEFAULT_CLIENT_ID,
         client_secret: str = DEFAULT_CLIENT_SECRET,
         scope: str = DEFAULT_SCOPE,
         access_token_ttl: int = 3600,
         executor: str = "fast",
+        many_line_items_every: int = 250,
+        many_line_items: int = 300,
+        many_variants_every: int = 25,
+        many_variants: int = 150,
     ) -> None:
         if not shop_domain.endswith(".myshopify.com"):
             shop_domain = f"{shop_domain}.myshopify.com"
@@ -132,6 +178,15 @@ class FakeStore:
         self.executor = executor
         self.stats = Stats()
         self._lock = threading.Lock()
+        # Children (children.py): one order in ``many_line_items_every`` has
+        # ``many_line_items`` line items (a client must page the overflow), one product in
+        # ``many_variants_every`` has ``many_variants`` variants; 0 turns them off.
+        self.many_line_items_every = many_line_items_every
+        self.many_line_items = many_line_items
+        self.many_variants_every = many_variants_every
+        self.many_variants = many_variants
+        self.order_children = OrderChildren(self)
+        self.product_children = ProductChildren(self)
         span = (epoch(history[0]), epoch(history[1]))
         schema = admin_schema()
 
@@ -147,8 +202,8 @@ class FakeStore:
             base_id=CUSTOMER_ID_BASE,
             count=customers,
             history=span,
-            build=lambda r, i, c, u: customer_node(
-                customer_key, i, r.base_id + i, c, u, self.currency
+            build=lambda r, i, c, u: attach_customer(
+                customer_key, i, customer_node(customer_key, i, r.base_id + i, c, u, self.currency)
             ),
             fields=fields_of("Customer"),
             aliases=self._customer_aliases(),
@@ -160,7 +215,9 @@ class FakeStore:
             base_id=PRODUCT_ID_BASE,
             count=products,
             history=span,
-            build=lambda r, i, c, u: product_node(product_key, i, r.base_id + i, c, u),
+            build=lambda r, i, c, u: self.product_children.attach(
+                i, product_node(product_key, i, r.base_id + i, c, u)
+            ),
             fields=fields_of("Product"),
             aliases=self._product_aliases(),
             clock=self.clock,
@@ -183,7 +240,9 @@ class FakeStore:
             base_id=LOCATION_ID_BASE,
             count=locations,
             history=span,
-            build=lambda r, i, c, u: location_node(location_key, i, r.base_id + i, c, u),
+            build=lambda r, i, c, u: self._attach_location(
+                i, location_node(location_key, i, r.base_id + i, c, u)
+            ),
             fields=fields_of("Location"),
             aliases={
                 "active": lambda v: {"isActive": bool(v)},
@@ -244,7 +303,7 @@ class FakeStore:
             if customer is not None
             else f"guest.{index}@example.net"
         )
-        return order_node(
+        node = order_node(
             resource.key,
             index,
             resource.base_id + index,
@@ -254,6 +313,37 @@ class FakeStore:
             self._customer_ref(customer),
             email,
         )
+        customers_key = self.customers.key
+
+        def address() -> Node | None:
+            name = customer_name(customers_key, customer) if customer is not None else None
+            return shipping_address(resource.key, index, name)
+
+        # Lazy: most pages never select it, and a million-order export should not pay for it.
+        node["shippingAddress"] = Derived(address)
+        return self.order_children.attach(index, node)
+
+    def _attach_location(self, index: int, node: Node) -> Node:
+        location_gid = node["id"]
+
+        def levels() -> list[Node]:
+            # Every inventory item stocked here, in item id order (a scan of the catalogue:
+            # locations are few and tests' catalogues small).
+            return [
+                level
+                for variant in self.product_children.all_variants(self.products.view())
+                for level in children_of(variant["inventoryItem"], "inventoryLevels")
+                if level["location"]["id"] == location_gid
+            ]
+
+        listing = Connection(levels)
+        node["inventoryLevels"] = listing
+
+        def level_of(inventoryItemId: str = "", **_: Any) -> Node | None:
+            return next((lv for lv in listing.items() if lv["item"]["id"] == inventoryItemId), None)
+
+        node["inventoryLevel"] = Derived(level_of, listing.items)
+        return node
 
     def _order_aliases(self) -> dict[str, Alias]:
         def bag(field_name: str) -> Alias:
@@ -387,6 +477,444 @@ class FakeStore:
         index = self.orders.create(**fields)
         self.webhooks.record_changed("orders", "create", index)
         return index
+
+    # -- children (children.py): changes that Shopify reports on their own topics --
+
+    def _emit(self, topic: str, payload: dict[str, Any], resource: str, index: int) -> None:
+        if self.webhooks.enabled:
+            self.webhooks.emit(topic, payload, resource=resource, index=index)
+
+    def _now(self) -> str:
+        return iso(epoch(self.clock.now()))
+
+    def _bundle(self, index: int) -> dict[str, Any]:
+        """A private copy of order ``index``'s children to change (copy on write: the
+        stored one may be in a snapshot a bulk export is reading)."""
+        node = self.orders.node(index)
+        if node is None:
+            raise KeyError(f"no live Order at index {index}")
+        # One deepcopy keeps the sharing (a refund line item is its line item).
+        return copy.deepcopy({field: children_of(node, field) for field in _BUNDLE_FIELDS})
+
+    def _store_bundle(self, index: int, bundle: dict[str, Any], **status: str) -> Node:
+        recount(bundle)
+        self.orders.set_hidden(index, "_orderBundle", bundle, touch=True)
+        if status:
+            self.orders.update(index, **status)
+        node = self.orders.node(index)
+        assert node is not None
+        return node
+
+    def add_refund(
+        self,
+        index: int,
+        line_items: list[tuple[int, int]] | None = None,
+        *,
+        amount: Any = None,
+        note: str | None = None,
+        restock_type: str = "RETURN",
+    ) -> Node:
+        """Refund ``(line item position, quantity)`` pairs of order ``index`` (default: one
+        unit of the first line); emits refunds/create, order_transactions/create (the refund
+        transaction) and orders/updated. Returns the refund node."""
+        bundle = self._bundle(index)
+        node = self.orders.node(index)
+        assert node is not None
+        lines = bundle["lineItems"]
+        chosen = [(lines[p], q) for p, q in (line_items or [(0, 1)])]
+        currency = node.get("currencyCode") or self.currency
+        cents = (
+            _cents(amount)
+            if amount is not None
+            else sum(
+                _cents(line["originalUnitPriceSet"]["shopMoney"]["amount"]) * q
+                for line, q in chosen
+            )
+        )
+        transactions = bundle["transactions"]
+        parent = next(
+            (
+                t
+                for t in transactions
+                if t["kind"] in ("SALE", "CAPTURE") and t["status"] == "SUCCESS"
+            ),
+            None,
+        )
+        refund = self.order_children.new_refund(
+            index,
+            len(bundle["refunds"]),
+            chosen,
+            cents,
+            currency,
+            self._now(),
+            restock_type.upper(),
+            parent,
+            node,
+            note,
+            transaction_position=_free_position(transactions),
+        )
+        bundle["refunds"].append(refund)
+        transactions.extend(refund["transactions"].items())
+        refunded = sum(
+            _cents(r["totalRefundedSet"]["shopMoney"]["amount"]) for r in bundle["refunds"]
+        )
+        total = _cents(node["totalPriceSet"]["shopMoney"]["amount"])
+        status = "REFUNDED" if refunded >= total else "PARTIALLY_REFUNDED"
+        node = self._store_bundle(index, bundle, financial_status=status)
+        stored = next(r for r in children_of(node, "refunds") if r["id"] == refund["id"])
+        renderer = self.webhooks.renderer
+        self._emit("refunds/create", renderer.refund(node, stored), "orders", index)
+        for transaction in children_of(stored, "transactions"):
+            self._emit(
+                "order_transactions/create",
+                renderer.transaction(node, transaction),
+                "orders",
+                index,
+            )
+        self.webhooks.record_changed("orders", "update", index)
+        return stored
+
+    def add_transaction(
+        self,
+        index: int,
+        kind: str = "CAPTURE",
+        *,
+        amount: Any = None,
+        status: str = "SUCCESS",
+        gateway: str | None = None,
+    ) -> Node:
+        """Record a payment transaction on order ``index`` (a capture's parent is the last
+        authorization); emits order_transactions/create and orders/updated."""
+        bundle = self._bundle(index)
+        node = self.orders.node(index)
+        assert node is not None
+        transactions = bundle["transactions"]
+        kind = kind.upper()
+        parent = None
+        if kind in ("CAPTURE", "VOID"):
+            parent = next((t for t in reversed(transactions) if t["kind"] == "AUTHORIZATION"), None)
+        if kind == "REFUND":
+            parent = next((t for t in transactions if t["kind"] in ("SALE", "CAPTURE")), None)
+        total = _cents(node["totalPriceSet"]["shopMoney"]["amount"])
+        transaction = self.order_children.new_transaction(
+            index,
+            _free_position(transactions),
+            kind,
+            _cents(amount) if amount is not None else total,
+            node.get("currencyCode") or self.currency,
+            self._now(),
+            gateway or (transactions[0]["gateway"] if transactions else "manual"),
+            status.upper(),
+            parent,
+            node,
+        )
+        transactions.append(transaction)
+        node = self._store_bundle(index, bundle)
+        stored = next(t for t in children_of(node, "transactions") if t["id"] == transaction["id"])
+        self._emit(
+            "order_transactions/create",
+            self.webhooks.renderer.transaction(node, stored),
+            "orders",
+            index,
+        )
+        self.webhooks.record_changed("orders", "update", index)
+        return stored
+
+    def add_fulfillment(
+        self,
+        index: int,
+        line_items: list[tuple[int, int]] | None = None,
+        *,
+        tracking_company: str | None = None,
+        tracking_numbers: list[str] | None = None,
+    ) -> Node:
+        """Fulfil ``(line item position, quantity)`` pairs (default: everything still
+        unfulfilled); emits fulfillments/create and orders/updated."""
+        bundle = self._bundle(index)
+        node = self.orders.node(index)
+        assert node is not None
+        lines = bundle["lineItems"]
+        if line_items is None:
+            chosen = [(line, line["unfulfilledQuantity"]) for line in lines]
+            chosen = [(line, q) for line, q in chosen if q > 0]
+        else:
+            chosen = [(lines[p], q) for p, q in line_items]
+        if not chosen:
+            raise ValueError(f"order {index} has nothing left to fulfil")
+        fulfillment = self.order_children.new_fulfillment(
+            index, len(bundle["fulfillments"]), chosen, {**node, "updatedAt": self._now()}
+        )
+        if tracking_company is not None or tracking_numbers is not None:
+            info = fulfillment["trackingInfo"].items()
+            company = tracking_company or (info[0]["company"] if info else None)
+            fulfillment["trackingInfo"] = type(fulfillment["trackingInfo"])(
+                [{"company": company, "number": n, "url": None} for n in tracking_numbers or []]
+            )
+        bundle["fulfillments"].append(fulfillment)
+        recount(bundle)
+        remaining = sum(line["unfulfilledQuantity"] for line in lines)
+        status = "FULFILLED" if remaining == 0 else "PARTIALLY_FULFILLED"
+        node = self._store_bundle(index, bundle, fulfillment_status=status)
+        stored = next(f for f in children_of(node, "fulfillments") if f["id"] == fulfillment["id"])
+        self._emit(
+            "fulfillments/create", self.webhooks.renderer.fulfillment(node, stored), "orders", index
+        )
+        self.webhooks.record_changed("orders", "update", index)
+        return stored
+
+    def update_fulfillment(
+        self,
+        index: int,
+        position: int,
+        *,
+        status: str | None = None,
+        display_status: str | None = None,
+        tracking_numbers: list[str] | None = None,
+        tracking_company: str | None = None,
+    ) -> Node:
+        """Change fulfillment ``position`` of order ``index`` (tracking, shipment status,
+        ``status="CANCELLED"``); emits fulfillments/update and orders/updated."""
+        bundle = self._bundle(index)
+        fulfillment = bundle["fulfillments"][position]
+        now = self._now()
+        if status is not None:
+            fulfillment["status"] = status.upper()
+        if display_status is not None:
+            fulfillment["displayStatus"] = display_status.upper()
+        if tracking_numbers is not None or tracking_company is not None:
+            info = fulfillment["trackingInfo"].items()
+            company = tracking_company or (info[0]["company"] if info else None)
+            numbers = (
+                tracking_numbers if tracking_numbers is not None else [t["number"] for t in info]
+            )
+            fulfillment["trackingInfo"] = type(fulfillment["trackingInfo"])(
+                [{"company": company, "number": n, "url": None} for n in numbers]
+            )
+        fulfillment["updatedAt"] = now
+        node = self._store_bundle(index, bundle)
+        stored = children_of(node, "fulfillments")[position]
+        self._emit(
+            "fulfillments/update", self.webhooks.renderer.fulfillment(node, stored), "orders", index
+        )
+        self.webhooks.record_changed("orders", "update", index)
+        return stored
+
+    def _specs(self, index: int) -> list[dict[str, Any]]:
+        node = self.products.node(index)
+        if node is None:
+            raise KeyError(f"no live Product at index {index}")
+        return copy.deepcopy(self.product_children.specs(index, node))
+
+    def _spec(self, specs: list[dict[str, Any]], position: int) -> dict[str, Any]:
+        """The spec of the variant at ``position`` (0-based, as the product lists them)."""
+        if not 0 <= position < len(specs):
+            raise KeyError(f"no variant at position {position}")
+        spec = specs[position]
+        if "levels" not in spec:
+            spec["levels"] = None
+        return spec
+
+    def _variant(self, index: int, position: int) -> Node:
+        node = self.products.node(index)
+        assert node is not None
+        return children_of(node, "variants")[position]
+
+    def add_variant(self, index: int, **fields: Any) -> Node:
+        """A new variant (and inventory item, stocked at the first location) on product
+        ``index``; emits products/update, inventory_items/create, inventory_levels/connect."""
+        specs = self._specs(index)
+        k = max((spec["k"] for spec in specs), default=-1) + 1
+        now = self._now()
+        specs.append(
+            {
+                "k": k,
+                "fields": _variant_fields(fields),
+                "createdAt": now,
+                "updatedAt": now,
+                "levels": {0: {"available": 0, "committed": 0, "incoming": 0, "updatedAt": now}},
+            }
+        )
+        self.products.set_hidden(index, "_variantSpecs", specs, touch=True)
+        variant = self._variant(index, len(specs) - 1)
+        renderer = self.webhooks.renderer
+        self.webhooks.record_changed("products", "update", index)
+        item = variant["inventoryItem"]
+        self._emit("inventory_items/create", renderer.inventory_item(item), "products", index)
+        for level in children_of(item, "inventoryLevels"):
+            self._emit(
+                "inventory_levels/connect", renderer.inventory_level(level), "products", index
+            )
+        return variant
+
+    def update_variant(self, index: int, position: int, **fields: Any) -> Node:
+        """Change variant ``position`` of product ``index`` (``price``, ``sku``, ``title``,
+        ``barcode``, ...); emits products/update."""
+        specs = self._specs(index)
+        spec = self._spec(specs, position)
+        spec["fields"] = {**(spec.get("fields") or {}), **_variant_fields(fields)}
+        spec["updatedAt"] = self._now()
+        self.products.set_hidden(index, "_variantSpecs", specs, touch=True)
+        self.webhooks.record_changed("products", "update", index)
+        return self._variant(index, position)
+
+    def remove_variant(self, index: int, position: int) -> None:
+        """Delete variant ``position`` of product ``index`` with its inventory item; emits
+        products/update (without it) and inventory_items/delete."""
+        specs = self._specs(index)
+        self._spec(specs, position)
+        item_id = numeric(self._variant(index, position)["inventoryItem"]["id"])
+        del specs[position]
+        self.products.set_hidden(index, "_variantSpecs", specs, touch=True)
+        self.webhooks.record_changed("products", "update", index)
+        self._emit("inventory_items/delete", {"id": item_id}, "products", index)
+
+    def update_inventory_item(self, index: int, position: int, **fields: Any) -> Node:
+        """Change the inventory item of variant ``position`` (``sku``, ``tracked``,
+        ``cost``, ``harmonized_system_code``, ...); emits inventory_items/update."""
+        specs = self._specs(index)
+        spec = self._spec(specs, position)
+        item_fields = dict(spec.get("item") or {})
+        for name, value in fields.items():
+            if name == "cost":
+                item_fields["unitCost"] = {
+                    "amount": money(_cents(value)),
+                    "currencyCode": self.currency,
+                }
+            else:
+                item_fields[_camel(name)] = value
+        item_fields["updatedAt"] = self._now()
+        spec["item"] = item_fields
+        self.products.set_hidden(index, "_variantSpecs", specs, touch=False)
+        item = self._variant(index, position)["inventoryItem"]
+        self._emit(
+            "inventory_items/update", self.webhooks.renderer.inventory_item(item), "products", index
+        )
+        return item
+
+    def _levels(self, index: int, position: int) -> tuple[list[dict[str, Any]], dict[int, Any]]:
+        specs = self._specs(index)
+        spec = self._spec(specs, position)
+        levels = spec["levels"]
+        if levels is None:
+            levels = copy.deepcopy(self.product_children.default_levels(index, spec["k"]))
+        spec["levels"] = levels
+        return specs, levels
+
+    def _level_changed(self, index: int, position: int, location: int, topic: str) -> Node | None:
+        variant = self._variant(index, position)
+        location_gid = self.locations.gid(location)
+        level = next(
+            (
+                lv
+                for lv in children_of(variant["inventoryItem"], "inventoryLevels")
+                if lv["location"]["id"] == location_gid
+            ),
+            None,
+        )
+        if level is not None:
+            self._emit(topic, self.webhooks.renderer.inventory_level(level), "products", index)
+        return level
+
+    def set_inventory(
+        self, index: int, position: int, location: int, **quantities: int
+    ) -> Node | None:
+        """Set quantities (``available``, ``committed``, ``incoming``, ...) of variant
+        ``position``'s item at location index ``location`` (connecting it if needed); emits
+        inventory_levels/update. The product's updatedAt does not move."""
+        specs, levels = self._levels(index, position)
+        level = levels.setdefault(
+            location, {"available": 0, "committed": 0, "incoming": 0, "createdAt": self._now()}
+        )
+        for name, amount in quantities.items():
+            if name not in QUANTITY_NAMES or name == "on_hand":
+                raise ValueError(f"{name!r} is not a settable quantity")
+            level[name] = int(amount)
+        level["updatedAt"] = self._now()
+        self.products.set_hidden(index, "_variantSpecs", specs, touch=False)
+        return self._level_changed(index, position, location, "inventory_levels/update")
+
+    def connect_inventory(
+        self, index: int, position: int, location: int, available: int = 0
+    ) -> Node | None:
+        """Stock variant ``position``'s item at a location; emits inventory_levels/connect."""
+        specs, levels = self._levels(index, position)
+        now = self._now()
+        levels[location] = {
+            "available": available,
+            "committed": 0,
+            "incoming": 0,
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        self.products.set_hidden(index, "_variantSpecs", specs, touch=False)
+        return self._level_changed(index, position, location, "inventory_levels/connect")
+
+    def disconnect_inventory(self, index: int, position: int, location: int) -> None:
+        """Stop stocking the item at a location; emits inventory_levels/disconnect."""
+        level = self._level_changed(index, position, location, "")
+        if level is None:
+            raise KeyError(f"variant {position} of product {index} is not at location {location}")
+        payload = {
+            "inventory_item_id": numeric(level["item"]["id"]),
+            "location_id": numeric(level["location"]["id"]),
+        }
+        specs, levels = self._levels(index, position)
+        del levels[location]
+        self.products.set_hidden(index, "_variantSpecs", specs, touch=False)
+        self._emit("inventory_levels/disconnect", payload, "products", index)
+
+    def add_address(self, index: int, *, default: bool = False, **fields: Any) -> Node:
+        """Add an address to customer ``index`` (GraphQL MailingAddress field names in
+        snake_case or camelCase); emits customers/update."""
+        node = self.customers.node(index)
+        if node is None:
+            raise KeyError(f"no live Customer at index {index}")
+        addresses = copy.deepcopy(children_of(node, "addresses"))
+        used = {numeric(a["id"]) for a in addresses}
+        base = CUSTOMER_ADDRESS_ID_BASE + index * ADDRESS_STRIDE
+        number = next((base + k for k in range(ADDRESS_STRIDE) if base + k not in used), None)
+        if number is None:
+            raise ValueError(f"customer {index} has {ADDRESS_STRIDE} addresses already")
+        address: Node = {
+            "__typename": "MailingAddress",
+            "id": f"{gid('MailingAddress', number)}?model_name=CustomerAddress",
+            "firstName": node.get("firstName"),
+            "lastName": node.get("lastName"),
+            "name": f"{node.get('firstName')} {node.get('lastName')}",
+            "company": None,
+            "address1": None,
+            "address2": None,
+            "city": None,
+            "province": None,
+            "provinceCode": None,
+            "country": None,
+            "countryCodeV2": None,
+            "zip": None,
+            "phone": None,
+            "latitude": None,
+            "longitude": None,
+            "coordinatesValidated": False,
+            "timeZone": None,
+            "formattedArea": None,
+        }
+        address.update({_camel(k): v for k, v in fields.items()})
+        if "country_code" in fields:
+            address["countryCodeV2"] = fields["country_code"]
+        addresses.insert(0, address) if default else addresses.append(address)
+        self.customers.set_hidden(index, "_addresses", addresses, touch=True)
+        self.webhooks.record_changed("customers", "update", index)
+        return address
+
+    def remove_address(self, index: int, position: int) -> None:
+        """Remove address ``position`` of customer ``index`` (the first is the default);
+        emits customers/update."""
+        node = self.customers.node(index)
+        if node is None:
+            raise KeyError(f"no live Customer at index {index}")
+        addresses = copy.deepcopy(children_of(node, "addresses"))
+        del addresses[position]
+        self.customers.set_hidden(index, "_addresses", addresses, touch=True)
+        self.webhooks.record_changed("customers", "update", index)
 
     @property
     def counts(self) -> dict[str, int]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 
 from .data import mix64, stream_key
-from .rest import DEFAULT_UTC_OFFSET, RestRenderer, SpendStyle
+from .rest import DEFAULT_UTC_OFFSET, DEFAULT_VARIANT_LIMIT, RestRenderer, SpendStyle
 from .subscriptions import Subscription
 
 if TYPE_CHECKING:
@@ -240,6 +240,7 @@ class WebhookEmitter:
         client: httpx.Client | None = None,
         utc_offset: timedelta = DEFAULT_UTC_OFFSET,
         spend: SpendStyle = "total_spent",
+        variant_limit: int = DEFAULT_VARIANT_LIMIT,
     ) -> WebhookEmitter:
         """Start emitting. ``secret`` signs (default: the store's app client secret);
         ``queued`` keeps events until :meth:`flush`; ``client`` replaces the HTTP client
@@ -249,7 +250,9 @@ class WebhookEmitter:
                 self.secret = secret
             self._queued_mode = queued
             self.duplicate = duplicate
-            self.renderer = RestRenderer(self.store, utc_offset=utc_offset, spend=spend)
+            self.renderer = RestRenderer(
+                self.store, utc_offset=utc_offset, spend=spend, variant_limit=variant_limit
+            )
             if client is not None:
                 self._close_client()
                 self._client, self._own_client = client, True
