@@ -293,7 +293,6 @@ class RestRenderer:
             "vendor": node.get("vendor"),
             "status": lower(node.get("status")),
             "published_scope": "global",
-            "category": node.get("category"),
             "tags": ", ".join(node.get("tags") or []),
             "variants": variants,
             # Every variant, however many `variants` carries (products_update sample).

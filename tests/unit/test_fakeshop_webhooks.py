@@ -30,6 +30,7 @@ from receiver.signature import verify_signature
 from tests.fakeshop import FakeShopServer, FakeStore, GraphQLRequest, ManualClock, select
 from tests.fakeshop.rest import RestRenderer
 from tests.fakeshop.subscriptions import FAILURES_BEFORE_REMOVAL
+from tests.unit.test_fakeshop import flat_page_query
 
 SECRET = "shpss_webhook_test_secret"
 URL = "https://receiver.example/webhooks/shopify"
@@ -444,7 +445,7 @@ def test_a_hook_runs_between_answer_and_response():
             store.update_order(20, note="changed in the hook")
 
     store.on_request(change_after_first_page)
-    query = RESOURCES["orders"].page_query
+    query = flat_page_query(RESOURCES["orders"])
     with FakeShopServer(store) as server, httpx.Client() as client:
 
         def page(after: str | None) -> dict[str, Any]:
