@@ -153,7 +153,7 @@ class FakeStore:
         max_query_cost: int = 1000,
         bulk_polls_to_complete: int = 2,
         bulk_seconds_to_complete: float | None = None,
-        bulk_concurrency: int | None = 1,
+        bulk_concurrency: int | None = None,
         access_token: str | None = None,
         client_id: str = DEFAULT_CLIENT_ID,
         client_secret: str = DEFAULT_CLIENT_SECRET,
