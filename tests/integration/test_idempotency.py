@@ -242,6 +242,8 @@ async def test_customers_and_products_normalise_the_same_from_both_shapes(backen
         "updatedAt": customer["updated_at"],
         "amountSpent": {"amount": customer["total_spent"], "currencyCode": customer["currency"]},
         "numberOfOrders": str(customer["orders_count"]),
+        "note": customer["note"],
+        "verifiedEmail": customer["verified_email"],
     }
     product_node = {
         "id": f"gid://shopify/Product/{product['id']}",
@@ -253,6 +255,8 @@ async def test_customers_and_products_normalise_the_same_from_both_shapes(backen
         "tags": [tag.strip() for tag in product["tags"].split(",")],
         "createdAt": product["created_at"],
         "updatedAt": product["updated_at"],
+        "publishedAt": product["published_at"],
+        "category": {"fullName": product["category"]["full_name"]},
     }
     for rest, node, normalize in (
         (customer, customer_node, normalize_customer),
