@@ -725,3 +725,93 @@ def test_an_inventory_change_is_announced_and_served(
         n["location"]["id"] for n in again["data"]["inventoryItem"]["inventoryLevels"]["nodes"]
     ]
     assert shop.locations.gid(0) not in locations
+
+
+def test_transaction_and_inventory_item_bodies(
+    server: FakeShopServer, shop: FakeStore, recorder: Recorder
+) -> None:
+    index = next(
+        i
+        for i in range(300)
+        if (node := shop.order_node(i)) and node["displayFinancialStatus"] == "AUTHORIZED"
+    )
+    capture = shop.add_transaction(index, "capture", amount="3.50")
+    body = recorder.last("order_transactions/create")
+    assert body["admin_graphql_api_id"] == capture["id"]
+    assert body["order_id"] == shop.orders.numeric_id(index)
+    assert body["kind"] == "capture"
+    assert body["status"] == "success"
+    assert body["amount"] == "3.50"
+    authorization = capture["parentTransaction"]
+    assert authorization["kind"] == "AUTHORIZATION"
+    assert body["parent_id"] == int(authorization["id"].rsplit("/", 1)[1])
+    served = graphql(
+        server,
+        shop,
+        """query($id: ID!) { order(id: $id) { transactions(first: 10) { id kind
+          parentTransaction { id } } } }""",
+        {"id": shop.orders.gid(index)},
+    )["data"]["order"]["transactions"]
+    assert served[-1] == {
+        "id": capture["id"],
+        "kind": "CAPTURE",
+        "parentTransaction": {"id": authorization["id"]},
+    }
+    variant = shop.add_variant(4, price="9.99", sku="NEW-1", title="Extra")
+    created = recorder.last("inventory_items/create")
+    assert created["admin_graphql_api_id"] == variant["inventoryItem"]["id"]
+    assert created["sku"] == "NEW-1"
+    assert recorder.last("inventory_levels/connect")["inventory_item_id"] == created["id"]
+    listed = recorder.last("products/update")
+    assert listed["variants"][-1]["price"] == "9.99"
+    assert listed["variants"][-1]["inventory_item_id"] == created["id"]
+    exported = run_bulk(server, shop, "{ products { nodes { id variants { nodes { id sku } } } } }")
+    assert {"id": variant["id"], "sku": "NEW-1", "__parentId": shop.products.gid(4)} in exported
+
+
+def test_an_address_added_is_served_as_the_default(
+    server: FakeShopServer, shop: FakeStore, recorder: Recorder
+) -> None:
+    address = shop.add_address(5, city="Paris", country_code="FR", address1="1 Rue", default=True)
+    body = recorder.last("customers/update")
+    assert body["default_address"]["city"] == "Paris"
+    assert body["default_address"]["id"] == int(address["id"].split("?")[0].rsplit("/", 1)[1])
+    served = graphql(
+        server,
+        shop,
+        """query($id: ID!) { customer(id: $id) { defaultAddress { id city countryCodeV2 }
+          addressesV2(first: 1) { nodes { id } } } }""",
+        {"id": shop.customers.gid(5)},
+    )["data"]["customer"]
+    assert served["defaultAddress"] == {"id": address["id"], "city": "Paris", "countryCodeV2": "FR"}
+    assert served["addressesV2"]["nodes"] == [{"id": address["id"]}]
+
+
+def test_records_a_test_creates_are_never_big(shop: FakeStore) -> None:
+    order = shop.order_node(shop.create_order(email="late@example.com"))
+    product = shop.product_node(shop.create_product(title="New"))
+    assert order is not None
+    assert product is not None
+    assert len(children_of(order, "lineItems")) <= 5
+    assert len(children_of(product, "variants")) <= 3
+
+
+def test_child_cursors_page_backwards_and_reject_strangers(server: FakeShopServer) -> None:
+    store = add_store(server)
+    index = heavy_order(store)
+    query = """query($id: ID!, $before: String) { order(id: $id) {
+      lineItems(last: 3, before: $before) { pageInfo { hasPreviousPage hasNextPage startCursor }
+        nodes { id } } } }"""
+    node = store.order_node(index)
+    assert node is not None
+    ids = [line["id"] for line in children_of(node, "lineItems")]
+    end = graphql(server, store, query, {"id": store.orders.gid(index)})["data"]["order"]
+    assert [n["id"] for n in end["lineItems"]["nodes"]] == ids[-3:]
+    assert end["lineItems"]["pageInfo"]["hasPreviousPage"] is True
+    before = end["lineItems"]["pageInfo"]["startCursor"]
+    earlier = graphql(server, store, query, {"id": store.orders.gid(index), "before": before})
+    page = earlier["data"]["order"]["lineItems"]
+    assert [n["id"] for n in page["nodes"]] == ids[-6:-3]
+    assert page["pageInfo"]["hasNextPage"] is True
+    stranger = graphql(server, store, query, {"id": store.orders.gid(0), "before": before})
+    assert stranger["errors"][0]["message"] == "Invalid cursor for current pagination sort."
