@@ -265,6 +265,34 @@ def address_fields(
 ) -> dict[str, Any]:
     value = draw(key, index, salt)
     city, province_code, country_code, postcode = pick(CITIES, value)
+    fields = _address(value, city, province_code, country_code, postcode, first, last, phone)
+
+    def formatted(withName: bool = False, withCompany: bool = True, **_: Any) -> list[str]:
+        lines = [f"{first} {last}"] if withName else []
+        if withCompany and fields["company"]:
+            lines.append(fields["company"])
+        lines.append(fields["address1"])
+        if fields["address2"]:
+            lines.append(fields["address2"])
+        lines.append(" ".join(p for p in (city, province_code, postcode) if p))
+        lines.append(COUNTRIES[country_code])
+        return lines
+
+    fields["formatted"] = Derived(formatted)
+    fields["validationResultSummary"] = None
+    return fields
+
+
+def _address(
+    value: int,
+    city: str,
+    province_code: str | None,
+    country_code: str,
+    postcode: str,
+    first: str,
+    last: str,
+    phone: str | None,
+) -> dict[str, Any]:
     return {
         "firstName": first,
         "lastName": last,
@@ -372,6 +400,26 @@ class OrderChildren:
             return bag(max(0, cents_of(node["totalPriceSet"]) - refunded), currency)
 
         node.setdefault("currentTotalPriceSet", Derived(current_total))
+
+        def refunded() -> dict[str, Any]:
+            cents = sum(cents_of(r["totalRefundedSet"]) for r in bundle()["refunds"])
+            return bag(cents, node.get("currencyCode") or self.store.currency)
+
+        def quantity(current: bool) -> int:
+            field = "currentQuantity" if current else "quantity"
+            return sum(int(line[field]) for line in bundle()["lineItems"])
+
+        def count(field: str) -> dict[str, Any]:
+            return {"count": len(bundle()[field]), "precision": "EXACT"}
+
+        node["totalRefundedSet"] = Derived(refunded)
+        node["subtotalLineItemsQuantity"] = Derived(lambda: quantity(False))
+        node["currentSubtotalLineItemsQuantity"] = Derived(lambda: quantity(True))
+        node["transactionsCount"] = Derived(lambda: count("transactions"))
+        node["fulfillmentsCount"] = Derived(lambda: count("fulfillments"))
+        node["paymentGatewayNames"] = Derived(
+            lambda: sorted({t["gateway"] for t in bundle()["transactions"]})
+        )
         return node
 
     def generate(self, index: int, node: Node) -> dict[str, Any]:
@@ -487,6 +535,7 @@ class OrderChildren:
             "originalTotalSet": bag(unit * quantity, currency),
             "discountedTotalSet": bag(unit * quantity, currency),
             "totalDiscountSet": bag(0, currency),
+            "priceAfterAllDiscountsBeforeTaxesSet": bag(unit * quantity, currency),
             "taxable": True,
             "requiresShipping": True,
             "isGiftCard": False,
@@ -588,6 +637,23 @@ class OrderChildren:
             "accountNumber": None,
             "fees": [],
             "receiptJson": "{}",
+            "order": _ref("Order", order["id"], lambda: self.store.orders.node(index)),
+            "location": None,
+            "user": None,
+            "device": None,
+            "paymentDetails": None,
+            "paymentIcon": None,
+            "settlementCurrency": None,
+            "settlementCurrencyRate": None,
+            "amountRoundingSet": None,
+            "totalUnsettledSet": None,
+            "currencyExchangeAdjustment": None,
+            "shopifyPaymentsSet": None,
+            "maximumRefundableV2": (
+                {"amount": money(amount), "currencyCode": currency}
+                if kind in ("SALE", "CAPTURE") and status == "SUCCESS"
+                else None
+            ),
         }
 
     def new_refund(
@@ -650,6 +716,8 @@ class OrderChildren:
             "duties": [],
             "return": None,
             "staffMember": None,
+            "refundShippingLines": Connection([]),
+            "orderAdjustments": Connection([]),
             "order": _ref("Order", order["id"], lambda: self.store.orders.node(index)),
         }
 
@@ -680,6 +748,9 @@ class OrderChildren:
             "deliveredAt": None,
             "inTransitAt": None,
             "estimatedDeliveryAt": None,
+            "originAddress": None,
+            "service": None,
+            "events": Connection([]),
             "requiresShipping": True,
             "totalQuantity": sum(quantity for _, quantity in chosen),
             "location": (
@@ -734,6 +805,14 @@ def recount(bundle: dict[str, Any]) -> None:
         line["fulfillmentStatus"] = (
             "fulfilled" if done and done >= current else ("partial" if done else "unfulfilled")
         )
+        currency = line["originalUnitPriceSet"]["shopMoney"]["currencyCode"]
+        left = line["unfulfilledQuantity"]
+        line["unfulfilledOriginalTotalSet"] = bag(
+            cents_of(line["originalUnitPriceSet"]) * left, currency
+        )
+        line["unfulfilledDiscountedTotalSet"] = bag(
+            cents_of(line["discountedUnitPriceSet"]) * left, currency
+        )
 
 
 # -- products: variants, inventory items, inventory levels --
@@ -764,7 +843,14 @@ class ProductChildren:
             specs = self.specs(index, node)
             return [self.variant(index, node, spec, len(specs)) for spec in specs]
 
-        node["variants"] = Connection(variants)
+        listing = Connection(variants)
+        node["variants"] = listing
+        node["variantsCount"] = Derived(
+            lambda: {"count": len(listing.items()), "precision": "EXACT"}
+        )
+        node["hasOnlyDefaultVariant"] = Derived(
+            lambda: [v["title"] for v in listing.items()] == ["Default Title"]
+        )
         return node
 
     def location_indexes(self) -> list[int]:
@@ -866,6 +952,13 @@ class ProductChildren:
             "provinceCodeOfOrigin": None,
             "harmonizedSystemCode": None,
             "duplicateSkuCount": 0,
+            "inventoryHistoryUrl": None,
+            "measurement": {
+                "id": item_gid.replace("InventoryItem", "InventoryItemMeasurement"),
+                "weight": {"unit": "GRAMS", "value": 200.0},
+            },
+            "trackedEditable": {"locked": False, "reason": None},
+            "countryHarmonizedSystemCodes": Connection([]),
             "createdAt": spec.get("createdAt") or product["createdAt"],
             "updatedAt": (spec.get("item") or {}).get("updatedAt") or variant["updatedAt"],
             "variant": _ref("ProductVariant", variant["id"], lambda: variant),

@@ -27,13 +27,15 @@ POLL = "query($id: ID!) { node(id: $id) { ... on BulkOperation { status url obje
 ORDER_CHILDREN = """
 id name currentTotalPriceSet { shopMoney { amount currencyCode } }
 presentmentCurrencyCode totalDiscountsSet { shopMoney { amount } } tags note cancelReason
-closedAt sourceName test
+closedAt sourceName test totalRefundedSet { shopMoney { amount } } subtotalLineItemsQuantity
+currentSubtotalLineItemsQuantity transactionsCount { count } fulfillmentsCount { count }
+paymentGatewayNames originalTotalPriceSet { shopMoney { amount } }
 shippingAddress { id firstName lastName address1 city province provinceCode country
-  countryCodeV2 zip phone }
+  countryCodeV2 zip phone formatted(withName: true) }
 lineItems(first: 5) {
   pageInfo { hasNextPage endCursor }
   nodes { id name title variantTitle sku vendor quantity currentQuantity unfulfilledQuantity
-    taxable requiresShipping isGiftCard
+    taxable requiresShipping isGiftCard unfulfilledOriginalTotalSet { shopMoney { amount } }
     originalUnitPriceSet { shopMoney { amount currencyCode } }
     totalDiscountSet { shopMoney { amount } }
     product { id } variant { id sku } }
@@ -47,7 +49,8 @@ refunds(first: 5) {
   transactions(first: 5) { nodes { id kind status } }
 }
 transactions(first: 10) {
-  id kind status gateway test processedAt createdAt errorCode
+  id kind status gateway test processedAt createdAt errorCode maximumRefundableV2 { amount }
+  order { id }
   amountSet { shopMoney { amount currencyCode } } parentTransaction { id }
 }
 fulfillments(first: 5) {
@@ -57,12 +60,13 @@ fulfillments(first: 5) {
 }
 """
 PRODUCT_CHILDREN = """
-id publishedAt category { id name fullName }
+id publishedAt category { id name fullName } variantsCount { count } hasOnlyDefaultVariant
 variants(first: 5) {
   pageInfo { hasNextPage }
   nodes { id title sku barcode price compareAtPrice position taxable inventoryQuantity
     selectedOptions { name value }
     inventoryItem { id sku tracked unitCost { amount currencyCode }
+      measurement { weight { unit value } }
       inventoryLevels(first: 5) { nodes { id location { id }
         quantities(names: ["available", "on_hand", "committed", "incoming"]) { name quantity }
       } } } }
