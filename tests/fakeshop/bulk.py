@@ -436,6 +436,11 @@ class BulkManager:
         with self._lock:
             return self._operations.get(numeric_id)
 
+    def all(self) -> list[BulkOperation]:
+        """Every operation, oldest first."""
+        with self._lock:
+            return [self._operations[k] for k in sorted(self._operations)]
+
     def current(self) -> BulkOperation | None:
         with self._lock:
             return self._operations[max(self._operations)] if self._operations else None

@@ -843,3 +843,35 @@ def test_child_cursors_page_backwards_and_reject_strangers(server: FakeShopServe
     assert page["pageInfo"]["hasNextPage"] is True
     stranger = graphql(server, store, query, {"id": store.orders.gid(0), "before": before})
     assert stranger["errors"][0]["message"] == "Invalid cursor for current pagination sort."
+
+
+def test_concurrent_exports_are_listed_by_bulk_operations(server: FakeShopServer) -> None:
+    store = add_store(server, bulk_concurrency=None)
+    queries = [
+        "{ customers { edges { node { id addressesV2 { edges { node { id } } } } } } }",
+        "{ products { edges { node { id variants { edges { node { id } } } } } } }",
+        "{ orders { edges { node { id lineItems { edges { node { id } } } } } } }",
+    ]
+    ids = [
+        graphql(server, store, RUN, {"q": q})["data"]["bulkOperationRunQuery"]["bulkOperation"][
+            "id"
+        ]
+        for q in queries
+    ]
+    listing = """query($q: String) { bulkOperations(first: 10, query: $q) {
+      nodes { id status url } pageInfo { hasNextPage } } }"""
+    first = graphql(server, store, listing)["data"]["bulkOperations"]
+    assert [n["id"] for n in first["nodes"]] == ids
+    assert {n["status"] for n in first["nodes"]} == {"RUNNING"}
+    done = graphql(server, store, listing, {"q": "status:completed"})["data"]["bulkOperations"]
+    assert [n["id"] for n in done["nodes"]] == ids
+    assert (
+        graphql(server, store, listing, {"q": "status:running"})["data"]["bulkOperations"]["nodes"]
+        == []
+    )
+    parents = {"customers": "Customer", "products": "Product", "orders": "Order"}
+    for node, (resource, typename) in zip(done["nodes"], parents.items(), strict=True):
+        lines = [json.loads(x) for x in httpx.get(node["url"]).text.splitlines()]
+        roots = [line for line in lines if "__parentId" not in line]
+        assert len(roots) == store.counts[resource]
+        assert all(f"/{typename}/" in line["id"] for line in roots)
