@@ -333,9 +333,11 @@ def _bulk_operations(
     return paginate(nodes, first, last, after, before, reverse)
 
 
-def _run_bulk(info: Any, query: str, **_ignored: Any) -> dict[str, Any]:
+def _run_bulk(
+    info: Any, query: str, groupObjects: bool | None = None, **_ignored: Any
+) -> dict[str, Any]:
     context: RequestContext = info.context
-    operation, errors = context.store.bulk.run(query, context.api_version)
+    operation, errors = context.store.bulk.run(query, context.api_version, groupObjects)
     node = None
     if operation is not None:
         # The mutation's answer shows the operation as created: reading it is not a poll.

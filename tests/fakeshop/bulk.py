@@ -48,6 +48,8 @@ CHUNK_BYTES = 256 * 1024
 # nesting depth of two levels".
 MAX_CONNECTIONS = 5
 MAX_DEPTH = 2
+# Ungrouped output holds children back for this many parents.
+UNGROUPED_PARENTS = 3
 # Roots a bulk query may start from besides the store's resources: the catalogue's
 # variants and inventory items (the way to export inventory levels).
 CATALOGUE_ROOTS = {"inventoryItems": True, "productVariants": False}
@@ -82,6 +84,7 @@ class BulkOperation:
     polls: int = 0
     error_code: str | None = None
     fail_with: str | None = None
+    group_objects: bool = True
     completed_at: str | None = None
 
     @property
@@ -134,7 +137,7 @@ class BulkManager:
         return 5 if (api_version or "9999-99") >= "2026-01" else 1
 
     def run(
-        self, query: str, api_version: str | None = None
+        self, query: str, api_version: str | None = None, group_objects: bool | None = None
     ) -> tuple[BulkOperation | None, list[dict[str, Any]]]:
         """Start an export of ``query``; (operation, userErrors) as the mutation returns them."""
         with self._lock:
@@ -157,6 +160,11 @@ class BulkManager:
                     }
                 ]
             parsed = self._parse(query)
+            if not isinstance(parsed, list):
+                # groupObjects defaults to false from 2026-01 (release notes); before, output
+                # was always grouped.
+                older = (api_version or "9999-99") < "2026-01"
+                parsed.group_objects = older or bool(group_objects)
             if isinstance(parsed, list):
                 return None, parsed
             operation = parsed
@@ -539,13 +547,27 @@ class BulkManager:
             yield lines
 
     def lines(self, operation: BulkOperation) -> Iterator[str]:
-        """Every JSONL line of a finished operation (half the records if it failed)."""
+        """Every JSONL line of a finished operation (half the records if it failed).
+
+        Grouped (``groupObjects: true``), a record's children follow it directly. Ungrouped
+        (the default from 2026-01), they still come after their parent but not next to it:
+        they are held back for a few parents, so a client that assumes adjacency fails here
+        rather than against Shopify."""
         limit = operation.object_count
         executor = self._executor(operation)
+        held: list[str] = []
         for count, lines in enumerate(self._render(operation, executor, operation.roots())):
             if count >= limit:
-                return
-            yield from lines
+                break
+            if operation.group_objects:
+                yield from lines
+                continue
+            yield lines[0]
+            held.extend(lines[1:])
+            if count % UNGROUPED_PARENTS == UNGROUPED_PARENTS - 1 or len(held) > 1000:
+                yield from held
+                held = []
+        yield from held
 
     def chunks(self, operation: BulkOperation) -> Iterator[bytes]:
         buffer: list[str] = []
