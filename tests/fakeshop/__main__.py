@@ -37,6 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         help="probability of a random 503, 429 or dropped connection per GraphQL request",
     )
     parser.add_argument("--executor", choices=("fast", "graphql-core"), default="fast")
+    parser.add_argument(
+        "--bulk-concurrency",
+        default="1",
+        help="bulk queries at once: a number, or 'version' (5 from API 2026-01, else 1)",
+    )
+    parser.add_argument("--many-line-items-every", type=int, default=250, help="0: none")
+    parser.add_argument("--many-line-items", type=int, default=300)
+    parser.add_argument("--many-variants-every", type=int, default=25, help="0: none")
+    parser.add_argument("--many-variants", type=int, default=150)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
 
@@ -54,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         bulk_polls_to_complete=args.bulk_polls,
         access_token=args.token,
         executor=args.executor,
+        bulk_concurrency=None if args.bulk_concurrency == "version" else int(args.bulk_concurrency),
+        many_line_items_every=args.many_line_items_every,
+        many_line_items=args.many_line_items,
+        many_variants_every=args.many_variants_every,
+        many_variants=args.many_variants,
     )
     if args.fault_rate > 0:
         share = args.fault_rate / 3

@@ -30,6 +30,7 @@ from .children import (
     decode_child,
     find_child,
     numeric,
+    paginate,
 )
 from .children import _cursor_id as child_cursor_id
 from .cost import actual_cost, requested_cost
@@ -305,9 +306,38 @@ def _current_bulk(info: Any, type: str = "QUERY", **_ignored: Any) -> Any:
     return context.store.bulk.node(operation, context.base_url) if operation else None
 
 
-def _run_bulk(info: Any, query: str, **_ignored: Any) -> dict[str, Any]:
+def _bulk_operations(
+    info: Any,
+    first: int | None = None,
+    last: int | None = None,
+    after: str | None = None,
+    before: str | None = None,
+    query: str | None = None,
+    reverse: bool = False,
+    sortKey: str = "CREATED_AT",
+    **_ignored: Any,
+) -> dict[str, Any]:
+    """``bulkOperations`` (2026-01+): this app's operations by creation; ``query:`` filters on
+    ``status:`` (other terms are ignored). Each listed operation counts as a poll."""
     context: RequestContext = info.context
-    operation, errors = context.store.bulk.run(query, context.api_version)
+    if sortKey != "CREATED_AT":
+        raise FieldError(f"fakeshop does not simulate sortKey {sortKey}", "NOT_SIMULATED")
+    wanted = None
+    for term in (query or "").split():
+        name, _, value = term.partition(":")
+        if name == "status" and value:
+            wanted = value.strip("'\"").upper()
+    bulk = context.store.bulk
+    nodes = [bulk.node(operation, context.base_url) for operation in bulk.all()]
+    nodes = [node for node in nodes if wanted is None or node["status"] == wanted]
+    return paginate(nodes, first, last, after, before, reverse)
+
+
+def _run_bulk(
+    info: Any, query: str, groupObjects: bool | None = None, **_ignored: Any
+) -> dict[str, Any]:
+    context: RequestContext = info.context
+    operation, errors = context.store.bulk.run(query, context.api_version, groupObjects)
     node = None
     if operation is not None:
         # The mutation's answer shows the operation as created: reading it is not a poll.
@@ -359,6 +389,7 @@ QUERY_ROOT: dict[str, Any] = {
     "nodes": lambda info, ids: [_lookup(info.context, i) for i in ids],
     "shop": lambda info: info.context.store.shop_node(),
     "currentBulkOperation": _current_bulk,
+    "bulkOperations": _bulk_operations,
     "currentAppInstallation": _installation,
     **SUBSCRIPTION_QUERIES,
 }

@@ -48,6 +48,8 @@ CHUNK_BYTES = 256 * 1024
 # nesting depth of two levels".
 MAX_CONNECTIONS = 5
 MAX_DEPTH = 2
+# Ungrouped output holds children back for this many parents.
+UNGROUPED_PARENTS = 3
 # Roots a bulk query may start from besides the store's resources: the catalogue's
 # variants and inventory items (the way to export inventory levels).
 CATALOGUE_ROOTS = {"inventoryItems": True, "productVariants": False}
@@ -82,6 +84,7 @@ class BulkOperation:
     polls: int = 0
     error_code: str | None = None
     fail_with: str | None = None
+    group_objects: bool = True
     completed_at: str | None = None
 
     @property
@@ -134,7 +137,7 @@ class BulkManager:
         return 5 if (api_version or "9999-99") >= "2026-01" else 1
 
     def run(
-        self, query: str, api_version: str | None = None
+        self, query: str, api_version: str | None = None, group_objects: bool | None = None
     ) -> tuple[BulkOperation | None, list[dict[str, Any]]]:
         """Start an export of ``query``; (operation, userErrors) as the mutation returns them."""
         with self._lock:
@@ -157,6 +160,11 @@ class BulkManager:
                     }
                 ]
             parsed = self._parse(query)
+            if not isinstance(parsed, list):
+                # groupObjects defaults to false from 2026-01 (release notes); before, output
+                # was always grouped.
+                older = (api_version or "9999-99") < "2026-01"
+                parsed.group_objects = older or bool(group_objects)
             if isinstance(parsed, list):
                 return None, parsed
             operation = parsed
@@ -172,8 +180,12 @@ class BulkManager:
         operations = [
             d for d in checked.document.definitions if isinstance(d, OperationDefinitionNode)
         ]
-        if len(operations) != 1 or operations[0].operation != OperationType.QUERY:
+        if len(operations) != 1:
             return self._user_error("Bulk queries must contain exactly one query operation.")
+        if operations[0].operation != OperationType.QUERY:
+            return self._user_error(
+                "Invalid operation type. Only `query` operations are supported."
+            )
         fragments = {
             d.name.value: d
             for d in checked.document.definitions
@@ -188,12 +200,15 @@ class BulkManager:
         if len(roots) != 1:
             return self._user_error("Bulk queries must have exactly one top-level field.")
         root = roots[0]
+        query_type = schema.query_type
+        assert query_type is not None
+        shape = self._shape_errors(root, query_type)
+        if shape:
+            return shape
         resource_name = root.name.value
         catalogue = resource_name in CATALOGUE_ROOTS
         if resource_name not in self.store.counts and not catalogue:
             return self._user_error(f"fakeshop: bulk export of {resource_name!r} is not simulated")
-        query_type = schema.query_type
-        assert query_type is not None
         arguments = get_argument_values(query_type.fields[resource_name], root, None)
         connection_type = get_named_type(query_type.fields[resource_name].type)
         node_fields = self._node_fields(root)
@@ -201,9 +216,6 @@ class BulkManager:
             return self._user_error("Bulk queries must select edges { node { ... } } or nodes.")
         node_type = get_named_type(connection_type.fields["nodes"].type)  # type: ignore[union-attr]
         assert isinstance(node_type, GraphQLObjectType)
-        problem = self._check_shape(node_fields, node_type)
-        if problem:
-            return self._user_error(problem)
         node_fields, nested = self._split(node_fields, node_type)
         resource = self.store.resource("products" if catalogue else resource_name)
         view = resource.view()
@@ -273,55 +285,95 @@ class BulkManager:
 
     # -- the shape Shopify accepts --
 
-    def _check_shape(
-        self, node_fields: list[FieldNode], node_type: GraphQLObjectType
-    ) -> str | None:
-        """Shopify's limits on a bulk query: at most five connections, nested at most two
-        levels deep, none inside a list field."""
-        found: list[int] = []
+    def _shape_errors(self, root: FieldNode, query_type: GraphQLObjectType) -> list[dict[str, Any]]:
+        """Shopify's checks of a bulk query, with its messages, in its order (as recorded
+        from Shopify by other simulators' parity tests, notes/shopify-children.md): connections
+        select ``edges { node }`` (not ``nodes``), no top-level ``node``, at most five
+        connections nested at most two deep, a nested connection's parent node selects
+        ``id``, no connection inside a list field, at least one connection."""
+        nodes_fields: list[str] = []
+        without_id: list[str] = []
+        depths: list[int] = []
+        within_list = False
 
-        def walk(
-            fields: list[FieldNode], parent: GraphQLObjectType, depth: int, in_list: bool
-        ) -> str | None:
-            for node in fields:
-                for selection in self._fields_of(node):
-                    definition = parent.fields.get(selection.name.value)
-                    if definition is None:
-                        continue
-                    named = get_named_type(definition.type)
-                    if is_leaf_type(named) or not isinstance(named, GraphQLObjectType):
-                        continue
-                    if is_connection(named):
-                        if in_list:
-                            return (
-                                "Queries that contain a connection field within a list field "
-                                "are not currently supported."
-                            )
-                        found.append(depth + 1)
-                        inner = get_named_type(named.fields["nodes"].type)
-                        assert isinstance(inner, GraphQLObjectType)
-                        problem = walk(self._node_fields(selection), inner, depth + 1, False)
-                    else:
-                        listed = is_list_type(get_nullable_type(definition.type))
-                        problem = walk([selection], named, depth, in_list or listed)
-                    if problem:
-                        return problem
-            return None
+        def visit_connection(field: FieldNode, named: GraphQLObjectType, depth: int) -> None:
+            depths.append(depth)
+            name = field.name.value
+            if any(s.name.value == "nodes" for s in self._fields_of(field)):
+                nodes_fields.append(name)
+            inner = get_named_type(named.fields["nodes"].type)
+            assert isinstance(inner, GraphQLObjectType)
+            nodes = self._node_fields(field)
+            selected = [s for node in nodes for s in self._fields_of(node)]
+            has_id = any(s.name.value == "id" and s.alias is None for s in selected)
+            for node in nodes:
+                nested = visit_fields(node, inner, depth, False)
+                if nested and not has_id and name not in without_id:
+                    without_id.append(name)
 
-        problem = walk(node_fields, node_type, 1, False)
-        if problem:
-            return problem
-        if len(found) + 1 > MAX_CONNECTIONS:
-            return (
-                f"Bulk queries cannot contain more than {MAX_CONNECTIONS} connections "
-                f"(this one has {len(found) + 1})."
+        def visit_fields(
+            owner: FieldNode, parent: GraphQLObjectType, depth: int, in_list: bool
+        ) -> bool:
+            """Whether a connection is nested under ``owner``."""
+            nonlocal within_list
+            found = False
+            for selection in self._fields_of(owner):
+                definition = parent.fields.get(selection.name.value)
+                if definition is None:
+                    continue
+                named = get_named_type(definition.type)
+                if is_leaf_type(named) or not isinstance(named, GraphQLObjectType):
+                    continue
+                if is_connection(named):
+                    found = True
+                    if in_list:
+                        within_list = True
+                    visit_connection(selection, named, depth + 1)
+                else:
+                    listed = is_list_type(get_nullable_type(definition.type))
+                    found = visit_fields(selection, named, depth, in_list or listed) or found
+            return found
+
+        top_level_node = root.name.value in ("node", "nodes")
+        definition = query_type.fields.get(root.name.value)
+        if definition is not None:
+            named = get_named_type(definition.type)
+            if isinstance(named, GraphQLObjectType) and is_connection(named):
+                visit_connection(root, named, 1)
+            elif isinstance(named, GraphQLObjectType):
+                visit_fields(root, named, 0, is_list_type(get_nullable_type(definition.type)))
+        messages: list[str] = []
+        if nodes_fields:
+            messages.append(
+                "All connection fields in a bulk query must select their contents using "
+                f"'edges' > 'node', e.g: '{nodes_fields[0]} {{ edges {{ node {{'. Selecting via "
+                "'nodes' is not supported. Invalid connection fields: "
+                + ", ".join(f"'{name}'" for name in nodes_fields)
+                + "."
             )
-        if max(found, default=1) > MAX_DEPTH:
-            return (
-                f"Bulk queries cannot contain connections with a nesting depth greater than "
+        if top_level_node:
+            messages.append("Bulk queries cannot contain a top level `node` field.")
+        if max(depths, default=0) > MAX_DEPTH:
+            messages.append(
+                "Bulk queries cannot contain connections with a nesting depth greater than "
                 f"{MAX_DEPTH}."
             )
-        return None
+        if len(depths) > MAX_CONNECTIONS:
+            messages.append(f"Bulk queries cannot contain more than {MAX_CONNECTIONS} connections.")
+        if without_id:
+            messages.append(
+                "The parent 'node' field for a nested connection must select the 'id' field "
+                "without an alias and must be of 'ID' return type. Connection fields without "
+                f"'id': {', '.join(without_id)}."
+            )
+        if within_list:
+            messages.append(
+                "Queries that contain a connection field within a list field are not currently "
+                "supported."
+            )
+        if not depths and (not messages or (top_level_node and len(messages) == 1)):
+            messages.append("Bulk queries must contain at least one connection.")
+        return [error for message in messages for error in self._user_error(message)]
 
     @staticmethod
     def _fields_of(node: FieldNode) -> list[FieldNode]:
@@ -391,6 +443,11 @@ class BulkManager:
     def get(self, numeric_id: int) -> BulkOperation | None:
         with self._lock:
             return self._operations.get(numeric_id)
+
+    def all(self) -> list[BulkOperation]:
+        """Every operation, oldest first."""
+        with self._lock:
+            return [self._operations[k] for k in sorted(self._operations)]
 
     def current(self) -> BulkOperation | None:
         with self._lock:
@@ -490,13 +547,27 @@ class BulkManager:
             yield lines
 
     def lines(self, operation: BulkOperation) -> Iterator[str]:
-        """Every JSONL line of a finished operation (half the records if it failed)."""
+        """Every JSONL line of a finished operation (half the records if it failed).
+
+        Grouped (``groupObjects: true``), a record's children follow it directly. Ungrouped
+        (the default from 2026-01), they still come after their parent but not next to it:
+        they are held back for a few parents, so a client that assumes adjacency fails here
+        rather than against Shopify."""
         limit = operation.object_count
         executor = self._executor(operation)
+        held: list[str] = []
         for count, lines in enumerate(self._render(operation, executor, operation.roots())):
             if count >= limit:
-                return
-            yield from lines
+                break
+            if operation.group_objects:
+                yield from lines
+                continue
+            yield lines[0]
+            held.extend(lines[1:])
+            if count % UNGROUPED_PARENTS == UNGROUPED_PARENTS - 1 or len(held) > 1000:
+                yield from held
+                held = []
+        yield from held
 
     def chunks(self, operation: BulkOperation) -> Iterator[bytes]:
         buffer: list[str] = []

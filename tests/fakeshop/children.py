@@ -234,6 +234,48 @@ class Derived:
     __hash__ = None  # type: ignore[assignment]
 
 
+_MISSING = object()
+
+
+class LazyNode(dict[str, Any]):
+    """A record whose derived fields and children are computed when first read through
+    ``get`` (how the executor, graphql-core's default resolver, REST rendering and
+    :func:`children_of` read nodes), once per node, from factories shared by every record of
+    the resource: building a node costs no closures, so a page or export that selects no
+    children pays nothing for them. Computed values are kept beside the dict, not in it, so
+    two builds of a record compare equal whatever was read from them."""
+
+    __slots__ = ("_lazy", "_made", "index")
+
+    def __init__(self, base: Node, lazy: dict[str, Callable[[LazyNode], Any]], index: int) -> None:
+        super().__init__(base)
+        self._lazy = lazy
+        self._made: dict[str, Any] | None = None
+        self.index = index
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = dict.get(self, key, _MISSING)
+        if value is not _MISSING:
+            return value
+        made = self._made
+        if made is not None:
+            value = made.get(key, _MISSING)
+            if value is not _MISSING:
+                return value
+        make = self._lazy.get(key)
+        if make is None:
+            return default
+        return self.memo(key, lambda: make(self))
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        if self._made is None:
+            self._made = {}
+        value = self._made.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._made[key] = make()
+        return value
+
+
 def value_of(node: Node, field: str) -> Any:
     """A field's value, resolving a lazy one (a resolver without arguments)."""
     value = node.get(field)
@@ -265,6 +307,34 @@ def address_fields(
 ) -> dict[str, Any]:
     value = draw(key, index, salt)
     city, province_code, country_code, postcode = pick(CITIES, value)
+    fields = _address(value, city, province_code, country_code, postcode, first, last, phone)
+
+    def formatted(withName: bool = False, withCompany: bool = True, **_: Any) -> list[str]:
+        lines = [f"{first} {last}"] if withName else []
+        if withCompany and fields["company"]:
+            lines.append(fields["company"])
+        lines.append(fields["address1"])
+        if fields["address2"]:
+            lines.append(fields["address2"])
+        lines.append(" ".join(p for p in (city, province_code, postcode) if p))
+        lines.append(COUNTRIES[country_code])
+        return lines
+
+    fields["formatted"] = Derived(formatted)
+    fields["validationResultSummary"] = None
+    return fields
+
+
+def _address(
+    value: int,
+    city: str,
+    province_code: str | None,
+    country_code: str,
+    postcode: str,
+    first: str,
+    last: str,
+    phone: str | None,
+) -> dict[str, Any]:
     return {
         "firstName": first,
         "lastName": last,
@@ -318,16 +388,22 @@ def customer_addresses(key: int, index: int, node: Node) -> list[Node]:
     ]
 
 
-def attach_customer(key: int, index: int, node: Node) -> Node:
-    def addresses() -> list[Node]:
-        override = node.get("_addresses")
-        return list(override) if override is not None else customer_addresses(key, index, node)
+def customer_lazies(key: int) -> dict[str, Callable[[LazyNode], Any]]:
+    def addresses(node: LazyNode) -> list[Node]:
+        def make() -> list[Node]:
+            override = dict.get(node, "_addresses")
+            if override is not None:
+                return list(override)
+            return customer_addresses(key, node.index, node)
 
-    shared = PlainList(addresses)
-    node["addresses"] = shared
-    node["addressesV2"] = Connection(shared.items)
-    node["defaultAddress"] = Derived(lambda: (shared.items() or [None])[0])
-    return node
+        items: list[Node] = node.memo("__addresses", make)
+        return items
+
+    return {
+        "addresses": lambda node: PlainList(addresses(node)),
+        "addressesV2": lambda node: Connection(addresses(node)),
+        "defaultAddress": lambda node: (addresses(node) or [None])[0],
+    }
 
 
 # -- orders --
@@ -340,38 +416,57 @@ class OrderChildren:
         self.store = store
 
     def is_heavy(self, index: int) -> bool:
+        # Generated orders only: one a test creates is ordinary (its webhook stays small).
         every = self.store.many_line_items_every
-        return bool(every) and index % every == every // 2
+        return bool(every) and index < self.store.orders.generated and index % every == every // 2
 
     def line_count(self, index: int) -> int:
         if self.is_heavy(index):
             return min(LINE_ITEM_STRIDE, self.store.many_line_items)
         return 1 + draw(self.store.orders.key, index, 4) % 5
 
-    def attach(self, index: int, node: Node) -> Node:
-        cache: list[dict[str, Any]] = []
+    def bundle(self, node: LazyNode) -> dict[str, Any]:
+        override = dict.get(node, "_orderBundle")
+        if override is not None:
+            return override  # type: ignore[no-any-return]
+        made: dict[str, Any] = node.memo("__bundle", lambda: self.generate(node.index, node))
+        return made
 
-        def bundle() -> dict[str, Any]:
-            override = node.get("_orderBundle")
-            if override is not None:
-                return override  # type: ignore[no-any-return]
-            if not cache:
-                cache.append(self.generate(index, node))
-            return cache[0]
+    def lazies(self) -> dict[str, Callable[[LazyNode], Any]]:
+        bundle = self.bundle
+        currency = self.store.currency
 
-        node["lineItems"] = Connection(lambda: bundle()["lineItems"])
-        node["refunds"] = PlainList(lambda: bundle()["refunds"])
-        node["transactions"] = PlainList(lambda: bundle()["transactions"])
-        node["fulfillments"] = PlainList(lambda: bundle()["fulfillments"])
+        def refunded(node: LazyNode) -> int:
+            return sum(cents_of(r["totalRefundedSet"]) for r in bundle(node)["refunds"])
 
-        def current_total() -> dict[str, Any]:
+        def current_total(node: LazyNode) -> dict[str, Any]:
             # What is left after refunds: derived, so a refund a test adds lowers it too.
-            refunded = sum(cents_of(r["totalRefundedSet"]) for r in bundle()["refunds"])
-            currency = node.get("currencyCode") or self.store.currency
-            return bag(max(0, cents_of(node["totalPriceSet"]) - refunded), currency)
+            left = max(0, cents_of(node["totalPriceSet"]) - refunded(node))
+            return bag(left, node.get("currencyCode") or currency)
 
-        node.setdefault("currentTotalPriceSet", Derived(current_total))
-        return node
+        def quantity(node: LazyNode, field: str) -> int:
+            return sum(int(line[field]) for line in bundle(node)["lineItems"])
+
+        def count(node: LazyNode, field: str) -> dict[str, Any]:
+            return {"count": len(bundle(node)[field]), "precision": "EXACT"}
+
+        return {
+            "lineItems": lambda node: Connection(bundle(node)["lineItems"]),
+            "refunds": lambda node: PlainList(bundle(node)["refunds"]),
+            "transactions": lambda node: PlainList(bundle(node)["transactions"]),
+            "fulfillments": lambda node: PlainList(bundle(node)["fulfillments"]),
+            "currentTotalPriceSet": current_total,
+            "totalRefundedSet": lambda node: bag(
+                refunded(node), node.get("currencyCode") or currency
+            ),
+            "subtotalLineItemsQuantity": lambda node: quantity(node, "quantity"),
+            "currentSubtotalLineItemsQuantity": lambda node: quantity(node, "currentQuantity"),
+            "transactionsCount": lambda node: count(node, "transactions"),
+            "fulfillmentsCount": lambda node: count(node, "fulfillments"),
+            "paymentGatewayNames": lambda node: sorted(
+                {t["gateway"] for t in bundle(node)["transactions"]}
+            ),
+        }
 
     def generate(self, index: int, node: Node) -> dict[str, Any]:
         store = self.store
@@ -486,6 +581,7 @@ class OrderChildren:
             "originalTotalSet": bag(unit * quantity, currency),
             "discountedTotalSet": bag(unit * quantity, currency),
             "totalDiscountSet": bag(0, currency),
+            "priceAfterAllDiscountsBeforeTaxesSet": bag(unit * quantity, currency),
             "taxable": True,
             "requiresShipping": True,
             "isGiftCard": False,
@@ -587,6 +683,23 @@ class OrderChildren:
             "accountNumber": None,
             "fees": [],
             "receiptJson": "{}",
+            "order": _ref("Order", order["id"], lambda: self.store.orders.node(index)),
+            "location": None,
+            "user": None,
+            "device": None,
+            "paymentDetails": None,
+            "paymentIcon": None,
+            "settlementCurrency": None,
+            "settlementCurrencyRate": None,
+            "amountRoundingSet": None,
+            "totalUnsettledSet": None,
+            "currencyExchangeAdjustment": None,
+            "shopifyPaymentsSet": None,
+            "maximumRefundableV2": (
+                {"amount": money(amount), "currencyCode": currency}
+                if kind in ("SALE", "CAPTURE") and status == "SUCCESS"
+                else None
+            ),
         }
 
     def new_refund(
@@ -649,6 +762,8 @@ class OrderChildren:
             "duties": [],
             "return": None,
             "staffMember": None,
+            "refundShippingLines": Connection([]),
+            "orderAdjustments": Connection([]),
             "order": _ref("Order", order["id"], lambda: self.store.orders.node(index)),
         }
 
@@ -679,6 +794,9 @@ class OrderChildren:
             "deliveredAt": None,
             "inTransitAt": None,
             "estimatedDeliveryAt": None,
+            "originAddress": None,
+            "service": None,
+            "events": Connection([]),
             "requiresShipping": True,
             "totalQuantity": sum(quantity for _, quantity in chosen),
             "location": (
@@ -733,6 +851,14 @@ def recount(bundle: dict[str, Any]) -> None:
         line["fulfillmentStatus"] = (
             "fulfilled" if done and done >= current else ("partial" if done else "unfulfilled")
         )
+        currency = line["originalUnitPriceSet"]["shopMoney"]["currencyCode"]
+        left = line["unfulfilledQuantity"]
+        line["unfulfilledOriginalTotalSet"] = bag(
+            cents_of(line["originalUnitPriceSet"]) * left, currency
+        )
+        line["unfulfilledDiscountedTotalSet"] = bag(
+            cents_of(line["discountedUnitPriceSet"]) * left, currency
+        )
 
 
 # -- products: variants, inventory items, inventory levels --
@@ -744,7 +870,8 @@ class ProductChildren:
 
     def is_heavy(self, index: int) -> bool:
         every = self.store.many_variants_every
-        return bool(every) and index % every == every // 2
+        generated = self.store.products.generated
+        return bool(every) and index < generated and index % every == every // 2
 
     def default_specs(self, index: int) -> list[dict[str, Any]]:
         if self.is_heavy(index):
@@ -754,16 +881,26 @@ class ProductChildren:
         return [{"k": k} for k in range(count)]
 
     def specs(self, index: int, node: Node) -> list[dict[str, Any]]:
-        override = node.get("_variantSpecs")
+        override = dict.get(node, "_variantSpecs")
         return list(override) if override is not None else self.default_specs(index)
 
-    def attach(self, index: int, node: Node) -> Node:
-        def variants() -> list[Node]:
-            specs = self.specs(index, node)
-            return [self.variant(index, node, spec, len(specs)) for spec in specs]
+    def variants(self, node: LazyNode) -> list[Node]:
+        def make() -> list[Node]:
+            specs = self.specs(node.index, node)
+            return [self.variant(node.index, node, spec, len(specs)) for spec in specs]
 
-        node["variants"] = Connection(variants)
-        return node
+        made: list[Node] = node.memo("__variants", make)
+        return made
+
+    def lazies(self) -> dict[str, Callable[[LazyNode], Any]]:
+        variants = self.variants
+        return {
+            "variants": lambda node: Connection(variants(node)),
+            "variantsCount": lambda node: {"count": len(variants(node)), "precision": "EXACT"},
+            "hasOnlyDefaultVariant": lambda node: (
+                [v["title"] for v in variants(node)] == ["Default Title"]
+            ),
+        }
 
     def location_indexes(self) -> list[int]:
         locations = self.store.locations.view()
@@ -864,6 +1001,13 @@ class ProductChildren:
             "provinceCodeOfOrigin": None,
             "harmonizedSystemCode": None,
             "duplicateSkuCount": 0,
+            "inventoryHistoryUrl": None,
+            "measurement": {
+                "id": item_gid.replace("InventoryItem", "InventoryItemMeasurement"),
+                "weight": {"unit": "GRAMS", "value": 200.0},
+            },
+            "trackedEditable": {"locked": False, "reason": None},
+            "countryHarmonizedSystemCodes": Connection([]),
             "createdAt": spec.get("createdAt") or product["createdAt"],
             "updatedAt": (spec.get("item") or {}).get("updatedAt") or variant["updatedAt"],
             "variant": _ref("ProductVariant", variant["id"], lambda: variant),

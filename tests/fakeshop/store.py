@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,10 +21,11 @@ from .children import (
     TRANSACTION_STRIDE,
     Connection,
     Derived,
+    LazyNode,
     OrderChildren,
     ProductChildren,
-    attach_customer,
     children_of,
+    customer_lazies,
     numeric,
     recount,
     shipping_address,
@@ -194,6 +196,14 @@ class FakeStore:
             return frozenset(schema.get_type(typename).fields)  # type: ignore[union-attr]
 
         customer_key = stream_key(seed, "customers")
+        # Derived fields and children, computed when read (children.LazyNode).
+        customer_fields = customer_lazies(customer_key)
+        product_fields = self.product_children.lazies()
+        location_fields = self._location_lazies()
+        self._order_fields = {
+            **self.order_children.lazies(),
+            "shippingAddress": self._shipping_address,
+        }
         product_key = stream_key(seed, "products")
         order_key = stream_key(seed, "orders")
         self.customers = Resource(
@@ -202,8 +212,10 @@ class FakeStore:
             base_id=CUSTOMER_ID_BASE,
             count=customers,
             history=span,
-            build=lambda r, i, c, u: attach_customer(
-                customer_key, i, customer_node(customer_key, i, r.base_id + i, c, u, self.currency)
+            build=lambda r, i, c, u: LazyNode(
+                customer_node(customer_key, i, r.base_id + i, c, u, self.currency),
+                customer_fields,
+                i,
             ),
             fields=fields_of("Customer"),
             aliases=self._customer_aliases(),
@@ -215,8 +227,8 @@ class FakeStore:
             base_id=PRODUCT_ID_BASE,
             count=products,
             history=span,
-            build=lambda r, i, c, u: self.product_children.attach(
-                i, product_node(product_key, i, r.base_id + i, c, u)
+            build=lambda r, i, c, u: LazyNode(
+                product_node(product_key, i, r.base_id + i, c, u), product_fields, i
             ),
             fields=fields_of("Product"),
             aliases=self._product_aliases(),
@@ -240,8 +252,8 @@ class FakeStore:
             base_id=LOCATION_ID_BASE,
             count=locations,
             history=span,
-            build=lambda r, i, c, u: self._attach_location(
-                i, location_node(location_key, i, r.base_id + i, c, u)
+            build=lambda r, i, c, u: LazyNode(
+                location_node(location_key, i, r.base_id + i, c, u), location_fields, i
             ),
             fields=fields_of("Location"),
             aliases={
@@ -313,37 +325,43 @@ class FakeStore:
             self._customer_ref(customer),
             email,
         )
-        customers_key = self.customers.key
+        return LazyNode(node, self._order_fields, index)
 
-        def address() -> Node | None:
-            name = customer_name(customers_key, customer) if customer is not None else None
-            return shipping_address(resource.key, index, name)
+    def _shipping_address(self, node: LazyNode) -> Node | None:
+        reference = node.get("customer")
+        name = None
+        if reference:
+            customer = numeric(reference["id"]) - self.customers.base_id
+            name = customer_name(self.customers.key, customer)
+        return shipping_address(self.orders.key, node.index, name)
 
-        # Lazy: most pages never select it, and a million-order export should not pay for it.
-        node["shippingAddress"] = Derived(address)
-        return self.order_children.attach(index, node)
-
-    def _attach_location(self, index: int, node: Node) -> Node:
-        location_gid = node["id"]
-
-        def levels() -> list[Node]:
+    def _location_lazies(self) -> dict[str, Callable[[LazyNode], Any]]:
+        def levels(node: LazyNode) -> list[Node]:
             # Every inventory item stocked here, in item id order (a scan of the catalogue:
             # locations are few and tests' catalogues small).
-            return [
-                level
-                for variant in self.product_children.all_variants(self.products.view())
-                for level in children_of(variant["inventoryItem"], "inventoryLevels")
-                if level["location"]["id"] == location_gid
-            ]
+            def make() -> list[Node]:
+                return [
+                    level
+                    for variant in self.product_children.all_variants(self.products.view())
+                    for level in children_of(variant["inventoryItem"], "inventoryLevels")
+                    if level["location"]["id"] == node["id"]
+                ]
 
-        listing = Connection(levels)
-        node["inventoryLevels"] = listing
+            made: list[Node] = node.memo("__levels", make)
+            return made
 
-        def level_of(inventoryItemId: str = "", **_: Any) -> Node | None:
-            return next((lv for lv in listing.items() if lv["item"]["id"] == inventoryItemId), None)
+        def level_of(node: LazyNode) -> Derived:
+            def find(inventoryItemId: str = "", **_: Any) -> Node | None:
+                return next(
+                    (lv for lv in levels(node) if lv["item"]["id"] == inventoryItemId), None
+                )
 
-        node["inventoryLevel"] = Derived(level_of, listing.items)
-        return node
+            return Derived(find, lambda: levels(node))
+
+        return {
+            "inventoryLevels": lambda node: Connection(levels(node)),
+            "inventoryLevel": level_of,
+        }
 
     def _order_aliases(self) -> dict[str, Alias]:
         def bag(field_name: str) -> Alias:

@@ -20,20 +20,23 @@ from tests.fakeshop import FakeShopServer, FakeStore, ManualClock
 from tests.fakeshop.children import LINE_ITEM_STRIDE, OrderChildren, children_of, value_of
 
 SAMPLES = Path(__file__).resolve().parents[2] / "receiver" / "webhook_samples"
-RUN = """mutation($q: String!) { bulkOperationRunQuery(query: $q) {
+RUN = """mutation($q: String!, $group: Boolean! = false) {
+  bulkOperationRunQuery(query: $q, groupObjects: $group) {
   bulkOperation { id status } userErrors { field message code } } }"""
 POLL = "query($id: ID!) { node(id: $id) { ... on BulkOperation { status url objectCount } } }"
 
 ORDER_CHILDREN = """
 id name currentTotalPriceSet { shopMoney { amount currencyCode } }
 presentmentCurrencyCode totalDiscountsSet { shopMoney { amount } } tags note cancelReason
-closedAt sourceName test
+closedAt sourceName test totalRefundedSet { shopMoney { amount } } subtotalLineItemsQuantity
+currentSubtotalLineItemsQuantity transactionsCount { count } fulfillmentsCount { count }
+paymentGatewayNames originalTotalPriceSet { shopMoney { amount } }
 shippingAddress { id firstName lastName address1 city province provinceCode country
-  countryCodeV2 zip phone }
+  countryCodeV2 zip phone formatted(withName: true) }
 lineItems(first: 5) {
   pageInfo { hasNextPage endCursor }
   nodes { id name title variantTitle sku vendor quantity currentQuantity unfulfilledQuantity
-    taxable requiresShipping isGiftCard
+    taxable requiresShipping isGiftCard unfulfilledOriginalTotalSet { shopMoney { amount } }
     originalUnitPriceSet { shopMoney { amount currencyCode } }
     totalDiscountSet { shopMoney { amount } }
     product { id } variant { id sku } }
@@ -47,7 +50,8 @@ refunds(first: 5) {
   transactions(first: 5) { nodes { id kind status } }
 }
 transactions(first: 10) {
-  id kind status gateway test processedAt createdAt errorCode
+  id kind status gateway test processedAt createdAt errorCode maximumRefundableV2 { amount }
+  order { id }
   amountSet { shopMoney { amount currencyCode } } parentTransaction { id }
 }
 fulfillments(first: 5) {
@@ -57,12 +61,13 @@ fulfillments(first: 5) {
 }
 """
 PRODUCT_CHILDREN = """
-id publishedAt category { id name fullName }
+id publishedAt category { id name fullName } variantsCount { count } hasOnlyDefaultVariant
 variants(first: 5) {
   pageInfo { hasNextPage }
   nodes { id title sku barcode price compareAtPrice position taxable inventoryQuantity
     selectedOptions { name value }
     inventoryItem { id sku tracked unitCost { amount currencyCode }
+      measurement { weight { unit value } }
       inventoryLevels(first: 5) { nodes { id location { id }
         quantities(names: ["available", "on_hand", "committed", "incoming"]) { name quantity }
       } } } }
@@ -115,9 +120,15 @@ def heavy_order(store: FakeStore) -> int:
 
 
 def run_bulk(
-    server: FakeShopServer, store: FakeStore, query: str, version: str = "2026-10"
+    server: FakeShopServer,
+    store: FakeStore,
+    query: str,
+    version: str = "2026-10",
+    group: bool = False,
 ) -> list[dict[str, Any]]:
-    started = graphql(server, store, RUN, {"q": query}, version)["data"]["bulkOperationRunQuery"]
+    started = graphql(server, store, RUN, {"q": query, "group": group}, version)["data"][
+        "bulkOperationRunQuery"
+    ]
     assert started["userErrors"] == [], started
     operation = started["bulkOperation"]["id"]
     while True:
@@ -371,28 +382,36 @@ def test_a_page_of_orders_generates_no_children_it_did_not_select(
 
 def test_bulk_exports_nested_children_after_their_parent(server: FakeShopServer) -> None:
     store = add_store(server)
-    lines = run_bulk(
-        server,
-        store,
+    query = (
         "{ orders { edges { node { id name refunds { id } "
-        "lineItems { edges { node { id sku quantity } } } } } } }",
+        "lineItems { edges { node { id sku quantity } } } } } } }"
     )
-    roots = [line for line in lines if "__parentId" not in line]
-    assert len(roots) == 300
-    parent = None
-    per_order: dict[str, list[str]] = {}
-    for line in lines:
-        if "__parentId" not in line:
-            parent = line["id"]
-            assert "lineItems" not in line
-            continue
-        assert line["__parentId"] == parent  # after its parent, before the next one
-        per_order.setdefault(parent, []).append(line["id"])
-    for index in range(300):
-        node = store.order_node(index)
-        assert node is not None
-        assert per_order.get(node["id"], []) == [c["id"] for c in children_of(node, "lineItems")]
-    assert len(per_order[store.orders.gid(heavy_order(store))]) == 300
+    for group in (True, False):
+        lines = run_bulk(server, store, query, group=group)
+        roots = [line for line in lines if "__parentId" not in line]
+        assert len(roots) == 300
+        assert all("lineItems" not in root for root in roots)
+        seen: set[str] = set()
+        adjacent = True
+        parent = None
+        per_order: dict[str, list[str]] = {}
+        for line in lines:
+            if "__parentId" not in line:
+                parent = line["id"]
+                seen.add(parent)
+                continue
+            assert line["__parentId"] in seen  # always after its parent
+            adjacent = adjacent and line["__parentId"] == parent
+            per_order.setdefault(line["__parentId"], []).append(line["id"])
+        # groupObjects: true keeps children next to their parent; the default (false, since
+        # 2026-01) does not promise it, and the simulator makes use of that.
+        assert adjacent is group
+        for index in range(300):
+            node = store.order_node(index)
+            assert node is not None
+            expected = [c["id"] for c in children_of(node, "lineItems")]
+            assert per_order.get(node["id"], []) == expected
+        assert len(per_order[store.orders.gid(heavy_order(store))]) == 300
 
 
 def test_bulk_exports_inventory_levels_through_inventory_items(server: FakeShopServer) -> None:
@@ -400,8 +419,9 @@ def test_bulk_exports_inventory_levels_through_inventory_items(server: FakeShopS
     lines = run_bulk(
         server,
         store,
-        "{ inventoryItems { nodes { id sku inventoryLevels { nodes { id location { id } "
-        'quantities(names: ["available", "on_hand"]) { name quantity } } } } } }',
+        "{ inventoryItems { edges { node { id sku inventoryLevels { edges { node { id "
+        'location { id } quantities(names: ["available", "on_hand"]) { name quantity } '
+        "} } } } } } }",
     )
     levels = [line for line in lines if "__parentId" in line]
     items = [line for line in lines if "__parentId" not in line]
@@ -418,20 +438,38 @@ def test_bulk_exports_inventory_levels_through_inventory_items(server: FakeShopS
     ("query", "message"),
     [
         (
-            "{ products { nodes { id variants { nodes { id inventoryItem { "
-            "inventoryLevels { nodes { id } } } } } } } }",
+            "{ products { edges { node { id variants { edges { node { id inventoryItem { "
+            "inventoryLevels { edges { node { id } } } } } } } } } } }",
             "Bulk queries cannot contain connections with a nesting depth greater than 2.",
         ),
         (
-            "{ orders { nodes { id refunds { refundLineItems { nodes { id } } } } } }",
+            "{ orders { edges { node { id refunds { refundLineItems { edges { node { id } } } "
+            "} } } } }",
             "Queries that contain a connection field within a list field are not currently "
             "supported.",
         ),
         (
-            "{ orders { nodes { id a: lineItems { nodes { id } } b: lineItems { nodes { id } } "
-            "c: lineItems { nodes { id } } d: lineItems { nodes { id } } "
-            "e: lineItems { nodes { id } } } } }",
-            "Bulk queries cannot contain more than 5 connections (this one has 6).",
+            "{ orders { edges { node { id a: lineItems { edges { node { id } } } "
+            "b: lineItems { edges { node { id } } } c: lineItems { edges { node { id } } } "
+            "d: lineItems { edges { node { id } } } e: lineItems { edges { node { id } } } "
+            "} } } }",
+            "Bulk queries cannot contain more than 5 connections.",
+        ),
+        (
+            "{ products { nodes { id variants { nodes { id } } } } }",
+            "All connection fields in a bulk query must select their contents using 'edges' > "
+            "'node', e.g: 'products { edges { node {'. Selecting via 'nodes' is not supported. "
+            "Invalid connection fields: 'products', 'variants'.",
+        ),
+        (
+            "{ products { edges { node { title variants { edges { node { id } } } } } } }",
+            "The parent 'node' field for a nested connection must select the 'id' field "
+            "without an alias and must be of 'ID' return type. Connection fields without "
+            "'id': products.",
+        ),
+        (
+            '{ node(id: "gid://shopify/Product/1") { id } }',
+            "Bulk queries cannot contain a top level `node` field.",
         ),
     ],
 )
@@ -441,12 +479,12 @@ def test_bulk_refuses_queries_beyond_shopifys_limits(
     store = add_store(server)
     body = graphql(server, store, RUN, {"q": query})["data"]["bulkOperationRunQuery"]
     assert body["bulkOperation"] is None
-    assert body["userErrors"] == [{"field": ["query"], "message": message, "code": "INVALID"}]
+    assert body["userErrors"][0] == {"field": ["query"], "message": message, "code": "INVALID"}
 
 
 def test_bulk_concurrency_follows_the_api_version(server: FakeShopServer) -> None:
     store = add_store(server, bulk_concurrency=None)
-    query = "{ customers { nodes { id } } }"
+    query = "{ customers { edges { node { id } } } }"
     started = [
         graphql(server, store, RUN, {"q": query})["data"]["bulkOperationRunQuery"] for _ in range(6)
     ]
@@ -595,10 +633,11 @@ def test_a_refund_changes_graphql_and_bulk_and_is_announced(
         and node["displayFinancialStatus"] == "PAID"
         and len(children_of(node, "lineItems")) >= 2
     )
-    before = run_bulk(server, shop, "{ orders { nodes { id refunds { id } } } }")
-    started = graphql(server, shop, RUN, {"q": "{ orders { nodes { id refunds { id } } } }"})[
-        "data"
-    ]["bulkOperationRunQuery"]["bulkOperation"]["id"]
+    export = "{ orders { edges { node { id refunds { id } } } } }"
+    before = run_bulk(server, shop, export)
+    started = graphql(server, shop, RUN, {"q": export})["data"]["bulkOperationRunQuery"][
+        "bulkOperation"
+    ]["id"]
     refund = shop.add_refund(index, [(1, 1)], note="damaged")
     assert recorder.topics()[-3:] == [
         "refunds/create",
@@ -627,7 +666,7 @@ def test_a_refund_changes_graphql_and_bulk_and_is_announced(
             break
     old = [json.loads(x) for x in httpx.get(status["url"]).text.splitlines()]
     assert old == before
-    after = run_bulk(server, shop, "{ orders { nodes { id refunds { id } } } }")
+    after = run_bulk(server, shop, export)
     target = shop.orders.gid(index)
     assert next(x for x in after if x["id"] == target)["refunds"] == [{"id": refund["id"]}]
 
@@ -725,3 +764,129 @@ def test_an_inventory_change_is_announced_and_served(
         n["location"]["id"] for n in again["data"]["inventoryItem"]["inventoryLevels"]["nodes"]
     ]
     assert shop.locations.gid(0) not in locations
+
+
+def test_transaction_and_inventory_item_bodies(
+    server: FakeShopServer, shop: FakeStore, recorder: Recorder
+) -> None:
+    index = next(
+        i
+        for i in range(300)
+        if (node := shop.order_node(i)) and node["displayFinancialStatus"] == "AUTHORIZED"
+    )
+    capture = shop.add_transaction(index, "capture", amount="3.50")
+    body = recorder.last("order_transactions/create")
+    assert body["admin_graphql_api_id"] == capture["id"]
+    assert body["order_id"] == shop.orders.numeric_id(index)
+    assert body["kind"] == "capture"
+    assert body["status"] == "success"
+    assert body["amount"] == "3.50"
+    authorization = capture["parentTransaction"]
+    assert authorization["kind"] == "AUTHORIZATION"
+    assert body["parent_id"] == int(authorization["id"].rsplit("/", 1)[1])
+    served = graphql(
+        server,
+        shop,
+        """query($id: ID!) { order(id: $id) { transactions(first: 10) { id kind
+          parentTransaction { id } } } }""",
+        {"id": shop.orders.gid(index)},
+    )["data"]["order"]["transactions"]
+    assert served[-1] == {
+        "id": capture["id"],
+        "kind": "CAPTURE",
+        "parentTransaction": {"id": authorization["id"]},
+    }
+    variant = shop.add_variant(4, price="9.99", sku="NEW-1", title="Extra")
+    created = recorder.last("inventory_items/create")
+    assert created["admin_graphql_api_id"] == variant["inventoryItem"]["id"]
+    assert created["sku"] == "NEW-1"
+    assert recorder.last("inventory_levels/connect")["inventory_item_id"] == created["id"]
+    listed = recorder.last("products/update")
+    assert listed["variants"][-1]["price"] == "9.99"
+    assert listed["variants"][-1]["inventory_item_id"] == created["id"]
+    exported = run_bulk(
+        server,
+        shop,
+        "{ products { edges { node { id variants { edges { node { id sku } } } } } } }",
+    )
+    assert {"id": variant["id"], "sku": "NEW-1", "__parentId": shop.products.gid(4)} in exported
+
+
+def test_an_address_added_is_served_as_the_default(
+    server: FakeShopServer, shop: FakeStore, recorder: Recorder
+) -> None:
+    address = shop.add_address(5, city="Paris", country_code="FR", address1="1 Rue", default=True)
+    body = recorder.last("customers/update")
+    assert body["default_address"]["city"] == "Paris"
+    assert body["default_address"]["id"] == int(address["id"].split("?")[0].rsplit("/", 1)[1])
+    served = graphql(
+        server,
+        shop,
+        """query($id: ID!) { customer(id: $id) { defaultAddress { id city countryCodeV2 }
+          addressesV2(first: 1) { nodes { id } } } }""",
+        {"id": shop.customers.gid(5)},
+    )["data"]["customer"]
+    assert served["defaultAddress"] == {"id": address["id"], "city": "Paris", "countryCodeV2": "FR"}
+    assert served["addressesV2"]["nodes"] == [{"id": address["id"]}]
+
+
+def test_records_a_test_creates_are_never_big(shop: FakeStore) -> None:
+    order = shop.order_node(shop.create_order(email="late@example.com"))
+    product = shop.product_node(shop.create_product(title="New"))
+    assert order is not None
+    assert product is not None
+    assert len(children_of(order, "lineItems")) <= 5
+    assert len(children_of(product, "variants")) <= 3
+
+
+def test_child_cursors_page_backwards_and_reject_strangers(server: FakeShopServer) -> None:
+    store = add_store(server)
+    index = heavy_order(store)
+    query = """query($id: ID!, $before: String) { order(id: $id) {
+      lineItems(last: 3, before: $before) { pageInfo { hasPreviousPage hasNextPage startCursor }
+        nodes { id } } } }"""
+    node = store.order_node(index)
+    assert node is not None
+    ids = [line["id"] for line in children_of(node, "lineItems")]
+    end = graphql(server, store, query, {"id": store.orders.gid(index)})["data"]["order"]
+    assert [n["id"] for n in end["lineItems"]["nodes"]] == ids[-3:]
+    assert end["lineItems"]["pageInfo"]["hasPreviousPage"] is True
+    before = end["lineItems"]["pageInfo"]["startCursor"]
+    earlier = graphql(server, store, query, {"id": store.orders.gid(index), "before": before})
+    page = earlier["data"]["order"]["lineItems"]
+    assert [n["id"] for n in page["nodes"]] == ids[-6:-3]
+    assert page["pageInfo"]["hasNextPage"] is True
+    stranger = graphql(server, store, query, {"id": store.orders.gid(0), "before": before})
+    assert stranger["errors"][0]["message"] == "Invalid cursor for current pagination sort."
+
+
+def test_concurrent_exports_are_listed_by_bulk_operations(server: FakeShopServer) -> None:
+    store = add_store(server, bulk_concurrency=None)
+    queries = [
+        "{ customers { edges { node { id addressesV2 { edges { node { id } } } } } } }",
+        "{ products { edges { node { id variants { edges { node { id } } } } } } }",
+        "{ orders { edges { node { id lineItems { edges { node { id } } } } } } }",
+    ]
+    ids = [
+        graphql(server, store, RUN, {"q": q})["data"]["bulkOperationRunQuery"]["bulkOperation"][
+            "id"
+        ]
+        for q in queries
+    ]
+    listing = """query($q: String) { bulkOperations(first: 10, query: $q) {
+      nodes { id status url } pageInfo { hasNextPage } } }"""
+    first = graphql(server, store, listing)["data"]["bulkOperations"]
+    assert [n["id"] for n in first["nodes"]] == ids
+    assert {n["status"] for n in first["nodes"]} == {"RUNNING"}
+    done = graphql(server, store, listing, {"q": "status:completed"})["data"]["bulkOperations"]
+    assert [n["id"] for n in done["nodes"]] == ids
+    assert (
+        graphql(server, store, listing, {"q": "status:running"})["data"]["bulkOperations"]["nodes"]
+        == []
+    )
+    parents = {"customers": "Customer", "products": "Product", "orders": "Order"}
+    for node, (resource, typename) in zip(done["nodes"], parents.items(), strict=True):
+        lines = [json.loads(x) for x in httpx.get(node["url"]).text.splitlines()]
+        roots = [line for line in lines if "__parentId" not in line]
+        assert len(roots) == store.counts[resource]
+        assert all(f"/{typename}/" in line["id"] for line in roots)
