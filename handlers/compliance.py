@@ -19,6 +19,7 @@ from models import (
     ComplianceRequest,
     Customer,
     Order,
+    ShopRecord,
     Tenant,
     WebhookEvent,
     utcnow,
@@ -190,6 +191,8 @@ async def _redact_children(
     that is personal data as a whole (an address) keeps only its id in `raw`."""
     for child in resource.child_sets:
         model = child.model
+        if not issubclass(model, ShopRecord):
+            continue  # inventory levels: stock counts, nothing about a person
         owner = getattr(model, child.owner_key or child.parent_key)
         for start in range(0, len(owners), 1000):
             rows = await session.scalars(

@@ -26,6 +26,8 @@ from handlers.normalize_children import (
     ADDRESS_COLUMNS,
     normalize_address,
     normalize_fulfillment,
+    normalize_inventory_item,
+    normalize_inventory_level,
     normalize_line_item,
     normalize_refund,
     normalize_refund_line_item,
@@ -37,6 +39,8 @@ from models import (
     Customer,
     CustomerAddress,
     Fulfillment,
+    InventoryItem,
+    InventoryLevel,
     Location,
     Order,
     OrderLineItem,
@@ -154,6 +158,26 @@ REFUND_LINE_ITEMS = ChildSet(
     first=25,
 )
 
+
+def _transaction(item: Any, parent: Mapping[str, Any], graphql: bool) -> Record:
+    return normalize_transaction(item, graphql=graphql)
+
+
+# A REST refund carries its transactions (an orders/* body has no other list of them).
+# GraphQL's Order.transactions already lists every one, refunds' included, so this is read
+# from REST bodies only (`node_key` empty), and it is some of an order's transactions, never
+# all: it tombstones nothing.
+REFUND_TRANSACTIONS = ChildSet(
+    model=OrderTransaction,
+    parent_key="order_shopify_id",
+    owner_key="order_shopify_id",
+    rest_key="transactions",
+    node_key="",
+    normalize=_transaction,
+    whole_lists=False,
+    typename="OrderTransaction",
+)
+
 ORDER_CHILDREN = (
     ChildSet(
         model=OrderLineItem,
@@ -177,18 +201,26 @@ ORDER_CHILDREN = (
         node_fields=f"""
           id createdAt note processedAt totalRefundedSet {{ {_MONEY} }}""",
         first=10,
-        children=(REFUND_LINE_ITEMS,),
+        children=(REFUND_LINE_ITEMS, REFUND_TRANSACTIONS),
+        typename="Refund",
+        topics=("refunds/create",),
+        rest_parent_key="order_id",
+        body_keys=("order_id", "refund_line_items"),
     ),
     ChildSet(
         model=OrderTransaction,
         parent_key="order_shopify_id",
         rest_key="transactions",
         node_key="transactions",
-        normalize=lambda item, parent, graphql: normalize_transaction(item, graphql=graphql),
+        normalize=_transaction,
         node_fields=f"""
           id kind status gateway processedAt createdAt errorCode test
           parentTransaction {{ id }} amountSet {{ {_MONEY} }}""",
         first=10,
+        typename="OrderTransaction",
+        topics=("order_transactions/create",),
+        rest_parent_key="order_id",
+        body_keys=("order_id", "kind", "status"),
     ),
     ChildSet(
         model=Fulfillment,
@@ -200,6 +232,11 @@ ORDER_CHILDREN = (
           id name status displayStatus createdAt updatedAt location { id }
           trackingInfo { company number url }""",
         first=10,
+        typename="Fulfillment",
+        # fulfillments/update changes a fulfillment: order-safe by its updated_at.
+        topics=("fulfillments/create", "fulfillments/update"),
+        rest_parent_key="order_id",
+        body_keys=("order_id", "status", "updated_at"),
     ),
 )
 
@@ -216,6 +253,9 @@ PRODUCT_VARIANTS = ChildSet(
           createdAt updatedAt selectedOptions { name value } inventoryItem { id }""",
     connection=True,
     first=50,
+    # products/* bodies cut `variants` short but list every variant's gid in `variant_gids`.
+    rest_ids_key="variant_gids",
+    typename="ProductVariant",
 )
 
 
@@ -380,15 +420,134 @@ LOCATIONS = Resource(
     dashboard=DashboardCount("Locations"),
 )
 
+LEVEL_QUANTITY_NAMES = '["available", "on_hand", "committed", "incoming"]'
+
+INVENTORY_LEVELS = ChildSet(
+    model=InventoryLevel,
+    parent_key="inventory_item_shopify_id",
+    # A level has no id of its own: among its item's levels, its location tells it apart.
+    child_key="location_shopify_id",
+    rest_key="",
+    node_key="inventoryLevels",
+    normalize=lambda item, parent, graphql: normalize_inventory_level(item),
+    node_fields=f"""
+          id isActive createdAt updatedAt location {{ id }}
+          quantities(names: {LEVEL_QUANTITY_NAMES}) {{ name quantity }}""",
+    connection=True,
+    first=10,
+    typename="InventoryLevel",
+)
+"""An item's stock per location. Its webhooks (`inventory_levels/*`) carry one level each
+and are handled in `handlers.topics`; the backfill reads levels as this connection."""
+
+INVENTORY_LEVEL_TOPICS = ("inventory_levels/connect", "inventory_levels/update")
+INVENTORY_LEVEL_DELETE_TOPICS = ("inventory_levels/disconnect",)
+
+INVENTORY_ITEMS = Resource(
+    name="inventory_items",
+    model=InventoryItem,
+    normalize_rest=normalize_inventory_item,
+    normalize_node=normalize_inventory_item,
+    fields="""
+      id
+      sku
+      tracked
+      requiresShipping
+      unitCost { amount currencyCode }
+      countryCodeOfOrigin
+      provinceCodeOfOrigin
+      harmonizedSystemCode
+      createdAt
+      updatedAt
+""",
+    node_cost=2,
+    typename="InventoryItem",
+    upsert_topics=("inventory_items/create", "inventory_items/update"),
+    delete_topics=("inventory_items/delete",),
+    children=(INVENTORY_LEVELS,),
+    # QueryRoot.inventoryItems has no sortKey and there is no inventoryItemsCount.
+    reconciled=False,
+)
+"""Not in RESOURCES yet: the backfill runs every entry there with `sortKey: ID` and a count
+query, which inventoryItems has neither of; the backfill wiring adds it."""
+
 RESOURCES: Mapping[str, Resource] = {
     resource.name: resource for resource in (CUSTOMERS, PRODUCTS, ORDERS, LOCATIONS)
 }
 """Every resource, in declaration order (the order backfills and reports run in)."""
 
 
+WEBHOOK_RESOURCES: tuple[Resource, ...] = (*RESOURCES.values(), INVENTORY_ITEMS)
+"""Every resource a webhook topic writes."""
+
+
 def resource_for_topic(topic: str) -> Resource | None:
     """The resource whose record (or deletion notice) a topic's body is, if any."""
     return _BY_TOPIC.get(topic)
+
+
+def child_for_topic(topic: str) -> tuple[Resource, ChildSet] | None:
+    """The resource and kind of child a topic's body is one of (`refunds/create`), if any."""
+    return _CHILD_BY_TOPIC.get(topic)
+
+
+def child_topics() -> dict[str, tuple[Resource, ChildSet]]:
+    return dict(_CHILD_BY_TOPIC)
+
+
+def topic_resource_name(topic: str) -> str | None:
+    """The resource whose records a topic's body is or belongs to (`refunds/create`:
+    orders; `inventory_levels/update`: inventory_items)."""
+    found = resource_for_topic(topic)
+    if found is not None:
+        return found.name
+    child = child_for_topic(topic)
+    if child is not None:
+        return child[0].name
+    if topic in INVENTORY_LEVEL_TOPICS + INVENTORY_LEVEL_DELETE_TOPICS:
+        return INVENTORY_ITEMS.name
+    return None
+
+
+# -- access scopes -----------------------------------------------------------------------
+# What each topic needs granted (WebhookSubscriptionTopic's descriptions in the 2026-10
+# schema: "Requires the `read_orders` scope"; where several would do, the one we ask for).
+# The backfill reads the same resources, so the scopes of its queries are these too.
+RESOURCE_SCOPES: Mapping[str, str] = {
+    "customers": "read_customers",
+    "products": "read_products",
+    "orders": "read_orders",
+    "locations": "read_locations",
+    # inventory_items/* accept read_products too; levels need read_inventory anyway.
+    "inventory_items": "read_inventory",
+}
+TOPIC_SCOPES: Mapping[str, str] = {
+    # Fulfillment topics ask for read_fulfillments, which read_orders does not include.
+    "fulfillments/create": "read_fulfillments",
+    "fulfillments/update": "read_fulfillments",
+    "inventory_levels/connect": "read_inventory",
+    "inventory_levels/update": "read_inventory",
+    "inventory_levels/disconnect": "read_inventory",
+    # Lifecycle topics every app receives.
+    "app/uninstalled": "",
+}
+
+
+def topic_scope(topic: str) -> str | None:
+    """The access scope Shopify requires before it accepts a subscription to `topic`
+    (None: none needed, or a topic we do not know)."""
+    if topic in TOPIC_SCOPES:
+        return TOPIC_SCOPES[topic] or None
+    name = topic_resource_name(topic)
+    if name is None:
+        family = topic.partition("/")[0]
+        name = family if family in RESOURCE_SCOPES else None
+    return RESOURCE_SCOPES.get(name) if name else None
+
+
+def required_scopes(topics: list[str] | tuple[str, ...]) -> list[str]:
+    """The access scopes the app needs for these topics, sorted, each once."""
+    return sorted({scope for topic in topics if (scope := topic_scope(topic))})
 
 
 def reconciled_names() -> list[str]:
@@ -416,7 +575,7 @@ def parse_resource_names(
 
 def _topics_index() -> dict[str, Resource]:
     index: dict[str, Resource] = {}
-    for resource in RESOURCES.values():
+    for resource in WEBHOOK_RESOURCES:
         for topic in resource.topics:
             if topic in index:
                 raise RuntimeError(f"topic {topic} is declared by two resources")
@@ -424,4 +583,16 @@ def _topics_index() -> dict[str, Resource]:
     return index
 
 
+def _child_topics_index() -> dict[str, tuple[Resource, ChildSet]]:
+    index: dict[str, tuple[Resource, ChildSet]] = {}
+    for resource in WEBHOOK_RESOURCES:
+        for child in resource.child_sets:
+            for topic in child.topics:
+                if topic in index or topic in _BY_TOPIC:
+                    raise RuntimeError(f"topic {topic} is declared twice")
+                index[topic] = (resource, child)
+    return index
+
+
 _BY_TOPIC = _topics_index()
+_CHILD_BY_TOPIC = _child_topics_index()

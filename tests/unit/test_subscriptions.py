@@ -59,6 +59,9 @@ def test_every_intended_topic_is_a_value_of_the_real_topic_enum() -> None:
         ("app/uninstalled", "APP_UNINSTALLED"),
         ("bulk_operations/finish", "BULK_OPERATIONS_FINISH"),
         ("shop/update", "SHOP_UPDATE"),
+        ("order_transactions/create", "ORDER_TRANSACTIONS_CREATE"),
+        ("inventory_items/update", "INVENTORY_ITEMS_UPDATE"),
+        ("inventory_levels/disconnect", "INVENTORY_LEVELS_DISCONNECT"),
     ],
 )
 def test_topic_spellings_convert_both_ways(rest: str, enum: str) -> None:
@@ -67,8 +70,8 @@ def test_topic_spellings_convert_both_ways(rest: str, enum: str) -> None:
 
 
 def test_a_topic_we_do_not_know_keeps_its_enum_spelling_rather_than_a_guessed_slash() -> None:
-    # Splitting at the first underscore would say "inventory/items_update".
-    assert rest_topic("INVENTORY_ITEMS_UPDATE") == "INVENTORY_ITEMS_UPDATE"
+    # Splitting at the first underscore would say "collection/listings_add".
+    assert rest_topic("COLLECTION_LISTINGS_ADD") == "COLLECTION_LISTINGS_ADD"
 
 
 def test_plan_sorts_shopify_list_into_ok_missing_stray_and_duplicates() -> None:
