@@ -80,6 +80,9 @@ class ChildSet:
     rest_limit: int | None = None
     owner_key: str | None = None
     personal_fields: tuple[str, ...] = ()
+    # The whole child describes a person (an address): customers/redact keeps only its id in
+    # `raw`. Otherwise `raw` is scrubbed of personal keys and the row's other facts stay.
+    wholly_personal: bool = False
     children: tuple[ChildSet, ...] = ()
     # The column telling one child from its siblings (a level's location).
     child_key: str = "shopify_id"

@@ -9,7 +9,7 @@ its table and migration, and its normaliser.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +201,8 @@ ORDER_CHILDREN = (
         node_fields=f"""
           id createdAt note processedAt totalRefundedSet {{ {_MONEY} }}""",
         first=10,
+        # Staff write what the customer said about the return in it.
+        personal_fields=("note",),
         children=(REFUND_LINE_ITEMS, REFUND_TRANSACTIONS),
         typename="Refund",
         topics=("refunds/create",),
@@ -285,6 +287,7 @@ CUSTOMER_ADDRESSES = ChildSet(
     connection=True,
     first=10,
     personal_fields=ADDRESS_COLUMNS,
+    wholly_personal=True,
 )
 
 CUSTOMERS = Resource(
@@ -510,44 +513,45 @@ def topic_resource_name(topic: str) -> str | None:
 
 
 # -- access scopes -----------------------------------------------------------------------
-# What each topic needs granted (WebhookSubscriptionTopic's descriptions in the 2026-10
-# schema: "Requires the `read_orders` scope"; where several would do, the one we ask for).
-# The backfill reads the same resources, so the scopes of its queries are these too.
-RESOURCE_SCOPES: Mapping[str, str] = {
-    "customers": "read_customers",
-    "products": "read_products",
-    "orders": "read_orders",
-    "locations": "read_locations",
-    # inventory_items/* accept read_products too; levels need read_inventory anyway.
-    "inventory_items": "read_inventory",
+# What Shopify requires before it accepts a subscription to a topic (WebhookSubscriptionTopic's
+# descriptions in the 2026-10 schema: "Requires the `read_orders` scope", or "at least one of
+# the following scopes: ..."), by resource and, where a topic differs, by topic. The first
+# scope of each is the one the app asks for; the others also satisfy Shopify. The backfill
+# reads the same resources, so its queries need these scopes too.
+RESOURCE_SCOPES: Mapping[str, tuple[str, ...]] = {
+    "customers": ("read_customers",),
+    "products": ("read_products",),
+    # Some order topics also take read_marketplace_orders; this app is not a marketplace.
+    "orders": ("read_orders",),
+    "locations": ("read_locations",),
+    # inventory_items/* accept read_products too; the levels need read_inventory anyway.
+    "inventory_items": ("read_inventory", "read_products"),
 }
-TOPIC_SCOPES: Mapping[str, str] = {
-    # Fulfillment topics ask for read_fulfillments, which read_orders does not include.
-    "fulfillments/create": "read_fulfillments",
-    "fulfillments/update": "read_fulfillments",
-    "inventory_levels/connect": "read_inventory",
-    "inventory_levels/update": "read_inventory",
-    "inventory_levels/disconnect": "read_inventory",
-    # Lifecycle topics every app receives.
-    "app/uninstalled": "",
+TOPIC_SCOPES: Mapping[str, tuple[str, ...]] = {
+    # read_orders does not cover fulfillments' topics.
+    "fulfillments/create": ("read_fulfillments",),
+    "fulfillments/update": ("read_fulfillments",),
+    "orders/delete": ("read_orders",),
+    "inventory_levels/connect": ("read_inventory",),
+    "inventory_levels/update": ("read_inventory",),
+    "inventory_levels/disconnect": ("read_inventory",),
+    # Delivered to every app.
+    "app/uninstalled": (),
 }
 
 
-def topic_scope(topic: str) -> str | None:
-    """The access scope Shopify requires before it accepts a subscription to `topic`
-    (None: none needed, or a topic we do not know)."""
+def accepted_scopes(topic: str) -> tuple[str, ...]:
+    """The access scopes any one of which lets the app subscribe to `topic`, the one the app
+    asks for first; () when none is needed or the topic is not ours."""
     if topic in TOPIC_SCOPES:
-        return TOPIC_SCOPES[topic] or None
-    name = topic_resource_name(topic)
-    if name is None:
-        family = topic.partition("/")[0]
-        name = family if family in RESOURCE_SCOPES else None
-    return RESOURCE_SCOPES.get(name) if name else None
+        return TOPIC_SCOPES[topic]
+    name = topic_resource_name(topic) or topic.partition("/")[0]
+    return RESOURCE_SCOPES.get(name, ())
 
 
-def required_scopes(topics: list[str] | tuple[str, ...]) -> list[str]:
-    """The access scopes the app needs for these topics, sorted, each once."""
-    return sorted({scope for topic in topics if (scope := topic_scope(topic))})
+def required_scopes(topics: Iterable[str]) -> list[str]:
+    """The access scopes the app asks for to receive these topics, sorted, each once."""
+    return sorted({scopes[0] for topic in topics if (scopes := accepted_scopes(topic))})
 
 
 def reconciled_names() -> list[str]:
