@@ -423,6 +423,14 @@ LOCATIONS = Resource(
     dashboard=DashboardCount("Locations"),
 )
 
+def _level(item: Any, parent: Mapping[str, Any], graphql: bool) -> Record:
+    # Read under its item, a level node need not select `item { id }` (an object per level
+    # on every page): the item is the parent.
+    if graphql and isinstance(item, Mapping) and "item" not in item:
+        item = {**item, "item": {"id": parent.get("id")}}
+    return normalize_inventory_level(item)
+
+
 LEVEL_QUANTITY_NAMES = '["available", "on_hand", "committed", "incoming"]'
 
 INVENTORY_LEVELS = ChildSet(
@@ -432,7 +440,7 @@ INVENTORY_LEVELS = ChildSet(
     child_key="location_shopify_id",
     rest_key="",
     node_key="inventoryLevels",
-    normalize=lambda item, parent, graphql: normalize_inventory_level(item),
+    normalize=_level,
     node_fields=f"""
           id isActive createdAt updatedAt location {{ id }}
           quantities(names: {LEVEL_QUANTITY_NAMES}) {{ name quantity }}""",
