@@ -423,6 +423,7 @@ LOCATIONS = Resource(
     dashboard=DashboardCount("Locations"),
 )
 
+
 def _level(item: Any, parent: Mapping[str, Any], graphql: bool) -> Record:
     # Read under its item, a level node need not select `item { id }` (an object per level
     # on every page): the item is the parent.
