@@ -321,6 +321,8 @@ class JobRun:
         await hold_shop_id(self.env, self.client, self.tenant)
 
     async def _total(self, resource: Resource) -> int | None:
+        if not resource.counted:
+            return None
         try:
             data = await self.client.execute(resource.count_query, {"query": self.search}, cost=1)
         except BackfillError as exc:

@@ -31,7 +31,7 @@ from backfill.client import AdminClient, BackfillError
 from backfill.queries import RESOURCES
 from backfill.runner import BackfillEnvironment, admin_client_for, hold_shop_id
 from handlers import handled_topics
-from handlers.resources import resource_for_topic
+from handlers.resources import accepted_scopes, topic_resource_name
 from handlers.shop_identity import COMPLIANCE_TOPICS
 from models import Tenant, WebhookSubscription, utcnow
 from models.statuses import TenantStatus
@@ -80,7 +80,14 @@ mutation WebhookSubscriptionDelete($id: ID!) {
 }
 """
 
-DOCUMENTS = (LIST_SUBSCRIPTIONS, CREATE_SUBSCRIPTION, DELETE_SUBSCRIPTION)
+ACCESS_SCOPES = """
+query AccessScopes {
+  currentAppInstallation { accessScopes { handle } }
+}
+"""
+ACCESS_SCOPES_COST = 3
+
+DOCUMENTS = (LIST_SUBSCRIPTIONS, CREATE_SUBSCRIPTION, DELETE_SUBSCRIPTION, ACCESS_SCOPES)
 
 
 # --- topics ----------------------------------------------------------------------------------
@@ -111,10 +118,11 @@ def rest_topic(enum: str) -> str:
 
 
 def topic_resource(topic: str) -> str | None:
-    """The resource a topic's webhooks carry (`orders/paid` -> `orders`), if we sync it."""
-    resource = resource_for_topic(topic)
-    if resource is not None:
-        return resource.name
+    """The resource a topic's webhooks carry (`orders/paid` -> `orders`; `refunds/create`:
+    an order's refund -> `orders`), if we sync it."""
+    name = topic_resource_name(topic)
+    if name is not None:
+        return name if name in RESOURCES else None
     # Topics with a handler of their own (orders/edited) still carry their family's records.
     family = topic.partition("/")[0]
     return family if family in RESOURCES else None
@@ -346,6 +354,36 @@ def _messages(errors: list[dict[str, Any]]) -> str:
     return "; ".join(str(error.get("message")) for error in errors)
 
 
+async def granted_scopes(client: AdminClient) -> set[str] | None:
+    """The access scopes the store granted the app (a write scope includes its read scope),
+    or None when Shopify cannot say."""
+    try:
+        data = await client.execute(ACCESS_SCOPES, {}, cost=ACCESS_SCOPES_COST)
+    except BackfillError:
+        return None
+    installation = data.get("currentAppInstallation") or {}
+    handles = {
+        str(scope.get("handle"))
+        for scope in installation.get("accessScopes") or []
+        if isinstance(scope, dict)
+    }
+    return handles | {"read_" + h.removeprefix("write_") for h in handles if h.startswith("write_")}
+
+
+def scope_hint(topic: str, granted: set[str] | None) -> str:
+    """What to grant when Shopify refused a subscription to `topic` for want of a scope: ""
+    when the topic needs none, or the store granted one that Shopify accepts for it."""
+    accepted = accepted_scopes(topic)
+    if not accepted or (granted is not None and granted & set(accepted)):
+        return ""
+    if granted is None:
+        return f" (if the app lacks it, grant the {accepted[0]} access scope)"
+    return (
+        f" (the app was not granted the {accepted[0]} access scope this topic requires: add it"
+        " to the app's scopes and have the store approve it)"
+    )
+
+
 async def _create(client: AdminClient, topic: str, uri: str) -> list[dict[str, Any]]:
     data = await client.execute(
         CREATE_SUBSCRIPTION,
@@ -368,6 +406,8 @@ async def _apply(
     # Create before deleting: when the address moves, the old subscriptions keep delivering
     # until the new ones exist, so no event falls between the two.
     deleted: set[str] = set()
+    granted: set[str] | None = None
+    asked = False
     for topic in found.missing:
         errors = await _create(client, topic, found.uri)
         if errors and any(ADDRESS_TAKEN in str(e.get("message")) for e in errors):
@@ -381,7 +421,13 @@ async def _apply(
             if blockers:
                 errors = await _create(client, topic, found.uri)
         if errors:
-            report.errors.append(f"could not subscribe to {topic}: {_messages(errors)}")
+            if not asked:
+                # Asked once, and only when something was refused: a missing scope is the
+                # usual reason, and Shopify's message does not always name the scope.
+                granted, asked = await granted_scopes(client), True
+            report.errors.append(
+                f"could not subscribe to {topic}: {_messages(errors)}{scope_hint(topic, granted)}"
+            )
             log.warning("webhooks.create_failed shop=%s topic=%s errors=%s", shop, topic, errors)
             continue
         report.created.append(topic)

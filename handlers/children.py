@@ -5,21 +5,30 @@ an order its line items, refunds and fulfillments, a product its variants, a cus
 addresses. They are written in the parent's transaction and only when the parent's order-safe
 write applied, so an older payload never rewrites newer children. A child missing from a list
 known to be complete is tombstoned (a removed variant, a deleted address); a list that may be
-cut short (a connection with a next page) tombstones nothing.
+cut short (a connection with a next page) tombstones nothing, unless the payload names every
+child apart from the records it gives (a product's `variant_gids` beside its cut `variants`):
+then only children absent from those ids are tombstoned, and the cut-off ones are handed to
+the truncation hook to be fetched.
+
+Some topics carry one child as their whole body (`refunds/create`, `fulfillments/update`):
+`write_child_body` writes it under the parent its body names, tombstoning no sibling.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.normalize import PayloadError, Record
-from handlers.records import upsert_applied, upsert_records
+from handlers.normalize import PayloadError, Record, parse_shopify_id
+from handlers.records import RowModel, upsert_applied, upsert_records
 from models import ShopRecord, utcnow
+
+log = logging.getLogger("shopify_receiver.handlers")
 
 # Bind parameters per tombstone statement: far under SQLite's 32,766 and asyncpg's 32,767.
 _MAX_IDS_PER_STATEMENT = 5000
@@ -30,10 +39,23 @@ ChildNormalizer = Callable[[Any, Mapping[str, Any], bool], Record]
 
 @dataclass(frozen=True)
 class ChildList:
-    """A parent's children as one payload gave them; `complete` when nothing was cut off."""
+    """A parent's children as one payload gave them; `complete` when nothing was cut off.
+
+    `existing`, when the payload says so apart from the records, is every child id the parent
+    has: the records may be fewer (cut off), but no child outside these ids still exists."""
 
     records: list[Record]
     complete: bool
+    existing: frozenset[int] | None = None
+
+    def given(self, key: str) -> set[Any]:
+        return {record[key] for record in self.records}
+
+    def missing(self, key: str) -> frozenset[int]:
+        """Children that exist but whose records this payload did not carry."""
+        if self.existing is None:
+            return frozenset()
+        return self.existing - self.given(key)
 
 
 @dataclass(frozen=True)
@@ -41,11 +63,12 @@ class ChildSet:
     """One kind of child of a resource: its table, where parent payloads carry it, how it
     reads, and what of it is personal data."""
 
-    model: type[ShopRecord]
+    model: RowModel
     # The column naming the parent (`order_shopify_id`), and the one naming the resource's
     # record when the parent is itself a child (a refund line item's order).
     parent_key: str
     rest_key: str
+    # Empty: GraphQL does not carry this list on this parent (it is read elsewhere).
     node_key: str
     normalize: ChildNormalizer
     # The GraphQL selection of one child, and how the parent's field is shaped: a connection
@@ -62,7 +85,23 @@ class ChildSet:
     rest_limit: int | None = None
     owner_key: str | None = None
     personal_fields: tuple[str, ...] = ()
+    # The whole child describes a person (an address): customers/redact keeps only its id in
+    # `raw`. Otherwise `raw` is scrubbed of personal keys and the row's other facts stay.
+    wholly_personal: bool = False
     children: tuple[ChildSet, ...] = ()
+    # The column telling one child from its siblings (a level's location).
+    child_key: str = "shopify_id"
+    # False when a parent's list is only some of the rows of this table under that parent
+    # (a refund's transactions are some of its order's): such lists never tombstone.
+    whole_lists: bool = True
+    # REST: the parent's key listing every child's gid (`variant_gids`), even when
+    # `rest_key`'s list was cut short.
+    rest_ids_key: str | None = None
+    # Topics whose body is one child, the body's key naming its parent (`order_id`), and the
+    # keys such a body must have to be one (dispatch's body checks).
+    topics: tuple[str, ...] = ()
+    rest_parent_key: str = ""
+    body_keys: tuple[str, ...] = ()
 
     @property
     def table(self) -> str:
@@ -117,10 +156,10 @@ class ChildSet:
         """The children in a parent's payload, or None when the payload does not carry them
         (absent is not null: nothing is written or tombstoned then)."""
         key = self.node_key if graphql else self.rest_key
-        if key not in payload:
+        if not key or key not in payload:
             return None
         value = payload[key]
-        complete = True
+        complete = self.whole_lists
         if value is None:
             items: list[Any] = []
         elif graphql and (self.connection or isinstance(value, Mapping)):
@@ -142,7 +181,59 @@ class ChildSet:
         records = [
             self.normalize(item, payload, graphql) | {self.parent_key: parent_id} for item in items
         ]
-        return ChildList(records, complete)
+        existing = None
+        if not graphql and self.rest_ids_key and self.rest_ids_key in payload:
+            existing = _listed_ids(payload[self.rest_ids_key], self.rest_ids_key)
+            if complete and not {record[self.child_key] for record in records} >= existing:
+                complete = False
+        return ChildList(records, complete, existing)
+
+
+def _listed_ids(value: Any, key: str) -> frozenset[int]:
+    """Ids from a list of gids, or of objects carrying one (`[{"admin_graphql_api_id": ..}]`)."""
+    if not isinstance(value, list):
+        raise PayloadError(f"{key}: expected a list, got {type(value).__name__}")
+    ids = set()
+    for entry in value:
+        gid = (
+            entry.get("admin_graphql_api_id", entry.get("id"))
+            if isinstance(entry, Mapping)
+            else entry
+        )
+        ids.add(parse_shopify_id(gid, f"{key}[].admin_graphql_api_id"))
+    return frozenset(ids)
+
+
+TruncationHook = Callable[
+    [AsyncSession, int, "ChildSet", Mapping[int, frozenset[int]]], Awaitable[None]
+]
+"""(session, tenant id, child set, {parent id: ids of children a payload cut off})."""
+
+
+async def _log_truncated(
+    session: AsyncSession,
+    tenant_id: int,
+    child: ChildSet,
+    missing: Mapping[int, frozenset[int]],
+) -> None:
+    log.warning(
+        "children.truncated tenant=%s table=%s parents=%s missing=%s",
+        tenant_id,
+        child.table,
+        sorted(missing),
+        sum(len(ids) for ids in missing.values()),
+        extra={"tenant_id": tenant_id, "table": child.table, "parents": sorted(missing)},
+    )
+
+
+_truncation_hooks: list[TruncationHook] = [_log_truncated]
+
+
+def on_truncated(hook: TruncationHook) -> None:
+    """Also run `hook`, in the writer's transaction, for children a payload cut off: they
+    exist but were not given, so they are neither written nor tombstoned here. The backfill
+    registers the fetch of those parents' remaining children."""
+    _truncation_hooks.append(hook)
 
 
 def _connection_nodes(connection: Mapping[str, Any], key: str) -> list[Any]:
@@ -174,8 +265,20 @@ async def write_children(
         added = (extra or {}).get(parent_id, {})
         records.extend(record | added for record in listed.records)
     written = await upsert_records(session, child.model, tenant_id, records, source=source)
-    complete = {parent: listed for parent, listed in lists.items() if listed.complete}
-    await _tombstone_missing(session, child, tenant_id, complete, source=source)
+    bounded = {
+        parent: listed
+        for parent, listed in lists.items()
+        if listed.complete or listed.existing is not None
+    }
+    await _tombstone_missing(session, child, tenant_id, bounded, source=source)
+    missing = {
+        parent: listed.missing(child.child_key)
+        for parent, listed in lists.items()
+        if listed.missing(child.child_key)
+    }
+    if missing:
+        for hook in _truncation_hooks:
+            await hook(session, tenant_id, child, missing)
     for grandchild in child.children:
         nested: dict[int, ChildList] = {}
         owners: dict[int, Record] = {}
@@ -206,11 +309,11 @@ async def _tombstone_missing(
 ) -> None:
     if not lists:
         return
-    table: Table = child.model.__table__  # type: ignore[assignment]
+    table = cast(Table, child.model.__table__)
     parent_column = table.c[child.parent_key]
     now = utcnow()
     for batch in _batches(lists):
-        kept = [record["shopify_id"] for parent in batch for record in lists[parent].records]
+        kept = sorted({key for parent in batch for key in _kept(lists[parent], child.child_key)})
         # Ids are unique per store and a child has one parent, so "not among any of these
         # parents' listed children" is "not among its own parent's".
         statement = (
@@ -219,7 +322,7 @@ async def _tombstone_missing(
                 table.c.tenant_id == tenant_id,
                 parent_column.in_(batch),
                 table.c.deleted_at.is_(None),
-                table.c.shopify_id.not_in(kept),
+                table.c[child.child_key].not_in(kept),
             )
             .values(deleted_at=now, synced_at=now, source=source)
             .execution_options(synchronize_session=False)
@@ -227,15 +330,21 @@ async def _tombstone_missing(
         await session.execute(statement)
 
 
+def _kept(listed: ChildList, key: str) -> set[Any]:
+    """The children of a parent that must stay: all given and, for a cut list, all named."""
+    return listed.given(key) | (listed.existing or set())
+
+
 def _batches(lists: Mapping[int, ChildList]) -> Iterable[list[int]]:
     batch: list[int] = []
     size = 0
     for parent, listed in lists.items():
-        if batch and size + len(listed.records) + 1 > _MAX_IDS_PER_STATEMENT:
+        count = len(listed.records) + len(listed.existing or ()) + 1
+        if batch and size + count > _MAX_IDS_PER_STATEMENT:
             yield batch
             batch, size = [], 0
         batch.append(parent)
-        size += len(listed.records) + 1
+        size += count
     if batch:
         yield batch
 
@@ -272,6 +381,26 @@ async def write_with_children(
         if lists:
             await write_children(session, child, tenant_id, lists, source=source)
     return len(records)
+
+
+async def write_child_body(
+    session: AsyncSession,
+    child: ChildSet,
+    tenant_id: int,
+    payload: Mapping[str, Any],
+    *,
+    source: str,
+) -> int:
+    """Write the one child a topic's body is (`refunds/create`: a refund, with its line items
+    and transactions) under the parent the body names. One child is not its parent's whole
+    list, so no sibling is tombstoned; its own lists (a refund's line items) are whole."""
+    parent_id = parse_shopify_id(
+        payload.get(child.rest_parent_key), f"{child.typename}.{child.rest_parent_key}"
+    )
+    record = child.normalize(payload, {}, False) | {child.parent_key: parent_id}
+    return await write_children(
+        session, child, tenant_id, {parent_id: ChildList([record], complete=False)}, source=source
+    )
 
 
 def _not_older(candidate: Record, current: Record) -> bool:

@@ -19,6 +19,7 @@ from models import (
     ComplianceRequest,
     Customer,
     Order,
+    ShopRecord,
     Tenant,
     WebhookEvent,
     utcnow,
@@ -190,6 +191,8 @@ async def _redact_children(
     that is personal data as a whole (an address) keeps only its id in `raw`."""
     for child in resource.child_sets:
         model = child.model
+        if not issubclass(model, ShopRecord):
+            continue  # inventory levels: stock counts, nothing about a person
         owner = getattr(model, child.owner_key or child.parent_key)
         for start in range(0, len(owners), 1000):
             rows = await session.scalars(
@@ -201,7 +204,7 @@ async def _redact_children(
                 for column in child.personal_fields:
                     setattr(row, column, None)
                 row.raw = (
-                    {"id": row.shopify_id} if child.personal_fields else scrub(row.raw, identifiers)
+                    {"id": row.shopify_id} if child.wholly_personal else scrub(row.raw, identifiers)
                 )
 
 
@@ -358,6 +361,24 @@ async def export_customer(
             event = await session.get(WebhookEvent, event_id)
             if event is not None:
                 events.append(_row_dict(event))
+    children: dict[str, list[dict[str, Any]]] = {}
+    for resource, owners in (
+        (RESOURCES["customers"], [customer_id]),
+        (RESOURCES["orders"], order_ids),
+    ):
+        for child in resource.child_sets:
+            model = child.model
+            if not issubclass(model, ShopRecord) or not owners:
+                continue
+            owner = getattr(model, child.owner_key or child.parent_key)
+            found = await session.scalars(
+                select(model)
+                .where(model.tenant_id == tenant_id, owner.in_(owners))
+                .order_by(model.shopify_id)
+            )
+            rows = children.setdefault(child.table, [])
+            known = {row["shopify_id"] for row in rows}
+            rows.extend(_row_dict(row) for row in found if row.shopify_id not in known)
     if complete_requests:
         now = utcnow()
         for request in requests:
@@ -366,6 +387,8 @@ async def export_customer(
     return {
         "customer": _row_dict(customer) if customer else None,
         "orders": order_rows,
+        # Their addresses, line items, refunds, transactions, fulfillments, by table.
+        "children": children,
         "compliance_requests": [_row_dict(request) for request in requests],
         "webhook_events": events,
     }

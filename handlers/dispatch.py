@@ -11,9 +11,15 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from handlers.children import ChildSet
 from handlers.context import EventContext
 from handlers.errors import error_text
-from handlers.resources import resource_for_topic
+from handlers.resources import (
+    INVENTORY_LEVEL_DELETE_TOPICS,
+    INVENTORY_LEVEL_TOPICS,
+    child_for_topic,
+    resource_for_topic,
+)
 from handlers.retries import backoff
 from handlers.shop_identity import (
     COMPLIANCE_TOPICS,
@@ -55,6 +61,11 @@ def body_misfit(topic: str, shop_domain: str, payload: dict[str, Any]) -> str | 
     if topic == "customers/purchasing_summary":
         # A summary of the customer's purchases, not the customer: it names them by gid.
         return None if payload.get("customerId") else f"{topic} body has no customerId"
+    child = child_for_topic(topic)
+    if child is not None:
+        return _child_misfit(topic, child[1], payload)
+    if topic in INVENTORY_LEVEL_TOPICS or topic in INVENTORY_LEVEL_DELETE_TOPICS:
+        return _level_misfit(topic, payload)
     resource = resource_for_topic(topic)
     if resource is None:
         return None
@@ -69,6 +80,48 @@ def body_misfit(topic: str, shop_domain: str, payload: dict[str, Any]) -> str | 
         # create or update) re-sent as a delete would tombstone a live row.
         if "updated_at" in payload or "created_at" in payload:
             return f"{topic} body is a whole {typename}, not a deletion notice"
+        return None
+    if "updated_at" not in payload:
+        return f"{topic} body has no updated_at"
+    return None
+
+
+def _child_misfit(topic: str, child: ChildSet, payload: dict[str, Any]) -> str | None:
+    """A body that is one child (a refund, a transaction, a fulfillment). Refunds and
+    transactions both carry an id and an order_id, so only the gid tells them apart: it is
+    required (Shopify's REST bodies of these always carry it). A fulfillment is ordered by
+    its updated_at, so a body without one could not be ordered against a newer one."""
+    if "id" not in payload:
+        return f"{topic} body has no id"
+    gid = payload.get("admin_graphql_api_id")
+    if not isinstance(gid, str) or not gid.startswith(f"gid://shopify/{child.typename}/"):
+        shown = gid.rsplit("/", 1)[0] if isinstance(gid, str) else "no admin_graphql_api_id"
+        return f"{topic} body is {shown!r}, not a {child.typename}"
+    absent = [key for key in child.body_keys if key not in payload]
+    if absent:
+        return f"{topic} body has no {', '.join(absent)}"
+    return None
+
+
+def _level_misfit(topic: str, payload: dict[str, Any]) -> str | None:
+    """An inventory level names its item and location. Its gid (`gid://shopify/
+    InventoryLevel/<n>?inventory_item_id=<item>`) names the item again: a level of another
+    item replayed under these ids would not match. A disconnect carries the two ids only:
+    a level's state (`available`) re-sent as a disconnect would remove a live level."""
+    absent = [key for key in ("inventory_item_id", "location_id") if key not in payload]
+    if absent:
+        return f"{topic} body has no {', '.join(absent)}"
+    gid = payload.get("admin_graphql_api_id")
+    if gid is not None:
+        if not isinstance(gid, str) or not gid.startswith("gid://shopify/InventoryLevel/"):
+            return f"{topic} body is {str(gid).rsplit('/', 1)[0]!r}, not an InventoryLevel"
+        _, _, query = gid.partition("?")
+        named = dict(part.partition("=")[::2] for part in query.split("&") if part)
+        if named.get("inventory_item_id") != str(payload["inventory_item_id"]):
+            return f"{topic} body's gid names another inventory item"
+    if topic in INVENTORY_LEVEL_DELETE_TOPICS:
+        if "available" in payload:
+            return f"{topic} body is a level's state, not a disconnection notice"
         return None
     if "updated_at" not in payload:
         return f"{topic} body has no updated_at"

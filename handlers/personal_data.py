@@ -31,6 +31,8 @@ PERSONAL_KEYS = frozenset(
         "phoneNumber",
         "defaultEmailAddress",
         "defaultPhoneNumber",
+        # A transaction's payment_details: the cardholder's name as on the card.
+        "credit_card_name",
     }
 )
 # Whole objects that describe where and who a person is.
@@ -45,6 +47,8 @@ PERSONAL_OBJECT_KEYS = frozenset(
         "billingAddress",
         "shippingAddress",
         "defaultAddress",
+        # Where a fulfillment was shipped (REST fulfillment bodies).
+        "destination",
     }
 )
 

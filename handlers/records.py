@@ -1,8 +1,12 @@
-"""Idempotent, order-safe writes of normalised records, shared by webhooks and the backfill."""
+"""Idempotent, order-safe writes of normalised records, shared by webhooks and the backfill.
+
+A table names its own identity (`conflict_key`: `shopify_id` for Shopify's records, the
+(item, location) pair for inventory levels) and whether its tombstones are final; the writes
+here read both from the model, so every keyed table gets the same guarded upsert."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -10,21 +14,34 @@ from sqlalchemy import ColumnElement, Table, and_, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.normalize import Record
-from models import Customer, ShopRecord, utcnow
+from models import Customer, InventoryLevel, ShopRecord, utcnow
 from models.upsert import insert_on_conflict
+
+RowModel = type[ShopRecord] | type[InventoryLevel]
+"""A table of one store's Shopify data: a record keyed by its id, or an inventory level."""
 
 # Columns an upsert never overwrites: the row's identity and its tombstone.
 _KEEP_ON_UPDATE = frozenset({"id", "tenant_id", "shopify_id", "deleted_at"})
 
 
-def _newest_per_id(records: Iterable[Record]) -> list[Record]:
-    """One record per id (the newest), in id order: a single INSERT may not touch the same row
-    twice, and writers that lock rows in one order cannot deadlock each other."""
-    newest: dict[int, Record] = {}
+def record_key(model: RowModel, record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A record's identity within its store: its values of the model's conflict key."""
+    return tuple(record[name] for name in model.conflict_key if name != "tenant_id")
+
+
+def _kept_on_update(model: RowModel) -> frozenset[str]:
+    return _KEEP_ON_UPDATE | set(model.conflict_key)
+
+
+def _newest_per_key(model: RowModel, records: Iterable[Record]) -> list[Record]:
+    """One record per key (the newest), in key order: a single INSERT may not touch the same
+    row twice, and writers that lock rows in one order cannot deadlock each other."""
+    newest: dict[tuple[Any, ...], Record] = {}
     for record in records:
-        current = newest.get(record["shopify_id"])
+        key = record_key(model, record)
+        current = newest.get(key)
         if current is None or _not_older(record, current):
-            newest[record["shopify_id"]] = record
+            newest[key] = record
     return [newest[key] for key in sorted(newest)]
 
 
@@ -35,7 +52,7 @@ def _not_older(candidate: Record, current: Record) -> bool:
 
 async def upsert_records(
     session: AsyncSession,
-    model: type[ShopRecord],
+    model: RowModel,
     tenant_id: int,
     records: Iterable[Record],
     *,
@@ -44,7 +61,8 @@ async def upsert_records(
     """Insert or update rows in one executemany; returns how many records were submitted.
 
     A row changes only when the incoming `updated_at` is not older than the stored one and the
-    row is not a tombstone, so late, duplicated and replayed deliveries cannot roll data back.
+    row is not a final tombstone, so late, duplicated and replayed deliveries cannot roll data
+    back (a revivable tombstone yields only to a record newer than the tombstone).
     The check runs inside the INSERT ... ON CONFLICT, so two concurrent writers of the same row
     cannot both read "older" and then overwrite each other. One prepared statement run for
     every row is about four times faster than one statement with a VALUES row per record.
@@ -62,22 +80,23 @@ async def upsert_applied(
 ) -> set[int]:
     """`upsert_records`, answering which ids it wrote: a record refused as older than the
     stored row, or for a tombstone, is not among them (their children must not be written)."""
-    return set(await _upsert(session, model, tenant_id, records, source=source, returning=True))
+    written = await _upsert(session, model, tenant_id, records, source=source, returning=True)
+    return {key[0] for key in written}
 
 
 async def _upsert(
     session: AsyncSession,
-    model: type[ShopRecord],
+    model: RowModel,
     tenant_id: int,
     records: Iterable[Record],
     *,
     source: str,
     returning: bool,
-) -> list[int]:
+) -> list[tuple[Any, ...]]:
     now = utcnow()
     rows = [
         {**record, "tenant_id": tenant_id, "source": source, "synced_at": now}
-        for record in _newest_per_id(records)
+        for record in _newest_per_key(model, records)
     ]
     if not rows:
         return []
@@ -92,41 +111,49 @@ async def _upsert(
     if not returning:
         for names, group in groups.items():
             await connection.execute(_upsert_statement(session, model, names), group)
-        return [row["shopify_id"] for row in rows]
+        return [record_key(model, row) for row in rows]
     # RETURNING lists only the rows the INSERT ... ON CONFLICT DO UPDATE WHERE wrote.
-    written: list[int] = []
-    id_column = model.__table__.c.shopify_id
+    written: list[tuple[Any, ...]] = []
+    table = cast(Table, model.__table__)
+    key_columns = [table.c[name] for name in model.conflict_key if name != "tenant_id"]
     for names, group in groups.items():
-        statement = _upsert_statement(session, model, names).returning(id_column)
+        statement = _upsert_statement(session, model, names).returning(*key_columns)
         result = await connection.execute(statement, group)
-        written.extend(result.scalars().all())
+        written.extend(tuple(row) for row in result.all())
     return written
 
 
 _UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
-def _upsert_statement(
-    session: AsyncSession, model: type[ShopRecord], names: tuple[str, ...]
-) -> Any:
+def _upsert_statement(session: AsyncSession, model: RowModel, names: tuple[str, ...]) -> Any:
     """The guarded upsert for these columns, built once: building it (its `excluded` alias
     above all) costs more CPU than a single webhook's write."""
-    key = (session.get_bind().dialect.name, model.__tablename__, names)
+    key = (session.get_bind().dialect.name, str(model.__tablename__), names)
     statement = _UPSERTS.get(key)
     if statement is None:
-        table = model.__table__
+        table = cast(Table, model.__table__)
         insert = insert_on_conflict(session, table)
         excluded = insert.excluded
+        kept = _kept_on_update(model)
+        values = {name: excluded[name] for name in names if name not in kept}
+        not_older = or_(
+            table.c.shopify_updated_at.is_(None),
+            excluded.shopify_updated_at >= table.c.shopify_updated_at,
+        )
+        if model.revivable:
+            # Strictly newer than the tombstone: a record from the moment it was removed, or
+            # before, is the state the removal ended.
+            values["deleted_at"] = None
+            alive = or_(
+                table.c.deleted_at.is_(None), excluded.shopify_updated_at > table.c.deleted_at
+            )
+        else:
+            alive = table.c.deleted_at.is_(None)
         statement = insert.on_conflict_do_update(
-            index_elements=[table.c.tenant_id, table.c.shopify_id],
-            set_={name: excluded[name] for name in names if name not in _KEEP_ON_UPDATE},
-            where=and_(
-                table.c.deleted_at.is_(None),
-                or_(
-                    table.c.shopify_updated_at.is_(None),
-                    excluded.shopify_updated_at >= table.c.shopify_updated_at,
-                ),
-            ),
+            index_elements=[table.c[name] for name in model.conflict_key],
+            set_=values,
+            where=and_(alive, not_older),
         )
         _UPSERTS[key] = statement
     return statement
@@ -146,24 +173,66 @@ async def tombstone(
     Tombstones are final: Shopify never reuses an id or restores a deleted order, product or
     customer, so any later-arriving update for this id is an old one and is refused.
     """
-    table = model.__table__
-    statement = insert_on_conflict(session, table).values(
-        tenant_id=tenant_id,
-        shopify_id=shopify_id,
+    await tombstone_row(
+        session,
+        model,
+        tenant_id,
+        {"shopify_id": shopify_id},
         deleted_at=deleted_at,
         raw={"id": shopify_id},
         source=source,
+    )
+
+
+async def tombstone_row(
+    session: AsyncSession,
+    model: RowModel,
+    tenant_id: int,
+    key: Mapping[str, int],
+    *,
+    deleted_at: datetime,
+    raw: dict[str, Any],
+    source: str,
+) -> None:
+    """Mark the row with this key deleted at `deleted_at`, creating it if need be.
+
+    A final tombstone is set once. A revivable one (a disconnected inventory level) is the
+    removal's time on Shopify's clock: it applies only when not older than the stored row's
+    `shopify_updated_at`, and a later record newer than it revives the row (`upsert_records`).
+    """
+    table = cast(Table, model.__table__)
+    statement = insert_on_conflict(session, table).values(
+        tenant_id=tenant_id,
+        **key,
+        deleted_at=deleted_at,
+        raw=raw,
+        source=source,
         synced_at=utcnow(),
     )
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c.tenant_id, table.c.shopify_id],
-        set_={
-            "deleted_at": statement.excluded.deleted_at,
-            "synced_at": statement.excluded.synced_at,
-        },
-        where=table.c.deleted_at.is_(None),
+    excluded = statement.excluded
+    changes: dict[str, Any] = {
+        "deleted_at": excluded.deleted_at,
+        "synced_at": excluded.synced_at,
+    }
+    where: ColumnElement[bool]
+    if model.revivable:
+        changes |= {"raw": excluded.raw, "source": excluded.source}
+        where = and_(
+            or_(table.c.deleted_at.is_(None), excluded.deleted_at > table.c.deleted_at),
+            or_(
+                table.c.shopify_updated_at.is_(None),
+                excluded.deleted_at >= table.c.shopify_updated_at,
+            ),
+        )
+    else:
+        where = table.c.deleted_at.is_(None)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[table.c[name] for name in model.conflict_key],
+            set_=changes,
+            where=where,
+        )
     )
-    await session.execute(statement)
 
 
 async def replace_record(

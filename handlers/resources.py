@@ -9,7 +9,7 @@ its table and migration, and its normaliser.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,8 @@ from handlers.normalize_children import (
     ADDRESS_COLUMNS,
     normalize_address,
     normalize_fulfillment,
+    normalize_inventory_item,
+    normalize_inventory_level,
     normalize_line_item,
     normalize_refund,
     normalize_refund_line_item,
@@ -37,6 +39,8 @@ from models import (
     Customer,
     CustomerAddress,
     Fulfillment,
+    InventoryItem,
+    InventoryLevel,
     Location,
     Order,
     OrderLineItem,
@@ -88,6 +92,10 @@ class Resource:
     dashboard: DashboardCount | None = None
     # Reconcile reads watermarks with `sortKey: UPDATED_AT`, which not every connection has.
     reconciled: bool = True
+    # The page query's sortKey (None where the connection has none), and whether QueryRoot
+    # has `<name>Count` (the backfill's progress total).
+    sort_key: str | None = "ID"
+    counted: bool = True
 
     @property
     def table(self) -> str:
@@ -127,12 +135,16 @@ class Resource:
     def page_query(self) -> str:
         return (
             f"query Backfill($first: Int!, $after: String, $query: String) {{\n"
-            f"  {self.name}(first: $first, after: $after, query: $query, sortKey: ID) {{\n"
+            f"  {self.name}(first: $first, after: $after, query: $query{self._sort}) {{\n"
             f"    {PAGE_INFO}\n"
             f"    nodes {{{self.page_fields}    }}\n"
             f"  }}\n"
             f"}}\n"
         )
+
+    @property
+    def _sort(self) -> str:
+        return f", sortKey: {self.sort_key}" if self.sort_key else ""
 
     @property
     def count_query(self) -> str:
@@ -172,6 +184,26 @@ REFUND_LINE_ITEMS = ChildSet(
     node_cost=7,
 )
 
+
+def _transaction(item: Any, parent: Mapping[str, Any], graphql: bool) -> Record:
+    return normalize_transaction(item, graphql=graphql)
+
+
+# A REST refund carries its transactions (an orders/* body has no other list of them).
+# GraphQL's Order.transactions already lists every one, refunds' included, so this is read
+# from REST bodies only (`node_key` empty), and it is some of an order's transactions, never
+# all: it tombstones nothing.
+REFUND_TRANSACTIONS = ChildSet(
+    model=OrderTransaction,
+    parent_key="order_shopify_id",
+    owner_key="order_shopify_id",
+    rest_key="transactions",
+    node_key="",
+    normalize=_transaction,
+    whole_lists=False,
+    typename="OrderTransaction",
+)
+
 ORDER_CHILDREN = (
     ChildSet(
         model=OrderLineItem,
@@ -198,22 +230,30 @@ ORDER_CHILDREN = (
         node_fields=f"""
           id createdAt note processedAt totalRefundedSet {{ {_MONEY} }}""",
         first=2,
-        typename="Refund",
         node_cost=3,
-        children=(REFUND_LINE_ITEMS,),
+        # Staff write what the customer said about the return in it.
+        personal_fields=("note",),
+        children=(REFUND_LINE_ITEMS, REFUND_TRANSACTIONS),
+        typename="Refund",
+        topics=("refunds/create",),
+        rest_parent_key="order_id",
+        body_keys=("order_id", "refund_line_items"),
     ),
     ChildSet(
         model=OrderTransaction,
         parent_key="order_shopify_id",
         rest_key="transactions",
         node_key="transactions",
-        normalize=lambda item, parent, graphql: normalize_transaction(item, graphql=graphql),
+        normalize=_transaction,
         node_fields=f"""
           id kind status gateway processedAt createdAt errorCode test
           parentTransaction {{ id }} amountSet {{ {_MONEY} }}""",
         first=3,
-        typename="OrderTransaction",
         node_cost=4,
+        typename="OrderTransaction",
+        topics=("order_transactions/create",),
+        rest_parent_key="order_id",
+        body_keys=("order_id", "kind", "status"),
     ),
     ChildSet(
         model=Fulfillment,
@@ -225,8 +265,12 @@ ORDER_CHILDREN = (
           id name status displayStatus createdAt updatedAt location { id }
           trackingInfo { company number url }""",
         first=2,
-        typename="Fulfillment",
         node_cost=3,
+        typename="Fulfillment",
+        # fulfillments/update changes a fulfillment: order-safe by its updated_at.
+        topics=("fulfillments/create", "fulfillments/update"),
+        rest_parent_key="order_id",
+        body_keys=("order_id", "status", "updated_at"),
     ),
 )
 
@@ -243,8 +287,10 @@ PRODUCT_VARIANTS = ChildSet(
           createdAt updatedAt selectedOptions { name value } inventoryItem { id }""",
     connection=True,
     first=20,
-    typename="ProductVariant",
     node_cost=3,
+    # products/* bodies cut `variants` short but list every variant's gid in `variant_gids`.
+    rest_ids_key="variant_gids",
+    typename="ProductVariant",
 )
 
 
@@ -276,6 +322,7 @@ CUSTOMER_ADDRESSES = ChildSet(
     typename="MailingAddress",
     node_cost=1,
     personal_fields=ADDRESS_COLUMNS,
+    wholly_personal=True,
 )
 
 CUSTOMERS = Resource(
@@ -412,15 +459,148 @@ LOCATIONS = Resource(
     dashboard=DashboardCount("Locations"),
 )
 
+
+def _level(item: Any, parent: Mapping[str, Any], graphql: bool) -> Record:
+    # Read under its item, a level node need not select `item { id }` (an object per level
+    # on every page): the item is the parent.
+    if graphql and isinstance(item, Mapping) and "item" not in item:
+        item = {**item, "item": {"id": parent.get("id")}}
+    return normalize_inventory_level(item)
+
+
+LEVEL_QUANTITY_NAMES = '["available", "on_hand", "committed", "incoming"]'
+
+INVENTORY_LEVELS = ChildSet(
+    model=InventoryLevel,
+    parent_key="inventory_item_shopify_id",
+    # A level has no id of its own: among its item's levels, its location tells it apart.
+    child_key="location_shopify_id",
+    rest_key="",
+    node_key="inventoryLevels",
+    normalize=_level,
+    node_fields=f"""
+          id isActive createdAt updatedAt location {{ id }}
+          quantities(names: {LEVEL_QUANTITY_NAMES}) {{ name quantity }}""",
+    connection=True,
+    first=10,
+    typename="InventoryLevel",
+    # itself, its location, its list of quantities
+    node_cost=3,
+)
+"""An item's stock per location. Its webhooks (`inventory_levels/*`) carry one level each
+and are handled in `handlers.topics`; the backfill reads levels as this connection."""
+
+INVENTORY_LEVEL_TOPICS = ("inventory_levels/connect", "inventory_levels/update")
+INVENTORY_LEVEL_DELETE_TOPICS = ("inventory_levels/disconnect",)
+
+INVENTORY_ITEMS = Resource(
+    name="inventory_items",
+    model=InventoryItem,
+    normalize_rest=normalize_inventory_item,
+    normalize_node=normalize_inventory_item,
+    fields="""
+      id
+      sku
+      tracked
+      requiresShipping
+      unitCost { amount currencyCode }
+      countryCodeOfOrigin
+      provinceCodeOfOrigin
+      harmonizedSystemCode
+      createdAt
+      updatedAt
+""",
+    node_cost=2,
+    typename="InventoryItem",
+    upsert_topics=("inventory_items/create", "inventory_items/update"),
+    delete_topics=("inventory_items/delete",),
+    children=(INVENTORY_LEVELS,),
+    # QueryRoot.inventoryItems has no sortKey (it pages in id order) and there is no
+    # inventoryItemsCount.
+    sort_key=None,
+    counted=False,
+    reconciled=False,
+)
+
 RESOURCES: Mapping[str, Resource] = {
-    resource.name: resource for resource in (CUSTOMERS, PRODUCTS, ORDERS, LOCATIONS)
+    resource.name: resource
+    for resource in (CUSTOMERS, PRODUCTS, ORDERS, LOCATIONS, INVENTORY_ITEMS)
 }
 """Every resource, in declaration order (the order backfills and reports run in)."""
+
+
+WEBHOOK_RESOURCES: tuple[Resource, ...] = tuple(RESOURCES.values())
+"""Every resource a webhook topic writes (all of them)."""
 
 
 def resource_for_topic(topic: str) -> Resource | None:
     """The resource whose record (or deletion notice) a topic's body is, if any."""
     return _BY_TOPIC.get(topic)
+
+
+def child_for_topic(topic: str) -> tuple[Resource, ChildSet] | None:
+    """The resource and kind of child a topic's body is one of (`refunds/create`), if any."""
+    return _CHILD_BY_TOPIC.get(topic)
+
+
+def child_topics() -> dict[str, tuple[Resource, ChildSet]]:
+    return dict(_CHILD_BY_TOPIC)
+
+
+def topic_resource_name(topic: str) -> str | None:
+    """The resource whose records a topic's body is or belongs to (`refunds/create`:
+    orders; `inventory_levels/update`: inventory_items)."""
+    found = resource_for_topic(topic)
+    if found is not None:
+        return found.name
+    child = child_for_topic(topic)
+    if child is not None:
+        return child[0].name
+    if topic in INVENTORY_LEVEL_TOPICS + INVENTORY_LEVEL_DELETE_TOPICS:
+        return INVENTORY_ITEMS.name
+    return None
+
+
+# -- access scopes -----------------------------------------------------------------------
+# What Shopify requires before it accepts a subscription to a topic (WebhookSubscriptionTopic's
+# descriptions in the 2026-10 schema: "Requires the `read_orders` scope", or "at least one of
+# the following scopes: ..."), by resource and, where a topic differs, by topic. The first
+# scope of each is the one the app asks for; the others also satisfy Shopify. The backfill
+# reads the same resources, so its queries need these scopes too.
+RESOURCE_SCOPES: Mapping[str, tuple[str, ...]] = {
+    "customers": ("read_customers",),
+    "products": ("read_products",),
+    # Some order topics also take read_marketplace_orders; this app is not a marketplace.
+    "orders": ("read_orders",),
+    "locations": ("read_locations",),
+    # inventory_items/* accept read_products too; the levels need read_inventory anyway.
+    "inventory_items": ("read_inventory", "read_products"),
+}
+TOPIC_SCOPES: Mapping[str, tuple[str, ...]] = {
+    # read_orders does not cover fulfillments' topics.
+    "fulfillments/create": ("read_fulfillments",),
+    "fulfillments/update": ("read_fulfillments",),
+    "orders/delete": ("read_orders",),
+    "inventory_levels/connect": ("read_inventory",),
+    "inventory_levels/update": ("read_inventory",),
+    "inventory_levels/disconnect": ("read_inventory",),
+    # Delivered to every app.
+    "app/uninstalled": (),
+}
+
+
+def accepted_scopes(topic: str) -> tuple[str, ...]:
+    """The access scopes any one of which lets the app subscribe to `topic`, the one the app
+    asks for first; () when none is needed or the topic is not ours."""
+    if topic in TOPIC_SCOPES:
+        return TOPIC_SCOPES[topic]
+    name = topic_resource_name(topic) or topic.partition("/")[0]
+    return RESOURCE_SCOPES.get(name, ())
+
+
+def required_scopes(topics: Iterable[str]) -> list[str]:
+    """The access scopes the app asks for to receive these topics, sorted, each once."""
+    return sorted({scopes[0] for topic in topics if (scopes := accepted_scopes(topic))})
 
 
 def reconciled_names() -> list[str]:
@@ -448,7 +628,7 @@ def parse_resource_names(
 
 def _topics_index() -> dict[str, Resource]:
     index: dict[str, Resource] = {}
-    for resource in RESOURCES.values():
+    for resource in WEBHOOK_RESOURCES:
         for topic in resource.topics:
             if topic in index:
                 raise RuntimeError(f"topic {topic} is declared by two resources")
@@ -456,4 +636,16 @@ def _topics_index() -> dict[str, Resource]:
     return index
 
 
+def _child_topics_index() -> dict[str, tuple[Resource, ChildSet]]:
+    index: dict[str, tuple[Resource, ChildSet]] = {}
+    for resource in WEBHOOK_RESOURCES:
+        for child in resource.child_sets:
+            for topic in child.topics:
+                if topic in index or topic in _BY_TOPIC:
+                    raise RuntimeError(f"topic {topic} is declared twice")
+                index[topic] = (resource, child)
+    return index
+
+
 _BY_TOPIC = _topics_index()
+_CHILD_BY_TOPIC = _child_topics_index()

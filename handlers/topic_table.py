@@ -3,29 +3,43 @@
 configuration instead).
 
 The data topics come from the resource registry (`handlers.resources`): each resource's
-upsert and delete topics. The topics whose body is not the resource's record are listed here.
+upsert and delete topics, and the topics whose body is one child of a record (declared on its
+ChildSet). The topics whose body is neither are listed here.
 """
 
 from __future__ import annotations
 
 from handlers.compliance import record_data_request, redact_customer, redact_shop
 from handlers.context import Handler
-from handlers.resources import RESOURCES
+from handlers.resources import (
+    INVENTORY_LEVEL_DELETE_TOPICS,
+    INVENTORY_LEVEL_TOPICS,
+    WEBHOOK_RESOURCES,
+    child_topics,
+)
 from handlers.topics import (
+    child_handler,
     delete_handler,
+    disconnect_inventory_level,
     mark_uninstalled,
     record_order_edit,
     record_purchasing_summary,
     upsert_handler,
+    upsert_inventory_level,
 )
 
 
 def _data_topics() -> dict[str, Handler]:
     table: dict[str, Handler] = {}
-    for resource in RESOURCES.values():
+    for resource in WEBHOOK_RESOURCES:
         upsert, delete = upsert_handler(resource), delete_handler(resource)
         table |= dict.fromkeys(resource.upsert_topics, upsert)
         table |= dict.fromkeys(resource.delete_topics, delete)
+    # Bodies that are one child of a resource's record (a refund of an order).
+    for topic, (_, child) in child_topics().items():
+        table[topic] = child_handler(child)
+    table |= dict.fromkeys(INVENTORY_LEVEL_TOPICS, upsert_inventory_level)
+    table |= dict.fromkeys(INVENTORY_LEVEL_DELETE_TOPICS, disconnect_inventory_level)
     return table
 
 

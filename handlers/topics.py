@@ -7,12 +7,13 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.children import write_with_children
+from handlers.children import ChildSet, write_child_body, write_with_children
 from handlers.context import EventContext, Handler
 from handlers.normalize import normalize_purchasing_summary, parse_shopify_id, parse_timestamp
-from handlers.records import apply_purchasing_summary, tombstone
+from handlers.normalize_children import normalize_inventory_level
+from handlers.records import apply_purchasing_summary, tombstone, tombstone_row, upsert_records
 from handlers.resources import Resource
-from models import Order, SyncJob, Tenant, utcnow
+from models import InventoryLevel, Order, SyncJob, Tenant, utcnow
 from models.statuses import SyncStatus, TenantStatus
 from models.upsert import insert_on_conflict
 
@@ -55,6 +56,54 @@ def delete_handler(resource: Resource) -> Handler:
 
     handle.__name__ = f"delete_{resource.name}"
     return handle
+
+
+def child_handler(child: ChildSet) -> Handler:
+    """The handler of a topic whose body is one child (`refunds/create`: a refund)."""
+
+    async def handle(session: AsyncSession, context: EventContext, payload: dict[str, Any]) -> None:
+        await write_child_body(session, child, context.tenant_id, payload, source="webhook")
+
+    handle.__name__ = f"write_{child.table}"
+    return handle
+
+
+async def upsert_inventory_level(
+    session: AsyncSession, context: EventContext, payload: dict[str, Any]
+) -> None:
+    """inventory_levels/connect and /update: the level as of its `updated_at`, which also
+    revives a level disconnected before that time. Shopify builds the body when it sends it,
+    so two quick changes may both carry the final `available`: harmless, as each is a state."""
+    await upsert_records(
+        session,
+        InventoryLevel,
+        context.tenant_id,
+        [normalize_inventory_level(payload)],
+        source="webhook",
+    )
+
+
+async def disconnect_inventory_level(
+    session: AsyncSession, context: EventContext, payload: dict[str, Any]
+) -> None:
+    """inventory_levels/disconnect: the item is no longer stocked at the location.
+
+    The tombstone is dated by the body's `updated_at` when it has one, else by our receipt
+    (the body carries only the two ids; headers are not signed): a connect or update newer
+    than that revives the level, an older one (a late or replayed delivery) does not."""
+    record = normalize_inventory_level(payload)
+    await tombstone_row(
+        session,
+        InventoryLevel,
+        context.tenant_id,
+        {
+            "inventory_item_shopify_id": record["inventory_item_shopify_id"],
+            "location_shopify_id": record["location_shopify_id"],
+        },
+        deleted_at=record["shopify_updated_at"] or context.received_at,
+        raw=record["raw"],
+        source="webhook",
+    )
 
 
 async def record_purchasing_summary(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -81,6 +81,10 @@ class ShopRecord(Base):
     """Columns every shop-data table shares: identity, Shopify's clocks, tombstone, raw payload."""
 
     __abstract__ = True
+    # The columns an idempotent upsert conflicts on (its unique constraint), and whether a
+    # tombstone is final: Shopify never restores a deleted order, product or customer.
+    conflict_key: ClassVar[tuple[str, ...]] = ("tenant_id", "shopify_id")
+    revivable: ClassVar[bool] = False
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     shopify_id: Mapped[int] = mapped_column(BigInteger)
@@ -345,6 +349,13 @@ class InventoryLevel(Base):
         Index("ix_inventory_levels_tenant_updated", "tenant_id", "shopify_updated_at"),
         Index("ix_inventory_levels_tenant_location", "tenant_id", "location_shopify_id"),
     )
+    conflict_key: ClassVar[tuple[str, ...]] = (
+        "tenant_id",
+        "inventory_item_shopify_id",
+        "location_shopify_id",
+    )
+    # A disconnected level is connected again by a later connect or update.
+    revivable: ClassVar[bool] = True
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

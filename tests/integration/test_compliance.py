@@ -15,7 +15,10 @@ from models import (
     ComplianceRequest,
     Customer,
     CustomerAddress,
+    Fulfillment,
     Order,
+    OrderRefund,
+    OrderTransaction,
     Tenant,
     WebhookEvent,
     create_engine,
@@ -34,6 +37,11 @@ PERSONAL_STRINGS = (
     "Winfield",
     "O'Connor",
     "203.0.113.42",
+    # The order's children: a refund's note, a transaction's cardholder name (payment_details),
+    # a fulfillment's destination and email (their own topics' bodies).
+    "Arrived torn; customer keeps the item.",
+    "Russell Winfield",
+    "K2P 2L8",
 )
 CUSTOMER_ID = 706405506930370084
 ORDER_ID = 820982911946154508
@@ -105,6 +113,10 @@ def other_customer() -> tuple[dict, dict]:
         "client_details": None,
         "browser_ip": None,
     }
+    # Line item ids are unique in a store: another order's are its own.
+    order["line_items"] = [
+        item | {"id": 2220 + position} for position, item in enumerate(order["line_items"])
+    ]
     return customer, order
 
 
@@ -114,6 +126,9 @@ async def seed_store(http: httpx.AsyncClient, served: ServedApp) -> None:
         "customers/purchasing_summary",
         "orders/create",
         "orders/paid",
+        "refunds/create",
+        "order_transactions/create",
+        "fulfillments/create",
         "customers/data_request",
     ):
         assert await post(http, served, topic) == "processed"
@@ -163,6 +178,24 @@ async def test_customer_redact_removes_personal_data_everywhere(backend, served,
     for address in addresses:
         assert (address.address1, address.city, address.zip, address.name) == (None,) * 4
         assert address.raw == {"id": address.shopify_id}
+    # The order's refund, transactions and fulfillment keep their facts, not the person.
+    async with backend.sessions() as session:
+        [refund] = await session.scalars(
+            select(OrderRefund).where(OrderRefund.shopify_id == 909786034237)
+        )
+        [capture] = await session.scalars(
+            select(OrderTransaction).where(OrderTransaction.shopify_id == 7291811061821)
+        )
+        [shipped] = await session.scalars(
+            select(Fulfillment).where(Fulfillment.shopify_id == 5938173509693)
+        )
+    assert (refund.note, refund.total_refunded is not None) == (None, True)
+    assert refund.raw["refund_line_items"][0]["quantity"] == 1
+    assert capture.amount is not None
+    assert capture.raw["payment_details"]["credit_card_name"] is None
+    assert capture.raw["payment_details"]["credit_card_company"] == "Visa"
+    assert (shipped.raw["destination"], shipped.raw["email"]) == (None, None)
+    assert shipped.tracking_numbers == ["1Z999AA10123456784"]
     # The other customer of the same store is untouched.
     assert "ada@example.org" in after
     assert "Lovelace" in after
@@ -207,6 +240,16 @@ async def test_data_request_is_recorded_and_exportable(backend, served, http):
         export = await export_customer(session, tenant_id, CUSTOMER_ID)
     assert export["customer"]["email"] == "russell.winfield@example.com"
     assert [order["shopify_id"] for order in export["orders"]] == [ORDER_ID]
+    children = export["children"]
+    assert [row["shopify_id"] for row in children["order_refunds"]] == [909786034237]
+    assert [row["shopify_id"] for row in children["fulfillments"]] == [5938173509693]
+    # The capture (its own topic) and the refund's transaction (inside the refund).
+    assert sorted(row["shopify_id"] for row in children["order_transactions"]) == [
+        7291811061821,
+        7291833516109,
+    ]
+    assert children["customer_addresses"][0]["city"] == "Ottawa"
+    assert {row["order_shopify_id"] for row in children["order_line_items"]} == {ORDER_ID}
     assert [request["topic"] for request in export["compliance_requests"]] == [
         "customers/data_request"
     ]
@@ -215,8 +258,11 @@ async def test_data_request_is_recorded_and_exportable(backend, served, http):
         "customers/create",
         "customers/data_request",
         "customers/purchasing_summary",
+        "fulfillments/create",
+        "order_transactions/create",
         "orders/create",
         "orders/paid",
+        "refunds/create",
     ]
     async with backend.sessions() as session:
         request = await session.scalar(select(ComplianceRequest))

@@ -132,6 +132,16 @@ HANDLED_TOPICS = [
     "products/create",
     "products/update",
     "products/delete",
+    "refunds/create",
+    "order_transactions/create",
+    "fulfillments/create",
+    "fulfillments/update",
+    "inventory_items/create",
+    "inventory_items/update",
+    "inventory_items/delete",
+    "inventory_levels/update",
+    "inventory_levels/connect",
+    "inventory_levels/disconnect",
     "app/uninstalled",
     "customers/data_request",
     "customers/redact",
@@ -150,7 +160,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[str]] = {
     "Topic": st.one_of(
         st.sampled_from(HANDLED_TOPICS),
         st.sampled_from(HANDLED_TOPICS).map(str.upper),
-        st.sampled_from(["inventory_levels/update", "shop/update", "bulk_operations/finish"]),
+        st.sampled_from(["collections/update", "shop/update", "bulk_operations/finish"]),
         long_topics,
     ),
     "Shop-Domain": st.sampled_from(
@@ -208,7 +218,7 @@ VALID: dict[str, st.SearchStrategy[str]] = {
     "Topic": st.one_of(
         st.sampled_from(HANDLED_TOPICS),
         st.sampled_from(HANDLED_TOPICS).map(str.upper),
-        st.sampled_from(["inventory_levels/update", "shop/update"]),
+        st.sampled_from(["collections/update", "shop/update"]),
     ),
     "Shop-Domain": st.sampled_from(
         [SHOP, SHOP.upper(), "Alpha-Store.MyShopify.com", "stranger.myshopify.com"]
@@ -276,6 +286,11 @@ SAMPLE_TOPICS = [
     "customers/redact",
     "customers/data_request",
     "app/uninstalled",
+    "refunds/create",
+    "fulfillments/update",
+    "inventory_items/update",
+    "inventory_levels/update",
+    "inventory_levels/disconnect",
 ]
 MUTABLE_FIELDS = [
     "id",
@@ -288,6 +303,14 @@ MUTABLE_FIELDS = [
     "line_items",
     "orders_to_redact",
     "order_edit",
+    "order_id",
+    "refund_line_items",
+    "transactions",
+    "variant_gids",
+    "inventory_item_id",
+    "location_id",
+    "available",
+    "admin_graphql_api_id",
 ]
 
 

@@ -29,7 +29,7 @@ from models import SecretBox, Tenant, WebhookSubscription, create_engine, create
 from tests.conftest import TEST_ENCRYPTION_KEY, Backend, as_app_role
 from tests.factories import create_tenant
 from tests.fakeshop import FakeShopServer, FakeStore
-from tests.fakeshop.subscriptions import Subscription
+from tests.fakeshop.subscriptions import Subscription, SubscriptionError
 from tests.integration.test_cli import Cli, cli_env
 
 SHOP = "subscribed-store.myshopify.com"
@@ -307,3 +307,37 @@ async def test_cli_refuses_without_public_url_an_unknown_store_and_a_revoked_tok
     refused = await cli.fails("webhooks", "sync", SHOP)
     assert f"{SHOP}: the token was refused and there is no refresh token" in refused.stderr
     assert shop.at_shopify() == []
+
+
+async def test_cli_names_the_scope_to_grant_when_shopify_refuses_a_topic_for_want_of_it(
+    shop, cli, monkeypatch
+):
+    # The store granted read_customers, read_orders and read_products (the simulator's
+    # default): Shopify refuses the inventory level and fulfillment topics. Its message text
+    # for that is not documented; the hint comes from the store's granted scopes instead.
+    assert shop.store.tokens.scope == "read_customers,read_orders,read_products"
+    registry = shop.store.subscriptions
+    create = registry.create
+
+    def refusing(topic, uri, **options):
+        if topic.startswith(("INVENTORY_LEVELS_", "FULFILLMENTS_", "LOCATIONS_")):
+            raise SubscriptionError("Access denied for this topic", ("topic",))
+        return create(topic, uri, **options)
+
+    monkeypatch.setattr(registry, "create", refusing)
+    refused = await cli("webhooks", "sync", SHOP)
+    assert refused.code == 1, str(refused)
+    assert "Traceback" not in refused.output
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    by_topic = {line.split()[5].rstrip(":"): line for line in errors}
+    assert sorted(by_topic) == sorted(
+        topic
+        for topic in INTENDED_TOPICS
+        if topic.startswith(("inventory_levels/", "fulfillments/", "locations/"))
+    )
+    assert "grant" not in by_topic.get("orders/create", "")
+    assert "not granted the read_inventory access scope" in by_topic["inventory_levels/update"]
+    assert "not granted the read_fulfillments access scope" in by_topic["fulfillments/update"]
+    assert "not granted the read_locations access scope" in by_topic["locations/create"]
+    # Everything the store did grant was subscribed.
+    assert "INVENTORY_ITEMS_UPDATE" in {s.topic for s in shop.at_shopify()}

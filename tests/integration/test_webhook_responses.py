@@ -209,7 +209,7 @@ async def test_one_event_id_on_two_topics_is_two_deliveries(backend, served, htt
 
 async def test_unhandled_topic_is_ignored(backend, served, http):
     await create_tenant(backend.sessions)
-    body, headers = delivery("inventory_levels/update", {"inventory_item_id": 1, "available": 3})
+    body, headers = delivery("collections/update", {"id": 1, "title": "Summer"})
     response = await post(http, served, body, headers)
     assert response.status_code == 200
     event = await only_event(backend)

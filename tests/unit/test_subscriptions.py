@@ -3,6 +3,7 @@ them (backfill/subscriptions.py), without a network or a database."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -17,9 +18,11 @@ from backfill.subscriptions import (
     intended_topics,
     plan,
     rest_topic,
+    scope_hint,
     stray_reason,
 )
 from handlers import handled_topics
+from handlers.resources import accepted_scopes, required_scopes
 from tests.fakeshop import admin_schema
 
 URI = "https://receiver.example.com/webhooks/shopify"
@@ -59,6 +62,9 @@ def test_every_intended_topic_is_a_value_of_the_real_topic_enum() -> None:
         ("app/uninstalled", "APP_UNINSTALLED"),
         ("bulk_operations/finish", "BULK_OPERATIONS_FINISH"),
         ("shop/update", "SHOP_UPDATE"),
+        ("order_transactions/create", "ORDER_TRANSACTIONS_CREATE"),
+        ("inventory_items/update", "INVENTORY_ITEMS_UPDATE"),
+        ("inventory_levels/disconnect", "INVENTORY_LEVELS_DISCONNECT"),
     ],
 )
 def test_topic_spellings_convert_both_ways(rest: str, enum: str) -> None:
@@ -67,8 +73,8 @@ def test_topic_spellings_convert_both_ways(rest: str, enum: str) -> None:
 
 
 def test_a_topic_we_do_not_know_keeps_its_enum_spelling_rather_than_a_guessed_slash() -> None:
-    # Splitting at the first underscore would say "inventory/items_update".
-    assert rest_topic("INVENTORY_ITEMS_UPDATE") == "INVENTORY_ITEMS_UPDATE"
+    # Splitting at the first underscore would say "collection/listings_add".
+    assert rest_topic("COLLECTION_LISTINGS_ADD") == "COLLECTION_LISTINGS_ADD"
 
 
 def test_plan_sorts_shopify_list_into_ok_missing_stray_and_duplicates() -> None:
@@ -126,13 +132,18 @@ def test_missing_resources_name_the_synced_resources_of_missing_topics() -> None
 class ScriptedClient:
     """Answers mutations from a script, recording what was sent (stands in for AdminClient)."""
 
-    def __init__(self, answers: list[dict[str, Any]]) -> None:
+    def __init__(self, answers: list[dict[str, Any]], scopes: tuple[str, ...] = ()) -> None:
         self.answers = answers
+        self.scopes = scopes
         self.sent: list[tuple[str, dict[str, Any]]] = []
 
     async def execute(
         self, query: str, variables: dict[str, Any] | None = None, *, cost: float = 0.0
     ) -> dict[str, Any]:
+        if "accessScopes" in query:
+            self.sent.append(("scopes", {}))
+            handles = [{"handle": handle} for handle in self.scopes]
+            return {"currentAppInstallation": {"accessScopes": handles}}
         name = "create" if "webhookSubscriptionCreate" in query else "delete"
         self.sent.append((name, dict(variables or {})))
         return self.answers.pop(0)
@@ -181,7 +192,8 @@ async def test_refusals_are_reported_and_an_already_deleted_subscription_is_not_
     stale = subscription("orders/paid", OLD_URI, number=3)
     found = SubscriptionPlan(URI, ok=(), missing=("orders/create",), stray=(stale,), duplicates=())
     refused = {"field": ["webhookSubscription", "callbackUrl"], "message": "Address is invalid"}
-    client = ScriptedClient([created([refused]), deleted([GONE])])
+    # write_orders includes read_orders: the refusal is not about a scope.
+    client = ScriptedClient([created([refused]), deleted([GONE])], scopes=("write_orders",))
     report = SubscriptionReport("s.myshopify.com", URI, False)
 
     await _apply(client, found, report, "s.myshopify.com")  # type: ignore[arg-type]
@@ -189,3 +201,76 @@ async def test_refusals_are_reported_and_an_already_deleted_subscription_is_not_
     assert report.created == []
     assert report.errors == ["could not subscribe to orders/create: Address is invalid"]
     assert report.deleted == [stale]
+
+
+async def test_a_refusal_for_want_of_a_scope_names_the_scope_to_grant() -> None:
+    topics = ("inventory_levels/update", "fulfillments/create", "orders/paid")
+    found = SubscriptionPlan(URI, ok=(), missing=topics, stray=(), duplicates=())
+    denied = {"field": ["topic"], "message": "Access denied"}
+    client = ScriptedClient(
+        [created([denied]), created([denied]), created()],
+        scopes=("read_orders", "read_products"),
+    )
+    report = SubscriptionReport("s.myshopify.com", URI, False)
+
+    await _apply(client, found, report, "s.myshopify.com")  # type: ignore[arg-type]
+
+    # Shopify's granted scopes are asked once, after the first refusal.
+    assert [name for name, _ in client.sent] == ["create", "scopes", "create", "create"]
+    assert report.created == ["orders/paid"]
+    [levels, fulfillments] = report.errors
+    assert levels.startswith("could not subscribe to inventory_levels/update: Access denied")
+    assert "not granted the read_inventory access scope" in levels
+    assert "not granted the read_fulfillments access scope" in fulfillments
+
+
+# --- access scopes ---------------------------------------------------------------------------
+
+_REQUIRES = re.compile(
+    r"Requires\s+(?:the\s+`(?P<one>\w+)`\s+scope"
+    r"|at\s+least\s+one\s+of\s+the\s+following\s+scopes:\s+(?P<any>[\w,\s]+?)\.)"
+)
+
+
+def schema_scopes(enum: str) -> set[str]:
+    """The scopes the real schema's description of a topic says Shopify requires."""
+    value = admin_schema().get_type("WebhookSubscriptionTopic").values[enum]  # type: ignore[union-attr]
+    found = _REQUIRES.search(value.description or "")
+    if found is None:
+        return set()
+    if found["one"]:
+        return {found["one"]}
+    return {scope.strip() for scope in found["any"].split(",") if scope.strip()}
+
+
+@pytest.mark.parametrize("topic", INTENDED_TOPICS)
+def test_each_topic_asks_for_a_scope_shopify_accepts_for_it(topic: str) -> None:
+    required = schema_scopes(enum_topic(topic))
+    accepted = accepted_scopes(topic)
+    if not required:
+        assert accepted == ()
+        return
+    assert accepted, f"{topic} requires one of {sorted(required)}"
+    assert set(accepted) <= required
+
+
+def test_the_scopes_the_app_needs_are_listed_once_in_order() -> None:
+    assert required_scopes(INTENDED_TOPICS) == [
+        "read_customers",
+        "read_fulfillments",
+        "read_inventory",
+        "read_locations",
+        "read_orders",
+        "read_products",
+    ]
+
+
+def test_a_refusal_names_the_scope_only_when_the_app_lacks_it() -> None:
+    granted = {"read_orders", "read_products"}
+    assert "read_inventory" in scope_hint("inventory_levels/update", granted)
+    assert scope_hint("orders/create", granted) == ""
+    # inventory_items/* take read_products too.
+    assert scope_hint("inventory_items/update", granted) == ""
+    assert "read_fulfillments" in scope_hint("fulfillments/update", granted)
+    assert "read_fulfillments" in scope_hint("fulfillments/update", None)
+    assert scope_hint("app/uninstalled", set()) == ""
