@@ -59,7 +59,7 @@ async def complete_children(
     queries = 0
     for node in nodes:
         for child in children:
-            if child.node_key not in node:
+            if not child.node_key or child.node_key not in node:
                 continue
             queries += await _complete_one(client, parent_typename, child, node)
             if child.children:
@@ -133,7 +133,8 @@ class BulkGrouper:
         pending = list(children)
         while pending:
             child = pending.pop()
-            self._by_typename[child.typename] = child
+            if child.node_key:
+                self._by_typename[child.typename] = child
             pending.extend(child.children)
         self._current: BulkGroup | None = None
 
@@ -175,6 +176,8 @@ class BulkGrouper:
         if isinstance(obj.get("id"), str):
             group.by_id[obj["id"]] = obj
         for child in children:
+            if not child.node_key:
+                continue
             if child.connection:
                 obj.setdefault(child.node_key, _empty(child))
             else:

@@ -443,7 +443,7 @@ class _Reconciler:
                     raise
                 size = max(1, size // 2)
                 continue
-            connection = data.get(resource.name) or {}
+            connection = data.get(resource.field) or {}
             nodes = connection.get("nodes") or []
             records = [normalize_node(normalize, node, resource.name) for node in nodes]
             listed.update(record["shopify_id"] for record in records)

@@ -382,7 +382,7 @@ class JobRun:
                 continue
             # Shopify's own figure for this query beats our estimate from the next page on.
             expected_cost = self.client.last_requested_cost or expected_cost
-            connection = data.get(resource.name) or {}
+            connection = data.get(resource.field) or {}
             nodes = connection.get("nodes") or []
             page_info = connection.get("pageInfo") or {}
             # Records with more children than the page asked for get the rest first, so the

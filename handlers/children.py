@@ -113,7 +113,7 @@ class ChildSet:
         left out there: those grandchildren come from page queries and webhooks."""
         nested = "".join(
             child.selection(bulk=bulk)
-            for child in self.children
+            for child in self.queried_children
             if not (bulk and child.connection and not self.connection)
         )
         return f"{self.node_fields}{nested}"
@@ -139,9 +139,14 @@ class ChildSet:
         return f"\n      {self.node_key}(first: {count}) {{{fields} }}"
 
     @property
+    def queried_children(self) -> tuple[ChildSet, ...]:
+        """Its children that GraphQL carries on it (a refund's transactions it does not)."""
+        return tuple(child for child in self.children if child.node_key)
+
+    @property
     def item_cost(self) -> int:
         """Requested points of one child with everything it selects."""
-        return self.node_cost + sum(child.cost() for child in self.children)
+        return self.node_cost + sum(child.cost() for child in self.queried_children)
 
     def cost(self, first: int | None = None) -> int:
         """Requested points of this field in one parent: a connection costs 2 and its

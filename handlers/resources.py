@@ -68,7 +68,7 @@ class DashboardCount:
 class Resource:
     """One Shopify resource: where it is stored, how its payloads read, how it is fetched."""
 
-    # Also the connection field on QueryRoot (`orders(first:...)`) and the table name.
+    # The table's name, and the connection field on QueryRoot unless `graphql_name` says.
     name: str
     model: type[ShopRecord]
     # REST-shaped webhook bodies and GraphQL nodes; one function may serve both (DESIGN 5).
@@ -96,10 +96,16 @@ class Resource:
     # has `<name>Count` (the backfill's progress total).
     sort_key: str | None = "ID"
     counted: bool = True
+    # The QueryRoot connection when it is not spelled like the table (`inventoryItems`).
+    graphql_name: str | None = None
 
     @property
     def table(self) -> str:
         return str(self.model.__tablename__)
+
+    @property
+    def queried_children(self) -> tuple[ChildSet, ...]:
+        return tuple(child for child in self.children if child.node_key)
 
     @property
     def child_sets(self) -> tuple[ChildSet, ...]:
@@ -119,28 +125,33 @@ class Resource:
     @property
     def page_fields(self) -> str:
         """One node's selection in a page query: its fields and the first of its children."""
-        return self.fields + "".join(child.selection() for child in self.children) + "\n"
+        return self.fields + "".join(child.selection() for child in self.queried_children) + "\n"
 
     @property
     def bulk_fields(self) -> str:
         """One node's selection in a bulk query: its fields and all of its children."""
-        return self.fields + "".join(child.selection(bulk=True) for child in self.children)
+        return self.fields + "".join(child.selection(bulk=True) for child in self.queried_children)
 
     @property
     def page_node_cost(self) -> int:
         """Requested points of one node of a page query, children included."""
-        return self.node_cost + sum(child.cost() for child in self.children)
+        return self.node_cost + sum(child.cost() for child in self.queried_children)
 
     @property
     def page_query(self) -> str:
         return (
             f"query Backfill($first: Int!, $after: String, $query: String) {{\n"
-            f"  {self.name}(first: $first, after: $after, query: $query{self._sort}) {{\n"
+            f"  {self.field}(first: $first, after: $after, query: $query{self._sort}) {{\n"
             f"    {PAGE_INFO}\n"
             f"    nodes {{{self.page_fields}    }}\n"
             f"  }}\n"
             f"}}\n"
         )
+
+    @property
+    def field(self) -> str:
+        """The connection on QueryRoot (`orders`, `inventoryItems`)."""
+        return self.graphql_name or self.name
 
     @property
     def _sort(self) -> str:
@@ -157,12 +168,12 @@ class Resource:
 
     @property
     def count_field(self) -> str:
-        return f"{self.name}Count"
+        return f"{self.field}Count"
 
     def bulk_query(self, search: str | None = None) -> str:
         """The inner query of bulkOperationRunQuery (connections as edges/node)."""
         arguments = f'(query: "{search}")' if search else ""
-        return f"{{ {self.name}{arguments} {{ edges {{ node {{{self.bulk_fields}}} }} }} }}"
+        return f"{{ {self.field}{arguments} {{ edges {{ node {{{self.bulk_fields}}} }} }} }}"
 
 
 _MONEY = "shopMoney { amount currencyCode }"
@@ -495,6 +506,7 @@ INVENTORY_LEVEL_DELETE_TOPICS = ("inventory_levels/disconnect",)
 
 INVENTORY_ITEMS = Resource(
     name="inventory_items",
+    graphql_name="inventoryItems",
     model=InventoryItem,
     normalize_rest=normalize_inventory_item,
     normalize_node=normalize_inventory_item,

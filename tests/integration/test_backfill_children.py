@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from backfill.runner import BackfillEnvironment, create_sync_job, run_sync_job
 from handlers.children import ChildSet
@@ -19,7 +19,7 @@ from models import SyncJob, Tenant
 from tests.conftest import Backend
 from tests.factories import SHOP, create_tenant, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, ManualClock
-from tests.fakeshop.children import children_of
+from tests.fakeshop.children import children_of, value_of
 from tests.fakeshop.select import select as select_fields
 
 STORE = {
@@ -71,6 +71,12 @@ async def sync(backend: Backend, env: BackfillEnvironment, tenant_id: int, mode:
 
 
 def store_nodes(store: FakeStore, resource: Resource) -> Iterator[dict[str, Any]]:
+    if resource.name == "inventory_items":
+        # One per variant: the store's items are its products' variants' items.
+        for product in store_nodes(store, RESOURCES["products"]):
+            for variant in children_of(product, "variants"):
+                yield value_of(variant, "inventoryItem")
+        return
     for index in range(store.counts[resource.name]):
         node = getattr(store, f"{resource.name[:-1]}_node")(index)
         if node is not None:
@@ -113,7 +119,14 @@ async def test_every_child_table_equals_the_store(
 
     heavy_seen = {"order_line_items": 0, "product_variants": 0}
     for resource in RESOURCES.values():
-        expected: dict[str, dict[int, dict[str, Any]]] = {
+        async with backend.sessions() as session:
+            live = await session.scalar(
+                select(func.count())
+                .select_from(resource.model)
+                .where(resource.model.deleted_at.is_(None))
+            )
+        assert live == sum(1 for _ in store_nodes(store, resource)), resource.name
+        expected: dict[str, dict[tuple[int, int], dict[str, Any]]] = {
             child.table: {} for child in resource.child_sets
         }
         for node in store_nodes(store, resource):
@@ -123,23 +136,24 @@ async def test_every_child_table_equals_the_store(
                     child, node, resource.typename, parent_id, bulk=mode == "bulk"
                 ):
                     record.pop("", None)
-                    expected[kind.table][record["shopify_id"]] = record
+                    key = (record[kind.parent_key], record[kind.child_key])
+                    expected[kind.table][key] = record
         async with backend.sessions() as session:
             for child in resource.child_sets:
                 rows = {
-                    row.shopify_id: row
+                    (getattr(row, child.parent_key), getattr(row, child.child_key)): row
                     for row in await session.scalars(
                         select(child.model).where(child.model.deleted_at.is_(None))
                     )
                 }
                 wanted = expected[child.table]
                 assert sorted(rows) == sorted(wanted), child.table
-                for shopify_id, record in wanted.items():
-                    row = rows[shopify_id]
+                for key, record in wanted.items():
+                    row = rows[key]
                     for column, value in record.items():
                         if column == "raw":
                             continue
-                        assert getattr(row, column) == value, (child.table, shopify_id, column)
+                        assert getattr(row, column) == value, (child.table, key, column)
                 if child.table in heavy_seen:
                     per_parent: dict[int, int] = {}
                     for row in rows.values():

@@ -25,6 +25,7 @@ from backfill.subscriptions import (
     subscription_status,
     sync_subscriptions,
 )
+from handlers.resources import RESOURCES
 from models import SecretBox, Tenant, WebhookSubscription, create_engine, create_session_factory
 from tests.conftest import TEST_ENCRYPTION_KEY, Backend, as_app_role
 from tests.factories import create_tenant
@@ -106,7 +107,7 @@ async def test_sync_subscribes_every_handled_topic_and_records_shopify_list(shop
     assert {(s.uri, s.format, s.filter) for s in at_shopify} == {(URI, "JSON", None)}
     assert "SHOP_REDACT" not in {s.topic for s in at_shopify}
     assert sorted(report.created) == sorted(INTENDED_TOPICS)
-    assert report.missing_resources() == ["customers", "products", "orders", "locations"]
+    assert report.missing_resources() == list(RESOURCES)  # every topic was missing
     assert report.errors == []
 
     recorded = await shop.recorded()
