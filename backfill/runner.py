@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backfill.client import AdminClient, BackfillError, CredentialsInvalid, QueryTooCostly
 from backfill.credentials import AppCredentials, TenantCredentials, oauth_token_url
 from backfill.metrics import RECORDS
-from backfill.nested import BulkGroup, BulkGrouper, complete_children
+from backfill.nested import BulkGroup, BulkGrouper, complete_children, fill_bulk_gaps
 from backfill.queries import BULK_STATUS, RESOURCES, SHOP_ID, Resource, bulk_run_document
 from handlers.children import write_with_children
 from handlers.errors import error_text, may_quote_data
@@ -459,9 +459,11 @@ class JobRun:
     ) -> None:
         if not batch:
             return
+        nodes = [group.node for group in batch]
+        await fill_bulk_gaps(self.client, resource.children, nodes)
         state["lines"] = max(int(state.get("lines", 0)), batch[-1].last_line)
         state["count"] = int(state.get("count", 0)) + len(batch)
-        await self._checkpoint(resource, [group.node for group in batch])
+        await self._checkpoint(resource, nodes)
         self._report(resource.name, state)
 
     async def _checkpoint(self, resource: Resource, nodes: list[dict[str, Any]]) -> None:
