@@ -265,10 +265,13 @@ async def _tombstone_missing(
     table = cast(Table, child.model.__table__)
     parent_column = table.c[child.parent_key]
     now = utcnow()
-    for batch in _batches(lists):
+    # Ids are unique per store and a child has one parent, so "not among any of these
+    # parents' listed children" is "not among its own parent's". A key that is not an id (a
+    # level's location, shared by every item stocked there) is compared parent by parent.
+    unique = child.child_key == "shopify_id"
+    batches = _batches(lists) if unique else ([parent] for parent in lists)
+    for batch in batches:
         kept = sorted({key for parent in batch for key in _kept(lists[parent], child.child_key)})
-        # Ids are unique per store and a child has one parent, so "not among any of these
-        # parents' listed children" is "not among its own parent's".
         statement = (
             update(table)
             .where(
