@@ -358,6 +358,33 @@ async def write_with_children(
     return len(records)
 
 
+async def tombstone_children(
+    session: AsyncSession,
+    child_sets: Sequence[ChildSet],
+    tenant_id: int,
+    owner_id: int,
+    *,
+    deleted_at: datetime,
+    source: str,
+) -> None:
+    """A deleted record's children go with it (a deleted product's variants, an order's line
+    items and refunds, an inventory item's levels): Shopify deletes them together and sends
+    no notice for each."""
+    for child in child_sets:
+        table = cast(Table, child.model.__table__)
+        owner = table.c[child.owner_key or child.parent_key]
+        await session.execute(
+            update(table)
+            .where(
+                table.c.tenant_id == tenant_id,
+                owner == owner_id,
+                table.c.deleted_at.is_(None),
+            )
+            .values(deleted_at=deleted_at, synced_at=utcnow(), source=source)
+            .execution_options(synchronize_session=False)
+        )
+
+
 async def write_child_body(
     session: AsyncSession,
     child: ChildSet,

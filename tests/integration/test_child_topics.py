@@ -18,6 +18,7 @@ from models import (
     Fulfillment,
     InventoryItem,
     InventoryLevel,
+    OrderLineItem,
     OrderRefund,
     OrderRefundLineItem,
     OrderTransaction,
@@ -465,3 +466,35 @@ async def test_an_order_payload_does_not_tombstone_children_created_after_it(
     [fulfillment] = await rows(backend, Fulfillment)
     assert refund.deleted_at is None
     assert fulfillment.deleted_at is not None
+
+
+async def test_a_deleted_record_takes_its_children_with_it(
+    backend: Backend, served: ServedApp, http: httpx.AsyncClient
+) -> None:
+    await create_tenant(backend.sessions)
+    for topic in (
+        "orders/cancelled",
+        "order_transactions/create",
+        "products/create",
+        "inventory_items/create",
+        "inventory_levels/update",
+    ):
+        assert await post(http, served, topic, sample_payload(topic)) == "processed"
+    kinds = (
+        OrderLineItem,
+        OrderRefund,
+        OrderRefundLineItem,
+        OrderTransaction,
+        Fulfillment,
+        ProductVariant,
+        InventoryLevel,
+    )
+    for model in kinds:
+        found = await rows(backend, model)
+        assert found, model
+        assert all(row.deleted_at is None for row in found), model
+
+    for topic in ("orders/delete", "products/delete", "inventory_items/delete"):
+        assert await post(http, served, topic, sample_payload(topic)) == "processed"
+    for model in kinds:
+        assert all(row.deleted_at is not None for row in await rows(backend, model)), model
