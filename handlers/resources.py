@@ -543,7 +543,6 @@ TOPIC_SCOPES: Mapping[str, tuple[str, ...]] = {
     # read_orders does not cover fulfillments' topics.
     "fulfillments/create": ("read_fulfillments",),
     "fulfillments/update": ("read_fulfillments",),
-    "orders/delete": ("read_orders",),
     "inventory_levels/connect": ("read_inventory",),
     "inventory_levels/update": ("read_inventory",),
     "inventory_levels/disconnect": ("read_inventory",),
