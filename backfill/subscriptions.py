@@ -31,7 +31,7 @@ from backfill.client import AdminClient, BackfillError
 from backfill.queries import RESOURCES
 from backfill.runner import BackfillEnvironment, admin_client_for, hold_shop_id
 from handlers import handled_topics
-from handlers.resources import accepted_scopes, topic_resource_name
+from handlers.resources import accepted_scopes, required_scopes, topic_resource_name
 from handlers.shop_identity import COMPLIANCE_TOPICS
 from models import Tenant, WebhookSubscription, utcnow
 from models.statuses import TenantStatus
@@ -105,6 +105,13 @@ def intended_topics() -> list[str]:
 
 
 INTENDED_TOPICS: tuple[str, ...] = tuple(intended_topics())
+
+
+def app_scopes() -> list[str]:
+    """The access scopes the app must be granted: those of every topic it subscribes to
+    (the backfill reads the same resources, so it needs no others)."""
+    return required_scopes(INTENDED_TOPICS)
+
 
 # Enum -> REST is built from the topics we know rather than by splitting the enum:
 # BULK_OPERATIONS_FINISH is `bulk_operations/finish` but ORDERS_PARTIALLY_FULFILLED is

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, update
+from sqlalchemy import ColumnElement, Table, and_, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.normalize import PayloadError, Record, parse_shopify_id
@@ -47,6 +48,10 @@ class ChildList:
     records: list[Record]
     complete: bool
     existing: frozenset[int] | None = None
+    # The parent's `updated_at` in the payload: a child created after it is not in the list
+    # because the payload predates it (a refund whose refunds/create came first), not because
+    # it is gone, so it is not tombstoned.
+    as_of: datetime | None = None
 
     def given(self, key: str) -> set[Any]:
         return {record[key] for record in self.records}
@@ -290,7 +295,9 @@ async def write_children(
         for record in records:
             found = grandchild.read(record["raw"], record["shopify_id"], graphql=_is_node(record))
             if found is not None:
-                nested[record["shopify_id"]] = found
+                nested[record["shopify_id"]] = replace(
+                    found, as_of=record.get("shopify_updated_at")
+                )
                 if grandchild.owner_key and child.parent_key in record:
                     owners[record["shopify_id"]] = {grandchild.owner_key: record[child.parent_key]}
         if nested:
@@ -317,15 +324,29 @@ async def _tombstone_missing(
     table = cast(Table, child.model.__table__)
     parent_column = table.c[child.parent_key]
     now = utcnow()
-    for batch in _batches(lists):
+    # Ids are unique per store and a child has one parent, so "not among any of these
+    # parents' listed children" is "not among its own parent's". A key that is not an id (a
+    # level's location, shared by every item stocked there) is compared parent by parent.
+    unique = child.child_key == "shopify_id"
+    batches = _batches(lists) if unique else ([parent] for parent in lists)
+    created = table.c.shopify_created_at
+    for batch in batches:
         kept = sorted({key for parent in batch for key in _kept(lists[parent], child.child_key)})
-        # Ids are unique per store and a child has one parent, so "not among any of these
-        # parents' listed children" is "not among its own parent's".
+        by_time: dict[datetime | None, list[int]] = {}
+        for parent in batch:
+            by_time.setdefault(lists[parent].as_of, []).append(parent)
+        scopes: list[ColumnElement[bool]] = [
+            parent_column.in_(parents)
+            if as_of is None
+            else and_(parent_column.in_(parents), or_(created.is_(None), created <= as_of))
+            for as_of, parents in by_time.items()
+        ]
         statement = (
             update(table)
             .where(
                 table.c.tenant_id == tenant_id,
                 parent_column.in_(batch),
+                or_(*scopes),
                 table.c.deleted_at.is_(None),
                 table.c[child.child_key].not_in(kept),
             )
@@ -344,7 +365,7 @@ def _batches(lists: Mapping[int, ChildList]) -> Iterable[list[int]]:
     batch: list[int] = []
     size = 0
     for parent, listed in lists.items():
-        count = len(listed.records) + len(listed.existing or ()) + 1
+        count = len(listed.records) + len(listed.existing or ()) + 3
         if batch and size + count > _MAX_IDS_PER_STATEMENT:
             yield batch
             batch, size = [], 0
@@ -382,10 +403,38 @@ async def write_with_children(
         for parent_id in sorted(applied):
             found = child.read(chosen[parent_id][1], parent_id, graphql=graphql)
             if found is not None:
-                lists[parent_id] = found
+                as_of = chosen[parent_id][0].get("shopify_updated_at")
+                lists[parent_id] = replace(found, as_of=as_of)
         if lists:
             await write_children(session, child, tenant_id, lists, source=source)
     return len(records)
+
+
+async def tombstone_children(
+    session: AsyncSession,
+    child_sets: Sequence[ChildSet],
+    tenant_id: int,
+    owner_id: int,
+    *,
+    deleted_at: datetime,
+    source: str,
+) -> None:
+    """A deleted record's children go with it (a deleted product's variants, an order's line
+    items and refunds, an inventory item's levels): Shopify deletes them together and sends
+    no notice for each."""
+    for child in child_sets:
+        table = cast(Table, child.model.__table__)
+        owner = table.c[child.owner_key or child.parent_key]
+        await session.execute(
+            update(table)
+            .where(
+                table.c.tenant_id == tenant_id,
+                owner == owner_id,
+                table.c.deleted_at.is_(None),
+            )
+            .values(deleted_at=deleted_at, synced_at=utcnow(), source=source)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def write_child_body(

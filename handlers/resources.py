@@ -9,6 +9,7 @@ its table and migration, and its normaliser.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from handlers.normalize import (
 )
 from handlers.normalize_children import (
     ADDRESS_COLUMNS,
+    LEVEL_QUANTITIES,
     normalize_address,
     normalize_fulfillment,
     normalize_inventory_item,
@@ -479,7 +481,8 @@ def _level(item: Any, parent: Mapping[str, Any], graphql: bool) -> Record:
     return normalize_inventory_level(item)
 
 
-LEVEL_QUANTITY_NAMES = '["available", "on_hand", "committed", "incoming"]'
+# The names the level columns hold, as a GraphQL list literal (JSON strings are GraphQL's).
+LEVEL_QUANTITY_NAMES = json.dumps(list(LEVEL_QUANTITIES))
 
 INVENTORY_LEVELS = ChildSet(
     model=InventoryLevel,
@@ -592,7 +595,6 @@ TOPIC_SCOPES: Mapping[str, tuple[str, ...]] = {
     # read_orders does not cover fulfillments' topics.
     "fulfillments/create": ("read_fulfillments",),
     "fulfillments/update": ("read_fulfillments",),
-    "orders/delete": ("read_orders",),
     "inventory_levels/connect": ("read_inventory",),
     "inventory_levels/update": ("read_inventory",),
     "inventory_levels/disconnect": ("read_inventory",),

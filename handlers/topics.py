@@ -7,7 +7,12 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.children import ChildSet, write_child_body, write_with_children
+from handlers.children import (
+    ChildSet,
+    tombstone_children,
+    write_child_body,
+    write_with_children,
+)
 from handlers.context import EventContext, Handler
 from handlers.normalize import normalize_purchasing_summary, parse_shopify_id, parse_timestamp
 from handlers.normalize_children import normalize_inventory_level
@@ -39,7 +44,8 @@ def upsert_handler(resource: Resource) -> Handler:
 
 
 def delete_handler(resource: Resource) -> Handler:
-    """The handler of a deletion notice: a tombstone, final (see `tombstone`)."""
+    """The handler of a deletion notice: a tombstone, final (see `tombstone`), for the record
+    and its children."""
     model = resource.model
 
     async def handle(session: AsyncSession, context: EventContext, payload: dict[str, Any]) -> None:
@@ -50,6 +56,14 @@ def delete_handler(resource: Resource) -> Handler:
             context.tenant_id,
             shopify_id,
             # Our receipt time, not X-Shopify-Triggered-At: headers are not signed.
+            deleted_at=context.received_at,
+            source="webhook",
+        )
+        await tombstone_children(
+            session,
+            resource.child_sets,
+            context.tenant_id,
+            shopify_id,
             deleted_at=context.received_at,
             source="webhook",
         )

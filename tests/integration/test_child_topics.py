@@ -18,6 +18,7 @@ from models import (
     Fulfillment,
     InventoryItem,
     InventoryLevel,
+    OrderLineItem,
     OrderRefund,
     OrderRefundLineItem,
     OrderTransaction,
@@ -435,3 +436,65 @@ async def test_every_new_sample_fits_its_topic(
 ) -> None:
     await create_tenant(backend.sessions)
     assert await post(http, served, topic, sample_payload(topic)) == "processed"
+
+
+async def test_an_order_payload_does_not_tombstone_children_created_after_it(
+    backend: Backend, served: ServedApp, http: httpx.AsyncClient
+) -> None:
+    await create_tenant(backend.sessions)
+    # The refund (created 2026-11-22) and the fulfillment (2026-11-21) arrive first ...
+    assert await post(http, served, "refunds/create", sample_payload("refunds/create")) == (
+        "processed"
+    )
+    assert await post(
+        http, served, "fulfillments/create", sample_payload("fulfillments/create")
+    ) == "processed"  # fmt: skip
+    # ... then the order as it stood on 2026-11-20, without either: its lists are complete,
+    # but older than both children, which therefore stay.
+    order = sample_payload("orders/create")
+    assert (order["refunds"], order["fulfillments"]) == ([], [])
+    assert await post(http, served, "orders/create", order) == "processed"
+    [refund] = await rows(backend, OrderRefund)
+    [fulfillment] = await rows(backend, Fulfillment)
+    assert (refund.deleted_at, fulfillment.deleted_at) == (None, None)
+
+    # The order as it stands later, without the fulfillment: that one is gone.
+    later = copy.deepcopy(order) | {"updated_at": "2026-11-25T09:00:00-05:00"}
+    later["refunds"] = [sample_payload("refunds/create")]
+    assert await post(http, served, "orders/updated", later) == "processed"
+    [refund] = await rows(backend, OrderRefund)
+    [fulfillment] = await rows(backend, Fulfillment)
+    assert refund.deleted_at is None
+    assert fulfillment.deleted_at is not None
+
+
+async def test_a_deleted_record_takes_its_children_with_it(
+    backend: Backend, served: ServedApp, http: httpx.AsyncClient
+) -> None:
+    await create_tenant(backend.sessions)
+    for topic in (
+        "orders/cancelled",
+        "order_transactions/create",
+        "products/create",
+        "inventory_items/create",
+        "inventory_levels/update",
+    ):
+        assert await post(http, served, topic, sample_payload(topic)) == "processed"
+    kinds = (
+        OrderLineItem,
+        OrderRefund,
+        OrderRefundLineItem,
+        OrderTransaction,
+        Fulfillment,
+        ProductVariant,
+        InventoryLevel,
+    )
+    for model in kinds:
+        found = await rows(backend, model)
+        assert found, model
+        assert all(row.deleted_at is None for row in found), model
+
+    for topic in ("orders/delete", "products/delete", "inventory_items/delete"):
+        assert await post(http, served, topic, sample_payload(topic)) == "processed"
+    for model in kinds:
+        assert all(row.deleted_at is not None for row in await rows(backend, model)), model

@@ -20,6 +20,7 @@ from tests.factories import create_tenant
 from tests.fakeshop.schema import check_document
 
 ITEM = 44120958369853
+OTHER_ITEM = 44120958402621
 NEAR, FAR = 98765432101, 98765432102
 
 
@@ -37,9 +38,9 @@ def test_the_declared_item_and_level_selection_is_valid_in_the_real_schema() -> 
     assert (checked.errors, checked.deprecated) == ((), ())
 
 
-def level_node(location: int, available: int, updated: str) -> dict[str, Any]:
+def level_node(location: int, available: int, updated: str, item: int = ITEM) -> dict[str, Any]:
     return {
-        "id": f"gid://shopify/InventoryLevel/{location}?inventory_item_id={ITEM}",
+        "id": f"gid://shopify/InventoryLevel/{location}?inventory_item_id={item}",
         "isActive": True,
         "createdAt": "2026-11-18T19:02:31Z",
         "updatedAt": updated,
@@ -53,9 +54,9 @@ def level_node(location: int, available: int, updated: str) -> dict[str, Any]:
     }
 
 
-def item_node(updated: str, *levels: dict[str, Any]) -> dict[str, Any]:
+def item_node(updated: str, *levels: dict[str, Any], item: int = ITEM) -> dict[str, Any]:
     return {
-        "id": f"gid://shopify/InventoryItem/{ITEM}",
+        "id": f"gid://shopify/InventoryItem/{item}",
         "sku": "CCT-WHT-S",
         "tracked": True,
         "requiresShipping": True,
@@ -72,7 +73,7 @@ def item_node(updated: str, *levels: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def write(backend: Backend, tenant_id: int, node: dict[str, Any]) -> None:
+async def write(backend: Backend, tenant_id: int, *nodes: dict[str, Any]) -> None:
     engine = create_engine(as_app_role(backend.url))
     try:
         async with create_session_factory(engine)() as session, session.begin():
@@ -83,7 +84,7 @@ async def write(backend: Backend, tenant_id: int, node: dict[str, Any]) -> None:
                 INVENTORY_ITEMS.children,
                 normalize_inventory_item,
                 tenant_id,
-                [node],
+                list(nodes),
                 graphql=True,
                 source="backfill",
             )
@@ -123,17 +124,30 @@ async def test_item_nodes_write_their_levels_and_a_vanished_level_is_tombstoned(
         (ITEM, FAR, 7, 9, 2, 5, None),
     ]  # fmt: skip
 
-    # Later the item is no longer stocked far away: its complete connection lacks that level.
+    # Later the item is no longer stocked far away: its complete connection lacks that level,
+    # while another item on the same page is stocked there (the location alone names no level).
     await write(
         backend,
         tenant_id,
         item_node("2026-11-25T10:00:00Z", level_node(NEAR, 40, "2026-11-25T10:00:00Z")),
+        item_node(
+            "2026-11-25T10:00:00Z",
+            level_node(FAR, 3, "2026-11-25T10:00:00Z", item=OTHER_ITEM),
+            item=OTHER_ITEM,
+        ),
     )
     async with backend.sessions() as session:
         found = {
             level.location_shopify_id: level
-            for level in await session.scalars(select(InventoryLevel))
+            for level in await session.scalars(
+                select(InventoryLevel).where(InventoryLevel.inventory_item_shopify_id == ITEM)
+            )
         }
     assert (found[NEAR].available, found[NEAR].deleted_at) == (40, None)
     assert found[FAR].deleted_at is not None
     assert found[FAR].available == 7
+    async with backend.sessions() as session:
+        [other] = await session.scalars(
+            select(InventoryLevel).where(InventoryLevel.inventory_item_shopify_id == OTHER_ITEM)
+        )
+    assert (other.location_shopify_id, other.available, other.deleted_at) == (FAR, 3, None)

@@ -14,6 +14,7 @@ from backfill.subscriptions import (
     SubscriptionPlan,
     SubscriptionReport,
     _apply,
+    app_scopes,
     enum_topic,
     intended_topics,
     plan,
@@ -255,14 +256,18 @@ def test_each_topic_asks_for_a_scope_shopify_accepts_for_it(topic: str) -> None:
 
 
 def test_the_scopes_the_app_needs_are_listed_once_in_order() -> None:
-    assert required_scopes(INTENDED_TOPICS) == [
-        "read_customers",
-        "read_fulfillments",
-        "read_inventory",
-        "read_locations",
-        "read_orders",
-        "read_products",
-    ]
+    assert (
+        app_scopes()
+        == required_scopes(INTENDED_TOPICS)
+        == [
+            "read_customers",
+            "read_fulfillments",
+            "read_inventory",
+            "read_locations",
+            "read_orders",
+            "read_products",
+        ]
+    )
 
 
 def test_a_refusal_names_the_scope_only_when_the_app_lacks_it() -> None:
