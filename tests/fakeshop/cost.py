@@ -51,6 +51,7 @@ class CostWalk:
     fragments: dict[str, FragmentDefinitionNode]
     variables: Any
     problems: list[dict[str, Any]] = field(default_factory=list)
+    items_depth: int = 0
 
     def _size(self, parent: GraphQLObjectType, node: FieldNode, path: list[str]) -> int:
         definition = parent.fields[node.name.value]
@@ -139,6 +140,10 @@ class CostWalk:
         key = node.alias.value if node.alias else name
         value = data.get(key) if actual and isinstance(data, Mapping) else None
         if actual and value is None:
+            if self.items_depth:
+                # Inside a connection's items objects are priced as requested (the simulator's
+                # long-standing rule); only nested connections count what came back.
+                return self.field(node, parent, None, False, path)
             return 0  # a null object (or an error) was not paid for
         if is_connection(named):
             return self.connection(node, parent, named, value, actual, [*path, key])  # type: ignore[arg-type]
@@ -185,16 +190,28 @@ class CostWalk:
                 cost += self.field(selection, named, value, actual, path)
                 continue
             item_type = get_named_type(named.fields[name].type)
-            # Price one item statically; actual cost multiplies by what really came back.
-            item = self.selection(selection.selection_set, item_type, None, False, [*path, key])
-            if name == "nodes":
-                item += 1
+            own = 1 if name == "nodes" else 0  # an edge's node is priced inside the edge
             if actual:
+                # What really came back, item by item, so nested connections count the
+                # nodes they returned.
                 items = value.get(key) if isinstance(value, Mapping) else None
-                size = len(items) if isinstance(items, list) else 0
-            else:
-                size = requested_size
-            cost += size * item
+                self.items_depth += 1
+                try:
+                    cost += sum(
+                        own
+                        + self.selection(
+                            selection.selection_set, item_type, item, True, [*path, key]
+                        )
+                        for item in (items if isinstance(items, list) else [])
+                        if item is not None
+                    )
+                finally:
+                    self.items_depth -= 1
+                continue
+            item = own + self.selection(
+                selection.selection_set, item_type, None, False, [*path, key]
+            )
+            cost += requested_size * item
         return cost
 
 

@@ -256,6 +256,9 @@ def test_nested_connections_multiply_their_cost(server: FakeShopServer) -> None:
     fits = "{ orders(first: 10) { nodes { id lineItems(first: 50) { nodes { id } } } } }"
     body = graphql(server, store, fits)
     assert body["extensions"]["cost"]["requestedQueryCost"] == 2 + 10 * (1 + 2 + 50 * 1)
+    # Actual cost counts the line items that came back (refunded to the bucket).
+    returned = [len(order["lineItems"]["nodes"]) for order in body["data"]["orders"]["nodes"]]
+    assert body["extensions"]["cost"]["actualQueryCost"] == 2 + sum(1 + 2 + n for n in returned)
     # A plain list sized by first: priced like a connection's nodes.
     listed = "{ orders(first: 10) { nodes { id refunds(first: 5) { id } } } }"
     body = graphql(server, store, listed)
