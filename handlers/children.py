@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, or_, update
+from sqlalchemy import ColumnElement, Table, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.normalize import PayloadError, Record, parse_shopify_id
 from handlers.records import RowModel, upsert_applied, upsert_records
-from models import ShopRecord, utcnow
+from models import Base, ShopRecord, utcnow
 
 log = logging.getLogger("shopify_receiver.handlers")
 
@@ -102,6 +102,12 @@ class ChildSet:
     # REST: the parent's key listing every child's gid (`variant_gids`), even when
     # `rest_key`'s list was cut short.
     rest_ids_key: str | None = None
+    # Rows that never change once made (transactions, refunds): written from any version of
+    # the parent, an older one too (whose list then removes nothing).
+    append_only: bool = False
+    # Columns elsewhere naming one of these by id (table, column), which Shopify reads null
+    # once it is deleted (a line item's variant): nulled when the child is tombstoned.
+    referenced_as: tuple[tuple[str, str], ...] = ()
     # Topics whose body is one child, the body's key naming its parent (`order_id`), and the
     # keys such a body must have to be one (dispatch's body checks).
     topics: tuple[str, ...] = ()
@@ -354,6 +360,36 @@ async def _tombstone_missing(
             .execution_options(synchronize_session=False)
         )
         await session.execute(statement)
+        if child.referenced_as:
+            gone = select(table.c.shopify_id).where(
+                table.c.tenant_id == tenant_id,
+                parent_column.in_(batch),
+                table.c.deleted_at == now,
+            )
+            await forget_references(session, child.referenced_as, tenant_id, gone)
+
+
+async def forget_references(
+    session: AsyncSession,
+    references: Sequence[tuple[str, str]],
+    tenant_id: int,
+    ids: Any,
+) -> None:
+    """Null the columns that name a deleted record (`ids`: a select of its ids), as
+    Shopify's own answers do from then on, though it sends no update for them."""
+    for table_name, column_name in references:
+        table = _table(table_name)
+        column = table.c[column_name]
+        await session.execute(
+            update(table)
+            .where(table.c.tenant_id == tenant_id, column.in_(ids))
+            .values({column_name: None})
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _table(name: str) -> Table:
+    return Base.metadata.tables[name]
 
 
 def _kept(listed: ChildList, key: str) -> set[Any]:
@@ -398,12 +434,32 @@ async def write_with_children(
     if not children:
         return await upsert_records(session, model, tenant_id, records, source=source)
     applied = await upsert_applied(session, model, tenant_id, records, source=source)
+    refused = sorted(set(chosen) - applied)
+    deleted: set[int] = set()
+    if refused and any(child.append_only for child in children):
+        # A deleted record's children stay deleted, facts or not.
+        deleted = set(
+            await session.scalars(
+                select(model.shopify_id).where(
+                    model.tenant_id == tenant_id,
+                    model.shopify_id.in_(refused),
+                    model.deleted_at.is_not(None),
+                )
+            )
+        )
     for child in children:
         lists: dict[int, ChildList] = {}
-        for parent_id in sorted(applied):
+        # Children that are facts once made (a transaction, a refund) are kept from any
+        # version of the parent, even one older than the stored row, which may not carry
+        # them at all (REST order bodies list no transactions); such an older list removes
+        # nothing.
+        parents = sorted(set(chosen) - deleted) if child.append_only else sorted(applied)
+        for parent_id in parents:
             found = child.read(chosen[parent_id][1], parent_id, graphql=graphql)
             if found is not None:
                 as_of = chosen[parent_id][0].get("shopify_updated_at")
+                if parent_id not in applied:
+                    found = replace(found, complete=False, existing=None)
                 lists[parent_id] = replace(found, as_of=as_of)
         if lists:
             await write_children(session, child, tenant_id, lists, source=source)
@@ -425,6 +481,11 @@ async def tombstone_children(
     for child in child_sets:
         table = cast(Table, child.model.__table__)
         owner = table.c[child.owner_key or child.parent_key]
+        if child.referenced_as:
+            live = select(table.c.shopify_id).where(
+                table.c.tenant_id == tenant_id, owner == owner_id, table.c.deleted_at.is_(None)
+            )
+            await forget_references(session, child.referenced_as, tenant_id, live)
         await session.execute(
             update(table)
             .where(

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, or_, update
+from sqlalchemy import ColumnElement, Table, and_, case, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.normalize import Record
@@ -193,12 +193,16 @@ async def tombstone_row(
     deleted_at: datetime,
     raw: dict[str, Any],
     source: str,
+    untimed: bool = False,
 ) -> None:
     """Mark the row with this key deleted at `deleted_at`, creating it if need be.
 
     A final tombstone is set once. A revivable one (a disconnected inventory level) is the
     removal's time on Shopify's clock: it applies only when not older than the stored row's
     `shopify_updated_at`, and a later record newer than it revives the row (`upsert_records`).
+    An `untimed` removal (its body carries no time; `deleted_at` is our receipt) removes
+    the row as we hold it: it is dated no earlier than the stored `shopify_updated_at`, so
+    only a record newer than the state it removed revives the row, whatever our clock says.
     """
     table = cast(Table, model.__table__)
     statement = insert_on_conflict(session, table).values(
@@ -215,7 +219,20 @@ async def tombstone_row(
         "synced_at": excluded.synced_at,
     }
     where: ColumnElement[bool]
-    if model.revivable:
+    if model.revivable and untimed:
+        changes |= {
+            "raw": excluded.raw,
+            "source": excluded.source,
+            "deleted_at": case(
+                (
+                    table.c.shopify_updated_at > excluded.deleted_at,
+                    table.c.shopify_updated_at,
+                ),
+                else_=excluded.deleted_at,
+            ),
+        }
+        where = table.c.deleted_at.is_(None)
+    elif model.revivable:
         changes |= {"raw": excluded.raw, "source": excluded.source}
         where = and_(
             or_(table.c.deleted_at.is_(None), excluded.deleted_at > table.c.deleted_at),

@@ -100,6 +100,8 @@ class Resource:
     counted: bool = True
     # The QueryRoot connection when it is not spelled like the table (`inventoryItems`).
     graphql_name: str | None = None
+    # Columns elsewhere naming a record by id that Shopify reads null once it is deleted.
+    referenced_as: tuple[tuple[str, str], ...] = ()
 
     @property
     def table(self) -> str:
@@ -244,6 +246,7 @@ ORDER_CHILDREN = (
           id createdAt note processedAt totalRefundedSet {{ {_MONEY} }}""",
         first=2,
         node_cost=3,
+        append_only=True,
         # Staff write what the customer said about the return in it.
         personal_fields=("note",),
         children=(REFUND_LINE_ITEMS, REFUND_TRANSACTIONS),
@@ -263,6 +266,7 @@ ORDER_CHILDREN = (
           parentTransaction {{ id }} amountSet {{ {_MONEY} }}""",
         first=3,
         node_cost=4,
+        append_only=True,
         typename="OrderTransaction",
         topics=("order_transactions/create",),
         rest_parent_key="order_id",
@@ -303,6 +307,8 @@ PRODUCT_VARIANTS = ChildSet(
     node_cost=3,
     # products/* bodies cut `variants` short but list every variant's gid in `variant_gids`.
     rest_ids_key="variant_gids",
+    # A line item's variant reads null once the variant is deleted.
+    referenced_as=(("order_line_items", "variant_shopify_id"),),
     typename="ProductVariant",
 )
 
@@ -396,6 +402,8 @@ PRODUCTS = Resource(
     upsert_topics=("products/create", "products/update"),
     delete_topics=("products/delete",),
     children=(PRODUCT_VARIANTS,),
+    # A line item's product reads null once the product is deleted.
+    referenced_as=(("order_line_items", "product_shopify_id"),),
     dashboard=DashboardCount("Products"),
 )
 

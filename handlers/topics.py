@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.children import (
     ChildSet,
+    forget_references,
     tombstone_children,
     write_child_body,
     write_with_children,
@@ -18,7 +19,7 @@ from handlers.normalize import normalize_purchasing_summary, parse_shopify_id, p
 from handlers.normalize_children import normalize_inventory_level
 from handlers.records import apply_purchasing_summary, tombstone, tombstone_row, upsert_records
 from handlers.resources import Resource
-from models import InventoryLevel, Order, SyncJob, Tenant, utcnow
+from models import InventoryLevel, Order, ProductVariant, SyncJob, Tenant, utcnow
 from models.statuses import SyncStatus, TenantStatus
 from models.upsert import insert_on_conflict
 
@@ -67,6 +68,7 @@ def delete_handler(resource: Resource) -> Handler:
             deleted_at=context.received_at,
             source="webhook",
         )
+        await forget_references(session, resource.referenced_as, context.tenant_id, [shopify_id])
 
     handle.__name__ = f"delete_{resource.name}"
     return handle
@@ -88,13 +90,9 @@ async def upsert_inventory_level(
     """inventory_levels/connect and /update: the level as of its `updated_at`, which also
     revives a level disconnected before that time. Shopify builds the body when it sends it,
     so two quick changes may both carry the final `available`: harmless, as each is a state."""
-    await upsert_records(
-        session,
-        InventoryLevel,
-        context.tenant_id,
-        [normalize_inventory_level(payload)],
-        source="webhook",
-    )
+    record = normalize_inventory_level(payload)
+    await upsert_records(session, InventoryLevel, context.tenant_id, [record], source="webhook")
+    await recount_variant_stock(session, context.tenant_id, record["inventory_item_shopify_id"])
 
 
 async def disconnect_inventory_level(
@@ -102,9 +100,10 @@ async def disconnect_inventory_level(
 ) -> None:
     """inventory_levels/disconnect: the item is no longer stocked at the location.
 
-    The tombstone is dated by the body's `updated_at` when it has one, else by our receipt
-    (the body carries only the two ids; headers are not signed): a connect or update newer
-    than that revives the level, an older one (a late or replayed delivery) does not."""
+    The tombstone is dated by the body's `updated_at` when it has one; else (the body carries
+    only the two ids; headers are not signed) it removes the level as we hold it: a connect
+    or update newer than that state revives the level, an older one (a late or replayed
+    delivery) does not."""
     record = normalize_inventory_level(payload)
     await tombstone_row(
         session,
@@ -117,6 +116,35 @@ async def disconnect_inventory_level(
         deleted_at=record["shopify_updated_at"] or context.received_at,
         raw=record["raw"],
         source="webhook",
+        untimed=record["shopify_updated_at"] is None,
+    )
+    await recount_variant_stock(session, context.tenant_id, record["inventory_item_shopify_id"])
+
+
+async def recount_variant_stock(session: AsyncSession, tenant_id: int, item_id: int) -> None:
+    """A variant's `inventory_quantity` is what its item has available at every location it
+    is stocked at. Shopify reports a stock change on inventory_levels/* alone (the product's
+    updated_at does not move, no products/update comes), so the variant row follows the
+    levels we hold; a later products/* body or backfill page sets it from Shopify again."""
+    levels = InventoryLevel.__table__
+    stocked = (
+        select(func.coalesce(func.sum(levels.c.available), 0))
+        .where(
+            levels.c.tenant_id == tenant_id,
+            levels.c.inventory_item_shopify_id == item_id,
+            levels.c.deleted_at.is_(None),
+        )
+        .scalar_subquery()
+    )
+    await session.execute(
+        update(ProductVariant)
+        .where(
+            ProductVariant.tenant_id == tenant_id,
+            ProductVariant.inventory_item_shopify_id == item_id,
+            ProductVariant.deleted_at.is_(None),
+        )
+        .values(inventory_quantity=stocked)
+        .execution_options(synchronize_session=False)
     )
 
 

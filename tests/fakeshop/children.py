@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -429,8 +430,22 @@ class OrderChildren:
         override = dict.get(node, "_orderBundle")
         if override is not None:
             return override  # type: ignore[no-any-return]
-        made: dict[str, Any] = node.memo("__bundle", lambda: self.generate(node.index, node))
+        made: dict[str, Any] = node.memo("__bundle", lambda: self._generate_as_placed(node))
         return made
+
+    def _generate_as_placed(self, node: LazyNode) -> dict[str, Any]:
+        """A generated order's children come from the order as it was generated: changing
+        its status or totals later (update_order) adds no transaction and removes none, as
+        on Shopify, where such changes come with their own children (add_refund, ...)."""
+        orders = self.store.orders
+        if node.index < orders.generated:
+            original = orders.build(node.index, *orders.generated_times(node.index))
+            return self.generate(node.index, original)
+        # A created order: its children as first read (its create webhook reads them).
+        placed: dict[int, dict[str, Any]] = self.__dict__.setdefault("_placed", {})
+        if node.index not in placed:
+            placed[node.index] = self.generate(node.index, node)
+        return copy.deepcopy(placed[node.index])
 
     def lazies(self) -> dict[str, Callable[[LazyNode], Any]]:
         bundle = self.bundle
@@ -540,15 +555,29 @@ class OrderChildren:
         store = self.store
         products = store.products
         number = LINE_ITEM_ID_BASE + index * LINE_ITEM_STRIDE + position
+        # What was bought is kept on the line item as it was when the order was placed: the
+        # product's title and vendor, the variant's title and sku. Its product and variant
+        # references read null once those are deleted (Shopify: "null if the product has been
+        # deleted"), and no order update is sent for any of it.
+        generated = product_index < products.generated
         product = products.node(product_index) if products.generated else None
+        original = (
+            products.build(product_index, *products.generated_times(product_index))
+            if generated
+            else product
+        )
         variant_id: str | None = None
         variant_title = None
         sku = None
-        if product is not None:
+        if original is not None:
             # The variant's identity without generating the product's variants (and their
             # inventory): a bulk export of a million orders' line items stays cheap.
             catalogue = store.product_children
-            specs = catalogue.specs(product_index, product)
+            specs = (
+                catalogue.default_specs(product_index)
+                if generated
+                else catalogue.specs(product_index, original)
+            )
             if specs:
                 spec = specs[(value >> 20) % len(specs)]
                 title, _ = catalogue.identity(product_index, spec["k"], len(specs))
@@ -556,10 +585,15 @@ class OrderChildren:
                 title = fields.get("title", title)
                 variant_title = None if title == "Default Title" else title
                 sku = fields.get("sku", f"SKU-{product_index}-{spec['k'] + 1}")
-                variant_id = gid(
-                    "ProductVariant", VARIANT_ID_BASE + product_index * VARIANT_STRIDE + spec["k"]
+                still_sold = product is not None and any(
+                    current["k"] == spec["k"] for current in catalogue.specs(product_index, product)
                 )
-        title = product["title"] if product else "Removed product"
+                if still_sold:
+                    variant_id = gid(
+                        "ProductVariant",
+                        VARIANT_ID_BASE + product_index * VARIANT_STRIDE + spec["k"],
+                    )
+        title = original["title"] if original else "Removed product"
         return {
             "__typename": "LineItem",
             "id": gid("LineItem", number),
@@ -567,7 +601,7 @@ class OrderChildren:
             "title": title,
             "variantTitle": variant_title,
             "sku": sku,
-            "vendor": product["vendor"] if product else None,
+            "vendor": original["vendor"] if original else None,
             "quantity": quantity,
             "currentQuantity": quantity,
             "unfulfilledQuantity": quantity,

@@ -829,7 +829,8 @@ class FakeStore:
             ),
             None,
         )
-        if level is not None:
+        # No topic: the caller sends its own (a disconnect's body is not a level's).
+        if level is not None and topic:
             self._emit(topic, self.webhooks.renderer.inventory_level(level), "products", index)
         return level
 

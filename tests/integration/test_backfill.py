@@ -34,6 +34,7 @@ from tests.conftest import TEST_ENCRYPTION_KEY, Backend, as_app_role
 from tests.factories import RECORD_COLUMNS, create_tenant, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, Fault, ManualClock
 from tests.fakeshop import select as project
+from tests.fakeshop.children import children_of
 
 SHOP = "backfill-store.myshopify.com"
 BOX = SecretBox([TEST_ENCRYPTION_KEY])
@@ -109,6 +110,8 @@ async def assert_database_equals_store(shop: Shop, samples: int = 25) -> None:
     store, backend = shop.store, shop.backend
     async with backend.sessions() as session:
         for resource, (model, normalize) in TARGETS.items():
+            if resource not in store.counts:
+                continue  # inventory items, one per variant: test_backfill_children.py
             live = await session.scalar(
                 select(func.count()).select_from(model).where(model.deleted_at.is_(None))
             )
@@ -151,12 +154,17 @@ async def test_incremental_pulls_only_what_changed_since_the_last_sync(shop):
     shop.clock.advance(60)
     shop.store.update_order(7, financial_status="refunded", total_price="1.23")
     shop.store.update_customer(3, first_name="Grace")
-    shop.store.create_product(title="Brand new")
+    product = shop.store.create_product(title="Brand new")
     second = await shop.sync("incremental")
     assert second.status == "succeeded"
     assert second.since is not None
     pulled = {name: state["count"] for name, state in second.progress.items()}
-    assert pulled == {"customers": 1, "products": 1, "orders": 1, "locations": 0}
+    # The new product's variants each came with a new inventory item.
+    items = len(children_of(shop.store.product_node(product), "variants"))
+    assert items >= 1
+    assert pulled == {
+        "customers": 1, "products": 1, "orders": 1, "locations": 0, "inventory_items": items
+    }  # fmt: skip
     await assert_database_equals_store(shop)
 
 

@@ -138,6 +138,8 @@ async def assert_database_equals_store(shop: Shop) -> None:
     hold is a tombstone."""
     rows = await rows_of(shop.backend, shop.tenant_id)
     for name, (_, normalize) in TARGETS.items():
+        if name not in shop.store.counts:
+            continue  # inventory items, one per variant (test_backfill_children.py)
         resource = shop.store.resource(name)
         expected = {}
         for index in range(resource.total):
