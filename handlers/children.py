@@ -97,6 +97,11 @@ class ChildSet:
     # REST: the parent's key listing every child's gid (`variant_gids`), even when
     # `rest_key`'s list was cut short.
     rest_ids_key: str | None = None
+    # The QueryRoot connection that lists this kind of child across the store
+    # (`productVariants`), and the child's field naming its parent there (`product`): reconcile
+    # compares such children on their own, by counts and updated_at windows. Empty: none.
+    root_field: str = ""
+    root_parent: str = ""
     # Topics whose body is one child, the body's key naming its parent (`order_id`), and the
     # keys such a body must have to be one (dispatch's body checks).
     topics: tuple[str, ...] = ()

@@ -311,3 +311,14 @@ def served(backend: Backend, served_apps: dict[str, ServedApp]) -> ServedApp:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def simulator_pending_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root fields reconcile queries that the simulator does not serve yet (see
+    tests/fakeshop_pending.py); none once it does."""
+    from tests.fakeshop import api
+    from tests.fakeshop_pending import missing_root_fields
+
+    for name, resolve in missing_root_fields().items():
+        monkeypatch.setitem(api.QUERY_ROOT, name, resolve)
