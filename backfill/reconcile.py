@@ -419,7 +419,8 @@ class _Reconciler:
             total = data.get(target.count_field) or {}
             report.shopify_count = total.get("count")
             report.count_precision = total.get("precision")
-        db_total, _, db_newest, report.unstamped = await self._db_summary(model)
+        # Rows without an updated_at are compared like the others here: nothing to report.
+        db_total, _, db_newest, _ = await self._db_summary(model)
         report.db_count, report.db_watermark = db_total, _text(db_newest)
         for child in target.children:
             _, _, child_newest, _ = await self._db_summary(child.model)

@@ -265,6 +265,8 @@ def test_reconcile_names_come_from_the_registry() -> None:
 
 async def test_a_clean_store_reports_clean_with_counts_on_both_sides(shop: Shop) -> None:
     await assert_tables_equal_store(shop)
+    dry = await shop.reconcile(repair=False)
+    assert (dry.status, dry.error) == ("clean", None), dry.report
     run = await shop.reconcile()
     assert (run.status, run.error) == ("clean", None), run.report
     expected = expected_rows(shop.store)
