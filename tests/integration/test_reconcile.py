@@ -470,7 +470,18 @@ async def test_reconcile_due_stores_picks_active_synced_stores_not_reconciled_la
 async def test_reconcile_command_reports_repairs_and_exit_codes(
     sqlite_url: str, tmp_path: Any
 ) -> None:
-    store = FakeStore(SHOP, seed=31, customers=30, products=20, orders=150, scope=ALL_ORDERS)
+    # A Shopify Plus store's rate (1,000 points/s, 20,000 held): on real time, pages priced
+    # with their children would otherwise wait for the bucket longer than a command is given.
+    store = FakeStore(
+        SHOP,
+        seed=31,
+        customers=30,
+        products=20,
+        orders=150,
+        scope=ALL_ORDERS,
+        restore_rate=1000.0,
+        maximum_available=20000,
+    )
     engine = create_engine(sqlite_url)
     backend = Backend("sqlite", sqlite_url, engine, create_session_factory(engine))
     await backend.truncate()
