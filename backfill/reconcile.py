@@ -12,7 +12,16 @@ window from Shopify and checking, by id, the rows we hold in it that Shopify did
 
 Not detected: a row altered without its count or window changing (a field edited in the
 database while `shopify_updated_at` stays put, or a lost create and a lost delete in the same
-window). `full=True` compares every record instead of counts.
+window; a variant's inventoryQuantity, which follows its levels without its updatedAt moving).
+`full=True` compares every record instead of counts.
+
+What is compared comes from the registry (handlers.resources.RECONCILE_TARGETS): each
+resource, and the children Shopify also lists on QueryRoot (`productVariants`, counted by
+`productVariantsCount`). A connection without an UPDATED_AT sort (variants) gives no oldest
+and newest updatedAt: its windows span ours, plus one back to the epoch and one on to a day
+past now. Resources Shopify neither sorts nor counts by updated_at (locations: few) or does
+not count at all (inventory items) are re-read whole with their children (levels) and
+compared row by row; what the read no longer lists is asked for by id, and tombstoned.
 """
 
 from __future__ import annotations
@@ -20,32 +29,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any, TypedDict, cast
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true, update
+from sqlalchemy import ColumnElement, Table, and_, exists, func, or_, select, true, update
 
 from backfill.client import AdminClient, BackfillError, CredentialsInvalid, QueryTooCostly
 from backfill.credentials import callable_store
-from backfill.queries import RESOURCES, Resource
-from backfill.runner import (
-    BackfillEnvironment,
-    admin_client_for,
-    normalize_node,
-    page_cost,
-    page_size_for,
-)
+from backfill.nested import MAX_PAGE, SINGLE_QUERY_LIMIT, complete_children
+from backfill.runner import BackfillEnvironment, admin_client_for, normalize_node
 from handlers import upsert_records
+from handlers.children import ChildList, ChildSet
 from handlers.errors import error_text, may_quote_data
-from handlers.normalize import Record, parse_timestamp
-from handlers.records import replace_record, tombstone
-from handlers.resources import parse_resource_names, reconciled_names
+from handlers.normalize import PayloadError, Record, parse_timestamp
+from handlers.records import RowModel, record_key, replace_record
+from handlers.resources import (
+    RECONCILE_TARGETS,
+    ReconcileBy,
+    ReconcileTarget,
+    parse_resource_names,
+    reconciled_names,
+)
 from models import ReconcileRun, ShopRecord, SyncJob, Tenant, utcnow
 from models.statuses import ReconcileStatus, ReconcileTrigger, SyncStatus, TenantStatus
 from models.tenancy import cross_store_transaction, tenant_transaction
+from models.upsert import affected_rows
 
 log = logging.getLogger("shopify_receiver.reconcile")
 
@@ -73,6 +84,13 @@ IN_FLIGHT = timedelta(minutes=5)
 # keeps an order that turns 60 days old during the run out of the comparison.
 RECENT_ORDERS = timedelta(days=59)
 STATUSES = tuple(ReconcileStatus)
+# Without Shopify's newest updatedAt, windows reach this far past now: past any clock skew
+# between us and Shopify, and past a write Shopify shows before its webhook reaches us.
+OPEN_HORIZON = timedelta(days=1)
+# `count_precision` of a count made by reading every record (no count field to ask).
+LISTED = "LISTED"
+# Parent ids per query when looking for orphaned children.
+MAX_IDS_PER_QUERY = 5000
 
 
 # A drifted window as a report lists it (`from` is a keyword, hence the functional form).
@@ -193,15 +211,15 @@ def _text(moment: datetime | None) -> str | None:
 # -- the documents (validated against Shopify's schema by the simulator's tests) --
 
 
-def summary_query(resource: Resource) -> str:
+def summary_query(resource: ReconcileTarget) -> str:
     """Exact total (limit: null; the default stops at 10,000 with precision AT_LEAST) and the
     oldest and newest updatedAt, in one request."""
     return (
         "query ReconcileSummary($query: String) {\n"
         f"  total: {resource.count_field}(query: $query, limit: null) {{ count precision }}\n"
-        f"  oldest: {resource.name}(first: 1, query: $query, sortKey: UPDATED_AT) "
+        f"  oldest: {resource.field}(first: 1, query: $query, sortKey: UPDATED_AT) "
         "{ nodes { id updatedAt } }\n"
-        f"  newest: {resource.name}(first: 1, query: $query, sortKey: UPDATED_AT, reverse: true) "
+        f"  newest: {resource.field}(first: 1, query: $query, sortKey: UPDATED_AT, reverse: true) "
         "{ nodes { id updatedAt } }\n"
         "}\n"
     )
@@ -214,7 +232,7 @@ query ReconcileScopes {
 """
 
 
-def counts_query(resource: Resource, windows: int) -> str:
+def counts_query(resource: ReconcileTarget, windows: int) -> str:
     """One count per window, as aliases `w0`, `w1`... of the resource's count field."""
     variables = ", ".join(f"$q{i}: String" for i in range(windows))
     fields = "\n".join(
@@ -224,14 +242,8 @@ def counts_query(resource: Resource, windows: int) -> str:
     return f"query ReconcileCounts({variables}) {{\n{fields}\n}}\n"
 
 
-def nodes_query(resource: Resource) -> str:
-    return (
-        "query ReconcileNodes($ids: [ID!]!) {\n"
-        "  nodes(ids: $ids) {\n"
-        f"    ... on {resource.typename} {{{resource.fields}    }}\n"
-        "  }\n"
-        "}\n"
-    )
+def nodes_query(resource: ReconcileTarget) -> str:
+    return resource.nodes_query
 
 
 def validate_resources(resources: Iterable[str] | None) -> list[str]:
@@ -260,45 +272,64 @@ class _Reconciler:
 
     # -- one resource --
 
-    async def resource(self, resource: Resource, report: ResourceReport) -> None:
-        model = resource.model
+    async def target(self, target: ReconcileTarget, reports: dict[str, ResourceReport]) -> None:
+        """Compare (and repair) one target; its report, and its children's, go in `reports`."""
+        report = reports.setdefault(target.name, ResourceReport())
+        children = {
+            child.table: reports.setdefault(child.table, ResourceReport())
+            for child in target.children
+        }
         requests_before = self.client.stats.requests
         try:
             self.created_since = None
-            if resource.name == "orders":
-                self.created_since = await self._orders_visible_since()
-                report.compared_since = _text(self.created_since)
-            initial, drifted = await self._compare(resource, report, first=True)
-            report.drifted_windows = len(drifted)
-            report.windows = [window.describe() for window in drifted[:20]]
-            if not self.repair:
-                report.remaining_windows = len(drifted)
-                return
-            # A full run re-pulls every window, so fields changed without a count or window
-            # changing are found too.
-            leaves = initial if self.full else drifted
-            await self._check_unstamped(resource, model, report)
-            for _ in range(MAX_PASSES):
-                if not leaves:
-                    break
-                for window in leaves:
-                    await self._repair_window(resource, model, window, report)
-                _, leaves = await self._compare(resource, report, first=False)
-            report.remaining_windows = len(leaves)
+            if target.by is ReconcileBy.READ:
+                await self._read_whole(target, report, children)
+            else:
+                await self._windows(target, report)
         finally:
             report.queries = self.client.stats.requests - requests_before
 
+    async def _windows(self, target: ReconcileTarget, report: ResourceReport) -> None:
+        model = target.model
+        if target.name == "orders":
+            self.created_since = await self._orders_visible_since()
+            report.compared_since = _text(self.created_since)
+        initial, drifted = await self._compare(target, report, first=True)
+        report.drifted_windows = len(drifted)
+        report.windows = [window.describe() for window in drifted[:20]]
+        if not self.repair:
+            report.remaining_windows = len(drifted)
+            return
+        # A full run re-pulls every window, so fields changed without a count or window
+        # changing are found too.
+        leaves = initial if self.full else drifted
+        await self._check_unstamped(target, model, report)
+        for _ in range(MAX_PASSES):
+            if not leaves:
+                break
+            for window in leaves:
+                await self._repair_window(target, model, window, report)
+            _, leaves = await self._compare(target, report, first=False)
+        report.remaining_windows = len(leaves)
+
     async def _compare(
-        self, resource: Resource, report: ResourceReport, *, first: bool
+        self, target: ReconcileTarget, report: ResourceReport, *, first: bool
     ) -> tuple[list[Window], list[Window]]:
         """(the initial windows, the drifted leaf windows) after bisecting."""
-        model = resource.model
-        data = await self.client.execute(
-            summary_query(resource), {"query": self._scope_search() or None}, cost=10
-        )
-        total = data.get("total") or {}
-        oldest = _updated_at(data.get("oldest"))
-        newest = _updated_at(data.get("newest"))
+        model = target.model
+        oldest = newest = None
+        if target.updated_at_sort:
+            data = await self.client.execute(
+                summary_query(target), {"query": self._scope_search() or None}, cost=10
+            )
+            total = data.get("total") or {}
+            oldest = _updated_at(data.get("oldest"))
+            newest = _updated_at(data.get("newest"))
+        else:
+            data = await self.client.execute(
+                target.count_query, {"query": self._scope_search() or None}, cost=2
+            )
+            total = data.get(target.count_field) or {}
         db_total, db_oldest, db_newest, unstamped = await self._db_summary(model)
         if first:
             report.shopify_count = total.get("count")
@@ -307,17 +338,20 @@ class _Reconciler:
             report.shopify_watermark = _text(newest)
             report.db_watermark = _text(db_newest)
             report.unstamped = unstamped
-        starts = [moment for moment in (oldest, db_oldest) if moment is not None]
-        ends = [moment for moment in (newest, db_newest) if moment is not None]
-        if not starts or not ends:
-            return [], []  # nothing on either side
-        whole = Window(_seconds(min(starts)), _seconds(max(ends)) + 1)
-        initial = whole.split(INITIAL_WINDOWS)
+        if target.updated_at_sort:
+            starts = [moment for moment in (oldest, db_oldest) if moment is not None]
+            ends = [moment for moment in (newest, db_newest) if moment is not None]
+            if not starts or not ends:
+                return [], []  # nothing on either side
+            whole = Window(_seconds(min(starts)), _seconds(max(ends)) + 1)
+            initial = whole.split(INITIAL_WINDOWS)
+        else:
+            initial = _open_windows(db_oldest, db_newest)
         level = initial
         leaves: list[Window] = []
         requests = 0
         while level:
-            requests += await self._count(resource, model, level)
+            requests += await self._count(target, model, level)
             report.windows_compared += len(level)
             following: list[Window] = []
             for window in level:
@@ -331,7 +365,7 @@ class _Reconciler:
         return initial, leaves
 
     async def _count(
-        self, resource: Resource, model: type[ShopRecord], windows: list[Window]
+        self, target: ReconcileTarget, model: type[ShopRecord], windows: list[Window]
     ) -> int:
         """Fill in both sides' counts; returns the number of Shopify requests made."""
         requests = 0
@@ -339,13 +373,13 @@ class _Reconciler:
             chunk = windows[offset : offset + WINDOWS_PER_REQUEST]
             variables = {f"q{i}": self._search(window) for i, window in enumerate(chunk)}
             data = await self.client.execute(
-                counts_query(resource, len(chunk)), variables, cost=len(chunk) + 1
+                counts_query(target, len(chunk)), variables, cost=len(chunk) + 1
             )
             requests += 1
             for i, window in enumerate(chunk):
                 count = (data.get(f"w{i}") or {}).get("count")
                 if not isinstance(count, int):
-                    raise BackfillError(f"{resource.count_field} gave no count for {window.search}")
+                    raise BackfillError(f"{target.count_field} gave no count for {window.search}")
                 window.shopify = count
             # Counted right after Shopify's, so that webhooks landing in between are rare; a
             # mismatch they cause costs one harmless re-pull, never a missed window.
@@ -367,16 +401,173 @@ class _Reconciler:
     def _search(self, window: Window) -> str:
         return " ".join(term for term in (window.search, self._scope_search()) if term)
 
+    # -- a whole re-read --
+
+    async def _read_whole(
+        self,
+        target: ReconcileTarget,
+        report: ResourceReport,
+        children: Mapping[str, ResourceReport],
+    ) -> None:
+        """Read every record Shopify lists, with all of its children, and compare them row by
+        row; rows we hold live that the read did not list are asked for by id (deleted there,
+        or not listed: a deactivated location), and children of a listed record missing from
+        its complete list, or of a record no longer listed, are tombstoned."""
+        model = target.model
+        if target.counted:
+            data = await self.client.execute(target.count_query, {"query": None}, cost=2)
+            total = data.get(target.count_field) or {}
+            report.shopify_count = total.get("count")
+            report.count_precision = total.get("precision")
+        # Rows without an updated_at are compared like the others here: nothing to report.
+        db_total, _, db_newest, _ = await self._db_summary(model)
+        report.db_count, report.db_watermark = db_total, _text(db_newest)
+        for child in target.children:
+            _, _, child_newest, _ = await self._db_summary(child.model)
+            children[child.table].db_count = await self._db_live_count(child.model)
+            children[child.table].db_watermark = _text(child_newest)
+        listed: set[int] = set()
+        newest: datetime | None = None
+        differing = {target.name: 0} | {child.table: 0 for child in target.children}
+        child_listed = {child.table: 0 for child in target.children}
+        child_newest_read: dict[str, datetime | None] = {
+            child.table: None for child in target.children
+        }
+        size = min(MAX_PAGE, max(1, (SINGLE_QUERY_LIMIT - 3) // target.node_cost))
+        after: str | None = None
+        read_at = utcnow()
+        while True:
+            read_at = utcnow()
+            try:
+                data = await self.client.execute(
+                    target.page_query,
+                    {"first": size, "after": after, "query": None},
+                    cost=3 + size * target.node_cost,
+                )
+            except QueryTooCostly:
+                if size == 1:
+                    raise
+                size = max(1, size // 2)
+                continue
+            connection = data.get(target.field) or {}
+            nodes = connection.get("nodes") or []
+            # Items with more levels than the page asked for get the rest first: a whole list
+            # is what tells a removed level apart from one not read yet.
+            await complete_children(self.client, target.typename, target.children, nodes)
+            records = [normalize_node(target.normalize, node, target.name) for node in nodes]
+            listed.update(record["shopify_id"] for record in records)
+            newest = _latest(newest, records)
+            differing[target.name] += await self._apply(model, records, read_at, report)
+            for child in target.children:
+                lists = _child_lists(child, nodes, records)
+                found = [record for listed_ in lists.values() for record in listed_.records]
+                child_listed[child.table] += len(found)
+                child_newest_read[child.table] = _latest(child_newest_read[child.table], found)
+                child_report = children[child.table]
+                differing[child.table] += await self._apply(
+                    child.model, found, read_at, child_report
+                )
+                differing[child.table] += await self._tombstone_missing_children(
+                    child, lists, read_at, child_report
+                )
+            page_info = connection.get("pageInfo") or {}
+            if not page_info.get("hasNextPage"):
+                break
+            after = page_info.get("endCursor")
+        unlisted = await self._db_all_ids(model) - listed
+        differing[target.name] += await self._check_ids(target, model, sorted(unlisted), report)
+        for child in target.children:
+            differing[child.table] += await self._tombstone_orphans(
+                child, listed, read_at, children[child.table]
+            )
+        if not target.counted:
+            report.shopify_count, report.count_precision = len(listed), LISTED
+        report.shopify_watermark = _text(newest)
+        for child in target.children:
+            child_report = children[child.table]
+            child_report.shopify_count = child_listed[child.table]
+            child_report.count_precision = LISTED
+            child_report.shopify_watermark = _text(child_newest_read[child.table])
+        for name, found_report in ((target.name, report), *children.items()):
+            # A re-read is one window: the whole store.
+            found_report.windows_compared = 1
+            found_report.drifted_windows = int(differing[name] > 0 or found_report.deferred > 0)
+            if not self.repair:
+                found_report.remaining_windows = found_report.drifted_windows
+
+    async def _tombstone_missing_children(
+        self,
+        child: ChildSet,
+        lists: Mapping[int, ChildList],
+        read_at: datetime,
+        report: ResourceReport,
+    ) -> int:
+        """Tombstone the live children of these parents that their complete lists no longer
+        name (a level by its location)."""
+        complete = {parent: listed for parent, listed in lists.items() if listed.complete}
+        if not complete:
+            return 0
+        parent_column = getattr(child.model, child.parent_key)
+        async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
+            rows = list(
+                await session.scalars(
+                    select(child.model).where(
+                        child.model.tenant_id == self.tenant_id,
+                        child.model.deleted_at.is_(None),
+                        parent_column.in_(list(complete)),
+                    )
+                )
+            )
+        stale = [
+            row
+            for row in rows
+            if getattr(row, child.child_key)
+            not in complete[getattr(row, child.parent_key)].given(child.child_key)
+        ]
+        return await self._tombstone_rows(child.model, stale, read_at, report)
+
+    async def _tombstone_orphans(
+        self, child: ChildSet, parents: set[int], read_at: datetime, report: ResourceReport
+    ) -> int:
+        """Tombstone live children whose parent the whole read did not list (deleted there:
+        its own tombstone, checked by id, may have been deferred, and then so are these)."""
+        parent_column = getattr(child.model, child.parent_key)
+        async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
+            held = set(
+                await session.scalars(
+                    select(parent_column)
+                    .where(
+                        child.model.tenant_id == self.tenant_id, child.model.deleted_at.is_(None)
+                    )
+                    .distinct()
+                )
+            )
+        gone = sorted(held - parents)
+        differing = 0
+        for offset in range(0, len(gone), MAX_IDS_PER_QUERY):
+            async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
+                rows = list(
+                    await session.scalars(
+                        select(child.model).where(
+                            child.model.tenant_id == self.tenant_id,
+                            child.model.deleted_at.is_(None),
+                            parent_column.in_(gone[offset : offset + MAX_IDS_PER_QUERY]),
+                        )
+                    )
+                )
+            differing += await self._tombstone_rows(child.model, rows, read_at, report)
+        return differing
+
     # -- the database side --
 
-    def _live(self, model: type[ShopRecord]) -> Any:
+    def _live(self, model: RowModel) -> Any:
         live = and_(model.tenant_id == self.tenant_id, model.deleted_at.is_(None))
         if self.created_since is None:
             return live
         return and_(live, model.shopify_created_at >= _moment(_seconds(self.created_since)))
 
     async def _db_summary(
-        self, model: type[ShopRecord]
+        self, model: RowModel
     ) -> tuple[int, datetime | None, datetime | None, int]:
         stamp = model.shopify_updated_at
         async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
@@ -391,6 +582,10 @@ class _Reconciler:
                 )
             ).one()
         return int(row[0]), row[1], row[2], int(row[3])
+
+    async def _db_live_count(self, model: RowModel) -> int:
+        async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
+            return int(await session.scalar(select(func.count()).where(self._live(model))) or 0)
 
     async def _db_counts(self, model: type[ShopRecord], windows: Sequence[Window]) -> list[int]:
         stamp = model.shopify_updated_at
@@ -420,32 +615,39 @@ class _Reconciler:
             )
             return set(ids)
 
+    async def _db_all_ids(self, model: type[ShopRecord]) -> set[int]:
+        async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
+            return set(await session.scalars(select(model.shopify_id).where(self._live(model))))
+
     # -- repairs --
 
     async def _repair_window(
-        self, resource: Resource, model: type[ShopRecord], window: Window, report: ResourceReport
+        self,
+        target: ReconcileTarget,
+        model: type[ShopRecord],
+        window: Window,
+        report: ResourceReport,
     ) -> None:
         """Pull the window from Shopify, write what differs, then check by id the rows we
         hold live in it that Shopify did not list (deleted there, or updated out of it)."""
-        normalize = resource.normalize_node
         listed: set[int] = set()
-        size = page_size_for(resource)
+        size = min(MAX_PAGE, max(1, (SINGLE_QUERY_LIMIT - 3) // target.node_cost))
         after: str | None = None
         while True:
             read_at = utcnow()
             variables = {"first": size, "after": after, "query": self._search(window)}
             try:
                 data = await self.client.execute(
-                    resource.page_query, variables, cost=page_cost(resource, size)
+                    target.page_query, variables, cost=3 + size * target.node_cost
                 )
             except QueryTooCostly:
                 if size == 1:
                     raise
                 size = max(1, size // 2)
                 continue
-            connection = data.get(resource.field) or {}
+            connection = data.get(target.field) or {}
             nodes = connection.get("nodes") or []
-            records = [normalize_node(normalize, node, resource.name) for node in nodes]
+            records = [normalize_node(target.normalize, node, target.name) for node in nodes]
             listed.update(record["shopify_id"] for record in records)
             await self._apply(model, records, read_at, report)
             page_info = connection.get("pageInfo") or {}
@@ -453,10 +655,10 @@ class _Reconciler:
                 break
             after = page_info.get("endCursor")
         unlisted = await self._db_ids(model, window) - listed
-        await self._check_ids(resource, model, sorted(unlisted), report)
+        await self._check_ids(target, model, sorted(unlisted), report)
 
     async def _check_unstamped(
-        self, resource: Resource, model: type[ShopRecord], report: ResourceReport
+        self, target: ReconcileTarget, model: type[ShopRecord], report: ResourceReport
     ) -> None:
         if not report.unstamped:
             return
@@ -468,26 +670,31 @@ class _Reconciler:
                     )
                 )
             )
-        await self._check_ids(resource, model, ids, report)
+        await self._check_ids(target, model, ids, report)
 
     async def _check_ids(
-        self, resource: Resource, model: type[ShopRecord], ids: list[int], report: ResourceReport
-    ) -> None:
+        self,
+        target: ReconcileTarget,
+        model: type[ShopRecord],
+        ids: list[int],
+        report: ResourceReport,
+    ) -> int:
         """Ask Shopify for these records by id: a null means deleted there (tombstone it), a
-        record means it moved out of the window (write Shopify's version)."""
-        normalize = resource.normalize_node
-        typename = resource.typename
-        size = page_size_for(resource)
+        record means it moved out of the window (write Shopify's version). Returns the rows
+        found to differ."""
+        typename = target.typename
+        size = min(MAX_PAGE, max(1, (SINGLE_QUERY_LIMIT - 3) // target.node_cost))
         position = 0
+        differing = 0
         while position < len(ids):
             chunk = ids[position : position + size]
             read_at = utcnow()
             try:
                 data = await self.client.execute(
-                    nodes_query(resource),
+                    target.nodes_query,
                     {"ids": [f"gid://shopify/{typename}/{shopify_id}" for shopify_id in chunk]},
                     # Priced as a page of that many records: Shopify may count each id.
-                    cost=page_cost(resource, len(chunk)),
+                    cost=3 + len(chunk) * target.node_cost,
                 )
             except QueryTooCostly:
                 if size == 1:
@@ -495,45 +702,60 @@ class _Reconciler:
                 size = max(1, size // 2)
                 continue
             position += len(chunk)
+            nodes = [
+                node
+                for node in data.get("nodes") or []
+                if isinstance(node, dict) and node.get("id")
+            ]
+            await complete_children(self.client, target.typename, target.children, nodes)
             found = {
                 record["shopify_id"]: record
                 for record in (
-                    normalize_node(normalize, node, resource.name)
-                    for node in data.get("nodes") or []
-                    if isinstance(node, dict) and node.get("id")
+                    normalize_node(target.normalize, node, target.name) for node in nodes
                 )
             }
-            await self._apply(model, list(found.values()), read_at, report)
-            await self._tombstone(
-                model,
-                [shopify_id for shopify_id in chunk if shopify_id not in found],
-                read_at,
-                report,
-            )
+            differing += await self._apply(model, list(found.values()), read_at, report)
+            async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
+                gone = list(
+                    await session.scalars(
+                        select(model).where(
+                            self._live(model),
+                            model.shopify_id.in_([i for i in chunk if i not in found]),
+                        )
+                    )
+                )
+            differing += await self._tombstone_rows(model, gone, read_at, report)
+        return differing
 
     async def _apply(
         self,
-        model: type[ShopRecord],
+        model: RowModel,
         records: list[Record],
         read_at: datetime,
         report: ResourceReport,
-    ) -> None:
-        """Write Shopify's records (read at `read_at`) where our rows differ from them."""
+    ) -> int:
+        """Write Shopify's records (read at `read_at`) where our rows differ from them (in a
+        dry run, only count them). Returns the rows found to differ."""
         if not records:
-            return
+            return 0
+        keys = [name for name in model.conflict_key if name != "tenant_id"]
         async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
-            rows = {
-                row.shopify_id: row
+            # Rows of a ShopRecord table or of inventory_levels: both carry the columns used.
+            rows: dict[tuple[Any, ...], Any] = {
+                tuple(getattr(row, name) for name in keys): row
                 for row in await session.scalars(
                     select(model).where(
                         model.tenant_id == self.tenant_id,
-                        model.shopify_id.in_([record["shopify_id"] for record in records]),
+                        # The key's first column narrows it (a level's item); the rest is
+                        # matched here.
+                        getattr(model, keys[0]).in_({record[keys[0]] for record in records}),
                     )
                 )
             }
             upserts: list[Record] = []
+            replacements: list[tuple[Record, Any]] = []
             for record in records:
-                row = rows.get(record["shopify_id"])
+                row = rows.get(record_key(model, record))
                 if row is None or (row.deleted_at is None and not _newer(row, record)):
                     if row is None or _differs(row, record):
                         upserts.append(record)
@@ -546,6 +768,10 @@ class _Reconciler:
                 if suspect is not None and _in_flight(suspect, read_at):
                     report.deferred += 1
                     continue
+                replacements.append((record, row))
+            if not self.repair:
+                return len(upserts) + len(replacements)
+            for record, row in replacements:
                 if await replace_record(
                     session,
                     model,
@@ -561,22 +787,19 @@ class _Reconciler:
             if upserts:
                 await upsert_records(session, model, self.tenant_id, upserts, source="reconcile")
                 report.repaired += len(upserts)
+        return len(upserts) + len(replacements)
 
-    async def _tombstone(
-        self,
-        model: type[ShopRecord],
-        ids: list[int],
-        read_at: datetime,
-        report: ResourceReport,
-    ) -> None:
-        if not ids:
-            return
+    async def _tombstone_rows(
+        self, model: RowModel, rows: Sequence[Any], read_at: datetime, report: ResourceReport
+    ) -> int:
+        """Tombstone these live rows, which Shopify no longer has (in a dry run, only count
+        them). Returns the rows found to differ."""
+        if not rows:
+            return 0
+        keys = [name for name in model.conflict_key if name != "tenant_id"]
+        table = cast(Table, model.__table__)
+        differing = 0
         async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
-            rows = list(
-                await session.scalars(
-                    select(model).where(self._live(model), model.shopify_id.in_(ids))
-                )
-            )
             for row in rows:
                 # A record created moments ago may not be visible to Shopify's reads yet
                 # while its create webhook is already here: not a deletion.
@@ -585,15 +808,71 @@ class _Reconciler:
                 ):
                     report.deferred += 1
                     continue
-                await tombstone(
-                    session,
-                    model,
-                    self.tenant_id,
-                    row.shopify_id,
-                    deleted_at=utcnow(),
-                    source="reconcile",
+                differing += 1
+                if not self.repair:
+                    continue
+                # Only the row as read: a webhook that wrote it since knows better than our
+                # read of Shopify (an update, or a reconnected level).
+                now = utcnow()
+                result = await session.execute(
+                    update(table)
+                    .where(
+                        table.c.tenant_id == self.tenant_id,
+                        *(table.c[name] == getattr(row, name) for name in keys),
+                        table.c.deleted_at.is_(None),
+                        _unchanged(table.c.shopify_updated_at, row.shopify_updated_at),
+                    )
+                    .values(deleted_at=now, synced_at=now, source="reconcile")
+                    .execution_options(synchronize_session=False)
                 )
-                report.tombstoned += 1
+                if affected_rows(result) == 1:
+                    report.tombstoned += 1
+                else:
+                    report.deferred += 1
+        return differing
+
+
+def _open_windows(db_oldest: datetime | None, db_newest: datetime | None) -> list[Window]:
+    """Windows without Shopify's oldest and newest updatedAt (no UPDATED_AT sort): our own
+    span cut as usual, and one window on each side of it, back to the epoch and on to a day
+    past now, where Shopify may hold records we lack (the newer one is the watermark check:
+    nothing of Shopify's updated after our newest)."""
+    horizon = _seconds(utcnow() + OPEN_HORIZON)
+    if db_oldest is None or db_newest is None:
+        return [Window(0, horizon)]
+    start, end = _seconds(db_oldest), _seconds(db_newest) + 1
+    windows = [Window(0, start), *Window(start, end).split(INITIAL_WINDOWS - 2)]
+    windows.append(Window(end, max(horizon, end + 1)))
+    return [window for window in windows if window.start < window.end]
+
+
+def _child_lists(
+    child: ChildSet, nodes: Sequence[Any], records: Sequence[Record]
+) -> dict[int, ChildList]:
+    lists: dict[int, ChildList] = {}
+    for node, record in zip(nodes, records, strict=True):
+        try:
+            found = child.read(node, record["shopify_id"], graphql=True)
+        except PayloadError as exc:
+            raise BackfillError(
+                f"{child.table} of {record['shopify_id']}: Shopify sent a record we cannot "
+                f"read: {exc}"
+            ) from exc
+        if found is not None:
+            lists[record["shopify_id"]] = found
+    return lists
+
+
+def _unchanged(column: Any, value: datetime | None) -> ColumnElement[bool]:
+    return cast(ColumnElement[bool], column.is_(None) if value is None else column == value)
+
+
+def _latest(current: datetime | None, records: Iterable[Record]) -> datetime | None:
+    stamps = [record.get("shopify_updated_at") for record in records]
+    found = [stamp for stamp in stamps if isinstance(stamp, datetime)]
+    if current is not None:
+        found.append(current)
+    return max(found, default=None)
 
 
 def _updated_at(connection: Any) -> datetime | None:
@@ -678,8 +957,7 @@ async def reconcile(
             raise BackfillError(f"{tenant.shop_domain} is {tenant.status}")
         reconciler = _Reconciler(env, tenant, repair=repair, full=full)
         for name in chosen:
-            reports[name] = ResourceReport()
-            await reconciler.resource(RESOURCES[name], reports[name])
+            await reconciler.target(RECONCILE_TARGETS[name], reports)
         status = _status(reports.values(), repair)
     except asyncio.CancelledError:
         await asyncio.shield(

@@ -27,6 +27,7 @@ from backfill.sync import StoreInactive, StoreUnknown, SyncAlreadyRunning, start
 from handlers import handled_topics
 from handlers.dispatch import last_received
 from handlers.errors import error_text
+from handlers.resources import reconciled_names_for
 from models import Tenant, utcnow
 from models.statuses import ReconcileTrigger, SyncMode, SyncStatus, SyncTrigger
 from models.tenancy import tenant_transaction
@@ -147,7 +148,13 @@ async def watch_store(env: BackfillEnvironment, tenant_id: int, uri: str) -> Wat
     if result.gap_status != SyncStatus.SUCCEEDED:
         result.note = f"gap sync job {job_id} ended {result.gap_status}; reconcile will retry"
         return result
-    run = await reconcile(env, tenant_id, resources=missing, trigger=ReconcileTrigger.WATCHDOG)
+    run = await reconcile(
+        env,
+        tenant_id,
+        # products' gap covers their variants, inventory items' their levels.
+        resources=reconciled_names_for(missing),
+        trigger=ReconcileTrigger.WATCHDOG,
+    )
     result.reconcile_run_id, result.reconcile_status = run.id, run.status
     log.info(
         "watchdog.gap_closed shop=%s job=%s since=%s reconcile=%s",

@@ -108,6 +108,11 @@ class ChildSet:
     # Columns elsewhere naming one of these by id (table, column), which Shopify reads null
     # once it is deleted (a line item's variant): nulled when the child is tombstoned.
     referenced_as: tuple[tuple[str, str], ...] = ()
+    # The QueryRoot connection that lists this kind of child across the store
+    # (`productVariants`), and the child's field naming its parent there (`product`): reconcile
+    # compares such children on their own, by counts and updated_at windows. Empty: none.
+    root_field: str = ""
+    root_parent: str = ""
     # Topics whose body is one child, the body's key naming its parent (`order_id`), and the
     # keys such a body must have to be one (dispatch's body checks).
     topics: tuple[str, ...] = ()

@@ -254,7 +254,7 @@ async def tombstone_row(
 
 async def replace_record(
     session: AsyncSession,
-    model: type[ShopRecord],
+    model: RowModel,
     tenant_id: int,
     record: Record,
     *,
@@ -277,7 +277,14 @@ async def replace_record(
         update(table)
         .where(
             table.c.tenant_id == tenant_id,
-            table.c.shopify_id == record["shopify_id"],
+            *(
+                table.c[name] == value
+                for name, value in zip(
+                    (name for name in model.conflict_key if name != "tenant_id"),
+                    record_key(model, record),
+                    strict=True,
+                )
+            ),
             _holds(table.c.shopify_updated_at, seen_updated_at),
             _holds(table.c.deleted_at, seen_deleted_at),
         )

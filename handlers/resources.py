@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from handlers.children import ChildSet
@@ -22,6 +23,7 @@ from handlers.normalize import (
     normalize_order,
     normalize_product,
     optional_shopify_id,
+    parse_shopify_id,
 )
 from handlers.normalize_children import (
     ADDRESS_COLUMNS,
@@ -59,6 +61,18 @@ PAGE_INFO = "pageInfo { hasNextPage endCursor }"
 Normalizer = Callable[[Any], Record]
 
 
+class ReconcileBy(StrEnum):
+    """How reconcile compares a resource with Shopify."""
+
+    # Counts per updated_at window, bisected where they differ; Shopify's oldest and newest
+    # updatedAt (sortKey UPDATED_AT) bound the windows when the connection has that sort.
+    WINDOWS = "windows"
+    # Everything re-read and compared row by row (with its children): for connections that
+    # neither sort nor count by updated_at and hold few records (locations), or have no count
+    # at all (inventory items and their levels).
+    READ = "read"
+
+
 @dataclass(frozen=True)
 class DashboardCount:
     """The dashboard shows this resource's live (not tombstoned) rows under `label`."""
@@ -92,8 +106,10 @@ class Resource:
     # Rows that belong to one record of this resource, written with it (handlers/children).
     children: tuple[ChildSet, ...] = ()
     dashboard: DashboardCount | None = None
-    # Reconcile reads watermarks with `sortKey: UPDATED_AT`, which not every connection has.
-    reconciled: bool = True
+    # How reconcile compares it, and whether the connection sorts by UPDATED_AT (Shopify's
+    # oldest and newest updatedAt, its watermarks, then come with one request).
+    reconcile_by: ReconcileBy = ReconcileBy.WINDOWS
+    updated_at_sort: bool = True
     # The page query's sortKey (None where the connection has none), and whether QueryRoot
     # has `<name>Count` (the backfill's progress total).
     sort_key: str | None = "ID"
@@ -310,6 +326,9 @@ PRODUCT_VARIANTS = ChildSet(
     # A line item's variant reads null once the variant is deleted.
     referenced_as=(("order_line_items", "variant_shopify_id"),),
     typename="ProductVariant",
+    # QueryRoot.productVariants (sortKey has no UPDATED_AT) and productVariantsCount.
+    root_field="productVariants",
+    root_parent="product",
 )
 
 
@@ -471,8 +490,10 @@ LOCATIONS = Resource(
 """,
     node_cost=2,
     typename="Location",
-    # LocationSortKeys has no UPDATED_AT; a store has a handful, which a backfill re-reads.
-    reconciled=False,
+    # LocationSortKeys has no UPDATED_AT; a store has a handful: counted (locationsCount)
+    # and re-read whole.
+    reconcile_by=ReconcileBy.READ,
+    updated_at_sort=False,
     upsert_topics=("locations/create", "locations/update"),
     delete_topics=("locations/delete",),
     # The phone and address are the business's own: nothing for customers/redact to clear.
@@ -542,7 +563,9 @@ INVENTORY_ITEMS = Resource(
     # inventoryItemsCount.
     sort_key=None,
     counted=False,
-    reconciled=False,
+    # Nothing counts items or levels: reconcile re-reads them, levels with their item.
+    reconcile_by=ReconcileBy.READ,
+    updated_at_sort=False,
 )
 
 RESOURCES: Mapping[str, Resource] = {
@@ -625,9 +648,148 @@ def required_scopes(topics: Iterable[str]) -> list[str]:
     return sorted({scopes[0] for topic in topics if (scopes := accepted_scopes(topic))})
 
 
+# -- reconcile -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconcileTarget:
+    """One entry of a reconcile report: a resource, or a kind of child Shopify also lists on
+    QueryRoot (`productVariants`), compared on its own. Built from the declarations above."""
+
+    name: str
+    # The resource whose records it is or belongs to (and whose backfill writes it).
+    resource: Resource
+    model: type[ShopRecord]
+    # The QueryRoot connection, the node type, one node's selection in reconcile's queries and
+    # its requested cost, and what reads a node.
+    field: str
+    typename: str
+    fields: str
+    node_cost: int
+    normalize: Normalizer
+    by: ReconcileBy
+    updated_at_sort: bool
+    counted: bool
+    sort_key: str | None
+    # Children read with each node and compared too (an inventory item's levels).
+    children: tuple[ChildSet, ...] = ()
+
+    @property
+    def count_field(self) -> str:
+        return f"{self.field}Count"
+
+    @property
+    def count_query(self) -> str:
+        # limit: null asks for the exact count; the default stops counting at 10,000.
+        return (
+            "query ReconcileCount($query: String) {\n"
+            f"  {self.count_field}(query: $query, limit: null) {{ count precision }}\n"
+            "}\n"
+        )
+
+    @property
+    def page_query(self) -> str:
+        sort = f", sortKey: {self.sort_key}" if self.sort_key else ""
+        return (
+            "query ReconcilePage($first: Int!, $after: String, $query: String) {\n"
+            f"  {self.field}(first: $first, after: $after, query: $query{sort}) {{\n"
+            f"    {PAGE_INFO}\n"
+            f"    nodes {{{self.fields}    }}\n"
+            "  }\n"
+            "}\n"
+        )
+
+    @property
+    def nodes_query(self) -> str:
+        return (
+            "query ReconcileNodes($ids: [ID!]!) {\n"
+            "  nodes(ids: $ids) {\n"
+            f"    ... on {self.typename} {{{self.fields}    }}\n"
+            "  }\n"
+            "}\n"
+        )
+
+
+def _resource_target(resource: Resource) -> ReconcileTarget:
+    read = resource.reconcile_by is ReconcileBy.READ
+    return ReconcileTarget(
+        name=resource.name,
+        resource=resource,
+        model=resource.model,
+        field=resource.field,
+        typename=resource.typename,
+        # A re-read compares the children too; a window repair writes the records only.
+        fields=resource.page_fields if read else resource.fields,
+        node_cost=resource.page_node_cost if read else resource.node_cost,
+        normalize=resource.normalize_node,
+        by=resource.reconcile_by,
+        updated_at_sort=resource.updated_at_sort,
+        counted=resource.counted,
+        sort_key=resource.sort_key,
+        children=resource.queried_children if read else (),
+    )
+
+
+def _root_child_normalizer(child: ChildSet) -> Normalizer:
+    def normalize(node: Any) -> Record:
+        parent = node.get(child.root_parent) if isinstance(node, Mapping) else None
+        parent_id = parse_shopify_id(
+            parent.get("id") if isinstance(parent, Mapping) else None,
+            f"{child.typename}.{child.root_parent}.id",
+        )
+        # Read as its parent's child reads it: `raw` is what a backfill of the parent stores.
+        own = {key: value for key, value in node.items() if key != child.root_parent}
+        return child.normalize(own, {}, True) | {child.parent_key: parent_id}
+
+    return normalize
+
+
+def _child_target(resource: Resource, child: ChildSet) -> ReconcileTarget:
+    model = child.model
+    if not issubclass(model, ShopRecord):
+        raise TypeError(f"{child.table}: a child listed on QueryRoot needs an id of its own")
+    return ReconcileTarget(
+        name=child.table,
+        resource=resource,
+        model=model,
+        field=child.root_field,
+        typename=child.typename,
+        fields=f"{child.item_fields()}\n          {child.root_parent} {{ id }}\n",
+        # its parent is one object more
+        node_cost=child.item_cost + 1,
+        normalize=_root_child_normalizer(child),
+        by=ReconcileBy.WINDOWS,
+        updated_at_sort=False,
+        counted=True,
+        sort_key="ID",
+    )
+
+
+def _reconcile_targets() -> dict[str, ReconcileTarget]:
+    targets: dict[str, ReconcileTarget] = {}
+    for resource in RESOURCES.values():
+        targets[resource.name] = _resource_target(resource)
+        for child in resource.child_sets:
+            if child.root_field:
+                targets[child.table] = _child_target(resource, child)
+    return targets
+
+
+RECONCILE_TARGETS: Mapping[str, ReconcileTarget] = _reconcile_targets()
+"""What reconcile compares, by report name, in registry order (a resource, then its
+root-listed children)."""
+
+
 def reconciled_names() -> list[str]:
-    """The resources reconcile compares, in registry order."""
-    return [name for name, resource in RESOURCES.items() if resource.reconciled]
+    """The names reconcile compares (its `--resources` choices), in registry order."""
+    return list(RECONCILE_TARGETS)
+
+
+def reconciled_names_for(resources: Iterable[str]) -> list[str]:
+    """The reconcile names that cover these resources' records: each resource and its
+    root-listed children (products: products and product_variants)."""
+    wanted = set(resources)
+    return [name for name, target in RECONCILE_TARGETS.items() if target.resource.name in wanted]
 
 
 def parse_resource_names(

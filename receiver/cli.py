@@ -643,7 +643,7 @@ def reconcile_command(shop: str, resources: list[str], dry_run: bool, full: bool
 
     outcome = asyncio.run(run())
     click.echo(
-        f"{'RESOURCE':<10} {'SHOPIFY':>9} {'DB':>9}  {'SHOPIFY NEWEST':<20} {'DB NEWEST':<20} "
+        f"{'RESOURCE':<16} {'SHOPIFY':>9} {'DB':>9}  {'SHOPIFY NEWEST':<20} {'DB NEWEST':<20} "
         f"{'WINDOWS':>7} {'DRIFTED':>7} {'REPAIRED':>8} {'TOMBSTONED':>10} {'QUERIES':>7}"
     )
 
@@ -653,7 +653,7 @@ def reconcile_command(shop: str, resources: list[str], dry_run: bool, full: bool
     for name, report in (outcome.report or {}).items():
         shopify_count = report.get("shopify_count")
         click.echo(
-            f"{name:<10} {shopify_count if shopify_count is not None else '-':>9} "
+            f"{name:<16} {shopify_count if shopify_count is not None else '-':>9} "
             f"{report.get('db_count') if report.get('db_count') is not None else '-':>9}  "
             f"{stamp(report.get('shopify_watermark')):<20} {stamp(report.get('db_watermark')):<20} "
             f"{report.get('windows_compared', 0):>7} {report.get('drifted_windows', 0):>7} "

@@ -371,6 +371,27 @@ def _installation(info: Any) -> dict[str, Any]:
     }
 
 
+def _product_variants_count(
+    info: Any, query: str | None = None, limit: int | None = 10000, **_ignored: Any
+) -> dict[str, Any]:
+    """QueryRoot.productVariantsCount: the variants of live products matching `query` (what
+    the root `productVariants` lists), capped at `limit` (null: exact) like the other counts."""
+    context = info.context
+    search = parse_search(query, context.store.clock.now().timestamp())
+    count = sum(
+        1
+        for variant in context.store.product_children.all_variants(context.view("products"))
+        if search.matches(
+            int(parse_time(variant["createdAt"])),
+            int(parse_time(variant["updatedAt"])),
+            int(str(variant["id"]).rsplit("/", 1)[1]),
+        )
+    )
+    if limit is not None and count > limit:
+        return {"count": limit, "precision": "AT_LEAST"}
+    return {"count": count, "precision": "EXACT"}
+
+
 QUERY_ROOT: dict[str, Any] = {
     **{name: _connection(name) for name in RESOURCE_NAMES},
     **{f"{name}Count": _count(name) for name in RESOURCE_NAMES},
@@ -380,6 +401,7 @@ QUERY_ROOT: dict[str, Any] = {
     "location": _by_id("Location"),
     "inventoryItems": _catalogue_connection(items=True),
     "productVariants": _catalogue_connection(items=False),
+    "productVariantsCount": _product_variants_count,
     "inventoryItem": _by_id("InventoryItem"),
     "inventoryLevel": _by_id("InventoryLevel"),
     "productVariant": _by_id("ProductVariant"),

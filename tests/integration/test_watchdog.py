@@ -14,9 +14,10 @@ from sqlalchemy import func, select
 from backfill.maintenance import Maintenance, MaintenanceLoop
 from backfill.queue import QUEUE, RECONCILE, WATCHDOG, procrastinate_app, run_worker
 from backfill.subscriptions import INTENDED_TOPICS, enum_topic, sync_subscriptions
-from backfill.watchdog import claim_due_stores, watch_due_stores
-from models import ReconcileRun, SyncJob, Tenant, WebhookEvent
+from backfill.watchdog import claim_due_stores, last_event_received, watch_due_stores
+from models import InventoryLevel, ReconcileRun, SyncJob, Tenant, WebhookEvent
 from tests.fakeshop import FakeShopServer, FakeStore, ManualClock
+from tests.fakeshop.children import children_of, numeric, value_of
 from tests.fakeshop.tokens import DEFAULT_SCOPE
 from tests.integration.test_handoff import (
     SHOP,
@@ -105,6 +106,55 @@ async def test_a_dropped_subscription_is_restored_and_its_gap_closed(handoff, se
     again = await watch_due_stores(handoff.env, served.webhook_url, timedelta(0))
     assert [result.subscriptions.created for result in again if result.subscriptions] == [[]]
     assert len(await jobs(handoff)) == before
+
+
+async def test_a_gap_in_a_child_topic_backfills_and_reconciles_its_parent(handoff, served):
+    """inventory_levels/* carry levels, which the inventory items' backfill and reconcile
+    repair: a lost level update is closed through inventory_items."""
+    store = handoff.store
+    await subscribed_and_synced(handoff, served.webhook_url)
+    variant = children_of(store.product_node(4), "variants")[0]
+    item = numeric(value_of(variant, "inventoryItem")["id"])
+    location = numeric(store.location_node(0)["id"])
+    store.set_inventory(4, 0, 0, available=3)  # heard
+    async with handoff.backend.sessions() as session:
+        heard = await session.scalar(
+            select(func.max(WebhookEvent.received_at)).where(
+                WebhookEvent.topic == "inventory_levels/update"
+            )
+        )
+        assert heard is not None
+        assert await last_event_received(session, handoff.tenant_id, "inventory_items") == heard
+
+    store.subscriptions.drop("inventory_levels/update")
+    skipped = store.webhooks.skipped
+    store.set_inventory(4, 0, 0, available=41, committed=2)
+    assert store.webhooks.skipped - skipped == 1
+
+    results = await watch_due_stores(handoff.env, served.webhook_url, timedelta(0))
+
+    assert [result.error for result in results] == [None]
+    assert [result.gap_resources for result in results] == [["inventory_items"]]
+    gap = (await jobs(handoff))[-1]
+    assert (gap.trigger, gap.resources, gap.status) == (
+        "watchdog",
+        ["inventory_items"],
+        "succeeded",
+    )
+    assert gap.since is not None
+    assert gap.since <= heard
+    async with handoff.backend.sessions() as session:
+        run = await session.scalar(select(ReconcileRun).where(ReconcileRun.trigger == "watchdog"))
+        level = await session.scalar(
+            select(InventoryLevel).where(
+                InventoryLevel.inventory_item_shopify_id == item,
+                InventoryLevel.location_shopify_id == location,
+            )
+        )
+    assert run is not None
+    assert set(run.report) == {"inventory_items", "inventory_levels"}
+    assert level is not None
+    assert (level.available, level.committed, level.deleted_at) == (41, 2, None)
 
 
 async def test_nothing_is_pulled_before_the_initial_backfill(handoff, served):

@@ -23,10 +23,12 @@ def test_the_defaults_and_help_come_from_the_registry() -> None:
     assert ",".join(RESOURCES) in backfill.output
     reconcile = CliRunner().invoke(main, ["reconcile", "--help"])
     assert ",".join(reconciled_names()) in reconcile.output
-    # locations has no UPDATED_AT sort key: reconcile cannot compare it.
-    assert "locations" in RESOURCES
-    assert "locations" not in reconciled_names()
+    # Every resource is reconciled (locations and inventory items by a whole read), and
+    # the variants Shopify lists on QueryRoot on their own.
+    assert set(RESOURCES) < set(reconciled_names())
+    assert "product_variants" in reconciled_names()
+    assert "product_variants" not in RESOURCES
     refused = CliRunner().invoke(
-        main, ["reconcile", "shop.myshopify.com", "--resources", "locations"]
+        main, ["reconcile", "shop.myshopify.com", "--resources", "inventory_levels"]
     )
-    assert refused.exit_code == 2
+    assert refused.exit_code == 2  # read with their items, not a choice of their own

@@ -13,6 +13,7 @@ import pytest
 
 from backfill.queries import RESOURCES
 from backfill.reconcile import SCOPES_QUERY, counts_query, nodes_query, summary_query
+from handlers.resources import RECONCILE_TARGETS
 from tests.fakeshop import FakeShopServer, FakeStore, ManualClock, check_document, select
 
 UPDATED_PAGE = """
@@ -190,7 +191,7 @@ def test_updated_at_paging_stays_fast_on_a_million_orders(server: FakeShopServer
 def test_nodes_returns_records_by_id_and_null_for_missing_ones(server: FakeShopServer) -> None:
     store = add_store(server)
     store.delete_order(3)
-    resource = RESOURCES["orders"]
+    resource = RECONCILE_TARGETS["orders"]
     ids = [
         store.orders.gid(1),
         store.orders.gid(3),  # deleted
@@ -215,7 +216,9 @@ def test_reconcile_documents_validate_against_the_real_schema(server: FakeShopSe
     assert [scope["handle"] for scope in scopes["accessScopes"]] == [
         "read_orders", "read_all_orders"
     ]  # fmt: skip
-    for resource in [r for r in RESOURCES.values() if r.reconciled]:  # watermarks: UPDATED_AT
+    for resource in [t for t in RECONCILE_TARGETS.values() if t.resource.updated_at_sort]:
+        if resource.resource.name != resource.name:
+            continue  # a child listed on QueryRoot (product_variants): no UPDATED_AT sort
         for document in (summary_query(resource), counts_query(resource, 3), nodes_query(resource)):
             checked = check_document(document)
             assert checked.errors == (), (document, checked.errors)
@@ -235,3 +238,18 @@ def test_reconcile_documents_validate_against_the_real_schema(server: FakeShopSe
         assert [counts[f"w{i}"]["count"] for i in range(3)] == [
             summary["data"]["total"]["count"], 0, summary["data"]["total"]["count"]
         ]  # fmt: skip
+
+
+def test_every_reconcile_document_validates_against_the_real_schema() -> None:
+    """Each target's page, by-id and (where Shopify counts it) count documents, and the
+    window counts of those without an UPDATED_AT sort (product variants)."""
+    for target in RECONCILE_TARGETS.values():
+        documents = [target.page_query, target.nodes_query]
+        if target.counted:
+            documents += [target.count_query, counts_query(target, 3)]
+        if target.updated_at_sort:
+            documents.append(summary_query(target))
+        for document in documents:
+            checked = check_document(document)
+            assert checked.errors == (), (target.name, document, checked.errors)
+            assert checked.deprecated == (), (target.name, checked.deprecated)

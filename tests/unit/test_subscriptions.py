@@ -21,9 +21,10 @@ from backfill.subscriptions import (
     rest_topic,
     scope_hint,
     stray_reason,
+    topic_resource,
 )
 from handlers import handled_topics
-from handlers.resources import accepted_scopes, required_scopes
+from handlers.resources import accepted_scopes, reconciled_names_for, required_scopes
 from tests.fakeshop import admin_schema
 
 URI = "https://receiver.example.com/webhooks/shopify"
@@ -128,6 +129,51 @@ def test_missing_resources_name_the_synced_resources_of_missing_topics() -> None
     assert report.missing_resources() == ["customers", "orders"]
     assert not report.in_sync
     assert SubscriptionReport("s.myshopify.com", URI, False).missing_resources() == []
+
+
+@pytest.mark.parametrize(
+    ("topic", "resource"),
+    [
+        ("refunds/create", "orders"),
+        ("order_transactions/create", "orders"),
+        ("fulfillments/create", "orders"),
+        ("fulfillments/update", "orders"),
+        ("inventory_levels/connect", "inventory_items"),
+        ("inventory_levels/update", "inventory_items"),
+        ("inventory_levels/disconnect", "inventory_items"),
+        ("inventory_items/create", "inventory_items"),
+        ("inventory_items/update", "inventory_items"),
+        ("inventory_items/delete", "inventory_items"),
+        ("locations/update", "locations"),
+        ("products/update", "products"),
+    ],
+)
+def test_child_topics_map_to_the_resource_whose_backfill_repairs_them(
+    topic: str, resource: str
+) -> None:
+    assert topic_resource(topic) == resource
+
+
+def test_every_intended_topic_but_app_uninstalled_has_a_resource() -> None:
+    unmapped = [topic for topic in INTENDED_TOPICS if topic_resource(topic) is None]
+    assert unmapped == ["app/uninstalled"]
+
+
+def test_a_gap_in_child_topics_backfills_and_reconciles_their_parents_and_children() -> None:
+    report = SubscriptionReport(
+        shop="s.myshopify.com",
+        uri=URI,
+        dry_run=False,
+        missing=["inventory_levels/update", "refunds/create", "products/update"],
+    )
+    # The backfill's resources, in registry order; reconcile adds what each one covers.
+    assert report.missing_resources() == ["products", "orders", "inventory_items"]
+    assert reconciled_names_for(report.missing_resources()) == [
+        "products",
+        "product_variants",
+        "orders",
+        "inventory_items",
+    ]
 
 
 class ScriptedClient:
