@@ -19,7 +19,7 @@ from handlers.normalize import normalize_purchasing_summary, parse_shopify_id, p
 from handlers.normalize_children import normalize_inventory_level
 from handlers.records import apply_purchasing_summary, tombstone, tombstone_row, upsert_records
 from handlers.resources import Resource
-from models import InventoryLevel, Order, ProductVariant, SyncJob, Tenant, utcnow
+from models import InventoryItem, InventoryLevel, Order, ProductVariant, SyncJob, Tenant, utcnow
 from models.statuses import SyncStatus, TenantStatus
 from models.upsert import insert_on_conflict
 
@@ -91,6 +91,15 @@ async def upsert_inventory_level(
     revives a level disconnected before that time. Shopify builds the body when it sends it,
     so two quick changes may both carry the final `available`: harmless, as each is a state."""
     record = normalize_inventory_level(payload)
+    item_deleted = await session.scalar(
+        select(InventoryItem.id).where(
+            InventoryItem.tenant_id == context.tenant_id,
+            InventoryItem.shopify_id == record["inventory_item_shopify_id"],
+            InventoryItem.deleted_at.is_not(None),
+        )
+    )
+    if item_deleted is not None:
+        return  # a deleted item's levels went with it (its delete may overtake this)
     await upsert_records(session, InventoryLevel, context.tenant_id, [record], source="webhook")
     await recount_variant_stock(session, context.tenant_id, record["inventory_item_shopify_id"])
 

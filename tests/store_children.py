@@ -17,6 +17,9 @@ from tests.fakeshop.children import children_of, value_of
 from tests.fakeshop.select import select as select_fields
 
 
+LEVEL_UNTOLD = frozenset({"shopify_created_at", "on_hand", "committed", "incoming"})
+
+
 def store_nodes(store: FakeStore, resource: Resource) -> Iterator[dict[str, Any]]:
     """The store's live records of a resource (inventory items: its variants' items)."""
     if resource.name == "inventory_items":
@@ -98,7 +101,10 @@ async def assert_children_equal_store(
             for key, record in wanted.items():
                 row = rows[key]
                 for column, value in record.items():
-                    if column != "raw":
+                    # A level only a webhook brought lacks what REST level bodies never carry
+                    # (its creation time and every quantity but `available`).
+                    untold = child.table == "inventory_levels" and column in LEVEL_UNTOLD
+                    if column != "raw" and not (untold and getattr(row, column) is None):
                         assert getattr(row, column) == value, (
                             child.table,
                             key,

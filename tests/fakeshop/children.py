@@ -1043,7 +1043,11 @@ class ProductChildren:
             "trackedEditable": {"locked": False, "reason": None},
             "countryHarmonizedSystemCodes": Connection([]),
             "createdAt": spec.get("createdAt") or product["createdAt"],
-            "updatedAt": (spec.get("item") or {}).get("updatedAt") or variant["updatedAt"],
+            # Changed only by its own changes (update_inventory_item): a product update
+            # touches neither the item nor its levels, and sends nothing for them.
+            "updatedAt": (spec.get("item") or {}).get("updatedAt")
+            or spec.get("createdAt")
+            or product["createdAt"],
             "variant": _ref("ProductVariant", variant["id"], lambda: variant),
             "variants": Connection(lambda: [variant]),
         }

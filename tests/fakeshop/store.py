@@ -29,6 +29,7 @@ from .children import (
     numeric,
     recount,
     shipping_address,
+    value_of,
 )
 from .clock import Clock, SystemClock
 from .data import (
@@ -474,8 +475,16 @@ class FakeStore:
         self.webhooks.record_changed("customers", "delete", index)
 
     def delete_product(self, index: int) -> None:
+        """Its variants' inventory items go with it: inventory_items/delete for each."""
+        node = self.products.node(index)
+        items = [
+            value_of(variant, "inventoryItem")
+            for variant in (children_of(node, "variants") if node is not None else [])
+        ]
         self.products.delete(index)
         self.webhooks.record_changed("products", "delete", index)
+        for item in items:
+            self._emit("inventory_items/delete", {"id": numeric(item["id"])}, "products", index)
 
     def delete_order(self, index: int) -> None:
         self.orders.delete(index)
@@ -487,8 +496,20 @@ class FakeStore:
         return index
 
     def create_product(self, **fields: Any) -> int:
+        """Its variants come with new inventory items, stocked at the store's locations:
+        inventory_items/create and inventory_levels/connect for each."""
         index = self.products.create(**fields)
         self.webhooks.record_changed("products", "create", index)
+        node = self.products.node(index)
+        renderer = self.webhooks.renderer
+        for variant in children_of(node, "variants") if node is not None else []:
+            item = value_of(variant, "inventoryItem")
+            self._emit("inventory_items/create", renderer.inventory_item(item), "products", index)
+            # Stocked where the new product is: inventory_levels/connect for each location.
+            for level in children_of(item, "inventoryLevels"):
+                self._emit(
+                    "inventory_levels/connect", renderer.inventory_level(level), "products", index
+                )
         return index
 
     def create_order(self, **fields: Any) -> int:
