@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handlers.children import ChildSet
+from handlers.metafields import metafield_sets
 from handlers.normalize import (
     Record,
     normalize_customer,
@@ -87,8 +88,11 @@ class Resource:
     delete_topics: tuple[str, ...]
     # Columns that hold a customer's personal data: customers/redact clears them.
     personal_fields: tuple[str, ...] = ()
-    # Rows that belong to one record of this resource, written with it (handlers/children).
-    children: tuple[ChildSet, ...] = ()
+    # Rows that belong to one record of this resource, written with it (handlers/children);
+    # `children` adds the metafields of the configured namespaces to them.
+    own_children: tuple[ChildSet, ...] = ()
+    # The MetafieldOwnerType of its records, when their metafields can be kept.
+    metafield_owner: str | None = None
     dashboard: DashboardCount | None = None
     # Reconcile reads watermarks with `sortKey: UPDATED_AT`, which not every connection has.
     reconciled: bool = True
@@ -102,6 +106,10 @@ class Resource:
     @property
     def table(self) -> str:
         return str(self.model.__tablename__)
+
+    @property
+    def children(self) -> tuple[ChildSet, ...]:
+        return self.own_children + metafield_sets(self.metafield_owner)
 
     @property
     def queried_children(self) -> tuple[ChildSet, ...]:
@@ -367,7 +375,8 @@ CUSTOMERS = Resource(
     ),
     delete_topics=("customers/delete",),
     personal_fields=("email", "first_name", "last_name", "phone", "note"),
-    children=(CUSTOMER_ADDRESSES,),
+    own_children=(CUSTOMER_ADDRESSES,),
+    metafield_owner="CUSTOMER",
     dashboard=DashboardCount("Customers"),
 )
 
@@ -393,7 +402,8 @@ PRODUCTS = Resource(
     typename="Product",
     upsert_topics=("products/create", "products/update"),
     delete_topics=("products/delete",),
-    children=(PRODUCT_VARIANTS,),
+    own_children=(PRODUCT_VARIANTS,),
+    metafield_owner="PRODUCT",
     dashboard=DashboardCount("Products"),
 )
 
@@ -442,7 +452,8 @@ ORDERS = Resource(
     # An order's own email and note; addresses and phones live only in `raw`, scrubbed
     # separately (the shipping country and province are kept: they name no one).
     personal_fields=("email", "note"),
-    children=ORDER_CHILDREN,
+    own_children=ORDER_CHILDREN,
+    metafield_owner="ORDER",
     dashboard=DashboardCount("Orders"),
 )
 
@@ -526,7 +537,7 @@ INVENTORY_ITEMS = Resource(
     typename="InventoryItem",
     upsert_topics=("inventory_items/create", "inventory_items/update"),
     delete_topics=("inventory_items/delete",),
-    children=(INVENTORY_LEVELS,),
+    own_children=(INVENTORY_LEVELS,),
     # QueryRoot.inventoryItems has no sortKey (it pages in id order) and there is no
     # inventoryItemsCount.
     sort_key=None,
