@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handlers.children import ChildSet
-from handlers.metafields import metafield_sets
+from handlers.metafields import configured, metafield_sets
 from handlers.normalize import (
     Record,
     normalize_customer,
@@ -559,6 +559,15 @@ WEBHOOK_RESOURCES: tuple[Resource, ...] = tuple(RESOURCES.values())
 def resource_for_topic(topic: str) -> Resource | None:
     """The resource whose record (or deletion notice) a topic's body is, if any."""
     return _BY_TOPIC.get(topic)
+
+
+def topic_metafield_namespaces(topic: str) -> tuple[str, ...]:
+    """The namespaces whose metafields a subscription to `topic` asks Shopify to put in its
+    bodies: the configured ones for a record topic of a resource that keeps metafields."""
+    resource = resource_for_topic(topic)
+    if resource is None or resource.metafield_owner is None:
+        return ()
+    return configured() if topic in resource.upsert_topics else ()
 
 
 def child_for_topic(topic: str) -> tuple[Resource, ChildSet] | None:
