@@ -110,3 +110,28 @@ def _sets(owner_type: str, namespaces: tuple[str, ...]) -> tuple[ChildSet, ...]:
 
 def _metafield(item: Any, parent: Mapping[str, Any], graphql: bool) -> Record:
     return normalize_metafield(item, graphql=graphql)
+
+
+# Where a payload holds metafields: a REST body's `metafields`, a GraphQL node's aliases.
+_PAYLOAD_KEY = re.compile(r"metafields\d*")
+
+
+def without_values(payload: Any) -> Any:
+    """`payload` with the value of every metafield it carries emptied (a record's `raw`, a
+    stored webhook body): customers/redact treats them as the customer's data, whatever
+    their namespace, kept or not."""
+    if not isinstance(payload, Mapping):
+        return payload
+    emptied = dict(payload)
+    for key, value in payload.items():
+        if not _PAYLOAD_KEY.fullmatch(str(key)):
+            continue
+        if isinstance(value, list):
+            emptied[key] = [_emptied(item) for item in value]
+        elif isinstance(value, Mapping) and isinstance(value.get("nodes"), list):
+            emptied[key] = {**value, "nodes": [_emptied(item) for item in value["nodes"]]}
+    return emptied
+
+
+def _emptied(item: Any) -> Any:
+    return {**item, "value": None} if isinstance(item, Mapping) and "value" in item else item

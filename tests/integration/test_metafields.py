@@ -16,6 +16,13 @@ from models import Metafield
 from receiver.samples import sample_payload
 from tests.conftest import Backend, ServedApp
 from tests.factories import create_tenant
+from tests.integration.test_compliance import (
+    CUSTOMER_ID,
+    dump_tenant,
+    other_customer,
+    run_queued_jobs,
+)
+from tests.integration.test_compliance import post as compliance_post
 from tests.integration.test_store_children import PRODUCT_ID, later, post, rows
 
 
@@ -148,3 +155,65 @@ async def test_without_kept_namespaces_no_metafield_is_stored(
     )
     assert await post(http, served, "products/update", body) == "processed"
     assert await stored(backend) == {}
+
+
+SECRET_SIZE = "inseam 31, sensitive fit notes"
+SECRET_NOTE = "Happy birthday Grandma Winnie"
+OTHER_APP_SECRET = "loyalty tier of a named person"
+
+
+def owned(
+    number: int, namespace: str, key: str, value: str, owner: str, owner_id: int
+) -> dict[str, Any]:
+    return metafield(number, namespace, key, value) | {
+        "owner_resource": owner,
+        "owner_id": owner_id,
+    }
+
+
+@pytest.mark.usefixtures("kept")
+async def test_customer_redact_empties_the_customers_and_their_orders_metafields(
+    backend: Backend, served: ServedApp, http: httpx.AsyncClient
+) -> None:
+    tenant_id = await create_tenant(backend.sessions)
+    customer = sample_payload("customers/create")
+    customer["metafields"] = [
+        owned(41, "custom", "fit", SECRET_SIZE, "customer", CUSTOMER_ID),
+        # Not kept, yet in the stored body and the row's raw: the customer's all the same.
+        owned(42, "other_app", "tier", OTHER_APP_SECRET, "customer", CUSTOMER_ID),
+    ]
+    order = sample_payload("orders/create")
+    assert order["customer"]["id"] == CUSTOMER_ID
+    order["metafields"] = [owned(43, "custom", "gift_note", SECRET_NOTE, "order", order["id"])]
+    other, other_order = other_customer()
+    other["metafields"] = [owned(44, "custom", "fit", "stays", "customer", other["id"])]
+    product = with_metafields(
+        sample_payload("products/create"), [metafield(45, "custom", "material", "wool")]
+    )
+    for topic, body in (
+        ("customers/create", customer),
+        ("orders/create", order),
+        ("customers/create", other),
+        ("orders/create", other_order),
+        ("products/create", product),
+    ):
+        assert await post(http, served, topic, body) == "processed"
+    before = await dump_tenant(backend, tenant_id)
+    assert all(value in before for value in (SECRET_SIZE, SECRET_NOTE, OTHER_APP_SECRET))
+
+    # Redaction reaches the metafields already stored, whatever is configured by then.
+    metafields.configure([])
+    # The sample as the store's own (its shop domain).
+    assert await compliance_post(http, served, "customers/redact") == "processed"
+    await run_queued_jobs(backend, served)
+
+    after = await dump_tenant(backend, tenant_id)
+    assert [v for v in (SECRET_SIZE, SECRET_NOTE, OTHER_APP_SECRET) if v in after] == []
+    by_id = {row.shopify_id: row for row in await rows(backend, Metafield)}
+    assert sorted(by_id) == [41, 43, 44, 45]
+    for number in (41, 43):
+        row = by_id[number]
+        assert (row.namespace, row.key, row.value, row.raw) == (
+            "custom", row.key, None, {"id": number}
+        )  # fmt: skip
+    assert (by_id[44].value, by_id[45].value) == ("stays", "wool")
