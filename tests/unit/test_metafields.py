@@ -206,3 +206,44 @@ def test_bulk_lines_of_several_namespaces_go_under_their_own_alias() -> None:
     with pytest.raises(ValueError, match="unexpected child type"):
         list(grouper.feed({"id": "gid://shopify/Metafield/9", "namespace": "nope",
                            "__parentId": "gid://shopify/Customer/2"}, 9))  # fmt: skip
+
+
+def test_the_app_and_the_cli_make_their_settings_namespaces_the_process_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from receiver import cli
+    from receiver.app import create_app
+
+    try:
+        create_app(Settings.from_env(env("reviews")))
+        assert metafields.configured() == ("reviews",)
+        for key, value in env("custom,reviews").items():
+            monkeypatch.setenv(key, value)
+        cli._settings()
+        assert metafields.configured() == ("custom", "reviews")
+    finally:
+        metafields.configure([])
+
+
+def test_redaction_empties_metafield_values_in_rest_bodies_and_graphql_nodes() -> None:
+    node = {
+        "id": "gid://shopify/Customer/1",
+        "note": "kept here",
+        "metafields0": {
+            "nodes": [{"id": "gid://shopify/Metafield/2", "key": "fit", "value": "secret"}],
+            "pageInfo": {"hasNextPage": False},
+        },
+    }
+    body = {"id": 1, "metafields": [{"id": 2, "namespace": "x", "value": "secret"}]}
+    assert metafields.without_values(node) == {
+        **node,
+        "metafields0": {
+            "nodes": [{"id": "gid://shopify/Metafield/2", "key": "fit", "value": None}],
+            "pageInfo": {"hasNextPage": False},
+        },
+    }
+    assert metafields.without_values(body) == {
+        "id": 1,
+        "metafields": [{"id": 2, "namespace": "x", "value": None}],
+    }
+    assert body["metafields"][0]["value"] == "secret"  # a copy: the input is left alone
