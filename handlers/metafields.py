@@ -30,9 +30,9 @@ from models import Metafield
 # write inside a GraphQL string literal.
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{3,255}")
 
-# A bulk query may hold at most 5 connections; an order's line items, a product's variants
-# and a customer's addresses already take one, each namespace another.
-MAX_NAMESPACES = 4
+# A bulk query may hold at most 5 connections, its root one included; an order's line
+# items, a product's variants and a customer's addresses take a second, each namespace one.
+MAX_NAMESPACES = 3
 
 # How many of a namespace's metafields one page query asks for per record; a record with
 # more gets the rest by its id before the page is written (backfill/nested.py).
