@@ -152,12 +152,14 @@ class BulkGrouper:
 
     def __init__(self, children: Sequence[ChildSet]) -> None:
         self.children = tuple(children)
-        self._by_typename: dict[str, ChildSet] = {}
+        # Several sets may share a type (a metafield per namespace): their `selector` tells
+        # a line's set.
+        self._by_typename: dict[str, list[ChildSet]] = {}
         pending = list(children)
         while pending:
             child = pending.pop()
             if child.node_key:
-                self._by_typename[child.typename] = child
+                self._by_typename.setdefault(child.typename, []).append(child)
             pending.extend(child.children)
         self._current: BulkGroup | None = None
 
@@ -175,7 +177,9 @@ class BulkGrouper:
                 " (was the operation run without groupObjects?)"
             )
         typename = _typename(line.get("id"))
-        child = self._by_typename.get(typename)
+        child = next(
+            (child for child in self._by_typename.get(typename, ()) if child.accepts(line)), None
+        )
         if child is None:
             raise ValueError(f"bulk line {line_number}: unexpected child type {typename!r}")
         holder = group.by_id[parent_id]

@@ -31,7 +31,12 @@ from backfill.client import AdminClient, BackfillError
 from backfill.queries import RESOURCES
 from backfill.runner import BackfillEnvironment, admin_client_for, hold_shop_id
 from handlers import handled_topics
-from handlers.resources import accepted_scopes, required_scopes, topic_resource_name
+from handlers.resources import (
+    accepted_scopes,
+    required_scopes,
+    topic_metafield_namespaces,
+    topic_resource_name,
+)
 from handlers.shop_identity import COMPLIANCE_TOPICS
 from models import Tenant, WebhookSubscription, utcnow
 from models.statuses import TenantStatus
@@ -49,7 +54,7 @@ MUTATION_COST = 10
 ADDRESS_TAKEN = "has already been taken"
 DOES_NOT_EXIST = "does not exist"
 
-SUBSCRIPTION_FIELDS = "id topic uri format filter includeFields createdAt"
+SUBSCRIPTION_FIELDS = "id topic uri format filter includeFields metafieldNamespaces createdAt"
 
 LIST_SUBSCRIPTIONS = f"""
 query WebhookSubscriptions($first: Int!, $after: String) {{
@@ -149,12 +154,19 @@ class RemoteSubscription:
     filter: str | None = None
     include_fields: tuple[str, ...] = ()
     created_at: datetime | None = None
+    metafield_namespaces: tuple[str, ...] = ()
 
     @property
     def delivers_everything(self) -> bool:
         """JSON bodies of every event, whole: what the webhook endpoint needs. An XML body is
         refused (400), a filter drops events, `includeFields` truncates the records."""
         return self.format == "JSON" and not self.filter and not self.include_fields
+
+    @property
+    def namespaces_wanted(self) -> bool:
+        """Its bodies carry the metafields of exactly the namespaces we keep (none when we
+        keep none): one that carries others or too few is replaced."""
+        return set(self.metafield_namespaces) == set(topic_metafield_namespaces(self.topic))
 
     @classmethod
     def from_node(cls, node: dict[str, Any]) -> RemoteSubscription:
@@ -166,6 +178,7 @@ class RemoteSubscription:
             format=str(node.get("format") or "JSON"),
             filter=node.get("filter") or None,
             include_fields=tuple(node.get("includeFields") or ()),
+            metafield_namespaces=tuple(node.get("metafieldNamespaces") or ()),
             created_at=(
                 datetime.fromisoformat(created.replace("Z", "+00:00"))
                 if isinstance(created, str)
@@ -229,6 +242,7 @@ def plan(
             subscription.topic not in wanted
             or subscription.uri != uri
             or not subscription.delivers_everything
+            or not subscription.namespaces_wanted
         ):
             stray.append(subscription)
         elif subscription.topic in kept:
@@ -259,6 +273,10 @@ def stray_reason(
         return f"filtered ({subscription.filter})"
     if subscription.include_fields:
         return "partial payloads (includeFields)"
+    if not subscription.namespaces_wanted:
+        wanted = ", ".join(topic_metafield_namespaces(subscription.topic)) or "none"
+        given = ", ".join(subscription.metafield_namespaces) or "none"
+        return f"metafield namespaces {given}, not {wanted}"
     return "duplicate"
 
 
@@ -392,9 +410,14 @@ def scope_hint(topic: str, granted: set[str] | None) -> str:
 
 
 async def _create(client: AdminClient, topic: str, uri: str) -> list[dict[str, Any]]:
+    subscription: dict[str, Any] = {"uri": uri, "format": "JSON"}
+    namespaces = topic_metafield_namespaces(topic)
+    if namespaces:
+        # Shopify puts a record's metafields in its webhook bodies only for these.
+        subscription["metafieldNamespaces"] = list(namespaces)
     data = await client.execute(
         CREATE_SUBSCRIPTION,
-        {"topic": enum_topic(topic), "subscription": {"uri": uri, "format": "JSON"}},
+        {"topic": enum_topic(topic), "subscription": subscription},
         cost=MUTATION_COST,
     )
     return list((data.get("webhookSubscriptionCreate") or {}).get("userErrors") or [])

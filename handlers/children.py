@@ -118,10 +118,27 @@ class ChildSet:
     topics: tuple[str, ...] = ()
     rest_parent_key: str = ""
     body_keys: tuple[str, ...] = ()
+    # When `node_key` is an alias: the GraphQL field it names, and arguments beside `first`
+    # (`metafields(namespace: "x")`, one set per namespace).
+    field_name: str = ""
+    arguments: str = ""
+    # (payload key, value) pairs an item must have to be one of this set (REST and GraphQL
+    # spell them alike): items of a shared list that differ belong to another set.
+    selector: tuple[tuple[str, Any], ...] = ()
+    # Columns every row of this set has; its tombstones touch only rows with these values,
+    # so sets sharing a table and parent column (metafields) never tombstone each other.
+    fixed: tuple[tuple[str, Any], ...] = ()
 
     @property
     def table(self) -> str:
         return str(self.model.__tablename__)
+
+    def accepts(self, item: Any) -> bool:
+        """Whether a child object of the payload belongs to this set (see `selector`)."""
+        return not self.selector or (
+            isinstance(item, Mapping)
+            and all(item.get(key) == value for key, value in self.selector)
+        )
 
     def item_fields(self, *, bulk: bool = False) -> str:
         """One child's selection with its own children's. A bulk query may not hold a
@@ -141,18 +158,21 @@ class ChildSet:
         (a connection with the cursor to page the rest); a bulk query asks for everything (a
         connection as edges, whose nodes come back as their own lines)."""
         fields = self.item_fields(bulk=bulk)
+        head = f"{self.node_key}: {self.field_name}" if self.field_name else self.node_key
+        extra = f", {self.arguments}" if self.arguments else ""
         if bulk:
+            head += f"({self.arguments})" if self.arguments else ""
             if self.connection:
-                return f"\n      {self.node_key} {{ edges {{ node {{{fields} }} }} }}"
-            return f"\n      {self.node_key} {{{fields} }}"
+                return f"\n      {head} {{ edges {{ node {{{fields} }} }} }}"
+            return f"\n      {head} {{{fields} }}"
         count = first or self.first
         if self.connection:
             cursor = f", after: {after}" if after else ""
             return (
-                f"\n      {self.node_key}(first: {count}{cursor}) {{ nodes {{{fields} }}"
+                f"\n      {head}(first: {count}{cursor}{extra}) {{ nodes {{{fields} }}"
                 " pageInfo { hasNextPage endCursor } }"
             )
-        return f"\n      {self.node_key}(first: {count}) {{{fields} }}"
+        return f"\n      {head}(first: {count}{extra}) {{{fields} }}"
 
     @property
     def queried_children(self) -> tuple[ChildSet, ...]:
@@ -199,8 +219,11 @@ class ChildSet:
                 complete = False
         else:
             raise PayloadError(f"{key}: expected a list, got {type(value).__name__}")
+        fixed = dict(self.fixed)
         records = [
-            self.normalize(item, payload, graphql) | {self.parent_key: parent_id} for item in items
+            self.normalize(item, payload, graphql) | {self.parent_key: parent_id} | fixed
+            for item in items
+            if self.accepts(item)
         ]
         existing = None
         if not graphql and self.rest_ids_key and self.rest_ids_key in payload:
@@ -360,6 +383,7 @@ async def _tombstone_missing(
                 or_(*scopes),
                 table.c.deleted_at.is_(None),
                 table.c[child.child_key].not_in(kept),
+                *(table.c[column] == value for column, value in child.fixed),
             )
             .values(deleted_at=now, synced_at=now, source=source)
             .execution_options(synchronize_session=False)

@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, Table, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.context import EventContext
+from handlers.metafields import without_values
 from handlers.normalize import optional_shopify_id, parse_shopify_id
 from handlers.personal_data import mentions, scrub
 from handlers.resources import RESOURCES, Resource
@@ -18,6 +19,7 @@ from models import (
     Base,
     ComplianceRequest,
     Customer,
+    Metafield,
     Order,
     ShopRecord,
     Tenant,
@@ -123,7 +125,7 @@ async def redact_personal_data(
     for row in customers:
         for column in RESOURCES["customers"].personal_fields:
             setattr(row, column, None)
-        row.raw = scrub(row.raw, identifiers)
+        row.raw = without_values(scrub(row.raw, identifiers))
     orders = await session.scalars(
         select(Order).where(
             Order.tenant_id == tenant_id,
@@ -134,12 +136,16 @@ async def redact_personal_data(
     for order in orders:
         for column in RESOURCES["orders"].personal_fields:
             setattr(order, column, None)
-        order.raw = scrub(order.raw, identifiers)
+        order.raw = without_values(scrub(order.raw, identifiers))
         redacted_orders.add(order.shopify_id)
     await _redact_children(session, RESOURCES["customers"], tenant_id, [customer_id], identifiers)
     await _redact_children(
         session, RESOURCES["orders"], tenant_id, sorted(redacted_orders), identifiers
     )
+    for metafield in await _metafields_of(session, tenant_id, customer_id, sorted(redacted_orders)):
+        # The namespace, key and type say what was kept, not about whom.
+        metafield.value = None
+        metafield.raw = {"id": metafield.shopify_id}
     requests = await session.scalars(
         select(ComplianceRequest).where(ComplianceRequest.tenant_id == tenant_id)
     )
@@ -153,7 +159,10 @@ async def redact_personal_data(
             await session.execute(
                 update(WebhookEvent)
                 .where(WebhookEvent.id == event_id)
-                .values(payload=scrub(payload, identifiers), error=redacted_error(error))
+                .values(
+                    payload=without_values(scrub(payload, identifiers)),
+                    error=redacted_error(error),
+                )
                 .execution_options(synchronize_session=False)
             )
     if identifiers:
@@ -191,8 +200,10 @@ async def _redact_children(
     that is personal data as a whole (an address) keeps only its id in `raw`."""
     for child in resource.child_sets:
         model = child.model
-        if not issubclass(model, ShopRecord):
-            continue  # inventory levels: stock counts, nothing about a person
+        if not issubclass(model, ShopRecord) or model is Metafield:
+            # Inventory levels: stock counts, nothing about a person. Metafields: by owner
+            # type and in every namespace, kept now or before (`_metafields_of`).
+            continue
         owner = getattr(model, child.owner_key or child.parent_key)
         for start in range(0, len(owners), 1000):
             rows = await session.scalars(
@@ -217,6 +228,27 @@ _ORDER_PHONE_PATHS = (
     ("billingAddress", "phone"),
     ("shippingAddress", "phone"),
 )
+
+
+async def _metafields_of(
+    session: AsyncSession, tenant_id: int, customer_id: int, order_ids: list[int]
+) -> list[Metafield]:
+    """A customer's metafields and their orders', whatever namespaces are configured now."""
+    found: list[Metafield] = []
+    for owner_type, owners in (("CUSTOMER", [customer_id]), ("ORDER", order_ids)):
+        for start in range(0, len(owners), 1000):
+            found.extend(
+                await session.scalars(
+                    select(Metafield)
+                    .where(
+                        Metafield.tenant_id == tenant_id,
+                        Metafield.owner_type == owner_type,
+                        Metafield.owner_shopify_id.in_(owners[start : start + 1000]),
+                    )
+                    .order_by(Metafield.shopify_id)
+                )
+            )
+    return found
 
 
 def _orders_of(
@@ -368,7 +400,7 @@ async def export_customer(
     ):
         for child in resource.child_sets:
             model = child.model
-            if not issubclass(model, ShopRecord) or not owners:
+            if not issubclass(model, ShopRecord) or not owners or model is Metafield:
                 continue
             owner = getattr(model, child.owner_key or child.parent_key)
             found = await session.scalars(
@@ -379,6 +411,9 @@ async def export_customer(
             rows = children.setdefault(child.table, [])
             known = {row["shopify_id"] for row in rows}
             rows.extend(_row_dict(row) for row in found if row.shopify_id not in known)
+    kept_metafields = await _metafields_of(session, tenant_id, customer_id, order_ids)
+    if kept_metafields:
+        children["metafields"] = [_row_dict(row) for row in kept_metafields]
     if complete_requests:
         now = utcnow()
         for request in requests:

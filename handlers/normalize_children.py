@@ -10,6 +10,7 @@ left out of the record (absent is not null).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -339,3 +340,26 @@ def normalize_inventory_level(payload: Any) -> Record:
     elif "available" in payload:
         record["available"] = whole_count(payload["available"], "inventory_level.available")
     return record
+
+
+def metafield_value(value: Any, field: str) -> str | None:
+    """Shopify's string form of a value. GraphQL always sends a string; REST bodies have
+    sent numbers and booleans bare for some types, which are kept as their JSON text so a
+    webhook and the backfill store the same string."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+METAFIELD_FIELDS = (
+    Field("namespace", "namespace", "namespace", optional_text),
+    Field("key", "key", "key", optional_text),
+    Field("type", "type", "type", optional_text),
+    Field("value", "value", "value", metafield_value),
+)
+
+
+def normalize_metafield(payload: Any, *, graphql: bool) -> Record:
+    """A metafield (REST `metafields[]` of a webhook body, or a GraphQL `Metafield`). Its
+    owner comes from the parent it was read under, not from the payload."""
+    return child_record(payload, METAFIELD_FIELDS, "metafield", graphql=graphql)

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from handlers.children import ChildSet
+from handlers.metafields import configured, metafield_sets
 from handlers.normalize import (
     Record,
     normalize_customer,
@@ -103,8 +104,11 @@ class Resource:
     delete_topics: tuple[str, ...]
     # Columns that hold a customer's personal data: customers/redact clears them.
     personal_fields: tuple[str, ...] = ()
-    # Rows that belong to one record of this resource, written with it (handlers/children).
-    children: tuple[ChildSet, ...] = ()
+    # Rows that belong to one record of this resource, written with it (handlers/children);
+    # `children` adds the metafields of the configured namespaces to them.
+    own_children: tuple[ChildSet, ...] = ()
+    # The MetafieldOwnerType of its records, when their metafields can be kept.
+    metafield_owner: str | None = None
     dashboard: DashboardCount | None = None
     # How reconcile compares it, and whether the connection sorts by UPDATED_AT (Shopify's
     # oldest and newest updatedAt, its watermarks, then come with one request).
@@ -122,6 +126,10 @@ class Resource:
     @property
     def table(self) -> str:
         return str(self.model.__tablename__)
+
+    @property
+    def children(self) -> tuple[ChildSet, ...]:
+        return self.own_children + metafield_sets(self.metafield_owner)
 
     @property
     def queried_children(self) -> tuple[ChildSet, ...]:
@@ -394,7 +402,8 @@ CUSTOMERS = Resource(
     ),
     delete_topics=("customers/delete",),
     personal_fields=("email", "first_name", "last_name", "phone", "note"),
-    children=(CUSTOMER_ADDRESSES,),
+    own_children=(CUSTOMER_ADDRESSES,),
+    metafield_owner="CUSTOMER",
     dashboard=DashboardCount("Customers"),
 )
 
@@ -420,7 +429,8 @@ PRODUCTS = Resource(
     typename="Product",
     upsert_topics=("products/create", "products/update"),
     delete_topics=("products/delete",),
-    children=(PRODUCT_VARIANTS,),
+    own_children=(PRODUCT_VARIANTS,),
+    metafield_owner="PRODUCT",
     # A line item's product reads null once the product is deleted.
     referenced_as=(("order_line_items", "product_shopify_id"),),
     dashboard=DashboardCount("Products"),
@@ -471,7 +481,8 @@ ORDERS = Resource(
     # An order's own email and note; addresses and phones live only in `raw`, scrubbed
     # separately (the shipping country and province are kept: they name no one).
     personal_fields=("email", "note"),
-    children=ORDER_CHILDREN,
+    own_children=ORDER_CHILDREN,
+    metafield_owner="ORDER",
     dashboard=DashboardCount("Orders"),
 )
 
@@ -558,7 +569,7 @@ INVENTORY_ITEMS = Resource(
     typename="InventoryItem",
     upsert_topics=("inventory_items/create", "inventory_items/update"),
     delete_topics=("inventory_items/delete",),
-    children=(INVENTORY_LEVELS,),
+    own_children=(INVENTORY_LEVELS,),
     # QueryRoot.inventoryItems has no sortKey (it pages in id order) and there is no
     # inventoryItemsCount.
     sort_key=None,
@@ -582,6 +593,15 @@ WEBHOOK_RESOURCES: tuple[Resource, ...] = tuple(RESOURCES.values())
 def resource_for_topic(topic: str) -> Resource | None:
     """The resource whose record (or deletion notice) a topic's body is, if any."""
     return _BY_TOPIC.get(topic)
+
+
+def topic_metafield_namespaces(topic: str) -> tuple[str, ...]:
+    """The namespaces whose metafields a subscription to `topic` asks Shopify to put in its
+    bodies: the configured ones for a record topic of a resource that keeps metafields."""
+    resource = resource_for_topic(topic)
+    if resource is None or resource.metafield_owner is None:
+        return ()
+    return configured() if topic in resource.upsert_topics else ()
 
 
 def child_for_topic(topic: str) -> tuple[Resource, ChildSet] | None:

@@ -82,6 +82,7 @@ class State(TypedDict):
 def create_app(settings: Settings | None = None) -> Starlette:
     configure_logging_once()
     settings = settings or Settings.from_env()
+    settings.apply_metafields()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:

@@ -68,9 +68,11 @@ DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/webhooks/shopify"
 
 def _settings() -> Settings:
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
+    settings.apply_metafields()
+    return settings
 
 
 def _with_sessions(

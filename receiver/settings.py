@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from handlers import metafields
 from handlers.retries import DEFAULT_MAX_ATTEMPTS
 from models.encryption import SecretBox, generate_key
 
@@ -113,6 +114,13 @@ def _public_url(value: str | None) -> str | None:
     return value.strip().rstrip("/")
 
 
+def _namespaces(value: str | None) -> tuple[str, ...]:
+    try:
+        return metafields.parse_namespaces(value)
+    except ValueError as exc:
+        raise SettingsError(f"METAFIELD_NAMESPACES={value!r}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Settings:
     # repr=False: a database URL usually carries its password.
@@ -165,6 +173,9 @@ class Settings:
     # A failed event is applied again with backoff; after this many attempts (the first
     # delivery included) it is `dead` and waits for a hand replay.
     event_max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    # METAFIELD_NAMESPACES: the namespaces whose metafields (of orders, products, customers)
+    # are kept in `metafields`; none by default. `apply_metafields` makes them the process's.
+    metafield_namespaces: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -218,9 +229,15 @@ class Settings:
             metrics_token=Secret(env["METRICS_TOKEN"]) if env.get("METRICS_TOKEN") else None,
             allow_rls_bypass=_switch(env, "ALLOW_RLS_BYPASS", False),
             event_max_attempts=_positive_int(env, "EVENT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
+            metafield_namespaces=_namespaces(env.get("METAFIELD_NAMESPACES")),
         )
         settings.secret_box()  # fail at start-up, not at the first webhook, on a malformed key
         return settings
+
+    def apply_metafields(self) -> None:
+        """Make `metafield_namespaces` the ones this process's queries, subscriptions and
+        writes keep (the resource registry is module-level)."""
+        metafields.configure(self.metafield_namespaces)
 
     @property
     def webhook_url(self) -> str | None:

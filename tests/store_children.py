@@ -16,7 +16,6 @@ from tests.fakeshop import FakeStore
 from tests.fakeshop.children import children_of, value_of
 from tests.fakeshop.select import select as select_fields
 
-
 LEVEL_UNTOLD = frozenset({"shopify_created_at", "on_hand", "committed", "incoming"})
 
 

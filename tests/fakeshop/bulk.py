@@ -62,6 +62,8 @@ class NestedConnection:
     field_name: str
     typename: str
     node_fields: list[FieldNode]
+    # The field's arguments (`metafields(namespace: "x")` selects some of the list).
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -405,7 +407,10 @@ class BulkManager:
                         inner = get_named_type(named.fields["nodes"].type)  # type: ignore[union-attr]
                         nested.append(
                             NestedConnection(
-                                selection.name.value, inner.name, self._node_fields(selection)
+                                selection.name.value,
+                                inner.name,
+                                self._node_fields(selection),
+                                get_argument_values(definition, selection, None),  # type: ignore[arg-type]
                             )
                         )
                         continue
@@ -540,7 +545,7 @@ class BulkManager:
             for nested in operation.nested:
                 child_type = schema.get_type(nested.typename)
                 assert isinstance(child_type, GraphQLObjectType)
-                for child in children_of(node, nested.field_name):
+                for child in children_of(node, nested.field_name, nested.arguments):
                     line = executor.complete(child_type, nested.node_fields, child)
                     line["__parentId"] = node["id"]
                     lines.append(dumps(line))

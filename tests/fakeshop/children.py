@@ -51,6 +51,13 @@ VARIANT_STRIDE = 256  # a product has at most this many variants (Shopify: 2048;
 INVENTORY_ITEM_ID_BASE = 44_000_000_000_000
 INVENTORY_LEVEL_ID_BASE = 45_000_000_000_000
 LEVEL_STRIDE = 64  # locations an item can be stocked at (by location index)
+# Metafields: one range per owner type (an order and a product may share an index).
+METAFIELD_ID_BASES = {
+    "ORDER": 31_000_000_000_000,
+    "PRODUCT": 32_000_000_000_000,
+    "CUSTOMER": 33_000_000_000_000,
+}
+METAFIELD_STRIDE = 32
 
 # Shopify's named inventory states (shopify.dev, inventory states); the first four vary.
 QUANTITY_NAMES = (
@@ -176,6 +183,10 @@ class ChildList:
             self._items = self._make()
         return self._items
 
+    def matching(self, arguments: dict[str, Any]) -> list[Node]:
+        """The items a field's arguments select (only metafields filter)."""
+        return self.items()
+
     def __deepcopy__(self, memo: dict[int, Any]) -> ChildList:
         from copy import deepcopy
 
@@ -194,7 +205,7 @@ class Connection(ChildList):
 
     def __call__(self, info: Any = None, **arguments: Any) -> dict[str, Any]:
         result = paginate(
-            self.items(),
+            self.matching(arguments),
             arguments.get("first"),
             arguments.get("last"),
             arguments.get("after"),
@@ -285,11 +296,12 @@ def value_of(node: Node, field: str) -> Any:
     return value
 
 
-def children_of(node: Node, field: str) -> list[Node]:
-    """The complete child list of ``field`` on a node (for bulk and REST)."""
+def children_of(node: Node, field: str, arguments: dict[str, Any] | None = None) -> list[Node]:
+    """The complete child list of ``field`` on a node (for bulk and REST), as the field's
+    ``arguments`` select it."""
     value = node.get(field)
     if isinstance(value, ChildList):
-        return value.items()
+        return value.matching(arguments or {})
     if callable(value):
         result = value()
         return list(result) if result else []
@@ -1146,6 +1158,12 @@ def decode_child(numeric_id: int, typename: str) -> tuple[str, int, int] | None:
         "InventoryLevel": ("products", INVENTORY_LEVEL_ID_BASE, VARIANT_STRIDE * LEVEL_STRIDE),
         "MailingAddress": ("customers", CUSTOMER_ADDRESS_ID_BASE, ADDRESS_STRIDE),
     }
+    if typename == "Metafield":
+        for owner, base in sorted(METAFIELD_ID_BASES.items(), key=lambda item: -item[1]):
+            if numeric_id >= base:
+                index, position = divmod(numeric_id - base, METAFIELD_STRIDE)
+                return METAFIELD_RESOURCES[owner], index, position
+        return None
     entry = table.get(typename)
     if entry is None:
         return None
@@ -1179,6 +1197,100 @@ def find_child(parent: Node, typename: str, node_id: str) -> Node | None:
         ]
     elif typename == "MailingAddress":
         candidates = children_of(parent, "addresses")
+    elif typename == "Metafield":
+        candidates = children_of(parent, "metafields")
     else:
         return None
     return next((c for c in candidates if numeric(c["id"]) == wanted), None)
+
+
+# -- metafields: an order's, a product's, a customer's --
+
+METAFIELD_RESOURCES = {"ORDER": "orders", "PRODUCT": "products", "CUSTOMER": "customers"}
+# Namespaces records carry: a receiver keeps some (METAFIELD_NAMESPACES), never all.
+METAFIELD_NAMESPACES = ("custom", "reviews", "other_app")
+# Every HEAVY_METAFIELDS_EVERY-th record has more `custom` metafields than a page asks for.
+HEAVY_METAFIELDS_EVERY = 7
+HEAVY_METAFIELDS = 13
+_METAFIELD_KINDS = (
+    ("single_line_text_field", lambda n: f"value {n}"),
+    ("number_integer", lambda n: str(n % 97)),
+    ("boolean", lambda n: "true" if n % 2 else "false"),
+    ("json", lambda n: json.dumps({"n": n % 1000}, separators=(",", ":"))),
+)
+
+
+class MetafieldConnection(Connection):
+    """``metafields(namespace:, keys:)``: a namespace's, or the listed ``namespace.key``s."""
+
+    __slots__ = ()
+
+    def matching(self, arguments: dict[str, Any]) -> list[Node]:
+        namespace = arguments.get("namespace")
+        keys = arguments.get("keys")
+        return [
+            item
+            for item in self.items()
+            if (namespace is None or item["namespace"] == namespace)
+            and (keys is None or f"{item['namespace']}.{item['key']}" in keys)
+        ]
+
+
+def default_metafields(owner_type: str, key: int, index: int, node: Node) -> list[Node]:
+    """A record's metafields, a pure function of (seed, owner type, index): none to three
+    spread over the namespaces, and many `custom` ones on every seventh record."""
+    heavy = index % HEAVY_METAFIELDS_EVERY == HEAVY_METAFIELDS_EVERY // 2
+    count = HEAVY_METAFIELDS if heavy else draw(key, index, 41) % 4
+    base = METAFIELD_ID_BASES[owner_type] + index * METAFIELD_STRIDE
+    stamp = dict.get(node, "createdAt") or dict.get(node, "updatedAt")
+    items = []
+    for position in range(count):
+        namespace = (
+            "custom" if heavy else pick(METAFIELD_NAMESPACES, draw(key, index, 42 + position))
+        )
+        kind, make = pick(_METAFIELD_KINDS, draw(key, index, 60 + position))
+        items.append(
+            metafield_node(
+                base + position, owner_type, namespace, f"field_{position}", kind,
+                make(draw(key, index, 80 + position)), stamp,
+            )
+        )  # fmt: skip
+    return items
+
+
+def metafield_node(
+    numeric_id: int,
+    owner_type: str,
+    namespace: str,
+    key: str,
+    kind: str,
+    value: str,
+    stamp: str | None,
+) -> Node:
+    """A ``Metafield`` with every non-null scalar the schema gives it."""
+    return {
+        "id": gid("Metafield", numeric_id),
+        "legacyResourceId": str(numeric_id),
+        "namespace": namespace,
+        "key": key,
+        "type": kind,
+        "value": value,
+        "jsonValue": json.loads(value) if kind in ("json", "number_integer", "boolean") else value,
+        "description": None,
+        "ownerType": owner_type,
+        "compareDigest": f"{numeric_id:x}",
+        "createdAt": stamp,
+        "updatedAt": stamp,
+    }
+
+
+def metafield_lazies(owner_type: str, key: int) -> dict[str, Callable[[LazyNode], Any]]:
+    """``metafields`` of a record; a test changes them through the ``_metafields`` overlay."""
+
+    def make(node: LazyNode) -> list[Node]:
+        override = dict.get(node, "_metafields")
+        if override is not None:
+            return list(override)
+        return default_metafields(owner_type, key, node.index, node)
+
+    return {"metafields": lambda node: MetafieldConnection(lambda: make(node))}

@@ -132,6 +132,28 @@ class RestRenderer:
             return self.location(node)
         raise KeyError(resource)
 
+    def metafields(self, resource: str, node: Node, namespaces: tuple[str, ...]) -> list[Any]:
+        """A record's metafields of these namespaces, as a subscription with
+        ``metafieldNamespaces`` receives them in the record's body (``metafields``)."""
+        owner_resource = {"orders": "order", "products": "product", "customers": "customer"}
+        return [
+            {
+                "id": numeric_id(metafield["id"]),
+                "namespace": metafield["namespace"],
+                "key": metafield["key"],
+                "value": metafield["value"],
+                "description": metafield.get("description"),
+                "owner_id": numeric_id(node["id"]),
+                "created_at": self._time(metafield.get("createdAt")),
+                "updated_at": self._time(metafield.get("updatedAt")),
+                "owner_resource": owner_resource[resource],
+                "type": metafield["type"],
+                "admin_graphql_api_id": metafield["id"],
+            }
+            for namespace in namespaces
+            for metafield in children_of(node, "metafields", {"namespace": namespace})
+        ]
+
     def location(self, node: Node) -> dict[str, Any]:
         """A locations/create or locations/update body (REST `Location`)."""
         shopify_id = numeric_id(node["id"])

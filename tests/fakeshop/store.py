@@ -17,6 +17,9 @@ from .bulk import BulkManager
 from .children import (
     ADDRESS_STRIDE,
     CUSTOMER_ADDRESS_ID_BASE,
+    METAFIELD_ID_BASES,
+    METAFIELD_RESOURCES,
+    METAFIELD_STRIDE,
     QUANTITY_NAMES,
     TRANSACTION_STRIDE,
     Connection,
@@ -26,6 +29,8 @@ from .children import (
     ProductChildren,
     children_of,
     customer_lazies,
+    metafield_lazies,
+    metafield_node,
     numeric,
     recount,
     shipping_address,
@@ -197,16 +202,23 @@ class FakeStore:
             return frozenset(schema.get_type(typename).fields)  # type: ignore[union-attr]
 
         customer_key = stream_key(seed, "customers")
+        product_key = stream_key(seed, "products")
+        order_key = stream_key(seed, "orders")
         # Derived fields and children, computed when read (children.LazyNode).
-        customer_fields = customer_lazies(customer_key)
-        product_fields = self.product_children.lazies()
+        customer_fields = {
+            **customer_lazies(customer_key),
+            **metafield_lazies("CUSTOMER", customer_key),
+        }
+        product_fields = {
+            **self.product_children.lazies(),
+            **metafield_lazies("PRODUCT", product_key),
+        }
         location_fields = self._location_lazies()
         self._order_fields = {
             **self.order_children.lazies(),
+            **metafield_lazies("ORDER", order_key),
             "shippingAddress": self._shipping_address,
         }
-        product_key = stream_key(seed, "products")
-        order_key = stream_key(seed, "orders")
         self.customers = Resource(
             typename="Customer",
             key=customer_key,
@@ -955,6 +967,56 @@ class FakeStore:
         del addresses[position]
         self.customers.set_hidden(index, "_addresses", addresses, touch=True)
         self.webhooks.record_changed("customers", "update", index)
+
+    # -- metafields --
+
+    def set_metafield(
+        self,
+        resource: str,
+        index: int,
+        namespace: str,
+        key: str,
+        value: str,
+        kind: str = "single_line_text_field",
+    ) -> Node:
+        """``metafieldsSet`` on record ``index`` of ``resource``: creates or changes
+        ``namespace.key``. Shopify sends no update topic for it (merchants report products/
+        update does not fire on a metafield change), so the simulator sends none either and
+        leaves the owner's ``updatedAt`` alone."""
+        owner_type = {v: k for k, v in METAFIELD_RESOURCES.items()}[resource]
+        items = self._metafields_of(resource, index)
+        stamp = iso(epoch(self.clock.now()))
+        found = next((m for m in items if (m["namespace"], m["key"]) == (namespace, key)), None)
+        if found is not None:
+            changed = metafield_node(
+                numeric(found["id"]), owner_type, namespace, key, kind, value,
+                found["createdAt"],
+            ) | {"updatedAt": stamp}  # fmt: skip
+            items = [changed if m is found else m for m in items]
+        else:
+            used = [numeric(m["id"]) % METAFIELD_STRIDE for m in items]
+            position = max(used, default=-1) + 1
+            if position >= METAFIELD_STRIDE:
+                raise ValueError(f"the simulator holds {METAFIELD_STRIDE} metafields a record")
+            number = METAFIELD_ID_BASES[owner_type] + index * METAFIELD_STRIDE + position
+            changed = metafield_node(number, owner_type, namespace, key, kind, value, stamp)
+            items.append(changed)
+        self.resource(resource).set_hidden(index, "_metafields", items, touch=False)
+        return changed
+
+    def delete_metafield(self, resource: str, index: int, namespace: str, key: str) -> None:
+        """``metafieldsDelete`` of ``namespace.key`` on record ``index`` (no webhook)."""
+        items = self._metafields_of(resource, index)
+        kept = [m for m in items if (m["namespace"], m["key"]) != (namespace, key)]
+        if len(kept) == len(items):
+            raise KeyError(f"{resource} {index} has no metafield {namespace}.{key}")
+        self.resource(resource).set_hidden(index, "_metafields", kept, touch=False)
+
+    def _metafields_of(self, resource: str, index: int) -> list[Node]:
+        node = self.resource(resource).node(index)
+        if node is None:
+            raise KeyError(f"no live {resource} record at index {index}")
+        return copy.deepcopy(children_of(node, "metafields"))
 
     @property
     def counts(self) -> dict[str, int]:

@@ -57,7 +57,7 @@ def subscription_node(subscription: Subscription) -> dict[str, Any]:
         "name": subscription.name,
         "filter": subscription.filter,
         "includeFields": list(subscription.include_fields),
-        "metafieldNamespaces": [],
+        "metafieldNamespaces": list(subscription.metafield_namespaces),
         "metafields": [],
         "createdAt": subscription.created_at,
         "updatedAt": subscription.updated_at,
@@ -206,6 +206,8 @@ def _input(values: dict[str, Any]) -> dict[str, Any]:
             options[option] = values[key]
     if values.get("includeFields") is not None:
         options["include_fields"] = tuple(values["includeFields"])
+    if values.get("metafieldNamespaces") is not None:
+        options["metafield_namespaces"] = tuple(values["metafieldNamespaces"])
     return options
 
 

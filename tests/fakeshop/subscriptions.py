@@ -88,6 +88,8 @@ class Subscription:
     name: str | None = None
     filter: str | None = None  # Shopify search syntax; only matching events are sent
     include_fields: tuple[str, ...] = ()  # empty: the whole payload
+    # Namespaces whose metafields the records' bodies carry (`metafields`); none: no key.
+    metafield_namespaces: tuple[str, ...] = ()
     # Consecutive failed deliveries; reset by a success.
     failures: int = field(default=0, compare=False)
 
@@ -121,6 +123,7 @@ class SubscriptionRegistry:
         name: str | None = None,
         filter: str | None = None,
         include_fields: tuple[str, ...] = (),
+        metafield_namespaces: tuple[str, ...] = (),
     ) -> Subscription:
         topic = enum_topic(topic)
         with self._lock:
@@ -135,6 +138,7 @@ class SubscriptionRegistry:
                 name=name,
                 filter=filter or None,
                 include_fields=tuple(include_fields),
+                metafield_namespaces=tuple(metafield_namespaces),
             )
             self._check(candidate)
             self._next_id += 1
@@ -152,6 +156,7 @@ class SubscriptionRegistry:
         name: str | None = _UNSET,
         filter: str | None = _UNSET,
         include_fields: tuple[str, ...] | None = None,
+        metafield_namespaces: tuple[str, ...] | None = None,
     ) -> Subscription | None:
         """Change what is given (None or left out: unchanged); None if there is no such id."""
         with self._lock:
@@ -166,6 +171,11 @@ class SubscriptionRegistry:
                 filter=current.filter if filter is _UNSET else (filter or None),
                 include_fields=(
                     current.include_fields if include_fields is None else tuple(include_fields)
+                ),
+                metafield_namespaces=(
+                    current.metafield_namespaces
+                    if metafield_namespaces is None
+                    else tuple(metafield_namespaces)
                 ),
                 updated_at=iso_seconds(self._clock.now()),
             )

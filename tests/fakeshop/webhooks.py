@@ -197,6 +197,9 @@ class WebhookEvent:
         return value if isinstance(value, int) else None
 
 
+METAFIELD_OWNERS = frozenset({"orders", "products", "customers"})
+
+
 class WebhookEmitter:
     """A store's webhook sender. Thread-safe: changes can come from the test's thread and from
     request hooks running on the simulator's server thread.
@@ -352,10 +355,21 @@ class WebhookEmitter:
 
     def _delivery(self, event: WebhookEvent, subscription: Subscription) -> Delivery:
         body, signature = event.body, event.signature
+        payload = event.payload
+        # A subscription with metafieldNamespaces receives the record's metafields of those
+        # namespaces in its body (`metafields`), and no others.
+        namespaces = getattr(subscription, "metafield_namespaces", ())
+        if namespaces and event.resource in METAFIELD_OWNERS and event.index is not None:
+            node = self.store.resource(event.resource).node(event.index)
+            if node is not None and not event.topic.endswith("/delete"):
+                metafields = self.renderer.metafields(event.resource, node, namespaces)
+                payload = {**payload, "metafields": metafields}
+                body = _serialise(payload)
+                signature = sign(body, self.secret)
         # A subscription with includeFields receives only those (top-level) fields.
         include = getattr(subscription, "include_fields", ())
         if include:
-            kept = {name: event.payload[name] for name in include if name in event.payload}
+            kept = {name: payload[name] for name in include if name in payload}
             body = _serialise(kept)
             signature = sign(body, self.secret)
         webhook_id = self._uuid(event.sequence, subscription.legacy_id)
