@@ -283,11 +283,19 @@ def test_each_change_becomes_its_topic_with_a_signed_rest_body(store, recorder):
     assert node is not None
     assert normalize_order(bodies[6])["shopify_updated_at"] == parse_timestamp(node["updatedAt"])
     assert len({request.headers["X-Shopify-Event-Id"] for request in recorder.requests}) == 9
+    # A created or deleted product also sends its inventory items' topics (and the created
+    # one's levels): nobody here subscribed to them.
+    inventory = [event for event in store.webhooks.log if event.topic.startswith("inventory_")]
+    assert {event.topic for event in inventory} >= {
+        "inventory_items/create",
+        "inventory_items/delete",
+    }
+    assert all(event.skipped for event in inventory)
     assert store.webhooks.counts == {
-        "emitted": 9,
+        "emitted": 9 + len(inventory),
         "delivered": 9,
         "failed": 0,
-        "skipped": 0,
+        "skipped": len(inventory),
         "duplicates": 0,
         "pending": 0,
     }
