@@ -21,7 +21,8 @@ from tests.conftest import Backend
 from tests.factories import SHOP, create_tenant, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, ManualClock
 from tests.fakeshop.children import HEAVY_METAFIELDS, children_of, numeric
-from tests.integration.test_backfill_children import store_nodes, sync
+from tests.integration.test_backfill_children import sync
+from tests.store_children import store_nodes
 
 KEPT = ("custom", "reviews")
 OWNERS = {"orders": "ORDER", "products": "PRODUCT", "customers": "CUSTOMER"}
