@@ -171,6 +171,12 @@ async def test_incremental_pulls_only_what_changed_since_the_last_sync(shop):
 async def test_a_cancelled_job_resumes_from_its_checkpoint(shop):
     pages = math.ceil(600 / page_size_for(ORDERS))
     shop.store.reset_stats()
+    # Order pages asked for (an order with more children than a page holds gets the rest by
+    # its id: other requests).
+    order_pages: list[int] = []
+    shop.store.on_request(
+        lambda request: order_pages.append(1) if request.page_of("orders") else None
+    )
     async with shop.backend.sessions() as session, session.begin():
         job = await create_sync_job(
             session, await session.get_one(Tenant, shop.tenant_id), "full", ["orders"]
@@ -191,8 +197,8 @@ async def test_a_cancelled_job_resumes_from_its_checkpoint(shop):
     finished = await shop.job(job.id)
     assert finished.progress["orders"]["count"] == 600
     assert finished.attempts == 2
-    # Two count queries, every page once, and at most the one page in flight at the cancel.
-    assert shop.store.stats.requests <= 2 + pages + 1
+    # Every page once, and at most the one page in flight at the cancel.
+    assert len(order_pages) <= pages + 1
     async with shop.backend.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Order)) == 600
 
