@@ -362,7 +362,17 @@ async def _tombstone_missing(
     # parents' listed children" is "not among its own parent's". A key that is not an id (a
     # level's location, shared by every item stocked there) is compared parent by parent.
     unique = child.child_key == "shopify_id"
-    batches = _batches(lists) if unique else ([parent] for parent in lists)
+    # A batch's parents each add a term to one OR (by the time of their list): SQLite's
+    # expression tree stops at a depth of 1,000, so a statement holds at most 200 parents.
+    batches = (
+        [
+            batch[start : start + 200]
+            for batch in _batches(lists)
+            for start in range(0, len(batch), 200)
+        ]
+        if unique
+        else [[parent] for parent in lists]
+    )
     created = table.c.shopify_created_at
     for batch in batches:
         kept = sorted({key for parent in batch for key in _kept(lists[parent], child.child_key)})

@@ -118,9 +118,16 @@ async def _upsert(
     key_columns = [table.c[name] for name in model.conflict_key if name != "tenant_id"]
     for names, group in groups.items():
         statement = _upsert_statement(session, model, names).returning(*key_columns)
-        result = await connection.execute(statement, group)
-        written.extend(tuple(row) for row in result.all())
+        # RETURNING makes the batch one multi-row INSERT: keep its bind parameters under
+        # SQLite's limit (32,766) whatever the row's width.
+        step = max(1, _MAX_PARAMETERS // len(names))
+        for start in range(0, len(group), step):
+            result = await connection.execute(statement, group[start : start + step])
+            written.extend(tuple(row) for row in result.all())
     return written
+
+
+_MAX_PARAMETERS = 30_000
 
 
 _UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
