@@ -42,14 +42,16 @@ from backfill.credentials import callable_store
 from backfill.nested import MAX_PAGE, SINGLE_QUERY_LIMIT, complete_children
 from backfill.runner import BackfillEnvironment, admin_client_for, normalize_node
 from handlers import upsert_records
-from handlers.children import ChildList, ChildSet
+from handlers.children import ChildList, ChildSet, forget_references, tombstone_children
 from handlers.errors import error_text, may_quote_data
 from handlers.normalize import PayloadError, Record, parse_timestamp
 from handlers.records import RowModel, record_key, replace_record
 from handlers.resources import (
     RECONCILE_TARGETS,
+    RESOURCES,
     ReconcileBy,
     ReconcileTarget,
+    Resource,
     parse_resource_names,
     reconciled_names,
 )
@@ -190,6 +192,10 @@ class ResourceReport:
     def as_json(self) -> ResourceReportDocument:
         # Same keys, same order as the dataclass's fields: stored reports stay byte-identical.
         return cast(ResourceReportDocument, asdict(self))
+
+
+def _resource_of(model: Any) -> Resource | None:
+    return next((r for r in RESOURCES.values() if r.model is model), None)
 
 
 def _iso(seconds: int) -> str:
@@ -827,6 +833,20 @@ class _Reconciler:
                 )
                 if affected_rows(result) == 1:
                     report.tombstoned += 1
+                    owner = _resource_of(model)
+                    if owner is not None:
+                        # Its children go with it, as with a delete webhook.
+                        await tombstone_children(
+                            session,
+                            owner.child_sets,
+                            self.tenant_id,
+                            row.shopify_id,
+                            deleted_at=now,
+                            source="reconcile",
+                        )
+                        await forget_references(
+                            session, owner.referenced_as, self.tenant_id, [row.shopify_id]
+                        )
                 else:
                     report.deferred += 1
         return differing
