@@ -406,8 +406,18 @@ async def test_a_webhook_newer_than_the_backfill_page_wins(shop):
 
 @pytest.fixture
 def live_simulator() -> Iterator[tuple[FakeStore, FakeShopServer]]:
-    """A store on the system clock, for code that paces itself in real time."""
-    store = FakeStore(SHOP, seed=5, customers=40, products=30, orders=400)
+    """A store on the system clock, for code that paces itself in real time, with Shopify
+    Plus's bucket (20,000 points, 1,000 a second): with their children orders cost about a
+    thousand points per page, which a Standard bucket refills in ten seconds."""
+    store = FakeStore(
+        SHOP,
+        seed=5,
+        customers=40,
+        products=30,
+        orders=400,
+        maximum_available=20_000,
+        restore_rate=1_000,
+    )
     with FakeShopServer(store) as server:
         yield store, server
 
