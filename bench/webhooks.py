@@ -213,7 +213,7 @@ class Run:
     @property
     def non_2xx(self) -> int:
         bad = sum(count for code, count in self.load["status"].items() if not code.startswith("2"))
-        return bad + sum(self.load["errors"].values())
+        return int(bad + sum(self.load["errors"].values()))
 
 
 def _tree_cpu(pid: int) -> dict[int, float]:
