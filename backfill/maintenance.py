@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.reconcile import reconcile_due_stores
 from backfill.redactions import complete_all_redactions
+from backfill.refetch import complete_all_refetches
 from backfill.retries import RetryOutcome, retry_due_events
 from backfill.runner import BackfillEnvironment
 from backfill.watchdog import WatchdogResult, watch_due_stores
@@ -59,6 +60,10 @@ async def retry_tick(env: BackfillEnvironment, maintenance: Maintenance) -> list
     return await retry_due_events(env.sessions, max_attempts=maintenance.event_max_attempts)
 
 
+async def refetch_tick(env: BackfillEnvironment, maintenance: Maintenance) -> int:
+    return await complete_all_refetches(env)
+
+
 async def redaction_tick(env: BackfillEnvironment, maintenance: Maintenance) -> int:
     # In-process jobs (SQLite): a redaction a crash interrupted is carried out inline.
     return await complete_all_redactions(env.sessions)
@@ -82,6 +87,7 @@ class MaintenanceLoop:
             ("reconcile", lambda: reconcile_tick(self.env, self.maintenance)),
             ("retries", lambda: retry_tick(self.env, self.maintenance)),
             ("redactions", lambda: redaction_tick(self.env, self.maintenance)),
+            ("refetches", lambda: refetch_tick(self.env, self.maintenance)),
         ):
             try:
                 await check()

@@ -14,7 +14,13 @@ import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy.engine import make_url
 
-from backfill.maintenance import Maintenance, reconcile_tick, retry_tick, watchdog_tick
+from backfill.maintenance import (
+    Maintenance,
+    reconcile_tick,
+    refetch_tick,
+    retry_tick,
+    watchdog_tick,
+)
 from backfill.redactions import complete_redactions, pending_redaction_stores
 from backfill.runner import BackfillEnvironment, claimable_job_ids, run_sync_job
 from handlers.errors import error_text
@@ -107,6 +113,7 @@ WATCHDOG = f"{NAMESPACE}:watch_subscriptions"
 RECONCILE = f"{NAMESPACE}:reconcile_stores"
 COMPLETE_REDACTIONS = f"{NAMESPACE}:complete_redactions"
 RETRY_EVENTS = f"{NAMESPACE}:retry_events"
+REFETCH_CUT_LISTS = f"{NAMESPACE}:refetch_cut_lists"
 
 
 class JobBusy(Exception):
@@ -157,6 +164,14 @@ async def reconcile_stores(context: procrastinate.JobContext, timestamp: int) ->
         await reconcile_tick(env, maintenance)
 
 
+async def refetch_cut_lists(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Every minute: read whole the records whose webhook cut a child list short."""
+    env: BackfillEnvironment = context.additional_context["backfill_env"]
+    maintenance: Maintenance | None = context.additional_context.get("maintenance")
+    if maintenance is not None:
+        await refetch_tick(env, maintenance)
+
+
 def _blueprint() -> procrastinate.Blueprint:
     """Fresh task objects for each app: procrastinate binds a task to the app that registers
     it (its `configure` and the periodic deferrer defer through that app), and renames the
@@ -174,6 +189,7 @@ def _blueprint() -> procrastinate.Blueprint:
         ("watch_subscriptions", watch_subscriptions, "watchdog"),
         ("reconcile_stores", reconcile_stores, "reconcile"),
         ("retry_events", retry_events, "retries"),
+        ("refetch_cut_lists", refetch_cut_lists, "refetches"),
     ):
         task = tasks.task(name=name, queue=QUEUE, pass_context=True)(function)
         tasks.periodic(cron="* * * * *", periodic_id=periodic_id)(task)

@@ -7,8 +7,8 @@ write applied, so an older payload never rewrites newer children. A child missin
 known to be complete is tombstoned (a removed variant, a deleted address); a list that may be
 cut short (a connection with a next page) tombstones nothing, unless the payload names every
 child apart from the records it gives (a product's `variant_gids` beside its cut `variants`):
-then only children absent from those ids are tombstoned, and the cut-off ones are handed to
-the truncation hook to be fetched.
+then only children absent from those ids are tombstoned, and the parent is recorded in
+`child_refetches` for the refetch job to read whole.
 
 Some topics carry one child as their whole body (`refunds/create`, `fulfillments/update`):
 `write_child_body` writes it under the parent its body names, tombstoning no sibling.
@@ -17,7 +17,7 @@ Some topics carry one child as their whole body (`refunds/create`, `fulfillments
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.normalize import PayloadError, Record, parse_shopify_id
 from handlers.records import RowModel, upsert_applied, upsert_records
-from models import Base, ShopRecord, utcnow
+from models import Base, ChildRefetch, ShopRecord, utcnow
+from models.upsert import insert_on_conflict
 
 log = logging.getLogger("shopify_receiver.handlers")
 
@@ -248,19 +249,16 @@ def _listed_ids(value: Any, key: str) -> frozenset[int]:
     return frozenset(ids)
 
 
-TruncationHook = Callable[
-    [AsyncSession, int, "ChildSet", Mapping[int, frozenset[int]]], Awaitable[None]
-]
-"""(session, tenant id, child set, {parent id: ids of children a payload cut off})."""
-
-
-async def _log_truncated(
+async def _request_refetch(
     session: AsyncSession,
     tenant_id: int,
     child: ChildSet,
     missing: Mapping[int, frozenset[int]],
 ) -> None:
-    log.warning(
+    """Record, in the writer's transaction, the parents whose payload cut these children off:
+    they exist but were not given, so they are neither written nor tombstoned here, and the
+    refetch job (backfill.refetch) reads those parents whole."""
+    log.info(
         "children.truncated tenant=%s table=%s parents=%s missing=%s",
         tenant_id,
         child.table,
@@ -268,16 +266,24 @@ async def _log_truncated(
         sum(len(ids) for ids in missing.values()),
         extra={"tenant_id": tenant_id, "table": child.table, "parents": sorted(missing)},
     )
-
-
-_truncation_hooks: list[TruncationHook] = [_log_truncated]
-
-
-def on_truncated(hook: TruncationHook) -> None:
-    """Also run `hook`, in the writer's transaction, for children a payload cut off: they
-    exist but were not given, so they are neither written nor tombstoned here. The backfill
-    registers the fetch of those parents' remaining children."""
-    _truncation_hooks.append(hook)
+    now = utcnow()
+    statement = insert_on_conflict(session, ChildRefetch)
+    statement = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "child_table", "parent_shopify_id"],
+        set_={"requested_at": statement.excluded.requested_at},
+    )
+    await session.execute(
+        statement,
+        [
+            {
+                "tenant_id": tenant_id,
+                "child_table": child.table,
+                "parent_shopify_id": parent,
+                "requested_at": now,
+            }
+            for parent in sorted(missing)
+        ],
+    )
 
 
 def _connection_nodes(connection: Mapping[str, Any], key: str) -> list[Any]:
@@ -321,8 +327,7 @@ async def write_children(
         if listed.missing(child.child_key)
     }
     if missing:
-        for hook in _truncation_hooks:
-            await hook(session, tenant_id, child, missing)
+        await _request_refetch(session, tenant_id, child, missing)
     for grandchild in child.children:
         nested: dict[int, ChildList] = {}
         owners: dict[int, Record] = {}

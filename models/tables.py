@@ -461,6 +461,27 @@ class WebhookEvent(Base):
     next_attempt_at: Mapped[datetime | None]
 
 
+class ChildRefetch(Base):
+    """A record whose webhook body cut one of its child lists short (a product's `variants`,
+    listed whole only in `variant_gids`): the refetch job reads the record with all those
+    children from the Admin API, writes them, and deletes this row. Written in the webhook's
+    own transaction, so no cut list is forgotten."""
+
+    __tablename__ = "child_refetches"
+    __table_args__ = (
+        UniqueConstraint(
+            "tenant_id", "child_table", "parent_shopify_id", name="uq_child_refetches_parent"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    child_table: Mapped[str] = mapped_column(String(64))  # product_variants
+    parent_shopify_id: Mapped[int] = mapped_column(BigInteger)
+    # The newest request: a refetch that read the record before it must not clear it.
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ComplianceRequest(Base):
     __tablename__ = "compliance_requests"
     __table_args__ = (

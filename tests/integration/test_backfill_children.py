@@ -6,17 +6,24 @@ under their parents, and nothing is left in a child table that the store does no
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from backfill.refetch import complete_all_refetches
 from backfill.runner import BackfillEnvironment, create_sync_job, run_sync_job
-from models import SyncJob, Tenant
-from tests.conftest import Backend
-from tests.factories import SHOP, create_tenant, simulator_environment
+from handlers.resources import RESOURCES
+from models import ChildRefetch, ProductVariant, SyncJob, Tenant
+from models.tenancy import use_tenant
+from tests.conftest import Backend, ServedApp
+from tests.factories import SHOP, create_tenant, delivery, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, ManualClock
-from tests.store_children import assert_children_equal_store
+from tests.fakeshop.children import children_of
+from tests.fakeshop.rest import RestRenderer
+from tests.store_children import assert_children_equal_store, expected_children, store_nodes
 
 STORE = {
     "customers": 40,
@@ -80,3 +87,92 @@ async def test_every_child_table_equals_the_store(
     # The overflow was there to page: more children than one page query asks for.
     assert most["order_line_items"] == 300
     assert most["product_variants"] == 150
+
+
+# -- a webhook's cut variant list, read whole --------------------------------------------------
+
+
+async def test_a_webhooks_cut_variant_list_is_read_whole_by_the_refetch(
+    backend: Backend,
+    env: tuple[BackfillEnvironment, int],
+    simulator: Any,
+    served: ServedApp,
+    http: httpx.AsyncClient,
+) -> None:
+    store = simulator[0]
+    environment, tenant_id = env
+    products = RESOURCES["products"]
+    [variants] = [child for child in products.own_children if child.table == "product_variants"]
+    node = max(store_nodes(store, products), key=lambda n: len(children_of(n, "variants")))
+    product_id = int(str(node["id"]).rsplit("/", 1)[1])
+    wanted = {
+        record["shopify_id"]: record
+        for _, record in expected_children(variants, node, "Product", product_id)
+    }
+    assert len(wanted) == 150
+    # Shopify's body: the first variants, every variant's gid in `variant_gids` (cut at 20,
+    # not Shopify's 100: the served test app takes bodies of up to 64 KB).
+    body = RestRenderer(store, variant_limit=20).render("products", node)
+    assert (len(body["variants"]), len(body["variant_gids"])) == (20, 150)
+    # The webhook names the store's own tenant (SHOP, as the simulator's store does).
+    payload, headers = delivery("products/update", body)
+    response = await http.post(served.webhook_url, content=payload, headers=headers)
+    assert (response.status_code, response.json().get("status")) == (200, "processed"), response.text
+
+    async def stored() -> dict[int, ProductVariant]:
+        async with backend.sessions() as session:
+            return {
+                row.shopify_id: row
+                for row in await session.scalars(
+                    select(ProductVariant).where(
+                        ProductVariant.tenant_id == tenant_id,
+                        ProductVariant.product_shopify_id == product_id,
+                        ProductVariant.deleted_at.is_(None),
+                    )
+                )
+            }
+
+    async def waiting() -> list[int]:
+        async with backend.sessions() as session:
+            return list(await session.scalars(select(ChildRefetch.parent_shopify_id)))
+
+    assert len(await stored()) == 20
+    assert await waiting() == [product_id]
+
+    assert await complete_all_refetches(environment) == 1
+    rows = await stored()
+    assert sorted(rows) == sorted(wanted)
+    for shopify_id, record in wanted.items():
+        for column, value in record.items():
+            if column != "raw":
+                assert getattr(rows[shopify_id], column) == value, (shopify_id, column)
+    assert await waiting() == []
+    # Nothing waits: a second tick asks Shopify nothing.
+    assert await complete_all_refetches(environment) == 0
+
+
+async def test_a_list_cut_again_after_the_refetch_read_is_read_again(
+    backend: Backend, env: tuple[BackfillEnvironment, int], simulator: Any
+) -> None:
+    store = simulator[0]
+    environment, tenant_id = env
+    node = next(store_nodes(store, RESOURCES["products"]))
+    product_id = int(str(node["id"]).rsplit("/", 1)[1])
+    later = datetime.now(UTC) + timedelta(hours=1)  # a request made after any read below
+    async with backend.sessions() as session, session.begin():
+        await use_tenant(session, tenant_id)
+        session.add(
+            ChildRefetch(
+                tenant_id=tenant_id,
+                child_table="product_variants",
+                parent_shopify_id=product_id,
+                requested_at=later,
+            )
+        )
+    assert await complete_all_refetches(environment) == 0
+    async with backend.sessions() as session:
+        assert list(await session.scalars(select(ChildRefetch.parent_shopify_id))) == [product_id]
+        # The read still wrote the product whole.
+        assert await session.scalar(
+            select(func.count()).where(ProductVariant.product_shopify_id == product_id)
+        ) == len(children_of(node, "variants"))

@@ -5,7 +5,6 @@ short: Shopify-shaped samples through the served app over HTTP, signed, on both 
 from __future__ import annotations
 
 import copy
-import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from models import (
+    ChildRefetch,
     Fulfillment,
     InventoryItem,
     InventoryLevel,
@@ -295,7 +295,6 @@ async def test_a_cut_variant_list_tombstones_only_variants_gone_from_variant_gid
     backend: Backend,
     served: ServedApp,
     http: httpx.AsyncClient,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await create_tenant(backend.sessions)
     product = sample_payload("products/create")
@@ -311,17 +310,15 @@ async def test_a_cut_variant_list_tombstones_only_variants_gone_from_variant_gid
     update["updated_at"] = "2026-11-25T10:00:00-05:00"
     update["variants"] = [update["variants"][0] | {"title": "Small (new)"}]
     update["variant_gids"] = gids(first, second)
-    with caplog.at_level(logging.WARNING, logger="shopify_receiver.handlers"):
-        assert await post(http, served, "products/update", update) == "processed"
+    assert await post(http, served, "products/update", update) == "processed"
     by_id = {row.shopify_id: row for row in await rows(backend, ProductVariant)}
     assert by_id[third["id"]].deleted_at is not None
     assert (by_id[first].deleted_at, by_id[first].title) == (None, "Small (new)")
-    # Cut off, not removed: kept, and reported for fetching.
+    # Cut off, not removed: kept, and the product recorded to be read whole
+    # (test_backfill_children reads it).
     assert by_id[second].deleted_at is None
-    truncated = [r for r in caplog.records if r.getMessage().startswith("children.truncated")]
-    assert len(truncated) == 1
-    assert "missing=1" in truncated[0].getMessage()
-    assert str(product["id"]) in truncated[0].getMessage()
+    [request] = await rows(backend, ChildRefetch)
+    assert (request.child_table, request.parent_shopify_id) == ("product_variants", product["id"])
 
 
 # -- body checks ----------------------------------------------------------------------------

@@ -141,6 +141,14 @@ FILLERS: dict[str, Callable[[int, int, Ids], list[dict[str, Any]]]] = {
             "payload": {"id": n, "email": f"o{n}@example.com"},
         }
     ],
+    "child_refetches": lambda t, n, ids: [
+        {
+            "tenant_id": t,
+            "child_table": "product_variants",
+            "parent_shopify_id": n,
+            "requested_at": NOW,
+        }
+    ],
     "compliance_requests": lambda t, n, ids: [
         {
             "tenant_id": t,
