@@ -70,9 +70,10 @@ def check_store_admin_base_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidAdminBaseUrl(f"{value!r} is not an http:// or https:// URL, e.g. {_EXAMPLE}")
     if parts.username is not None or parts.password is not None:
+        # Not echoed: the point is to keep them out of rows, logs and terminals.
         raise InvalidAdminBaseUrl(
-            f"{value!r} holds credentials; leave them out (the store's token is sent as a header: "
-            "give it with --access-token)"
+            "the Admin API base holds credentials (user:password@); leave them out: the "
+            "store's token is sent as a header, give it with --access-token"
         )
     if parts.query or parts.fragment:
         raise InvalidAdminBaseUrl(f"{value!r}: a base has no ?query or #fragment")

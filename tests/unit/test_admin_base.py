@@ -107,3 +107,9 @@ def test_without_a_chosen_base_only_shopify_hosts_are_called() -> None:
 def test_an_unusable_global_template_is_a_backfill_error_not_a_crash() -> None:
     with pytest.raises(AdminBaseRefused, match="not usable"):
         admin_address(SHOP, "2026-10", store_base=None, global_base="http://h/{store}/{version}")
+
+
+def test_credentials_in_a_base_are_not_repeated_in_the_error() -> None:
+    with pytest.raises(InvalidAdminBaseUrl) as refused:
+        check_store_admin_base_url("http://user:hunter2@127.0.0.1/{version}")
+    assert "hunter2" not in str(refused.value)
