@@ -153,7 +153,6 @@ def main(argv: list[str] | None = None) -> int:
             "DATABASE_URL": f"sqlite+aiosqlite:///{VAR / 'receiver.db'}",
             "SHOPIFY_API_SECRET": info["client_secret"],
             "SHOPIFY_API_KEY": info["client_id"],
-            "SHOPIFY_ADMIN_BASE_URL": info["admin_base_url_template"],
             "PUBLIC_URL": public,
             "SECRET_KEY": secrets.token_urlsafe(32),
             "ENCRYPTION_KEYS": Fernet.generate_key().decode(),
@@ -170,7 +169,19 @@ def main(argv: list[str] | None = None) -> int:
             )
         children.append(serve)
         wait_for(f"{public}/readyz", serve, "the receiver")
-        cli(env, "tenants", "add", "--shop", SHOP, "--access-token", info["access_token"])
+        # The store's own Admin API base: its calls go to the simulator, and a real store
+        # added to this server still goes to Shopify.
+        cli(
+            env,
+            "tenants",
+            "add",
+            "--shop",
+            SHOP,
+            "--access-token",
+            info["access_token"],
+            "--admin-url",
+            info["admin_base_url_template"],
+        )
         password = secrets.token_urlsafe(12)
         cli(env, "users", "add", "--email", EMAIL, "--admin", stdin=password + "\n")
         say("subscribing the store's webhooks ...")
