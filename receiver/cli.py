@@ -42,7 +42,7 @@ from models.statuses import (
     SyncStatus,
 )
 from models.tenancy import cross_store_transaction
-from receiver.auth import create_api_token
+from receiver.auth import InvalidTokenName, create_token
 from receiver.logs import configure_logging
 from receiver.progress import ProgressPrinter
 from receiver.samples import sample_payload, webhook_headers
@@ -571,15 +571,17 @@ def tokens() -> None:
 def tokens_create(name: str, read_only: bool, shops: tuple[str, ...]) -> None:
     """Print a new API token once; only its hash is stored. Without --read-only it may start
     syncs (on its stores, with --tenant); other stores answer 404 to it, as if absent."""
-    domains = [_shop(shop) for shop in shops]
-
-    async def work(session: AsyncSession) -> str:
-        tenant_ids = frozenset([(await _require_tenant(session, d)).id for d in domains])
-        return await create_api_token(
-            session, name, read_only=read_only, tenant_ids=tenant_ids or None
+    domains = tuple(_shop(shop) for shop in shops)
+    try:
+        token = _with_sessions(
+            _settings(),
+            lambda sessions: create_token(sessions, name, read_only=read_only, shops=domains),
         )
-
-    click.echo(_with_session(_settings(), work))
+    except InvalidTokenName as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
+    except UnknownStore as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(token)
 
 
 @main.command()
