@@ -41,6 +41,11 @@ class Money:
     def display(self) -> str:
         return format_money(self.amount, self.currency)
 
+    @property
+    def digits(self) -> str:
+        """The amount alone, grouped (the page keeps it on one line)."""
+        return format_money(self.amount, None)
+
 
 @dataclass(frozen=True)
 class WebhookHealth:
@@ -66,6 +71,7 @@ class SyncState:
     mode: str
     records: int
     created_at: datetime
+    started_at: datetime | None
     finished_at: datetime | None
     error: str | None
 
@@ -193,6 +199,7 @@ async def _latest_syncs(session: AsyncSession, tenant_ids: list[int]) -> dict[in
             mode=job.mode,
             records=_records(job.progress or {}, list(job.resources or [])),
             created_at=job.created_at,
+            started_at=job.started_at,
             finished_at=job.finished_at,
             error=job.error,
         )

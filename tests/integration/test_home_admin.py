@@ -33,7 +33,7 @@ from tests.integration.test_pages import (
 __all__ = ["sign_in"]  # the fixture, imported for its use here
 
 CARD = re.compile(r'data-shop="([^"]+)">(.*?)</a>', re.S)
-TOKEN = re.compile(r'id="token-value" value="([^"]+)"')
+TOKEN = re.compile(r'id="token-value">([^<]+)<')
 
 
 def cards(html: str) -> dict[str, str]:
