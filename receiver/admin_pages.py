@@ -25,6 +25,7 @@ from receiver.auth import (
     add_user,
     create_token,
     csrf_valid,
+    normalize_email,
     visible_tenants,
 )
 from receiver.overview import list_tokens, list_users
@@ -43,6 +44,10 @@ from receiver.web import MAX_FORM_BYTES, page_principal, render, to_login
 MAX_FORM_FIELDS = 2000
 ADMIN_ONLY = "Managing stores, users and tokens needs an admin."
 STALE_FORM = "This form expired (invalid form token). Reload the page and try again."
+
+
+class OwnAccount(Exception):
+    pass
 
 
 @dataclass(frozen=True)
@@ -174,9 +179,17 @@ async def add_user_submit(request: Request) -> Response:
         "stores": form.stores,
     }
     try:
+        if normalize_email(email) == principal.name:
+            # Resetting yourself here would end the very session submitting the form.
+            raise OwnAccount
         shops = _chosen_stores(form)
         added = await add_user(
             services.sessions, email, form.fields.get("password", ""), admin=is_admin, shops=shops
+        )
+    except OwnAccount:
+        error = (
+            "That is your own account; change it with `shopify-receiver users add` "
+            "(it signs you out everywhere)."
         )
     except InvalidEmail:
         error = "Give an email address, like name@example.com."

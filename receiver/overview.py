@@ -234,7 +234,8 @@ def store_alerts(
             Alert(
                 "invalid_credentials",
                 "Shopify refused the store's access token" + (f": {error}" if error else "."),
-                "Give the store a new token (Administration, Add a store) or reinstall the app.",
+                "An admin can give it a new token (Administration, Add a store), or reinstall "
+                "the app.",
             )
         )
     elif not tenant.access_token_encrypted:
@@ -243,7 +244,7 @@ def store_alerts(
                 "no_token",
                 "No Admin API access token: backfill, reconcile and subscription checks "
                 "cannot run.",
-                "Add the store's token (Administration, Add a store) or install the app.",
+                "An admin can add its token (Administration, Add a store), or install the app.",
             )
         )
     if dead_events:

@@ -252,6 +252,7 @@ async def test_forms_refuse_anonymous_forged_and_viewer_posts(backend, served, s
             "user",
             "does not exist",
         ),
+        ("/admin/users", {"email": ADMIN.upper(), "password": PASSWORD}, "user", "your own"),
         ("/admin/tokens", {"name": "   "}, "token", "Invalid name"),
         ("/admin/tokens", {"name": "bad\x00name"}, "token", "Invalid name"),
         ("/admin/tokens", {"name": "n" * 101}, "token", "Invalid name"),
