@@ -4,6 +4,7 @@ a 500), and what each form really stored."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -17,6 +18,7 @@ from receiver.overview import format_money, month_start
 from receiver.tenants import access_token, webhook_secrets
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.factories import OTHER_SHOP, SHOP, create_tenant
+from tests.integration.test_cli import cli
 from tests.integration.test_delivery_health import subscribe
 from tests.integration.test_pages import (
     ADMIN,
@@ -30,7 +32,7 @@ from tests.integration.test_pages import (
     sign_in,
 )
 
-__all__ = ["sign_in"]  # the fixture, imported for its use here
+__all__ = ["cli", "sign_in"]  # fixtures, imported for their use here
 
 CARD = re.compile(r'data-shop="([^"]+)">(.*?)</a>', re.S)
 TOKEN = re.compile(r'id="token-value">([^<]+)<')
@@ -378,3 +380,17 @@ async def test_admin_creates_a_scoped_token_shown_once(backend, sign_in, served)
         assert row is not None
         assert row.read_only
         assert row.token_sha256 != token
+
+
+async def test_the_cli_and_the_form_share_the_token_rules(backend, cli):
+    """`tokens create` now calls the service the form calls: same refusals, one line each."""
+    await create_tenant(backend.sessions, SHOP)
+    blank = await cli.fails("tokens", "create", "--name", "   ", code=2)
+    assert "give the token a name" in blank.stderr
+    unknown = await cli.fails("tokens", "create", "--name", "x", "--tenant", OTHER_SHOP, code=1)
+    assert f"unknown store {OTHER_SHOP}" in unknown.stderr
+    made = await cli.ok("tokens", "create", "--name", " nightly ", "--tenant", SHOP)
+    async with backend.sessions() as session:
+        [row] = list(await session.scalars(select(ApiToken)))
+    assert row.name == "nightly"
+    assert row.token_sha256 == hashlib.sha256(made.stdout.strip().encode()).hexdigest()
