@@ -145,24 +145,35 @@ async def add_store_submit(request: Request) -> Response:
     shop = form.fields.get("shop", "").strip()
     token = form.fields.get("access_token", "").strip()
     secret = form.fields.get("webhook_secret", "").strip()
+    admin_url = form.fields.get("admin_url", "").strip()
     credentials = StoreCredentials(
         webhook_secrets=(secret,) if secret else (), access_token=token or None
     )
     try:
-        added = await add_store(services.sessions, services.secret_box, shop, credentials)
-    except InvalidShopDomain:
-        view = AdminView(
-            errors={
-                "store": "Give the store's domain as NAME.myshopify.com (e.g. acme.myshopify.com)."
-            },
-            values={"shop": shop[:255]},
+        added = await add_store(
+            services.sessions,
+            services.secret_box,
+            shop,
+            credentials,
+            admin_base_url=admin_url or None,
         )
-        return await _page(request, principal, view, status=400)
-    verb = "Added" if added.created else "Updated"
-    note = "" if token else " It has no access token yet: backfills need one."
-    return await _page(
-        request, principal, AdminView(notice=f"{verb} store {added.shop_domain}.{note}")
+    except InvalidShopDomain:
+        error = "Give the store's domain as NAME.myshopify.com (e.g. acme.myshopify.com)."
+    except ValueError as exc:
+        # InvalidAdminBaseUrl, or urlsplit's own refusal of a malformed URL.
+        if not admin_url:
+            raise
+        error = f"Admin API base: {exc}."
+    else:
+        verb = "Added" if added.created else "Updated"
+        note = "" if token else " It has no access token yet: backfills need one."
+        return await _page(
+            request, principal, AdminView(notice=f"{verb} store {added.shop_domain}.{note}")
+        )
+    view = AdminView(
+        errors={"store": error}, values={"shop": shop[:255], "admin_url": admin_url[:2000]}
     )
+    return await _page(request, principal, view, status=400)
 
 
 async def add_user_submit(request: Request) -> Response:

@@ -240,6 +240,24 @@ async def test_forms_refuse_anonymous_forged_and_viewer_posts(backend, served, s
         ("/admin/stores", {"shop": "not a shop"}, "store", "NAME.myshopify.com"),
         ("/admin/stores", {"shop": ""}, "store", "NAME.myshopify.com"),
         ("/admin/stores", {"shop": "x\x00.myshopify.com"}, "store", "NAME.myshopify.com"),
+        (
+            "/admin/stores",
+            {"shop": "sim.myshopify.com", "admin_url": "http://127.0.0.1:8080/admin"},
+            "store",
+            "has no {version}",
+        ),
+        (
+            "/admin/stores",
+            {"shop": "sim.myshopify.com", "admin_url": "https://sim.myshopify.com/{version}"},
+            "store",
+            "is Shopify",
+        ),
+        (
+            "/admin/stores",
+            {"shop": "sim.myshopify.com", "admin_url": "http://[::1/{version}"},
+            "store",
+            "Admin API base",
+        ),
         ("/admin/users", {"email": "nobody", "password": PASSWORD}, "user", "email address"),
         ("/admin/users", {"email": "a@example.com", "password": "short"}, "user", "at least 10"),
         (
@@ -297,6 +315,22 @@ async def test_admin_adds_a_store_with_its_credentials(backend, sign_in):
     # On the home page, with nothing to flag: it has a token.
     card = cards((await admin.get("/")).text)["new-store.myshopify.com"]
     assert alerts(card) == {"none"}
+
+    # A simulated store keeps its own Admin API base, as `tenants add --admin-url` does.
+    simulated = await admin.post(
+        "/admin/stores",
+        data={
+            "shop": "sim.myshopify.com",
+            "admin_url": "http://127.0.0.1:8080/{shop}/admin/api/{version}/",
+            "csrf_token": data["csrf_token"],
+        },
+    )
+    assert simulated.status_code == 200, simulated.text
+    async with backend.sessions() as session:
+        base = await session.scalar(
+            select(Tenant.admin_base_url).where(Tenant.shop_domain == "sim.myshopify.com")
+        )
+    assert base == "http://127.0.0.1:8080/{shop}/admin/api/{version}"
 
     # Without a token the store is added and the notice and home page say what is missing.
     bare = await admin.post(
