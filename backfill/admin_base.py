@@ -61,6 +61,17 @@ def check_store_admin_base_url(value: str) -> str:
     """The store base to keep for `value` (trailing slash dropped), or InvalidAdminBaseUrl
     with what to give instead."""
     template = value.strip().rstrip("/")
+    try:
+        return _checked(value, template)
+    except (ValueError, KeyError, IndexError) as exc:
+        if isinstance(exc, InvalidAdminBaseUrl):
+            raise
+        # A malformed URL or template ("http://[::1/", "{", "{x}"): urlsplit and str.format
+        # raise their own errors, which must read as a bad --admin-url, not a crash.
+        raise InvalidAdminBaseUrl(f"{value!r} is not a URL template like {_EXAMPLE}") from None
+
+
+def _checked(value: str, template: str) -> str:
     if "version" not in _fields(template):
         raise InvalidAdminBaseUrl(
             f"{value!r} has no {{version}}: give the whole Admin API base as a template, "

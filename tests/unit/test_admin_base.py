@@ -55,6 +55,7 @@ def test_a_simulator_template_is_kept(given: str, kept: str) -> None:
         ("http://token@127.0.0.1/{version}", "holds credentials"),
         ("http://127.0.0.1/{version}?token=1", "no ?query"),
         ("http://127.0.0.1:99999/{version}", "out of range"),
+        ("http://[::1/{version}", "is not a URL template"),
         ("http://127.0.0.1/{version}/{token}", "only {shop} and {version}"),
         ("http://127.0.0.1/{version!r}", "only {shop} and {version}"),
         ("http://127.0.0.1/{version", "{version"),
