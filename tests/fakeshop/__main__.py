@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", choices=("fast", "graphql-core"), default="fast")
     parser.add_argument(
         "--bulk-concurrency",
-        default="1",
-        help="bulk queries at once: a number, or 'version' (5 from API 2026-01, else 1)",
+        # As Shopify: the limit follows the API version the request names.
+        default="version",
+        help="bulk queries at once: a number, or 'version' (default: 5 from API 2026-01, "
+        "else 1, as Shopify)",
     )
     parser.add_argument("--many-line-items-every", type=int, default=250, help="0: none")
     parser.add_argument("--many-line-items", type=int, default=300)
