@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ from models import (
     create_session_factory,
     is_sqlite,
 )
+from models.engine import normalize_database_url
 from models.statuses import (
     CredentialsStatus,
     EventStatus,
@@ -42,10 +44,11 @@ from models.statuses import (
 )
 from models.tenancy import cross_store_transaction
 from receiver.auth import create_api_token
+from receiver.errors import describe_operational_error
 from receiver.logs import configure_logging
 from receiver.progress import ProgressPrinter
 from receiver.samples import sample_payload, webhook_headers
-from receiver.settings import Settings, SettingsError
+from receiver.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
 from receiver.tenants import (
     InvalidShopDomain,
     StoreCredentials,
@@ -72,6 +75,12 @@ def _settings() -> Settings:
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     settings.apply_metafields()
+    if is_sqlite(settings.database_url):
+        # As `serve` does: a command run first on a new (or older) embedded database would
+        # otherwise fail on a missing table. Already at head it only reads the version.
+        from models import migrate as migrations
+
+        migrations.upgrade(settings.database_url)
     return settings
 
 
@@ -129,24 +138,39 @@ def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> No
     if is_sqlite(settings.database_url):
         return
 
-    async def check() -> str | None:
+    from models.migrate import current_revision, head_revision
+
+    async def check() -> tuple[str | None, str | None]:
         engine = create_engine(settings.database_url)
         try:
             async with engine.connect() as connection:
-                return await rls_bypass_reason(connection)
+                return await rls_bypass_reason(connection), await current_revision(connection)
         finally:
             await engine.dispose()
 
     try:
-        reason = asyncio.run(check())
+        reason, revision = asyncio.run(check())
     except DATABASE_ERRORS as exc:  # OSError among them
+        problem = describe_operational_error(exc, settings.database_url) or (
+            f"the database is unreachable ({type(exc).__name__})"
+        )
         if not unreachable_ok:
-            raise click.ClickException(f"database unreachable: {type(exc).__name__}") from None
+            raise click.ClickException(problem) from None
         click.echo(
-            "warning: database unreachable, so the role's row-level security was not checked",
+            f"warning: {problem}; serving anyway: webhooks get 503 (Shopify retries them) "
+            "until it is fixed, and row-level security is checked at the next start",
             err=True,
         )
         return
+    if revision != head_revision():
+        schema = f"schema is at revision {revision}" if revision else "schema is not migrated"
+        problem = (
+            f"the database's {schema}, this version needs {head_revision()}: "
+            "run `shopify-receiver migrate`"
+        )
+        if not unreachable_ok:
+            raise click.ClickException(problem)
+        click.echo(f"warning: {problem}; until then webhooks get 503", err=True)
     if reason is None:
         return
     if settings.allow_rls_bypass:
@@ -163,8 +187,45 @@ def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> No
     )
 
 
-@click.group()
-def main() -> None:
+def _one_line(exc: Exception) -> str:
+    """An error that escaped a command, as one line that says what to do."""
+    try:
+        url = normalize_database_url(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+        described = describe_operational_error(exc, url)
+    except ValueError:  # a malformed URL, which the settings refuse on their own
+        described = None
+    if described is not None:
+        return described
+    said = (str(exc).strip().splitlines() or [""])[0]
+    return (
+        f"unexpected {type(exc).__name__}{': ' + said if said else ''} "
+        "(run again with --debug for the traceback)"
+    )
+
+
+class _OneLineErrors(click.Group):
+    """Commands' operational mistakes (database down or not migrated, grants or an encryption
+    key missing) end as one line on stderr and exit 1; --debug lets the traceback through."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(_one_line(exc)) from None
+
+
+@click.group(cls=_OneLineErrors)
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="DEBUG",
+    help="Show the traceback of an error, not only its one line (also DEBUG=1).",
+)
+def main(debug: bool) -> None:
     """Keep a faithful copy of Shopify stores in SQL."""
     configure_logging()
 
