@@ -38,6 +38,7 @@ from tests.integration.test_cli import (
     stop,
     wait_until_healthy,
 )
+from tests.integration.test_pages import ADMIN, SignIn, create_user, sign_in  # noqa: F401
 
 OTHER_KEY = Fernet.generate_key().decode()
 
@@ -250,8 +251,10 @@ async def test_an_sqlite_file_that_cannot_be_created_names_its_path(tmp_path: Pa
 # --- a changed ENCRYPTION_KEYS ---------------------------------------------------------------
 
 
-async def test_a_lost_encryption_key_is_named_in_the_cli_and_the_sync_job(
-    backend: Backend, tmp_path: Path
+async def test_a_lost_encryption_key_is_named_in_the_cli_the_sync_job_and_the_dashboard(
+    backend: Backend,
+    tmp_path: Path,
+    sign_in: SignIn,  # noqa: F811
 ) -> None:
     # Nothing may leave for Shopify: the Admin API base is a closed local port.
     admin_url = f"http://127.0.0.1:{free_port()}/admin/api/{{version}}"
@@ -273,6 +276,11 @@ async def test_a_lost_encryption_key_is_named_in_the_cli_and_the_sync_job(
     assert job.error is not None
     assert "not in ENCRYPTION_KEYS" in job.error, job.error
     assert "unexpected" not in job.error, job.error
+    await create_user(backend, ADMIN, admin=True)
+    page = await (await sign_in(ADMIN)).get(f"/stores/{SHOP}")
+    assert page.status_code == 200, page.text
+    assert "access token was encrypted with a key that is not in ENCRYPTION_KEYS" in page.text
+    assert "InvalidToken" not in page.text
 
     sent = await cli.fails("send-test-webhook", "orders/create", "--shop", SHOP, **changed)
     line = one_line(sent)
