@@ -187,6 +187,34 @@ def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> No
     )
 
 
+def _check_port(host: str, port: int) -> None:
+    """A port already taken would otherwise be found by uvicorn only after the app started,
+    and said in one log line among many."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise click.BadParameter(f"{host}: {exc.strerror}", param_hint="--host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As uvicorn binds: a port in TIME_WAIT after a restart is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"{host}:{port} is already in use (another `shopify-receiver serve`?): "
+                    "stop that process or choose another port with --port"
+                ) from None
+            raise click.ClickException(
+                f"cannot listen on {host}:{port} ({exc.strerror}): choose another address "
+                "with --host or a port above 1023 with --port"
+            ) from None
+
+
 def _one_line(exc: Exception) -> str:
     """An error that escaped a command, as one line that says what to do."""
     try:
@@ -232,7 +260,7 @@ def main(debug: bool) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(min=0, max=65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
 def serve(host: str, port: int, workers: int) -> None:
     """Serve webhooks and pages (migrates the embedded SQLite default first)."""
@@ -241,6 +269,7 @@ def serve(host: str, port: int, workers: int) -> None:
     from receiver.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 
     settings = _settings()  # also creates the dev secrets once, before workers race for them
+    _check_port(host, port)
     if is_sqlite(settings.database_url):
         migrations.upgrade(settings.database_url)
     # A database that is down at start is allowed (webhooks get 503 until it is back).

@@ -8,6 +8,7 @@ test_cli.py; what a command did is checked in the database, not only in its outp
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -290,3 +291,24 @@ async def test_a_lost_encryption_key_is_named_in_the_cli_the_sync_job_and_the_da
     restored = {"ENCRYPTION_KEYS": f"{TEST_ENCRYPTION_KEY},{OTHER_KEY}"}
     rotated = await cli.ok("keys", "rotate", **restored)
     assert "re-encrypted" in rotated.stdout
+
+
+# --- serve's address -------------------------------------------------------------------------
+
+
+async def test_serve_on_a_port_in_use_says_so_before_starting(tmp_path: Path) -> None:
+    cli = Cli(tmp_path, cli_env(None, PERIODIC_CHECKS="off"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line(await cli.fails("serve", "--port", str(port)))
+    assert f"127.0.0.1:{port} is already in use" in line, line
+    assert "--port" in line, line
+
+
+async def test_serve_refuses_a_port_beyond_65535(tmp_path: Path) -> None:
+    # uvicorn would bind 99999 modulo 65536 (34463) and say nothing.
+    refused = await Cli(tmp_path, cli_env(None)).fails("serve", "--port", "99999", code=2)
+    assert "--port" in refused.stderr, str(refused)
+    assert "0<=x<=65535" in refused.stderr, str(refused)
