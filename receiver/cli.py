@@ -128,6 +128,16 @@ def _json_default(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
+def _older_revision(revision: str) -> bool:
+    """Whether `revision` is one of this version's migrations (so `migrate` brings it up)."""
+    from alembic.script import ScriptDirectory
+
+    from models.migrate import MIGRATIONS_DIR
+
+    scripts = ScriptDirectory(str(MIGRATIONS_DIR))
+    return any(script.revision == revision for script in scripts.walk_revisions())
+
+
 def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> None:
     """Refuse to run as a role that row-level security does not bind (a superuser, BYPASSRLS,
     or the tables' owner without FORCE): every store's rows would be visible to every query
@@ -162,7 +172,8 @@ def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> No
             err=True,
         )
         return
-    if revision != head_revision():
+    if revision != head_revision() and (revision is None or _older_revision(revision)):
+        # A newer revision (this code rolled back after a migration) is left to /readyz.
         schema = f"schema is at revision {revision}" if revision else "schema is not migrated"
         problem = (
             f"the database's {schema}, this version needs {head_revision()}: "

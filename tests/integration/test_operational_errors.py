@@ -312,3 +312,12 @@ async def test_serve_refuses_a_port_beyond_65535(tmp_path: Path) -> None:
     refused = await Cli(tmp_path, cli_env(None)).fails("serve", "--port", "99999", code=2)
     assert "--port" in refused.stderr, str(refused)
     assert "0<=x<=65535" in refused.stderr, str(refused)
+
+
+async def test_a_worker_on_an_older_schema_says_run_migrate(
+    empty_postgres: str, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(migrations.upgrade, empty_postgres, "0010")
+    line = one_line(await Cli(tmp_path, cli_env(empty_postgres)).fails("worker"))
+    assert f"schema is at revision 0010, this version needs {migrations.head_revision()}" in line
+    assert "run `shopify-receiver migrate`" in line, line
