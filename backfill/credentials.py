@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.client import BackfillError, CredentialsInvalid
 from models import SecretBox, Tenant, utcnow
+from models.encryption import InvalidToken, missing_key_advice
 from models.statuses import CredentialsStatus, TenantStatus
 
 log = logging.getLogger("shopify_receiver.backfill.credentials")
@@ -56,6 +57,17 @@ class TenantCredentials:
             raise CredentialsInvalid(f"store {self.tenant_id} no longer exists")
         return tenant
 
+    def _decrypt(self, tenant: Tenant, encrypted: str, what: str) -> str:
+        try:
+            return self.box.decrypt(encrypted)
+        except InvalidToken:
+            # Not Shopify's refusal, and not the store's fault: the credentials stay as they
+            # are, so putting the key back is all it takes.
+            raise CredentialsInvalid(
+                f"{tenant.shop_domain}: "
+                + missing_key_advice(f"its {what}", tenant.shop_domain, "--access-token TOKEN")
+            ) from None
+
     async def token(self) -> str:
         if self._cached is not None:
             token, expires_at = self._cached
@@ -74,7 +86,7 @@ class TenantCredentials:
                     "`shopify-receiver tenants add --shop ... --access-token ...`"
                 )
             expires_at = tenant.access_token_expires_at
-            token = self.box.decrypt(tenant.access_token_encrypted)
+            token = self._decrypt(tenant, tenant.access_token_encrypted, "access token")
         if expires_at is not None and expires_at - utcnow() < REFRESH_MARGIN:
             return await self.refresh(token)
         self._cached = (token, expires_at)
@@ -85,7 +97,7 @@ class TenantCredentials:
             async with self.sessions() as session:
                 tenant = await self._tenant(session)
                 current = (
-                    self.box.decrypt(tenant.access_token_encrypted)
+                    self._decrypt(tenant, tenant.access_token_encrypted, "access token")
                     if tenant.access_token_encrypted
                     else None
                 )
@@ -98,7 +110,7 @@ class TenantCredentials:
                     self._cached = (current, tenant.access_token_expires_at)
                     return current
                 refresh_token = (
-                    self.box.decrypt(tenant.refresh_token_encrypted)
+                    self._decrypt(tenant, tenant.refresh_token_encrypted, "refresh token")
                     if tenant.refresh_token_encrypted
                     else None
                 )

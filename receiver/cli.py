@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ from models import (
     create_session_factory,
     is_sqlite,
 )
+from models.engine import normalize_database_url
 from models.statuses import (
     CredentialsStatus,
     EventStatus,
@@ -43,10 +45,11 @@ from models.statuses import (
 )
 from models.tenancy import cross_store_transaction
 from receiver.auth import InvalidTokenName, create_token
+from receiver.errors import describe_operational_error
 from receiver.logs import configure_logging
 from receiver.progress import ProgressPrinter
 from receiver.samples import sample_payload, webhook_headers
-from receiver.settings import Settings, SettingsError
+from receiver.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
 from receiver.tenants import (
     InvalidShopDomain,
     StoreCredentials,
@@ -73,6 +76,12 @@ def _settings() -> Settings:
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     settings.apply_metafields()
+    if is_sqlite(settings.database_url):
+        # As `serve` does: a command run first on a new (or older) embedded database would
+        # otherwise fail on a missing table. Already at head it only reads the version.
+        from models import migrate as migrations
+
+        migrations.upgrade(settings.database_url)
     return settings
 
 
@@ -120,6 +129,16 @@ def _json_default(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
+def _older_revision(revision: str) -> bool:
+    """Whether `revision` is one of this version's migrations (so `migrate` brings it up)."""
+    from alembic.script import ScriptDirectory
+
+    from models.migrate import MIGRATIONS_DIR
+
+    scripts = ScriptDirectory(str(MIGRATIONS_DIR))
+    return any(script.revision == revision for script in scripts.walk_revisions())
+
+
 def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> None:
     """Refuse to run as a role that row-level security does not bind (a superuser, BYPASSRLS,
     or the tables' owner without FORCE): every store's rows would be visible to every query
@@ -130,24 +149,40 @@ def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> No
     if is_sqlite(settings.database_url):
         return
 
-    async def check() -> str | None:
+    from models.migrate import current_revision, head_revision
+
+    async def check() -> tuple[str | None, str | None]:
         engine = create_engine(settings.database_url)
         try:
             async with engine.connect() as connection:
-                return await rls_bypass_reason(connection)
+                return await rls_bypass_reason(connection), await current_revision(connection)
         finally:
             await engine.dispose()
 
     try:
-        reason = asyncio.run(check())
+        reason, revision = asyncio.run(check())
     except DATABASE_ERRORS as exc:  # OSError among them
+        problem = describe_operational_error(exc, settings.database_url) or (
+            f"the database is unreachable ({type(exc).__name__})"
+        )
         if not unreachable_ok:
-            raise click.ClickException(f"database unreachable: {type(exc).__name__}") from None
+            raise click.ClickException(problem) from None
         click.echo(
-            "warning: database unreachable, so the role's row-level security was not checked",
+            f"warning: {problem}; serving anyway: webhooks get 503 (Shopify retries them) "
+            "until it is fixed, and row-level security is checked at the next start",
             err=True,
         )
         return
+    if revision != head_revision() and (revision is None or _older_revision(revision)):
+        # A newer revision (this code rolled back after a migration) is left to /readyz.
+        schema = f"schema is at revision {revision}" if revision else "schema is not migrated"
+        problem = (
+            f"the database's {schema}, this version needs {head_revision()}: "
+            "run `shopify-receiver migrate`"
+        )
+        if not unreachable_ok:
+            raise click.ClickException(problem)
+        click.echo(f"warning: {problem}; until then webhooks get 503", err=True)
     if reason is None:
         return
     if settings.allow_rls_bypass:
@@ -164,15 +199,80 @@ def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> No
     )
 
 
-@click.group()
-def main() -> None:
+def _check_port(host: str, port: int) -> None:
+    """A port already taken would otherwise be found by uvicorn only after the app started,
+    and said in one log line among many."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise click.BadParameter(f"{host}: {exc.strerror}", param_hint="--host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As uvicorn binds: a port in TIME_WAIT after a restart is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"{host}:{port} is already in use (another `shopify-receiver serve`?): "
+                    "stop that process or choose another port with --port"
+                ) from None
+            raise click.ClickException(
+                f"cannot listen on {host}:{port} ({exc.strerror}): choose another address "
+                "with --host or a port above 1023 with --port"
+            ) from None
+
+
+def _one_line(exc: Exception) -> str:
+    """An error that escaped a command, as one line that says what to do."""
+    try:
+        url = normalize_database_url(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+        described = describe_operational_error(exc, url)
+    except ValueError:  # a malformed URL, which the settings refuse on their own
+        described = None
+    if described is not None:
+        return described
+    said = (str(exc).strip().splitlines() or [""])[0]
+    return (
+        f"unexpected {type(exc).__name__}{': ' + said if said else ''} "
+        "(run again with --debug for the traceback)"
+    )
+
+
+class _OneLineErrors(click.Group):
+    """Commands' operational mistakes (database down or not migrated, grants or an encryption
+    key missing) end as one line on stderr and exit 1; --debug lets the traceback through."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(_one_line(exc)) from None
+
+
+@click.group(cls=_OneLineErrors)
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="DEBUG",
+    help="Show the traceback of an error, not only its one line (also DEBUG=1).",
+)
+def main(debug: bool) -> None:
     """Keep a faithful copy of Shopify stores in SQL."""
     configure_logging()
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(min=0, max=65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
 def serve(host: str, port: int, workers: int) -> None:
     """Serve webhooks and pages (migrates the embedded SQLite default first)."""
@@ -181,6 +281,7 @@ def serve(host: str, port: int, workers: int) -> None:
     from receiver.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 
     settings = _settings()  # also creates the dev secrets once, before workers race for them
+    _check_port(host, port)
     if is_sqlite(settings.database_url):
         migrations.upgrade(settings.database_url)
     # A database that is down at start is allowed (webhooks get 503 until it is back).
