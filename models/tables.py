@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
@@ -408,6 +409,19 @@ Index("ix_metafields_owner", Metafield.tenant_id, Metafield.owner_type, Metafiel
 
 # The dashboard's revenue and orders-per-day windows read by store and time.
 Index("ix_orders_tenant_processed", Order.tenant_id, Order.processed_at)
+# ...by when an order happened (processed, else created): the store page's date ranges, its
+# chart and newest-order probe (revision 0013). PostgreSQL only: the embedded SQLite default
+# serves small stores, and SQLAlchemy cannot reflect SQLite's expression indexes.
+Index(
+    "ix_orders_tenant_happened",
+    Order.tenant_id,
+    func.coalesce(Order.processed_at, Order.shopify_created_at),
+).ddl_if(dialect="postgresql")
+Index(
+    "ix_order_refunds_tenant_happened",
+    OrderRefund.tenant_id,
+    func.coalesce(OrderRefund.processed_at, OrderRefund.shopify_created_at),
+).ddl_if(dialect="postgresql")
 
 
 class WebhookEvent(Base):

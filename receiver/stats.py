@@ -21,7 +21,12 @@ from starlette.responses import JSONResponse, Response
 from handlers.dispatch import last_received
 from handlers.resources import RESOURCES, Resource
 from models import (
+    InventoryLevel,
     Order,
+    OrderLineItem,
+    OrderRefund,
+    Product,
+    ProductVariant,
     ReconcileRun,
     ShopRecord,
     SyncJob,
@@ -132,6 +137,62 @@ class LastReconcile(TypedDict):
     resources: list[dict[str, Any]]
 
 
+class DateRange(TypedDict):
+    key: str
+    label: str
+    # Inclusive start (None for "all") and exclusive end, ISO 8601 UTC.
+    start: str | None
+    end: str
+    # The chart's step: "day" or "month" (UTC), and the first bucket of the chart.
+    bucket: str
+    first_bucket: str | None
+
+
+class CurrencySales(TypedDict):
+    currency: str | None
+    orders: int
+    gross: str
+    refunds: str
+    net: str
+
+
+class SeriesForCurrency(TypedDict):
+    currency: str | None
+    orders: list[int]
+    revenue: list[str]
+
+
+class Sales(TypedDict):
+    # Orders placed in the range (not deleted; cancelled ones included: they were placed).
+    orders: int
+    by_currency: list[CurrencySales]
+    # One entry per bucket (its first day, ISO date), then one series per currency.
+    buckets: list[str]
+    series: list[SeriesForCurrency]
+    # The store's newest and oldest order at any time: the empty states say why nothing shows.
+    newest_order_at: str | None
+    oldest_order_at: str | None
+
+
+class TopItem(TypedDict):
+    product_shopify_id: int | None
+    variant_shopify_id: int | None
+    title: str | None
+    variant_title: str | None
+    currency: str | None
+    units: int
+    revenue: str
+
+
+class LowStock(TypedDict):
+    variant_shopify_id: int
+    product_title: str | None
+    variant_title: str | None
+    sku: str | None
+    available: int
+    locations: int
+
+
 class StoreStats(TypedDict):
     shop: str
     tenant_id: int
@@ -149,6 +210,12 @@ class StoreStats(TypedDict):
     sync_jobs: list[dict[str, Any]]
     delivery_health: DeliveryHealth
     last_reconcile: LastReconcile | None
+    range: DateRange
+    sales: Sales
+    top_products: list[TopItem]
+    top_variants: list[TopItem]
+    low_stock: list[LowStock]
+    low_stock_threshold: int
 
 
 CHART_DAYS = 30
@@ -506,6 +573,35 @@ async def delivery_health(session: AsyncSession, tenant_id: int, now: datetime) 
     }
 
 
+def compared(resource: str, entry: dict[str, Any], started: datetime) -> str:
+    """What a reconcile line compared: every record, or (orders without `read_all_orders`,
+    which Shopify shows only for 60 days) those created since a moment."""
+    since = entry.get("compared_since")
+    if not isinstance(since, str):
+        return f"all {resource}"
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        return f"{resource} created since {since}"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    days = round((started - moment).total_seconds() / 86400)
+    return f"{resource} of the last {days} days (since {moment.date().isoformat()})"
+
+
+def format_money(amount: str | Decimal | None, currency: str | None) -> str:
+    """`'5240764.97', 'USD'` -> `'5,240,764.97 USD'`: thousands separators, at least two
+    decimals, the currency code after (the browser replaces it with Intl.NumberFormat's
+    localised form; this is what shows without script)."""
+    if amount is None:
+        return "—"
+    value = Decimal(amount)
+    exponent = value.as_tuple().exponent
+    precise = isinstance(exponent, int) and exponent < -2
+    text = format(value, ",f") if precise else format(value, ",.2f")
+    return f"{text} {currency}" if currency else text
+
+
 async def last_reconcile(session: AsyncSession, tenant_id: int) -> LastReconcile | None:
     run = await session.scalar(
         select(ReconcileRun)
@@ -518,7 +614,9 @@ async def last_reconcile(session: AsyncSession, tenant_id: int) -> LastReconcile
     resources = []
     for name, entry in sorted((run.report or {}).items()):
         if isinstance(entry, dict):
-            resources.append({"resource": name} | entry)
+            resources.append(
+                {"resource": name, "compared": compared(name, entry, run.started_at)} | entry
+            )
     return {
         "id": run.id,
         "status": run.status,
@@ -530,17 +628,359 @@ async def last_reconcile(session: AsyncSession, tenant_id: int) -> LastReconcile
     }
 
 
-async def _sync_jobs(session: AsyncSession, tenant_id: int) -> list[dict[str, Any]]:
+async def _sync_jobs(session: AsyncSession, tenant_id: int, now: datetime) -> list[dict[str, Any]]:
     jobs = await session.scalars(
         select(SyncJob)
         .where(SyncJob.tenant_id == tenant_id)
         .order_by(SyncJob.created_at.desc(), SyncJob.id.desc())
         .limit(SYNC_JOBS)
     )
-    return [job_document(job) for job in jobs]
+    documents = [job_document(job) for job in jobs]
+    return [document | {"summary": job_summary(document, now)} for document in documents]
 
 
-async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> StoreStats:
+# The date ranges the store page offers (query parameter `range`), with their label and length
+# in whole UTC days; "12m" runs from the first day of the month eleven months back and "all"
+# from the store's oldest order, both charted by month.
+RANGES: dict[str, tuple[str, int | None]] = {
+    "7d": ("Last 7 days", 7),
+    "30d": ("Last 30 days", 30),
+    "90d": ("Last 90 days", 90),
+    "12m": ("Last 12 months", None),
+    "all": ("All time", None),
+}
+DEFAULT_RANGE = "30d"
+MONTHLY = ("12m", "all")
+TOP_ITEMS = 10
+LOW_STOCK = 5
+LOW_STOCK_ROWS = 10
+
+
+def range_key(value: str | None) -> str:
+    """The range a request names, or the default for anything else (never an error: a
+    hand-edited URL still shows the page)."""
+    return value if value in RANGES else DEFAULT_RANGE
+
+
+def _month_start(moment: datetime) -> datetime:
+    return _day_start(moment).replace(day=1)
+
+
+def _add_months(moment: datetime, months: int) -> datetime:
+    index = moment.year * 12 + moment.month - 1 + months
+    return moment.replace(year=index // 12, month=index % 12 + 1, day=1)
+
+
+def date_range(key: str, now: datetime, oldest: datetime | None) -> DateRange:
+    """The window a range key covers at `now`: whole UTC days (or months), today included."""
+    label, days = RANGES[key]
+    end = _day_start(now) + timedelta(days=1)
+    start: datetime | None
+    first_bucket: datetime | None
+    if days is not None:
+        start = first_bucket = _day_start(now) - timedelta(days=days - 1)
+    elif key == "12m":
+        start = first_bucket = _add_months(_month_start(now), -11)
+    else:
+        start = None
+        first_bucket = _month_start(oldest) if oldest is not None else None
+    return {
+        "key": key,
+        "label": label,
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat(),
+        "bucket": "month" if key in MONTHLY else "day",
+        "first_bucket": first_bucket.date().isoformat() if first_bucket else None,
+    }
+
+
+def bucket_dates(window: DateRange, now: datetime) -> list[str]:
+    """Every bucket's first day from the range's first bucket to now, oldest first."""
+    if window["first_bucket"] is None:
+        return []
+    first = datetime.fromisoformat(window["first_bucket"]).replace(tzinfo=UTC)
+    if window["bucket"] == "day":
+        days = (_day_start(now) - first).days + 1
+        return [(first + timedelta(days=offset)).date().isoformat() for offset in range(days)]
+    last = _month_start(now)
+    months = (last.year - first.year) * 12 + last.month - first.month + 1
+    return [_add_months(first, offset).date().isoformat() for offset in range(months)]
+
+
+def _utc_month(session: AsyncSession, moment: ColumnElement[datetime]) -> ColumnElement[Any]:
+    if _is_sqlite(session):
+        return func.strftime("%Y-%m-01", moment)
+    return cast(
+        func.date_trunc(literal_column("'month'"), func.timezone(literal_column("'UTC'"), moment)),
+        Date,
+    )
+
+
+def _in_window(moment: ColumnElement[datetime], window: DateRange) -> list[ColumnElement[bool]]:
+    end = datetime.fromisoformat(window["end"])
+    terms = [moment < end]
+    if window["start"] is not None:
+        terms.append(moment >= datetime.fromisoformat(window["start"]))
+    return terms
+
+
+async def _order_span(
+    session: AsyncSession, tenant_id: int
+) -> tuple[datetime | None, datetime | None]:
+    """The store's newest and oldest order time (two index probes, not a scan)."""
+    live = (Order.tenant_id == tenant_id, Order.deleted_at.is_(None))
+    newest = await session.scalar(
+        select(order_time())
+        .where(*live, order_time().is_not(None))
+        .order_by(order_time().desc())
+        .limit(1)
+    )
+    oldest = await session.scalar(
+        select(order_time()).where(*live, order_time().is_not(None)).order_by(order_time()).limit(1)
+    )
+    return newest, oldest
+
+
+async def _sales(
+    session: AsyncSession,
+    tenant_id: int,
+    window: DateRange,
+    now: datetime,
+    span: tuple[datetime | None, datetime | None],
+) -> Sales:
+    happened = order_time()
+    bucket = (
+        _utc_month(session, happened)
+        if window["bucket"] == "month"
+        else _utc_day(session, happened)
+    ).label("bucket")
+    counted = case(
+        (Order.cancelled_at.is_(None), Order.total_price),
+    )
+    rows = await session.execute(
+        select(bucket, Order.currency, func.count(), _money_sum(session, counted).label("gross"))
+        .where(
+            Order.tenant_id == tenant_id, Order.deleted_at.is_(None), *_in_window(happened, window)
+        )
+        .group_by(bucket, Order.currency)
+    )
+    buckets = bucket_dates(window, now)
+    position = {date: index for index, date in enumerate(buckets)}
+    orders: dict[str | None, list[int]] = {}
+    revenue: dict[str | None, list[Decimal]] = {}
+    for day, currency, total, gross in rows:
+        index = position.get(str(day)[:10])
+        if index is None:  # an order dated in the future: counted, not charted
+            continue
+        orders.setdefault(currency, [0] * len(buckets))[index] += int(total)
+        revenue.setdefault(currency, [Decimal(0)] * len(buckets))[index] += _money_value(
+            session, gross
+        )
+    refunds = await _refunds(session, tenant_id, window)
+    currencies = sorted(set(orders) | set(refunds), key=lambda code: code or "")
+    by_currency: list[CurrencySales] = []
+    for currency in currencies:
+        gross_total = sum(revenue.get(currency, []), Decimal(0))
+        refunded = refunds.get(currency, Decimal(0))
+        by_currency.append(
+            {
+                "currency": currency,
+                "orders": sum(orders.get(currency, [])),
+                "gross": money_str(gross_total),
+                "refunds": money_str(refunded),
+                "net": money_str(gross_total - refunded),
+            }
+        )
+    newest, oldest = span
+    return {
+        "orders": sum(sum(counts) for counts in orders.values()),
+        "by_currency": by_currency,
+        "buckets": buckets,
+        "series": [
+            {
+                "currency": currency,
+                "orders": orders[currency],
+                "revenue": [money_str(amount) for amount in revenue[currency]],
+            }
+            for currency in sorted(orders, key=lambda code: code or "")
+        ],
+        "newest_order_at": newest.isoformat() if newest else None,
+        "oldest_order_at": oldest.isoformat() if oldest else None,
+    }
+
+
+async def _refunds(
+    session: AsyncSession, tenant_id: int, window: DateRange
+) -> dict[str | None, Decimal]:
+    """Money refunded in the range per currency, by when the refund happened."""
+    happened = func.coalesce(OrderRefund.processed_at, OrderRefund.shopify_created_at)
+    rows = await session.execute(
+        select(OrderRefund.currency, _money_sum(session, OrderRefund.total_refunded.expression))
+        .where(
+            OrderRefund.tenant_id == tenant_id,
+            OrderRefund.deleted_at.is_(None),
+            *_in_window(happened, window),
+        )
+        .group_by(OrderRefund.currency)
+    )
+    return {currency: _money_value(session, total) for currency, total in rows}
+
+
+def _line_revenue(session: AsyncSession) -> ColumnElement[Any]:
+    """A line's revenue: price times quantity less its discounts."""
+    discount = func.coalesce(OrderLineItem.total_discount, 0)
+    if _is_sqlite(session):
+        return cast(OrderLineItem.price, Float) * OrderLineItem.quantity - cast(discount, Float)
+    return OrderLineItem.price * OrderLineItem.quantity - discount
+
+
+async def _top_items(
+    session: AsyncSession, tenant_id: int, window: DateRange, *, by_variant: bool
+) -> list[TopItem]:
+    """Products (or variants) sold in the range's orders, by revenue (products) or units
+    (variants), from the orders' line items; cancelled and deleted orders left out."""
+    currency = func.coalesce(OrderLineItem.currency, Order.currency).label("currency")
+    units = func.sum(func.coalesce(OrderLineItem.quantity, 0)).label("units")
+    revenue = _money_sum(session, _line_revenue(session)).label("revenue")
+    keys: list[Any] = [OrderLineItem.product_shopify_id, currency]
+    if by_variant:
+        keys.insert(1, OrderLineItem.variant_shopify_id)
+    rows = await session.execute(
+        select(
+            *keys,
+            func.max(OrderLineItem.title).label("title"),
+            func.max(OrderLineItem.variant_title).label("variant_title"),
+            units,
+            revenue,
+        )
+        .join(
+            Order,
+            (Order.tenant_id == OrderLineItem.tenant_id)
+            & (Order.shopify_id == OrderLineItem.order_shopify_id),
+        )
+        .where(
+            OrderLineItem.tenant_id == tenant_id,
+            OrderLineItem.deleted_at.is_(None),
+            Order.tenant_id == tenant_id,
+            Order.deleted_at.is_(None),
+            Order.cancelled_at.is_(None),
+            *_in_window(order_time(), window),
+        )
+        .group_by(*keys)
+        .order_by((units if by_variant else revenue).desc(), OrderLineItem.product_shopify_id)
+        .limit(TOP_ITEMS)
+    )
+    return [
+        {
+            "product_shopify_id": row.product_shopify_id,
+            "variant_shopify_id": row.variant_shopify_id if by_variant else None,
+            "title": row.title,
+            "variant_title": row.variant_title if by_variant else None,
+            "currency": row.currency,
+            "units": int(row.units or 0),
+            "revenue": money_str(_money_value(session, row.revenue)),
+        }
+        for row in rows
+    ]
+
+
+async def _low_stock(session: AsyncSession, tenant_id: int) -> list[LowStock]:
+    """Variants whose stock available over all their locations is at or under LOW_STOCK,
+    lowest first (a snapshot of now: stock has no history to range over)."""
+    available = func.sum(func.coalesce(InventoryLevel.available, 0)).label("available")
+    rows = await session.execute(
+        select(
+            ProductVariant.shopify_id,
+            func.max(Product.title).label("product_title"),
+            func.max(ProductVariant.title).label("variant_title"),
+            func.max(ProductVariant.sku).label("sku"),
+            available,
+            func.count(InventoryLevel.id).label("locations"),
+        )
+        .join(
+            InventoryLevel,
+            (InventoryLevel.tenant_id == ProductVariant.tenant_id)
+            & (
+                InventoryLevel.inventory_item_shopify_id == ProductVariant.inventory_item_shopify_id
+            ),
+        )
+        .outerjoin(
+            Product,
+            (Product.tenant_id == ProductVariant.tenant_id)
+            & (Product.shopify_id == ProductVariant.product_shopify_id),
+        )
+        .where(
+            ProductVariant.tenant_id == tenant_id,
+            ProductVariant.deleted_at.is_(None),
+            InventoryLevel.deleted_at.is_(None),
+            Product.deleted_at.is_(None),
+        )
+        .group_by(ProductVariant.shopify_id)
+        .having(available <= LOW_STOCK)
+        .order_by(available, ProductVariant.shopify_id)
+        .limit(LOW_STOCK_ROWS)
+    )
+    return [
+        {
+            "variant_shopify_id": row.shopify_id,
+            "product_title": row.product_title,
+            "variant_title": row.variant_title,
+            "sku": row.sku,
+            "available": int(row.available or 0),
+            "locations": int(row.locations),
+        }
+        for row in rows
+    ]
+
+
+def job_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A job's progress over all its resources: records, Shopify's total when every resource
+    has one (a finished resource's count is its total), percent, rate and ETA, and a rate-limit
+    wait when the runner records one (`throttled_until` or `waiting` in the progress)."""
+    progress = document.get("progress") or {}
+    count, total, known = 0, 0, True
+    throttled: Any = progress.get("throttled_until") or progress.get("waiting")
+    for name in document.get("resources") or []:
+        state = progress.get(name) or {}
+        if not isinstance(state, dict):
+            continue
+        count += int(state.get("count") or 0)
+        if state.get("done"):
+            total += int(state.get("count") or 0)
+        elif isinstance(state.get("total"), int):
+            total += max(int(state["total"]), int(state.get("count") or 0))
+        else:
+            known = False
+        throttled = throttled or state.get("throttled_until") or state.get("waiting")
+    started = document.get("started_at")
+    finished = document.get("finished_at")
+    elapsed = None
+    if started:
+        stop = datetime.fromisoformat(finished) if finished else now
+        elapsed = max(0.0, (stop - datetime.fromisoformat(started)).total_seconds())
+    rate = count / elapsed if elapsed and count else None
+    percent = None
+    if known and total:
+        percent = min(100.0, round(count / total * 100, 1))
+    elif document.get("status") == "succeeded":
+        percent = 100.0
+    eta = None
+    if document.get("status") == "running" and known and rate and total > count:
+        eta = round((total - count) / rate)
+    return {
+        "count": count,
+        "total": total if known else None,
+        "percent": percent,
+        "rate_per_s": round(rate, 1) if rate else None,
+        "elapsed_s": round(elapsed) if elapsed is not None else None,
+        "eta_s": eta,
+        "throttled": throttled if isinstance(throttled, str | int | float | dict) else None,
+    }
+
+
+async def store_stats(
+    session: AsyncSession, tenant: Tenant, now: datetime, range_name: str = DEFAULT_RANGE
+) -> StoreStats:
     """Everything the store page shows, as JSON-ready values.
 
     - counts: live rows (`deleted_at` is null) of each resource the registry counts.
@@ -560,12 +1000,21 @@ async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> S
       the week's deliveries, failures and dedupe hits, and `silent` when a subscribed topic
       has been quiet for over 8 times its usual gap (and over an hour).
     - last_reconcile: the newest reconcile run and its per-resource report, or null.
+    - range: the date range (`RANGES`) the figures below cover, and the chart's step.
+    - sales: in the range, orders placed and per currency the gross (as revenue), refunds
+      (`order_refunds` by when they happened) and net; a per-bucket series of orders and
+      revenue per currency; the store's newest and oldest order for the empty states.
+    - top_products / top_variants: from the range's line items (price x quantity less
+      discounts), products by revenue and variants by units.
+    - low_stock: variants with at most LOW_STOCK available over all locations, now.
     """
     await use_tenant(session, tenant.id)
     counts: Counts = {
         resource.name: await _count(session, resource.model, tenant.id)
         for resource in counted_resources()
     }
+    span = await _order_span(session, tenant.id)
+    window = date_range(range_key(range_name), now, span[1])
     return {
         "shop": tenant.shop_domain,
         "tenant_id": tenant.id,
@@ -579,9 +1028,15 @@ async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> S
         "failed_events": await _failed_events(session, tenant.id),
         "retries": await _retries(session, tenant.id),
         "recent_orders": await _recent_orders(session, tenant.id),
-        "sync_jobs": await _sync_jobs(session, tenant.id),
+        "sync_jobs": await _sync_jobs(session, tenant.id, now),
         "delivery_health": await delivery_health(session, tenant.id, now),
         "last_reconcile": await last_reconcile(session, tenant.id),
+        "range": window,
+        "sales": await _sales(session, tenant.id, window, now, span),
+        "top_products": await _top_items(session, tenant.id, window, by_variant=False),
+        "top_variants": await _top_items(session, tenant.id, window, by_variant=True),
+        "low_stock": await _low_stock(session, tenant.id),
+        "low_stock_threshold": LOW_STOCK,
     }
 
 
@@ -595,8 +1050,19 @@ async def api_stats(request: Request) -> Response:
         if not shop:
             raise ApiError("give the store as ?shop=NAME.myshopify.com")
         tenant = await tenant_for_shop(session, shop, principal)
-        stats = await store_stats(session, tenant, utcnow())
+        stats = await store_stats(
+            session, tenant, utcnow(), range_key(request.query_params.get("range"))
+        )
     return JSONResponse(stats, headers=NO_STORE)
 
 
-__all__ = ["api_stats", "counts_by_tenant", "money_str", "percentile", "store_stats"]
+__all__ = [
+    "RANGES",
+    "api_stats",
+    "counts_by_tenant",
+    "format_money",
+    "money_str",
+    "percentile",
+    "range_key",
+    "store_stats",
+]

@@ -369,9 +369,14 @@ async def test_stats_match_what_is_stored(backend, sign_in):
     assert re.search(r'id="count-customers" data-stat="counts.customers">2<', html)
     assert re.search(r'id="lag-p50" data-stat="lag_ms.p50">500<', html)
     assert re.search(r'id="lag-p95" data-stat="lag_ms.p95">1000<', html)
-    for amount in ("1170.75", "150.50", "170.75", "17.10", "10.10"):
-        assert f">{amount}<" in html
-    assert len(re.findall(r'<rect class="bar" data-index="\d+"', html)) == 30
+    # The default range (30 days): gross per currency with separators and the currency.
+    assert ">170.75 USD<" in html
+    assert ">17.10 EUR<" in html
+    assert "data-stats='{" in html
+    for window, amounts in {"7d": ("150.50 USD", "10.10 EUR"), "all": ("1,170.75 USD",)}.items():
+        ranged = (await client.get(f"/stores/{SHOP}", params={"range": window})).text
+        for amount in amounts:
+            assert f">{amount}<" in ranged, (window, amount)
     assert "KeyError: &#39;line_items&#39;" in html
     # Viewers get no admin buttons.
     assert "Replay</button>" not in html
@@ -519,11 +524,23 @@ async def sync_jobs(backend) -> list[SyncJob]:
         return list(await session.scalars(select(SyncJob).order_by(SyncJob.id)))
 
 
+async def test_run_backfill_is_offered_only_for_a_store_with_a_token(backend, sign_in):
+    await create_tenant(backend.sessions, access_token="shpat_test")
+    await create_tenant(backend.sessions, OTHER_SHOP)
+    await create_user(backend, ADMIN, admin=True)
+    client = await sign_in(ADMIN)
+    with_token = (await client.get(f"/stores/{SHOP}")).text
+    assert "Run backfill" in with_token
+    assert 'id="no-token"' not in with_token
+    without = (await client.get(f"/stores/{OTHER_SHOP}")).text
+    assert "Run backfill" not in without
+    assert f"tenants add --shop {OTHER_SHOP} --access-token TOKEN" in without
+
+
 async def test_admin_runs_a_backfill(backend, sign_in):
     ours = await create_tenant(backend.sessions)
     await create_user(backend, ADMIN, admin=True)
     client = await sign_in(ADMIN)
-    assert "Run backfill" in (await client.get(f"/stores/{SHOP}")).text
     response = await client.post(
         f"/stores/{SHOP}/sync",
         data={"csrf_token": await csrf_of(client), "mode": "full", "resources": "orders"},

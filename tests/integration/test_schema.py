@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -25,7 +26,13 @@ async def test_migrations_match_the_models(backend):
         context = MigrationContext.configure(
             sync_connection, opts={"include_name": _ours, "compare_type": True}
         )
-        return compare_metadata(context, Base.metadata)
+        with warnings.catch_warnings():
+            # The expression indexes of revision 0013 exist on PostgreSQL only (and are
+            # compared there); on SQLite alembic says it cannot compare them.
+            warnings.filterwarnings(
+                "ignore", message="autogenerate skipping metadata-specified expression-based"
+            )
+            return compare_metadata(context, Base.metadata)
 
     async with backend.engine.connect() as connection:
         differences = await connection.run_sync(diff)
