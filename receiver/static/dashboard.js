@@ -349,7 +349,8 @@
   function update(stats) {
     root.querySelectorAll("[data-stat]").forEach(function (el) {
       var value = lookup(stats, el.dataset.stat);
-      el.textContent = value == null ? (el.dataset.empty || "—") : String(value);
+      el.textContent = value == null ? (el.dataset.empty || "—")
+        : typeof value === "number" ? number(value) : String(value);
     });
     document.getElementById("range-orders").textContent = number(stats.sales.orders);
     fill("sales-rows", stats.sales.by_currency, function (r) {
