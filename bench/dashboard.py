@@ -94,7 +94,7 @@ def fill(url: str, orders: int) -> None:
         "CASE WHEN g % 2 = 0 THEN 'Small' ELSE 'Large' END, 1 + g % 3, 4.50 + p, "
         "CASE WHEN ((g + 1) / 2) % 10 = 0 THEN 'EUR' ELSE 'USD' END, now(), 'backfill' "
         f"FROM tenants t, generate_series(1, {2 * orders}) g, "
-        "LATERAL (SELECT (g * 7919) % 200 + 1 AS p) product "
+        "LATERAL (SELECT (g::bigint * 7919) % 200 + 1 AS p) product "
         f"WHERE t.shop_domain = '{BIG}'",
         "INSERT INTO order_refunds (tenant_id, shopify_id, order_shopify_id, processed_at, "
         "total_refunded, currency, synced_at, source) "
