@@ -12,8 +12,20 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypedDict
 
-from sqlalchemy import BigInteger, Date, Float, case, cast, func, literal_column, select
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    Float,
+    and_,
+    case,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -51,11 +63,6 @@ Counts = dict[str, int]
 def counted_resources() -> list[Resource]:
     """The resources whose live rows the dashboard counts, in registry order."""
     return [resource for resource in RESOURCES.values() if resource.dashboard is not None]
-
-
-class OrdersOnDay(TypedDict):
-    date: str
-    count: int
 
 
 class TopicWebhooks(TypedDict):
@@ -199,9 +206,6 @@ class StoreStats(TypedDict):
     status: str
     generated_at: str
     counts: Counts
-    # Per currency: {"currency": code} and a decimal string per REVENUE_WINDOWS label.
-    revenue: list[dict[str, str | None]]
-    orders_per_day: list[OrdersOnDay]
     webhooks_24h: Webhooks
     lag_ms: Lag
     failed_events: list[FailedEvent]
@@ -218,7 +222,6 @@ class StoreStats(TypedDict):
     low_stock_threshold: int
 
 
-CHART_DAYS = 30
 LAG_WINDOW = timedelta(hours=24)
 WEBHOOK_WINDOW = timedelta(hours=24)
 LAG_SAMPLE = 5000
@@ -229,7 +232,6 @@ RECENT_ORDERS = 5
 # no decimal arithmetic, so there each amount is summed as a whole number of ten-thousandths
 # (exact for amounts with at most four decimals under about 9e11, which is what shops send).
 MONEY_SCALE = 10_000
-REVENUE_WINDOWS = {"all_time": None, "last_7_days": 7, "last_30_days": 30}
 NO_STORE = {"Cache-Control": "no-store"}
 # Delivery health judges each topic against its own last week.
 HEALTH_WINDOW = timedelta(days=7)
@@ -338,57 +340,6 @@ async def counts_by_tenant(
     return counts
 
 
-async def _revenue(
-    session: AsyncSession, tenant_id: int, now: datetime
-) -> list[dict[str, str | None]]:
-    happened = order_time()
-    columns = []
-    for label, days in REVENUE_WINDOWS.items():
-        amount: ColumnElement[Any] = Order.total_price.expression
-        if days is not None:
-            amount = case((happened >= now - timedelta(days=days), Order.total_price))
-        columns.append(_money_sum(session, amount).label(label))
-    rows = await session.execute(
-        select(Order.currency, *columns)
-        .where(
-            Order.tenant_id == tenant_id,
-            Order.deleted_at.is_(None),
-            Order.cancelled_at.is_(None),
-            Order.total_price.is_not(None),
-        )
-        .group_by(Order.currency)
-        .order_by(Order.currency)
-    )
-    revenue = []
-    for row in rows:
-        entry: dict[str, str | None] = {"currency": row.currency}
-        for label in REVENUE_WINDOWS:
-            entry[label] = money_str(_money_value(session, getattr(row, label)))
-        revenue.append(entry)
-    return revenue
-
-
-async def _orders_per_day(
-    session: AsyncSession, tenant_id: int, now: datetime
-) -> list[OrdersOnDay]:
-    first_day = _day_start(now) - timedelta(days=CHART_DAYS - 1)
-    end = _day_start(now) + timedelta(days=1)
-    day = _utc_day(session, order_time()).label("day")
-    rows = await session.execute(
-        select(day, func.count())
-        .where(
-            Order.tenant_id == tenant_id,
-            Order.deleted_at.is_(None),
-            order_time() >= first_day,
-            order_time() < end,
-        )
-        .group_by(day)
-    )
-    per_day = {str(value)[:10]: int(total) for value, total in rows}
-    days = [(first_day + timedelta(days=offset)).date().isoformat() for offset in range(CHART_DAYS)]
-    return [{"date": date, "count": per_day.get(date, 0)} for date in days]
-
-
 async def _webhooks(session: AsyncSession, tenant_id: int, now: datetime) -> Webhooks:
     rows = await session.execute(
         select(WebhookEvent.topic, WebhookEvent.status, func.count())
@@ -483,13 +434,20 @@ async def _retries(session: AsyncSession, tenant_id: int) -> EventRetries:
 
 
 async def _recent_orders(session: AsyncSession, tenant_id: int) -> list[RecentOrder]:
-    happened = order_time().label("happened")
-    rows = await session.execute(
-        select(Order, happened)
-        .where(Order.tenant_id == tenant_id, Order.deleted_at.is_(None))
-        .order_by(happened.desc().nulls_last(), Order.id.desc())
-        .limit(RECENT_ORDERS)
-    )
+    # The newest by processed_at, and the newest of those without one by created_at, each
+    # read backwards off its index, then merged: no sort of the store's orders.
+    live = (Order.tenant_id == tenant_id, Order.deleted_at.is_(None))
+    candidates: list[Order] = []
+    for column, which in _HALVES:
+        candidates += await session.scalars(
+            select(Order).where(*live, which).order_by(column.desc()).limit(RECENT_ORDERS)
+        )
+    timed = [(_happened(order), order) for order in candidates]
+    newest = sorted(
+        ((when, order) for when, order in timed if when is not None),
+        key=lambda pair: pair[0],
+        reverse=True,
+    )[:RECENT_ORDERS]
     return [
         {
             "name": order.name,
@@ -497,9 +455,9 @@ async def _recent_orders(session: AsyncSession, tenant_id: int) -> list[RecentOr
             "currency": order.currency,
             "financial_status": order.financial_status,
             "cancelled": order.cancelled_at is not None,
-            "happened_at": when.isoformat() if when else None,
+            "happened_at": when.isoformat(),
         }
-        for order, when in rows
+        for when, order in newest
     ]
 
 
@@ -716,29 +674,53 @@ def _utc_month(session: AsyncSession, moment: ColumnElement[datetime]) -> Column
     )
 
 
-def _in_window(moment: ColumnElement[datetime], window: DateRange) -> list[ColumnElement[bool]]:
-    end = datetime.fromisoformat(window["end"])
-    terms = [moment < end]
+# A nullable timestamp column of a mapped table.
+Moment = QueryableAttribute[datetime | None]
+
+
+def _bounds(column: Moment, window: DateRange) -> list[ColumnElement[bool]]:
+    terms = [column < datetime.fromisoformat(window["end"])]
     if window["start"] is not None:
-        terms.append(moment >= datetime.fromisoformat(window["start"]))
+        terms.append(column >= datetime.fromisoformat(window["start"]))
     return terms
+
+
+def _happened_in(processed: Moment, created: Moment, window: DateRange) -> ColumnElement[bool]:
+    """processed_at, else created_at, within the window, written as plain column comparisons:
+    under row-level security PostgreSQL uses only leakproof conditions as index conditions,
+    and COALESCE(...) is not one, so `COALESCE(a, b) >= x` would read every order of the
+    store. These use ix_orders_tenant_processed and ix_orders_tenant_created_unprocessed."""
+    return or_(
+        and_(*_bounds(processed, window)),
+        and_(processed.is_(None), *_bounds(created, window)),
+    )
+
+
+def _happened(order: Order) -> datetime | None:
+    return order.processed_at or order.shopify_created_at
+
+
+# The two halves of "when an order happened" and the index each reads (see _happened_in).
+_HALVES: tuple[tuple[Moment, ColumnElement[bool]], ...] = (
+    (Order.processed_at, Order.processed_at.is_not(None)),
+    (Order.shopify_created_at, Order.processed_at.is_(None)),
+)
 
 
 async def _order_span(
     session: AsyncSession, tenant_id: int
 ) -> tuple[datetime | None, datetime | None]:
-    """The store's newest and oldest order time (two index probes, not a scan)."""
+    """The store's newest and oldest order time: index probes, not a scan."""
     live = (Order.tenant_id == tenant_id, Order.deleted_at.is_(None))
-    newest = await session.scalar(
-        select(order_time())
-        .where(*live, order_time().is_not(None))
-        .order_by(order_time().desc())
-        .limit(1)
-    )
-    oldest = await session.scalar(
-        select(order_time()).where(*live, order_time().is_not(None)).order_by(order_time()).limit(1)
-    )
-    return newest, oldest
+    newest: list[datetime] = []
+    oldest: list[datetime] = []
+    for column, which in _HALVES:
+        query = select(column).where(*live, which, column.is_not(None)).limit(1)
+        last = await session.scalar(query.order_by(column.desc()))
+        first = await session.scalar(query.order_by(column))
+        newest += [last] if last is not None else []
+        oldest += [first] if first is not None else []
+    return (max(newest) if newest else None, min(oldest) if oldest else None)
 
 
 async def _sales(
@@ -760,7 +742,9 @@ async def _sales(
     rows = await session.execute(
         select(bucket, Order.currency, func.count(), _money_sum(session, counted).label("gross"))
         .where(
-            Order.tenant_id == tenant_id, Order.deleted_at.is_(None), *_in_window(happened, window)
+            Order.tenant_id == tenant_id,
+            Order.deleted_at.is_(None),
+            _happened_in(Order.processed_at, Order.shopify_created_at, window),
         )
         .group_by(bucket, Order.currency)
     )
@@ -813,13 +797,12 @@ async def _refunds(
     session: AsyncSession, tenant_id: int, window: DateRange
 ) -> dict[str | None, Decimal]:
     """Money refunded in the range per currency, by when the refund happened."""
-    happened = func.coalesce(OrderRefund.processed_at, OrderRefund.shopify_created_at)
     rows = await session.execute(
         select(OrderRefund.currency, _money_sum(session, OrderRefund.total_refunded.expression))
         .where(
             OrderRefund.tenant_id == tenant_id,
             OrderRefund.deleted_at.is_(None),
-            *_in_window(happened, window),
+            _happened_in(OrderRefund.processed_at, OrderRefund.shopify_created_at, window),
         )
         .group_by(OrderRefund.currency)
     )
@@ -864,7 +847,7 @@ async def _top_items(
             Order.tenant_id == tenant_id,
             Order.deleted_at.is_(None),
             Order.cancelled_at.is_(None),
-            *_in_window(order_time(), window),
+            _happened_in(Order.processed_at, Order.shopify_created_at, window),
         )
         .group_by(*keys)
         .order_by((units if by_variant else revenue).desc(), OrderLineItem.product_shopify_id)
@@ -984,12 +967,6 @@ async def store_stats(
     """Everything the store page shows, as JSON-ready values.
 
     - counts: live rows (`deleted_at` is null) of each resource the registry counts.
-    - revenue: per currency, SUM(total_price) of orders that are neither deleted nor cancelled
-      (`cancelled_at` is null), gross: refunds are not subtracted. Windows (all time, last 7
-      and 30 days, measured back from `now`) use `processed_at`, falling back to
-      `shopify_created_at`. Amounts are Decimal throughout and serialised as strings.
-    - orders_per_day: the last 30 UTC days, oldest first, zeros filled in; every order that is
-      not deleted counts, cancelled ones included (they were placed that day).
     - webhooks_24h: events received in the last 24 hours, by status and by topic and status.
     - lag_ms: `received_at - triggered_at` in milliseconds over the most recent (at most 5,000)
       events of the last 24 hours that carry Shopify's trigger time; nearest-rank p50 and p95.
@@ -1021,8 +998,6 @@ async def store_stats(
         "status": tenant.status,
         "generated_at": now.astimezone(UTC).isoformat(),
         "counts": counts,
-        "revenue": await _revenue(session, tenant.id, now),
-        "orders_per_day": await _orders_per_day(session, tenant.id, now),
         "webhooks_24h": await _webhooks(session, tenant.id, now),
         "lag_ms": await _lag(session, tenant.id, now),
         "failed_events": await _failed_events(session, tenant.id),

@@ -202,7 +202,7 @@ async def test_viewer_sees_only_their_stores(backend, sign_in):
     stats = await client.get("/api/stats", params={"shop": SHOP})
     assert stats.status_code == 200
     assert stats.json()["counts"]["orders"] == 1
-    assert [row["currency"] for row in stats.json()["revenue"]] == ["USD"]
+    assert [row["currency"] for row in stats.json()["sales"]["by_currency"]] == ["USD"]
 
 
 async def test_viewer_gets_nothing_of_another_store(backend, sign_in):
@@ -318,14 +318,10 @@ async def test_stats_match_what_is_stored(backend, sign_in):
     stats = response.json()
     assert stats["shop"] == SHOP
     assert stats["counts"] == {"customers": 2, "products": 1, "orders": 7, "locations": 0}
-    assert stats["revenue"] == [
-        {"currency": "EUR", "all_time": "17.10", "last_7_days": "10.10", "last_30_days": "17.10"},
-        {
-            "currency": "USD",
-            "all_time": "1170.75",
-            "last_7_days": "150.50",
-            "last_30_days": "170.75",
-        },
+    # The default range, the last 30 UTC days: cancelled orders count as placed, not as sold.
+    assert stats["sales"]["by_currency"] == [
+        {"currency": "EUR", "orders": 2, "gross": "17.10", "refunds": "0.00", "net": "17.10"},
+        {"currency": "USD", "orders": 4, "gross": "170.75", "refunds": "0.00", "net": "170.75"},
     ]
 
     generated = datetime.fromisoformat(stats["generated_at"])
@@ -336,10 +332,11 @@ async def test_stats_match_what_is_stored(backend, sign_in):
         if shopify_id != 4:
             day = moment.date().isoformat()
             per_day[day] = per_day.get(day, 0) + 1
-    assert stats["orders_per_day"] == [
-        {"date": day, "count": per_day.get(day, 0)} for day in expected_days
-    ]
-    assert sum(day["count"] for day in stats["orders_per_day"]) == 6
+    assert stats["sales"]["buckets"] == expected_days
+    series = [currency["orders"] for currency in stats["sales"]["series"]]
+    charted = [sum(counts) for counts in zip(*series, strict=True)]
+    assert charted == [per_day.get(day, 0) for day in expected_days]
+    assert sum(charted) == 6
 
     assert stats["webhooks_24h"] == {
         "total": 11,
@@ -394,12 +391,13 @@ async def test_revenue_is_summed_exactly(backend, sign_in):
     await create_user(backend, ADMIN, admin=True)
     client = await sign_in(ADMIN)
     stats = (await client.get("/api/stats", params={"shop": SHOP})).json()
-    assert stats["revenue"] == [
+    assert stats["sales"]["by_currency"] == [
         {
             "currency": "CAD",
-            "all_time": "123456790.2905",
-            "last_7_days": "123456790.2905",
-            "last_30_days": "123456790.2905",
+            "orders": 4,
+            "gross": "123456790.2905",
+            "refunds": "0.00",
+            "net": "123456790.2905",
         }
     ]
 

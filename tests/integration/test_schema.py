@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -26,13 +25,7 @@ async def test_migrations_match_the_models(backend):
         context = MigrationContext.configure(
             sync_connection, opts={"include_name": _ours, "compare_type": True}
         )
-        with warnings.catch_warnings():
-            # The expression indexes of revision 0013 exist on PostgreSQL only (and are
-            # compared there); on SQLite alembic says it cannot compare them.
-            warnings.filterwarnings(
-                "ignore", message="autogenerate skipping metadata-specified expression-based"
-            )
-            return compare_metadata(context, Base.metadata)
+        return compare_metadata(context, Base.metadata)
 
     async with backend.engine.connect() as connection:
         differences = await connection.run_sync(diff)

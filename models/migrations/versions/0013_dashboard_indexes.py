@@ -1,12 +1,15 @@
-"""Dashboard indexes (PostgreSQL): orders and refunds by store and when they happened.
+"""Dashboard indexes: orders and refunds by store and when they happened.
 
-The store page's date range, chart, newest-order probe and recent orders all read orders by
-`COALESCE(processed_at, shopify_created_at)`: an index on that expression lets a range read
-only its own rows (and the newest/oldest order one index probe) on a store of millions.
+The store page's date ranges read orders (and refunds) by `processed_at`, else
+`shopify_created_at`. `ix_orders_tenant_processed` serves the first half; these serve the
+rest: orders without processed_at by created_at (partial, so as small as that set), and
+refunds the same way. The queries compare plain columns, never COALESCE(...): under
+row-level security PostgreSQL takes only leakproof conditions as index conditions, and a
+COALESCE is not one, so an expression index on it went unused for the app's role.
 
 Revision ID: 0013
-Revises: 0011 (0012 is another change in flight: the integrator sets this to "0012" when both
-are merged, so the history stays one line)
+Revises: 0011 (0012 is another change in flight: when both are merged, this becomes "0012"
+so the history stays one line)
 Create Date: 2026-12-01
 """
 
@@ -20,26 +23,30 @@ down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+UNPROCESSED = sa.text("processed_at IS NULL")
+
 
 def upgrade() -> None:
-    # PostgreSQL only, as in models/tables.py: SQLite stores are small, and SQLAlchemy cannot
-    # reflect SQLite's expression indexes.
-    if op.get_bind().dialect.name != "postgresql":
-        return
     op.create_index(
-        "ix_orders_tenant_happened",
+        "ix_orders_tenant_created_unprocessed",
         "orders",
-        ["tenant_id", sa.text("COALESCE(processed_at, shopify_created_at)")],
+        ["tenant_id", "shopify_created_at"],
+        postgresql_where=UNPROCESSED,
+        sqlite_where=UNPROCESSED,
     )
     op.create_index(
-        "ix_order_refunds_tenant_happened",
+        "ix_order_refunds_tenant_processed", "order_refunds", ["tenant_id", "processed_at"]
+    )
+    op.create_index(
+        "ix_order_refunds_tenant_created_unprocessed",
         "order_refunds",
-        ["tenant_id", sa.text("COALESCE(processed_at, shopify_created_at)")],
+        ["tenant_id", "shopify_created_at"],
+        postgresql_where=UNPROCESSED,
+        sqlite_where=UNPROCESSED,
     )
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    op.drop_index("ix_order_refunds_tenant_happened", table_name="order_refunds")
-    op.drop_index("ix_orders_tenant_happened", table_name="orders")
+    op.drop_index("ix_order_refunds_tenant_created_unprocessed", table_name="order_refunds")
+    op.drop_index("ix_order_refunds_tenant_processed", table_name="order_refunds")
+    op.drop_index("ix_orders_tenant_created_unprocessed", table_name="orders")
