@@ -27,6 +27,7 @@ from receiver.stats import (
     format_money,
     range_key,
     store_stats,
+    top_items_cache,
 )
 from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain
 from receiver.web import page_principal, read_form, render, to_login
@@ -102,7 +103,7 @@ async def store_page(request: Request) -> Response:
         if tenant is None:
             return not_found(request, principal)
         chosen = range_key(request.query_params.get("range"))
-        stats = await store_stats(session, tenant, utcnow(), chosen)
+        stats = await store_stats(session, tenant, utcnow(), chosen, top_items_cache(request))
     notices = [
         SYNC_NOTICES.get(request.query_params.get("sync", "")),
         REPLAY_NOTICES.get(request.query_params.get("replay", "")),

@@ -8,6 +8,8 @@ would go through floats) and truncating a timestamp to its UTC day.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypedDict
@@ -16,13 +18,16 @@ from sqlalchemy import (
     BigInteger,
     Date,
     Float,
+    Text,
     and_,
     case,
     cast,
     func,
     literal_column,
+    null,
     or_,
     select,
+    union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
@@ -610,6 +615,13 @@ RANGES: dict[str, tuple[str, int | None]] = {
 DEFAULT_RANGE = "30d"
 MONTHLY = ("12m", "all")
 TOP_ITEMS = 10
+# Top products over 90 days or more read every line item of the range (2,000,000 for a store
+# of 1M orders over three years: seconds, not milliseconds). They move slowly, so each app
+# process keeps them this long per store and range instead of re-reading them on every 3 s
+# poll of every open page; shorter ranges are always read fresh.
+TOP_ITEMS_TTL_S = 60.0
+TOP_ITEMS_CACHED = ("90d", "12m", "all")
+TOP_ITEMS_CACHE_SIZE = 256
 LOW_STOCK = 5
 LOW_STOCK_ROWS = 10
 
@@ -818,23 +830,21 @@ def _line_revenue(session: AsyncSession) -> ColumnElement[Any]:
 
 
 async def _top_items(
-    session: AsyncSession, tenant_id: int, window: DateRange, *, by_variant: bool
-) -> list[TopItem]:
-    """Products (or variants) sold in the range's orders, by revenue (products) or units
-    (variants), from the orders' line items; cancelled and deleted orders left out."""
-    currency = func.coalesce(OrderLineItem.currency, Order.currency).label("currency")
-    units = func.sum(func.coalesce(OrderLineItem.quantity, 0)).label("units")
-    revenue = _money_sum(session, _line_revenue(session)).label("revenue")
-    keys: list[Any] = [OrderLineItem.product_shopify_id, currency]
-    if by_variant:
-        keys.insert(1, OrderLineItem.variant_shopify_id)
-    rows = await session.execute(
+    session: AsyncSession, tenant_id: int, window: DateRange
+) -> tuple[list[TopItem], list[TopItem]]:
+    """Products by revenue and variants by units sold in the range's orders (cancelled and
+    deleted ones left out), from their line items. One statement: the line items are read and
+    summed per variant once, and both lists are cut from that."""
+    currency = func.coalesce(OrderLineItem.currency, Order.currency)
+    sold = (
         select(
-            *keys,
+            OrderLineItem.product_shopify_id.label("product"),
+            OrderLineItem.variant_shopify_id.label("variant"),
+            currency.label("currency"),
             func.max(OrderLineItem.title).label("title"),
             func.max(OrderLineItem.variant_title).label("variant_title"),
-            units,
-            revenue,
+            func.sum(func.coalesce(OrderLineItem.quantity, 0)).label("units"),
+            _money_sum(session, _line_revenue(session)).label("revenue"),
         )
         .join(
             Order,
@@ -849,22 +859,68 @@ async def _top_items(
             Order.cancelled_at.is_(None),
             _happened_in(Order.processed_at, Order.shopify_created_at, window),
         )
-        .group_by(*keys)
-        .order_by((units if by_variant else revenue).desc(), OrderLineItem.product_shopify_id)
-        .limit(TOP_ITEMS)
+        .group_by(OrderLineItem.product_shopify_id, OrderLineItem.variant_shopify_id, currency)
+        .cte("sold")
     )
-    return [
-        {
-            "product_shopify_id": row.product_shopify_id,
-            "variant_shopify_id": row.variant_shopify_id if by_variant else None,
-            "title": row.title,
-            "variant_title": row.variant_title if by_variant else None,
-            "currency": row.currency,
-            "units": int(row.units or 0),
-            "revenue": money_str(_money_value(session, row.revenue)),
-        }
-        for row in rows
-    ]
+    units = func.sum(sold.c.units).label("units")
+    revenue = func.sum(sold.c.revenue).label("revenue")
+    products = (
+        select(
+            literal_column("'product'").label("kind"),
+            sold.c.product,
+            cast(null(), BigInteger).label("variant"),
+            sold.c.currency,
+            func.max(sold.c.title).label("title"),
+            cast(null(), Text).label("variant_title"),
+            units,
+            revenue,
+        )
+        .group_by(sold.c.product, sold.c.currency)
+        .order_by(revenue.desc(), sold.c.product)
+        .limit(TOP_ITEMS)
+        .subquery()
+    )
+    variants = (
+        select(
+            literal_column("'variant'").label("kind"),
+            sold.c.product,
+            sold.c.variant,
+            sold.c.currency,
+            sold.c.title,
+            sold.c.variant_title,
+            sold.c.units,
+            sold.c.revenue,
+        )
+        .order_by(sold.c.units.desc(), sold.c.product, sold.c.variant)
+        .limit(TOP_ITEMS)
+        .subquery()
+    )
+    rows = (await session.execute(union_all(select(products), select(variants)))).all()
+    lists: dict[str, list[TopItem]] = {"product": [], "variant": []}
+    for row in rows:
+        lists[row.kind].append(
+            {
+                "product_shopify_id": row.product,
+                "variant_shopify_id": row.variant,
+                "title": row.title,
+                "variant_title": row.variant_title,
+                "currency": row.currency,
+                "units": int(row.units or 0),
+                "revenue": money_str(_money_value(session, row.revenue)),
+            }
+        )
+    # A union keeps no order: each list is sorted again as its query cut it.
+    lists["product"].sort(
+        key=lambda item: (-Decimal(item["revenue"]), item["product_shopify_id"] or 0)
+    )
+    lists["variant"].sort(
+        key=lambda item: (
+            -item["units"],
+            item["product_shopify_id"] or 0,
+            item["variant_shopify_id"] or 0,
+        )
+    )
+    return lists["product"], lists["variant"]
 
 
 async def _low_stock(session: AsyncSession, tenant_id: int) -> list[LowStock]:
@@ -916,6 +972,43 @@ async def _low_stock(session: AsyncSession, tenant_id: int) -> list[LowStock]:
     ]
 
 
+TopLists = tuple[list[TopItem], list[TopItem]]
+
+
+class TopItemsCache:
+    """Per app process: (store, range, window) -> top products and variants, for a while."""
+
+    def __init__(
+        self, ttl_s: float = TOP_ITEMS_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.entries: dict[tuple[int, str, str | None, str], tuple[float, TopLists]] = {}
+
+    async def get(self, session: AsyncSession, tenant_id: int, window: DateRange) -> TopLists:
+        if window["key"] not in TOP_ITEMS_CACHED:
+            return await _top_items(session, tenant_id, window)
+        key = (tenant_id, window["key"], window["start"], window["end"])
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] > self.clock():
+            return hit[1]
+        lists = await _top_items(session, tenant_id, window)
+        if len(self.entries) >= TOP_ITEMS_CACHE_SIZE:
+            self.entries.pop(min(self.entries, key=lambda k: self.entries[k][0]))
+        self.entries[key] = (self.clock() + self.ttl_s, lists)
+        return lists
+
+
+def top_items_cache(request: Request) -> TopItemsCache:
+    """The app's cache, made on first use (nothing is built at import)."""
+    state = request.app.state
+    cache = getattr(state, "top_items_cache", None)
+    if not isinstance(cache, TopItemsCache):
+        cache = TopItemsCache()
+        state.top_items_cache = cache
+    return cache
+
+
 def job_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
     """A job's progress over all its resources: records, Shopify's total when every resource
     has one (a finished resource's count is its total), percent, rate and ETA, and a rate-limit
@@ -962,7 +1055,11 @@ def job_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
 
 
 async def store_stats(
-    session: AsyncSession, tenant: Tenant, now: datetime, range_name: str = DEFAULT_RANGE
+    session: AsyncSession,
+    tenant: Tenant,
+    now: datetime,
+    range_name: str = DEFAULT_RANGE,
+    cache: TopItemsCache | None = None,
 ) -> StoreStats:
     """Everything the store page shows, as JSON-ready values.
 
@@ -992,6 +1089,7 @@ async def store_stats(
     }
     span = await _order_span(session, tenant.id)
     window = date_range(range_key(range_name), now, span[1])
+    top_products, top_variants = await (cache or TopItemsCache(0)).get(session, tenant.id, window)
     return {
         "shop": tenant.shop_domain,
         "tenant_id": tenant.id,
@@ -1008,8 +1106,8 @@ async def store_stats(
         "last_reconcile": await last_reconcile(session, tenant.id),
         "range": window,
         "sales": await _sales(session, tenant.id, window, now, span),
-        "top_products": await _top_items(session, tenant.id, window, by_variant=False),
-        "top_variants": await _top_items(session, tenant.id, window, by_variant=True),
+        "top_products": top_products,
+        "top_variants": top_variants,
         "low_stock": await _low_stock(session, tenant.id),
         "low_stock_threshold": LOW_STOCK,
     }
@@ -1026,7 +1124,11 @@ async def api_stats(request: Request) -> Response:
             raise ApiError("give the store as ?shop=NAME.myshopify.com")
         tenant = await tenant_for_shop(session, shop, principal)
         stats = await store_stats(
-            session, tenant, utcnow(), range_key(request.query_params.get("range"))
+            session,
+            tenant,
+            utcnow(),
+            range_key(request.query_params.get("range")),
+            top_items_cache(request),
         )
     return JSONResponse(stats, headers=NO_STORE)
 
@@ -1040,4 +1142,5 @@ __all__ = [
     "percentile",
     "range_key",
     "store_stats",
+    "top_items_cache",
 ]

@@ -21,7 +21,7 @@ from models import (
 )
 from models.tenancy import use_tenant
 from receiver.auth import create_api_token
-from receiver.stats import StoreStats, store_stats
+from receiver.stats import StoreStats, TopItemsCache, store_stats
 from tests.factories import OTHER_SHOP, SHOP, create_tenant
 
 
@@ -146,11 +146,13 @@ async def seed(backend, now: datetime) -> int:
     return ours
 
 
-async def stats_for(backend, tenant_id: int, now: datetime, range_name: str) -> StoreStats:
+async def stats_for(
+    backend, tenant_id: int, now: datetime, range_name: str, cache: TopItemsCache | None = None
+) -> StoreStats:
     async with backend.sessions() as session, session.begin():
         tenant = await session.get(Tenant, tenant_id)
         assert tenant is not None
-        return await store_stats(session, tenant, now, range_name)
+        return await store_stats(session, tenant, now, range_name, cache)
 
 
 async def test_the_range_drives_sales_refunds_and_top_items(backend):
@@ -236,3 +238,24 @@ async def test_api_stats_takes_the_range(backend, served):
         assert odd.status_code == 200
         assert odd.json()["range"]["key"] == "30d"
         assert "777.77" not in odd.text
+
+
+async def test_long_ranges_top_items_are_kept_a_while_and_short_ones_are_fresh(backend):
+    now = utcnow()
+    ours = await seed(backend, now)
+    clock = [0.0]
+    cache = TopItemsCache(60, clock=lambda: clock[0])
+    first = await stats_for(backend, ours, now, "all", cache)
+    async with backend.sessions() as session, session.begin():
+        await use_tenant(session, ours)
+        await add_order(
+            session, ours, 9, now - timedelta(hours=1), "5000.00", lines=((7, 71, 1, "5000.00"),)
+        )
+    kept = await stats_for(backend, ours, now, "all", cache)
+    assert kept["top_products"] == first["top_products"]
+    assert kept["sales"]["orders"] == first["sales"]["orders"] + 1  # sales stay live
+    fresh = await stats_for(backend, ours, now, "30d", cache)
+    assert fresh["top_products"][0]["title"] == "Product 7"
+    clock[0] = 61.0
+    expired = await stats_for(backend, ours, now, "all", cache)
+    assert expired["top_products"][0]["title"] == "Product 7"
