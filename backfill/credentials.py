@@ -28,15 +28,6 @@ class AppCredentials:
     client_secret: str
 
 
-def oauth_token_url(admin_base_url: str) -> str:
-    """`https://{shop}/admin/api/{version}` -> `https://{shop}/admin/oauth/access_token`."""
-    base = admin_base_url.rstrip("/")
-    suffix = "/api/{version}"
-    if base.endswith(suffix):
-        base = base[: -len(suffix)]
-    return f"{base}/oauth/access_token"
-
-
 class TenantCredentials:
     def __init__(
         self,
@@ -122,7 +113,7 @@ class TenantCredentials:
                 raise CredentialsInvalid(f"{shop}: {why}")
             try:
                 response = await self.http.post(
-                    self.token_url.format(shop=shop),
+                    self.token_url,
                     json={
                         "client_id": self.app.client_id,
                         "client_secret": self.app.client_secret,

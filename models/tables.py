@@ -72,6 +72,9 @@ class Tenant(Base):
     # Shopify's numeric shop id, learnt from the backfill's `shop { id }` or from a signed
     # payload naming both the shop's domain and its id; destructive topics are checked on it.
     shopify_shop_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    # The store's own Admin API base, a template like SHOPIFY_ADMIN_BASE_URL (a simulated
+    # store's simulator); None sends it to SHOPIFY_ADMIN_BASE_URL (backfill.admin_base).
+    admin_base_url: Mapped[str | None] = mapped_column(Text)
 
     def __repr__(self) -> str:
         return f"Tenant(id={self.id!r}, shop_domain={self.shop_domain!r}, status={self.status!r})"

@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from backfill.admin_base import InvalidAdminBaseUrl, check_store_admin_base_url
 from handlers import handled_topics
 from handlers.compliance import export_customer
 from handlers.events import replay_events
@@ -41,7 +42,7 @@ from models.statuses import (
     SyncStatus,
 )
 from models.tenancy import cross_store_transaction
-from receiver.auth import create_api_token
+from receiver.auth import InvalidTokenName, create_token
 from receiver.logs import configure_logging
 from receiver.progress import ProgressPrinter
 from receiver.samples import sample_payload, webhook_headers
@@ -243,12 +244,22 @@ def tenants() -> None:
     default=None,
     help="Seconds until the access token expires (expiring offline tokens).",
 )
+@click.option(
+    "--admin-url",
+    "admin_url",
+    default=None,
+    metavar="URL",
+    help="A simulated store's own Admin API base, a template like SHOPIFY_ADMIN_BASE_URL "
+    "(http://HOST:PORT/{shop}/admin/api/{version}); nothing for this store then goes to "
+    "Shopify. '' removes it.",
+)
 def tenants_add(
     shop: str,
     webhook_secret: tuple[str, ...],
     access_token: str | None,
     refresh_token: str | None,
     token_expires_in: int | None,
+    admin_url: str | None,
 ) -> None:
     """Add a store, or update its secrets and reactivate it."""
     settings = _settings()
@@ -260,7 +271,15 @@ def tenants_add(
         refresh_token=refresh_token,
         token_expires_in=timedelta(seconds=token_expires_in) if token_expires_in else None,
     )
-    added = _with_sessions(settings, lambda sessions: add_store(sessions, box, shop, credentials))
+    if admin_url:
+        try:
+            admin_url = check_store_admin_base_url(admin_url)
+        except InvalidAdminBaseUrl as exc:
+            raise click.BadParameter(str(exc), param_hint="'--admin-url'") from None
+    added = _with_sessions(
+        settings,
+        lambda sessions: add_store(sessions, box, shop, credentials, admin_base_url=admin_url),
+    )
     click.echo(f"{'added' if added.created else 'updated'} {shop} (tenant {added.tenant_id})")
 
 
@@ -278,8 +297,11 @@ def tenants_list() -> None:
         token = "yes" if tenant.access_token_encrypted else "no"
         if tenant.credentials_status != CredentialsStatus.OK:
             token = tenant.credentials_status
+        # Only simulated stores have their own base; the others go to SHOPIFY_ADMIN_BASE_URL.
+        base = f"  admin {tenant.admin_base_url}" if tenant.admin_base_url else ""
         click.echo(
             f"{tenant.id:>4}  {tenant.shop_domain:<40} {tenant.status:<12} {secret:<7} {token}"
+            f"{base}"
         )
 
 
@@ -549,15 +571,17 @@ def tokens() -> None:
 def tokens_create(name: str, read_only: bool, shops: tuple[str, ...]) -> None:
     """Print a new API token once; only its hash is stored. Without --read-only it may start
     syncs (on its stores, with --tenant); other stores answer 404 to it, as if absent."""
-    domains = [_shop(shop) for shop in shops]
-
-    async def work(session: AsyncSession) -> str:
-        tenant_ids = frozenset([(await _require_tenant(session, d)).id for d in domains])
-        return await create_api_token(
-            session, name, read_only=read_only, tenant_ids=tenant_ids or None
+    domains = tuple(_shop(shop) for shop in shops)
+    try:
+        token = _with_sessions(
+            _settings(),
+            lambda sessions: create_token(sessions, name, read_only=read_only, shops=domains),
         )
-
-    click.echo(_with_session(_settings(), work))
+    except InvalidTokenName as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
+    except UnknownStore as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(token)
 
 
 @main.command()

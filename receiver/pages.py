@@ -19,11 +19,11 @@ from handlers.events import Store, replay_events
 from models import Tenant, utcnow
 from models.statuses import EventStatus, SyncMode, TenantStatus
 from receiver.auth import Principal, csrf_valid, visible_tenants
+from receiver.overview import store_overviews
 from receiver.services import Services
 from receiver.stats import (
     RANGES,
     counted_resources,
-    counts_by_tenant,
     format_money,
     range_key,
     store_stats,
@@ -84,13 +84,9 @@ async def home(request: Request) -> Response:
         if principal is None:
             return to_login()
         tenants = await visible_tenants(session, principal)
-        counts = await counts_by_tenant(session, [tenant.id for tenant in tenants])
-    stores = [{"tenant": tenant, "counts": counts[tenant.id]} for tenant in tenants]
-    return render(
-        request,
-        "home.html",
-        {"principal": principal, "stores": stores, "counted": _counted()},
-    )
+        now = utcnow()
+        stores = await store_overviews(session, tenants, now)
+    return render(request, "home.html", {"principal": principal, "stores": stores, "now": now})
 
 
 async def store_page(request: Request) -> Response:

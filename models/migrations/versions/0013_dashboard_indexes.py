@@ -8,8 +8,7 @@ row-level security PostgreSQL takes only leakproof conditions as index condition
 COALESCE is not one, so an expression index on it went unused for the app's role.
 
 Revision ID: 0013
-Revises: 0011 (0012 is another change in flight: when both are merged, this becomes "0012"
-so the history stays one line)
+Revises: 0012
 Create Date: 2026-12-01
 """
 
@@ -19,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0011"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
