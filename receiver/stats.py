@@ -1009,6 +1009,14 @@ def top_items_cache(request: Request) -> TopItemsCache:
     return cache
 
 
+def _passed(moment: str, now: datetime) -> bool:
+    try:
+        when = datetime.fromisoformat(moment)
+    except ValueError:
+        return False
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)) <= now
+
+
 def job_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
     """A job's progress over all its resources: records, Shopify's total when every resource
     has one (a finished resource's count is its total), percent, rate and ETA, and a rate-limit
@@ -1043,6 +1051,8 @@ def job_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
     eta = None
     if document.get("status") == "running" and known and rate and total > count:
         eta = round((total - count) / rate)
+    if isinstance(throttled, str) and _passed(throttled, now):
+        throttled = None  # a wait that is over is no wait
     return {
         "count": count,
         "total": total if known else None,

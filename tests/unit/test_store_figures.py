@@ -98,6 +98,8 @@ def test_a_rate_limit_wait_is_read_wherever_the_runner_puts_it():
     until = (NOW + timedelta(seconds=9)).isoformat()
     nested = job(progress={"orders": {"count": 1, "total": 5, "throttled_until": until}})
     assert job_summary(nested, NOW)["throttled"] == until
+    over = job(progress={"orders": {"count": 1, "throttled_until": NOW.isoformat()}})
+    assert job_summary(over, NOW)["throttled"] is None
     waiting = {"points": 500, "rate": 50}
     top = job(progress={"waiting": waiting, "orders": {"count": 1, "total": 5}})
     assert job_summary(top, NOW)["throttled"] == waiting
