@@ -394,24 +394,39 @@
       ":" + stats.generated_at.slice(17, 19) + " UTC";
   }
 
+  // The next poll waits at least INTERVAL, and four times as long as the last answer took:
+  // a heavy range on a big store is refreshed less often rather than keeping the database busy.
+  var delay = INTERVAL;
+  var stopped = false;
+
+  function schedule() {
+    if (!stopped) timer = setTimeout(poll, delay);
+  }
+
   function poll() {
-    if (busy || document.hidden) return;
+    clearTimeout(timer);
+    if (busy || stopped) return;
+    if (document.hidden) { schedule(); return; }
     busy = true;
+    var started = Date.now();
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
         if (response.status === 401 || response.status === 403 || response.status === 404) {
-          clearInterval(timer);
+          stopped = true;
           document.getElementById("live-status").textContent =
             "Live updates stopped (signed out?). Reload the page.";
           return null;
         }
         return response.ok ? response.json() : null;
       })
-      .then(function (stats) { if (stats) update(stats); })
+      .then(function (stats) {
+        delay = Math.max(INTERVAL, 4 * (Date.now() - started));
+        if (stats) update(stats);
+      })
       .catch(function () {
         document.getElementById("live-status").textContent = "Connection lost; retrying…";
       })
-      .finally(function () { busy = false; });
+      .finally(function () { busy = false; schedule(); });
   }
 
   // The numbers the page was rendered with: charts and localised money right away, without
@@ -420,6 +435,6 @@
   formatMoneyCells(root);
   if (initial && initial.dataset.stats) drawCharts(JSON.parse(initial.dataset.stats));
   if (!window.fetch) return;
-  timer = setInterval(poll, INTERVAL);
+  schedule();
   document.addEventListener("visibilitychange", function () { if (!document.hidden) poll(); });
 })();
