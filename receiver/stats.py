@@ -53,7 +53,7 @@ from models import (
     utcnow,
 )
 from models.statuses import EventStatus
-from models.tenancy import use_all_tenants, use_tenant
+from models.tenancy import use_tenant
 from receiver.api import job_document, tenant_for_shop
 from receiver.auth import authenticate
 from receiver.errors import ApiError
@@ -309,40 +309,6 @@ async def _count(session: AsyncSession, model: type[ShopRecord], tenant_id: int)
         .where(model.tenant_id == tenant_id, model.deleted_at.is_(None))
     )
     return int(total or 0)
-
-
-async def counts_by_tenant(
-    session: AsyncSession, tenant_ids: list[int]
-) -> dict[int, dict[str, int]]:
-    """Live (not tombstoned) rows of each counted resource for several stores at once, and
-    their dead events (the home page flags those stores)."""
-    counted = counted_resources()
-    counts = {
-        tenant_id: {**dict.fromkeys((r.name for r in counted), 0), "dead_events": 0}
-        for tenant_id in tenant_ids
-    }
-    if not tenant_ids:
-        return counts
-    # One query for several stores; the ids were already filtered to what the caller may see.
-    await use_all_tenants(session)
-    for resource in counted:
-        name, model = resource.name, resource.model
-        rows = await session.execute(
-            select(model.tenant_id, func.count())
-            .where(model.tenant_id.in_(tenant_ids), model.deleted_at.is_(None))
-            .group_by(model.tenant_id)
-        )
-        for tenant_id, total in rows:
-            counts[tenant_id][name] = int(total)
-    dead = await session.execute(
-        select(WebhookEvent.tenant_id, func.count())
-        .where(WebhookEvent.tenant_id.in_(tenant_ids), WebhookEvent.status == EventStatus.DEAD)
-        .group_by(WebhookEvent.tenant_id)
-    )
-    for dead_tenant, total in dead:
-        if dead_tenant is not None:
-            counts[dead_tenant]["dead_events"] = int(total)
-    return counts
 
 
 async def _webhooks(session: AsyncSession, tenant_id: int, now: datetime) -> Webhooks:
@@ -1146,7 +1112,6 @@ async def api_stats(request: Request) -> Response:
 __all__ = [
     "RANGES",
     "api_stats",
-    "counts_by_tenant",
     "format_money",
     "money_str",
     "percentile",
