@@ -411,6 +411,25 @@ Index("ix_metafields_owner", Metafield.tenant_id, Metafield.owner_type, Metafiel
 
 # The dashboard's revenue and orders-per-day windows read by store and time.
 Index("ix_orders_tenant_processed", Order.tenant_id, Order.processed_at)
+# ...and the orders Shopify gave no processed_at, by created_at (the dashboard's time is
+# processed_at, else created_at; a partial index keeps the second half as small as it is).
+# Plain columns, not COALESCE(...): under row-level security PostgreSQL uses only
+# leakproof conditions as index conditions, and a COALESCE is not one (revision 0013).
+Index(
+    "ix_orders_tenant_created_unprocessed",
+    Order.tenant_id,
+    Order.shopify_created_at,
+    postgresql_where=Order.processed_at.is_(None),
+    sqlite_where=Order.processed_at.is_(None),
+)
+Index("ix_order_refunds_tenant_processed", OrderRefund.tenant_id, OrderRefund.processed_at)
+Index(
+    "ix_order_refunds_tenant_created_unprocessed",
+    OrderRefund.tenant_id,
+    OrderRefund.shopify_created_at,
+    postgresql_where=OrderRefund.processed_at.is_(None),
+    sqlite_where=OrderRefund.processed_at.is_(None),
+)
 
 
 class WebhookEvent(Base):
