@@ -18,18 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models import ApiToken, ApiTokenTenant, Order, SyncJob, Tenant, User, UserTenant, WebhookEvent
 from models.statuses import CredentialsStatus, EventStatus, SyncStatus, TenantStatus
 from models.tenancy import use_all_tenants
-from receiver.stats import _money_sum, _money_value, delivery_health, money_str, order_time
+from receiver.stats import (
+    delivery_health,
+    format_money,
+    money_sum,
+    money_value,
+    order_time,
+)
 
 WEBHOOK_WINDOW = timedelta(hours=24)
 # A credentials error is Shopify's own text; the card shows its start, the store page the rest.
 ERROR_PREVIEW = 160
-
-
-def format_money(amount: Decimal, currency: str | None) -> str:
-    """`Decimal('5240764.9700')`, `'USD'` -> `'USD 5,240,764.97'`: the currency first, so
-    amounts of several currencies never read as one, and at least two decimals."""
-    grouped = format(Decimal(money_str(amount)), ",f")
-    return f"{currency} {grouped}" if currency else grouped
 
 
 @dataclass(frozen=True)
@@ -120,8 +119,8 @@ async def _revenue(
         select(
             Order.tenant_id,
             Order.currency,
-            _money_sum(session, case((happened >= today, Order.total_price))).label("today"),
-            _money_sum(session, Order.total_price.expression).label("month"),
+            money_sum(session, case((happened >= today, Order.total_price))).label("today"),
+            money_sum(session, Order.total_price.expression).label("month"),
         )
         .where(
             Order.tenant_id.in_(tenant_ids),
@@ -142,8 +141,8 @@ async def _revenue(
     for tenant_id, currency, day_total, month_total in rows:
         day_list, month_list = revenue[tenant_id]
         if day_total is not None:
-            day_list.append(Money(currency, _money_value(session, day_total)))
-        month_list.append(Money(currency, _money_value(session, month_total)))
+            day_list.append(Money(currency, money_value(session, day_total)))
+        month_list.append(Money(currency, money_value(session, month_total)))
     return revenue
 
 

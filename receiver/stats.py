@@ -275,7 +275,7 @@ def _is_sqlite(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "sqlite"
 
 
-def _money_sum(session: AsyncSession, amount: ColumnElement[Any]) -> ColumnElement[Any]:
+def money_sum(session: AsyncSession, amount: ColumnElement[Any]) -> ColumnElement[Any]:
     if _is_sqlite(session):
         # Text -> REAL -> rounded to an integer count of 1/10000: exact for any amount under
         # about 9e11, and SQLite sums integers exactly.
@@ -283,7 +283,7 @@ def _money_sum(session: AsyncSession, amount: ColumnElement[Any]) -> ColumnEleme
     return func.sum(amount)
 
 
-def _money_value(session: AsyncSession, value: Any) -> Decimal:
+def money_value(session: AsyncSession, value: Any) -> Decimal:
     if value is None:
         return Decimal(0)
     if _is_sqlite(session):
@@ -519,16 +519,14 @@ def compared(resource: str, entry: dict[str, Any], started: datetime) -> str:
 
 
 def format_money(amount: str | Decimal | None, currency: str | None) -> str:
-    """`'5240764.97', 'USD'` -> `'5,240,764.97 USD'`: thousands separators, at least two
-    decimals, the currency code after (the browser replaces it with Intl.NumberFormat's
-    localised form; this is what shows without script)."""
+    """`'5240764.97', 'USD'` -> `'USD 5,240,764.97'`: thousands separators, at least two
+    decimals, the currency first so amounts of several currencies never read as one (the store
+    page's script replaces it with Intl.NumberFormat's localised form; this is what shows
+    without script, and on the home page)."""
     if amount is None:
         return "—"
-    value = Decimal(amount)
-    exponent = value.as_tuple().exponent
-    precise = isinstance(exponent, int) and exponent < -2
-    text = format(value, ",f") if precise else format(value, ",.2f")
-    return f"{text} {currency}" if currency else text
+    grouped = format(Decimal(money_str(Decimal(amount))), ",f")
+    return f"{currency} {grouped}" if currency else grouped
 
 
 async def last_reconcile(session: AsyncSession, tenant_id: int) -> LastReconcile | None:
@@ -718,7 +716,7 @@ async def _sales(
         (Order.cancelled_at.is_(None), Order.total_price),
     )
     rows = await session.execute(
-        select(bucket, Order.currency, func.count(), _money_sum(session, counted).label("gross"))
+        select(bucket, Order.currency, func.count(), money_sum(session, counted).label("gross"))
         .where(
             Order.tenant_id == tenant_id,
             Order.deleted_at.is_(None),
@@ -735,7 +733,7 @@ async def _sales(
         if index is None:  # an order dated in the future: counted, not charted
             continue
         orders.setdefault(currency, [0] * len(buckets))[index] += int(total)
-        revenue.setdefault(currency, [Decimal(0)] * len(buckets))[index] += _money_value(
+        revenue.setdefault(currency, [Decimal(0)] * len(buckets))[index] += money_value(
             session, gross
         )
     refunds = await _refunds(session, tenant_id, window)
@@ -776,7 +774,7 @@ async def _refunds(
 ) -> dict[str | None, Decimal]:
     """Money refunded in the range per currency, by when the refund happened."""
     rows = await session.execute(
-        select(OrderRefund.currency, _money_sum(session, OrderRefund.total_refunded.expression))
+        select(OrderRefund.currency, money_sum(session, OrderRefund.total_refunded.expression))
         .where(
             OrderRefund.tenant_id == tenant_id,
             OrderRefund.deleted_at.is_(None),
@@ -784,7 +782,7 @@ async def _refunds(
         )
         .group_by(OrderRefund.currency)
     )
-    return {currency: _money_value(session, total) for currency, total in rows}
+    return {currency: money_value(session, total) for currency, total in rows}
 
 
 def _line_revenue(session: AsyncSession) -> ColumnElement[Any]:
@@ -810,7 +808,7 @@ async def _top_items(
             func.max(OrderLineItem.title).label("title"),
             func.max(OrderLineItem.variant_title).label("variant_title"),
             func.sum(func.coalesce(OrderLineItem.quantity, 0)).label("units"),
-            _money_sum(session, _line_revenue(session)).label("revenue"),
+            money_sum(session, _line_revenue(session)).label("revenue"),
         )
         .join(
             Order,
@@ -872,7 +870,7 @@ async def _top_items(
                 "variant_title": row.variant_title,
                 "currency": row.currency,
                 "units": int(row.units or 0),
-                "revenue": money_str(_money_value(session, row.revenue)),
+                "revenue": money_str(money_value(session, row.revenue)),
             }
         )
     # A union keeps no order: each list is sorted again as its query cut it.

@@ -367,10 +367,10 @@ async def test_stats_match_what_is_stored(backend, sign_in):
     assert re.search(r'id="lag-p50" data-stat="lag_ms.p50">500<', html)
     assert re.search(r'id="lag-p95" data-stat="lag_ms.p95">1000<', html)
     # The default range (30 days): gross per currency with separators and the currency.
-    assert ">170.75 USD<" in html
-    assert ">17.10 EUR<" in html
+    assert ">USD 170.75<" in html
+    assert ">EUR 17.10<" in html
     assert "data-stats='{" in html
-    for window, amounts in {"7d": ("150.50 USD", "10.10 EUR"), "all": ("1,170.75 USD",)}.items():
+    for window, amounts in {"7d": ("USD 150.50", "EUR 10.10"), "all": ("USD 1,170.75",)}.items():
         ranged = (await client.get(f"/stores/{SHOP}", params={"range": window})).text
         for amount in amounts:
             assert f">{amount}<" in ranged, (window, amount)

@@ -46,7 +46,7 @@ def test_an_unknown_range_falls_back_to_the_default():
 @given(st.decimals(min_value=-(10**12), max_value=10**12, places=2, allow_nan=False))
 def test_money_text_round_trips(amount: Decimal):
     text = format_money(amount, "USD")
-    number, currency = text.rsplit(" ", 1)
+    currency, number = text.split(" ", 1)
     assert currency == "USD"
     assert Decimal(number.replace(",", "")) == amount
     whole = number.lstrip("-").split(".")[0]
@@ -54,8 +54,8 @@ def test_money_text_round_trips(amount: Decimal):
 
 
 def test_money_keeps_extra_decimals_and_shows_none_as_a_dash():
-    assert format_money("5240764.97", "USD") == "5,240,764.97 USD"
-    assert format_money("0.0005", "CAD") == "0.0005 CAD"
+    assert format_money("5240764.97", "USD") == "USD 5,240,764.97"
+    assert format_money("0.0005", "CAD") == "CAD 0.0005"
     assert format_money("12", None) == "12.00"
     assert format_money(None, "EUR") == "—"
 
