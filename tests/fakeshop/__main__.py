@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fakeshop serving {store.shop_domain} on {base}", file=sys.stderr)
     print(f"  SHOPIFY_ADMIN_BASE_URL={info['admin_base_url_template']}", file=sys.stderr)
     print(f"  access token: {store.access_token}", file=sys.stderr)
+    print(
+        f"  client secret (SHOPIFY_API_SECRET, signs its webhooks): {store.tokens.client_secret}",
+        file=sys.stderr,
+    )
     # One JSON line on stdout for scripts that start the simulator and need its coordinates.
     print(json.dumps(info), flush=True)
     uvicorn.run(
