@@ -15,7 +15,13 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from backfill.client import AdminClient, BackfillError, CredentialsInvalid, QueryTooCostly
+from backfill.client import (
+    AdminClient,
+    BackfillError,
+    CredentialsInvalid,
+    QueryTooCostly,
+    RateLimitWait,
+)
 from backfill.credentials import AppCredentials, TenantCredentials, oauth_token_url
 from backfill.metrics import RECORDS
 from backfill.nested import BulkGroup, BulkGrouper, complete_children, fill_bulk_gaps
@@ -33,6 +39,10 @@ from models.upsert import affected_rows
 log = logging.getLogger("shopify_receiver.backfill")
 
 MODES = tuple(SyncMode)
+# Asked for, never stored: `backfill.sync.start_sync` turns it into bulk or full from Shopify's
+# counts before the job is created, so a job row always says how it ran.
+AUTO_MODE = "auto"
+REQUESTABLE_MODES = (AUTO_MODE, *MODES)
 ACTIVE_STATUSES = (SyncStatus.QUEUED, SyncStatus.RUNNING)
 SINGLE_QUERY_LIMIT = 1000
 MAX_PAGE_SIZE = 250
@@ -69,6 +79,11 @@ class ResourceProgress(TypedDict, total=False):
     bulk_operation_id: str
     # JSONL lines of the bulk result already applied (a resumed job skips them).
     lines: int
+    # Only in what the progress callback receives, never stored: the client is sleeping for
+    # Shopify's rate limit, `waiting_points` short, refilled at `restore_rate` points a second.
+    waiting_points: float
+    restore_rate: float
+    waiting_seconds: float
 
 
 JobProgress = dict[str, ResourceProgress]
@@ -141,9 +156,23 @@ def concurrent_bulk_operations(api_version: str) -> int:
 
 
 def validate_request(mode: str, resources: list[str] | None) -> list[str]:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode not in REQUESTABLE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(REQUESTABLE_MODES)}, not {mode!r}")
     return parse_resource_names(resources)
+
+
+async def shopify_count(client: AdminClient, resource: Resource, search: str | None) -> int | None:
+    """Shopify's count of the resource (within `search`), or None when it has none for it or
+    could not answer (the caller carries on without a total)."""
+    if not resource.counted:
+        return None
+    try:
+        data = await client.execute(resource.count_query, {"query": search}, cost=1)
+    except BackfillError as exc:
+        log.info("backfill.count_unavailable resource=%s error=%s", resource.name, exc)
+        return None
+    count = (data.get(resource.count_field) or {}).get("count")
+    return int(count) if isinstance(count, int) else None
 
 
 async def create_sync_job(
@@ -162,6 +191,8 @@ async def create_sync_job(
     optionally `until`) name the window, as the watchdog and reconcile do for a known gap.
     """
     chosen = validate_request(mode, resources)
+    if mode == AUTO_MODE:
+        raise ValueError("mode 'auto' is decided by backfill.sync.start_sync, not stored")
     if (since is not None or until is not None) and mode != SyncMode.INCREMENTAL:
         raise ValueError("a since/until window needs mode 'incremental'")
     if mode == SyncMode.INCREMENTAL and since is None:
@@ -290,6 +321,9 @@ class JobRun:
         self.progress: JobProgress = json.loads(json.dumps(job.progress or {}))
         self.on_progress = on_progress
         self.client = admin_client_for(env, tenant)
+        self.client.on_wait = self._waiting
+        # The resource being pulled, which a rate-limit wait is reported under.
+        self.current: str | None = None
 
     @property
     def search(self) -> str | None:
@@ -310,6 +344,7 @@ class JobRun:
             )
             if state.get("done"):
                 continue
+            self.current = name
             if state.get("total") is None:
                 state["total"] = await self._total(RESOURCES[name])
             if self.job.mode == SyncMode.BULK:
@@ -321,15 +356,7 @@ class JobRun:
         await hold_shop_id(self.env, self.client, self.tenant)
 
     async def _total(self, resource: Resource) -> int | None:
-        if not resource.counted:
-            return None
-        try:
-            data = await self.client.execute(resource.count_query, {"query": self.search}, cost=1)
-        except BackfillError as exc:
-            log.info("backfill.count_unavailable resource=%s error=%s", resource.name, exc)
-            return None
-        count = (data.get(resource.count_field) or {}).get("count")
-        return int(count) if isinstance(count, int) else None
+        return await shopify_count(self.client, resource, self.search)
 
     async def _start_bulk_operations(self) -> None:
         """Start the pending resources' bulk operations together, as many as Shopify lets
@@ -508,6 +535,20 @@ class JobRun:
     def _report(self, name: str, state: ResourceProgress) -> None:
         if self.on_progress is not None:
             self.on_progress(name, ResourceProgress(**state))
+
+    def _waiting(self, wait: RateLimitWait) -> None:
+        if self.on_progress is None or self.current is None:
+            return
+        state = self.progress.get(self.current) or ResourceProgress(count=0)
+        self.on_progress(
+            self.current,
+            ResourceProgress(
+                **state,
+                waiting_points=wait.points,
+                restore_rate=wait.restore_rate,
+                waiting_seconds=wait.seconds,
+            ),
+        )
 
 
 def normalize_node(normalize: Callable[[Any], Record], node: Any, name: str) -> Record:
