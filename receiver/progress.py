@@ -39,6 +39,24 @@ class RateColumn(ProgressColumn):
         return Text("" if speed is None else f"{speed:,.0f} records/s", style="progress.data.speed")
 
 
+class EtaColumn(TimeRemainingColumn):
+    """`ETA 02:14` while running, `took 05:31` once done."""
+
+    def render(self, task: Task) -> Text:
+        if task.finished and task.finished_time is not None:
+            minutes, seconds = divmod(int(task.finished_time), 60)
+            hours, minutes = divmod(minutes, 60)
+            took = (
+                f"{hours:d}:{minutes:02d}:{seconds:02d}"
+                if hours
+                else f"{minutes:02d}:{seconds:02d}"
+            )
+            return Text(f"took {took}", style="progress.elapsed")
+        if task.total is None:
+            return Text("")
+        return Text.assemble("ETA ", super().render(task))
+
+
 class CountColumn(MofNCompleteColumn):
     """`1,234 / 20,000`, or just the count when Shopify gave no total."""
 
@@ -75,8 +93,7 @@ class BackfillProgress:
             CountColumn(),
             TaskProgressColumn(),
             RateColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(compact=True),
+            EtaColumn(compact=True),
             TextColumn("{task.fields[note]}", style="yellow"),
             console=self.console,
             get_time=clock,

@@ -90,10 +90,12 @@ def test_done_fills_the_bar_and_an_unknown_total_shows_the_count(clock):
     clock.now = 1000.0
     display("metafields", ResourceProgress(count=1234, total=None))
     assert "1,234" in display.render()
+    report(display, clock, 0, 0, 1000)
     report(display, clock, 5, 990, 1000, done=True)  # two orders were deleted meanwhile
     shown = display.render()
     assert "990 / 990" in shown
     assert "100%" in shown
+    assert "took 00:05" in shown
 
 
 def test_without_a_terminal_lines_are_few_and_plain(clock):
