@@ -35,10 +35,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("shopify_receiver.backfill.sync")
 
 # `auto` picks bulk from this many records (Shopify's counts of the chosen resources, added).
-# Paged at a Standard plan's 100 points/s an order costs about 6 points: 1,000 records take about
-# a minute, which is what a bulk operation's start, polls and download cost on a small store;
-# above it bulk wins by more the larger the store (20,000 orders: 20 minutes paged, seconds bulk).
-AUTO_BULK_MIN_RECORDS = 1_000
+# Paged at a Standard plan's 100 points/s with their children, orders come at 1-3 a second and
+# customers at about 7 (measured against the simulator: README, Backfill), so 500 records take
+# minutes; a bulk operation's start and polls cost seconds, its download and gap queries then
+# run faster than pages (20,000 orders: 12 minutes in bulk, over 4 hours paged).
+AUTO_BULK_MIN_RECORDS = 500
 # `auto` asks Shopify before the job exists, also inside `POST /api/sync`: counts that do not
 # come back by then (a throttled bucket, Shopify down) choose full, which suits any size.
 AUTO_COUNT_TIMEOUT_SECONDS = 5.0

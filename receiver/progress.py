@@ -29,8 +29,9 @@ from rich.text import Text
 from backfill.runner import ResourceProgress
 from receiver.logs import terminal_console
 
-# Long enough to even out bulk batches and paced pages, short enough to follow a change of pace.
-RATE_WINDOW_SECONDS = 30.0
+# Long enough to hold a few bulk batches (1,000 records each, some seconds apart on a paced
+# store) and paced pages, short enough to follow a change of pace.
+RATE_WINDOW_SECONDS = 60.0
 
 
 class RateColumn(ProgressColumn):
@@ -102,7 +103,7 @@ class BackfillProgress:
             disable=not self.console.is_terminal,
         )
         self.tasks: dict[str, TaskID] = {}
-        self.printed_at: dict[str, float] = {}
+        self.printed: dict[str, tuple[float, str]] = {}
 
     def __enter__(self) -> BackfillProgress:
         self.progress.start()
@@ -137,12 +138,23 @@ class BackfillProgress:
 
     def _plain_line(self, resource: str, task_id: TaskID, *, urgent: bool) -> None:
         now = self.clock()
-        last = self.printed_at.get(resource)
-        if not urgent and last is not None and now - last < self.quiet_interval:
+        last_time, last_line = self.printed.get(resource, (None, ""))
+        if not urgent and last_time is not None and now - last_time < self.quiet_interval:
             return
-        self.printed_at[resource] = now
         task = next(task for task in self.progress.tasks if task.id == task_id)
-        self.console.print(self.progress.make_tasks_table([task]), soft_wrap=True)
+        # The columns' own text, without the bar: a log file has no width to fit a table into.
+        parts = [
+            rendered.plain
+            for column in self.progress.columns
+            if isinstance(column, ProgressColumn) and not isinstance(column, BarColumn)
+            for rendered in [column(task)]
+            if isinstance(rendered, Text) and rendered.plain.strip()
+        ]
+        line = " ".join(part.strip() for part in parts)
+        if line == last_line:
+            return
+        self.printed[resource] = (now, line)
+        self.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
     def render(self) -> str:
         """The display as text (what a terminal shows now), for tests and for a final summary."""

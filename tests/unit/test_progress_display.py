@@ -99,18 +99,27 @@ def test_done_fills_the_bar_and_an_unknown_total_shows_the_count(clock):
 
 
 def test_without_a_terminal_lines_are_few_and_plain(clock):
-    pipe, out = console(terminal=False)
+    pipe, out = console(terminal=False, width=80)  # a log file's notional width
     display = BackfillProgress(pipe, clock=clock, quiet_interval=10.0)
     with display:
         for second, count in enumerate(range(0, 500, 50)):
-            report(display, clock, second, count, 1000)
-        report(display, clock, 12, 600, 1000)
-        report(display, clock, 13, 1000, 1000, done=True)
+            report(display, clock, second, count, 10_000)
+        report(
+            display, clock, 12, 600, 10_000, waiting_points=900, restore_rate=100, waiting_seconds=9
+        )
+        report(display, clock, 21, 10_000, 10_000, done=True)
+        report(display, clock, 21, 10_000, 10_000, done=True)  # the last batch, then done
     lines = out.getvalue().splitlines()
-    assert len(lines) == 3, lines
     assert "\x1b" not in out.getvalue()
-    assert "1,000 / 1,000" in lines[-1]
-    assert "100%" in lines[-1]
+    assert len(lines) == 3, lines  # one line each, never wrapped into a table's cells
+    assert all(line.startswith("orders ") for line in lines), lines
+    # 550 records from the second report (1 s) to the twelfth (12 s): 50/s, 9,400 left.
+    assert lines[1] == (
+        "orders 600 / 10,000 6% 50 records/s ETA 03:08 "
+        "waiting for Shopify's rate limit: 900 points at 100/s"
+    ), lines
+    assert "10,000 / 10,000 100%" in lines[-1]
+    assert "took 00:21" in lines[-1]
 
 
 @pytest.fixture
