@@ -84,6 +84,10 @@ class ResourceProgress(TypedDict, total=False):
     waiting_points: float
     restore_rate: float
     waiting_seconds: float
+    # Also only reported: the bulk operation Shopify is still running for this resource, and
+    # the objects it has written so far.
+    bulk_status: str
+    bulk_objects: int
 
 
 JobProgress = dict[str, ResourceProgress]
@@ -444,6 +448,7 @@ class JobRun:
                     f"bulk operation {operation_id} ended {status}"
                     + (f" ({node['errorCode']})" if node.get("errorCode") else "")
                 )
+            self._bulk_running(str(status), node.get("objectCount"))
             await self._heartbeat()
             await asyncio.sleep(self.env.bulk_poll_interval)
 
@@ -535,6 +540,18 @@ class JobRun:
     def _report(self, name: str, state: ResourceProgress) -> None:
         if self.on_progress is not None:
             self.on_progress(name, ResourceProgress(**state))
+
+    def _bulk_running(self, status: str, objects: Any) -> None:
+        if self.on_progress is None or self.current is None:
+            return
+        state = self.progress.get(self.current) or ResourceProgress(count=0)
+        try:
+            counted = int(objects)
+        except (TypeError, ValueError):  # Shopify sends the count as a string, or none yet
+            counted = 0
+        self.on_progress(
+            self.current, ResourceProgress(**state, bulk_status=status, bulk_objects=counted)
+        )
 
     def _waiting(self, wait: RateLimitWait) -> None:
         if self.on_progress is None or self.current is None:

@@ -68,11 +68,16 @@ class CountColumn(MofNCompleteColumn):
 
 
 def wait_note(state: ResourceProgress) -> str:
+    """What the job is waiting for, if anything: the rate limit, or Shopify's bulk export."""
     points = state.get("waiting_points")
     rate = state.get("restore_rate")
-    if points is None or rate is None:
-        return ""
-    return f"waiting for Shopify's rate limit: {points:,.0f} points at {rate:,.0f}/s"
+    if points is not None and rate is not None:
+        return f"waiting for Shopify's rate limit: {points:,.0f} points at {rate:,.0f}/s"
+    status = state.get("bulk_status")
+    if status is not None:
+        objects = int(state.get("bulk_objects", 0))
+        return f"Shopify is exporting ({status.lower()}, {objects:,} objects so far)"
+    return ""
 
 
 class BackfillProgress:

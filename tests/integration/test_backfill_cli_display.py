@@ -140,6 +140,7 @@ async def test_auto_mode_pulls_a_large_store_in_bulk_and_a_small_one_page_by_pag
         code, output = await backfill_in_a_pipe(env, tmp_path, large.shop_domain)
         assert code == 0, output
         assert f"mode auto: bulk, Shopify counts {counted(large):,} records" in output
+        assert "Shopify is exporting (" in output  # while the operation runs
         assert await job_modes(sqlite_backend, large_id) == ["bulk"]
         assert small.stats.bulk_operations == 0
         assert large.stats.bulk_operations > 0

@@ -85,6 +85,14 @@ def test_a_rate_limit_wait_shows_until_the_next_page(clock):
     assert "waiting" not in display.render()
 
 
+def test_a_running_bulk_operation_shows_what_shopify_has_exported(clock):
+    display = BackfillProgress(console(terminal=True)[0], clock=clock)
+    report(display, clock, 0, 0, 20_000, bulk_status="RUNNING", bulk_objects=41_250)
+    assert "Shopify is exporting (running, 41,250 objects so far)" in display.render()
+    report(display, clock, 3, 1000, 20_000)
+    assert "exporting" not in display.render()
+
+
 def test_done_fills_the_bar_and_an_unknown_total_shows_the_count(clock):
     display = BackfillProgress(console(terminal=True)[0], clock=clock)
     clock.now = 1000.0
