@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck install browser
+.PHONY: run demo test lint typecheck install browser
 
 $(BIN)/shopify-receiver: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ PORT ?= 8000
 
 run: install
 	$(BIN)/shopify-receiver serve --host 127.0.0.1 --port $(PORT)
+
+# A simulated store (20,000 orders over three years), backfilled and trading live, on the
+# embedded default in var/demo/; prints the dashboard address and a sign-in. Ctrl-C stops it.
+demo: install
+	$(BIN)/python -m demo $(if $(PORT),--port $(PORT))
 
 lint: install
 	$(BIN)/ruff check .

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.client import BackfillError, CredentialsInvalid
 from models import SecretBox, Tenant, utcnow
+from models.encryption import InvalidToken, missing_key_advice
 from models.statuses import CredentialsStatus, TenantStatus
 
 log = logging.getLogger("shopify_receiver.backfill.credentials")
@@ -26,15 +27,6 @@ REFRESH_MARGIN = timedelta(minutes=5)
 class AppCredentials:
     client_id: str
     client_secret: str
-
-
-def oauth_token_url(admin_base_url: str) -> str:
-    """`https://{shop}/admin/api/{version}` -> `https://{shop}/admin/oauth/access_token`."""
-    base = admin_base_url.rstrip("/")
-    suffix = "/api/{version}"
-    if base.endswith(suffix):
-        base = base[: -len(suffix)]
-    return f"{base}/oauth/access_token"
 
 
 class TenantCredentials:
@@ -65,6 +57,17 @@ class TenantCredentials:
             raise CredentialsInvalid(f"store {self.tenant_id} no longer exists")
         return tenant
 
+    def _decrypt(self, tenant: Tenant, encrypted: str, what: str) -> str:
+        try:
+            return self.box.decrypt(encrypted)
+        except InvalidToken:
+            # Not Shopify's refusal, and not the store's fault: the credentials stay as they
+            # are, so putting the key back is all it takes.
+            raise CredentialsInvalid(
+                f"{tenant.shop_domain}: "
+                + missing_key_advice(f"its {what}", tenant.shop_domain, "--access-token TOKEN")
+            ) from None
+
     async def token(self) -> str:
         if self._cached is not None:
             token, expires_at = self._cached
@@ -83,7 +86,7 @@ class TenantCredentials:
                     "`shopify-receiver tenants add --shop ... --access-token ...`"
                 )
             expires_at = tenant.access_token_expires_at
-            token = self.box.decrypt(tenant.access_token_encrypted)
+            token = self._decrypt(tenant, tenant.access_token_encrypted, "access token")
         if expires_at is not None and expires_at - utcnow() < REFRESH_MARGIN:
             return await self.refresh(token)
         self._cached = (token, expires_at)
@@ -94,7 +97,7 @@ class TenantCredentials:
             async with self.sessions() as session:
                 tenant = await self._tenant(session)
                 current = (
-                    self.box.decrypt(tenant.access_token_encrypted)
+                    self._decrypt(tenant, tenant.access_token_encrypted, "access token")
                     if tenant.access_token_encrypted
                     else None
                 )
@@ -107,7 +110,7 @@ class TenantCredentials:
                     self._cached = (current, tenant.access_token_expires_at)
                     return current
                 refresh_token = (
-                    self.box.decrypt(tenant.refresh_token_encrypted)
+                    self._decrypt(tenant, tenant.refresh_token_encrypted, "refresh token")
                     if tenant.refresh_token_encrypted
                     else None
                 )
@@ -122,7 +125,7 @@ class TenantCredentials:
                 raise CredentialsInvalid(f"{shop}: {why}")
             try:
                 response = await self.http.post(
-                    self.token_url.format(shop=shop),
+                    self.token_url,
                     json={
                         "client_id": self.app.client_id,
                         "client_secret": self.app.client_secret,

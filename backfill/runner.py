@@ -15,6 +15,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from backfill.admin_base import AdminAddress, admin_address
 from backfill.client import (
     AdminClient,
     BackfillError,
@@ -22,7 +23,7 @@ from backfill.client import (
     QueryTooCostly,
     RateLimitWait,
 )
-from backfill.credentials import AppCredentials, TenantCredentials, oauth_token_url
+from backfill.credentials import AppCredentials, TenantCredentials
 from backfill.metrics import RECORDS
 from backfill.nested import BulkGroup, BulkGrouper, complete_children, fill_bulk_gaps
 from backfill.queries import BULK_STATUS, RESOURCES, SHOP_ID, Resource, bulk_run_document
@@ -111,6 +112,7 @@ class BackfillEnvironment:
     sessions: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
     box: SecretBox
+    # SHOPIFY_ADMIN_BASE_URL: where stores without their own base go.
     admin_base_url: str
     api_version: str
     app: AppCredentials | None = None
@@ -118,24 +120,31 @@ class BackfillEnvironment:
     bulk_poll_interval: float = 1.0
     client_options: dict[str, Any] = field(default_factory=dict)
 
-    def endpoint(self, shop: str) -> str:
-        base = self.admin_base_url.format(shop=shop, version=self.api_version)
-        return f"{base.rstrip('/')}/graphql.json"
+    def address(self, tenant: Tenant) -> AdminAddress:
+        """The one place a store's Admin API address is decided (backfill.admin_base)."""
+        return admin_address(
+            tenant.shop_domain,
+            self.api_version,
+            store_base=tenant.admin_base_url,
+            global_base=self.admin_base_url,
+        )
 
 
 def admin_client_for(env: BackfillEnvironment, tenant: Tenant) -> AdminClient:
-    """An Admin API client for one store, with its stored (and refreshable) token."""
+    """An Admin API client for one store, with its stored (and refreshable) token, addressed
+    to the store's own base or the global one. Every Admin API call is made through one."""
+    address = env.address(tenant)
     credentials = TenantCredentials(
         env.sessions,
         tenant.id,
         env.box,
         env.http,
-        token_url=oauth_token_url(env.admin_base_url),
+        token_url=address.token_url,
         app=env.app,
     )
     return AdminClient(
         env.http,
-        env.endpoint(tenant.shop_domain),
+        address.endpoint,
         credentials,
         shop=tenant.shop_domain,
         **env.client_options,

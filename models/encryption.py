@@ -6,11 +6,23 @@ from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-__all__ = ["InvalidToken", "SecretBox", "generate_key"]
+__all__ = ["InvalidToken", "SecretBox", "generate_key", "missing_key_advice"]
 
 
 def generate_key() -> str:
     return Fernet.generate_key().decode()
+
+
+def missing_key_advice(
+    what: str, shop_domain: str | None = None, option: str = "--access-token TOKEN"
+) -> str:
+    """What to do when no key in ENCRYPTION_KEYS opens a stored value (cryptography's bare
+    InvalidToken reads as if Shopify had refused an access token)."""
+    return (
+        f"{what} was encrypted with a key that is not in ENCRYPTION_KEYS (changed or lost): "
+        "add that key back, first in the list, or set it again with "
+        f"`shopify-receiver tenants add --shop {shop_domain or 'SHOP'} {option}`"
+    )
 
 
 class SecretBox:

@@ -23,6 +23,32 @@ CONNECT_TIMEOUT_SECONDS = 3.0
 POOL_TIMEOUT_SECONDS = 2.0
 
 
+# The drivers this service runs on, by backend; another driver is swapped for ours.
+_OUR_DRIVERS = {"postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
+_BACKEND_ALIASES = {"postgres": "postgresql", "postgresql": "postgresql", "sqlite": "sqlite"}
+EXAMPLE_URLS = "postgresql://USER:PASSWORD@HOST:5432/DATABASE or sqlite:///PATH/receiver.db"
+
+
+class UnsupportedDatabaseUrl(ValueError):
+    pass
+
+
+def normalize_database_url(url: str) -> str:
+    """`postgresql://` and `postgres://` (what PostgreSQL's tools and hosting providers give)
+    as `postgresql+asyncpg://`, `sqlite:///x` as `sqlite+aiosqlite:///x`.
+
+    Left alone, SQLAlchemy would pick psycopg for the first, which refuses the connect options
+    given to asyncpg (`invalid connection option "timeout"`), and has no plugin for `postgres`.
+    """
+    scheme, separator, rest = url.strip().partition("://")
+    backend, _, _driver = scheme.lower().partition("+")
+    if not separator or not backend:
+        raise UnsupportedDatabaseUrl(f"is not a database URL; use {EXAMPLE_URLS}")
+    if backend not in _BACKEND_ALIASES:
+        raise UnsupportedDatabaseUrl(f"{backend} is not supported; use {EXAMPLE_URLS}")
+    return f"{_OUR_DRIVERS[_BACKEND_ALIASES[backend]]}://{rest}"
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
@@ -31,6 +57,7 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
     # A statement's parameters are shop data (emails, addresses, whole payloads): they must
     # never reach an error message, where they would be stored and logged.
     options.setdefault("hide_parameters", True)
+    url = normalize_database_url(url)
     if is_sqlite(url):
         return _create_sqlite_engine(url, **options)
     options.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
@@ -38,6 +65,12 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
     options.setdefault("max_overflow", 10)
     connect_args = options.pop("connect_args", {})
     connect_args.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
+    parsed = make_url(url)
+    if "sslmode" in parsed.query:
+        # libpq's spelling (psycopg, the job queue, reads it from the same URL); asyncpg takes
+        # the same values as `ssl` and refuses `sslmode`.
+        connect_args.setdefault("ssl", parsed.query["sslmode"])
+        url = parsed.difference_update_query(["sslmode"]).render_as_string(hide_password=False)
     options.setdefault("json_serializer", dumps_json)
     engine = create_async_engine(url, connect_args=connect_args, **options)
     if not options.get("pool_pre_ping"):

@@ -72,6 +72,9 @@ class Tenant(Base):
     # Shopify's numeric shop id, learnt from the backfill's `shop { id }` or from a signed
     # payload naming both the shop's domain and its id; destructive topics are checked on it.
     shopify_shop_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    # The store's own Admin API base, a template like SHOPIFY_ADMIN_BASE_URL (a simulated
+    # store's simulator); None sends it to SHOPIFY_ADMIN_BASE_URL (backfill.admin_base).
+    admin_base_url: Mapped[str | None] = mapped_column(Text)
 
     def __repr__(self) -> str:
         return f"Tenant(id={self.id!r}, shop_domain={self.shop_domain!r}, status={self.status!r})"
@@ -408,6 +411,25 @@ Index("ix_metafields_owner", Metafield.tenant_id, Metafield.owner_type, Metafiel
 
 # The dashboard's revenue and orders-per-day windows read by store and time.
 Index("ix_orders_tenant_processed", Order.tenant_id, Order.processed_at)
+# ...and the orders Shopify gave no processed_at, by created_at (the dashboard's time is
+# processed_at, else created_at; a partial index keeps the second half as small as it is).
+# Plain columns, not COALESCE(...): under row-level security PostgreSQL uses only
+# leakproof conditions as index conditions, and a COALESCE is not one (revision 0013).
+Index(
+    "ix_orders_tenant_created_unprocessed",
+    Order.tenant_id,
+    Order.shopify_created_at,
+    postgresql_where=Order.processed_at.is_(None),
+    sqlite_where=Order.processed_at.is_(None),
+)
+Index("ix_order_refunds_tenant_processed", OrderRefund.tenant_id, OrderRefund.processed_at)
+Index(
+    "ix_order_refunds_tenant_created_unprocessed",
+    OrderRefund.tenant_id,
+    OrderRefund.shopify_created_at,
+    postgresql_where=OrderRefund.processed_at.is_(None),
+    sqlite_where=OrderRefund.processed_at.is_(None),
+)
 
 
 class WebhookEvent(Base):

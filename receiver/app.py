@@ -17,6 +17,7 @@ from backfill.maintenance import MaintenanceLoop
 from backfill.queue import InProcessRunner, JobQueue, ProcrastinateQueue, procrastinate_app
 from models import create_engine, create_session_factory, is_sqlite
 from models.migrate import head_revision
+from receiver.admin_pages import ADMIN_ROUTES
 from receiver.api import MAX_ID, start_sync, sync_status
 from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment, maintenance_for
 from receiver.errors import DATABASE_ERRORS, ApiError, api_error, database_unavailable
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/stores/{shop}", store_page, methods=["GET"]),
             Route("/stores/{shop}/events/{event_id:id}/replay", replay_event, methods=["POST"]),
             Route("/stores/{shop}/sync", run_backfill, methods=["POST"]),
+            *ADMIN_ROUTES,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[

@@ -480,6 +480,44 @@ async def create_api_token(
     return token
 
 
+MAX_TOKEN_NAME_LENGTH = 100  # api_tokens.name
+
+
+class InvalidTokenName(ValueError):
+    def __init__(self) -> None:
+        super().__init__(
+            f"give the token a name of 1 to {MAX_TOKEN_NAME_LENGTH} printable characters, "
+            "e.g. ci-backfill"
+        )
+
+
+def valid_token_name(name: str) -> str:
+    """The name stripped, or InvalidTokenName: it is shown in lists and logs, and PostgreSQL
+    text holds no NUL."""
+    name = name.strip()
+    if not name or len(name) > MAX_TOKEN_NAME_LENGTH or not name.isprintable():
+        raise InvalidTokenName
+    return name
+
+
+async def create_token(
+    sessions: async_sessionmaker[AsyncSession],
+    name: str,
+    *,
+    read_only: bool = False,
+    shops: tuple[str, ...] = (),
+) -> str:
+    """`tokens create`: a new API token scoped to `shops` (normalized domains; none: every
+    store), returned once. InvalidTokenName or UnknownStore."""
+    name = valid_token_name(name)
+    # The scope names several stores.
+    async with cross_store_transaction(sessions) as session:
+        tenant_ids = frozenset([(await require_tenant(session, shop)).id for shop in shops])
+        return await create_api_token(
+            session, name, read_only=read_only, tenant_ids=tenant_ids or None
+        )
+
+
 async def _token_principal(session: AsyncSession, token: str) -> Principal:
     row = await session.scalar(
         select(ApiToken).where(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from backfill.admin_base import InvalidAdminBaseUrl, check_store_admin_base_url
 from handlers import handled_topics
 from handlers.compliance import export_customer
 from handlers.events import replay_events
@@ -33,6 +35,7 @@ from models import (
     create_session_factory,
     is_sqlite,
 )
+from models.engine import normalize_database_url
 from models.statuses import (
     CredentialsStatus,
     EventStatus,
@@ -41,10 +44,11 @@ from models.statuses import (
     SyncStatus,
 )
 from models.tenancy import cross_store_transaction
-from receiver.auth import create_api_token
+from receiver.auth import InvalidTokenName, create_token
+from receiver.errors import describe_operational_error
 from receiver.logs import LoggingConfigError, configure_logging
 from receiver.samples import sample_payload, webhook_headers
-from receiver.settings import Settings, SettingsError
+from receiver.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
 from receiver.tenants import (
     InvalidShopDomain,
     StoreCredentials,
@@ -71,6 +75,12 @@ def _settings() -> Settings:
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     settings.apply_metafields()
+    if is_sqlite(settings.database_url):
+        # As `serve` does: a command run first on a new (or older) embedded database would
+        # otherwise fail on a missing table. Already at head it only reads the version.
+        from models import migrate as migrations
+
+        migrations.upgrade(settings.database_url)
     return settings
 
 
@@ -118,6 +128,16 @@ def _json_default(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
+def _older_revision(revision: str) -> bool:
+    """Whether `revision` is one of this version's migrations (so `migrate` brings it up)."""
+    from alembic.script import ScriptDirectory
+
+    from models.migrate import MIGRATIONS_DIR
+
+    scripts = ScriptDirectory(str(MIGRATIONS_DIR))
+    return any(script.revision == revision for script in scripts.walk_revisions())
+
+
 def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> None:
     """Refuse to run as a role that row-level security does not bind (a superuser, BYPASSRLS,
     or the tables' owner without FORCE): every store's rows would be visible to every query
@@ -128,24 +148,40 @@ def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> No
     if is_sqlite(settings.database_url):
         return
 
-    async def check() -> str | None:
+    from models.migrate import current_revision, head_revision
+
+    async def check() -> tuple[str | None, str | None]:
         engine = create_engine(settings.database_url)
         try:
             async with engine.connect() as connection:
-                return await rls_bypass_reason(connection)
+                return await rls_bypass_reason(connection), await current_revision(connection)
         finally:
             await engine.dispose()
 
     try:
-        reason = asyncio.run(check())
+        reason, revision = asyncio.run(check())
     except DATABASE_ERRORS as exc:  # OSError among them
+        problem = describe_operational_error(exc, settings.database_url) or (
+            f"the database is unreachable ({type(exc).__name__})"
+        )
         if not unreachable_ok:
-            raise click.ClickException(f"database unreachable: {type(exc).__name__}") from None
+            raise click.ClickException(problem) from None
         click.echo(
-            "warning: database unreachable, so the role's row-level security was not checked",
+            f"warning: {problem}; serving anyway: webhooks get 503 (Shopify retries them) "
+            "until it is fixed, and row-level security is checked at the next start",
             err=True,
         )
         return
+    if revision != head_revision() and (revision is None or _older_revision(revision)):
+        # A newer revision (this code rolled back after a migration) is left to /readyz.
+        schema = f"schema is at revision {revision}" if revision else "schema is not migrated"
+        problem = (
+            f"the database's {schema}, this version needs {head_revision()}: "
+            "run `shopify-receiver migrate`"
+        )
+        if not unreachable_ok:
+            raise click.ClickException(problem)
+        click.echo(f"warning: {problem}; until then webhooks get 503", err=True)
     if reason is None:
         return
     if settings.allow_rls_bypass:
@@ -162,8 +198,73 @@ def _check_row_level_security(settings: Settings, *, unreachable_ok: bool) -> No
     )
 
 
-@click.group()
-def main() -> None:
+def _check_port(host: str, port: int) -> None:
+    """A port already taken would otherwise be found by uvicorn only after the app started,
+    and said in one log line among many."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise click.BadParameter(f"{host}: {exc.strerror}", param_hint="--host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As uvicorn binds: a port in TIME_WAIT after a restart is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"{host}:{port} is already in use (another `shopify-receiver serve`?): "
+                    "stop that process or choose another port with --port"
+                ) from None
+            raise click.ClickException(
+                f"cannot listen on {host}:{port} ({exc.strerror}): choose another address "
+                "with --host or a port above 1023 with --port"
+            ) from None
+
+
+def _one_line(exc: Exception) -> str:
+    """An error that escaped a command, as one line that says what to do."""
+    try:
+        url = normalize_database_url(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+        described = describe_operational_error(exc, url)
+    except ValueError:  # a malformed URL, which the settings refuse on their own
+        described = None
+    if described is not None:
+        return described
+    said = (str(exc).strip().splitlines() or [""])[0]
+    return (
+        f"unexpected {type(exc).__name__}{': ' + said if said else ''} "
+        "(run again with --debug for the traceback)"
+    )
+
+
+class _OneLineErrors(click.Group):
+    """Commands' operational mistakes (database down or not migrated, grants or an encryption
+    key missing) end as one line on stderr and exit 1; --debug lets the traceback through."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(_one_line(exc)) from None
+
+
+@click.group(cls=_OneLineErrors)
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="DEBUG",
+    help="Show the traceback of an error, not only its one line (also DEBUG=1).",
+)
+def main(debug: bool) -> None:
     """Keep a faithful copy of Shopify stores in SQL."""
     try:
         configure_logging()
@@ -177,7 +278,7 @@ def main() -> None:
     "--port",
     default=8000,
     show_default=True,
-    type=click.IntRange(0, 65535),
+    type=click.IntRange(min=0, max=65535),
     envvar="PORT",
     show_envvar=True,
 )
@@ -189,6 +290,7 @@ def serve(host: str, port: int, workers: int) -> None:
     from receiver.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 
     settings = _settings()  # also creates the dev secrets once, before workers race for them
+    _check_port(host, port)
     if is_sqlite(settings.database_url):
         migrations.upgrade(settings.database_url)
     # A database that is down at start is allowed (webhooks get 503 until it is back).
@@ -252,12 +354,22 @@ def tenants() -> None:
     default=None,
     help="Seconds until the access token expires (expiring offline tokens).",
 )
+@click.option(
+    "--admin-url",
+    "admin_url",
+    default=None,
+    metavar="URL",
+    help="A simulated store's own Admin API base, a template like SHOPIFY_ADMIN_BASE_URL "
+    "(http://HOST:PORT/{shop}/admin/api/{version}); nothing for this store then goes to "
+    "Shopify. '' removes it.",
+)
 def tenants_add(
     shop: str,
     webhook_secret: tuple[str, ...],
     access_token: str | None,
     refresh_token: str | None,
     token_expires_in: int | None,
+    admin_url: str | None,
 ) -> None:
     """Add a store, or update its secrets and reactivate it."""
     settings = _settings()
@@ -269,7 +381,15 @@ def tenants_add(
         refresh_token=refresh_token,
         token_expires_in=timedelta(seconds=token_expires_in) if token_expires_in else None,
     )
-    added = _with_sessions(settings, lambda sessions: add_store(sessions, box, shop, credentials))
+    if admin_url:
+        try:
+            admin_url = check_store_admin_base_url(admin_url)
+        except InvalidAdminBaseUrl as exc:
+            raise click.BadParameter(str(exc), param_hint="'--admin-url'") from None
+    added = _with_sessions(
+        settings,
+        lambda sessions: add_store(sessions, box, shop, credentials, admin_base_url=admin_url),
+    )
     click.echo(f"{'added' if added.created else 'updated'} {shop} (tenant {added.tenant_id})")
 
 
@@ -287,8 +407,11 @@ def tenants_list() -> None:
         token = "yes" if tenant.access_token_encrypted else "no"
         if tenant.credentials_status != CredentialsStatus.OK:
             token = tenant.credentials_status
+        # Only simulated stores have their own base; the others go to SHOPIFY_ADMIN_BASE_URL.
+        base = f"  admin {tenant.admin_base_url}" if tenant.admin_base_url else ""
         click.echo(
             f"{tenant.id:>4}  {tenant.shop_domain:<40} {tenant.status:<12} {secret:<7} {token}"
+            f"{base}"
         )
 
 
@@ -558,15 +681,17 @@ def tokens() -> None:
 def tokens_create(name: str, read_only: bool, shops: tuple[str, ...]) -> None:
     """Print a new API token once; only its hash is stored. Without --read-only it may start
     syncs (on its stores, with --tenant); other stores answer 404 to it, as if absent."""
-    domains = [_shop(shop) for shop in shops]
-
-    async def work(session: AsyncSession) -> str:
-        tenant_ids = frozenset([(await _require_tenant(session, d)).id for d in domains])
-        return await create_api_token(
-            session, name, read_only=read_only, tenant_ids=tenant_ids or None
+    domains = tuple(_shop(shop) for shop in shops)
+    try:
+        token = _with_sessions(
+            _settings(),
+            lambda sessions: create_token(sessions, name, read_only=read_only, shops=domains),
         )
-
-    click.echo(_with_session(_settings(), work))
+    except InvalidTokenName as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
+    except UnknownStore as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(token)
 
 
 @main.command()

@@ -7,7 +7,6 @@ so a viewer cannot even learn which stores are installed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
@@ -18,25 +17,20 @@ from backfill.queries import RESOURCES
 from backfill.runner import MODES, validate_request
 from handlers.events import Store, replay_events
 from models import Tenant, utcnow
-from models.statuses import EventStatus, SyncMode
+from models.statuses import EventStatus, SyncMode, TenantStatus
 from receiver.auth import Principal, csrf_valid, visible_tenants
+from receiver.overview import store_overviews
 from receiver.services import Services
 from receiver.stats import (
-    CHART_DAYS,
-    OrdersOnDay,
+    RANGES,
     counted_resources,
-    counts_by_tenant,
+    format_money,
+    range_key,
     store_stats,
+    top_items_cache,
 )
 from receiver.tenants import InvalidShopDomain, find_tenant, normalize_shop_domain
 from receiver.web import page_principal, read_form, render, to_login
-
-# The orders chart's drawing box (SVG user units); dashboard.js reads the same numbers from
-# the <svg>'s data attributes.
-CHART_WIDTH = 300
-CHART_HEIGHT = 100
-CHART_TOP = 12
-BAR_GAP = 2
 
 # Notices named by a query parameter after an action: only these fixed texts are ever shown.
 SYNC_NOTICES = {
@@ -51,27 +45,6 @@ REPLAY_NOTICES: dict[str, str] = {
     EventStatus.IGNORED: "Event replayed: ignored.",
     EventStatus.FAILED: "Event replayed but it failed again; see the error below.",
 }
-
-
-def chart_bars(days: list[OrdersOnDay]) -> list[dict[str, Any]]:
-    """Bar geometry for the orders-per-day SVG, scaled to the busiest day."""
-    slot = CHART_WIDTH / max(1, len(days))
-    peak = max((day["count"] for day in days), default=0) or 1
-    bars = []
-    for index, day in enumerate(days):
-        height = round(day["count"] / peak * CHART_HEIGHT, 2)
-        bars.append(
-            {
-                "index": index,
-                "x": round(index * slot + BAR_GAP / 2, 2),
-                "y": round(CHART_TOP + CHART_HEIGHT - height, 2),
-                "width": round(slot - BAR_GAP, 2),
-                "height": height,
-                "date": day["date"],
-                "count": day["count"],
-            }
-        )
-    return bars
 
 
 def not_found(request: Request, principal: Principal) -> Response:
@@ -111,13 +84,9 @@ async def home(request: Request) -> Response:
         if principal is None:
             return to_login()
         tenants = await visible_tenants(session, principal)
-        counts = await counts_by_tenant(session, [tenant.id for tenant in tenants])
-    stores = [{"tenant": tenant, "counts": counts[tenant.id]} for tenant in tenants]
-    return render(
-        request,
-        "home.html",
-        {"principal": principal, "stores": stores, "counted": _counted()},
-    )
+        now = utcnow()
+        stores = await store_overviews(session, tenants, now)
+    return render(request, "home.html", {"principal": principal, "stores": stores, "now": now})
 
 
 async def store_page(request: Request) -> Response:
@@ -129,7 +98,8 @@ async def store_page(request: Request) -> Response:
         tenant = await _visible_store(session, principal, request.path_params["shop"])
         if tenant is None:
             return not_found(request, principal)
-        stats = await store_stats(session, tenant, utcnow())
+        chosen = range_key(request.query_params.get("range"))
+        stats = await store_stats(session, tenant, utcnow(), chosen, top_items_cache(request))
     notices = [
         SYNC_NOTICES.get(request.query_params.get("sync", "")),
         REPLAY_NOTICES.get(request.query_params.get("replay", "")),
@@ -138,15 +108,12 @@ async def store_page(request: Request) -> Response:
         "principal": principal,
         "tenant": tenant,
         "stats": stats,
-        "bars": chart_bars(stats["orders_per_day"]),
-        "chart": {
-            "width": CHART_WIDTH,
-            "height": CHART_HEIGHT,
-            "top": CHART_TOP,
-            "gap": BAR_GAP,
-            "days": CHART_DAYS,
-        },
-        "peak": max(day["count"] for day in stats["orders_per_day"]),
+        "ranges": [(key, label) for key, (label, _) in RANGES.items()],
+        "money": format_money,
+        # A backfill needs the store's Admin API token: without one the button would only
+        # queue a job that fails.
+        "can_backfill": tenant.access_token_encrypted is not None
+        and tenant.status == TenantStatus.ACTIVE,
         "notices": [notice for notice in notices if notice],
         "modes": MODES,
         "resources": list(RESOURCES),

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from handlers import metafields
 from handlers.retries import DEFAULT_MAX_ATTEMPTS
 from models.encryption import SecretBox, generate_key
+from models.engine import UnsupportedDatabaseUrl, normalize_database_url
 
 log = logging.getLogger("shopify_receiver.settings")
 N = TypeVar("N", int, float)
@@ -114,6 +115,16 @@ def _public_url(value: str | None) -> str | None:
     return value.strip().rstrip("/")
 
 
+def _database_url(value: str | None) -> str:
+    if not value:
+        return DEFAULT_DATABASE_URL
+    try:
+        return normalize_database_url(value)
+    except UnsupportedDatabaseUrl as exc:
+        # Only the scheme is quoted: the rest of the URL usually carries a password.
+        raise SettingsError(f"DATABASE_URL {exc}") from None
+
+
 def _namespaces(value: str | None) -> tuple[str, ...]:
     try:
         return metafields.parse_namespaces(value)
@@ -192,7 +203,7 @@ class Settings:
         if limit <= 0:
             raise SettingsError("WEBHOOK_MAX_BODY_BYTES must be positive")
         settings = cls(
-            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=_database_url(env.get("DATABASE_URL")),
             api_secrets=_split_secrets(env.get("SHOPIFY_API_SECRET")),
             secret_key=Secret(secret_key),
             encryption_keys=_split_secrets(keys),

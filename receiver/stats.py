@@ -8,12 +8,29 @@ would go through floats) and truncating a timestamp to its UTC day.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypedDict
 
-from sqlalchemy import BigInteger, Date, Float, case, cast, func, literal_column, select
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    Float,
+    Text,
+    and_,
+    case,
+    cast,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,7 +38,12 @@ from starlette.responses import JSONResponse, Response
 from handlers.dispatch import last_received
 from handlers.resources import RESOURCES, Resource
 from models import (
+    InventoryLevel,
     Order,
+    OrderLineItem,
+    OrderRefund,
+    Product,
+    ProductVariant,
     ReconcileRun,
     ShopRecord,
     SyncJob,
@@ -31,7 +53,7 @@ from models import (
     utcnow,
 )
 from models.statuses import EventStatus
-from models.tenancy import use_all_tenants, use_tenant
+from models.tenancy import use_tenant
 from receiver.api import job_document, tenant_for_shop
 from receiver.auth import authenticate
 from receiver.errors import ApiError
@@ -46,11 +68,6 @@ Counts = dict[str, int]
 def counted_resources() -> list[Resource]:
     """The resources whose live rows the dashboard counts, in registry order."""
     return [resource for resource in RESOURCES.values() if resource.dashboard is not None]
-
-
-class OrdersOnDay(TypedDict):
-    date: str
-    count: int
 
 
 class TopicWebhooks(TypedDict):
@@ -132,15 +149,68 @@ class LastReconcile(TypedDict):
     resources: list[dict[str, Any]]
 
 
+class DateRange(TypedDict):
+    key: str
+    label: str
+    # Inclusive start (None for "all") and exclusive end, ISO 8601 UTC.
+    start: str | None
+    end: str
+    # The chart's step: "day" or "month" (UTC), and the first bucket of the chart.
+    bucket: str
+    first_bucket: str | None
+
+
+class CurrencySales(TypedDict):
+    currency: str | None
+    orders: int
+    gross: str
+    refunds: str
+    net: str
+
+
+class SeriesForCurrency(TypedDict):
+    currency: str | None
+    orders: list[int]
+    revenue: list[str]
+
+
+class Sales(TypedDict):
+    # Orders placed in the range (not deleted; cancelled ones included: they were placed).
+    orders: int
+    by_currency: list[CurrencySales]
+    # One entry per bucket (its first day, ISO date), then one series per currency.
+    buckets: list[str]
+    series: list[SeriesForCurrency]
+    # The store's newest and oldest order at any time: the empty states say why nothing shows.
+    newest_order_at: str | None
+    oldest_order_at: str | None
+
+
+class TopItem(TypedDict):
+    product_shopify_id: int | None
+    variant_shopify_id: int | None
+    title: str | None
+    variant_title: str | None
+    currency: str | None
+    units: int
+    revenue: str
+
+
+class LowStock(TypedDict):
+    variant_shopify_id: int
+    product_title: str | None
+    variant_title: str | None
+    sku: str | None
+    available: int
+    locations: int
+
+
 class StoreStats(TypedDict):
     shop: str
     tenant_id: int
     status: str
     generated_at: str
     counts: Counts
-    # Per currency: {"currency": code} and a decimal string per REVENUE_WINDOWS label.
-    revenue: list[dict[str, str | None]]
-    orders_per_day: list[OrdersOnDay]
     webhooks_24h: Webhooks
     lag_ms: Lag
     failed_events: list[FailedEvent]
@@ -149,9 +219,14 @@ class StoreStats(TypedDict):
     sync_jobs: list[dict[str, Any]]
     delivery_health: DeliveryHealth
     last_reconcile: LastReconcile | None
+    range: DateRange
+    sales: Sales
+    top_products: list[TopItem]
+    top_variants: list[TopItem]
+    low_stock: list[LowStock]
+    low_stock_threshold: int
 
 
-CHART_DAYS = 30
 LAG_WINDOW = timedelta(hours=24)
 WEBHOOK_WINDOW = timedelta(hours=24)
 LAG_SAMPLE = 5000
@@ -162,7 +237,6 @@ RECENT_ORDERS = 5
 # no decimal arithmetic, so there each amount is summed as a whole number of ten-thousandths
 # (exact for amounts with at most four decimals under about 9e11, which is what shops send).
 MONEY_SCALE = 10_000
-REVENUE_WINDOWS = {"all_time": None, "last_7_days": 7, "last_30_days": 30}
 NO_STORE = {"Cache-Control": "no-store"}
 # Delivery health judges each topic against its own last week.
 HEALTH_WINDOW = timedelta(days=7)
@@ -235,91 +309,6 @@ async def _count(session: AsyncSession, model: type[ShopRecord], tenant_id: int)
         .where(model.tenant_id == tenant_id, model.deleted_at.is_(None))
     )
     return int(total or 0)
-
-
-async def counts_by_tenant(
-    session: AsyncSession, tenant_ids: list[int]
-) -> dict[int, dict[str, int]]:
-    """Live (not tombstoned) rows of each counted resource for several stores at once, and
-    their dead events (the home page flags those stores)."""
-    counted = counted_resources()
-    counts = {
-        tenant_id: {**dict.fromkeys((r.name for r in counted), 0), "dead_events": 0}
-        for tenant_id in tenant_ids
-    }
-    if not tenant_ids:
-        return counts
-    # One query for several stores; the ids were already filtered to what the caller may see.
-    await use_all_tenants(session)
-    for resource in counted:
-        name, model = resource.name, resource.model
-        rows = await session.execute(
-            select(model.tenant_id, func.count())
-            .where(model.tenant_id.in_(tenant_ids), model.deleted_at.is_(None))
-            .group_by(model.tenant_id)
-        )
-        for tenant_id, total in rows:
-            counts[tenant_id][name] = int(total)
-    dead = await session.execute(
-        select(WebhookEvent.tenant_id, func.count())
-        .where(WebhookEvent.tenant_id.in_(tenant_ids), WebhookEvent.status == EventStatus.DEAD)
-        .group_by(WebhookEvent.tenant_id)
-    )
-    for dead_tenant, total in dead:
-        if dead_tenant is not None:
-            counts[dead_tenant]["dead_events"] = int(total)
-    return counts
-
-
-async def _revenue(
-    session: AsyncSession, tenant_id: int, now: datetime
-) -> list[dict[str, str | None]]:
-    happened = order_time()
-    columns = []
-    for label, days in REVENUE_WINDOWS.items():
-        amount: ColumnElement[Any] = Order.total_price.expression
-        if days is not None:
-            amount = case((happened >= now - timedelta(days=days), Order.total_price))
-        columns.append(_money_sum(session, amount).label(label))
-    rows = await session.execute(
-        select(Order.currency, *columns)
-        .where(
-            Order.tenant_id == tenant_id,
-            Order.deleted_at.is_(None),
-            Order.cancelled_at.is_(None),
-            Order.total_price.is_not(None),
-        )
-        .group_by(Order.currency)
-        .order_by(Order.currency)
-    )
-    revenue = []
-    for row in rows:
-        entry: dict[str, str | None] = {"currency": row.currency}
-        for label in REVENUE_WINDOWS:
-            entry[label] = money_str(_money_value(session, getattr(row, label)))
-        revenue.append(entry)
-    return revenue
-
-
-async def _orders_per_day(
-    session: AsyncSession, tenant_id: int, now: datetime
-) -> list[OrdersOnDay]:
-    first_day = _day_start(now) - timedelta(days=CHART_DAYS - 1)
-    end = _day_start(now) + timedelta(days=1)
-    day = _utc_day(session, order_time()).label("day")
-    rows = await session.execute(
-        select(day, func.count())
-        .where(
-            Order.tenant_id == tenant_id,
-            Order.deleted_at.is_(None),
-            order_time() >= first_day,
-            order_time() < end,
-        )
-        .group_by(day)
-    )
-    per_day = {str(value)[:10]: int(total) for value, total in rows}
-    days = [(first_day + timedelta(days=offset)).date().isoformat() for offset in range(CHART_DAYS)]
-    return [{"date": date, "count": per_day.get(date, 0)} for date in days]
 
 
 async def _webhooks(session: AsyncSession, tenant_id: int, now: datetime) -> Webhooks:
@@ -416,13 +405,20 @@ async def _retries(session: AsyncSession, tenant_id: int) -> EventRetries:
 
 
 async def _recent_orders(session: AsyncSession, tenant_id: int) -> list[RecentOrder]:
-    happened = order_time().label("happened")
-    rows = await session.execute(
-        select(Order, happened)
-        .where(Order.tenant_id == tenant_id, Order.deleted_at.is_(None))
-        .order_by(happened.desc().nulls_last(), Order.id.desc())
-        .limit(RECENT_ORDERS)
-    )
+    # The newest by processed_at, and the newest of those without one by created_at, each
+    # read backwards off its index, then merged: no sort of the store's orders.
+    live = (Order.tenant_id == tenant_id, Order.deleted_at.is_(None))
+    candidates: list[Order] = []
+    for column, which in _HALVES:
+        candidates += await session.scalars(
+            select(Order).where(*live, which).order_by(column.desc()).limit(RECENT_ORDERS)
+        )
+    timed = [(_happened(order), order) for order in candidates]
+    newest = sorted(
+        ((when, order) for when, order in timed if when is not None),
+        key=lambda pair: pair[0],
+        reverse=True,
+    )[:RECENT_ORDERS]
     return [
         {
             "name": order.name,
@@ -430,9 +426,9 @@ async def _recent_orders(session: AsyncSession, tenant_id: int) -> list[RecentOr
             "currency": order.currency,
             "financial_status": order.financial_status,
             "cancelled": order.cancelled_at is not None,
-            "happened_at": when.isoformat() if when else None,
+            "happened_at": when.isoformat(),
         }
-        for order, when in rows
+        for when, order in newest
     ]
 
 
@@ -506,6 +502,35 @@ async def delivery_health(session: AsyncSession, tenant_id: int, now: datetime) 
     }
 
 
+def compared(resource: str, entry: dict[str, Any], started: datetime) -> str:
+    """What a reconcile line compared: every record, or (orders without `read_all_orders`,
+    which Shopify shows only for 60 days) those created since a moment."""
+    since = entry.get("compared_since")
+    if not isinstance(since, str):
+        return f"all {resource}"
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        return f"{resource} created since {since}"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    days = round((started - moment).total_seconds() / 86400)
+    return f"{resource} of the last {days} days (since {moment.date().isoformat()})"
+
+
+def format_money(amount: str | Decimal | None, currency: str | None) -> str:
+    """`'5240764.97', 'USD'` -> `'5,240,764.97 USD'`: thousands separators, at least two
+    decimals, the currency code after (the browser replaces it with Intl.NumberFormat's
+    localised form; this is what shows without script)."""
+    if amount is None:
+        return "—"
+    value = Decimal(amount)
+    exponent = value.as_tuple().exponent
+    precise = isinstance(exponent, int) and exponent < -2
+    text = format(value, ",f") if precise else format(value, ",.2f")
+    return f"{text} {currency}" if currency else text
+
+
 async def last_reconcile(session: AsyncSession, tenant_id: int) -> LastReconcile | None:
     run = await session.scalar(
         select(ReconcileRun)
@@ -518,7 +543,9 @@ async def last_reconcile(session: AsyncSession, tenant_id: int) -> LastReconcile
     resources = []
     for name, entry in sorted((run.report or {}).items()):
         if isinstance(entry, dict):
-            resources.append({"resource": name} | entry)
+            resources.append(
+                {"resource": name, "compared": compared(name, entry, run.started_at)} | entry
+            )
     return {
         "id": run.id,
         "status": run.status,
@@ -530,26 +557,489 @@ async def last_reconcile(session: AsyncSession, tenant_id: int) -> LastReconcile
     }
 
 
-async def _sync_jobs(session: AsyncSession, tenant_id: int) -> list[dict[str, Any]]:
+async def _sync_jobs(session: AsyncSession, tenant_id: int, now: datetime) -> list[dict[str, Any]]:
     jobs = await session.scalars(
         select(SyncJob)
         .where(SyncJob.tenant_id == tenant_id)
         .order_by(SyncJob.created_at.desc(), SyncJob.id.desc())
         .limit(SYNC_JOBS)
     )
-    return [job_document(job) for job in jobs]
+    documents = [job_document(job) for job in jobs]
+    return [document | {"summary": job_summary(document, now)} for document in documents]
 
 
-async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> StoreStats:
+# The date ranges the store page offers (query parameter `range`), with their label and length
+# in whole UTC days; "12m" runs from the first day of the month eleven months back and "all"
+# from the store's oldest order, both charted by month.
+RANGES: dict[str, tuple[str, int | None]] = {
+    "7d": ("Last 7 days", 7),
+    "30d": ("Last 30 days", 30),
+    "90d": ("Last 90 days", 90),
+    "12m": ("Last 12 months", None),
+    "all": ("All time", None),
+}
+DEFAULT_RANGE = "30d"
+MONTHLY = ("12m", "all")
+TOP_ITEMS = 10
+# Top products over 90 days or more read every line item of the range (2,000,000 for a store
+# of 1M orders over three years: seconds, not milliseconds). They move slowly, so each app
+# process keeps them this long per store and range instead of re-reading them on every 3 s
+# poll of every open page; shorter ranges are always read fresh.
+TOP_ITEMS_TTL_S = 60.0
+TOP_ITEMS_CACHED = ("90d", "12m", "all")
+TOP_ITEMS_CACHE_SIZE = 256
+LOW_STOCK = 5
+LOW_STOCK_ROWS = 10
+
+
+def range_key(value: str | None) -> str:
+    """The range a request names, or the default for anything else (never an error: a
+    hand-edited URL still shows the page)."""
+    return value if value in RANGES else DEFAULT_RANGE
+
+
+def _month_start(moment: datetime) -> datetime:
+    return _day_start(moment).replace(day=1)
+
+
+def _add_months(moment: datetime, months: int) -> datetime:
+    index = moment.year * 12 + moment.month - 1 + months
+    return moment.replace(year=index // 12, month=index % 12 + 1, day=1)
+
+
+def date_range(key: str, now: datetime, oldest: datetime | None) -> DateRange:
+    """The window a range key covers at `now`: whole UTC days (or months), today included."""
+    label, days = RANGES[key]
+    end = _day_start(now) + timedelta(days=1)
+    start: datetime | None
+    first_bucket: datetime | None
+    if days is not None:
+        start = first_bucket = _day_start(now) - timedelta(days=days - 1)
+    elif key == "12m":
+        start = first_bucket = _add_months(_month_start(now), -11)
+    else:
+        start = None
+        first_bucket = _month_start(oldest) if oldest is not None else None
+    return {
+        "key": key,
+        "label": label,
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat(),
+        "bucket": "month" if key in MONTHLY else "day",
+        "first_bucket": first_bucket.date().isoformat() if first_bucket else None,
+    }
+
+
+def bucket_dates(window: DateRange, now: datetime) -> list[str]:
+    """Every bucket's first day from the range's first bucket to now, oldest first."""
+    if window["first_bucket"] is None:
+        return []
+    first = datetime.fromisoformat(window["first_bucket"]).replace(tzinfo=UTC)
+    if window["bucket"] == "day":
+        days = (_day_start(now) - first).days + 1
+        return [(first + timedelta(days=offset)).date().isoformat() for offset in range(days)]
+    last = _month_start(now)
+    months = (last.year - first.year) * 12 + last.month - first.month + 1
+    return [_add_months(first, offset).date().isoformat() for offset in range(months)]
+
+
+def _utc_month(session: AsyncSession, moment: ColumnElement[datetime]) -> ColumnElement[Any]:
+    if _is_sqlite(session):
+        return func.strftime("%Y-%m-01", moment)
+    return cast(
+        func.date_trunc(literal_column("'month'"), func.timezone(literal_column("'UTC'"), moment)),
+        Date,
+    )
+
+
+# A nullable timestamp column of a mapped table.
+Moment = QueryableAttribute[datetime | None]
+
+
+def _bounds(column: Moment, window: DateRange) -> list[ColumnElement[bool]]:
+    terms = [column < datetime.fromisoformat(window["end"])]
+    if window["start"] is not None:
+        terms.append(column >= datetime.fromisoformat(window["start"]))
+    return terms
+
+
+def _happened_in(processed: Moment, created: Moment, window: DateRange) -> ColumnElement[bool]:
+    """processed_at, else created_at, within the window, written as plain column comparisons:
+    under row-level security PostgreSQL uses only leakproof conditions as index conditions,
+    and COALESCE(...) is not one, so `COALESCE(a, b) >= x` would read every order of the
+    store. These use ix_orders_tenant_processed and ix_orders_tenant_created_unprocessed."""
+    return or_(
+        and_(*_bounds(processed, window)),
+        and_(processed.is_(None), *_bounds(created, window)),
+    )
+
+
+def _happened(order: Order) -> datetime | None:
+    return order.processed_at or order.shopify_created_at
+
+
+# The two halves of "when an order happened" and the index each reads (see _happened_in).
+_HALVES: tuple[tuple[Moment, ColumnElement[bool]], ...] = (
+    (Order.processed_at, Order.processed_at.is_not(None)),
+    (Order.shopify_created_at, Order.processed_at.is_(None)),
+)
+
+
+async def _order_span(
+    session: AsyncSession, tenant_id: int
+) -> tuple[datetime | None, datetime | None]:
+    """The store's newest and oldest order time: index probes, not a scan."""
+    live = (Order.tenant_id == tenant_id, Order.deleted_at.is_(None))
+    newest: list[datetime] = []
+    oldest: list[datetime] = []
+    for column, which in _HALVES:
+        query = select(column).where(*live, which, column.is_not(None)).limit(1)
+        last = await session.scalar(query.order_by(column.desc()))
+        first = await session.scalar(query.order_by(column))
+        newest += [last] if last is not None else []
+        oldest += [first] if first is not None else []
+    return (max(newest) if newest else None, min(oldest) if oldest else None)
+
+
+async def _sales(
+    session: AsyncSession,
+    tenant_id: int,
+    window: DateRange,
+    now: datetime,
+    span: tuple[datetime | None, datetime | None],
+) -> Sales:
+    happened = order_time()
+    bucket = (
+        _utc_month(session, happened)
+        if window["bucket"] == "month"
+        else _utc_day(session, happened)
+    ).label("bucket")
+    counted = case(
+        (Order.cancelled_at.is_(None), Order.total_price),
+    )
+    rows = await session.execute(
+        select(bucket, Order.currency, func.count(), _money_sum(session, counted).label("gross"))
+        .where(
+            Order.tenant_id == tenant_id,
+            Order.deleted_at.is_(None),
+            _happened_in(Order.processed_at, Order.shopify_created_at, window),
+        )
+        .group_by(bucket, Order.currency)
+    )
+    buckets = bucket_dates(window, now)
+    position = {date: index for index, date in enumerate(buckets)}
+    orders: dict[str | None, list[int]] = {}
+    revenue: dict[str | None, list[Decimal]] = {}
+    for day, currency, total, gross in rows:
+        index = position.get(str(day)[:10])
+        if index is None:  # an order dated in the future: counted, not charted
+            continue
+        orders.setdefault(currency, [0] * len(buckets))[index] += int(total)
+        revenue.setdefault(currency, [Decimal(0)] * len(buckets))[index] += _money_value(
+            session, gross
+        )
+    refunds = await _refunds(session, tenant_id, window)
+    currencies = sorted(set(orders) | set(refunds), key=lambda code: code or "")
+    by_currency: list[CurrencySales] = []
+    for currency in currencies:
+        gross_total = sum(revenue.get(currency, []), Decimal(0))
+        refunded = refunds.get(currency, Decimal(0))
+        by_currency.append(
+            {
+                "currency": currency,
+                "orders": sum(orders.get(currency, [])),
+                "gross": money_str(gross_total),
+                "refunds": money_str(refunded),
+                "net": money_str(gross_total - refunded),
+            }
+        )
+    newest, oldest = span
+    return {
+        "orders": sum(sum(counts) for counts in orders.values()),
+        "by_currency": by_currency,
+        "buckets": buckets,
+        "series": [
+            {
+                "currency": currency,
+                "orders": orders[currency],
+                "revenue": [money_str(amount) for amount in revenue[currency]],
+            }
+            for currency in sorted(orders, key=lambda code: code or "")
+        ],
+        "newest_order_at": newest.isoformat() if newest else None,
+        "oldest_order_at": oldest.isoformat() if oldest else None,
+    }
+
+
+async def _refunds(
+    session: AsyncSession, tenant_id: int, window: DateRange
+) -> dict[str | None, Decimal]:
+    """Money refunded in the range per currency, by when the refund happened."""
+    rows = await session.execute(
+        select(OrderRefund.currency, _money_sum(session, OrderRefund.total_refunded.expression))
+        .where(
+            OrderRefund.tenant_id == tenant_id,
+            OrderRefund.deleted_at.is_(None),
+            _happened_in(OrderRefund.processed_at, OrderRefund.shopify_created_at, window),
+        )
+        .group_by(OrderRefund.currency)
+    )
+    return {currency: _money_value(session, total) for currency, total in rows}
+
+
+def _line_revenue(session: AsyncSession) -> ColumnElement[Any]:
+    """A line's revenue: price times quantity less its discounts."""
+    discount = func.coalesce(OrderLineItem.total_discount, 0)
+    if _is_sqlite(session):
+        return cast(OrderLineItem.price, Float) * OrderLineItem.quantity - cast(discount, Float)
+    return OrderLineItem.price * OrderLineItem.quantity - discount
+
+
+async def _top_items(
+    session: AsyncSession, tenant_id: int, window: DateRange
+) -> tuple[list[TopItem], list[TopItem]]:
+    """Products by revenue and variants by units sold in the range's orders (cancelled and
+    deleted ones left out), from their line items. One statement: the line items are read and
+    summed per variant once, and both lists are cut from that."""
+    currency = func.coalesce(OrderLineItem.currency, Order.currency)
+    sold = (
+        select(
+            OrderLineItem.product_shopify_id.label("product"),
+            OrderLineItem.variant_shopify_id.label("variant"),
+            currency.label("currency"),
+            func.max(OrderLineItem.title).label("title"),
+            func.max(OrderLineItem.variant_title).label("variant_title"),
+            func.sum(func.coalesce(OrderLineItem.quantity, 0)).label("units"),
+            _money_sum(session, _line_revenue(session)).label("revenue"),
+        )
+        .join(
+            Order,
+            (Order.tenant_id == OrderLineItem.tenant_id)
+            & (Order.shopify_id == OrderLineItem.order_shopify_id),
+        )
+        .where(
+            OrderLineItem.tenant_id == tenant_id,
+            OrderLineItem.deleted_at.is_(None),
+            Order.tenant_id == tenant_id,
+            Order.deleted_at.is_(None),
+            Order.cancelled_at.is_(None),
+            _happened_in(Order.processed_at, Order.shopify_created_at, window),
+        )
+        .group_by(OrderLineItem.product_shopify_id, OrderLineItem.variant_shopify_id, currency)
+        .cte("sold")
+    )
+    units = func.sum(sold.c.units).label("units")
+    revenue = func.sum(sold.c.revenue).label("revenue")
+    products = (
+        select(
+            literal_column("'product'").label("kind"),
+            sold.c.product,
+            cast(null(), BigInteger).label("variant"),
+            sold.c.currency,
+            func.max(sold.c.title).label("title"),
+            cast(null(), Text).label("variant_title"),
+            units,
+            revenue,
+        )
+        .group_by(sold.c.product, sold.c.currency)
+        .order_by(revenue.desc(), sold.c.product)
+        .limit(TOP_ITEMS)
+        .subquery()
+    )
+    variants = (
+        select(
+            literal_column("'variant'").label("kind"),
+            sold.c.product,
+            sold.c.variant,
+            sold.c.currency,
+            sold.c.title,
+            sold.c.variant_title,
+            sold.c.units,
+            sold.c.revenue,
+        )
+        .order_by(sold.c.units.desc(), sold.c.product, sold.c.variant)
+        .limit(TOP_ITEMS)
+        .subquery()
+    )
+    rows = (await session.execute(union_all(select(products), select(variants)))).all()
+    lists: dict[str, list[TopItem]] = {"product": [], "variant": []}
+    for row in rows:
+        lists[row.kind].append(
+            {
+                "product_shopify_id": row.product,
+                "variant_shopify_id": row.variant,
+                "title": row.title,
+                "variant_title": row.variant_title,
+                "currency": row.currency,
+                "units": int(row.units or 0),
+                "revenue": money_str(_money_value(session, row.revenue)),
+            }
+        )
+    # A union keeps no order: each list is sorted again as its query cut it.
+    lists["product"].sort(
+        key=lambda item: (-Decimal(item["revenue"]), item["product_shopify_id"] or 0)
+    )
+    lists["variant"].sort(
+        key=lambda item: (
+            -item["units"],
+            item["product_shopify_id"] or 0,
+            item["variant_shopify_id"] or 0,
+        )
+    )
+    return lists["product"], lists["variant"]
+
+
+async def _low_stock(session: AsyncSession, tenant_id: int) -> list[LowStock]:
+    """Variants whose stock available over all their locations is at or under LOW_STOCK,
+    lowest first (a snapshot of now: stock has no history to range over)."""
+    available = func.sum(func.coalesce(InventoryLevel.available, 0)).label("available")
+    rows = await session.execute(
+        select(
+            ProductVariant.shopify_id,
+            func.max(Product.title).label("product_title"),
+            func.max(ProductVariant.title).label("variant_title"),
+            func.max(ProductVariant.sku).label("sku"),
+            available,
+            func.count(InventoryLevel.id).label("locations"),
+        )
+        .join(
+            InventoryLevel,
+            (InventoryLevel.tenant_id == ProductVariant.tenant_id)
+            & (
+                InventoryLevel.inventory_item_shopify_id == ProductVariant.inventory_item_shopify_id
+            ),
+        )
+        .outerjoin(
+            Product,
+            (Product.tenant_id == ProductVariant.tenant_id)
+            & (Product.shopify_id == ProductVariant.product_shopify_id),
+        )
+        .where(
+            ProductVariant.tenant_id == tenant_id,
+            ProductVariant.deleted_at.is_(None),
+            InventoryLevel.deleted_at.is_(None),
+            Product.deleted_at.is_(None),
+        )
+        .group_by(ProductVariant.shopify_id)
+        .having(available <= LOW_STOCK)
+        .order_by(available, ProductVariant.shopify_id)
+        .limit(LOW_STOCK_ROWS)
+    )
+    return [
+        {
+            "variant_shopify_id": row.shopify_id,
+            "product_title": row.product_title,
+            "variant_title": row.variant_title,
+            "sku": row.sku,
+            "available": int(row.available or 0),
+            "locations": int(row.locations),
+        }
+        for row in rows
+    ]
+
+
+TopLists = tuple[list[TopItem], list[TopItem]]
+
+
+class TopItemsCache:
+    """Per app process: (store, range, window) -> top products and variants, for a while."""
+
+    def __init__(
+        self, ttl_s: float = TOP_ITEMS_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.entries: dict[tuple[int, str, str | None, str], tuple[float, TopLists]] = {}
+
+    async def get(self, session: AsyncSession, tenant_id: int, window: DateRange) -> TopLists:
+        if window["key"] not in TOP_ITEMS_CACHED:
+            return await _top_items(session, tenant_id, window)
+        key = (tenant_id, window["key"], window["start"], window["end"])
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] > self.clock():
+            return hit[1]
+        lists = await _top_items(session, tenant_id, window)
+        if len(self.entries) >= TOP_ITEMS_CACHE_SIZE:
+            self.entries.pop(min(self.entries, key=lambda k: self.entries[k][0]))
+        self.entries[key] = (self.clock() + self.ttl_s, lists)
+        return lists
+
+
+def top_items_cache(request: Request) -> TopItemsCache:
+    """The app's cache, made on first use (nothing is built at import)."""
+    state = request.app.state
+    cache = getattr(state, "top_items_cache", None)
+    if not isinstance(cache, TopItemsCache):
+        cache = TopItemsCache()
+        state.top_items_cache = cache
+    return cache
+
+
+def _passed(moment: str, now: datetime) -> bool:
+    try:
+        when = datetime.fromisoformat(moment)
+    except ValueError:
+        return False
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)) <= now
+
+
+def job_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A job's progress over all its resources: records, Shopify's total when every resource
+    has one (a finished resource's count is its total), percent, rate and ETA, and a rate-limit
+    wait when the runner records one (`throttled_until` or `waiting` in the progress)."""
+    progress = document.get("progress") or {}
+    count, total, known = 0, 0, True
+    throttled: Any = progress.get("throttled_until") or progress.get("waiting")
+    for name in document.get("resources") or []:
+        state = progress.get(name) or {}
+        if not isinstance(state, dict):
+            continue
+        count += int(state.get("count") or 0)
+        if state.get("done"):
+            total += int(state.get("count") or 0)
+        elif isinstance(state.get("total"), int):
+            total += max(int(state["total"]), int(state.get("count") or 0))
+        else:
+            known = False
+        throttled = throttled or state.get("throttled_until") or state.get("waiting")
+    started = document.get("started_at")
+    finished = document.get("finished_at")
+    elapsed = None
+    if started:
+        stop = datetime.fromisoformat(finished) if finished else now
+        elapsed = max(0.0, (stop - datetime.fromisoformat(started)).total_seconds())
+    rate = count / elapsed if elapsed and count else None
+    percent = None
+    if known and total:
+        percent = min(100.0, round(count / total * 100, 1))
+    elif document.get("status") == "succeeded":
+        percent = 100.0
+    eta = None
+    if document.get("status") == "running" and known and rate and total > count:
+        eta = round((total - count) / rate)
+    if isinstance(throttled, str) and _passed(throttled, now):
+        throttled = None  # a wait that is over is no wait
+    return {
+        "count": count,
+        "total": total if known else None,
+        "percent": percent,
+        "rate_per_s": round(rate, 1) if rate else None,
+        "elapsed_s": round(elapsed) if elapsed is not None else None,
+        "eta_s": eta,
+        "throttled": throttled if isinstance(throttled, str | int | float | dict) else None,
+    }
+
+
+async def store_stats(
+    session: AsyncSession,
+    tenant: Tenant,
+    now: datetime,
+    range_name: str = DEFAULT_RANGE,
+    cache: TopItemsCache | None = None,
+) -> StoreStats:
     """Everything the store page shows, as JSON-ready values.
 
     - counts: live rows (`deleted_at` is null) of each resource the registry counts.
-    - revenue: per currency, SUM(total_price) of orders that are neither deleted nor cancelled
-      (`cancelled_at` is null), gross: refunds are not subtracted. Windows (all time, last 7
-      and 30 days, measured back from `now`) use `processed_at`, falling back to
-      `shopify_created_at`. Amounts are Decimal throughout and serialised as strings.
-    - orders_per_day: the last 30 UTC days, oldest first, zeros filled in; every order that is
-      not deleted counts, cancelled ones included (they were placed that day).
     - webhooks_24h: events received in the last 24 hours, by status and by topic and status.
     - lag_ms: `received_at - triggered_at` in milliseconds over the most recent (at most 5,000)
       events of the last 24 hours that carry Shopify's trigger time; nearest-rank p50 and p95.
@@ -560,28 +1050,42 @@ async def store_stats(session: AsyncSession, tenant: Tenant, now: datetime) -> S
       the week's deliveries, failures and dedupe hits, and `silent` when a subscribed topic
       has been quiet for over 8 times its usual gap (and over an hour).
     - last_reconcile: the newest reconcile run and its per-resource report, or null.
+    - range: the date range (`RANGES`) the figures below cover, and the chart's step.
+    - sales: in the range, orders placed and per currency the gross (as revenue), refunds
+      (`order_refunds` by when they happened) and net; a per-bucket series of orders and
+      revenue per currency; the store's newest and oldest order for the empty states.
+    - top_products / top_variants: from the range's line items (price x quantity less
+      discounts), products by revenue and variants by units.
+    - low_stock: variants with at most LOW_STOCK available over all locations, now.
     """
     await use_tenant(session, tenant.id)
     counts: Counts = {
         resource.name: await _count(session, resource.model, tenant.id)
         for resource in counted_resources()
     }
+    span = await _order_span(session, tenant.id)
+    window = date_range(range_key(range_name), now, span[1])
+    top_products, top_variants = await (cache or TopItemsCache(0)).get(session, tenant.id, window)
     return {
         "shop": tenant.shop_domain,
         "tenant_id": tenant.id,
         "status": tenant.status,
         "generated_at": now.astimezone(UTC).isoformat(),
         "counts": counts,
-        "revenue": await _revenue(session, tenant.id, now),
-        "orders_per_day": await _orders_per_day(session, tenant.id, now),
         "webhooks_24h": await _webhooks(session, tenant.id, now),
         "lag_ms": await _lag(session, tenant.id, now),
         "failed_events": await _failed_events(session, tenant.id),
         "retries": await _retries(session, tenant.id),
         "recent_orders": await _recent_orders(session, tenant.id),
-        "sync_jobs": await _sync_jobs(session, tenant.id),
+        "sync_jobs": await _sync_jobs(session, tenant.id, now),
         "delivery_health": await delivery_health(session, tenant.id, now),
         "last_reconcile": await last_reconcile(session, tenant.id),
+        "range": window,
+        "sales": await _sales(session, tenant.id, window, now, span),
+        "top_products": top_products,
+        "top_variants": top_variants,
+        "low_stock": await _low_stock(session, tenant.id),
+        "low_stock_threshold": LOW_STOCK,
     }
 
 
@@ -595,8 +1099,23 @@ async def api_stats(request: Request) -> Response:
         if not shop:
             raise ApiError("give the store as ?shop=NAME.myshopify.com")
         tenant = await tenant_for_shop(session, shop, principal)
-        stats = await store_stats(session, tenant, utcnow())
+        stats = await store_stats(
+            session,
+            tenant,
+            utcnow(),
+            range_key(request.query_params.get("range")),
+            top_items_cache(request),
+        )
     return JSONResponse(stats, headers=NO_STORE)
 
 
-__all__ = ["api_stats", "counts_by_tenant", "money_str", "percentile", "store_stats"]
+__all__ = [
+    "RANGES",
+    "api_stats",
+    "format_money",
+    "money_str",
+    "percentile",
+    "range_key",
+    "store_stats",
+    "top_items_cache",
+]

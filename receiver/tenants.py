@@ -11,6 +11,7 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import String, bindparam, cast, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from backfill.admin_base import check_store_admin_base_url
 from models import SecretBox, Tenant, utcnow
 from models.statuses import CredentialsStatus, TenantStatus
 from models.tenancy import cross_store_transaction
@@ -127,10 +128,16 @@ async def add_store(
     box: SecretBox,
     shop_domain: str,
     credentials: StoreCredentials,
+    *,
+    admin_base_url: str | None = None,
 ) -> AddedStore:
     """Add a store, or update its secrets and reactivate it (InvalidShopDomain for a domain
-    that is not NAME.myshopify.com)."""
+    that is not NAME.myshopify.com).
+
+    `admin_base_url` is the store's own Admin API base (a simulated store): None leaves the
+    stored one as is, "" removes it; InvalidAdminBaseUrl for one that cannot be a simulator's."""
     shop_domain = normalize_shop_domain(shop_domain)
+    base = check_store_admin_base_url(admin_base_url) if admin_base_url else admin_base_url
     # A new store has no id to scope to yet; the tenants table has no row-level policy.
     async with cross_store_transaction(sessions) as session:
         tenant = await find_tenant(session, shop_domain)
@@ -140,6 +147,8 @@ async def add_store(
             session.add(tenant)
         else:
             tenant.status = TenantStatus.ACTIVE
+        if base is not None:
+            tenant.admin_base_url = base or None
         if credentials.webhook_secrets:
             set_webhook_secrets(box, tenant, list(credentials.webhook_secrets))
         if credentials.access_token:

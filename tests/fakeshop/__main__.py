@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 
 import uvicorn
 
+from .activity import Activity
 from .app import API_VERSION, FakeShopApp
 from .faults import Fault
 from .schema import admin_schema
@@ -39,15 +44,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", choices=("fast", "graphql-core"), default="fast")
     parser.add_argument(
         "--bulk-concurrency",
-        default="1",
-        help="bulk queries at once: a number, or 'version' (5 from API 2026-01, else 1)",
+        # As Shopify: the limit follows the API version the request names.
+        default="version",
+        help="bulk queries at once: a number, or 'version' (default: 5 from API 2026-01, "
+        "else 1, as Shopify)",
     )
     parser.add_argument("--many-line-items-every", type=int, default=250, help="0: none")
     parser.add_argument("--many-line-items", type=int, default=300)
     parser.add_argument("--many-variants-every", type=int, default=25, help="0: none")
     parser.add_argument("--many-variants", type=int, default=150)
+    parser.add_argument(
+        "--history-years",
+        type=float,
+        default=None,
+        help="records spread over this many years up to now (default: 2021 to 2025)",
+    )
+    parser.add_argument(
+        "--live",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep trading: a random change (order, payment, refund, fulfillment, price, "
+        "stock) about every SECONDS, each sending its webhooks to the subscriptions",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
+    history: dict[str, tuple[datetime, datetime]] = {}
+    if args.history_years is not None:
+        now = datetime.now(UTC)
+        history["history"] = (now - timedelta(days=365.25 * args.history_years), now)
 
     admin_schema()  # load before serving so the first request is not the slow one
     store = FakeStore(
@@ -68,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         many_line_items=args.many_line_items,
         many_variants_every=args.many_variants_every,
         many_variants=args.many_variants,
+        **history,
     )
+    if args.live > 0:
+        # Signed with the app's client secret, to the subscriptions an app creates here.
+        store.webhooks.enable()
+        threading.Thread(
+            target=_trade, args=(store, args.live, args.seed), name="activity", daemon=True
+        ).start()
     if args.fault_rate > 0:
         share = args.fault_rate / 3
         store.faults.add_random(share, Fault.http(503), seed=args.seed)
@@ -96,6 +128,18 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False, lifespan="off",
     )  # fmt: skip
     return 0
+
+
+def _trade(store: FakeStore, seconds: float, seed: int) -> None:
+    activity = Activity(store, seed)
+    pause = random.Random(seed)
+    while True:
+        # Irregular, like real traffic: between half and one and a half times the mean.
+        time.sleep(seconds * pause.uniform(0.5, 1.5))
+        try:
+            activity.step()
+        except Exception as exc:  # a demo keeps trading; say what went wrong
+            print(f"fakeshop activity: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,9 @@ async def test_a_webhooks_cut_variant_list_is_read_whole_by_the_refetch(
     # The webhook names the store's own tenant (SHOP, as the simulator's store does).
     payload, headers = delivery("products/update", body)
     response = await http.post(served.webhook_url, content=payload, headers=headers)
-    assert (response.status_code, response.json().get("status")) == (200, "processed"), response.text
+    assert (response.status_code, response.json().get("status")) == (200, "processed"), (
+        response.text
+    )
 
     async def stored() -> dict[int, ProductVariant]:
         async with backend.sessions() as session:

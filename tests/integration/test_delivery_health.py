@@ -178,6 +178,7 @@ async def test_last_reconcile_is_the_newest_of_this_store(backend, sign_in):
     assert run["resources"] == [
         {
             "resource": "orders",
+            "compared": "all orders",
             "shopify_count": 120,
             "db_count": 117,
             "drifted_windows": 2,

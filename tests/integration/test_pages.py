@@ -202,7 +202,7 @@ async def test_viewer_sees_only_their_stores(backend, sign_in):
     stats = await client.get("/api/stats", params={"shop": SHOP})
     assert stats.status_code == 200
     assert stats.json()["counts"]["orders"] == 1
-    assert [row["currency"] for row in stats.json()["revenue"]] == ["USD"]
+    assert [row["currency"] for row in stats.json()["sales"]["by_currency"]] == ["USD"]
 
 
 async def test_viewer_gets_nothing_of_another_store(backend, sign_in):
@@ -318,14 +318,10 @@ async def test_stats_match_what_is_stored(backend, sign_in):
     stats = response.json()
     assert stats["shop"] == SHOP
     assert stats["counts"] == {"customers": 2, "products": 1, "orders": 7, "locations": 0}
-    assert stats["revenue"] == [
-        {"currency": "EUR", "all_time": "17.10", "last_7_days": "10.10", "last_30_days": "17.10"},
-        {
-            "currency": "USD",
-            "all_time": "1170.75",
-            "last_7_days": "150.50",
-            "last_30_days": "170.75",
-        },
+    # The default range, the last 30 UTC days: cancelled orders count as placed, not as sold.
+    assert stats["sales"]["by_currency"] == [
+        {"currency": "EUR", "orders": 2, "gross": "17.10", "refunds": "0.00", "net": "17.10"},
+        {"currency": "USD", "orders": 4, "gross": "170.75", "refunds": "0.00", "net": "170.75"},
     ]
 
     generated = datetime.fromisoformat(stats["generated_at"])
@@ -336,10 +332,11 @@ async def test_stats_match_what_is_stored(backend, sign_in):
         if shopify_id != 4:
             day = moment.date().isoformat()
             per_day[day] = per_day.get(day, 0) + 1
-    assert stats["orders_per_day"] == [
-        {"date": day, "count": per_day.get(day, 0)} for day in expected_days
-    ]
-    assert sum(day["count"] for day in stats["orders_per_day"]) == 6
+    assert stats["sales"]["buckets"] == expected_days
+    series = [currency["orders"] for currency in stats["sales"]["series"]]
+    charted = [sum(counts) for counts in zip(*series, strict=True)]
+    assert charted == [per_day.get(day, 0) for day in expected_days]
+    assert sum(charted) == 6
 
     assert stats["webhooks_24h"] == {
         "total": 11,
@@ -369,9 +366,14 @@ async def test_stats_match_what_is_stored(backend, sign_in):
     assert re.search(r'id="count-customers" data-stat="counts.customers">2<', html)
     assert re.search(r'id="lag-p50" data-stat="lag_ms.p50">500<', html)
     assert re.search(r'id="lag-p95" data-stat="lag_ms.p95">1000<', html)
-    for amount in ("1170.75", "150.50", "170.75", "17.10", "10.10"):
-        assert f">{amount}<" in html
-    assert len(re.findall(r'<rect class="bar" data-index="\d+"', html)) == 30
+    # The default range (30 days): gross per currency with separators and the currency.
+    assert ">170.75 USD<" in html
+    assert ">17.10 EUR<" in html
+    assert "data-stats='{" in html
+    for window, amounts in {"7d": ("150.50 USD", "10.10 EUR"), "all": ("1,170.75 USD",)}.items():
+        ranged = (await client.get(f"/stores/{SHOP}", params={"range": window})).text
+        for amount in amounts:
+            assert f">{amount}<" in ranged, (window, amount)
     assert "KeyError: &#39;line_items&#39;" in html
     # Viewers get no admin buttons.
     assert "Replay</button>" not in html
@@ -389,12 +391,13 @@ async def test_revenue_is_summed_exactly(backend, sign_in):
     await create_user(backend, ADMIN, admin=True)
     client = await sign_in(ADMIN)
     stats = (await client.get("/api/stats", params={"shop": SHOP})).json()
-    assert stats["revenue"] == [
+    assert stats["sales"]["by_currency"] == [
         {
             "currency": "CAD",
-            "all_time": "123456790.2905",
-            "last_7_days": "123456790.2905",
-            "last_30_days": "123456790.2905",
+            "orders": 4,
+            "gross": "123456790.2905",
+            "refunds": "0.00",
+            "net": "123456790.2905",
         }
     ]
 
@@ -519,11 +522,23 @@ async def sync_jobs(backend) -> list[SyncJob]:
         return list(await session.scalars(select(SyncJob).order_by(SyncJob.id)))
 
 
+async def test_run_backfill_is_offered_only_for_a_store_with_a_token(backend, sign_in):
+    await create_tenant(backend.sessions, access_token="shpat_test")
+    await create_tenant(backend.sessions, OTHER_SHOP)
+    await create_user(backend, ADMIN, admin=True)
+    client = await sign_in(ADMIN)
+    with_token = (await client.get(f"/stores/{SHOP}")).text
+    assert "Run backfill" in with_token
+    assert 'id="no-token"' not in with_token
+    without = (await client.get(f"/stores/{OTHER_SHOP}")).text
+    assert "Run backfill" not in without
+    assert f"tenants add --shop {OTHER_SHOP} --access-token TOKEN" in without
+
+
 async def test_admin_runs_a_backfill(backend, sign_in):
     ours = await create_tenant(backend.sessions)
     await create_user(backend, ADMIN, admin=True)
     client = await sign_in(ADMIN)
-    assert "Run backfill" in (await client.get(f"/stores/{SHOP}")).text
     response = await client.post(
         f"/stores/{SHOP}/sync",
         data={"csrf_token": await csrf_of(client), "mode": "full", "resources": "orders"},
