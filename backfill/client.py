@@ -81,7 +81,9 @@ class RateLimitWait:
     seconds: float
 
 
-WaitCallback = Callable[[RateLimitWait], None]
+# Awaited before the sleep, so what it records (the job's progress) is written in step with the
+# pages around it.
+WaitCallback = Callable[[RateLimitWait], Awaitable[None]]
 
 
 @dataclass
@@ -149,7 +151,7 @@ class AdminClient:
                 self.stats.paced_seconds += pace
                 THROTTLE_WAITS.labels("paced").inc()
                 THROTTLE_WAIT_SECONDS.labels("paced").inc(pace)
-                self._tell_wait(pace)
+                await self._tell_wait(pace)
                 await self._pause(pace)
             self.stats.requests += 1
             try:
@@ -219,10 +221,10 @@ class AdminClient:
             f"{self.shop}: gave up after {self.max_attempts} attempts; last: {last_problem}"
         )
 
-    def _tell_wait(self, seconds: float) -> None:
+    async def _tell_wait(self, seconds: float) -> None:
         if self.on_wait is not None and seconds > 0:
             rate = self.throttle.restore_rate
-            self.on_wait(RateLimitWait(seconds * rate, rate, seconds))
+            await self.on_wait(RateLimitWait(seconds * rate, rate, seconds))
 
     async def _retry(
         self, attempt: int, problem: str, wait: float | None = None, *, rate_limited: bool = False
@@ -232,7 +234,7 @@ class AdminClient:
             return
         delay = self._backoff(attempt) if wait is None else min(wait, self.max_delay * 4)
         if rate_limited:
-            self._tell_wait(delay)
+            await self._tell_wait(delay)
         log.info(
             "backfill.retry shop=%s attempt=%d problem=%s wait=%.2f",
             self.shop,

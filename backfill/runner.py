@@ -53,6 +53,9 @@ BULK_BATCH = 1000
 BULK_BATCH_LINES = 5000
 # A running job whose heartbeat is older than this was abandoned by a dead worker.
 DEFAULT_LEASE = timedelta(seconds=60)
+# A rate-limit wait this long is written into the job's progress (`waiting`) for the dashboard;
+# shorter ones, most paced pages on a fast plan, only reach the progress callback.
+RECORDED_WAIT = timedelta(seconds=1)
 # Incremental pulls start this much before the previous sync started: our clock and Shopify's
 # may disagree a little, and fetching a few records twice costs nothing (upserts are idempotent).
 INCREMENTAL_OVERLAP = timedelta(minutes=5)
@@ -62,6 +65,14 @@ INCREMENTAL_OVERLAP = timedelta(minutes=5)
 TARGETS: dict[str, tuple[type[ShopRecord], Callable[[Any], Record]]] = {
     name: (resource.model, resource.normalize_node) for name, resource in RESOURCES.items()
 }
+
+
+class RecordedWait(TypedDict):
+    """A rate-limit wait under way: `points` short, refilled at `rate` a second, over at `until`."""
+
+    points: int
+    rate: float
+    until: str
 
 
 class ResourceProgress(TypedDict, total=False):
@@ -80,6 +91,9 @@ class ResourceProgress(TypedDict, total=False):
     bulk_operation_id: str
     # JSONL lines of the bulk result already applied (a resumed job skips them).
     lines: int
+    # Stored while the client sleeps for a rate-limit wait of at least RECORDED_WAIT (the
+    # dashboard shows it); the next checkpoint removes it.
+    waiting: RecordedWait
     # Only in what the progress callback receives, never stored: the client is sleeping for
     # Shopify's rate limit, `waiting_points` short, refilled at `restore_rate` points a second.
     waiting_points: float
@@ -510,6 +524,8 @@ class JobRun:
     async def _checkpoint(self, resource: Resource, nodes: list[dict[str, Any]]) -> None:
         """Records (with their children) and progress in one transaction: after a crash, both
         or neither happened."""
+        for state in self.progress.values():
+            state.pop("waiting", None)  # a page came through: the wait is over
         async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
             if nodes:
                 RECORDS.labels(resource.table, self.job.mode).inc(len(nodes))
@@ -562,19 +578,37 @@ class JobRun:
             self.current, ResourceProgress(**state, bulk_status=status, bulk_objects=counted)
         )
 
-    def _waiting(self, wait: RateLimitWait) -> None:
-        if self.on_progress is None or self.current is None:
+    async def _waiting(self, wait: RateLimitWait) -> None:
+        if self.current is None:
             return
-        state = self.progress.get(self.current) or ResourceProgress(count=0)
-        self.on_progress(
-            self.current,
-            ResourceProgress(
-                **state,
-                waiting_points=wait.points,
-                restore_rate=wait.restore_rate,
-                waiting_seconds=wait.seconds,
-            ),
+        state = self.progress.get(self.current)
+        if state is None:
+            return
+        if self.on_progress is not None:
+            self.on_progress(
+                self.current,
+                ResourceProgress(
+                    **state,
+                    waiting_points=wait.points,
+                    restore_rate=wait.restore_rate,
+                    waiting_seconds=wait.seconds,
+                ),
+            )
+        if wait.seconds < RECORDED_WAIT.total_seconds():
+            return
+        until = utcnow() + timedelta(seconds=wait.seconds)
+        state["waiting"] = RecordedWait(
+            points=round(wait.points), rate=wait.restore_rate, until=until.isoformat()
         )
+        # Only the progress (and the heartbeat): no records, so the cursor it carries is the
+        # last checkpoint's. A job no longer running is left to the next checkpoint to notice.
+        async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
+            await session.execute(
+                update(SyncJob)
+                .where(SyncJob.id == self.job.id, SyncJob.status == SyncStatus.RUNNING)
+                .values(progress=self.progress, heartbeat_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
 
 
 def normalize_node(normalize: Callable[[Any], Record], node: Any, name: str) -> Record:

@@ -250,3 +250,71 @@ def test_make_run_passes_port_to_serve():
         assert (
             dry_run.stdout.strip().splitlines()[-1].endswith(f"serve --host 127.0.0.1 {expected}")
         )
+
+
+async def test_a_long_rate_limit_wait_is_recorded_in_the_job_for_the_dashboard(backend):
+    """The store page reads waits from the job's stored progress (`receiver.stats.job_summary`):
+    while the client sleeps for the bucket the row says so; the next page clears it."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from backfill.runner import create_sync_job, run_sync_job
+    from receiver.stats import job_summary
+    from tests.factories import create_tenant, simulator_environment
+    from tests.fakeshop import ManualClock
+
+    clock = ManualClock(start=datetime.now(UTC))
+    # A customers page costs about 1,000 points: at 50 a second each page after the first waits
+    # about 20 s of the simulator's virtual time.
+    store = FakeStore(
+        "waits.myshopify.com",
+        seed=12,
+        customers=200,
+        products=0,
+        orders=0,
+        clock=clock,
+        maximum_available=1_000,
+        restore_rate=50,
+    )
+    stored_during_waits: list[tuple[float, SyncJob]] = []
+    with FakeShopServer(store) as server:
+        tenant_id = await create_tenant(
+            backend.sessions, store.shop_domain, access_token=store.access_token
+        )
+        async with backend.sessions() as session, session.begin():
+            tenant = await session.get_one(Tenant, tenant_id)
+            job = await create_sync_job(session, tenant, "full", ["customers"])
+        async with httpx.AsyncClient(timeout=10) as http:
+            env = simulator_environment(
+                backend.sessions, http, server.admin_base_url_template, store, clock
+            )
+            virtual_sleep = env.client_options["sleep"]
+
+            async def look_then_sleep(seconds: float) -> None:
+                async with backend.sessions() as session:
+                    stored_during_waits.append((seconds, await session.get_one(SyncJob, job.id)))
+                await virtual_sleep(seconds)
+
+            env = replace(env, client_options={**env.client_options, "sleep": look_then_sleep})
+            assert await run_sync_job(env, job.id) == "succeeded"
+        async with backend.sessions() as session:
+            finished = await session.get_one(SyncJob, job.id)
+
+    long_waits = [(seconds, row) for seconds, row in stored_during_waits if seconds >= 1]
+    assert len(long_waits) >= 2, stored_during_waits
+    for seconds, row in long_waits:
+        waiting = row.progress["customers"]["waiting"]
+        assert waiting["rate"] == 50
+        assert waiting["points"] == pytest.approx(seconds * 50, abs=1)
+        document = {
+            "progress": row.progress,
+            "resources": row.resources,
+            "status": row.status,
+            "started_at": row.started_at.isoformat(),
+        }
+        shown = job_summary(document, datetime.now(UTC))["throttled"]
+        assert shown == waiting
+    assert finished.progress["customers"]["count"] == 200
+    assert "waiting" not in finished.progress["customers"]
