@@ -1,5 +1,5 @@
 """The progress display of `shopify-receiver backfill`, drawn by rich: one line per resource
-with records, total, %, a rate smoothed over the last 30 s, ETA, and what the client waits for.
+with records, total, %, a rate smoothed over the last 60 s, ETA, and what the client waits for.
 
 In a terminal the lines are live and log lines print above them (both go through the console
 of `receiver.logs`). Elsewhere (a pipe, CI) a finished resource, or a rate-limit wait, prints
