@@ -15,8 +15,11 @@ $(BIN)/shopify-receiver: pyproject.toml
 
 install: $(BIN)/shopify-receiver
 
+# `make run PORT=9000` (or PORT in the environment) picks the port.
+PORT ?= 8000
+
 run: install
-	$(BIN)/shopify-receiver serve --host 127.0.0.1 --port 8000
+	$(BIN)/shopify-receiver serve --host 127.0.0.1 --port $(PORT)
 
 # A simulated store (20,000 orders over three years), backfilled and trading live, on the
 # embedded default in var/demo/; prints the dashboard address and a sign-in. Ctrl-C stops it.

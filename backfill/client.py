@@ -71,6 +71,21 @@ class ThrottleState:
         return max(0.0, missing / self.restore_rate)
 
 
+@dataclass(frozen=True)
+class RateLimitWait:
+    """The client is about to sleep for Shopify's rate limit: `points` are missing from the
+    bucket, which refills at `restore_rate` points a second."""
+
+    points: float
+    restore_rate: float
+    seconds: float
+
+
+# Awaited before the sleep, so what it records (the job's progress) is written in step with the
+# pages around it.
+WaitCallback = Callable[[RateLimitWait], Awaitable[None]]
+
+
 @dataclass
 class ClientStats:
     requests: int = 0
@@ -110,6 +125,8 @@ class AdminClient:
         self.throttle = ThrottleState()
         self.stats = ClientStats()
         self.last_requested_cost: float | None = None
+        # Told before each rate-limit sleep (the CLI's progress display shows it).
+        self.on_wait: WaitCallback | None = None
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: spreads the retries of many workers instead of synchronising them.
@@ -134,6 +151,7 @@ class AdminClient:
                 self.stats.paced_seconds += pace
                 THROTTLE_WAITS.labels("paced").inc()
                 THROTTLE_WAIT_SECONDS.labels("paced").inc(pace)
+                await self._tell_wait(pace)
                 await self._pause(pace)
             self.stats.requests += 1
             try:
@@ -157,7 +175,7 @@ class AdminClient:
             if response.status_code == 429:
                 self.stats.throttled += 1
                 last_problem = "HTTP 429 Too Many Requests"
-                await self._retry(attempt, last_problem, retry_after(response))
+                await self._retry(attempt, last_problem, retry_after(response), rate_limited=True)
                 continue
             if response.status_code >= 500:
                 last_problem = f"HTTP {response.status_code} from Shopify"
@@ -186,7 +204,7 @@ class AdminClient:
                     wait = self.throttle.wait_for(requested, self.clock())
                     THROTTLE_WAITS.labels("throttled").inc()
                     THROTTLE_WAIT_SECONDS.labels("throttled").inc(wait)
-                    await self._retry(attempt, last_problem, wait + 0.05)
+                    await self._retry(attempt, last_problem, wait + 0.05, rate_limited=True)
                     continue
                 if "MAX_COST_EXCEEDED" in codes:
                     raise QueryTooCostly(_error_text(errors))
@@ -203,11 +221,20 @@ class AdminClient:
             f"{self.shop}: gave up after {self.max_attempts} attempts; last: {last_problem}"
         )
 
-    async def _retry(self, attempt: int, problem: str, wait: float | None = None) -> None:
+    async def _tell_wait(self, seconds: float) -> None:
+        if self.on_wait is not None and seconds > 0:
+            rate = self.throttle.restore_rate
+            await self.on_wait(RateLimitWait(seconds * rate, rate, seconds))
+
+    async def _retry(
+        self, attempt: int, problem: str, wait: float | None = None, *, rate_limited: bool = False
+    ) -> None:
         self.stats.retries += 1
         if attempt >= self.max_attempts:
             return
         delay = self._backoff(attempt) if wait is None else min(wait, self.max_delay * 4)
+        if rate_limited:
+            await self._tell_wait(delay)
         log.info(
             "backfill.retry shop=%s attempt=%d problem=%s wait=%.2f",
             self.shop,

@@ -47,7 +47,7 @@ class Maintenance:
 
 async def watchdog_tick(env: BackfillEnvironment, maintenance: Maintenance) -> list[WatchdogResult]:
     if maintenance.webhook_url is None:
-        log.info("watchdog.skipped reason=PUBLIC_URL not set")
+        log.debug("watchdog.skipped reason=PUBLIC_URL not set")
         return []
     return await watch_due_stores(env, maintenance.webhook_url, maintenance.watchdog_interval)
 

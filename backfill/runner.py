@@ -16,7 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.admin_base import AdminAddress, admin_address
-from backfill.client import AdminClient, BackfillError, CredentialsInvalid, QueryTooCostly
+from backfill.client import (
+    AdminClient,
+    BackfillError,
+    CredentialsInvalid,
+    QueryTooCostly,
+    RateLimitWait,
+)
 from backfill.credentials import AppCredentials, TenantCredentials
 from backfill.metrics import RECORDS
 from backfill.nested import BulkGroup, BulkGrouper, complete_children, fill_bulk_gaps
@@ -34,6 +40,10 @@ from models.upsert import affected_rows
 log = logging.getLogger("shopify_receiver.backfill")
 
 MODES = tuple(SyncMode)
+# Asked for, never stored: `backfill.sync.start_sync` turns it into bulk or full from Shopify's
+# counts before the job is created, so a job row always says how it ran.
+AUTO_MODE = "auto"
+REQUESTABLE_MODES = (AUTO_MODE, *MODES)
 ACTIVE_STATUSES = (SyncStatus.QUEUED, SyncStatus.RUNNING)
 SINGLE_QUERY_LIMIT = 1000
 MAX_PAGE_SIZE = 250
@@ -43,6 +53,9 @@ BULK_BATCH = 1000
 BULK_BATCH_LINES = 5000
 # A running job whose heartbeat is older than this was abandoned by a dead worker.
 DEFAULT_LEASE = timedelta(seconds=60)
+# A rate-limit wait this long is written into the job's progress (`waiting`) for the dashboard;
+# shorter ones, most paced pages on a fast plan, only reach the progress callback.
+RECORDED_WAIT = timedelta(seconds=1)
 # Incremental pulls start this much before the previous sync started: our clock and Shopify's
 # may disagree a little, and fetching a few records twice costs nothing (upserts are idempotent).
 INCREMENTAL_OVERLAP = timedelta(minutes=5)
@@ -52,6 +65,14 @@ INCREMENTAL_OVERLAP = timedelta(minutes=5)
 TARGETS: dict[str, tuple[type[ShopRecord], Callable[[Any], Record]]] = {
     name: (resource.model, resource.normalize_node) for name, resource in RESOURCES.items()
 }
+
+
+class RecordedWait(TypedDict):
+    """A rate-limit wait under way: `points` short, refilled at `rate` a second, over at `until`."""
+
+    points: int
+    rate: float
+    until: str
 
 
 class ResourceProgress(TypedDict, total=False):
@@ -70,6 +91,18 @@ class ResourceProgress(TypedDict, total=False):
     bulk_operation_id: str
     # JSONL lines of the bulk result already applied (a resumed job skips them).
     lines: int
+    # Stored while the client sleeps for a rate-limit wait of at least RECORDED_WAIT (the
+    # dashboard shows it); the next checkpoint removes it.
+    waiting: RecordedWait
+    # Only in what the progress callback receives, never stored: the client is sleeping for
+    # Shopify's rate limit, `waiting_points` short, refilled at `restore_rate` points a second.
+    waiting_points: float
+    restore_rate: float
+    waiting_seconds: float
+    # Also only reported: the bulk operation Shopify is still running for this resource, and
+    # the objects it has written so far.
+    bulk_status: str
+    bulk_objects: int
 
 
 JobProgress = dict[str, ResourceProgress]
@@ -150,9 +183,23 @@ def concurrent_bulk_operations(api_version: str) -> int:
 
 
 def validate_request(mode: str, resources: list[str] | None) -> list[str]:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode not in REQUESTABLE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(REQUESTABLE_MODES)}, not {mode!r}")
     return parse_resource_names(resources)
+
+
+async def shopify_count(client: AdminClient, resource: Resource, search: str | None) -> int | None:
+    """Shopify's count of the resource (within `search`), or None when it has none for it or
+    could not answer (the caller carries on without a total)."""
+    if not resource.counted:
+        return None
+    try:
+        data = await client.execute(resource.count_query, {"query": search}, cost=1)
+    except BackfillError as exc:
+        log.info("backfill.count_unavailable resource=%s error=%s", resource.name, exc)
+        return None
+    count = (data.get(resource.count_field) or {}).get("count")
+    return int(count) if isinstance(count, int) else None
 
 
 async def create_sync_job(
@@ -171,6 +218,8 @@ async def create_sync_job(
     optionally `until`) name the window, as the watchdog and reconcile do for a known gap.
     """
     chosen = validate_request(mode, resources)
+    if mode == AUTO_MODE:
+        raise ValueError("mode 'auto' is decided by backfill.sync.start_sync, not stored")
     if (since is not None or until is not None) and mode != SyncMode.INCREMENTAL:
         raise ValueError("a since/until window needs mode 'incremental'")
     if mode == SyncMode.INCREMENTAL and since is None:
@@ -299,6 +348,9 @@ class JobRun:
         self.progress: JobProgress = json.loads(json.dumps(job.progress or {}))
         self.on_progress = on_progress
         self.client = admin_client_for(env, tenant)
+        self.client.on_wait = self._waiting
+        # The resource being pulled, which a rate-limit wait is reported under.
+        self.current: str | None = None
 
     @property
     def search(self) -> str | None:
@@ -319,6 +371,7 @@ class JobRun:
             )
             if state.get("done"):
                 continue
+            self.current = name
             if state.get("total") is None:
                 state["total"] = await self._total(RESOURCES[name])
             if self.job.mode == SyncMode.BULK:
@@ -330,15 +383,7 @@ class JobRun:
         await hold_shop_id(self.env, self.client, self.tenant)
 
     async def _total(self, resource: Resource) -> int | None:
-        if not resource.counted:
-            return None
-        try:
-            data = await self.client.execute(resource.count_query, {"query": self.search}, cost=1)
-        except BackfillError as exc:
-            log.info("backfill.count_unavailable resource=%s error=%s", resource.name, exc)
-            return None
-        count = (data.get(resource.count_field) or {}).get("count")
-        return int(count) if isinstance(count, int) else None
+        return await shopify_count(self.client, resource, self.search)
 
     async def _start_bulk_operations(self) -> None:
         """Start the pending resources' bulk operations together, as many as Shopify lets
@@ -426,6 +471,7 @@ class JobRun:
                     f"bulk operation {operation_id} ended {status}"
                     + (f" ({node['errorCode']})" if node.get("errorCode") else "")
                 )
+            self._bulk_running(str(status), node.get("objectCount"))
             await self._heartbeat()
             await asyncio.sleep(self.env.bulk_poll_interval)
 
@@ -478,6 +524,8 @@ class JobRun:
     async def _checkpoint(self, resource: Resource, nodes: list[dict[str, Any]]) -> None:
         """Records (with their children) and progress in one transaction: after a crash, both
         or neither happened."""
+        for state in self.progress.values():
+            state.pop("waiting", None)  # a page came through: the wait is over
         async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
             if nodes:
                 RECORDS.labels(resource.table, self.job.mode).inc(len(nodes))
@@ -517,6 +565,50 @@ class JobRun:
     def _report(self, name: str, state: ResourceProgress) -> None:
         if self.on_progress is not None:
             self.on_progress(name, ResourceProgress(**state))
+
+    def _bulk_running(self, status: str, objects: Any) -> None:
+        if self.on_progress is None or self.current is None:
+            return
+        state = self.progress.get(self.current) or ResourceProgress(count=0)
+        try:
+            counted = int(objects)
+        except (TypeError, ValueError):  # Shopify sends the count as a string, or none yet
+            counted = 0
+        self.on_progress(
+            self.current, ResourceProgress(**state, bulk_status=status, bulk_objects=counted)
+        )
+
+    async def _waiting(self, wait: RateLimitWait) -> None:
+        if self.current is None:
+            return
+        state = self.progress.get(self.current)
+        if state is None:
+            return
+        if self.on_progress is not None:
+            self.on_progress(
+                self.current,
+                ResourceProgress(
+                    **state,
+                    waiting_points=wait.points,
+                    restore_rate=wait.restore_rate,
+                    waiting_seconds=wait.seconds,
+                ),
+            )
+        if wait.seconds < RECORDED_WAIT.total_seconds():
+            return
+        until = utcnow() + timedelta(seconds=wait.seconds)
+        state["waiting"] = RecordedWait(
+            points=round(wait.points), rate=wait.restore_rate, until=until.isoformat()
+        )
+        # Only the progress (and the heartbeat): no records, so the cursor it carries is the
+        # last checkpoint's. A job no longer running is left to the next checkpoint to notice.
+        async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
+            await session.execute(
+                update(SyncJob)
+                .where(SyncJob.id == self.job.id, SyncJob.status == SyncStatus.RUNNING)
+                .values(progress=self.progress, heartbeat_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
 
 
 def normalize_node(normalize: Callable[[Any], Record], node: Any, name: str) -> Record:

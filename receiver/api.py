@@ -101,7 +101,7 @@ async def start_sync(request: Request) -> Response:
         body = _json_object(raw)
         mode = body.get("mode", SyncMode.FULL)
         if not isinstance(mode, str):
-            raise ApiError("mode must be full, incremental or bulk")
+            raise ApiError("mode must be auto, full, incremental or bulk")
         try:
             resources = validate_request(mode, _resources(body.get("resources")))
         except ValueError as exc:
@@ -109,7 +109,12 @@ async def start_sync(request: Request) -> Response:
         tenant = await _tenant_from(session, body, principal)
     try:
         started = await sync.start_sync(
-            services.sessions, tenant.id, mode, resources, queue=services.job_queue
+            services.sessions,
+            tenant.id,
+            mode,
+            resources,
+            queue=services.job_queue,
+            backfill=services.backfill,
         )
     except sync.StoreUnknown as exc:  # removed since it was looked up
         raise NotFound(str(exc)) from exc

@@ -46,8 +46,7 @@ from models.statuses import (
 from models.tenancy import cross_store_transaction
 from receiver.auth import InvalidTokenName, create_token
 from receiver.errors import describe_operational_error
-from receiver.logs import configure_logging
-from receiver.progress import ProgressPrinter
+from receiver.logs import LoggingConfigError, configure_logging
 from receiver.samples import sample_payload, webhook_headers
 from receiver.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
 from receiver.tenants import (
@@ -267,12 +266,22 @@ class _OneLineErrors(click.Group):
 )
 def main(debug: bool) -> None:
     """Keep a faithful copy of Shopify stores in SQL."""
-    configure_logging()
+    try:
+        configure_logging()
+    except LoggingConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(min=0, max=65535))
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(min=0, max=65535),
+    envvar="PORT",
+    show_envvar=True,
+)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
 def serve(host: str, port: int, workers: int) -> None:
     """Serve webhooks and pages (migrates the embedded SQLite default first)."""
@@ -689,7 +698,11 @@ def tokens_create(name: str, read_only: bool, shops: tuple[str, ...]) -> None:
 @click.argument("shop")
 @_resources_option(list(RESOURCES))
 @click.option(
-    "--mode", type=click.Choice(_values(SyncMode)), default=SyncMode.FULL.value, show_default=True
+    "--mode",
+    type=click.Choice(["auto", *_values(SyncMode)]),
+    default="auto",
+    show_default=True,
+    help="auto: bulk for a large store (by Shopify's counts), full otherwise.",
 )
 def backfill(shop: str, resources: list[str], mode: str) -> None:
     """Pull a store's data now, in the foreground, with progress (same job as /api/sync).
@@ -700,20 +713,33 @@ def backfill(shop: str, resources: list[str], mode: str) -> None:
     from backfill import sync
     from backfill.runner import run_sync_job
     from receiver.backfill_env import admin_environment
+    from receiver.progress import BackfillProgress
 
     settings = _settings()
     shop = _shop(shop)
     chosen = resources
-    printer = ProgressPrinter()
 
     async def run() -> tuple[int, str, str | None]:
         async with admin_environment(settings) as env:
             async with env.sessions() as session:
                 tenant_id = (await _require_tenant(session, shop)).id
             try:
-                job = (
-                    await sync.start_sync(env.sessions, tenant_id, mode, chosen, require_token=True)
-                ).job
+                started = await sync.start_sync(
+                    env.sessions, tenant_id, mode, chosen, require_token=True, backfill=env
+                )
+                job = started.job
+                if started.choice is not None:
+                    counted = started.choice.records
+                    click.echo(
+                        f"mode auto: {job.mode}, "
+                        + (
+                            f"Shopify counts {counted:,} records"
+                            if counted is not None
+                            else "Shopify gave no counts"
+                        )
+                        + f" (bulk from {sync.AUTO_BULK_MIN_RECORDS:,})",
+                        err=True,
+                    )
             except ValueError as exc:
                 raise click.BadParameter(str(exc)) from exc
             except (sync.StoreUnknown, sync.StoreInactive, sync.NoToken) as exc:
@@ -721,8 +747,8 @@ def backfill(shop: str, resources: list[str], mode: str) -> None:
             except sync.SyncAlreadyRunning as exc:
                 job = exc.job
                 click.echo(f"resuming {job.mode} sync job {job.id}", err=True)
-            outcome = await run_sync_job(env, job.id, on_progress=printer)
-            printer.finish()
+            with BackfillProgress() as display:
+                outcome = await run_sync_job(env, job.id, on_progress=display)
             if outcome == "skipped":
                 return job.id, "busy", "another worker is running this job right now"
             finished = await sync.job_outcome(env.sessions, tenant_id, job.id)

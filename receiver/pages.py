@@ -202,7 +202,12 @@ async def run_backfill(request: Request) -> Response:
         )
     try:
         await sync.start_sync(
-            services.sessions, tenant.id, mode, resources, queue=services.job_queue
+            services.sessions,
+            tenant.id,
+            mode,
+            resources,
+            queue=services.job_queue,
+            backfill=services.backfill,
         )
     except sync.StoreUnknown:  # removed since it was looked up
         return not_found(request, principal)
