@@ -41,4 +41,4 @@ browser:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 test: lint typecheck browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile
