@@ -24,7 +24,7 @@ run: install
 # A simulated store (20,000 orders over three years), backfilled and trading live, on the
 # embedded default in var/demo/; prints the dashboard address and a sign-in. Ctrl-C stops it.
 demo: install
-	$(BIN)/python -m demo $(if $(PORT),--port $(PORT))
+	$(BIN)/python -m demo --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .
