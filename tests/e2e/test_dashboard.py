@@ -51,7 +51,9 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 
 @pytest.fixture
-def console_errors(page: Page) -> list[str]:
+async def console_errors(page: Page) -> list[str]:
+    # Async: Playwright subscribes inside the running loop. A plain fixture worked only
+    # where an earlier test had left a loop current (not in a fresh xdist worker).
     """Every console error and uncaught exception on the page, as text."""
     errors: list[str] = []
     page.on("console", lambda message: message.type == "error" and errors.append(message.text))

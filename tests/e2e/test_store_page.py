@@ -43,7 +43,9 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 
 @pytest.fixture
-def errors(page: Page) -> list[str]:
+async def errors(page: Page) -> list[str]:
+    # Async: Playwright subscribes inside the running loop. A plain fixture worked only
+    # where an earlier test had left a loop current (not in a fresh xdist worker).
     """Console errors (a CSP violation is one) and uncaught exceptions."""
     seen: list[str] = []
     page.on("console", lambda message: message.type == "error" and seen.append(message.text))

@@ -239,12 +239,19 @@ def test_make_run_passes_port_to_serve():
         ([], "9124", "--port 9124"),
         ([], None, "--port 8000"),
     ):
-        env = {key: value for key, value in os.environ.items() if key != "PORT"}
+        # Not PORT, nor the variables of a `make test` this may run under (a sub-make
+        # prints "Entering directory" lines and inherits the parent's flags).
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("PORT", "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
+        }
         if env_port is not None:
             env["PORT"] = env_port
         # -n: print the recipe without running it; -o: the venv counts as built.
         dry_run = subprocess.run(
-            ["make", "-n", "-o", "install", "-o", ".venv/bin/shopify-receiver", "run", *args],
+            ["make", "--no-print-directory", "-n", "-o", "install", "-o",
+             ".venv/bin/shopify-receiver", "run", *args],
             cwd=root, env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert (
