@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.admin_base import check_store_admin_base_url
 from models import SecretBox, Tenant, utcnow
+from models.encryption import missing_key_advice
 from models.statuses import CredentialsStatus, TenantStatus
 from models.tenancy import cross_store_transaction
 
@@ -174,9 +175,16 @@ class Undecryptable(Exception):
     """A stored value no key in ENCRYPTION_KEYS opens: nothing was re-encrypted."""
 
     def __init__(self, shop_domain: str, column: str) -> None:
+        # Which option sets the value again, for the advice.
+        option = {
+            "access_token_encrypted": "--access-token TOKEN",
+            "refresh_token_encrypted": "--access-token TOKEN --refresh-token TOKEN",
+            "webhook_secrets_encrypted": "--webhook-secret SECRET",
+        }.get(column, "--access-token TOKEN")
+        advice = missing_key_advice(f"its {column.removesuffix('_encrypted')}", shop_domain, option)
         super().__init__(
-            f"{shop_domain}: {column} cannot be decrypted with any key in ENCRYPTION_KEYS; "
-            "nothing was changed"
+            f"{shop_domain}: {column} cannot be decrypted with any key in ENCRYPTION_KEYS, so "
+            f"nothing was changed; {advice}"
         )
         self.shop_domain = shop_domain
         self.column = column

@@ -89,6 +89,9 @@ async def test_rotation_without_the_old_key_changes_nothing(backend, tmp_path):
     code, output = await cli(backend, tmp_path, "keys", "rotate", keys=NEW_KEY)
     assert code != 0
     assert "cannot be decrypted" in output
+    # One line that says what to do: put the old key back, or set the value again.
+    assert "add that key back, first in the list" in output
+    assert f"tenants add --shop {SHOP}" in output
     assert TOKEN not in output
     assert await raw_tenant_columns(backend) == before
 
