@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
+import jwt
 import pytest
 from sqlalchemy import func, select
 
@@ -28,7 +29,8 @@ from models import (
     create_session_factory,
 )
 from receiver.samples import sample_payload
-from tests.conftest import APP_SECRET, TEST_ENCRYPTION_KEY, Backend, ServedApp, as_app_role
+from receiver.settings import Secret
+from tests.conftest import TEST_ENCRYPTION_KEY, Backend, ServedApp, as_app_role
 from tests.conftest import settings_for as base_settings
 from tests.factories import delivery
 from tests.fakeshop import FakeShopServer, FakeStore
@@ -36,6 +38,9 @@ from tests.fakeshop.app import query_hmac
 
 SHOP = "installed-store.myshopify.com"
 API_KEY = "test-api-key"
+# As long as Shopify's (`shpss_` and 32 hex digits): PyJWT warns about shorter HMAC keys.
+APP_SECRET = "shpss_0123456789abcdef0123456789abcdef"
+WRONG_SECRET = "shpss_ffffffffffffffffffffffffffffffff"
 PUBLIC_URL = "https://receiver.example.com"
 BOX = SecretBox([TEST_ENCRYPTION_KEY])
 CUSTOMERS = 4
@@ -62,6 +67,7 @@ def app(backend: Backend, simulator: tuple[FakeStore, FakeShopServer]) -> Iterat
     _store, server = simulator
     settings = base_settings(
         backend.url,
+        api_secrets=(Secret(APP_SECRET),),
         api_key=API_KEY,
         public_url=PUBLIC_URL,
         admin_base_url=server.admin_base_url_template,
@@ -198,6 +204,7 @@ async def test_reinstall_after_uninstall(backend, simulator, app, browser):
         "app/uninstalled",
         {**sample_payload("app/uninstalled", SHOP), "id": store.shop_id},
         shop=SHOP,
+        secret=APP_SECRET,
     )
     uninstalled = await browser.post(app.webhook_url, content=body, headers=headers)
     assert uninstalled.status_code == 200
@@ -299,7 +306,70 @@ async def test_a_signed_install_link_is_checked(backend, simulator, app, browser
     good = {**link, "hmac": query_hmac(link, APP_SECRET)}
     started = await browser.get(f"{app.base_url}/auth/install?{urlencode(good)}")
     assert started.status_code == 302
-    forged = {**link, "hmac": query_hmac(link, "not-the-app-secret")}
+    forged = {**link, "hmac": query_hmac(link, WRONG_SECRET)}
     refused = await browser.get(f"{app.base_url}/auth/install?{urlencode(forged)}")
     assert refused.status_code == 401
+    await assert_nothing_stored(backend, simulator[0])
+
+
+# -- token exchange (embedded apps) -----------------------------------------------------------
+
+
+def session_token(secret: str = APP_SECRET, **overrides: object) -> str:
+    """An App Bridge session token as Shopify signs it, with `overrides` to the claims."""
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "iss": f"https://{SHOP}/admin",
+        "dest": f"https://{SHOP}",
+        "aud": API_KEY,
+        "sub": "42",
+        "exp": now + 60,
+        "nbf": now,
+        "iat": now,
+        "jti": "abc",
+        "sid": "def",
+    }
+    claims.update(overrides)
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+async def test_token_exchange_installs_the_store(backend, simulator, app, browser):
+    store, server = simulator
+    # Shopify-managed installation grants the scopes of the app's configuration
+    # (shopify.app.toml), not ones asked for at install.
+    store.tokens.scope = ",".join(app_scopes())
+    token = store.tokens.session_token(SHOP)
+    answered = await browser.post(
+        f"{app.base_url}/auth/token-exchange", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answered.status_code == 200, answered.text
+    assert store.tokens.installs == 1
+    tenant = await assert_installed(backend, store, app, server)
+    assert answered.json()["tenantId"] == tenant.id
+
+
+@pytest.mark.parametrize(
+    ("token", "status"),
+    [
+        pytest.param(session_token(WRONG_SECRET), 401, id="wrong-signature"),
+        pytest.param(session_token(aud="another-app"), 401, id="wrong-audience"),
+        pytest.param(session_token(exp=int(time.time()) - 3600), 401, id="expired"),
+        pytest.param(session_token(nbf=int(time.time()) + 3600), 401, id="not-yet-valid"),
+        pytest.param(session_token(dest="https://evil.example.com"), 400, id="foreign-dest"),
+        pytest.param("not-a-jwt", 401, id="garbage"),
+    ],
+)
+async def test_token_exchange_refusals(backend, simulator, app, browser, token, status):
+    answered = await browser.post(
+        f"{app.base_url}/auth/token-exchange", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answered.status_code == status
+    assert answered.json()["error"]
+    assert simulator[0].tokens.installs == 0
+    await assert_nothing_stored(backend, simulator[0])
+
+
+async def test_token_exchange_needs_a_bearer_token(backend, simulator, app, browser):
+    answered = await browser.post(f"{app.base_url}/auth/token-exchange")
+    assert answered.status_code == 401
     await assert_nothing_stored(backend, simulator[0])
