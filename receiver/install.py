@@ -96,8 +96,19 @@ def missing_scopes(needed: list[str], granted: tuple[str, ...] | list[str] | Non
     return [scope for scope in needed if scope not in held]
 
 
-def needed_scopes(settings: Settings) -> list[str]:
-    return sorted({*requested_scopes(settings), READ_ALL_ORDERS})
+def needed_scopes(settings: Settings | None = None) -> list[str]:
+    """What the store should grant: what we ask for, and read_all_orders."""
+    extra = settings.extra_scopes if settings else ()
+    return sorted({*app_scopes(), *extra, READ_ALL_ORDERS})
+
+
+def scope_gaps(granted_scopes: str | None) -> list[str]:
+    """The needed scopes a store's recorded grant (`tenants.granted_scopes`) lacks; [] for a
+    store whose grant is unknown (added by hand)."""
+    if granted_scopes is None:
+        return []
+    granted = [scope.strip() for scope in granted_scopes.split(",") if scope.strip()]
+    return missing_scopes(needed_scopes(), granted)
 
 
 def query_hmac(pairs: list[tuple[str, str]], secret: str) -> str:

@@ -28,6 +28,7 @@ from models import (
     create_engine,
     create_session_factory,
 )
+from receiver.overview import store_alerts
 from receiver.samples import sample_payload
 from receiver.settings import Secret
 from tests.conftest import TEST_ENCRYPTION_KEY, Backend, ServedApp, as_app_role
@@ -35,6 +36,7 @@ from tests.conftest import settings_for as base_settings
 from tests.factories import delivery
 from tests.fakeshop import FakeShopServer, FakeStore
 from tests.fakeshop.app import query_hmac
+from tests.integration.test_cli import Cli, cli_env
 
 SHOP = "installed-store.myshopify.com"
 API_KEY = "test-api-key"
@@ -192,6 +194,21 @@ async def test_an_install_ends_with_the_store_synced(backend, simulator, app, br
     assert landed.status_code == 303, landed.text
     assert landed.headers["location"] == f"/stores/{SHOP}"
     await assert_installed(backend, store, app, server)
+
+
+async def test_a_missing_scope_is_flagged_on_the_dashboard_and_in_tenants_list(
+    backend, simulator, app, browser, tmp_path
+):
+    """The grant lacks read_all_orders (Shopify approves it per app, so it is not asked for
+    by default): the store's alerts and `tenants list` say so."""
+    await browser.get(f"{app.base_url}{await authorize(browser, app)}")
+    [tenant] = await tenants(backend)
+
+    [alert] = [a for a in store_alerts(tenant, 0, [], None) if a.kind == "missing_scopes"]
+    assert "read_all_orders" in alert.message
+    listed = await Cli(tmp_path, cli_env(backend.url)).ok("tenants", "list")
+    assert "missing scopes read_all_orders" in listed.stdout
+    await run_queued_jobs(backend, app, simulator[1])
 
 
 async def test_reinstall_after_uninstall(backend, simulator, app, browser):
