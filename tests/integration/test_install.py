@@ -30,10 +30,10 @@ from models import (
 )
 from receiver.overview import store_alerts
 from receiver.samples import sample_payload
-from receiver.settings import Secret
+from receiver.settings import Secret, Settings
 from tests.conftest import TEST_ENCRYPTION_KEY, Backend, ServedApp, as_app_role
 from tests.conftest import settings_for as base_settings
-from tests.factories import delivery
+from tests.factories import create_tenant, delivery
 from tests.fakeshop import FakeShopServer, FakeStore
 from tests.fakeshop.app import query_hmac
 from tests.integration.test_cli import Cli, cli_env
@@ -64,18 +64,21 @@ def simulator() -> Iterator[tuple[FakeStore, FakeShopServer]]:
         yield store, server
 
 
-@pytest.fixture
-def app(backend: Backend, simulator: tuple[FakeStore, FakeShopServer]) -> Iterator[ServedApp]:
-    _store, server = simulator
-    settings = base_settings(
+def install_settings(backend: Backend, server: FakeShopServer, **overrides: object) -> Settings:
+    return base_settings(
         backend.url,
         api_secrets=(Secret(APP_SECRET),),
         api_key=API_KEY,
         public_url=PUBLIC_URL,
         admin_base_url=server.admin_base_url_template,
         oauth_base_url=f"{server.base_url}/{{shop}}/admin/oauth",
+        **overrides,
     )
-    with ServedApp(settings) as served:
+
+
+@pytest.fixture
+def app(backend: Backend, simulator: tuple[FakeStore, FakeShopServer]) -> Iterator[ServedApp]:
+    with ServedApp(install_settings(backend, simulator[1])) as served:
         yield served
 
 
@@ -194,6 +197,27 @@ async def test_an_install_ends_with_the_store_synced(backend, simulator, app, br
     assert landed.status_code == 303, landed.text
     assert landed.headers["location"] == f"/stores/{SHOP}"
     await assert_installed(backend, store, app, server)
+
+
+async def test_a_redacted_store_installs_again_and_starts_clean(backend, simulator, app, browser):
+    store, server = simulator
+    tenant_id = await create_tenant(backend.sessions, SHOP, status="redacted")
+    landed = await browser.get(f"{app.base_url}{await authorize(browser, app)}")
+    assert landed.status_code == 303, landed.text
+    tenant = await assert_installed(backend, store, app, server)
+    assert tenant.id == tenant_id
+
+
+async def test_an_install_lands_on_after_install_url(backend, simulator, browser):
+    store, server = simulator
+    settings = install_settings(
+        backend, server, after_install_url="https://app.example.com/welcome?shop={shop}"
+    )
+    with ServedApp(settings) as app:
+        landed = await browser.get(f"{app.base_url}{await authorize(browser, app)}")
+        assert landed.status_code == 303, landed.text
+        assert landed.headers["location"] == f"https://app.example.com/welcome?shop={SHOP}"
+        await assert_installed(backend, store, app, server)
 
 
 async def test_a_missing_scope_is_flagged_on_the_dashboard_and_in_tenants_list(
