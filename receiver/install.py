@@ -122,8 +122,10 @@ def query_signed(pairs: list[tuple[str, str]], secrets_: list[str]) -> bool:
     given = [v for k, v in pairs if k == "hmac"]
     if len(given) != 1:
         return False
+    # Bytes: compare_digest refuses str with non-ASCII characters, and anyone can send those.
+    claimed = given[0].lower().encode("utf-8", "replace")
     return any(
-        hmac.compare_digest(query_hmac(pairs, secret), given[0].lower()) for secret in secrets_
+        hmac.compare_digest(query_hmac(pairs, secret).encode(), claimed) for secret in secrets_
     )
 
 
@@ -147,7 +149,8 @@ def _check_signed_query(request: Request, settings: Settings) -> None:
     if not query_signed(pairs, [s.reveal() for s in settings.api_secrets]):
         raise InstallUnauthorized("the request's hmac is missing or wrong")
     stamp = request.query_params.get("timestamp", "")
-    if not stamp.isdigit():
+    # ASCII and short: int() refuses other digits and very long ones.
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
         raise InstallRefused("the request has no timestamp")
     age = time.time() - int(stamp)
     if age > MAX_TIMESTAMP_AGE_SECONDS or age < -MAX_TIMESTAMP_SKEW_SECONDS:
@@ -234,9 +237,22 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _pending_states(request: Request) -> dict[str, Any]:
+def _pending_states(request: Request) -> dict[str, tuple[str, float]]:
+    """This browser's installs under way: state -> (shop, when it started)."""
     states = request.session.get(SESSION_STATES)
-    return dict(states) if isinstance(states, dict) else {}
+    if not isinstance(states, dict):
+        return {}
+    return {
+        state: (str(entry[0]), float(entry[1]))
+        for state, entry in states.items()
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], int | float)
+    }
+
+
+def _save_states(request: Request, pending: dict[str, tuple[str, float]]) -> None:
+    # The newest few only: the cookie must stay small.
+    newest = list(pending.items())[-MAX_PENDING_STATES:]
+    request.session[SESSION_STATES] = {state: [shop, at] for state, (shop, at) in newest}
 
 
 async def install(request: Request) -> Response:
@@ -254,13 +270,12 @@ async def install(request: Request) -> Response:
     state = secrets.token_urlsafe(24)
     now = time.time()
     pending = {
-        key: value
-        for key, value in _pending_states(request).items()
-        if isinstance(value, list) and now - float(value[1]) < STATE_LIFETIME_SECONDS
+        key: entry
+        for key, entry in _pending_states(request).items()
+        if now - entry[1] < STATE_LIFETIME_SECONDS
     }
-    pending[state] = [shop, now]
-    # The newest few only: the cookie must stay small.
-    request.session[SESSION_STATES] = dict(list(pending.items())[-MAX_PENDING_STATES:])
+    pending[state] = (shop, now)
+    _save_states(request, pending)
     query = urlencode(
         {
             "client_id": app.client_id,
@@ -284,24 +299,20 @@ async def callback(request: Request) -> Response:
     """`GET /auth/callback`: verify Shopify's redirect, exchange the code, install."""
     services = _services(request)
     settings = services.settings
+    app = _app(settings)
     shop = _shop(request.query_params.get("shop"))
     _check_signed_query(request, settings)
     # One use: the state leaves the session whatever happens next.
     pending = _pending_states(request)
     entry = pending.pop(request.query_params.get("state", ""), None)
-    request.session[SESSION_STATES] = pending
-    if (
-        not isinstance(entry, list)
-        or entry[0] != shop
-        or time.time() - float(entry[1]) >= STATE_LIFETIME_SECONDS
-    ):
+    _save_states(request, pending)
+    if entry is None or entry[0] != shop or time.time() - entry[1] >= STATE_LIFETIME_SECONDS:
         raise InstallForbidden(
             "state is unknown, used or not this browser's: start the install again"
         )
     code = request.query_params.get("code", "")
     if not code:
         raise InstallRefused("the callback has no code")
-    app = _app(settings)
     try:
         grant = await exchange_code(
             services.backfill.http,
@@ -338,10 +349,14 @@ def _session_token_shop(token: str, settings: Settings, api_key: str) -> str:
             raise InstallUnauthorized(f"session token refused: {exc}") from None
     if claims is None:
         raise InstallUnauthorized("session token refused: signature verification failed")
-    dest = urlsplit(str(claims.get("dest", "")))
-    if dest.scheme != "https":
+    try:
+        dest = urlsplit(str(claims.get("dest", "")))
+        scheme, host = dest.scheme, dest.hostname
+    except ValueError:  # "https://[::1" and the like
+        scheme, host = "", None
+    if scheme != "https" or not host:
         raise InstallUnauthorized("session token refused: dest is not an https shop URL")
-    return _shop(dest.hostname)
+    return _shop(host)
 
 
 async def token_exchange(request: Request) -> Response:

@@ -414,3 +414,55 @@ async def test_token_exchange_needs_a_bearer_token(backend, simulator, app, brow
     answered = await browser.post(f"{app.base_url}/auth/token-exchange")
     assert answered.status_code == 401
     await assert_nothing_stored(backend, simulator[0])
+
+
+# -- hostile input: never a 500 ---------------------------------------------------------------
+
+HOSTILE_QUERIES = [
+    "",
+    "shop=",
+    "shop=%C3%A9.myshopify.com",
+    f"shop={SHOP}&hmac=%C3%A9",
+    f"shop={SHOP}&hmac=a&hmac=b",
+    f"shop={SHOP}&hmac=zz&timestamp={'9' * 5000}",
+    f"shop={SHOP}&code=x&state=y&hmac=%00",
+]
+
+
+@pytest.mark.parametrize("query", HOSTILE_QUERIES)
+@pytest.mark.parametrize("route", ["/auth/install", "/auth/callback"])
+async def test_hostile_queries_get_a_4xx(backend, simulator, app, browser, route, query):
+    answered = await browser.get(f"{app.base_url}{route}?{query}")
+    assert 400 <= answered.status_code < 500, answered.text
+    await assert_nothing_stored(backend, simulator[0])
+
+
+@pytest.mark.parametrize("timestamp", ["9" * 5000, "²", "-5", "1e9"])
+async def test_signed_callbacks_with_odd_timestamps_get_a_400(
+    backend, simulator, app, browser, timestamp
+):
+    query = query_of(await authorize(browser, app))
+    answered = await browser.get(f"{app.base_url}{signed({**query, 'timestamp': timestamp})}")
+    assert answered.status_code == 400
+    await assert_nothing_stored(backend, simulator[0])
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        session_token(dest="https://[::1"),
+        session_token(dest=17),
+        session_token(dest=f"http://{SHOP}"),
+        jwt.encode({"dest": f"https://{SHOP}", "aud": API_KEY}, None, algorithm="none"),
+        "a.b.c",
+        "é",
+    ],
+)
+async def test_hostile_session_tokens_get_a_4xx(backend, simulator, app, browser, token):
+    answered = await browser.post(
+        f"{app.base_url}/auth/token-exchange",
+        headers={"Authorization": f"Bearer {token}".encode()},
+    )
+    assert 400 <= answered.status_code < 500, answered.text
+    assert simulator[0].tokens.installs == 0
+    await assert_nothing_stored(backend, simulator[0])
