@@ -65,15 +65,14 @@ def simulator() -> Iterator[tuple[FakeStore, FakeShopServer]]:
 
 
 def install_settings(backend: Backend, server: FakeShopServer, **overrides: object) -> Settings:
-    return base_settings(
-        backend.url,
-        api_secrets=(Secret(APP_SECRET),),
-        api_key=API_KEY,
-        public_url=PUBLIC_URL,
-        admin_base_url=server.admin_base_url_template,
-        oauth_base_url=f"{server.base_url}/{{shop}}/admin/oauth",
-        **overrides,
-    )
+    values: dict[str, object] = {
+        "api_secrets": (Secret(APP_SECRET),),
+        "api_key": API_KEY,
+        "public_url": PUBLIC_URL,
+        "admin_base_url": server.admin_base_url_template,
+        "oauth_base_url": f"{server.base_url}/{{shop}}/admin/oauth",
+    }
+    return base_settings(backend.url, **(values | overrides))
 
 
 @pytest.fixture
@@ -465,4 +464,34 @@ async def test_hostile_session_tokens_get_a_4xx(backend, simulator, app, browser
     )
     assert 400 <= answered.status_code < 500, answered.text
     assert simulator[0].tokens.installs == 0
+    await assert_nothing_stored(backend, simulator[0])
+
+
+# -- operational mistakes: one line that says what to set -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"api_key": None}, "SHOPIFY_API_KEY"),
+        ({"api_secrets": ()}, "SHOPIFY_API_SECRET"),
+        ({"public_url": None}, "PUBLIC_URL"),
+    ],
+)
+async def test_an_unconfigured_install_says_what_to_set(
+    backend, simulator, browser, overrides, named
+):
+    settings = install_settings(backend, simulator[1], **overrides)
+    with ServedApp(settings) as app:
+        answered = await browser.get(f"{app.base_url}/auth/install", params={"shop": SHOP})
+        assert answered.status_code == 503
+        assert named in answered.json()["error"]
+        # Token exchange sends no one back, so it needs no PUBLIC_URL.
+        if named != "PUBLIC_URL":
+            exchanged = await browser.post(
+                f"{app.base_url}/auth/token-exchange",
+                headers={"Authorization": f"Bearer {session_token()}"},
+            )
+            assert exchanged.status_code == 503
+            assert named in exchanged.json()["error"]
     await assert_nothing_stored(backend, simulator[0])
