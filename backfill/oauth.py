@@ -14,8 +14,6 @@ import httpx
 
 from backfill.credentials import AppCredentials
 
-# Shopify's own: also `receiver.settings.DEFAULT_OAUTH_BASE_URL`.
-SHOPIFY_OAUTH_BASE_URL = "https://{shop}/admin/oauth"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"
 OFFLINE_TOKEN = "urn:shopify:params:oauth:token-type:offline-access-token"
