@@ -75,6 +75,9 @@ class Tenant(Base):
     # The store's own Admin API base, a template like SHOPIFY_ADMIN_BASE_URL (a simulated
     # store's simulator); None sends it to SHOPIFY_ADMIN_BASE_URL (backfill.admin_base).
     admin_base_url: Mapped[str | None] = mapped_column(Text)
+    # The access scopes granted at the last install, comma-separated as Shopify sends them;
+    # None for a store added by hand (unknown).
+    granted_scopes: Mapped[str | None] = mapped_column(Text)
 
     def __repr__(self) -> str:
         return f"Tenant(id={self.id!r}, shop_domain={self.shop_domain!r}, status={self.status!r})"

@@ -22,6 +22,7 @@ from receiver.api import MAX_ID, start_sync, sync_status
 from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment, maintenance_for
 from receiver.errors import DATABASE_ERRORS, ApiError, api_error, database_unavailable
 from receiver.health import healthz, readyz
+from receiver.install import callback, install, token_exchange
 from receiver.limits import BodyBudget, BodyDeadline
 from receiver.logs import configure_logging_once
 from receiver.metrics import metrics
@@ -139,6 +140,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/login", login_submit, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/api/stats", api_stats, methods=["GET"]),
+            Route("/auth/install", install, methods=["GET"]),
+            Route("/auth/callback", callback, methods=["GET"]),
+            Route("/auth/token-exchange", token_exchange, methods=["POST"]),
             Route("/", home, methods=["GET"]),
             Route("/stores/{shop}", store_page, methods=["GET"]),
             Route("/stores/{shop}/events/{event_id:id}/replay", replay_event, methods=["POST"]),

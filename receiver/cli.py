@@ -46,6 +46,7 @@ from models.statuses import (
 from models.tenancy import cross_store_transaction
 from receiver.auth import InvalidTokenName, create_token
 from receiver.errors import describe_operational_error
+from receiver.install import scope_gaps
 from receiver.logs import LoggingConfigError, configure_logging
 from receiver.samples import sample_payload, webhook_headers
 from receiver.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
@@ -409,9 +410,12 @@ def tenants_list() -> None:
             token = tenant.credentials_status
         # Only simulated stores have their own base; the others go to SHOPIFY_ADMIN_BASE_URL.
         base = f"  admin {tenant.admin_base_url}" if tenant.admin_base_url else ""
+        # Known for installed stores only: the grant Shopify reported at install.
+        missing = scope_gaps(tenant.granted_scopes)
+        gaps = f"  missing scopes {','.join(missing)}" if missing else ""
         click.echo(
             f"{tenant.id:>4}  {tenant.shop_domain:<40} {tenant.status:<12} {secret:<7} {token}"
-            f"{base}"
+            f"{base}{gaps}"
         )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models import ApiToken, ApiTokenTenant, Order, SyncJob, Tenant, User, UserTenant, WebhookEvent
 from models.statuses import CredentialsStatus, EventStatus, SyncStatus, TenantStatus
 from models.tenancy import use_all_tenants
+from receiver.install import READ_ALL_ORDERS, scope_gaps
 from receiver.stats import (
     delivery_health,
     format_money,
@@ -79,7 +80,8 @@ class SyncState:
 class Alert:
     """Something wrong with a store, and what to do about it."""
 
-    kind: str  # silent_topics, dead_events, invalid_credentials, no_token, uninstalled
+    # silent_topics, dead_events, invalid_credentials, no_token, missing_scopes, uninstalled
+    kind: str
     message: str
     action: str
     count: int = 0
@@ -244,6 +246,19 @@ def store_alerts(
                 "No Admin API access token: backfill, reconcile and subscription checks "
                 "cannot run.",
                 "An admin can add its token (Administration, Add a store), or install the app.",
+            )
+        )
+    missing = scope_gaps(tenant.granted_scopes)
+    if missing:
+        alerts.append(
+            Alert(
+                "missing_scopes",
+                f"The store did not grant {', '.join(missing)}: what needs them is not synced"
+                + (" (orders older than 60 days)" if READ_ALL_ORDERS in missing else "")
+                + ".",
+                "Add them to the app's scopes (shopify.app.toml, SHOPIFY_SCOPES) and install "
+                "again; read_all_orders needs Shopify's approval first.",
+                count=len(missing),
             )
         )
     if dead_events:

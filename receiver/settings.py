@@ -22,6 +22,7 @@ N = TypeVar("N", int, float)
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/receiver.db"
 DEFAULT_API_VERSION = "2026-10"
 DEFAULT_ADMIN_BASE_URL = "https://{shop}/admin/api/{version}"
+DEFAULT_OAUTH_BASE_URL = "https://{shop}/admin/oauth"
 DEFAULT_WEBHOOK_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_UNVERIFIED_BUDGET_BYTES = 64 * 1024 * 1024
 DEFAULT_SMALL_BODY_BYTES = 64 * 1024
@@ -187,6 +188,13 @@ class Settings:
     # METAFIELD_NAMESPACES: the namespaces whose metafields (of orders, products, customers)
     # are kept in `metafields`; none by default. `apply_metafields` makes them the process's.
     metafield_namespaces: tuple[str, ...] = ()
+    # Installing (receiver/install.py). SHOPIFY_SCOPES: scopes asked for beyond the ones the
+    # handled topics and the backfill need; SHOPIFY_OAUTH_BASE_URL: where the authorize and
+    # access_token endpoints are ({shop}); AFTER_INSTALL_URL: where an install lands instead of
+    # the store's page ({shop} is replaced).
+    extra_scopes: tuple[str, ...] = ()
+    oauth_base_url: str = DEFAULT_OAUTH_BASE_URL
+    after_install_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -241,6 +249,13 @@ class Settings:
             allow_rls_bypass=_switch(env, "ALLOW_RLS_BYPASS", False),
             event_max_attempts=_positive_int(env, "EVENT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
             metafield_namespaces=_namespaces(env.get("METAFIELD_NAMESPACES")),
+            extra_scopes=tuple(
+                scope.strip() for scope in env.get("SHOPIFY_SCOPES", "").split(",") if scope.strip()
+            ),
+            oauth_base_url=(env.get("SHOPIFY_OAUTH_BASE_URL") or DEFAULT_OAUTH_BASE_URL).rstrip(
+                "/"
+            ),
+            after_install_url=env.get("AFTER_INSTALL_URL") or None,
         )
         settings.secret_box()  # fail at start-up, not at the first webhook, on a malformed key
         return settings

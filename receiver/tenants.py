@@ -115,6 +115,9 @@ class StoreCredentials:
     access_token: str | None = None
     refresh_token: str | None = None
     token_expires_in: timedelta | None = None
+    refresh_token_expires_in: timedelta | None = None
+    # What the store granted at install (Shopify's `scope`); None leaves the stored one.
+    granted_scopes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,14 @@ async def add_store(
             tenant.access_token_expires_at = utcnow() + expires_in if expires_in else None
             refresh = credentials.refresh_token
             tenant.refresh_token_encrypted = box.encrypt(refresh) if refresh else None
+            refresh_in = credentials.refresh_token_expires_in
+            tenant.refresh_token_expires_at = (
+                utcnow() + refresh_in if refresh and refresh_in else None
+            )
             tenant.credentials_status = CredentialsStatus.OK
             tenant.credentials_error = None
+        if credentials.granted_scopes is not None:
+            tenant.granted_scopes = ",".join(credentials.granted_scopes)
         await session.flush()
         return AddedStore(tenant.id, shop_domain, created)
 

@@ -4,7 +4,10 @@ Routes (``{shop}`` is ``name.myshopify.com`` or just ``name``; without it the Ho
 picks the store, and a server with a single store answers for any host):
 
 - ``POST [/{shop}]/admin/api/{version}/graphql.json``: the Admin GraphQL API
-- ``POST [/{shop}]/admin/oauth/access_token``: refresh an expiring offline token
+- ``GET [/{shop}]/admin/oauth/authorize``: the merchant approves the app at once, and is sent
+  back to ``redirect_uri`` with a one-use ``code`` and Shopify's signed query
+- ``POST [/{shop}]/admin/oauth/access_token``: exchange a code or an App Bridge session token
+  for an offline token (``expiring=1``: an expiring one), or refresh an expiring one
 - ``GET /_fakeshop/bulk/{shop}/{id}/{key}.jsonl``: a finished bulk operation's file
 - ``GET /_fakeshop/health``
 """
@@ -12,15 +15,19 @@ picks the store, and a server with a single store answers for any host):
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -129,6 +136,8 @@ class FakeShopApp:
             routes=[
                 Route("/admin/api/{version}/graphql.json", self.graphql, methods=["POST"]),
                 Route("/{shop}/admin/api/{version}/graphql.json", self.graphql, methods=["POST"]),
+                Route("/admin/oauth/authorize", self.authorize, methods=["GET"]),
+                Route("/{shop}/admin/oauth/authorize", self.authorize, methods=["GET"]),
                 Route("/admin/oauth/access_token", self.access_token, methods=["POST"]),
                 Route("/{shop}/admin/oauth/access_token", self.access_token, methods=["POST"]),
                 Route("/_fakeshop/bulk/{shop}/{operation:int}/{key}.jsonl", self.download),
@@ -237,10 +246,36 @@ class FakeShopApp:
             form = loaded if isinstance(loaded, dict) else {}
         else:
             form = dict(parse_qsl(raw.decode("utf-8", "replace")))
-        status, body = store.tokens.refresh({k: str(v) for k, v in form.items()})
-        if status == 200:
+        form = {k: str(v) for k, v in form.items()}
+        status, body = store.tokens.grant(form)
+        if status == 200 and form.get("grant_type") == "refresh_token":
             store.stats.token_refreshes += 1
         return JSONResponse(body, status_code=status)
+
+    async def authorize(self, request: Request) -> Response:
+        """Shopify's consent screen, approved at once; what it refuses it shows as a page."""
+        store = self.find(request)
+        if store is None:
+            return Response("Not Found", status_code=404)
+        query = request.query_params
+        redirect_uri = query.get("redirect_uri", "")
+        if query.get("client_id") != store.tokens.client_id:
+            return Response("Oauth error invalid_request: unknown client_id", status_code=400)
+        if urlsplit(redirect_uri).scheme not in ("http", "https"):
+            return Response("Oauth error invalid_request: bad redirect_uri", status_code=400)
+        params = {
+            "code": store.tokens.authorize(query.get("scope", "")),
+            "host": base64.urlsafe_b64encode(
+                f"admin.shopify.com/store/{store.shop_domain.split('.')[0]}".encode()
+            )
+            .decode()
+            .rstrip("="),
+            "shop": store.shop_domain,
+            "state": query.get("state", ""),
+            "timestamp": str(int(time.time())),
+        }
+        params["hmac"] = query_hmac(params, store.tokens.client_secret)
+        return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=302)
 
     async def download(self, request: Request) -> Response:
         store = self.find(request)
@@ -271,3 +306,10 @@ class FakeShopApp:
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"ok": True, "shops": sorted(self.stores)})
+
+
+def query_hmac(params: dict[str, str], secret: str) -> str:
+    """Shopify's signature of a redirect's query: hex HMAC-SHA256 of the other parameters,
+    sorted, as ``k=v`` joined with ``&``."""
+    message = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "hmac")
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
