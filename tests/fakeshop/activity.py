@@ -105,27 +105,28 @@ class Activity:
         self.store.add_refund(index, note="Changed their mind")
         return True
 
-    def _price(self) -> bool:
+    def _variant(self) -> tuple[int, int] | None:
+        """A live product and the position of one of its variants."""
         index = self._live("products", self.store.products.total)
         if index is None:
-            return False
+            return None
         node = self.store.products.node(index)
         variants = children_of(node, "variants") if node is not None else []
         if not variants:
+            return None
+        return index, self.random.randrange(len(variants))
+
+    def _price(self) -> bool:
+        found = self._variant()
+        if found is None:
             return False
-        position = self.random.randrange(len(variants))
         cents = self.random.randrange(500, 20_000)
-        self.store.update_variant(index, position, price=f"{cents // 100}.{cents % 100:02d}")
+        self.store.update_variant(*found, price=f"{cents // 100}.{cents % 100:02d}")
         return True
 
     def _stock(self) -> bool:
-        index = self._live("products", self.store.products.total)
-        if index is None:
+        found = self._variant()
+        if found is None:
             return False
-        node = self.store.products.node(index)
-        variants = children_of(node, "variants") if node is not None else []
-        if not variants:
-            return False
-        position = self.random.randrange(len(variants))
-        self.store.set_inventory(index, position, 0, available=self.random.randrange(0, 40))
+        self.store.set_inventory(*found, 0, available=self.random.randrange(0, 40))
         return True
