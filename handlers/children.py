@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, and_, or_, select, update
@@ -34,6 +34,10 @@ log = logging.getLogger("shopify_receiver.handlers")
 
 # Bind parameters per tombstone statement: far under SQLite's 32,766 and asyncpg's 32,767.
 _MAX_IDS_PER_STATEMENT = 5000
+# How many time terms a tombstoning statement has (padded up to the next): few shapes to compile.
+_TERM_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 200)
+# A list without a time (a body without updated_at) removes whatever it does not name.
+_NO_TIME_LIMIT = datetime(9999, 12, 31, tzinfo=UTC)
 
 ChildNormalizer = Callable[[Any, Mapping[str, Any], bool], Record]
 """(child object, its parent's payload, graphql?) -> the child's record."""
@@ -381,14 +385,19 @@ async def _tombstone_missing(
     created = table.c.shopify_created_at
     for batch in batches:
         kept = sorted({key for parent in batch for key in _kept(lists[parent], child.child_key)})
-        by_time: dict[datetime | None, list[int]] = {}
+        by_time: dict[datetime, list[int]] = {}
         for parent in batch:
-            by_time.setdefault(lists[parent].as_of, []).append(parent)
+            by_time.setdefault(lists[parent].as_of or _NO_TIME_LIMIT, []).append(parent)
+        # One term per distinct time, padded to a few fixed counts: the statement's shape is
+        # then one of a handful, so SQLAlchemy compiles each once. A term count per batch (up
+        # to 200) made a new shape, hence a cached compilation of 200 clauses, almost every
+        # batch: a bulk backfill's memory grew with the store (1.40x from 100k to 1M orders).
+        terms = list(by_time.items())
+        width = next(size for size in _TERM_COUNTS if size >= len(terms))
+        terms += [(_NO_TIME_LIMIT, [])] * (width - len(terms))
         scopes: list[ColumnElement[bool]] = [
-            parent_column.in_(parents)
-            if as_of is None
-            else and_(parent_column.in_(parents), or_(created.is_(None), created <= as_of))
-            for as_of, parents in by_time.items()
+            and_(parent_column.in_(parents), or_(created.is_(None), created <= as_of))
+            for as_of, parents in terms
         ]
         statement = (
             update(table)
