@@ -1,11 +1,14 @@
-"""The yardstick of ``bench.webhooks``: the least a webhook receiver on our stack can do.
+"""The yardstick of ``bench.webhooks``: what a careful minimal webhook receiver on our stack does.
 
 ``create_app`` is a plain Starlette app whose one endpoint verifies the HMAC-SHA256 (base64,
-constant-time compare) over the raw body and INSERTs the body into one table with asyncpg
-(autocommit: one statement, one commit), then answers 200. No dedupe, no parsing, no
-upsert, no logging per request. Served by uvicorn exactly like the service (``--factory``,
-same loop and HTTP implementations, same worker counts), so the difference between the two is
-what the service does on top.
+constant-time compare) over the raw body, parses the JSON, and then, in one transaction through
+a raw asyncpg pool, inserts the event under its dedupe key (shop, topic, event id; ON CONFLICT
+DO NOTHING) and, when the event is new, upserts the record it carries with the order-safe guard
+(applied only when its ``updated_at`` is not older than the stored one). It answers 200 after
+the commit. No row-level security, no children, no payload checks, no logging per request:
+what a peer that keeps the inbox and dedupe guarantees would do at least. Served by uvicorn
+exactly like the service (``--factory``, same loop and HTTP implementations, same worker
+counts), so the difference between the two is what the service does on top.
 
 ``noop_app`` is a bare ASGI app that reads the body and answers 200: the benchmark points the
 load generator at it to measure the generator's own ceiling.
@@ -19,9 +22,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -31,11 +36,26 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 TABLE = "bench_reference_events"
-CREATE_TABLE = (
+RECORDS_TABLE = "bench_reference_records"
+CREATE_TABLES = (
     f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, "
-    "received_at timestamptz NOT NULL DEFAULT now(), body jsonb NOT NULL)"
+    "shop_domain text NOT NULL, topic text NOT NULL, dedupe_key text NOT NULL, "
+    "received_at timestamptz NOT NULL DEFAULT now(), body jsonb NOT NULL, "
+    "UNIQUE (shop_domain, topic, dedupe_key))",
+    f"CREATE TABLE IF NOT EXISTS {RECORDS_TABLE} (kind text NOT NULL, "
+    "shopify_id bigint NOT NULL, updated_at timestamptz NOT NULL, body jsonb NOT NULL, "
+    "PRIMARY KEY (kind, shopify_id))",
 )
-INSERT = f"INSERT INTO {TABLE} (body) VALUES ($1)"
+INSERT_EVENT = (
+    f"INSERT INTO {TABLE} (shop_domain, topic, dedupe_key, body) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (shop_domain, topic, dedupe_key) DO NOTHING RETURNING id"
+)
+UPSERT_RECORD = (
+    f"INSERT INTO {RECORDS_TABLE} AS stored (kind, shopify_id, updated_at, body) "
+    "VALUES ($1, $2, $3, $4) ON CONFLICT (kind, shopify_id) DO UPDATE "
+    "SET updated_at = excluded.updated_at, body = excluded.body "
+    "WHERE stored.updated_at <= excluded.updated_at"
+)
 
 
 def create_app() -> Starlette:
@@ -54,14 +74,29 @@ def create_app() -> Starlette:
             await pool.close()
 
     async def receive(request: Request) -> Response:
-        signature = request.headers.get("x-shopify-hmac-sha256", "")
+        headers = request.headers
+        signature = headers.get("x-shopify-hmac-sha256", "")
         body = await request.body()
         expected = base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest())
         if not hmac.compare_digest(expected, signature.encode("latin-1", errors="replace")):
             return JSONResponse({"error": "HMAC signature does not match"}, status_code=401)
+        topic = headers.get("x-shopify-topic", "")
+        shop = headers.get("x-shopify-shop-domain", "")
+        key = headers.get("x-shopify-event-id") or headers.get("x-shopify-webhook-id")
+        try:
+            payload = json.loads(body)
+            shopify_id = int(payload["id"])
+            updated_at = datetime.fromisoformat(payload["updated_at"])
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "not a record"}, status_code=400)
+        text = body.decode()
         assert pool is not None
-        await pool.execute(INSERT, body.decode())
-        return JSONResponse({"status": "ok"})
+        async with pool.acquire() as connection, connection.transaction():
+            if await connection.fetchval(INSERT_EVENT, shop, topic, key or text, text) is None:
+                return JSONResponse({"status": "duplicate"})
+            kind = topic.partition("/")[0]
+            await connection.execute(UPSERT_RECORD, kind, shopify_id, updated_at, text)
+        return JSONResponse({"status": "processed"})
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
