@@ -4,6 +4,7 @@ and running the topic's handler from `handlers.topic_table`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,12 +12,13 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.children import ChildSet
+from handlers.children import ChildSet, write_with_children
 from handlers.context import EventContext
 from handlers.errors import error_text
 from handlers.resources import (
     INVENTORY_LEVEL_DELETE_TOPICS,
     INVENTORY_LEVEL_TOPICS,
+    RESOURCES,
     child_for_topic,
     resource_for_topic,
 )
@@ -31,7 +33,7 @@ from handlers.shop_identity import (
     names_other_domain,
     unconfirmed_shop,
 )
-from handlers.topic_table import HANDLERS
+from handlers.topic_table import HANDLERS, SPECIAL_HANDLERS
 from models import Tenant, WebhookEvent, utcnow
 from models.statuses import EventStatus, TenantStatus
 from models.tenancy import use_tenant
@@ -189,6 +191,50 @@ def skip_reason(
 async def apply_event(session: AsyncSession, context: EventContext, payload: Any) -> None:
     """Run the topic's handler (the caller decided with `skip_reason` that it applies)."""
     await HANDLERS[context.topic](session, context, payload or {})
+
+
+def applies_together(topic: str) -> bool:
+    """Whether events of `topic` can be applied many at once (`apply_events_together`): a
+    topic whose body is a whole record of a resource, handled by its upsert handler."""
+    resource = resource_for_topic(topic)
+    return (
+        resource is not None and topic in resource.upsert_topics and topic not in SPECIAL_HANDLERS
+    )
+
+
+async def apply_events_together(
+    session: AsyncSession, tenant_id: int, events: Sequence[tuple[str, dict[str, Any]]]
+) -> None:
+    """Apply one store's events of `applies_together` topics, each resource's records in one
+    write: what applying them one by one in any order leaves, since of several versions of a
+    record the newest wins either way. (A child only an older version listed is never
+    written, where one by one it would be written and then tombstoned.)
+
+    Records are written in id order, so two such writes never wait on each other in a cycle."""
+    by_resource: dict[str, list[dict[str, Any]]] = {}
+    for topic, payload in events:
+        resource = resource_for_topic(topic)
+        if resource is None or not applies_together(topic):
+            raise ValueError(f"{topic} events are applied one by one")
+        by_resource.setdefault(resource.name, []).append(payload)
+    for name, payloads in by_resource.items():
+        resource = RESOURCES[name]
+        payloads.sort(key=_record_id)  # stable: versions of one record keep their order
+        await write_with_children(
+            session,
+            resource.model,
+            resource.children,
+            resource.normalize_rest,
+            tenant_id,
+            payloads,
+            graphql=False,
+            source="webhook",
+        )
+
+
+def _record_id(payload: dict[str, Any]) -> int:
+    value = payload.get("id")
+    return value if isinstance(value, int) else 0
 
 
 def failure_text(exc: BaseException) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any, TypedDict
 
 import httpx
@@ -20,6 +21,7 @@ from models.migrate import head_revision
 from receiver.admin_pages import ADMIN_ROUTES
 from receiver.api import MAX_ID, start_sync, sync_status
 from receiver.backfill_env import HTTP_TIMEOUT, backfill_environment, maintenance_for
+from receiver.coalesce import Coalescer
 from receiver.errors import DATABASE_ERRORS, ApiError, api_error, database_unavailable
 from receiver.health import healthz, readyz
 from receiver.install import callback, install, token_exchange
@@ -32,7 +34,12 @@ from receiver.services import Services
 from receiver.settings import Settings
 from receiver.stats import api_stats
 from receiver.web import STATIC_DIR, SessionCookies, login_page, login_submit, logout
-from receiver.webhooks import receive_webhook
+from receiver.webhooks import (
+    WEBHOOK_BATCH_MAX,
+    WEBHOOK_BATCHES_PER_STORE,
+    receive_webhook,
+    store_together,
+)
 
 
 def engine_options(settings: Settings) -> dict[str, Any]:
@@ -123,6 +130,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     body_budget=BodyBudget(
                         settings.webhook_unverified_budget_bytes,
                         settings.webhook_small_body_bytes,
+                    ),
+                    webhook_batches=Coalescer(
+                        partial(store_together, sessions),
+                        max_batch=WEBHOOK_BATCH_MAX,
+                        concurrency=WEBHOOK_BATCHES_PER_STORE,
                     ),
                 )
             }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -11,6 +12,10 @@ from backfill.runner import BackfillEnvironment
 from models import SecretBox
 from receiver.limits import BodyBudget
 from receiver.settings import Settings
+
+if TYPE_CHECKING:
+    from receiver.coalesce import Coalescer
+    from receiver.webhooks import Delivery, Outcome
 
 
 @dataclass(frozen=True)
@@ -24,3 +29,5 @@ class Services:
     job_queue: JobQueue
     # Webhook bytes held before their signature is checked (receiver/limits.py).
     body_budget: BodyBudget
+    # One store's concurrent webhooks of whole records, stored and applied together.
+    webhook_batches: Coalescer[str, Delivery, Outcome | None]

@@ -15,7 +15,7 @@ from typing import Any
 
 from cryptography.fernet import InvalidToken
 from sqlalchemy import bindparam, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -23,7 +23,9 @@ from starlette.responses import JSONResponse, Response
 from handlers.compliance import REDACT_CUSTOMER
 from handlers.context import EventContext
 from handlers.dispatch import (
+    applies_together,
     apply_event,
+    apply_events_together,
     body_misfit,
     failure_text,
     is_disconnect,
@@ -63,6 +65,11 @@ MAX_JSON_DEPTH = 64
 # Webhook and event ids are UUIDs; allow a little more but nothing that is not plain ASCII.
 DELIVERY_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
 API_VERSION = re.compile(r"[A-Za-z0-9._\-]{1,32}")
+# One store's whole-record events are stored and applied in batches of at most this many, at
+# most this many batches at once (receiver.coalesce): enough to share each commit widely, few
+# enough that a batch stays well inside Shopify's five seconds.
+WEBHOOK_BATCH_MAX = 64
+WEBHOOK_BATCHES_PER_STORE = 2
 
 
 class BodyTooLarge(Exception):
@@ -338,6 +345,10 @@ async def _receive_held(request: Request, hold: BodyHold) -> Outcome:
         shop_domain: str | None = normalize_shop_domain(shop_header)
     except InvalidShopDomain:
         shop_domain = None
+    if verified and shop_domain is not None:
+        together = await _receive_together(services, request.headers, body)
+        if together is not None:
+            return together
 
     try:
         # Not `tenant_transaction`: the store is learnt inside the transaction (the lookup
@@ -372,6 +383,90 @@ async def _receive_held(request: Request, hold: BodyHold) -> Outcome:
         event_id=stored.id,
         lag_seconds=_lag(delivery, stored.received_at),
     )
+
+
+async def _receive_together(services: Services, headers: Headers, body: bytes) -> Outcome | None:
+    """A verified event of a topic that applies together (a whole order, customer or
+    product) joins its store's next batch: one transaction, one commit, multi-row writes for
+    every event in it (`store_together`). None when it takes the one-by-one path instead."""
+    topic = (shopify_header(headers, "topic") or "").lower()
+    if not applies_together(topic):
+        return None
+    try:
+        delivery = parse_delivery(headers, body)
+        misfit = body_misfit(delivery.topic, delivery.shop_domain, delivery.payload or {})
+        if misfit:
+            raise BadDelivery(misfit)
+    except BadDelivery as exc:
+        log.info("webhook.rejected reason=%s shop=%s", exc, shopify_header(headers, "shop-domain"))
+        return Outcome(Verdict.BAD_REQUEST, error=str(exc))
+    return await services.webhook_batches.submit(delivery.shop_domain, delivery)
+
+
+async def store_together(
+    sessions: async_sessionmaker[AsyncSession], shop_domain: str, deliveries: list[Delivery]
+) -> list[Outcome | None]:
+    """Store and apply one store's batch of events in one transaction; the outcome of each,
+    known once it committed. When the batch cannot be applied whole (one body the handler
+    refuses, a deadlock), nothing of it is kept and every outcome is None: each event then
+    takes the one-by-one path, where a failing one is stored `failed` without costing the
+    others. An unknown store's events take that path too."""
+    try:
+        async with sessions() as session, session.begin():
+            tenant = await tenant_for_webhook(session, shop_domain)
+            if tenant is None:
+                return [None] * len(deliveries)
+            received_at = utcnow()
+            reasons = [
+                skip_reason(
+                    delivery.topic,
+                    delivery.shop_domain,
+                    tenant.status,
+                    delivery.payload,
+                    tenant.shopify_shop_id,
+                )
+                for delivery in deliveries
+            ]
+            rows = [
+                _event_values(
+                    delivery,
+                    tenant,
+                    received_at,
+                    EventStatus.IGNORED if reason else EventStatus.PROCESSED,
+                    reason,
+                )
+                for delivery, reason in zip(deliveries, reasons, strict=True)
+            ]
+            ids = await _store_events(session, rows)
+            applying: list[tuple[str, dict[str, Any]]] = []
+            for delivery, reason, event_id in zip(deliveries, reasons, ids, strict=True):
+                if event_id is None:
+                    await _duplicate(session, delivery)
+                elif reason is None and delivery.payload is not None:
+                    applying.append((delivery.topic, delivery.payload))
+            if applying:
+                await apply_events_together(session, tenant.id, applying)
+    except Exception as exc:
+        if is_disconnect(exc):
+            raise
+        log.warning(
+            "webhook.batch_failed shop=%s events=%d error=%s: applying them one by one",
+            shop_domain,
+            len(deliveries),
+            failure_text(exc),
+        )
+        return [None] * len(deliveries)
+    outcomes: list[Outcome | None] = []
+    for delivery, reason, event_id in zip(deliveries, reasons, ids, strict=True):
+        if event_id is None:
+            outcomes.append(Outcome(Verdict.DUPLICATE))
+            continue
+        status = EventStatus.IGNORED if reason else EventStatus.PROCESSED
+        log_outcome(status, reason, delivery.dedupe_key, _fields(delivery, event_id))
+        outcomes.append(
+            Outcome(Verdict(status), event_id=event_id, lag_seconds=_lag(delivery, received_at))
+        )
+    return outcomes
 
 
 @dataclass(frozen=True)
@@ -538,7 +633,21 @@ async def _store_event(
     a row back and goes on to apply it; the other waits for that commit (or rollback) and
     returns nothing, so a duplicate is never applied twice and never read half-written.
     """
-    values = {
+    values = _event_values(delivery, tenant, received_at, status, error)
+    connection = await session.connection()  # Core: the ORM's execute path costs more
+    result = await connection.execute(_store_event_statement(session), values)
+    event_id: int | None = result.scalar_one_or_none()
+    return event_id
+
+
+def _event_values(
+    delivery: Delivery,
+    tenant: WebhookTenant | None,
+    received_at: datetime,
+    status: str,
+    error: str | None,
+) -> dict[str, Any]:
+    return {
         "tenant_id": tenant.id if tenant else None,
         "shop_domain": delivery.shop_domain,
         "topic": delivery.topic,
@@ -554,10 +663,33 @@ async def _store_event(
         "attempts": 1,
         "payload": delivery.payload,
     }
-    connection = await session.connection()  # Core: the ORM's execute path costs more
-    result = await connection.execute(_store_event_statement(session), values)
-    event_id: int | None = result.scalar_one_or_none()
-    return event_id
+
+
+_STORE_EVENTS: dict[str, Any] = {}
+
+
+async def _store_events(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int | None]:
+    """Insert many inbox rows in one statement; each row's id, None for a duplicate (stored
+    before, or an earlier copy in `rows`). The same rules as `_store_event`'s for concurrent
+    copies. Rows go in key order, so two batches never wait on each other in a cycle."""
+    dialect = session.get_bind().dialect.name
+    statement = _STORE_EVENTS.get(dialect)
+    if statement is None:
+        table = WebhookEvent.__table__
+        statement = (
+            insert_on_conflict(session, table)
+            .on_conflict_do_nothing(index_elements=["shop_domain", "topic", "dedupe_key"])
+            .returning(table.c.id, table.c.topic, table.c.dedupe_key)
+        )
+        _STORE_EVENTS[dialect] = statement
+    ordered = sorted(rows, key=lambda row: (row["topic"], row["dedupe_key"]))
+    connection = await session.connection()
+    result = await connection.execute(statement, ordered)
+    stored = {(topic, key): event_id for event_id, topic, key in result}
+    ids: list[int | None] = []
+    for row in rows:
+        ids.append(stored.pop((row["topic"], row["dedupe_key"]), None))
+    return ids
 
 
 async def _duplicate(session: AsyncSession, delivery: Delivery) -> Outcome:

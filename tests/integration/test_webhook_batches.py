@@ -1,0 +1,125 @@
+"""Coalesced webhook commits (receiver.webhooks.store_together and the served app): one store's
+concurrent whole-record events share one transaction, each answered only once it committed,
+with the same outcome as one by one; a body the handler refuses costs no other event; both
+backends."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from starlette.datastructures import Headers
+
+from models import Customer, Order, OrderLineItem, WebhookEvent
+from receiver.samples import sample_payload, webhook_headers
+from receiver.webhooks import Delivery, Verdict, parse_delivery, store_together
+from tests.conftest import Backend, ServedApp
+from tests.factories import APP_SECRET, SHOP, create_tenant, delivery, order_version
+
+
+def parsed(topic: str, payload: dict[str, Any], **headers: Any) -> Delivery:
+    body = json.dumps(payload).encode()
+    return parse_delivery(Headers(webhook_headers(topic, SHOP, body, APP_SECRET, **headers)), body)
+
+
+def with_bad_money(order_id: int, version: int) -> dict[str, Any]:
+    """A version of an order that passes every body check but that the order's normaliser
+    refuses: a line item's price that is not a number."""
+    payload = order_version(order_id, version)
+    payload["line_items"] = copy.deepcopy(payload["line_items"])
+    payload["line_items"][0]["price"] = "twelve"
+    return payload
+
+
+async def events(backend: Backend) -> list[WebhookEvent]:
+    async with backend.sessions() as session:
+        return list(await session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)))
+
+
+async def test_a_batch_stores_and_applies_every_event_in_one_commit(backend: Backend) -> None:
+    await create_tenant(backend.sessions)
+    # Three versions of one order out of order, another order, a customer, and a second copy
+    # of the first event (Shopify's retry of it).
+    first = parsed("orders/updated", order_version(1001, 2), event_id="event-1")
+    batch = [
+        first,
+        parsed("orders/updated", order_version(1001, 3)),
+        parsed("orders/updated", order_version(1001, 1)),
+        parsed("orders/create", order_version(1002, 1)),
+        parsed("customers/update", sample_payload("customers/update")),
+        parsed("orders/updated", order_version(1001, 2), event_id="event-1"),
+    ]
+    outcomes = await store_together(backend.sessions, SHOP, batch)
+
+    assert [outcome.verdict if outcome else None for outcome in outcomes] == [
+        *[Verdict.PROCESSED] * 5,
+        Verdict.DUPLICATE,
+    ]
+    stored = await events(backend)
+    assert sorted(event.id for event in stored) == sorted(
+        outcome.event_id for outcome in outcomes[:5] if outcome and outcome.event_id
+    )
+    # One transaction: one receipt time for all, and the retry counted on the first copy.
+    assert len({event.received_at for event in stored}) == 1
+    assert [event.duplicate_count for event in stored if event.event_id == "event-1"] == [1]
+    async with backend.sessions() as session:
+        orders = {order.shopify_id: order for order in await session.scalars(select(Order))}
+        assert orders[1001].note == "version 3"  # the newest, whatever the arrival order
+        assert orders[1001].total_price == Decimal("103.00")
+        assert set(orders) == {1001, 1002}
+        assert await session.scalar(select(func.count()).select_from(Customer)) == 1
+        items = await session.scalar(
+            select(func.count())
+            .select_from(OrderLineItem)
+            .where(OrderLineItem.order_shopify_id == 1002, OrderLineItem.deleted_at.is_(None))
+        )
+        assert items == len(order_version(1002, 1)["line_items"])
+
+
+async def test_a_batch_the_handler_refuses_keeps_nothing_and_sends_each_event_alone(
+    backend: Backend,
+) -> None:
+    await create_tenant(backend.sessions)
+    batch = [
+        parsed("orders/updated", order_version(2001, 1)),
+        parsed("orders/updated", with_bad_money(2002, 1)),
+    ]
+    assert await store_together(backend.sessions, SHOP, batch) == [None, None]
+    assert await events(backend) == []
+
+
+async def test_an_unknown_stores_events_go_one_by_one(backend: Backend) -> None:
+    batch = [parsed("orders/updated", order_version(3001, 1))]
+    assert await store_together(backend.sessions, SHOP, batch) == [None]
+    assert await events(backend) == []
+
+
+async def test_concurrent_deliveries_all_land_and_a_bad_one_costs_no_other(
+    backend: Backend, served: ServedApp, http: httpx.AsyncClient
+) -> None:
+    await create_tenant(backend.sessions)
+    bodies = [order_version(4000 + index % 10, index) for index in range(40)]
+    bodies.insert(17, with_bad_money(4999, 1))
+
+    async def post(payload: dict[str, Any]) -> tuple[int, str]:
+        body, headers = delivery("orders/updated", payload)
+        response = await http.post(served.webhook_url, content=body, headers=headers)
+        return response.status_code, response.json()["status"]
+
+    answers = await asyncio.gather(*(post(payload) for payload in bodies))
+
+    assert answers[17] == (200, "failed")
+    assert [answer for index, answer in enumerate(answers) if index != 17] == [
+        (200, "processed")
+    ] * 40
+    stored = await events(backend)
+    assert sorted(event.status for event in stored) == ["failed"] + ["processed"] * 40
+    async with backend.sessions() as session:
+        notes = dict((await session.execute(select(Order.shopify_id, Order.note))).all())
+    # Each order at its newest version (versions 30-39 are the last of each id).
+    assert notes == {4000 + index: f"version {30 + index}" for index in range(10)}

@@ -1,0 +1,127 @@
+"""receiver.coalesce: requests for one key share batches, at most `concurrency` at once, each
+batch taking what queued meanwhile (up to `max_batch`); results and errors reach exactly the
+requests of their batch; keys do not wait on each other."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from receiver.coalesce import Coalescer
+
+
+class Gated:
+    """A batch runner that records its batches and holds each until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, list[int]]] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.started = asyncio.Condition()
+
+    def gate(self, key: str) -> asyncio.Event:
+        return self.gates.setdefault(key, asyncio.Event())
+
+    async def run(self, key: str, items: list[int]) -> list[str]:
+        self.batches.append((key, list(items)))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        async with self.started:
+            self.started.notify_all()
+        try:
+            await self.gate(key).wait()
+            if -1 in items:
+                raise ValueError("a batch with a bad item")
+            return [f"{key}:{item}" for item in items]
+        finally:
+            self.in_flight -= 1
+
+    async def wait_for_batches(self, count: int) -> None:
+        async with self.started:
+            await self.started.wait_for(lambda: len(self.batches) >= count)
+
+
+async def test_an_idle_key_runs_a_request_alone_and_at_once() -> None:
+    runner = Gated()
+    runner.gate("a").set()
+    coalescer = Coalescer(runner.run, max_batch=64, concurrency=1)
+    assert await coalescer.submit("a", 1) == "a:1"
+    assert runner.batches == [("a", [1])]
+
+
+async def test_requests_arriving_during_a_batch_share_the_next_up_to_max_batch() -> None:
+    runner = Gated()
+    coalescer = Coalescer(runner.run, max_batch=4, concurrency=1)
+    first = asyncio.create_task(coalescer.submit("a", 0))
+    await runner.wait_for_batches(1)
+    rest = [asyncio.create_task(coalescer.submit("a", item)) for item in range(1, 10)]
+    await asyncio.sleep(0)  # let them queue (no batch can start: the only one is held)
+    runner.gate("a").set()
+    results = await asyncio.gather(first, *rest)
+    assert results == [f"a:{item}" for item in range(10)]
+    assert [items for _, items in runner.batches] == [[0], [1, 2, 3, 4], [5, 6, 7, 8], [9]]
+    assert runner.most_in_flight == 1
+
+
+async def test_at_most_concurrency_batches_run_for_one_key() -> None:
+    runner = Gated()
+    coalescer = Coalescer(runner.run, max_batch=64, concurrency=2)
+    tasks = [asyncio.create_task(coalescer.submit("a", 0))]
+    await runner.wait_for_batches(1)
+    tasks.append(asyncio.create_task(coalescer.submit("a", 1)))
+    await runner.wait_for_batches(2)
+    assert runner.in_flight == 2
+    tasks += [asyncio.create_task(coalescer.submit("a", item)) for item in range(2, 6)]
+    await asyncio.sleep(0)
+    runner.gate("a").set()
+    assert await asyncio.gather(*tasks) == [f"a:{item}" for item in range(6)]
+    assert runner.most_in_flight == 2
+    # Two batches of one started at once; the other four waited and went together.
+    assert sorted(len(items) for _, items in runner.batches) == [1, 1, 4]
+
+
+async def test_an_error_reaches_the_requests_of_its_batch_only() -> None:
+    runner = Gated()
+    coalescer = Coalescer(runner.run, max_batch=2, concurrency=1)
+    first = asyncio.create_task(coalescer.submit("a", 0))
+    await runner.wait_for_batches(1)
+    doomed = [asyncio.create_task(coalescer.submit("a", item)) for item in (1, -1)]
+    spared = [asyncio.create_task(coalescer.submit("a", item)) for item in (2, 3)]
+    await asyncio.sleep(0)
+    runner.gate("a").set()
+    assert await first == "a:0"
+    for task in doomed:
+        with pytest.raises(ValueError, match="bad item"):
+            await task
+    assert await asyncio.gather(*spared) == ["a:2", "a:3"]
+    assert [items for _, items in runner.batches] == [[0], [1, -1], [2, 3]]
+
+
+async def test_a_held_key_does_not_hold_another() -> None:
+    runner = Gated()
+    coalescer = Coalescer(runner.run, max_batch=64, concurrency=1)
+    held = asyncio.create_task(coalescer.submit("a", 1))
+    await runner.wait_for_batches(1)
+    runner.gate("b").set()
+    assert await coalescer.submit("b", 2) == "b:2"
+    assert not held.done()
+    runner.gate("a").set()
+    assert await held == "a:1"
+
+
+async def test_a_request_given_up_on_leaves_the_others_their_results() -> None:
+    runner = Gated()
+    coalescer = Coalescer(runner.run, max_batch=64, concurrency=1)
+    first = asyncio.create_task(coalescer.submit("a", 0))
+    await runner.wait_for_batches(1)
+    abandoned = asyncio.create_task(coalescer.submit("a", 1))
+    kept = asyncio.create_task(coalescer.submit("a", 2))
+    await asyncio.sleep(0)
+    abandoned.cancel()
+    runner.gate("a").set()
+    assert await first == "a:0"
+    assert await kept == "a:2"
+    assert abandoned.cancelled()
+    assert [items for _, items in runner.batches] == [[0], [1, 2]]
