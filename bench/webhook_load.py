@@ -131,6 +131,12 @@ class Template:
     body: bytes  # with ID_TOKEN and TS_TOKEN in it
 
 
+def child_id(index: int) -> int:
+    """A child's id made from its record's (ID_TOKEN, replaced with the record's id): ids are
+    unique per store in Shopify, so no two records share a line item, variant or address."""
+    return int(f"{ID_TOKEN}{index:02d}")
+
+
 def _placeholders(payload: dict[str, Any], resource: str) -> dict[str, Any]:
     payload["id"] = int(ID_TOKEN)
     payload["admin_graphql_api_id"] = f"gid://shopify/{RESOURCES[resource]}/{ID_TOKEN}"
@@ -144,7 +150,7 @@ def _order_template(topic: str, target: int, rng: random.Random) -> dict[str, An
 
     def line_item(index: int) -> dict[str, Any]:
         item = copy.deepcopy(items[index % len(items)])
-        item["id"] = rng.randrange(10**17, 10**18)
+        item["id"] = child_id(index)
         item["admin_graphql_api_id"] = f"gid://shopify/LineItem/{item['id']}"
         item["quantity"] = item["current_quantity"] = rng.randint(1, 4)
         return item
@@ -172,9 +178,15 @@ def _product_template(topic: str, target: int, rng: random.Random) -> dict[str, 
     product = _placeholders(sample_payload(topic), "products")
     variants: list[dict[str, Any]] = product["variants"]
     gids: list[dict[str, Any]] = product["variant_gids"]
+    for index, (variant, gid) in enumerate(zip(variants, gids, strict=True)):
+        variant["id"] = child_id(index)
+        variant["product_id"] = int(ID_TOKEN)
+        variant["admin_graphql_api_id"] = gid["admin_graphql_api_id"] = (
+            f"gid://shopify/ProductVariant/{variant['id']}"
+        )
     while len(compact(product)) + 600 < target and len(variants) < 11:
         variant = copy.deepcopy(variants[len(variants) % 2])
-        variant["id"] = rng.randrange(10**17, 10**18)
+        variant["id"] = child_id(len(variants))
         variant["admin_graphql_api_id"] = f"gid://shopify/ProductVariant/{variant['id']}"
         variant["position"] = len(variants) + 1
         variant["title"] = variant["option1"] = f"Size {len(variants) + 1}"
@@ -187,12 +199,15 @@ def _product_template(topic: str, target: int, rng: random.Random) -> dict[str, 
 def _customer_template(topic: str, target: int, rng: random.Random) -> dict[str, Any]:
     customer = _placeholders(sample_payload(topic), "customers")
     addresses: list[dict[str, Any]] = customer["addresses"]
-    for address in addresses:
+    for index, address in enumerate(addresses):
         address["customer_id"] = int(ID_TOKEN)
+        if address["id"] == customer["default_address"]["id"]:
+            customer["default_address"]["id"] = child_id(index)
+        address["id"] = child_id(index)
     customer["default_address"]["customer_id"] = int(ID_TOKEN)
     while len(compact(customer)) + 330 < target and len(addresses) < 3:
         address = copy.deepcopy(addresses[0])
-        address["id"] = rng.randrange(10**12, 10**13)
+        address["id"] = child_id(len(addresses))
         address["default"] = False
         address["address1"] = f"{rng.randint(1, 999)} Bank Street"
         addresses.append(address)

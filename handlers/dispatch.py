@@ -208,17 +208,19 @@ async def apply_events_together(
     """Apply one store's events of `applies_together` topics, each resource's records in one
     write: what applying them one by one in any order leaves, since of several versions of a
     record the newest wins either way. (A child only an older version listed is never
-    written, where one by one it would be written and then tombstoned.)
-
-    Records are written in id order, so two such writes never wait on each other in a cycle."""
+    written, where one by one it would be written and then tombstoned.)"""
     by_resource: dict[str, list[dict[str, Any]]] = {}
     for topic, payload in events:
         resource = resource_for_topic(topic)
         if resource is None or not applies_together(topic):
             raise ValueError(f"{topic} events are applied one by one")
         by_resource.setdefault(resource.name, []).append(payload)
-    for name, payloads in by_resource.items():
-        resource = RESOURCES[name]
+    # Resources in the registry's order, records in id order: two batches then take their
+    # row locks in one order and never wait on each other in a cycle.
+    for resource in RESOURCES.values():
+        payloads = by_resource.get(resource.name)
+        if not payloads:
+            continue
         payloads.sort(key=_record_id)  # stable: versions of one record keep their order
         await write_with_children(
             session,
