@@ -410,6 +410,15 @@ Index(
     CustomerAddress.customer_shopify_id,
 )
 Index("ix_metafields_owner", Metafield.tenant_id, Metafield.owner_type, Metafield.owner_shopify_id)
+# A deleted product or variant nulls the line items naming it (handlers.children.forget_references).
+for _column in (OrderLineItem.variant_shopify_id, OrderLineItem.product_shopify_id):
+    Index(
+        f"ix_order_line_items_{_column.key.removesuffix('_shopify_id')}",
+        OrderLineItem.tenant_id,
+        _column,
+        postgresql_where=_column.is_not(None),
+        sqlite_where=_column.is_not(None),
+    )
 
 
 # The dashboard's revenue and orders-per-day windows read by store and time.
