@@ -27,10 +27,12 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -369,7 +371,10 @@ def run_target(
 # Correctness
 
 
-def _records_check(load: dict[str, Any], tables: list[list[asyncpg.Record]]) -> tuple[int, int]:
+Rows = Sequence[Mapping[str, Any]]
+
+
+def _records_check(load: dict[str, Any], tables: Sequence[Rows]) -> tuple[int, int]:
     """How many records acknowledged at some updated_at are not stored at the newest one
     (rolled back or ahead), and how many are missing."""
     mismatched = missing = 0
@@ -384,7 +389,7 @@ def _records_check(load: dict[str, Any], tables: list[list[asyncpg.Record]]) -> 
     return mismatched, missing
 
 
-def _check(run: Run, by_status: dict[str, int], tables: list[list[asyncpg.Record]]) -> None:
+def _check(run: Run, by_status: dict[str, int], tables: Sequence[Rows]) -> None:
     load = run.load
     mismatched, missing = _records_check(load, tables)
     stored = sum(by_status.values())
@@ -421,6 +426,28 @@ def check_service(run: Run, database_url: str) -> None:
         ),
     )
     _check(run, {row["status"]: int(row["n"]) for row in statuses}, tables)
+
+
+def check_sqlite(run: Run, path: Path) -> None:
+    """The service's checks, on the embedded SQLite file it served from."""
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        statuses = connection.execute(
+            "SELECT status, count(*) FROM webhook_events GROUP BY status"
+        ).fetchall()
+        tables = [
+            [
+                # Stored as naive UTC (models.types.UTCDateTime).
+                {
+                    "shopify_id": shopify_id,
+                    "updated_at": datetime.fromisoformat(stamp).replace(tzinfo=UTC),
+                }
+                for shopify_id, stamp in connection.execute(
+                    f"SELECT shopify_id, shopify_updated_at FROM {name}"
+                )
+            ]
+            for name in ("orders", "customers", "products")
+        ]
+    _check(run, {status: int(count) for status, count in statuses}, tables)
 
 
 def check_reference(run: Run, database_url: str) -> None:
@@ -495,11 +522,11 @@ def table(calibration: Run | None, runs: list[Run]) -> str:
         )
     for run in runs:
         ratio = "—"
-        if run.target.name == "service" and _setting(run) in reference:
+        if run.target.name.startswith("service") and _setting(run) in reference:
             base = reference[_setting(run)].load["rate"]
             ratio = f"**{run.load['rate'] / base:.2f}**" if base else "—"
         detail = [_cpu_text(run)]
-        if run.target.name == "service":
+        if run.target.name.startswith("service"):
             requests = run.load["deliveries"] or 1
             detail.append(
                 f"server log {run.log_lines / requests:.1f} lines, "
@@ -573,8 +600,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", default="1,2", help="uvicorn worker counts (default 1,2)")
     parser.add_argument(
         "--targets",
-        default="reference,service",
-        help="which targets to run (comma-separated; default reference,service)",
+        default="reference,service,sqlite",
+        help="which targets to run (comma-separated; default reference,service,sqlite: the "
+        "service on the embedded SQLite default, one worker only)",
     )
     parser.add_argument(
         "--no-calibrate", action="store_true", help="skip the generator-vs-no-op measurement"
@@ -703,12 +731,43 @@ def main(argv: list[str] | None = None) -> int:
                         "/readyz",
                         secret,
                     )
+                elif name == "sqlite":
+                    if workers != 1:
+                        continue  # one process writes the embedded file
+                    sqlite_path = workdir / f"sqlite-{connections}.db"
+                    sqlite_url = f"sqlite+aiosqlite:///{sqlite_path}"
+                    migrations.upgrade(sqlite_url)
+                    asyncio.run(_create_tenant(sqlite_url, encryption_key))
+                    target = Target(
+                        "service (SQLite)",
+                        workers,
+                        connections,
+                        [
+                            str(Path(python).parent / "shopify-receiver"),
+                            "serve",
+                            "--host",
+                            "127.0.0.1",
+                        ],
+                        service_env | {"DATABASE_URL": sqlite_url},
+                        "/readyz",
+                        secret,
+                    )
                 else:
                     raise SystemExit(f"unknown target {name!r}")
                 reset_tables(database_url)
-                run = run_target(target, args, workdir, database_url, args.seed, warmup, duration)
+                run = run_target(
+                    target,
+                    args,
+                    workdir,
+                    None if name == "sqlite" else database_url,
+                    args.seed,
+                    warmup,
+                    duration,
+                )
                 if name == "service":
                     check_service(run, database_url)
+                elif name == "sqlite":
+                    check_sqlite(run, sqlite_path)
                 else:
                     check_reference(run, database_url)
                 verdict = "ok" if run.checks["ok"] else "FAILED"
