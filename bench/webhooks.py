@@ -214,6 +214,9 @@ class Run:
     log_bytes: int = 0
     code_before: str = ""
     code_after: str = ""
+    # The service's coalesced commits: events and transactions (from its /metrics).
+    batch_events: float = 0.0
+    batches: float = 0.0
 
     @property
     def non_2xx(self) -> int:
@@ -345,6 +348,7 @@ def run_target(
         if load.returncode != 0 or not result_path.exists() or len(samples) != 2:
             raise RuntimeError(f"{label}: the load generator exited with {load.returncode}")
         result: dict[str, Any] = json.loads(result_path.read_text())
+        batches = _batch_figures(port) if target.name.startswith("service") else (0.0, 0.0)
     finally:
         stop(server)
     first, last = samples["MEASURE_START"], samples["MEASURE_END"]
@@ -359,12 +363,25 @@ def run_target(
         log_bytes=len(text.encode()),
         code_before=code_before,
         code_after=service_fingerprint(),
+        batch_events=batches[0],
+        batches=batches[1],
     )
     log(
         f"{label}: {result['rate']:,.0f} webhooks/s, p50 {result['p50_ms']:.1f} ms, "
         f"p99 {result['p99_ms']:.1f} ms, non-2xx {run.non_2xx}"
     )
     return run
+
+
+def _batch_figures(port: int) -> tuple[float, float]:
+    """Events and transactions of the service's coalesced commits so far (warm-up included)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    figures = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for name in figures:
+            if line.startswith(f"shopify_receiver_webhook_batch_events_{name} "):
+                figures[name] += float(line.split()[-1])
+    return figures["sum"], figures["count"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,6 +549,11 @@ def table(calibration: Run | None, runs: list[Run]) -> str:
                 f"server log {run.log_lines / requests:.1f} lines, "
                 f"{run.log_bytes / requests:,.0f} bytes per webhook"
             )
+            if run.batches:
+                detail.append(
+                    f"{run.batch_events / run.batches:.1f} events per transaction on average "
+                    f"({run.batches:,.0f} coalesced commits)"
+                )
         body = run.load["body_bytes"]
         detail.append(
             f"bodies {body['min']:,}-{body['max']:,} bytes (median {body['p50']:,}); "

@@ -54,6 +54,11 @@ HANDLER_SECONDS = Histogram(
     ["topic"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+BATCH_EVENTS = Histogram(
+    "shopify_receiver_webhook_batch_events",
+    "Events stored and applied in one transaction (coalesced webhook commits).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 LAG_SECONDS = Histogram(
     "shopify_receiver_webhook_lag_seconds",
     "From Shopify's X-Shopify-Triggered-At to our receipt.",

@@ -43,7 +43,14 @@ from models.tenancy import cross_store_transaction, tenant_transaction, use_all_
 from models.upsert import insert_on_conflict
 from receiver.errors import ServiceUnavailable
 from receiver.limits import BodyHold, BodyTimeout, OverBudget, request_timeout
-from receiver.metrics import DUPLICATES, HANDLER_SECONDS, LAG_SECONDS, WEBHOOKS, topic_label
+from receiver.metrics import (
+    BATCH_EVENTS,
+    DUPLICATES,
+    HANDLER_SECONDS,
+    LAG_SECONDS,
+    WEBHOOKS,
+    topic_label,
+)
 from receiver.services import Services
 from receiver.signature import verify_signature
 from receiver.tenants import (
@@ -446,6 +453,7 @@ async def store_together(
                     applying.append((delivery.topic, delivery.payload))
             if applying:
                 await apply_events_together(session, tenant.id, applying)
+        BATCH_EVENTS.observe(len(deliveries))
     except Exception as exc:
         if is_disconnect(exc):
             raise
