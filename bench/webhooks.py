@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from bench.backfill import (
@@ -55,13 +56,14 @@ from bench.backfill import (
     process_cpu_seconds,
     system_cpu_seconds,
 )
+from bench.backfill import _wait_for_simulator as wait_for_simulator
 from bench.children import CHILDREN, on_sigterm, stop
 from bench.reference_app import CREATE_TABLES, RECORDS_TABLE
 from bench.reference_app import TABLE as REFERENCE_TABLE
 from models import SecretBox, Tenant, create_engine, create_session_factory
 from models import migrate as migrations
 from models.encryption import generate_key
-from receiver.tenants import set_webhook_secrets
+from receiver.tenants import set_access_token, set_webhook_secrets
 
 SHOP = "bench-load.myshopify.com"
 APP_SECRET = "shpss_bench_app_secret"
@@ -70,6 +72,7 @@ APP_ROLE = "receiver_app"
 WEBHOOK_PATH = "/webhooks/shopify"
 RATIO_GOAL = 1.0
 P99_CONNECTIONS = 64  # the p99 goal holds at this many connections
+BACKFILL_TARGET = "service, backfill running"
 P99_GOAL_MS = 50.0
 STARTUP_TIMEOUT = 90.0
 OTHER_LOAD_WARNING = 0.25  # share of one core used by other processes that skews a run
@@ -217,6 +220,8 @@ class Run:
     # The service's coalesced commits: events and transactions (from its /metrics).
     batch_events: float = 0.0
     batches: float = 0.0
+    # With a backfill beside it: whether that was still running when the window ended.
+    beside_throughout: bool = False
 
     @property
     def non_2xx(self) -> int:
@@ -276,7 +281,11 @@ def run_target(
     seed: int,
     warmup: float,
     duration: float,
+    beside: Callable[[], subprocess.Popen[bytes]] | None = None,
 ) -> Run:
+    """Serve `target`, drive it with the load generator, and measure. `beside` starts a
+    process of its own once the server is ready (a backfill of the same store): the run
+    records whether it was still running when the measured window ended."""
     port = free_port()
     label = f"{target.name} x{target.workers} @{target.connections}"
     log_path = workdir / f"{target.name}-{target.workers}-{port}.log"
@@ -293,6 +302,9 @@ def run_target(
     CHILDREN.append(server)
     try:
         _wait_ready(server, target, port, log_path)
+        side = beside() if beside is not None else None
+        if side is not None:
+            CHILDREN.append(side)
         log(f"{label}: serving on port {port}; {warmup:.0f} s warm-up + {duration:.0f} s ...")
         result_path = workdir / f"load-{target.name}-{target.workers}.json"
         load = subprocess.Popen(
@@ -349,7 +361,10 @@ def run_target(
             raise RuntimeError(f"{label}: the load generator exited with {load.returncode}")
         result: dict[str, Any] = json.loads(result_path.read_text())
         batches = _batch_figures(port) if target.name.startswith("service") else (0.0, 0.0)
+        overlapped = side is not None and side.poll() is None
     finally:
+        if side is not None:
+            stop(side)
         stop(server)
     first, last = samples["MEASURE_START"], samples["MEASURE_END"]
     cpu = {key: last[key] - first[key] for key in first}
@@ -365,6 +380,7 @@ def run_target(
         code_after=service_fingerprint(),
         batch_events=batches[0],
         batches=batches[1],
+        beside_throughout=overlapped,
     )
     log(
         f"{label}: {result['rate']:,.0f} webhooks/s, p50 {result['p50_ms']:.1f} ms, "
@@ -382,6 +398,105 @@ def _batch_figures(port: int) -> tuple[float, float]:
             if line.startswith(f"shopify_receiver_webhook_batch_events_{name} "):
                 figures[name] += float(line.split()[-1])
     return figures["sum"], figures["count"]
+
+
+def burst_during_backfill(
+    args: argparse.Namespace,
+    workdir: Path,
+    database_url: str,
+    service_env: dict[str, str],
+    encryption_key: str,
+    secret: str,
+    warmup: float,
+    duration: float,
+    *,
+    connections: int,
+) -> Run:
+    """The service under the same load while `shopify-receiver backfill --mode bulk` pulls
+    the same store from the simulator (its own process, as an operator runs it): webhook
+    throughput and p99 during the overlap."""
+    out_path, err_path = workdir / "simulator.out", workdir / "simulator.err"
+    command = [
+        sys.executable,
+        "-m",
+        "tests.fakeshop",
+        "--port",
+        str(free_port()),
+        "--shop",
+        SHOP,
+        "--seed",
+        str(args.seed),
+        "--customers",
+        str(max(1, args.backfill_orders // 10)),
+        "--products",
+        "100",
+        "--orders",
+        str(args.backfill_orders),
+        "--no-throttle",
+    ]
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        simulator = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err)
+    CHILDREN.append(simulator)
+    try:
+        info = wait_for_simulator(simulator, out_path, err_path)
+        asyncio.run(_give_store_access(database_url, encryption_key, info["access_token"], info))
+        backfill_log = workdir / "backfill.log"
+
+        def start_backfill() -> subprocess.Popen[bytes]:
+            with open(backfill_log, "wb") as log_file:
+                return subprocess.Popen(
+                    [
+                        str(Path(sys.executable).parent / "shopify-receiver"),
+                        "backfill",
+                        SHOP,
+                        "--mode",
+                        "bulk",
+                    ],
+                    cwd=ROOT,
+                    env=service_env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+
+        target = Target(
+            BACKFILL_TARGET,
+            1,
+            connections,
+            [
+                str(Path(sys.executable).parent / "shopify-receiver"),
+                "serve",
+                "--host",
+                "127.0.0.1",
+            ],
+            service_env,
+            "/readyz",
+            secret,
+        )
+        reset_tables(database_url)
+        run = run_target(
+            target, args, workdir, database_url, args.seed, warmup, duration, start_backfill
+        )
+        check_service(run, database_url)
+        log(f"{BACKFILL_TARGET}: checks {'ok' if run.checks['ok'] else 'FAILED'}")
+        return run
+    finally:
+        stop(simulator)
+
+
+async def _give_store_access(
+    url: str, encryption_key: str, token: str, info: dict[str, Any]
+) -> None:
+    """The benchmark's store reads from the simulator: its token, its Admin API address."""
+    engine = create_engine(url)
+    try:
+        async with create_session_factory(engine)() as session, session.begin():
+            tenant = await session.scalar(select(Tenant).where(Tenant.shop_domain == SHOP))
+            assert tenant is not None
+            set_access_token(SecretBox([encryption_key]), tenant, token)
+            tenant.admin_base_url = info["admin_base_url_template"]
+    finally:
+        await engine.dispose()
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,6 +664,12 @@ def table(calibration: Run | None, runs: list[Run]) -> str:
                 f"server log {run.log_lines / requests:.1f} lines, "
                 f"{run.log_bytes / requests:,.0f} bytes per webhook"
             )
+            if run.target.name == BACKFILL_TARGET:
+                detail.append(
+                    "a bulk backfill of the same store ran throughout the window"
+                    if run.beside_throughout
+                    else "**the backfill finished before the window ended**"
+                )
             if run.batches:
                 detail.append(
                     f"{run.batch_events / run.batches:.1f} events per transaction on average "
@@ -640,6 +761,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--log-format",
         help="LOG_FORMAT for the service (default: unset, the service's default, json)",
+    )
+    parser.add_argument(
+        "--backfill-orders",
+        type=int,
+        default=100_000,
+        help="a last service run (1 worker, the largest connection count) during a bulk "
+        "backfill of the same store from the simulator, with this many orders (default "
+        "100,000; 0 skips it)",
     )
     parser.add_argument("--duplicate-share", type=float, default=0.05)
     parser.add_argument("--stale-share", type=float, default=0.05)
@@ -795,6 +924,20 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = "ok" if run.checks["ok"] else "FAILED"
                 log(f"{name} x{workers} @{connections}: checks {verdict}")
                 runs.append(run)
+        if args.backfill_orders and "service" in names:
+            runs.append(
+                burst_during_backfill(
+                    args,
+                    workdir,
+                    database_url,
+                    service_env,
+                    encryption_key,
+                    secret,
+                    warmup,
+                    duration,
+                    connections=connection_counts[-1],
+                )
+            )
         finished = True
     finally:
         clean_up(args.postgres_url, database_url, workdir)
