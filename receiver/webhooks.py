@@ -14,7 +14,6 @@ from enum import StrEnum
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
@@ -31,14 +30,14 @@ from handlers.dispatch import (
     skip_reason,
     vet_shop,
 )
+from handlers.inbox import count_duplicate, store_event
 from handlers.normalize import PayloadError, parse_timestamp
 from handlers.retries import schedule_retry
 from handlers.shop_identity import ShopMismatch
 from handlers.topic_table import HANDLERS
-from models import WebhookEvent, utcnow
+from models import utcnow
 from models.statuses import EventStatus
 from models.tenancy import cross_store_transaction, tenant_transaction, use_all_tenants
-from models.upsert import insert_on_conflict
 from receiver.errors import ServiceUnavailable
 from receiver.limits import BodyHold, BodyTimeout, OverBudget, request_timeout
 from receiver.metrics import DUPLICATES, HANDLER_SECONDS, LAG_SECONDS, WEBHOOKS, topic_label
@@ -488,42 +487,6 @@ def _lag(delivery: Delivery, received_at: datetime) -> float | None:
     return max(0.0, (received_at - delivery.triggered_at).total_seconds())
 
 
-_EVENT_COLUMNS = (
-    "tenant_id",
-    "shop_domain",
-    "topic",
-    "event_id",
-    "webhook_id",
-    "dedupe_key",
-    "api_version",
-    "triggered_at",
-    "received_at",
-    "processed_at",
-    "status",
-    "error",
-    "attempts",
-    "payload",
-)
-_STORE_EVENT: dict[str, Any] = {}
-
-
-def _store_event_statement(session: AsyncSession) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once per dialect: building it
-    costs about as much CPU as running it."""
-    dialect = session.get_bind().dialect.name
-    statement = _STORE_EVENT.get(dialect)
-    if statement is None:
-        table = WebhookEvent.__table__
-        statement = (
-            insert_on_conflict(session, table)
-            .values({name: bindparam(name, type_=table.c[name].type) for name in _EVENT_COLUMNS})
-            .on_conflict_do_nothing(index_elements=["shop_domain", "topic", "dedupe_key"])
-            .returning(table.c.id)
-        )
-        _STORE_EVENT[dialect] = statement
-    return statement
-
-
 async def _store_event(
     session: AsyncSession,
     delivery: Delivery,
@@ -532,32 +495,28 @@ async def _store_event(
     status: str,
     error: str | None,
 ) -> int | None:
-    """Insert the inbox row; None when this event was stored before (a duplicate).
-
-    ON CONFLICT DO NOTHING RETURNING: of two concurrent copies of one event, exactly one gets
-    a row back and goes on to apply it; the other waits for that commit (or rollback) and
-    returns nothing, so a duplicate is never applied twice and never read half-written.
-    """
-    values = {
-        "tenant_id": tenant.id if tenant else None,
-        "shop_domain": delivery.shop_domain,
-        "topic": delivery.topic,
-        "event_id": delivery.event_id,
-        "webhook_id": delivery.webhook_id,
-        "dedupe_key": delivery.dedupe_key,
-        "api_version": delivery.api_version,
-        "triggered_at": delivery.triggered_at,
-        "received_at": received_at,
-        "processed_at": received_at,
-        "status": status,
-        "error": error,
-        "attempts": 1,
-        "payload": delivery.payload,
-    }
-    connection = await session.connection()  # Core: the ORM's execute path costs more
-    result = await connection.execute(_store_event_statement(session), values)
-    event_id: int | None = result.scalar_one_or_none()
-    return event_id
+    """Insert the inbox row with its dedupe key; None when this event was stored before (a
+    duplicate). Of two concurrent copies of one event exactly one gets an id back and goes on
+    to apply it; the other waits for that commit (or rollback): see handlers.inbox."""
+    return await store_event(
+        session,
+        {
+            "tenant_id": tenant.id if tenant else None,
+            "shop_domain": delivery.shop_domain,
+            "topic": delivery.topic,
+            "event_id": delivery.event_id,
+            "webhook_id": delivery.webhook_id,
+            "dedupe_key": delivery.dedupe_key,
+            "api_version": delivery.api_version,
+            "triggered_at": delivery.triggered_at,
+            "received_at": received_at,
+            "processed_at": received_at,
+            "status": status,
+            "error": error,
+            "attempts": 1,
+            "payload": delivery.payload,
+        },
+    )
 
 
 async def _duplicate(session: AsyncSession, delivery: Delivery) -> Outcome:
@@ -568,18 +527,7 @@ async def _duplicate(session: AsyncSession, delivery: Delivery) -> Outcome:
         delivery.dedupe_key,
         extra=_fields(delivery, None),
     )
-    # No data changes, but the count is what tells a store's owner Shopify retried: the
-    # dashboard's dedupe hits per topic.
-    await session.execute(
-        update(WebhookEvent)
-        .where(
-            WebhookEvent.shop_domain == delivery.shop_domain,
-            WebhookEvent.topic == delivery.topic,
-            WebhookEvent.dedupe_key == delivery.dedupe_key,
-        )
-        .values(duplicate_count=WebhookEvent.duplicate_count + 1, last_duplicate_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    await count_duplicate(session, delivery.shop_domain, delivery.topic, delivery.dedupe_key)
     return Outcome(Verdict.DUPLICATE)
 
 
