@@ -233,13 +233,14 @@ async def delete_events(
     )
     await session.execute(
         delete(keys).where(
+            keys.c.received_at < received_before,  # a key holds its event's received_at
             exists(
                 select(events.c.id).where(
                     *(events.c[name] == keys.c[name] for name in _KEY_COLUMNS),
                     events.c.id == keys.c.webhook_event_id,
                     *doomed,
                 )
-            )
+            ),
         )
     )
     result = await session.execute(

@@ -15,6 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.maintenance import prune_events
+from backfill.queue import _blueprint
 from handlers import inbox
 from models import (
     ComplianceRequest,
@@ -407,3 +408,11 @@ async def test_the_migration_keeps_every_event_and_key_and_goes_back(empty_datab
         assert reference == 41
     finally:
         await engine.dispose()
+
+
+def test_the_worker_makes_partitions_every_hour():
+    scheduled = {
+        periodic.task.name: periodic.cron
+        for periodic in _blueprint().periodic_registry.periodic_tasks.values()
+    }
+    assert scheduled["make_inbox_partitions"] == "7 * * * *"

@@ -159,6 +159,7 @@ DECLARE
     columns text;
     goes text;
     gone bigint;
+    waited text;
 BEGIN
     IF NOT EXISTS (
         SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -172,7 +173,7 @@ BEGIN
     FROM pg_attribute
     WHERE attrelid = 'webhook_events'::regclass AND attnum > 0 AND NOT attisdropped;
     goes := CASE WHEN keep_failed THEN 'e.status NOT IN (''failed'', ''dead'')' ELSE 'true' END;
-    EXECUTE format('ALTER TABLE webhook_events DETACH PARTITION %I', part);
+    -- The slow part first, under row locks only: the keys and references of what goes.
     EXECUTE format(
         'DELETE FROM webhook_event_keys k USING %I e WHERE %s AND k.shop_domain = e.shop_domain '
         'AND k.topic = e.topic AND k.dedupe_key = e.dedupe_key AND k.webhook_event_id = e.id',
@@ -184,7 +185,14 @@ BEGIN
         part, goes
     );
     EXECUTE format('SELECT count(*) FROM %I e WHERE %s', part, goes) INTO gone;
+    -- Then the brief part under an exclusive lock on webhook_events, which stops the inbox's
+    -- inserts meanwhile: given up rather than queued for long behind someone's long query.
+    waited := current_setting('lock_timeout');
+    PERFORM set_config('lock_timeout', '3s', true);
+    EXECUTE format('ALTER TABLE webhook_events DETACH PARTITION %I', part);
+    PERFORM set_config('lock_timeout', waited, true);
     IF keep_failed THEN
+        -- The month has no partition now: they land in the DEFAULT one.
         EXECUTE format(
             'INSERT INTO webhook_events (%s) SELECT %s FROM %I e WHERE NOT (%s)',
             columns, columns, part, goes
