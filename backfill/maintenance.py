@@ -1,5 +1,5 @@
 """The periodic checks that keep a store's copy complete without anyone watching: the
-subscription watchdog and drift reconciliation.
+subscription watchdog and drift reconciliation; and the inbox's retention and partitions.
 
 On PostgreSQL they are procrastinate periodic tasks (see backfill.queue): every worker
 schedules them, procrastinate defers one job per tick, and each store is claimed before it
@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, null, update
+from sqlalchemy import null, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.reconcile import reconcile_due_stores
@@ -23,6 +23,7 @@ from backfill.refetch import complete_all_refetches
 from backfill.retries import RetryOutcome, retry_due_events
 from backfill.runner import BackfillEnvironment
 from backfill.watchdog import WatchdogResult, watch_due_stores
+from handlers import inbox
 from handlers.errors import error_text, may_quote_data
 from handlers.retries import DEFAULT_MAX_ATTEMPTS
 from models import WebhookEvent, utcnow
@@ -88,6 +89,7 @@ class MaintenanceLoop:
             ("retries", lambda: retry_tick(self.env, self.maintenance)),
             ("redactions", lambda: redaction_tick(self.env, self.maintenance)),
             ("refetches", lambda: refetch_tick(self.env, self.maintenance)),
+            ("partitions", lambda: partition_tick(self.env, self.maintenance)),
         ):
             try:
                 await check()
@@ -130,6 +132,10 @@ async def prune_events(
     """Delete processed and ignored events received over `older_than` ago, and empty the
     payloads of those received over `payloads_older_than` ago, in one transaction.
 
+    On PostgreSQL the months wholly past `older_than` are dropped as partitions rather than
+    deleted row by row (handlers.inbox); either way an event's dedupe key goes with it, so a
+    redelivery of a pruned event is stored anew.
+
     Failed (and dead) events are kept whole unless `include_failed`: their payload is what a
     replay applies. Emptied events keep their row (ids, topic, times) for dedupe and audit.
     """
@@ -142,13 +148,12 @@ async def prune_events(
     # Retention is the same for every store.
     async with cross_store_transaction(sessions) as session:
         if older_than is not None:
-            result = await session.execute(
-                delete(WebhookEvent).where(
-                    WebhookEvent.received_at < now - older_than,
-                    WebhookEvent.status.in_(statuses),
-                )
-            )
-            deleted = affected_rows(result)
+            horizon = now - older_than
+            # PostgreSQL: whole months before the horizon go as partitions (their failed
+            # events kept unless include_failed); the month at the horizon, the DEFAULT
+            # partition and SQLite's plain table row by row, so `older_than` means the same.
+            deleted = await inbox.drop_months(session, horizon, keep_failed=not include_failed)
+            deleted += await inbox.delete_events(session, horizon, statuses)
         if payloads_older_than is not None:
             result = await session.execute(
                 update(WebhookEvent)
@@ -162,3 +167,13 @@ async def prune_events(
             )
             emptied = affected_rows(result)
     return PruneReport(deleted, emptied)
+
+
+async def partition_tick(env: BackfillEnvironment, maintenance: Maintenance) -> list[datetime]:
+    """Make this month's and next month's inbox partitions ahead of time (PostgreSQL; nothing
+    on SQLite); the months made."""
+    async with cross_store_transaction(env.sessions) as session:
+        made = await inbox.add_months(session)
+    for month in made:
+        log.info("inbox.partition_created month=%s", month.strftime("%Y-%m"))
+    return made

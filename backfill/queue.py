@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from backfill.maintenance import (
     Maintenance,
+    partition_tick,
     reconcile_tick,
     refetch_tick,
     retry_tick,
@@ -172,6 +173,14 @@ async def refetch_cut_lists(context: procrastinate.JobContext, timestamp: int) -
         await refetch_tick(env, maintenance)
 
 
+async def make_inbox_partitions(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Every hour: make this month's and next month's inbox partitions if missing."""
+    env: BackfillEnvironment = context.additional_context["backfill_env"]
+    maintenance: Maintenance | None = context.additional_context.get("maintenance")
+    if maintenance is not None:
+        await partition_tick(env, maintenance)
+
+
 def _blueprint() -> procrastinate.Blueprint:
     """Fresh task objects for each app: procrastinate binds a task to the app that registers
     it (its `configure` and the periodic deferrer defer through that app), and renames the
@@ -193,6 +202,10 @@ def _blueprint() -> procrastinate.Blueprint:
     ):
         task = tasks.task(name=name, queue=QUEUE, pass_context=True)(function)
         tasks.periodic(cron="* * * * *", periodic_id=periodic_id)(task)
+    partitions = tasks.task(name="make_inbox_partitions", queue=QUEUE, pass_context=True)(
+        make_inbox_partitions
+    )
+    tasks.periodic(cron="7 * * * *", periodic_id="partitions")(partitions)
     return tasks
 
 

@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ WEBHOOK_PATH = "/webhooks/shopify"
 RATIO_GOAL = 1.0
 P99_CONNECTIONS = 64  # the p99 goal holds at this many connections
 BACKFILL_TARGET = "service, backfill running"
+INBOX_RATIO_GOAL = 0.95
 P99_GOAL_MS = 50.0
 STARTUP_TIMEOUT = 90.0
 OTHER_LOAD_WARNING = 0.25  # share of one core used by other processes that skews a run
@@ -171,9 +172,8 @@ def reset_tables(url: str) -> None:
     the measured window by chance of timing)."""
     execute(
         url,
-        f"TRUNCATE webhook_events, orders, customers, products, {REFERENCE_TABLE}, "
-        f"{RECORDS_TABLE} "
-        "RESTART IDENTITY CASCADE",
+        f"TRUNCATE webhook_events, webhook_event_keys, orders, customers, products, "
+        f"{REFERENCE_TABLE}, {RECORDS_TABLE} RESTART IDENTITY CASCADE",
         "CHECKPOINT",
     )
 
@@ -185,6 +185,118 @@ def backend_pids(url: str) -> list[int]:
         "AND pid <> pg_backend_pid()",
     )[0]
     return [int(row["pid"]) for row in rows]
+
+
+# Prefilled events are marked by their webhook id, so the checks leave them out.
+PREFILL_MARK = "prefill"
+PREFILL_CHUNK = 250_000
+PREFILL_TOPICS = (
+    "orders/create",
+    "orders/updated",
+    "orders/paid",
+    "customers/create",
+    "customers/update",
+    "products/create",
+    "products/update",
+)
+# About 1.3 KB of jsonb per event (an order with three line items and a note): under the
+# 2 KB at which PostgreSQL would compress and move it out of line, like most real bodies.
+PREFILL_PAYLOAD = """jsonb_build_object(
+    'id', 5000000000 + i,
+    'admin_graphql_api_id', 'gid://shopify/Order/' || (5000000000 + i),
+    'name', '#' || (1000 + i),
+    'email', 'buyer' || (i % 100000) || '@example.com',
+    'created_at', at, 'updated_at', at, 'processed_at', at,
+    'currency', 'USD', 'total_price', ((i % 100000) / 100.0)::text, 'subtotal_price', '19.99',
+    'financial_status', 'paid', 'fulfillment_status', NULL, 'tags', 'vip, wholesale',
+    'customer', jsonb_build_object('id', 7000000000 + i % 100000, 'email',
+        'buyer' || (i % 100000) || '@example.com', 'first_name', 'Alex', 'last_name', 'Doe'),
+    'line_items', (SELECT jsonb_agg(jsonb_build_object(
+        'id', i * 10 + n, 'product_id', 8000000000 + (i + n) % 500, 'variant_id',
+        9000000000 + (i + n) % 1500, 'title', 'Product ' || ((i + n) % 500), 'quantity', 1 + n,
+        'price', '19.99', 'sku', 'SKU-' || ((i + n) % 1500), 'vendor', 'Bench Supply'))
+        FROM generate_series(1, 3) n),
+    'note', repeat('thank you for your order ', 24)
+)"""
+
+
+def prefill_inbox(url: str, size: int, months: int) -> dict[str, Any]:
+    """`size` processed events of the benchmark store (and their dedupe keys), received evenly
+    over the last `months` months up to an hour ago, in time order, server-side
+    (INSERT ... SELECT generate_series), with a partition for each month; then VACUUM ANALYZE
+    and a CHECKPOINT. Returns what it made and how long that took."""
+    began = time.monotonic()
+    end = datetime.now(UTC) - timedelta(hours=1)
+    start = end - timedelta(days=30.44 * months)
+    step = (end - start) / max(size, 1)
+    topics = "ARRAY[" + ", ".join(f"'{topic}'" for topic in PREFILL_TOPICS) + "]"
+    execute(
+        url,
+        "SELECT webhook_events_add_month(month AT TIME ZONE 'UTC') FROM generate_series("
+        f"date_trunc('month', '{start.isoformat()}'::timestamptz AT TIME ZONE 'UTC'), "
+        f"date_trunc('month', '{end.isoformat()}'::timestamptz AT TIME ZONE 'UTC'), "
+        "interval '1 month') AS month",
+    )
+    for low in range(0, size, PREFILL_CHUNK):
+        high = min(size, low + PREFILL_CHUNK) - 1
+        execute(
+            url,
+            f"""
+            WITH events AS (
+                INSERT INTO webhook_events (tenant_id, shop_domain, topic, event_id, webhook_id,
+                    dedupe_key, api_version, triggered_at, received_at, processed_at, status,
+                    attempts, payload, duplicate_count)
+                SELECT tenant.id, tenant.shop_domain, ({topics})[1 + i % 7], key,
+                    '{PREFILL_MARK}', key, '2026-10', at, at, at, 'processed', 1,
+                    {PREFILL_PAYLOAD}, 0
+                FROM (SELECT id, shop_domain FROM tenants WHERE shop_domain = '{SHOP}') tenant,
+                    LATERAL (
+                        SELECT i, gen_random_uuid()::text AS key,
+                            '{start.isoformat()}'::timestamptz
+                            + i * interval '{step.total_seconds():.6f} seconds' AS at
+                        FROM generate_series({low}, {high}) i
+                    ) series
+                RETURNING id, tenant_id, shop_domain, topic, dedupe_key, received_at
+            )
+            INSERT INTO webhook_event_keys (shop_domain, topic, dedupe_key, tenant_id,
+                webhook_event_id, received_at)
+            SELECT shop_domain, topic, dedupe_key, tenant_id, id, received_at FROM events
+            """,
+        )
+        if (high + 1) % 2_000_000 < PREFILL_CHUNK:
+            log(f"prefilled {high + 1:,} of {size:,} events ...")
+    inserted = time.monotonic() - began
+    execute(url, "VACUUM ANALYZE webhook_events", "VACUUM ANALYZE webhook_event_keys")
+    sizes = execute(
+        url,
+        "SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'webhook_events'::regclass",
+        "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) AS bytes FROM pg_inherits "
+        "WHERE inhparent = 'webhook_events'::regclass",
+        "SELECT pg_total_relation_size('webhook_event_keys') AS bytes",
+    )
+    execute(url, "CHECKPOINT")
+    return {
+        "size": size,
+        "end": end,
+        "months": months,
+        "partitions": int(sizes[0][0]["n"]),
+        "events_bytes": int(sizes[1][0]["bytes"]),
+        "keys_bytes": int(sizes[2][0]["bytes"]),
+        "insert_seconds": inserted,
+        "seconds": time.monotonic() - began,
+    }
+
+
+def clear_service_rows(url: str, since: datetime) -> None:
+    """What a service run stored (everything received after the prefill's last event),
+    leaving the prefilled events; then a checkpoint."""
+    execute(
+        url,
+        f"DELETE FROM webhook_event_keys WHERE received_at > '{since.isoformat()}'",
+        f"DELETE FROM webhook_events WHERE received_at > '{since.isoformat()}'",
+        f"TRUNCATE orders, customers, products, {REFERENCE_TABLE} RESTART IDENTITY CASCADE",
+        "CHECKPOINT",
+    )
 
 
 def service_fingerprint() -> str:
@@ -548,10 +660,12 @@ def _check(run: Run, by_status: dict[str, int], tables: Sequence[Rows]) -> None:
     }
 
 
-def check_service(run: Run, database_url: str) -> None:
+def check_service(run: Run, database_url: str, since: datetime | None = None) -> None:
+    """`since`: count only the events received after it (not an inbox prefilled before)."""
+    after = f"WHERE received_at > '{since.isoformat()}' " if since else ""
     statuses, *tables = execute(
         database_url,
-        "SELECT status, count(*) AS n FROM webhook_events GROUP BY status",
+        f"SELECT status, count(*) AS n FROM webhook_events {after}GROUP BY status",
         *(
             f"SELECT shopify_id, shopify_updated_at AS updated_at FROM {name}"
             for name in ("orders", "customers", "products")
@@ -780,6 +894,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"role the servers connect as (default {APP_ROLE}, created without a password "
         "if missing; '' for the admin URL's role)",
     )
+    parser.add_argument(
+        "--inbox-sizes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="instead of the usual table: for each N, prefill the inbox with N events (and "
+        "their keys) spread over months, then measure the service; reports the rate at each "
+        "size and largest/smallest (e.g. --inbox-sizes 1000000 10000000)",
+    )
+    parser.add_argument(
+        "--prefill-months",
+        type=int,
+        default=12,
+        help="months the prefilled events are spread over (default 12)",
+    )
     parser.add_argument("--no-append", action="store_true", help="do not write bench/RESULTS.md")
     return parser.parse_args(argv)
 
@@ -799,6 +928,7 @@ def main(argv: list[str] | None = None) -> int:
     database_url: str | None = None
     calibration: Run | None = None
     runs: list[Run] = []
+    sized: list[tuple[dict[str, Any], Run]] = []  # --inbox-sizes: (the prefill, its run)
     finished = False
     python = sys.executable
     base_env = {
@@ -839,6 +969,45 @@ def main(argv: list[str] | None = None) -> int:
                 "--no-access-log",
             ]
 
+        def service(workers: int) -> Target:
+            return Target(
+                "service",
+                workers,
+                connection_counts[-1],
+                [
+                    str(Path(python).parent / "shopify-receiver"),
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--workers",
+                    str(workers),
+                ],
+                service_env,
+                "/readyz",
+                secret,
+            )
+
+        if args.inbox_sizes:
+            for size in args.inbox_sizes:
+                reset_tables(database_url)
+                log(f"prefilling the inbox with {size:,} events over {args.prefill_months} months")
+                prefill = prefill_inbox(database_url, size, args.prefill_months)
+                log(
+                    f"prefilled {size:,} events in {prefill['seconds']:.0f} s: "
+                    f"{prefill['partitions']} partitions, "
+                    f"{prefill['events_bytes'] / 2**30:.1f} GiB of events, "
+                    f"{prefill['keys_bytes'] / 2**30:.2f} GiB of keys"
+                )
+                for workers in worker_counts:
+                    clear_service_rows(database_url, prefill["end"])
+                    run = run_target(
+                        service(workers), args, workdir, database_url, args.seed, warmup, duration
+                    )
+                    check_service(run, database_url, since=prefill["end"])
+                    log(f"service x{workers}: checks {'ok' if run.checks['ok'] else 'FAILED'}")
+                    sized.append((prefill, run))
+            finished = True
+            return _inbox_results(args, argv, sized, started_at, began, warmup, duration)
         if not args.no_calibrate:
             noop = Target(
                 "no-op",
@@ -980,6 +1149,96 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def inbox_table(sized: list[tuple[dict[str, Any], Run]]) -> str:
+    lines = [
+        "| inbox events | partitions | on disk (events + keys) | prefill | workers | webhooks/s "
+        "| p50 ms | p99 ms | non-2xx | vs smallest | checks | detail |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    smallest: dict[int, float] = {}
+    for prefill, run in sorted(sized, key=lambda item: (item[0]["size"], item[1].target.workers)):
+        workers, rate = run.target.workers, run.load["rate"]
+        base = smallest.setdefault(workers, rate)
+        cells = [
+            f"{prefill['size']:,}",
+            str(prefill["partitions"]),
+            f"{prefill['events_bytes'] / 2**30:.1f} + {prefill['keys_bytes'] / 2**30:.2f} GiB",
+            f"{prefill['seconds'] / 60:.1f} min",
+            str(workers),
+            f"**{rate:,.0f}**",
+            _ms(run.load["p50_ms"]),
+            _ms(run.load["p99_ms"]),
+            str(run.non_2xx),
+            f"**{rate / base:.2f}**" if base else "—",
+            ("ok: " if run.checks.get("ok") else "**FAILED**: ")
+            + run.checks.get("text", "not checked"),
+            _cpu_text(run),
+        ]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def inbox_summary(sized: list[tuple[dict[str, Any], Run]]) -> str:
+    by_workers: dict[int, list[tuple[int, float]]] = {}
+    for prefill, run in sized:
+        by_workers.setdefault(run.target.workers, []).append((prefill["size"], run.load["rate"]))
+    lines = []
+    for workers, rates in sorted(by_workers.items()):
+        rates.sort()
+        (small, low), (large, high) = rates[0], rates[-1]
+        ratio = high / low if low else 0.0
+        lines.append(
+            f"- {workers} worker(s): {low:,.0f} webhooks/s at {small:,} events, {high:,.0f} at "
+            f"{large:,}: ratio {ratio:.2f} "
+            f"({'met' if ratio >= INBOX_RATIO_GOAL else '**not met**'})"
+        )
+    return (
+        f"Goal (issue #16, item 5): the webhook rate does not fall as the inbox grows, "
+        f"largest/smallest ≥ {INBOX_RATIO_GOAL}.\n\n" + "\n".join(lines)
+    )
+
+
+def _inbox_results(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    sized: list[tuple[dict[str, Any], Run]],
+    started_at: datetime,
+    began: float,
+    warmup: float,
+    duration: float,
+) -> int:
+    elapsed = time.monotonic() - began
+    summary = inbox_summary(sized)
+    code_note = _code_note([run for _, run in sized]) + _load_note([run for _, run in sized])
+    print(inbox_table(sized) + "\n\n" + summary + "\n" + code_note, flush=True)
+    if not args.no_append:
+        command_line = " ".join(
+            ["python -m bench.webhooks", *(sys.argv[1:] if argv is None else argv)]
+        )
+        append_results(
+            "\n".join(
+                [
+                    f"## Webhooks as the inbox grows ({started_at:%Y-%m-%d %H:%M} UTC)",
+                    "",
+                    f"`{command_line}`, total run time {elapsed / 60:.1f} min; "
+                    f"{args.connections} keep-alive connections, {warmup:.0f} s warm-up + "
+                    f"{duration:.0f} s measured per row. {code_note}",
+                    "",
+                    *machine_info(args.postgres_url),
+                    "",
+                    inbox_table(sized),
+                    "",
+                    summary,
+                    "",
+                    INBOX_NOTES,
+                    "",
+                ]
+            )
+        )
+        log(f"appended to {RESULTS_FILE}")
+    return 0 if all(run.checks.get("ok") for _, run in sized) else 1
+
+
 def _load_note(runs: list[Run]) -> str:
     """A warning when other processes took a noticeable share of the machine meanwhile."""
     busiest = max((run.cpu["other"] / run.load["seconds"] for run in runs), default=0.0)
@@ -1025,6 +1284,20 @@ NOTES = (
     "connections / throughput (Little's law): at 64 connections a p99 under 50 ms needs well "
     "over 1,280 webhooks/s. The service's two JSON lines per webhook (its own and uvicorn's "
     "access line) cost about 35 µs of CPU."
+)
+
+
+INBOX_NOTES = (
+    "Each size starts on empty tables; the inbox is then prefilled server-side (INSERT ... "
+    "SELECT generate_series, in time order) with that many processed events of the benchmark "
+    "store and their dedupe keys (random UUIDs, as Shopify's event ids are), received evenly "
+    "over the last `--prefill-months` months (12 by default) up to an hour before the run, one "
+    "month partition each (migration 0015), ~1.3 KB jsonb bodies (an order with three line items), "
+    "followed by VACUUM ANALYZE and a CHECKPOINT. The service (as shipped, as `receiver_app`) "
+    "then takes the same load as in the table above: new events land in the current month's "
+    "partition, and every delivery's dedupe key is checked against the whole keys table. "
+    "Before each row the previous row's events are deleted. 'vs smallest' is the rate over "
+    "the smallest size's at the same worker count."
 )
 
 

@@ -24,6 +24,7 @@ from models import (
     ShopRecord,
     Tenant,
     WebhookEvent,
+    WebhookEventKey,
     utcnow,
 )
 from models.statuses import TenantStatus
@@ -332,6 +333,8 @@ async def redact_shop(
         statement = table.delete().where(table.c.tenant_id == tenant_id)
         if table.name == WebhookEvent.__tablename__:
             statement = statement.where(table.c.id != context.webhook_event_id)
+        if table.name == WebhookEventKey.__tablename__:  # and the key that event holds
+            statement = statement.where(table.c.webhook_event_id != context.webhook_event_id)
         await session.execute(statement.execution_options(synchronize_session=False))
     await session.execute(
         update(Tenant)

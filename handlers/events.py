@@ -9,6 +9,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handlers.dispatch import process_event
+from handlers.inbox import assign_tenant
 from models import Tenant, WebhookEvent
 from models.statuses import EventStatus
 from models.tenancy import use_all_tenants
@@ -79,7 +80,7 @@ async def replay_events(
                 tenant_id = await session.scalar(
                     select(Tenant.id).where(Tenant.shop_domain == event.shop_domain)
                 )
-                event.tenant_id = tenant_id
+                await assign_tenant(session, event, tenant_id)
             await process_event(session, event)
             replayed.append(Replayed(event.id, event.status, event.error))
     return ReplayReport(tuple(replayed))

@@ -32,6 +32,7 @@ from models.tables import (
     UserSession,
     UserTenant,
     WebhookEvent,
+    WebhookEventKey,
     WebhookSubscription,
     utcnow,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "UserSession",
     "UserTenant",
     "WebhookEvent",
+    "WebhookEventKey",
     "WebhookSubscription",
     "create_engine",
     "create_session_factory",

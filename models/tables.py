@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -445,12 +446,18 @@ Index(
 
 
 class WebhookEvent(Base):
-    """The inbox: every verified delivery, committed before Shopify gets its 200."""
+    """The inbox: every verified delivery, committed before Shopify gets its 200.
+
+    On PostgreSQL the table is range-partitioned by month on `received_at` (migration 0016),
+    with a DEFAULT partition, so retention drops whole months; its primary key there is
+    (id, received_at), as a partitioned table's unique keys must hold the partition key. The
+    id alone is still unique (one sequence) and is what the ORM and every reader look rows up
+    by. Dedupe is exact across partitions through `webhook_event_keys`; rows are written only
+    by `handlers.inbox`. On SQLite it is a plain table, with the same key table.
+    """
 
     __tablename__ = "webhook_events"
     __table_args__ = (
-        # The dedupe key is per shop and topic: one underlying event can fan out to several topics.
-        UniqueConstraint("shop_domain", "topic", "dedupe_key", name="uq_webhook_events_dedupe"),
         Index("ix_webhook_events_tenant_received", "tenant_id", "received_at"),
         # Only the rows someone looks for by status (failed to replay, ignored to re-check):
         # processed events, nearly all of them, cost this index nothing on the hot path.
@@ -495,6 +502,36 @@ class WebhookEvent(Base):
     next_attempt_at: Mapped[datetime | None]
 
 
+# Migration 0016's month partitions of webhook_events and its DEFAULT partition (PostgreSQL):
+# made and dropped at run time, described by the parent's model, not by models of their own.
+_INBOX_PARTITION = re.compile(r"webhook_events_(p[0-9]{6}|default)")
+
+
+def is_inbox_partition(table_name: str | None) -> bool:
+    return table_name is not None and _INBOX_PARTITION.fullmatch(table_name) is not None
+
+
+class WebhookEventKey(Base):
+    """The inbox's dedupe keys: one row per stored event, unique per shop, topic and key (one
+    underlying event can fan out to several topics), in a narrow table of its own because a
+    partitioned `webhook_events` cannot hold a unique key without its partition key. The
+    event's id and received_at find its row (and partition) for the duplicate counter."""
+
+    __tablename__ = "webhook_event_keys"
+    __table_args__ = (
+        # shop/redact deletes a store's keys with its events.
+        Index("ix_webhook_event_keys_tenant", "tenant_id"),
+    )
+
+    shop_domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(100), primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # None for an unknown shop's event, as for the event itself.
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    webhook_event_id: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime]
+
+
 class ChildRefetch(Base):
     """A record whose webhook body cut one of its child lists short (a product's `variants`,
     listed whole only in `variant_gids`): the refetch job reads the record with all those
@@ -524,9 +561,9 @@ class ComplianceRequest(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    webhook_event_id: Mapped[int | None] = mapped_column(
-        ForeignKey("webhook_events.id", ondelete="SET NULL")
-    )
+    # A plain reference, no foreign key (migration 0016): the event may live in a partition
+    # that retention drops whole, which runs no ON DELETE action; prune sets it to NULL.
+    webhook_event_id: Mapped[int | None] = mapped_column(BigId)
     topic: Mapped[str] = mapped_column(String(100))
     customer_shopify_id: Mapped[int | None] = mapped_column(BigInteger)
     payload: Mapped[dict[str, Any] | None]

@@ -40,6 +40,7 @@ ROUTINE_TASKS = frozenset(
         "reconcile_stores",
         "retry_events",
         "refetch_cut_lists",
+        "make_inbox_partitions",
     }
 )
 ROUTINE_ACTIONS = frozenset(

@@ -14,7 +14,6 @@ from enum import StrEnum
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
@@ -33,14 +32,14 @@ from handlers.dispatch import (
     skip_reason,
     vet_shop,
 )
+from handlers.inbox import count_duplicate, store_event, store_events
 from handlers.normalize import PayloadError, parse_timestamp
 from handlers.retries import schedule_retry
 from handlers.shop_identity import ShopMismatch
 from handlers.topic_table import HANDLERS
-from models import WebhookEvent, utcnow
+from models import utcnow
 from models.statuses import EventStatus
 from models.tenancy import cross_store_transaction, tenant_transaction, use_all_tenants
-from models.upsert import insert_on_conflict
 from receiver.errors import ServiceUnavailable
 from receiver.limits import BodyHold, BodyTimeout, OverBudget, request_timeout
 from receiver.metrics import (
@@ -444,7 +443,7 @@ async def store_together(
                 )
                 for delivery, reason in zip(deliveries, reasons, strict=True)
             ]
-            ids = await _store_events(session, rows)
+            ids = await store_events(session, rows)
             applying: list[tuple[str, dict[str, Any]]] = []
             for delivery, reason, event_id in zip(deliveries, reasons, ids, strict=True):
                 if event_id is None:
@@ -591,42 +590,6 @@ def _lag(delivery: Delivery, received_at: datetime) -> float | None:
     return max(0.0, (received_at - delivery.triggered_at).total_seconds())
 
 
-_EVENT_COLUMNS = (
-    "tenant_id",
-    "shop_domain",
-    "topic",
-    "event_id",
-    "webhook_id",
-    "dedupe_key",
-    "api_version",
-    "triggered_at",
-    "received_at",
-    "processed_at",
-    "status",
-    "error",
-    "attempts",
-    "payload",
-)
-_STORE_EVENT: dict[str, Any] = {}
-
-
-def _store_event_statement(session: AsyncSession) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once per dialect: building it
-    costs about as much CPU as running it."""
-    dialect = session.get_bind().dialect.name
-    statement = _STORE_EVENT.get(dialect)
-    if statement is None:
-        table = WebhookEvent.__table__
-        statement = (
-            insert_on_conflict(session, table)
-            .values({name: bindparam(name, type_=table.c[name].type) for name in _EVENT_COLUMNS})
-            .on_conflict_do_nothing(index_elements=["shop_domain", "topic", "dedupe_key"])
-            .returning(table.c.id)
-        )
-        _STORE_EVENT[dialect] = statement
-    return statement
-
-
 async def _store_event(
     session: AsyncSession,
     delivery: Delivery,
@@ -635,17 +598,10 @@ async def _store_event(
     status: str,
     error: str | None,
 ) -> int | None:
-    """Insert the inbox row; None when this event was stored before (a duplicate).
-
-    ON CONFLICT DO NOTHING RETURNING: of two concurrent copies of one event, exactly one gets
-    a row back and goes on to apply it; the other waits for that commit (or rollback) and
-    returns nothing, so a duplicate is never applied twice and never read half-written.
-    """
-    values = _event_values(delivery, tenant, received_at, status, error)
-    connection = await session.connection()  # Core: the ORM's execute path costs more
-    result = await connection.execute(_store_event_statement(session), values)
-    event_id: int | None = result.scalar_one_or_none()
-    return event_id
+    """Insert the inbox row with its dedupe key; None when this event was stored before (a
+    duplicate). Of two concurrent copies of one event exactly one gets an id back and goes on
+    to apply it; the other waits for that commit (or rollback): see handlers.inbox."""
+    return await store_event(session, _event_values(delivery, tenant, received_at, status, error))
 
 
 def _event_values(
@@ -673,33 +629,6 @@ def _event_values(
     }
 
 
-_STORE_EVENTS: dict[str, Any] = {}
-
-
-async def _store_events(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int | None]:
-    """Insert many inbox rows in one statement; each row's id, None for a duplicate (stored
-    before, or an earlier copy in `rows`). The same rules as `_store_event`'s for concurrent
-    copies. Rows go in key order, so two batches never wait on each other in a cycle."""
-    dialect = session.get_bind().dialect.name
-    statement = _STORE_EVENTS.get(dialect)
-    if statement is None:
-        table = WebhookEvent.__table__
-        statement = (
-            insert_on_conflict(session, table)
-            .on_conflict_do_nothing(index_elements=["shop_domain", "topic", "dedupe_key"])
-            .returning(table.c.id, table.c.topic, table.c.dedupe_key)
-        )
-        _STORE_EVENTS[dialect] = statement
-    ordered = sorted(rows, key=lambda row: (row["topic"], row["dedupe_key"]))
-    connection = await session.connection()
-    result = await connection.execute(statement, ordered)
-    stored = {(topic, key): event_id for event_id, topic, key in result}
-    ids: list[int | None] = []
-    for row in rows:
-        ids.append(stored.pop((row["topic"], row["dedupe_key"]), None))
-    return ids
-
-
 async def _duplicate(session: AsyncSession, delivery: Delivery) -> Outcome:
     log.info(
         "webhook.duplicate shop=%s topic=%s event=%s",
@@ -708,18 +637,7 @@ async def _duplicate(session: AsyncSession, delivery: Delivery) -> Outcome:
         delivery.dedupe_key,
         extra=_fields(delivery, None),
     )
-    # No data changes, but the count is what tells a store's owner Shopify retried: the
-    # dashboard's dedupe hits per topic.
-    await session.execute(
-        update(WebhookEvent)
-        .where(
-            WebhookEvent.shop_domain == delivery.shop_domain,
-            WebhookEvent.topic == delivery.topic,
-            WebhookEvent.dedupe_key == delivery.dedupe_key,
-        )
-        .values(duplicate_count=WebhookEvent.duplicate_count + 1, last_duplicate_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    await count_duplicate(session, delivery.shop_domain, delivery.topic, delivery.dedupe_key)
     return Outcome(Verdict.DUPLICATE)
 
 

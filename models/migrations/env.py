@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
 from models.engine import create_engine
-from models.tables import Base
+from models.tables import Base, is_inbox_partition
 
 target_metadata = Base.metadata
 
 
-def _ours(name: str | None, type_: str, parent_names: object) -> bool:
-    # procrastinate owns its tables (created by revision 0002); leave them out of comparisons.
-    return not (type_ == "table" and name is not None and name.startswith("procrastinate_"))
+def _ours(name: str | None, type_: str, parent_names: Any) -> bool:
+    # procrastinate owns its tables (created by revision 0002); leave them out of comparisons,
+    # and the inbox's partitions (revision 0016), which the parent's model describes.
+    if type_ == "table":
+        return not (
+            (name is not None and name.startswith("procrastinate_")) or is_inbox_partition(name)
+        )
+    return not is_inbox_partition(parent_names.get("table_name"))
 
 
 def _run(connection: Connection) -> None:

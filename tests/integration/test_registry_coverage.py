@@ -24,6 +24,7 @@ from handlers.resources import RESOURCES
 from handlers.topic_table import HANDLERS
 from models import ApiToken, ApiTokenTenant, Base, Tenant, User, create_engine
 from models import create_session_factory as session_factory
+from models.tables import is_inbox_partition
 from models.tenancy import use_tenant
 from tests.conftest import APP_ROLE, Backend, ServedApp, as_app_role
 from tests.factories import OTHER_SHOP, SHOP, create_tenant, delivery
@@ -34,8 +35,10 @@ OTHER_SHOP_ID = 548380010
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 
 
-async def tenant_tables_in(connection: AsyncConnection) -> list[str]:
-    """The tables of the migrated schema (not of our metadata) with a tenant_id column."""
+async def tenant_tables_in(connection: AsyncConnection, *, partitions: bool = False) -> list[str]:
+    """The tables of the migrated schema (not of our metadata) with a tenant_id column; with
+    `partitions`, the inbox's partitions too (PostgreSQL), which are filled and read through
+    webhook_events but must be guarded as well, should someone read one directly."""
 
     def names(sync_connection: Any) -> list[str]:
         inspector = inspect(sync_connection)
@@ -43,6 +46,7 @@ async def tenant_tables_in(connection: AsyncConnection) -> list[str]:
             table
             for table in inspector.get_table_names()
             if any(column["name"] == "tenant_id" for column in inspector.get_columns(table))
+            and (partitions or not is_inbox_partition(table))
         )
 
     return await connection.run_sync(names)
@@ -53,7 +57,7 @@ async def tenant_tables_in(connection: AsyncConnection) -> list[str]:
 
 async def test_every_tenant_table_is_isolated_for_the_app_role(pg: Backend) -> None:
     async with pg.engine.connect() as connection:
-        tables = await tenant_tables_in(connection)
+        tables = await tenant_tables_in(connection, partitions=True)
         rows = (
             await connection.execute(
                 text(
@@ -68,6 +72,9 @@ async def test_every_tenant_table_is_isolated_for_the_app_role(pg: Backend) -> N
             )
         ).all()
     assert len(tables) >= 10  # customers ... reconcile_runs: the query found the schema
+    # The inbox's keys, its DEFAULT partition and this month's (the migration made it).
+    assert {"webhook_event_keys", "webhook_events_default"} <= set(tables)
+    assert any(name.startswith("webhook_events_p") for name in tables)
     found = {row.relname: row for row in rows}
     assert sorted(found) == tables
     unguarded = [
@@ -139,6 +146,17 @@ FILLERS: dict[str, Callable[[int, int, Ids], list[dict[str, Any]]]] = {
             "attempts": 1,
             "duplicate_count": 0,
             "payload": {"id": n, "email": f"o{n}@example.com"},
+        }
+    ],
+    # Not the seeded events' keys: shop/redact deletes every key of the store but its own.
+    "webhook_event_keys": lambda t, n, ids: [
+        {
+            "tenant_id": t,
+            "shop_domain": f"store-{t}",
+            "topic": "orders/create",
+            "dedupe_key": f"seed-key-{n}",
+            "webhook_event_id": 0,
+            "received_at": NOW,
         }
     ],
     "child_refetches": lambda t, n, ids: [
@@ -309,7 +327,9 @@ async def test_shop_redact_empties_every_tenant_table_but_its_evidence(
             (row.api_token_id, row.tenant_id)
             for row in await session.scalars(select(ApiTokenTenant))
         }
-    assert sorted(left) == ["compliance_requests", "webhook_events"]
+    # The evidence: the shop/redact event, its dedupe key and the compliance record.
+    assert sorted(left) == ["compliance_requests", "webhook_event_keys", "webhook_events"]
+    assert [json.loads(row)[1] for row in left["webhook_event_keys"]] == ["shop/redact"]
     assert events == ["shop/redact"]
     assert requests == ["shop/redact"]
     assert tenant.status == "redacted"
