@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run demo test lint typecheck install browser
+.PHONY: run demo test lint typecheck install browser bench
 
 $(BIN)/shopify-receiver: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,11 @@ browser:
 
 test: lint typecheck browser
 	$(BIN)/pytest -n auto --dist loadfile
+
+# Every figure of bench/RESULTS.md, one run each, appended there with the machine and the date:
+# webhooks (service vs a careful minimal peer, SQLite, a burst during a backfill) and the
+# backfill (throughput against PostgreSQL's COPY ceiling, rate limits, memory from 100k to 1M
+# orders). About an hour and a half on a 2-core machine; needs the local PostgreSQL.
+bench: install
+	$(BIN)/python -m bench.webhooks
+	$(BIN)/python -m bench.backfill
