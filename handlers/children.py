@@ -22,21 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import (
-    ARRAY,
-    BigInteger,
-    ColumnElement,
-    DateTime,
-    Table,
-    all_,
-    and_,
-    any_,
-    bindparam,
-    func,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, Table, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.normalize import PayloadError, Record, parse_shopify_id
@@ -385,10 +371,6 @@ async def _tombstone_missing(
     # parents' listed children" is "not among its own parent's". A key that is not an id (a
     # level's location, shared by every item stocked there) is compared parent by parent.
     unique = child.child_key == "shopify_id"
-    if unique and session.get_bind().dialect.name == "postgresql":
-        for batch in _batches(lists):
-            await _tombstone_by_arrays(session, child, tenant_id, lists, batch, now, source)
-        return
     # A batch's parents each add a term to one OR (by the time of their list): SQLite's
     # expression tree stops at a depth of 1,000, so a statement holds at most 200 parents.
     batches = (
@@ -438,76 +420,6 @@ async def _tombstone_missing(
                 table.c.deleted_at == now,
             )
             await forget_references(session, child.referenced_as, tenant_id, gone)
-
-
-_BY_ARRAYS: dict[str, Any] = {}
-
-
-def _tombstone_by_arrays_statement(child: ChildSet) -> Any:
-    """PostgreSQL: the parents and the times of their lists as two arrays joined as a table,
-    the kept ids as one array: one statement text whatever the batch, built and prepared
-    once (an IN list of each length is a statement text of its own, prepared anew)."""
-    key = f"{child.table} {child.fixed!r}"  # metafields: one ChildSet per owner type
-    statement = _BY_ARRAYS.get(key)
-    if statement is not None:
-        return statement
-    table = cast(Table, child.model.__table__)
-    lists = (
-        func.unnest(
-            bindparam("parents", type_=ARRAY(BigInteger)),
-            bindparam("times", type_=ARRAY(DateTime(timezone=True))),
-        )
-        .table_valued("parent", "as_of")
-        .render_derived(name="lists")
-    )
-    created = table.c.shopify_created_at
-    statement = (
-        update(table)
-        .where(
-            table.c.tenant_id == bindparam("tenant"),
-            table.c[child.parent_key] == lists.c.parent,
-            or_(created.is_(None), created <= lists.c.as_of),
-            table.c.deleted_at.is_(None),
-            table.c.shopify_id != all_(bindparam("kept", type_=ARRAY(BigInteger))),
-            *(table.c[column] == value for column, value in child.fixed),
-        )
-        .values(deleted_at=bindparam("gone_at"), synced_at=bindparam("gone_at"))
-        .values(source=bindparam("gone_by"))
-    )
-    _BY_ARRAYS[key] = statement
-    return statement
-
-
-async def _tombstone_by_arrays(
-    session: AsyncSession,
-    child: ChildSet,
-    tenant_id: int,
-    lists: Mapping[int, ChildList],
-    batch: list[int],
-    now: datetime,
-    source: str,
-) -> None:
-    kept = sorted({key for parent in batch for key in _kept(lists[parent], child.child_key)})
-    connection = await session.connection()  # Core: the ORM's execute path costs more
-    await connection.execute(
-        _tombstone_by_arrays_statement(child),
-        {
-            "tenant": tenant_id,
-            "parents": batch,
-            "times": [lists[parent].as_of or _NO_TIME_LIMIT for parent in batch],
-            "kept": kept,
-            "gone_at": now,
-            "gone_by": source,
-        },
-    )
-    if child.referenced_as:
-        table = cast(Table, child.model.__table__)
-        gone = select(table.c.shopify_id).where(
-            table.c.tenant_id == tenant_id,
-            table.c[child.parent_key] == any_(bindparam(None, batch, type_=ARRAY(BigInteger))),
-            table.c.deleted_at == now,
-        )
-        await forget_references(session, child.referenced_as, tenant_id, gone)
 
 
 async def forget_references(
