@@ -54,6 +54,7 @@ from backfill.credentials import AppCredentials
 from backfill.queries import ORDERS
 from backfill.runner import BackfillEnvironment, JobRun, ResourceProgress, create_sync_job
 from bench.children import CHILDREN, on_sigterm, stop, stop_children
+from handlers.children import ReadRecords
 from handlers.resources import RESOURCES, Resource
 from models import (
     SecretBox,
@@ -221,10 +222,12 @@ class TimedJobRun(JobRun):
         self,
         resource: Resource,
         nodes: list[dict[str, Any]],
+        advance: ResourceProgress | None = None,
+        read: ReadRecords | None = None,
     ) -> None:
         started = time.perf_counter()
         try:
-            await super()._checkpoint(resource, nodes)
+            await super()._checkpoint(resource, nodes, advance, read)
         finally:
             self.db_seconds += time.perf_counter() - started
 

@@ -464,6 +464,45 @@ def _batches(lists: Mapping[int, ChildList]) -> Iterable[list[int]]:
         yield batch
 
 
+@dataclass(frozen=True)
+class ReadRecords:
+    """Parent payloads read into records, with each parent's children lists as its payload
+    gives them: everything `write_with_children` computes before touching the database, so a
+    caller may prepare one batch while the previous one is written (the bulk backfill)."""
+
+    # By id, the newest record of each parent given, with its payload.
+    chosen: dict[int, tuple[Record, Mapping[str, Any]]]
+    # Per child set (by position), per parent: its list, None when the payload has none, or
+    # the PayloadError reading it raised (raised when, and only if, the list is written).
+    lists: tuple[dict[int, ChildList | PayloadError | None], ...]
+
+
+def read_with_children(
+    children: Sequence[ChildSet],
+    normalize: Callable[[Any], Record],
+    payloads: Iterable[Mapping[str, Any]],
+    *,
+    graphql: bool,
+) -> ReadRecords:
+    """Normalise parent payloads and read their children, without the database."""
+    chosen: dict[int, tuple[Record, Mapping[str, Any]]] = {}
+    for payload in payloads:
+        record = normalize(payload)
+        current = chosen.get(record["shopify_id"])
+        if current is None or _not_older(record, current[0]):
+            chosen[record["shopify_id"]] = (record, payload)
+    lists: list[dict[int, ChildList | PayloadError | None]] = []
+    for child in children:
+        found: dict[int, ChildList | PayloadError | None] = {}
+        for parent_id in sorted(chosen):
+            try:
+                found[parent_id] = child.read(chosen[parent_id][1], parent_id, graphql=graphql)
+            except PayloadError as exc:
+                found[parent_id] = exc
+        lists.append(found)
+    return ReadRecords(chosen, tuple(lists))
+
+
 async def write_with_children(
     session: AsyncSession,
     model: type[ShopRecord],
@@ -477,12 +516,29 @@ async def write_with_children(
 ) -> int:
     """Upsert parent records and, for the ones that applied, their children. Returns how many
     parents were submitted (as `upsert_records` does)."""
-    chosen: dict[int, tuple[Record, Mapping[str, Any]]] = {}
-    for payload in payloads:
-        record = normalize(payload)
-        current = chosen.get(record["shopify_id"])
-        if current is None or _not_older(record, current[0]):
-            chosen[record["shopify_id"]] = (record, payload)
+    if not children:
+        chosen: dict[int, Record] = {}
+        for payload in payloads:
+            record = normalize(payload)
+            current = chosen.get(record["shopify_id"])
+            if current is None or _not_older(record, current):
+                chosen[record["shopify_id"]] = record
+        return await upsert_records(session, model, tenant_id, chosen.values(), source=source)
+    read = read_with_children(children, normalize, payloads, graphql=graphql)
+    return await write_read_records(session, model, children, tenant_id, read, source=source)
+
+
+async def write_read_records(
+    session: AsyncSession,
+    model: type[ShopRecord],
+    children: Sequence[ChildSet],
+    tenant_id: int,
+    read: ReadRecords,
+    *,
+    source: str,
+) -> int:
+    """`write_with_children` for records `read_with_children` read."""
+    chosen = read.chosen
     records = [record for record, _ in chosen.values()]
     if not children:
         return await upsert_records(session, model, tenant_id, records, source=source)
@@ -500,7 +556,7 @@ async def write_with_children(
                 )
             )
         )
-    for child in children:
+    for child, read_lists in zip(children, read.lists, strict=True):
         lists: dict[int, ChildList] = {}
         # Children that are facts once made (a transaction, a refund) are kept from any
         # version of the parent, even one older than the stored row, which may not carry
@@ -508,7 +564,9 @@ async def write_with_children(
         # nothing.
         parents = sorted(set(chosen) - deleted) if child.append_only else sorted(applied)
         for parent_id in parents:
-            found = child.read(chosen[parent_id][1], parent_id, graphql=graphql)
+            found = read_lists[parent_id]
+            if isinstance(found, PayloadError):
+                raise found
             if found is not None:
                 as_of = chosen[parent_id][0].get("shopify_updated_at")
                 if parent_id not in applied:
