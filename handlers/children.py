@@ -22,7 +22,21 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Table,
+    all_,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import column as sql_column
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.normalize import PayloadError, Record, parse_shopify_id
@@ -371,6 +385,9 @@ async def _tombstone_missing(
     # parents' listed children" is "not among its own parent's". A key that is not an id (a
     # level's location, shared by every item stocked there) is compared parent by parent.
     unique = child.child_key == "shopify_id"
+    if unique and session.get_bind().dialect.name == "postgresql":
+        await _tombstone_missing_by_arrays(session, child, tenant_id, lists, source=source)
+        return
     # A batch's parents each add a term to one OR (by the time of their list): SQLite's
     # expression tree stops at a depth of 1,000, so a statement holds at most 200 parents.
     batches = (
@@ -413,6 +430,84 @@ async def _tombstone_missing(
             .execution_options(synchronize_session=False)
         )
         await session.execute(statement)
+        if child.referenced_as:
+            gone = select(table.c.shopify_id).where(
+                table.c.tenant_id == tenant_id,
+                parent_column.in_(batch),
+                table.c.deleted_at == now,
+            )
+            await forget_references(session, child.referenced_as, tenant_id, gone)
+
+
+_ARRAY_TOMBSTONES: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+
+
+def _array_tombstone_statement(child: ChildSet) -> Any:
+    """PostgreSQL: one statement for any number of parents, their list times and kept ids
+    given as arrays (`unnest`), built once per child set. Building the OR of per-time terms
+    (padded to 200) for every batch cost a bulk backfill more CPU than writing its rows."""
+    key = (child.table, child.fixed)
+    statement = _ARRAY_TOMBSTONES.get(key)
+    if statement is None:
+        table = cast(Table, child.model.__table__)
+        listed = (
+            func.unnest(
+                bindparam("parents", type_=ARRAY(BigInteger())),
+                bindparam("times", type_=ARRAY(DateTime(timezone=True))),
+            )
+            .table_valued(
+                sql_column("parent", BigInteger()), sql_column("as_of", DateTime(timezone=True))
+            )
+            .render_derived(name="listed")
+        )
+        created = table.c.shopify_created_at
+        statement = (
+            update(table)
+            .where(
+                table.c.tenant_id == bindparam("tenant"),
+                table.c[child.parent_key] == listed.c.parent,
+                or_(created.is_(None), created <= listed.c.as_of),
+                table.c.deleted_at.is_(None),
+                table.c[child.child_key] != all_(bindparam("kept", type_=ARRAY(BigInteger()))),
+                *(table.c[column] == value for column, value in child.fixed),
+            )
+            .values(
+                deleted_at=bindparam("now"), synced_at=bindparam("now"), source=bindparam("source")
+            )
+            .execution_options(synchronize_session=False)
+        )
+        _ARRAY_TOMBSTONES[key] = statement
+    return statement
+
+
+async def _tombstone_missing_by_arrays(
+    session: AsyncSession,
+    child: ChildSet,
+    tenant_id: int,
+    lists: Mapping[int, ChildList],
+    *,
+    source: str,
+) -> None:
+    """`_tombstone_missing` for children keyed by their own id, on PostgreSQL: the same rows
+    (a parent's live children created no later than its list and absent from it) by one
+    statement per batch whose shape does not depend on the batch."""
+    table = cast(Table, child.model.__table__)
+    parent_column = table.c[child.parent_key]
+    statement = _array_tombstone_statement(child)
+    now = utcnow()
+    for batch in _batches(lists):
+        kept = sorted({key for parent in batch for key in _kept(lists[parent], child.child_key)})
+        await session.execute(
+            statement,
+            {
+                "tenant": tenant_id,
+                "parents": batch,
+                "times": [lists[parent].as_of or _NO_TIME_LIMIT for parent in batch],
+                "kept": kept,
+                "now": now,
+                "source": source,
+            },
+        )
         if child.referenced_as:
             gone = select(table.c.shopify_id).where(
                 table.c.tenant_id == tenant_id,
