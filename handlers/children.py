@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     all_,
     and_,
+    any_,
     bindparam,
     func,
     or_,
@@ -450,9 +451,10 @@ def _array_tombstone_statement(child: ChildSet) -> Any:
     statement = _ARRAY_TOMBSTONES.get(key)
     if statement is None:
         table = cast(Table, child.model.__table__)
+        parents = bindparam("parents", type_=ARRAY(BigInteger()))
         listed = (
             func.unnest(
-                bindparam("parents", type_=ARRAY(BigInteger())),
+                parents,
                 bindparam("times", type_=ARRAY(DateTime(timezone=True))),
             )
             .table_valued(
@@ -465,6 +467,11 @@ def _array_tombstone_statement(child: ChildSet) -> Any:
             update(table)
             .where(
                 table.c.tenant_id == bindparam("tenant"),
+                # Also as a plain condition on the table: the (tenant, parent) index then
+                # finds the batch's children whatever the planner makes of `unnest`, whose
+                # rows it cannot estimate (a join on it alone scanned the whole store's
+                # children per batch on a table not yet analyzed).
+                table.c[child.parent_key] == any_(parents),
                 table.c[child.parent_key] == listed.c.parent,
                 or_(created.is_(None), created <= listed.c.as_of),
                 table.c.deleted_at.is_(None),
