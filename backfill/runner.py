@@ -27,7 +27,12 @@ from backfill.credentials import AppCredentials, TenantCredentials
 from backfill.metrics import RECORDS
 from backfill.nested import BulkGroup, BulkGrouper, complete_children, fill_bulk_gaps
 from backfill.queries import BULK_STATUS, RESOURCES, SHOP_ID, Resource, bulk_run_document
-from handlers.children import write_with_children
+from handlers.children import (
+    ReadRecords,
+    read_with_children,
+    write_read_records,
+    write_with_children,
+)
 from handlers.errors import error_text, may_quote_data
 from handlers.normalize import PayloadError, Record, parse_shopify_id
 from handlers.resources import parse_resource_names
@@ -106,6 +111,23 @@ class ResourceProgress(TypedDict, total=False):
 
 
 JobProgress = dict[str, ResourceProgress]
+
+
+@dataclass(frozen=True)
+class _BulkBatch:
+    """Bulk records read and ready to write, and the last result line they end on."""
+
+    nodes: list[dict[str, Any]]
+    # The nodes normalised, with their children (read by the reader, written by the writer).
+    read: ReadRecords
+    last_line: int
+
+
+@dataclass(frozen=True)
+class _BulkEnd:
+    """The bulk result was read to its end."""
+
+
 ProgressCallback = Callable[[str, ResourceProgress], None]
 
 
@@ -477,69 +499,144 @@ class JobRun:
 
     async def _stream_bulk(self, url: str, resource: Resource, state: ResourceProgress) -> None:
         """Stream the JSONL, writing each record with its children in batches; a resumed job
-        skips the lines it applied (a batch ends where a record and its children end)."""
-        applied = int(state.get("lines", 0))
-        line_number = 0
-        grouper = BulkGrouper(resource.children)
-        batch: list[BulkGroup] = []
-        flushed = applied
-        try:
-            async with self.env.http.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise BackfillError(f"bulk result download answered {response.status_code}")
-                async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
-                    line_number += 1
-                    if line_number <= applied:
-                        continue
-                    try:
-                        finished = list(grouper.feed(json.loads(line), line_number))
-                    except ValueError as exc:
-                        raise BackfillError(f"bulk result for {resource.name}: {exc}") from exc
-                    batch.extend(finished)
-                    if batch and (
-                        len(batch) >= BULK_BATCH
-                        or batch[-1].last_line - flushed >= BULK_BATCH_LINES
-                    ):
-                        await self._bulk_flush(resource, batch, state)
-                        flushed, batch = batch[-1].last_line, []
-        except httpx.TransportError as exc:
-            raise BackfillError(f"bulk result download broke off: {exc}") from exc
-        batch.extend(grouper.finish())
-        await self._bulk_flush(resource, batch, state)
+        skips the lines it applied (a batch ends where a record and its children end).
 
-    async def _bulk_flush(
-        self, resource: Resource, batch: list[BulkGroup], state: ResourceProgress
+        Reading (download, JSON, grouping, the refunds' line items) and writing overlap: the
+        next batch is read while the previous one is written, in its own transaction with its
+        checkpoint. The reader hands a finished batch over and starts the next only once the
+        writer took it, so at most two batches are held (one written, one being read)."""
+        handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
+        reader = asyncio.create_task(self._read_bulk(url, resource, state, handoff))
+        try:
+            while True:
+                item = await handoff.get()
+                handoff.task_done()
+                if isinstance(item, _BulkEnd):
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                await self._bulk_write(resource, item, state)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read_bulk(
+        self,
+        url: str,
+        resource: Resource,
+        state: ResourceProgress,
+        handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException],
     ) -> None:
-        if not batch:
+        """The reading half of `_stream_bulk`: puts each batch (then the end, or what went
+        wrong) into `handoff`, and waits for the writer to take it before reading on."""
+
+        async def hand_over(item: _BulkBatch | _BulkEnd | BaseException) -> None:
+            await handoff.put(item)
+            await handoff.join()
+
+        try:
+            applied = int(state.get("lines", 0))
+            line_number = 0
+            grouper = BulkGrouper(resource.children)
+            batch: list[BulkGroup] = []
+            flushed = applied
+            try:
+                async with self.env.http.stream("GET", url) as response:
+                    if response.status_code != 200:
+                        raise BackfillError(f"bulk result download answered {response.status_code}")
+                    async for line in response.aiter_lines():
+                        if not line.strip():
+                            continue
+                        line_number += 1
+                        if line_number <= applied:
+                            continue
+                        try:
+                            finished = list(grouper.feed(json.loads(line), line_number))
+                        except ValueError as exc:
+                            raise BackfillError(f"bulk result for {resource.name}: {exc}") from exc
+                        batch.extend(finished)
+                        if batch and (
+                            len(batch) >= BULK_BATCH
+                            or batch[-1].last_line - flushed >= BULK_BATCH_LINES
+                        ):
+                            await hand_over(await self._bulk_batch(resource, batch))
+                            flushed, batch = batch[-1].last_line, []
+            except httpx.TransportError as exc:
+                raise BackfillError(f"bulk result download broke off: {exc}") from exc
+            batch.extend(grouper.finish())
+            if batch:
+                await hand_over(await self._bulk_batch(resource, batch))
+        except Exception as exc:
+            await hand_over(exc)
             return
+        await hand_over(_BulkEnd())
+
+    async def _bulk_batch(self, resource: Resource, batch: list[BulkGroup]) -> _BulkBatch:
+        """A batch ready to write: its records whole (the refunds' line items read by id)."""
         nodes = [group.node for group in batch]
         await fill_bulk_gaps(self.client, resource.children, nodes)
-        state["lines"] = max(int(state.get("lines", 0)), batch[-1].last_line)
-        state["count"] = int(state.get("count", 0)) + len(batch)
-        await self._checkpoint(resource, nodes)
+        try:
+            read = read_with_children(
+                resource.children, resource.normalize_node, nodes, graphql=True
+            )
+        except PayloadError as exc:
+            raise BackfillError(
+                f"{resource.name}: Shopify sent a record we cannot read: {exc}"
+            ) from exc
+        return _BulkBatch(nodes, read, batch[-1].last_line)
+
+    async def _bulk_write(
+        self, resource: Resource, batch: _BulkBatch, state: ResourceProgress
+    ) -> None:
+        """One batch and the progress that counts it, in one transaction."""
+        advance = ResourceProgress(**state)
+        advance["lines"] = max(int(state.get("lines", 0)), batch.last_line)
+        advance["count"] = int(state.get("count", 0)) + len(batch.nodes)
+        await self._checkpoint(resource, batch.nodes, advance, batch.read)
         self._report(resource.name, state)
 
-    async def _checkpoint(self, resource: Resource, nodes: list[dict[str, Any]]) -> None:
+    async def _checkpoint(
+        self,
+        resource: Resource,
+        nodes: list[dict[str, Any]],
+        advance: ResourceProgress | None = None,
+        read: ReadRecords | None = None,
+    ) -> None:
         """Records (with their children) and progress in one transaction: after a crash, both
-        or neither happened."""
+        or neither happened. `advance`, the resource's state once these records are in, is
+        written with them and only then becomes the job's (a progress row written meanwhile,
+        by a rate-limit wait of the bulk reader, still says what had committed). `read`: the
+        nodes already normalised (`read_with_children`)."""
         for state in self.progress.values():
             state.pop("waiting", None)  # a page came through: the wait is over
+        progress = self.progress
+        if advance is not None:
+            advance.pop("waiting", None)
+            progress = {**self.progress, resource.name: advance}
         async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
             if nodes:
                 RECORDS.labels(resource.table, self.job.mode).inc(len(nodes))
                 try:
-                    await write_with_children(
-                        session,
-                        resource.model,
-                        resource.children,
-                        resource.normalize_node,
-                        self.tenant.id,
-                        nodes,
-                        graphql=True,
-                        source="backfill",
-                    )
+                    if read is not None:
+                        await write_read_records(
+                            session,
+                            resource.model,
+                            resource.children,
+                            self.tenant.id,
+                            read,
+                            source="backfill",
+                        )
+                    else:
+                        await write_with_children(
+                            session,
+                            resource.model,
+                            resource.children,
+                            resource.normalize_node,
+                            self.tenant.id,
+                            nodes,
+                            graphql=True,
+                            source="backfill",
+                        )
                 except PayloadError as exc:
                     raise BackfillError(
                         f"{resource.name}: Shopify sent a record we cannot read: {exc}"
@@ -547,11 +644,13 @@ class JobRun:
             result = await session.execute(
                 update(SyncJob)
                 .where(SyncJob.id == self.job.id, SyncJob.status == SyncStatus.RUNNING)
-                .values(progress=self.progress, heartbeat_at=utcnow())
+                .values(progress=progress, heartbeat_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
             if affected_rows(result) != 1:
                 raise JobCancelled(f"sync job {self.job.id} is no longer running")
+        if advance is not None:
+            self.progress[resource.name].update(advance)
 
     async def _heartbeat(self) -> None:
         async with tenant_transaction(self.env.sessions, self.tenant.id) as session:

@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+import asyncpg
 import httpx
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
@@ -53,6 +54,7 @@ from backfill.credentials import AppCredentials
 from backfill.queries import ORDERS
 from backfill.runner import BackfillEnvironment, JobRun, ResourceProgress, create_sync_job
 from bench.children import CHILDREN, on_sigterm, stop, stop_children
+from handlers.children import ReadRecords
 from handlers.resources import RESOURCES, Resource
 from models import (
     SecretBox,
@@ -85,6 +87,11 @@ def resource_tables(name: str) -> list[str]:
 
 
 FLAT_MEMORY_RATIO = 1.10  # "flat": the 10x store peaks at most 10 % higher
+# Issue #16: the bulk backfill's rows/s (children included) as a share of PostgreSQL's own
+# COPY rate for the same rows into the same tables.
+CEILING_SHARE_GOAL = 0.5
+# Rows read back and COPYed at a time by the ceiling measurement (memory stays bounded).
+CEILING_CHUNK = 10_000
 RATE_LIMIT_SHARE_GOAL = 0.9
 THROTTLED_SHARE_GOAL = 0.01
 PROGRESS_EVERY_SECONDS = 10.0
@@ -211,10 +218,16 @@ class TimedJobRun(JobRun):
         self.client.execute = execute  # type: ignore[method-assign]
         TimedJobRun.runs.append(self)
 
-    async def _checkpoint(self, resource: Resource, nodes: list[dict[str, Any]]) -> None:
+    async def _checkpoint(
+        self,
+        resource: Resource,
+        nodes: list[dict[str, Any]],
+        advance: ResourceProgress | None = None,
+        read: ReadRecords | None = None,
+    ) -> None:
         started = time.perf_counter()
         try:
-            await super()._checkpoint(resource, nodes)
+            await super()._checkpoint(resource, nodes, advance, read)
         finally:
             self.db_seconds += time.perf_counter() - started
 
@@ -305,6 +318,9 @@ async def _run_job(spec: dict[str, Any]) -> dict[str, Any]:
             }
     finally:
         await engine.dispose()
+    ceiling = (
+        await copy_ceiling(spec["database_url"], list(table_rows)) if spec.get("ceiling") else None
+    )
 
     per_resource: dict[str, dict[str, float]] = {}
     previous = started
@@ -342,7 +358,69 @@ async def _run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "db_seconds": run.db_seconds if run is not None else 0.0,
         "bulk_wait_seconds": run.bulk_wait_seconds if run is not None else 0.0,
         "client": stats,
+        "ceiling": ceiling,
     }
+
+
+async def copy_ceiling(database_url: str, tables: list[str]) -> dict[str, Any]:
+    """PostgreSQL's own ingest rate for the rows a job just wrote, in the same database: each
+    table's rows are read back and COPYed (asyncpg's binary `copy_records_to_table`) into an
+    empty copy of the table with its indexes, defaults and constraints (`LIKE ... INCLUDING
+    ALL`: foreign keys and row-level security policies are not copied), in chunks of
+    CEILING_CHUNK rows, each committed. Only the COPY calls are timed: no parsing, no
+    normalising, no conflict checks, no round trips but the COPY's own."""
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    reader = await asyncpg.connect(dsn)
+    writer = await asyncpg.connect(dsn)
+    per_table: dict[str, dict[str, float]] = {}
+    try:
+        for table in tables:
+            target = f"{table}_ceiling"
+            await writer.execute(
+                f'DROP TABLE IF EXISTS "{target}"; '
+                f'CREATE TABLE "{target}" (LIKE "{table}" INCLUDING ALL)'
+            )
+            columns = [
+                str(row["attname"])
+                for row in await reader.fetch(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass "
+                    "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                    table,
+                )
+                if row["attname"] != "id"  # the copy's own sequence numbers them
+            ]
+            listed = ", ".join(f'"{name}"' for name in columns)
+            seconds, rows = 0.0, 0
+
+            async with reader.transaction():
+                chunk: list[tuple[Any, ...]] = []
+                async for record in reader.cursor(
+                    f'SELECT {listed} FROM "{table}" ORDER BY id', prefetch=CEILING_CHUNK
+                ):
+                    chunk.append(tuple(record))
+                    if len(chunk) >= CEILING_CHUNK:
+                        seconds += await _timed_copy(writer, target, columns, chunk)
+                        rows += len(chunk)
+                        chunk = []
+                if chunk:
+                    seconds += await _timed_copy(writer, target, columns, chunk)
+                    rows += len(chunk)
+            await writer.execute(f'DROP TABLE "{target}"')
+            per_table[table] = {"rows": rows, "seconds": seconds}
+    finally:
+        await reader.close()
+        await writer.close()
+    rows = sum(int(entry["rows"]) for entry in per_table.values())
+    seconds = sum(entry["seconds"] for entry in per_table.values())
+    return {"rows": rows, "seconds": seconds, "tables": per_table}
+
+
+async def _timed_copy(
+    writer: asyncpg.Connection, target: str, columns: list[str], chunk: list[tuple[Any, ...]]
+) -> float:
+    started = time.perf_counter()
+    await writer.copy_records_to_table(target, records=chunk, columns=columns)
+    return time.perf_counter() - started
 
 
 def worker_main() -> int:
@@ -475,8 +553,10 @@ def run_backfill(
     *,
     bulk_poll_interval: float,
     timeout: float,
+    ceiling: bool = False,
 ) -> dict[str, Any]:
     spec = {
+        "ceiling": ceiling,
         "label": label,
         "database_url": database_url,
         "mode": mode,
@@ -702,6 +782,32 @@ def throughput_row(result: dict[str, Any], mode: str, store: Store) -> Row:
     )
 
 
+def ceiling_row(result: dict[str, Any], store: Store) -> Row:
+    ceiling = result["ceiling"]
+    wall = result["wall_seconds"] or 1.0
+    backfill_rate = result["rows_with_children"] / wall
+    copy_rate = ceiling["rows"] / ceiling["seconds"] if ceiling["seconds"] else 0.0
+    share = backfill_rate / copy_rate if copy_rate else 0.0
+    tables = ", ".join(
+        f"{table} {entry['rows'] / entry['seconds']:,.0f}/s"
+        for table, entry in ceiling["tables"].items()
+        if entry["seconds"]
+    )
+    return Row(
+        "1",
+        "`bulk` / PostgreSQL's COPY ceiling, same rows",
+        f"throttle off; {store.describe()}; the bulk job's rows COPYed into empty copies of "
+        "its tables, same database, after the job",
+        f"**{share:.2f}x** (bulk {backfill_rate:,.0f} rows/s; COPY {copy_rate:,.0f} rows/s: "
+        f"{ceiling['rows']:,} rows in {ceiling['seconds']:.1f} s)",
+        f"≥ {CEILING_SHARE_GOAL}x",
+        _mark(share >= CEILING_SHARE_GOAL),
+        f"COPY per table: {tables}; only the COPY calls are timed (binary, asyncpg "
+        f"`copy_records_to_table`, {CEILING_CHUNK:,} rows a call, each committed; indexes and "
+        "unique constraints as the originals, no foreign keys or RLS policies)",
+    )
+
+
 def throttle_rows(result: dict[str, Any], scenario: ThrottleScenario) -> list[Row]:
     wall = result["wall_seconds"]
     client = result["client"]
@@ -848,6 +954,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="modes measured in part 3 (comma-separated; default bulk,full)",
     )
     parser.add_argument(
+        "--modes",
+        default="full,bulk",
+        help="modes measured in part 1 (comma-separated; default full,bulk; the COPY ceiling "
+        "is measured after bulk)",
+    )
+    parser.add_argument(
         "--parts", default="1,2,3", help="which parts to run (comma-separated; default 1,2,3)"
     )
     parser.add_argument("--seed", type=int, default=1)
@@ -889,6 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     small, large = args.memory_orders or ((20_000, 200_000) if quick else (100_000, 1_000_000))
     memory_modes = [mode.strip() for mode in args.memory_modes.split(",") if mode.strip()]
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     parts = {part.strip() for part in args.parts.split(",")}
     options: dict[str, Any] = {
         "bulk_poll_interval": args.bulk_poll_interval,
@@ -897,8 +1010,10 @@ def main(argv: list[str] | None = None) -> int:
 
     report = Report()
 
-    def job(label: str, sim: Simulator, url: str, mode: str, names: list[str]) -> dict[str, Any]:
-        return report.saw(run_backfill(label, sim, url, mode, names, **options))
+    def job(
+        label: str, sim: Simulator, url: str, mode: str, names: list[str], ceiling: bool = False
+    ) -> dict[str, Any]:
+        return report.saw(run_backfill(label, sim, url, mode, names, ceiling=ceiling, **options))
 
     began = time.monotonic()
     started_at = datetime.now(UTC)
@@ -911,9 +1026,19 @@ def main(argv: list[str] | None = None) -> int:
 
         if "1" in parts:
             with simulator(store, workdir, args.seed) as sim:
-                for mode in ("full", "bulk"):
-                    result = job(f"part 1 {mode}", sim, database_url, mode, PART_ONE_RESOURCES)
+                for mode in modes:
+                    # After the bulk job, PostgreSQL's COPY of the same rows: the ceiling.
+                    result = job(
+                        f"part 1 {mode}",
+                        sim,
+                        database_url,
+                        mode,
+                        PART_ONE_RESOURCES,
+                        ceiling=mode == "bulk",
+                    )
                     report.add(throughput_row(result, mode, store))
+                    if result.get("ceiling"):
+                        report.add(ceiling_row(result, store))
 
         if "2" in parts:
             for scenario in scenarios:

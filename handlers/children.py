@@ -22,7 +22,22 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Table,
+    all_,
+    and_,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import column as sql_column
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handlers.normalize import PayloadError, Record, parse_shopify_id
@@ -371,6 +386,9 @@ async def _tombstone_missing(
     # parents' listed children" is "not among its own parent's". A key that is not an id (a
     # level's location, shared by every item stocked there) is compared parent by parent.
     unique = child.child_key == "shopify_id"
+    if unique and session.get_bind().dialect.name == "postgresql":
+        await _tombstone_missing_by_arrays(session, child, tenant_id, lists, source=source)
+        return
     # A batch's parents each add a term to one OR (by the time of their list): SQLite's
     # expression tree stops at a depth of 1,000, so a statement holds at most 200 parents.
     batches = (
@@ -422,6 +440,90 @@ async def _tombstone_missing(
             await forget_references(session, child.referenced_as, tenant_id, gone)
 
 
+_ARRAY_TOMBSTONES: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+
+
+def _array_tombstone_statement(child: ChildSet) -> Any:
+    """PostgreSQL: one statement for any number of parents, their list times and kept ids
+    given as arrays (`unnest`), built once per child set. Building the OR of per-time terms
+    (padded to 200) for every batch cost a bulk backfill more CPU than writing its rows."""
+    key = (child.table, child.fixed)
+    statement = _ARRAY_TOMBSTONES.get(key)
+    if statement is None:
+        table = cast(Table, child.model.__table__)
+        parents = bindparam("parents", type_=ARRAY(BigInteger()))
+        listed = (
+            func.unnest(
+                parents,
+                bindparam("times", type_=ARRAY(DateTime(timezone=True))),
+            )
+            .table_valued(
+                sql_column("parent", BigInteger()), sql_column("as_of", DateTime(timezone=True))
+            )
+            .render_derived(name="listed")
+        )
+        created = table.c.shopify_created_at
+        statement = (
+            update(table)
+            .where(
+                table.c.tenant_id == bindparam("tenant"),
+                # Also as a plain condition on the table: the (tenant, parent) index then
+                # finds the batch's children whatever the planner makes of `unnest`, whose
+                # rows it cannot estimate (a join on it alone scanned the whole store's
+                # children per batch on a table not yet analyzed).
+                table.c[child.parent_key] == any_(parents),
+                table.c[child.parent_key] == listed.c.parent,
+                or_(created.is_(None), created <= listed.c.as_of),
+                table.c.deleted_at.is_(None),
+                table.c[child.child_key] != all_(bindparam("kept", type_=ARRAY(BigInteger()))),
+                *(table.c[column] == value for column, value in child.fixed),
+            )
+            .values(
+                deleted_at=bindparam("now"), synced_at=bindparam("now"), source=bindparam("source")
+            )
+            .execution_options(synchronize_session=False)
+        )
+        _ARRAY_TOMBSTONES[key] = statement
+    return statement
+
+
+async def _tombstone_missing_by_arrays(
+    session: AsyncSession,
+    child: ChildSet,
+    tenant_id: int,
+    lists: Mapping[int, ChildList],
+    *,
+    source: str,
+) -> None:
+    """`_tombstone_missing` for children keyed by their own id, on PostgreSQL: the same rows
+    (a parent's live children created no later than its list and absent from it) by one
+    statement per batch whose shape does not depend on the batch."""
+    table = cast(Table, child.model.__table__)
+    parent_column = table.c[child.parent_key]
+    statement = _array_tombstone_statement(child)
+    now = utcnow()
+    for batch in _batches(lists):
+        kept = sorted({key for parent in batch for key in _kept(lists[parent], child.child_key)})
+        await session.execute(
+            statement,
+            {
+                "tenant": tenant_id,
+                "parents": batch,
+                "times": [lists[parent].as_of or _NO_TIME_LIMIT for parent in batch],
+                "kept": kept,
+                "now": now,
+                "source": source,
+            },
+        )
+        if child.referenced_as:
+            gone = select(table.c.shopify_id).where(
+                table.c.tenant_id == tenant_id,
+                parent_column.in_(batch),
+                table.c.deleted_at == now,
+            )
+            await forget_references(session, child.referenced_as, tenant_id, gone)
+
+
 async def forget_references(
     session: AsyncSession,
     references: Sequence[tuple[str, str]],
@@ -464,6 +566,45 @@ def _batches(lists: Mapping[int, ChildList]) -> Iterable[list[int]]:
         yield batch
 
 
+@dataclass(frozen=True)
+class ReadRecords:
+    """Parent payloads read into records, with each parent's children lists as its payload
+    gives them: everything `write_with_children` computes before touching the database, so a
+    caller may prepare one batch while the previous one is written (the bulk backfill)."""
+
+    # By id, the newest record of each parent given, with its payload.
+    chosen: dict[int, tuple[Record, Mapping[str, Any]]]
+    # Per child set (by position), per parent: its list, None when the payload has none, or
+    # the PayloadError reading it raised (raised when, and only if, the list is written).
+    lists: tuple[dict[int, ChildList | PayloadError | None], ...]
+
+
+def read_with_children(
+    children: Sequence[ChildSet],
+    normalize: Callable[[Any], Record],
+    payloads: Iterable[Mapping[str, Any]],
+    *,
+    graphql: bool,
+) -> ReadRecords:
+    """Normalise parent payloads and read their children, without the database."""
+    chosen: dict[int, tuple[Record, Mapping[str, Any]]] = {}
+    for payload in payloads:
+        record = normalize(payload)
+        current = chosen.get(record["shopify_id"])
+        if current is None or _not_older(record, current[0]):
+            chosen[record["shopify_id"]] = (record, payload)
+    lists: list[dict[int, ChildList | PayloadError | None]] = []
+    for child in children:
+        found: dict[int, ChildList | PayloadError | None] = {}
+        for parent_id in sorted(chosen):
+            try:
+                found[parent_id] = child.read(chosen[parent_id][1], parent_id, graphql=graphql)
+            except PayloadError as exc:
+                found[parent_id] = exc
+        lists.append(found)
+    return ReadRecords(chosen, tuple(lists))
+
+
 async def write_with_children(
     session: AsyncSession,
     model: type[ShopRecord],
@@ -477,12 +618,29 @@ async def write_with_children(
 ) -> int:
     """Upsert parent records and, for the ones that applied, their children. Returns how many
     parents were submitted (as `upsert_records` does)."""
-    chosen: dict[int, tuple[Record, Mapping[str, Any]]] = {}
-    for payload in payloads:
-        record = normalize(payload)
-        current = chosen.get(record["shopify_id"])
-        if current is None or _not_older(record, current[0]):
-            chosen[record["shopify_id"]] = (record, payload)
+    if not children:
+        chosen: dict[int, Record] = {}
+        for payload in payloads:
+            record = normalize(payload)
+            current = chosen.get(record["shopify_id"])
+            if current is None or _not_older(record, current):
+                chosen[record["shopify_id"]] = record
+        return await upsert_records(session, model, tenant_id, chosen.values(), source=source)
+    read = read_with_children(children, normalize, payloads, graphql=graphql)
+    return await write_read_records(session, model, children, tenant_id, read, source=source)
+
+
+async def write_read_records(
+    session: AsyncSession,
+    model: type[ShopRecord],
+    children: Sequence[ChildSet],
+    tenant_id: int,
+    read: ReadRecords,
+    *,
+    source: str,
+) -> int:
+    """`write_with_children` for records `read_with_children` read."""
+    chosen = read.chosen
     records = [record for record, _ in chosen.values()]
     if not children:
         return await upsert_records(session, model, tenant_id, records, source=source)
@@ -500,7 +658,7 @@ async def write_with_children(
                 )
             )
         )
-    for child in children:
+    for child, read_lists in zip(children, read.lists, strict=True):
         lists: dict[int, ChildList] = {}
         # Children that are facts once made (a transaction, a refund) are kept from any
         # version of the parent, even one older than the stored row, which may not carry
@@ -508,7 +666,9 @@ async def write_with_children(
         # nothing.
         parents = sorted(set(chosen) - deleted) if child.append_only else sorted(applied)
         for parent_id in parents:
-            found = child.read(chosen[parent_id][1], parent_id, graphql=graphql)
+            found = read_lists[parent_id]
+            if isinstance(found, PayloadError):
+                raise found
             if found is not None:
                 as_of = chosen[parent_id][0].get("shopify_updated_at")
                 if parent_id not in applied:

@@ -6,12 +6,17 @@ here read both from the model, so every keyed table gets the same guarded upsert
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, case, or_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, Table, and_, case, column, delete, or_, select, update
+from sqlalchemy import table as table_clause
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from handlers.normalize import Record
 from models import Customer, InventoryLevel, ShopRecord, utcnow
@@ -108,14 +113,18 @@ async def _upsert(
         groups.setdefault(tuple(sorted(row)), []).append(row)
     # Core, on the session's connection: the ORM's execute path costs more CPU than the write.
     connection = await session.connection()
+    table = cast(Table, model.__table__)
+    key_columns = [table.c[name] for name in model.conflict_key if name != "tenant_id"]
+    written: list[tuple[Any, ...]] = []
+    if uses_copy(connection.dialect.name, len(rows)):
+        for names, group in groups.items():
+            written.extend(await _copy_merge(connection, model, names, group, returning))
+        return written if returning else [record_key(model, row) for row in rows]
     if not returning:
         for names, group in groups.items():
             await connection.execute(_upsert_statement(session, model, names), group)
         return [record_key(model, row) for row in rows]
     # RETURNING lists only the rows the INSERT ... ON CONFLICT DO UPDATE WHERE wrote.
-    written: list[tuple[Any, ...]] = []
-    table = cast(Table, model.__table__)
-    key_columns = [table.c[name] for name in model.conflict_key if name != "tenant_id"]
     for names, group in groups.items():
         statement = _upsert_statement(session, model, names).returning(*key_columns)
         # RETURNING makes the batch one multi-row INSERT: keep its bind parameters under
@@ -125,6 +134,101 @@ async def _upsert(
             result = await connection.execute(statement, group[start : start + step])
             written.extend(tuple(row) for row in result.all())
     return written
+
+
+# Batches of at least this many rows go to PostgreSQL by COPY into a staging table and one
+# merge; smaller ones (a webhook's record and its few children) keep the executemany, which
+# costs one round trip where COPY and merge cost three.
+COPY_MIN_ROWS = 50
+
+
+def uses_copy(dialect: str, rows: int) -> bool:
+    """The one place that decides how a batch is written: COPY and a merge on PostgreSQL for
+    large batches (the backfill), the executemany upsert otherwise (and always on SQLite)."""
+    return dialect == "postgresql" and rows >= COPY_MIN_ROWS
+
+
+@dataclass(frozen=True)
+class _Staging:
+    """A target table's staging table for one column set, and the statements that use it."""
+
+    name: str
+    create: str
+    # WITH moved AS (DELETE FROM staging RETURNING ...) INSERT INTO target SELECT ... FROM
+    # moved ORDER BY key ON CONFLICT DO UPDATE ... WHERE <guard>, with and without RETURNING.
+    merge: Any
+    merge_returning: Any
+    # One converter per column (None: the value goes as is), as SQLAlchemy binds it.
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+
+_STAGINGS: dict[tuple[str, tuple[str, ...]], _Staging] = {}
+
+
+def _staging(dialect: Dialect, model: RowModel, names: tuple[str, ...]) -> _Staging:
+    key = (str(model.__tablename__), names)
+    staging = _STAGINGS.get(key)
+    if staging is not None:
+        return staging
+    table = cast(Table, model.__table__)
+    # Named after the target's columns: a pooled connection that kept an older staging table
+    # (from before a migration added a column) gets a new one rather than a COPY error.
+    digest = hashlib.sha256(",".join(table.c.keys()).encode()).hexdigest()[:10]
+    name = f"stage_{table.name}_{digest}"
+    # Every column, none of the target's constraints or defaults (CREATE TABLE ... LIKE would
+    # copy NOT NULL onto `id`, which the merge leaves to the sequence). Temporary, so COPY
+    # needs no grant beyond the database's TEMPORARY; its rows go at commit, and the merge
+    # empties it first (several column sets may pass through it in one transaction).
+    create = (
+        f'CREATE TEMPORARY TABLE IF NOT EXISTS "{name}" ON COMMIT DELETE ROWS AS '
+        f'SELECT * FROM "{table.name}" WITH NO DATA'
+    )
+    stage = table_clause(name, *(column(n, table.c[n].type) for n in names), schema="pg_temp")
+    moved = delete(stage).returning(*stage.c).cte("moved")
+    order = [moved.c[n] for n in model.conflict_key if n != "tenant_id"]
+    source = select(*(moved.c[n] for n in names)).order_by(*order)
+    merge = _guarded(
+        postgresql.insert(table).from_select(list(names), source).add_cte(moved), model, names
+    )
+    key_columns = [table.c[n] for n in model.conflict_key if n != "tenant_id"]
+    processors = tuple(table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names)
+    staging = _Staging(name, create, merge, merge.returning(*key_columns), processors)
+    _STAGINGS[key] = staging
+    return staging
+
+
+async def _copy_merge(
+    connection: AsyncConnection,
+    model: RowModel,
+    names: tuple[str, ...],
+    rows: list[dict[str, Any]],
+    returning: bool,
+) -> list[tuple[Any, ...]]:
+    """One column set's rows: COPY into the staging table, then one guarded merge into the
+    target, all in the caller's transaction (its tenant scope binds the merge's RLS checks)."""
+    staging = _staging(connection.dialect, model, names)
+    # Through SQLAlchemy first: it begins the driver's transaction if nothing did yet, so the
+    # COPY below runs inside it.
+    await connection.exec_driver_sql(staging.create)
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    processors = staging.processors
+    records = [
+        tuple(
+            value if process is None or value is None else process(value)
+            for process, value in zip(processors, (row[n] for n in names), strict=True)
+        )
+        for row in rows
+    ]
+    await driver.copy_records_to_table(
+        staging.name, records=records, columns=list(names), schema_name="pg_temp"
+    )
+    if not returning:
+        await connection.execute(staging.merge)
+        return []
+    result = await connection.execute(staging.merge_returning)
+    return [tuple(row) for row in result.all()]
 
 
 _MAX_PARAMETERS = 30_000
@@ -140,30 +244,35 @@ def _upsert_statement(session: AsyncSession, model: RowModel, names: tuple[str, 
     statement = _UPSERTS.get(key)
     if statement is None:
         table = cast(Table, model.__table__)
-        insert = insert_on_conflict(session, table)
-        excluded = insert.excluded
-        kept = _kept_on_update(model)
-        values = {name: excluded[name] for name in names if name not in kept}
-        not_older = or_(
-            table.c.shopify_updated_at.is_(None),
-            excluded.shopify_updated_at >= table.c.shopify_updated_at,
-        )
-        if model.revivable:
-            # Strictly newer than the tombstone: a record from the moment it was removed, or
-            # before, is the state the removal ended.
-            values["deleted_at"] = None
-            alive = or_(
-                table.c.deleted_at.is_(None), excluded.shopify_updated_at > table.c.deleted_at
-            )
-        else:
-            alive = table.c.deleted_at.is_(None)
-        statement = insert.on_conflict_do_update(
-            index_elements=[table.c[name] for name in model.conflict_key],
-            set_=values,
-            where=and_(alive, not_older),
-        )
+        statement = _guarded(insert_on_conflict(session, table), model, names)
         _UPSERTS[key] = statement
     return statement
+
+
+def _guarded(insert: Any, model: RowModel, names: tuple[str, ...]) -> Any:
+    """`insert` (of values, or from the staging table) as the order-safe upsert: on conflict
+    the row takes these columns only when the incoming `updated_at` is not older than the
+    stored one and the row is not a final tombstone (a revivable one yields to a newer record)."""
+    table = cast(Table, model.__table__)
+    excluded = insert.excluded
+    kept = _kept_on_update(model)
+    values = {name: excluded[name] for name in names if name not in kept}
+    not_older = or_(
+        table.c.shopify_updated_at.is_(None),
+        excluded.shopify_updated_at >= table.c.shopify_updated_at,
+    )
+    if model.revivable:
+        # Strictly newer than the tombstone: a record from the moment it was removed, or
+        # before, is the state the removal ended.
+        values["deleted_at"] = None
+        alive = or_(table.c.deleted_at.is_(None), excluded.shopify_updated_at > table.c.deleted_at)
+    else:
+        alive = table.c.deleted_at.is_(None)
+    return insert.on_conflict_do_update(
+        index_elements=[table.c[name] for name in model.conflict_key],
+        set_=values,
+        where=and_(alive, not_older),
+    )
 
 
 async def tombstone(

@@ -1,0 +1,352 @@
+"""Large batches reach PostgreSQL by COPY into a staging table and one guarded merge
+(`handlers.records.uses_copy`): the rows they leave are exactly those of the executemany
+upsert, with every guarantee it gives (order-safe, absent is not null, tombstones, money,
+row-level security), written as the service's own role."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backfill import runner
+from backfill.runner import create_sync_job, run_sync_job
+from handlers import records
+from handlers.records import upsert_applied, upsert_records
+from handlers.resources import RESOURCES
+from models import (
+    Base,
+    Customer,
+    InventoryLevel,
+    Order,
+    SyncJob,
+    Tenant,
+    create_engine,
+    create_session_factory,
+)
+from models.tenancy import tenant_transaction
+from tests.conftest import Backend, as_app_role
+from tests.factories import OTHER_SHOP, SHOP, create_tenant, simulator_environment
+from tests.fakeshop import FakeShopServer, FakeStore, ManualClock
+from tests.store_children import assert_children_equal_store
+
+# Large enough that every batch of parents and most of children take the COPY path.
+STORE = {
+    "customers": 120,
+    "products": 60,
+    "orders": 240,
+    "many_line_items_every": 60,
+    "many_line_items": 120,
+    "many_variants_every": 20,
+    "many_variants": 80,
+}
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+# Written every time, so never compared between two runs.
+CHANGING = frozenset({"id", "synced_at"})
+
+
+@pytest.fixture
+async def app_sessions(pg: Backend) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions as the service's role: row-level security binds every write."""
+    engine = create_engine(as_app_role(pg.url))
+    yield create_session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def copies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tables written through COPY, in order (the path is observed, not replaced)."""
+    seen: list[str] = []
+    original = records._copy_merge
+
+    async def observed(connection: Any, model: Any, *args: Any) -> Any:
+        seen.append(str(model.__tablename__))
+        return await original(connection, model, *args)
+
+    monkeypatch.setattr(records, "_copy_merge", observed)
+    return seen
+
+
+@pytest.fixture
+def simulator() -> Iterator[tuple[FakeStore, ManualClock, FakeShopServer]]:
+    clock = ManualClock()
+    store = FakeStore(SHOP, seed=7, clock=clock, **STORE)
+    with FakeShopServer(store) as server:
+        yield store, clock, server
+
+
+async def _snapshot(pg: Backend) -> dict[str, list[dict[str, Any]]]:
+    """Every store table's rows by key, all columns but the surrogate id and write time."""
+    tables = {RESOURCES[name].table for name in RESOURCES} | {
+        str(child.model.__tablename__)
+        for resource in RESOURCES.values()
+        for child in resource.child_sets
+    }
+    snapshot: dict[str, list[dict[str, Any]]] = {}
+    async with pg.sessions() as session:
+        for name in sorted(tables):
+            table = Base.metadata.tables[name]
+            rows = (await session.execute(select(table))).mappings().all()
+            snapshot[name] = sorted(
+                ({key: value for key, value in row.items() if key not in CHANGING} for row in rows),
+                key=lambda row: repr(sorted(row.items())),
+            )
+    return snapshot
+
+
+async def _bulk(
+    pg: Backend,
+    sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+) -> int:
+    store, clock, server = simulator
+    await pg.truncate()
+    tenant_id = await create_tenant(pg.sessions, SHOP, access_token=store.access_token)
+    async with httpx.AsyncClient(timeout=30) as http:
+        env = simulator_environment(
+            sessions, http, server.admin_base_url_template, store, clock, bulk_poll_interval=0.01
+        )
+        async with pg.sessions() as session, session.begin():
+            tenant = await session.get_one(Tenant, tenant_id)
+            job = await create_sync_job(session, tenant, "bulk")
+        await run_sync_job(env, job.id)
+    async with pg.sessions() as session:
+        done = await session.get_one(SyncJob, job.id)
+    assert (done.status, done.error) == ("succeeded", None)
+    return tenant_id
+
+
+async def test_copy_writes_exactly_what_the_executemany_wrote(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    copies: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(records, "COPY_MIN_ROWS", 10**9)
+        await _bulk(pg, app_sessions, simulator)
+    assert copies == []
+    before = await _snapshot(pg)
+
+    tenant_id = await _bulk(pg, app_sessions, simulator)
+    # Parents and children alike went through COPY.
+    assert {"customers", "products", "orders", "order_line_items", "product_variants"} <= set(
+        copies
+    )
+    after = await _snapshot(pg)
+    assert sum(len(rows) for rows in after.values()) > 2000
+    for table in before:
+        assert after[table] == before[table], table
+    async with pg.sessions() as session:
+        await assert_children_equal_store(session, simulator[0], tenant_id)
+
+
+def _customer(shopify_id: int, updated: datetime, **columns: Any) -> dict[str, Any]:
+    return {
+        "shopify_id": shopify_id,
+        "shopify_created_at": T0,
+        "shopify_updated_at": updated,
+        "raw": {
+            "id": f"gid://shopify/Customer/{shopify_id}",
+            **{k: str(v) for k, v in columns.items()},
+        },
+        **columns,
+    }
+
+
+async def _customers(pg: Backend, tenant_id: int) -> dict[int, Customer]:
+    async with pg.sessions() as session:
+        return {
+            row.shopify_id: row
+            for row in await session.scalars(
+                select(Customer).where(Customer.tenant_id == tenant_id)
+            )
+        }
+
+
+async def test_an_older_record_in_a_batch_leaves_the_newer_row_and_absent_columns_stay(
+    pg: Backend, app_sessions: async_sessionmaker[AsyncSession], copies: list[str]
+) -> None:
+    tenant_id = await create_tenant(pg.sessions, SHOP)
+    newer = T0 + timedelta(days=2)
+    # Stored first, one by one as webhooks write them (not through COPY).
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        await upsert_records(
+            session,
+            Customer,
+            tenant_id,
+            [
+                _customer(1, newer, email="new@example.com", amount_spent=Decimal("10.50")),
+                _customer(2, T0, email="two@example.com", phone="+4912345"),
+            ],
+            source="webhook",
+        )
+    assert copies == []
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        await upsert_records(
+            session,
+            Customer,
+            tenant_id,
+            [_customer(3, T0, email="three@example.com")],
+            source="webhook",
+        )
+        await session.execute(
+            text("UPDATE customers SET deleted_at = :at WHERE shopify_id = 3"), {"at": T0}
+        )
+    batch = [
+        # older than the stored row: refused, whole
+        _customer(1, T0 + timedelta(days=1), email="old@example.com", amount_spent=Decimal("1")),
+        # newer, without `phone` or `email`: the stored ones stay (absent is not null)
+        _customer(2, T0 + timedelta(days=3), first_name="Two", amount_spent=Decimal("0.10")),
+        # a final tombstone: refused, however new
+        _customer(3, T0 + timedelta(days=9), email="revived@example.com"),
+        *(
+            _customer(100 + n, T0, email=f"c{n}@example.com", amount_spent=Decimal("12.3400"))
+            for n in range(records.COPY_MIN_ROWS)
+        ),
+    ]
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        applied = await upsert_applied(session, Customer, tenant_id, batch, source="backfill")
+    # Three column sets, one COPY and merge each, through the one staging table.
+    assert copies == ["customers"] * 3
+    assert applied == {2} | {100 + n for n in range(records.COPY_MIN_ROWS)}
+
+    stored = await _customers(pg, tenant_id)
+    assert (stored[1].email, stored[1].amount_spent, stored[1].shopify_updated_at) == (
+        "new@example.com",
+        Decimal("10.50"),
+        newer,
+    )
+    assert stored[1].source == "webhook"
+    two = stored[2]
+    assert (two.email, two.phone, two.first_name) == ("two@example.com", "+4912345", "Two")
+    assert str(two.amount_spent) == "0.10"
+    assert (stored[3].email, stored[3].deleted_at) == ("three@example.com", T0)
+    # Money exactly as sent, trailing zeros included.
+    assert str(stored[100].amount_spent) == "12.3400"
+    assert len(stored) == 3 + records.COPY_MIN_ROWS
+
+
+async def test_a_copy_batch_revives_a_level_only_when_newer_than_its_tombstone(
+    pg: Backend, app_sessions: async_sessionmaker[AsyncSession], copies: list[str]
+) -> None:
+    tenant_id = await create_tenant(pg.sessions, SHOP)
+    removed = T0 + timedelta(days=1)
+    levels = [
+        {
+            "inventory_item_shopify_id": 7,
+            "location_shopify_id": location,
+            "available": 5,
+            "shopify_updated_at": T0,
+            "raw": {"location": location},
+        }
+        for location in (1, 2)
+    ]
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        await upsert_records(session, InventoryLevel, tenant_id, levels, source="webhook")
+        await session.execute(text("UPDATE inventory_levels SET deleted_at = :at"), {"at": removed})
+    batch = [
+        # from the moment it was removed: stays removed
+        {**levels[0], "available": 9, "shopify_updated_at": removed},
+        # newer than the removal: connected again
+        {**levels[1], "available": 8, "shopify_updated_at": removed + timedelta(hours=1)},
+        *(
+            {**levels[0], "location_shopify_id": 100 + n, "available": n}
+            for n in range(records.COPY_MIN_ROWS)
+        ),
+    ]
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        await upsert_records(session, InventoryLevel, tenant_id, batch, source="backfill")
+    assert copies == ["inventory_levels"]
+    async with pg.sessions() as session:
+        stored = {
+            row.location_shopify_id: row
+            for row in await session.scalars(
+                select(InventoryLevel).where(InventoryLevel.tenant_id == tenant_id)
+            )
+        }
+    assert (stored[1].available, stored[1].deleted_at) == (5, removed)
+    assert (stored[2].available, stored[2].deleted_at) == (8, None)
+    assert len(stored) == 2 + records.COPY_MIN_ROWS
+
+
+async def test_the_merge_is_bound_by_row_level_security(
+    pg: Backend, app_sessions: async_sessionmaker[AsyncSession], copies: list[str]
+) -> None:
+    own = await create_tenant(pg.sessions, SHOP)
+    other = await create_tenant(pg.sessions, OTHER_SHOP)
+    batch = [_customer(n, T0, email=f"c{n}@example.com") for n in range(records.COPY_MIN_ROWS)]
+    with pytest.raises(DBAPIError, match="row-level security"):
+        async with tenant_transaction(app_sessions, own) as session:
+            await upsert_records(session, Customer, other, batch, source="backfill")
+    assert copies == ["customers"]
+    assert await _customers(pg, other) == {}
+    # The scope's own store takes the same batch.
+    async with tenant_transaction(app_sessions, own) as session:
+        await upsert_records(session, Customer, own, batch, source="backfill")
+    assert len(await _customers(pg, own)) == records.COPY_MIN_ROWS
+
+
+def test_only_large_postgresql_batches_take_copy() -> None:
+    assert records.uses_copy("postgresql", records.COPY_MIN_ROWS)
+    assert not records.uses_copy("postgresql", 1)
+    assert not records.uses_copy("sqlite", 100_000)
+
+
+async def test_a_bulk_job_cancelled_between_batches_resumes_without_duplicates(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    copies: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reader runs a batch ahead of the writer; what a cancel leaves is still exactly the
+    committed batches and the progress that counts them, and the rerun adds the rest."""
+    store, clock, server = simulator
+    monkeypatch.setattr(runner, "BULK_BATCH", 60)
+    tenant_id = await create_tenant(pg.sessions, SHOP, access_token=store.access_token)
+    async with httpx.AsyncClient(timeout=30) as http:
+        env = simulator_environment(
+            app_sessions,
+            http,
+            server.admin_base_url_template,
+            store,
+            clock,
+            bulk_poll_interval=0.01,
+        )
+        async with pg.sessions() as session, session.begin():
+            tenant = await session.get_one(Tenant, tenant_id)
+            job = await create_sync_job(session, tenant, "bulk", ["orders"])
+        task: asyncio.Task[str] | None = None
+
+        def stop_after_two_batches(resource: str, state: dict[str, Any]) -> None:
+            if state.get("count", 0) >= 120 and task is not None:
+                task.cancel()
+
+        task = asyncio.create_task(run_sync_job(env, job.id, on_progress=stop_after_two_batches))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with pg.sessions() as session:
+            interrupted = await session.get_one(SyncJob, job.id)
+            stored = await session.scalar(select(func.count()).select_from(Order))
+        assert interrupted.status == "queued"
+        progress = interrupted.progress["orders"]
+        assert 120 <= progress["count"] < STORE["orders"]
+        assert progress["lines"] > 0
+        # Exactly the committed batches: the batch read ahead was not written.
+        assert stored == progress["count"]
+        assert await run_sync_job(env, job.id) == "succeeded"
+    async with pg.sessions() as session:
+        finished = await session.get_one(SyncJob, job.id)
+        assert finished.progress["orders"]["count"] == STORE["orders"]
+        assert await session.scalar(select(func.count()).select_from(Order)) == STORE["orders"]
+    assert "orders" in copies
