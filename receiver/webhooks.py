@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -14,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from cryptography.fernet import InvalidToken
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
@@ -391,6 +393,9 @@ async def _receive_held(request: Request, hold: BodyHold) -> Outcome:
     )
 
 
+_UNREACHABLE = (sa_exc.TimeoutError, sa_exc.InterfaceError, OSError, asyncio.TimeoutError)
+
+
 async def _receive_together(services: Services, headers: Headers, body: bytes) -> Outcome | None:
     """A verified event of a topic that applies together (a whole order, customer or
     product) joins its store's next batch: one transaction, one commit, multi-row writes for
@@ -454,7 +459,10 @@ async def store_together(
                 await apply_events_together(session, tenant.id, applying)
         BATCH_EVENTS.observe(len(deliveries))
     except Exception as exc:
-        if is_disconnect(exc):
+        # The database out of reach (no connection free in time, connection lost, statement
+        # cancelled) is the 503 Shopify retries, for the batch as for one event: one by one
+        # would only wait for it again.
+        if is_disconnect(exc) or isinstance(exc, _UNREACHABLE):
             raise
         log.warning(
             "webhook.batch_failed shop=%s events=%d error=%s: applying them one by one",

@@ -363,7 +363,9 @@ def session_token(secret: str = APP_SECRET, **overrides: object) -> str:
         "dest": f"https://{SHOP}",
         "aud": API_KEY,
         "sub": "42",
-        "exp": now + 60,
+        # Shopify's expire after a minute; these are made when tests are collected, which on a
+        # slow run can be many minutes before one is used.
+        "exp": now + 86_400,
         "nbf": now,
         "iat": now,
         "jti": "abc",
