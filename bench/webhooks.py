@@ -512,6 +512,28 @@ def _batch_figures(port: int) -> tuple[float, float]:
     return figures["sum"], figures["count"]
 
 
+def service_target(
+    name: str, workers: int, connections: int, env: dict[str, str], secret: str
+) -> Target:
+    """`shopify-receiver serve` as shipped, with `workers` uvicorn workers."""
+    return Target(
+        name,
+        workers,
+        connections,
+        [
+            str(Path(sys.executable).parent / "shopify-receiver"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--workers",
+            str(workers),
+        ],
+        env,
+        "/readyz",
+        secret,
+    )
+
+
 def burst_during_backfill(
     args: argparse.Namespace,
     workdir: Path,
@@ -571,20 +593,7 @@ def burst_during_backfill(
                     start_new_session=True,
                 )
 
-        target = Target(
-            BACKFILL_TARGET,
-            1,
-            connections,
-            [
-                str(Path(sys.executable).parent / "shopify-receiver"),
-                "serve",
-                "--host",
-                "127.0.0.1",
-            ],
-            service_env,
-            "/readyz",
-            secret,
-        )
+        target = service_target(BACKFILL_TARGET, 1, connections, service_env, secret)
         reset_tables(database_url)
         run = run_target(
             target, args, workdir, database_url, args.seed, warmup, duration, start_backfill
@@ -970,22 +979,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
 
         def service(workers: int) -> Target:
-            return Target(
-                "service",
-                workers,
-                connection_counts[-1],
-                [
-                    str(Path(python).parent / "shopify-receiver"),
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--workers",
-                    str(workers),
-                ],
-                service_env,
-                "/readyz",
-                secret,
-            )
+            return service_target("service", workers, connection_counts[-1], service_env, secret)
 
         if args.inbox_sizes:
             for size in args.inbox_sizes:
@@ -1035,22 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
                         secret,
                     )
                 elif name == "service":
-                    target = Target(
-                        "service",
-                        workers,
-                        connections,
-                        [
-                            str(Path(python).parent / "shopify-receiver"),
-                            "serve",
-                            "--host",
-                            "127.0.0.1",
-                            "--workers",
-                            str(workers),
-                        ],
-                        service_env,
-                        "/readyz",
-                        secret,
-                    )
+                    target = service_target("service", workers, connections, service_env, secret)
                 elif name == "sqlite":
                     if workers != 1:
                         continue  # one process writes the embedded file
@@ -1058,18 +1037,11 @@ def main(argv: list[str] | None = None) -> int:
                     sqlite_url = f"sqlite+aiosqlite:///{sqlite_path}"
                     migrations.upgrade(sqlite_url)
                     asyncio.run(_create_tenant(sqlite_url, encryption_key))
-                    target = Target(
+                    target = service_target(
                         "service (SQLite)",
                         workers,
                         connections,
-                        [
-                            str(Path(python).parent / "shopify-receiver"),
-                            "serve",
-                            "--host",
-                            "127.0.0.1",
-                        ],
                         service_env | {"DATABASE_URL": sqlite_url},
-                        "/readyz",
                         secret,
                     )
                 else:
