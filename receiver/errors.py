@@ -48,12 +48,16 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
-DATABASE_ERRORS: tuple[type[Exception], ...] = (
-    sa_exc.DBAPIError,  # OperationalError, InterfaceError and what a driver raises mid-query
-    sa_exc.TimeoutError,  # no connection free in the pool in time
-    OSError,  # connection refused or reset before the driver wrapped it
+# The database out of reach, whatever the statement: no connection free in the pool in time,
+# connection refused or reset before (or as) the driver wrapped it.
+DATABASE_UNREACHABLE: tuple[type[Exception], ...] = (
+    sa_exc.TimeoutError,
+    sa_exc.InterfaceError,
+    OSError,
     asyncio.TimeoutError,
 )
+# What answers 503: those, and what a driver raises mid-query (OperationalError and the rest).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sa_exc.DBAPIError, *DATABASE_UNREACHABLE)
 
 
 # SQLSTATEs PostgreSQL answers to setup mistakes (asyncpg and psycopg both carry `sqlstate`).

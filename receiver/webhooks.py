@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -15,7 +14,6 @@ from enum import StrEnum
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
@@ -42,7 +40,7 @@ from handlers.topic_table import HANDLERS
 from models import utcnow
 from models.statuses import EventStatus
 from models.tenancy import cross_store_transaction, tenant_transaction, use_all_tenants
-from receiver.errors import ServiceUnavailable
+from receiver.errors import DATABASE_UNREACHABLE, ServiceUnavailable
 from receiver.limits import BodyHold, BodyTimeout, OverBudget, request_timeout
 from receiver.metrics import (
     BATCH_EVENTS,
@@ -393,9 +391,6 @@ async def _receive_held(request: Request, hold: BodyHold) -> Outcome:
     )
 
 
-_UNREACHABLE = (sa_exc.TimeoutError, sa_exc.InterfaceError, OSError, asyncio.TimeoutError)
-
-
 async def _receive_together(services: Services, headers: Headers, body: bytes) -> Outcome | None:
     """A verified event of a topic that applies together (a whole order, customer or
     product) joins its store's next batch: one transaction, one commit, multi-row writes for
@@ -462,7 +457,7 @@ async def store_together(
         # The database out of reach (no connection free in time, connection lost, statement
         # cancelled) is the 503 Shopify retries, for the batch as for one event: one by one
         # would only wait for it again.
-        if is_disconnect(exc) or isinstance(exc, _UNREACHABLE):
+        if is_disconnect(exc) or isinstance(exc, DATABASE_UNREACHABLE):
             raise
         log.warning(
             "webhook.batch_failed shop=%s events=%d error=%s: applying them one by one",
