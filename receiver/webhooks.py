@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from cryptography.fernet import InvalidToken
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
@@ -171,22 +172,43 @@ def _storable(value: Any) -> Any:
 
 def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     """Nesting depth, level by level without recursion (so no body can exhaust the stack),
-    and stopping once past `limit`: only containers are visited, never scalars."""
-    level = [value] if isinstance(value, dict | list) else []
+    and stopping once past `limit`: only containers are visited, never scalars.
+
+    Parsed JSON holds plain dicts and lists only, so exact type tests (several times cheaper
+    than isinstance on a union) find every container."""
+    level = [value] if type(value) is dict or type(value) is list else []
     depth = 0
     while level and depth <= limit:
         depth += 1
         below: list[Any] = []
         for item in level:
-            children = item.values() if isinstance(item, dict) else item
-            below.extend(child for child in children if isinstance(child, dict | list))
+            for child in item.values() if type(item) is dict else item:
+                if type(child) is dict or type(child) is list:
+                    below.append(child)
         level = below
     return depth
 
 
+# A run of 19 digits may be an integer beyond 64 bits, which orjson reads as a float: such a
+# body (rare: Shopify's ids have 13-16 digits) takes json.loads, which keeps it exact.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _loads(body: bytes) -> Any:
+    """The body parsed: orjson, about six times faster than json.loads on a webhook body, for
+    the bodies both read alike; the rest (a byte order mark, lone surrogate escapes, integers
+    beyond 64 bits, invalid JSON) take json.loads, whose reading and errors stay the rule."""
+    if not _LONG_DIGITS.search(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def parse_payload(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+        payload = _loads(body)
     except (ValueError, RecursionError) as exc:
         raise BadDelivery(f"body is not valid JSON: {str(exc)[:200]}") from exc
     if not isinstance(payload, dict):
