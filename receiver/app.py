@@ -37,6 +37,8 @@ from receiver.web import STATIC_DIR, SessionCookies, login_page, login_submit, l
 from receiver.webhooks import (
     WEBHOOK_BATCH_MAX,
     WEBHOOK_BATCHES_PER_STORE,
+    WEBHOOK_PATH,
+    WebhookLane,
     receive_webhook,
     store_together,
 )
@@ -142,7 +144,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     exception_handlers = {error: database_unavailable for error in DATABASE_ERRORS}
     return Starlette(
         routes=[
-            Route("/webhooks/shopify", receive_webhook, methods=["POST"]),
+            # WebhookLane answers it first; the route keeps the path's 405 for other methods.
+            Route(WEBHOOK_PATH, receive_webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
@@ -167,6 +170,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # Inside SecurityHeaders, so its 408 carries them; before any route takes a
             # database connection.
             Middleware(BodyDeadline, seconds=settings.http_body_timeout_seconds),
+            Middleware(WebhookLane),
             Middleware(SessionCookies, secret_key=settings.secret_key.reveal()),
         ],
         exception_handlers={**exception_handlers, ApiError: api_error},

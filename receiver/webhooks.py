@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handlers.compliance import REDACT_CUSTOMER
 from handlers.context import EventContext
@@ -41,7 +42,13 @@ from handlers.topic_table import HANDLERS
 from models import utcnow
 from models.statuses import EventStatus
 from models.tenancy import cross_store_transaction, tenant_transaction, use_all_tenants
-from receiver.errors import DATABASE_UNREACHABLE, ServiceUnavailable
+from receiver.errors import (
+    DATABASE_ERRORS,
+    DATABASE_UNREACHABLE,
+    ServiceUnavailable,
+    api_error,
+    database_unavailable,
+)
 from receiver.limits import BodyHold, BodyTimeout, OverBudget, request_timeout
 from receiver.metrics import (
     BATCH_EVENTS,
@@ -310,6 +317,34 @@ async def receive_webhook(request: Request) -> Response:
     if outcome.lag_seconds is not None:
         LAG_SECONDS.observe(outcome.lag_seconds)
     return _response(outcome)
+
+
+WEBHOOK_PATH = "/webhooks/shopify"
+
+
+class WebhookLane:
+    """POST /webhooks/shopify straight to `receive_webhook`, past the session middleware, the
+    exception middleware and the router: a webhook needs none of them, and their layers of
+    coroutines cost a measurable share of its CPU. Outer middleware (security headers, the body
+    deadline, the 500 of last resort) still wraps it; the database errors that elsewhere become
+    503 through the app's exception handlers become the same 503 here. Everything else (other
+    methods on the path, other paths) goes on to `app`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != WEBHOOK_PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            response = await receive_webhook(request)
+        except DATABASE_ERRORS as exc:
+            response = await database_unavailable(request, exc)
+        except ServiceUnavailable as exc:
+            response = await api_error(request, exc)
+        await response(scope, receive, send)
 
 
 def _response(outcome: Outcome) -> Response:

@@ -270,3 +270,22 @@ async def test_health_and_readiness(backend, served, http):
     ready = await http.get(f"{served.base_url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_other_methods_on_the_webhook_path_are_405(backend, served, http, method):
+    # POST takes receiver.webhooks.WebhookLane, ahead of the router: the router still
+    # answers every other method on the path.
+    response = await http.request(method, served.webhook_url)
+    assert response.status_code == 405
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_a_webhook_answer_carries_the_security_headers(backend, served, http):
+    await create_tenant(backend.sessions)
+    body, headers = delivery("orders/create")
+    response = await post(http, served, body, headers)
+    assert response.status_code == 200
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
+    assert "set-cookie" not in response.headers
