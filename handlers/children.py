@@ -32,6 +32,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     func,
+    null,
     or_,
     select,
     update,
@@ -478,11 +479,34 @@ def _array_tombstone_statement(child: ChildSet) -> Any:
                 table.c[child.child_key] != all_(bindparam("kept", type_=ARRAY(BigInteger()))),
                 *(table.c[column] == value for column, value in child.fixed),
             )
-            .values(
-                deleted_at=bindparam("now"), synced_at=bindparam("now"), source=bindparam("source")
-            )
+            .values(deleted_at=bindparam("at"), synced_at=bindparam("at"), source=bindparam("by"))
             .execution_options(synchronize_session=False)
         )
+        if child.referenced_as:
+            # The columns naming a child it tombstones are nulled by the same statement (a
+            # data-modifying WITH): one round trip, where a second UPDATE cost a webhook
+            # batch about a tenth of its CPU.
+            gone = statement.returning(table.c.shopify_id).cte("gone")
+            forgets = [
+                update(referencing)
+                .where(
+                    referencing.c.tenant_id == bindparam("tenant"),
+                    referencing.c[name].in_(select(gone.c.shopify_id)),
+                )
+                .values({name: null()})
+                for referencing, name in (
+                    (_table(table_name), column_name)
+                    for table_name, column_name in child.referenced_as
+                )
+            ]
+            statement = (
+                forgets[-1]
+                .add_cte(
+                    gone,
+                    *(forget.cte(f"forget_{n}") for n, forget in enumerate(forgets[:-1])),
+                )
+                .execution_options(synchronize_session=False)
+            )
         _ARRAY_TOMBSTONES[key] = statement
     return statement
 
@@ -498,8 +522,6 @@ async def _tombstone_missing_by_arrays(
     """`_tombstone_missing` for children keyed by their own id, on PostgreSQL: the same rows
     (a parent's live children created no later than its list and absent from it) by one
     statement per batch whose shape does not depend on the batch."""
-    table = cast(Table, child.model.__table__)
-    parent_column = table.c[child.parent_key]
     statement = _array_tombstone_statement(child)
     now = utcnow()
     for batch in _batches(lists):
@@ -511,17 +533,10 @@ async def _tombstone_missing_by_arrays(
                 "parents": batch,
                 "times": [lists[parent].as_of or _NO_TIME_LIMIT for parent in batch],
                 "kept": kept,
-                "now": now,
-                "source": source,
+                "at": now,
+                "by": source,
             },
         )
-        if child.referenced_as:
-            gone = select(table.c.shopify_id).where(
-                table.c.tenant_id == tenant_id,
-                parent_column.in_(batch),
-                table.c.deleted_at == now,
-            )
-            await forget_references(session, child.referenced_as, tenant_id, gone)
 
 
 async def forget_references(
