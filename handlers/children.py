@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from handlers.normalize import PayloadError, Record, parse_shopify_id
 from handlers.records import RowModel, upsert_applied, upsert_records
 from models import Base, ChildRefetch, ShopRecord, utcnow
+from models.driver import fetch
 from models.upsert import insert_on_conflict
 
 log = logging.getLogger("shopify_receiver.handlers")
@@ -526,7 +527,8 @@ async def _tombstone_missing_by_arrays(
     now = utcnow()
     for batch in _batches(lists):
         kept = sorted({key for parent in batch for key in _kept(lists[parent], child.child_key)})
-        await session.execute(
+        await fetch(
+            session,
             statement,
             {
                 "tenant": tenant_id,

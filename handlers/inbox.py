@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import TypeEngine
 
 from models import ComplianceRequest, WebhookEvent, WebhookEventKey, utcnow
+from models.driver import fetch
 from models.upsert import affected_rows, insert_on_conflict
 
 # The columns a stored event is given (`store_event`'s values); the id comes with the key.
@@ -235,8 +236,8 @@ async def store_events(
         for index in sorted(range(len(rows)), key=lambda i: _key_of(rows[i])):
             ids[index] = await store_event(session, rows[index])
         return [ids[index] for index in range(len(rows))]
-    connection = await session.connection()
-    result = await connection.execute(
+    result = await fetch(
+        session,
         _cached(session, "store_many", _store_many_postgresql),
         {name: [row[name] for row in rows] for name in EVENT_COLUMNS},
     )

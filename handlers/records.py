@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from handlers.normalize import Record
 from models import Customer, InventoryLevel, ShopRecord, utcnow
+from models.driver import fetch_on
 from models.upsert import insert_on_conflict
 
 RowModel = type[ShopRecord] | type[InventoryLevel]
@@ -134,12 +135,12 @@ async def _upsert(
         return written if returning else [record_key(model, row) for row in rows]
     if connection.dialect.name == "postgresql":
         for names, group in groups.items():
-            result = await connection.execute(
+            merged = await fetch_on(
+                connection,
                 _array_merge(model, names, returning),
                 {_array_name(name): [row[name] for row in group] for name in names},
             )
-            if returning:
-                written.extend(tuple(row) for row in result.all())
+            written.extend(tuple(row) for row in merged)
         return written if returning else [record_key(model, row) for row in rows]
     if not returning:
         for names, group in groups.items():

@@ -1,0 +1,122 @@
+"""models.driver: hot statements sent to asyncpg itself behave as SQLAlchemy's execution does:
+inside the session's transaction, with the statement's own bound values and types, and with
+errors in SQLAlchemy's shape (so the 503 and fallback rules see them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import bindparam, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
+
+from handlers.dispatch import is_disconnect
+from models import Customer, Tenant, driver
+from tests.conftest import Backend
+
+NAMED = (
+    insert(Customer)
+    .values(
+        tenant_id=bindparam("tenant"),
+        shopify_id=bindparam("id"),
+        amount_spent=bindparam("spent", type_=Customer.__table__.c.amount_spent.type),
+        raw=bindparam("raw", type_=Customer.__table__.c.raw.type),
+        shopify_updated_at=bindparam("at", type_=Customer.__table__.c.shopify_updated_at.type),
+        synced_at=bindparam("at"),
+        source="driver-test",  # a value the statement carries itself
+    )
+    .returning(Customer.shopify_id, Customer.source)
+)
+WITHOUT_SYNCED_AT = insert(Customer).values(tenant_id=bindparam("tenant"), shopify_id=1, raw={})
+SLEEP = select(func.pg_sleep(bindparam("seconds")))
+
+
+async def _tenant(pg: Backend) -> int:
+    async with pg.sessions() as session, session.begin():
+        tenant = Tenant(shop_domain="driver.myshopify.com", status="active")
+        session.add(tenant)
+        await session.flush()
+        return tenant.id
+
+
+async def test_a_first_statement_runs_inside_the_sessions_transaction(pg: Backend) -> None:
+    tenant_id = await _tenant(pg)
+    at = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    async with pg.sessions() as session, session.begin():
+        rows = await driver.fetch(
+            session,
+            NAMED,
+            {"tenant": tenant_id, "id": 7, "spent": Decimal("1.10"), "raw": [1], "at": at},
+        )
+        assert [tuple(row) for row in rows] == [(7, "driver-test")]
+        await session.rollback()
+    async with pg.sessions() as session:
+        # Rolled back with the transaction: it was not committed on its own.
+        assert await session.scalar(select(func.count()).select_from(Customer)) == 0
+
+
+async def test_values_go_through_the_types_bind_processing(pg: Backend) -> None:
+    tenant_id = await _tenant(pg)
+    at = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    async with pg.sessions() as session, session.begin():
+        await driver.fetch(
+            session,
+            NAMED,
+            {"tenant": tenant_id, "id": 8, "spent": Decimal("10.50"), "raw": ["a"], "at": at},
+        )
+    async with pg.sessions() as session:
+        customer = (await session.scalars(select(Customer))).one()
+        assert (customer.amount_spent, customer.raw, customer.shopify_updated_at) == (
+            Decimal("10.50"),
+            ["a"],
+            at,
+        )
+        naive = datetime(2026, 12, 1, 12)
+        with pytest.raises(ValueError, match="naive datetime"):
+            await driver.fetch(
+                session,
+                NAMED,
+                {"tenant": tenant_id, "id": 9, "spent": None, "raw": {}, "at": naive},
+            )
+
+
+async def test_a_refused_statement_is_a_dbapi_error_with_the_sqlstate(pg: Backend) -> None:
+    async with pg.sessions() as session, session.begin():
+        with pytest.raises(DBAPIError) as raised:
+            await driver.fetch(session, text("SELECT 1 / :zero"), {"zero": 0})
+    assert raised.value.orig is not None
+    assert getattr(raised.value.orig, "sqlstate", None) == "22012"
+    assert not is_disconnect(raised.value)
+
+
+async def test_a_statement_past_its_timeout_counts_as_the_database_ending_the_work(
+    pg: Backend,
+) -> None:
+    async with pg.sessions() as session, session.begin():
+        await session.execute(text("SET LOCAL statement_timeout = '50ms'"))
+        with pytest.raises(DBAPIError) as raised:
+            await driver.fetch(session, SLEEP, {"seconds": 5})
+    assert is_disconnect(raised.value)
+
+
+async def test_a_lost_connection_is_invalidated_and_a_disconnect(pg: Backend) -> None:
+    async with pg.sessions() as session:
+        await session.execute(text("SELECT 1"))
+        connection = await session.connection()
+        pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with pg.engine.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as raised:
+            await driver.fetch(session, SLEEP, {"seconds": 0})
+        assert raised.value.connection_invalidated
+        assert is_disconnect(raised.value)
+        assert connection.invalidated
+
+
+async def test_a_statement_that_needs_python_side_defaults_is_refused(pg: Backend) -> None:
+    # `synced_at` and `source` have Python-side defaults, which only SQLAlchemy's own
+    # execution computes: sent to the driver they would be NULL.
+    async with pg.sessions() as session, session.begin():
+        with pytest.raises(ValueError, match="synced_at"):
+            await driver.fetch(session, WITHOUT_SYNCED_AT, {"tenant": 1})
