@@ -139,6 +139,8 @@ def parse_count(value: Any, field: str) -> int | None:
 def optional_text(value: Any, field: str) -> str | None:
     if value is None:
         return None
+    if type(value) is str:  # nearly always: spares the checks below
+        return value or None
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise PayloadError(f"{field}: expected text, got {type(value).__name__}")
     text = str(value)
@@ -152,6 +154,8 @@ def lower_enum(value: Any, field: str) -> str | None:
 
 
 def _mapping(value: Any, field: str) -> Mapping[str, Any]:
+    if type(value) is dict:  # a parsed body's objects: spares the abstract-class check
+        return value
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -515,6 +519,15 @@ class Field:
     parse: Parse
 
 
+_PATH_PARTS: dict[str, tuple[str, ...]] = {}
+
+
+def _path_parts(path: str) -> tuple[str, ...]:
+    # Paths come from the resource declarations only, so this stays small.
+    parts = _PATH_PARTS[path] = tuple(path.split("."))
+    return parts
+
+
 def read_fields(
     payload: Mapping[str, Any], fields: tuple[Field, ...], resource: str, *, graphql: bool
 ) -> Record:
@@ -524,10 +537,10 @@ def read_fields(
         if path is None:
             continue
         value: Any = payload
-        for part in path.split("."):
+        for part in _PATH_PARTS.get(path) or _path_parts(path):
             if value is None:
                 break
-            container = _mapping(value, f"{resource}.{path}")
+            container = value if type(value) is dict else _mapping(value, f"{resource}.{path}")
             if part not in container:
                 break
             value = container[part]
