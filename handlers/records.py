@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    String,
     Table,
     and_,
     bindparam,
@@ -180,6 +181,13 @@ def _array_name(column_name: str) -> str:
     return f"rows_{column_name}"
 
 
+def _unbounded(type_: Any) -> Any:
+    """A column's type without its length: an explicit cast to VARCHAR(32) silently cuts a
+    longer value, where the INSERT's own assignment to the column refuses it (22001), as
+    every other write path does."""
+    return String() if isinstance(type_, String) and type_.length else type_
+
+
 def _array_merge(model: RowModel, names: tuple[str, ...], returning: bool) -> Any:
     """PostgreSQL: the guarded upsert of any number of rows of one column set, each column
     one array parameter (`INSERT ... SELECT ... FROM unnest(...) ORDER BY key ON CONFLICT
@@ -190,18 +198,16 @@ def _array_merge(model: RowModel, names: tuple[str, ...], returning: bool) -> An
     statement = _ARRAY_MERGES.get(key)
     if statement is None:
         table = cast(Table, model.__table__)
+        types = {name: _unbounded(table.c[name].type) for name in names}
         incoming = (
             func.unnest(
                 *(
                     # One dimension: a JSON value that is a list is one element, not a row.
-                    bindparam(
-                        _array_name(name),
-                        type_=postgresql.ARRAY(table.c[name].type, dimensions=1),
-                    )
+                    bindparam(_array_name(name), type_=postgresql.ARRAY(types[name], dimensions=1))
                     for name in names
                 )
             )
-            .table_valued(*(column(name, table.c[name].type) for name in names))
+            .table_valued(*(column(name, types[name]) for name in names))
             .render_derived(name="incoming")
         )
         order = [incoming.c[name] for name in model.conflict_key if name != "tenant_id"]

@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import bindparam, func, insert, select, text
+from sqlalchemy import String, bindparam, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
 from handlers.dispatch import is_disconnect
+from handlers.records import upsert_records
 from models import Customer, Tenant, driver
+from models.tenancy import use_tenant
 from tests.conftest import Backend
 
 NAMED = (
@@ -120,3 +122,28 @@ async def test_a_statement_that_needs_python_side_defaults_is_refused(pg: Backen
     async with pg.sessions() as session, session.begin():
         with pytest.raises(ValueError, match="synced_at"):
             await driver.fetch(session, WITHOUT_SYNCED_AT, {"tenant": 1})
+
+
+async def test_a_value_too_long_for_its_column_is_refused_not_cut(pg: Backend) -> None:
+    # Batches are written as arrays; an array cast to VARCHAR(n)[] would cut the value
+    # silently, so they carry unbounded text and the column refuses it (22001), as a
+    # single INSERT does.
+    tenant_id = await _tenant(pg)
+    table = Customer.__table__
+    bounded = next(
+        column.name
+        for column in table.c
+        if isinstance(column.type, String) and column.type.length and column.name != "source"
+    )
+    length = table.c[bounded].type.length
+    record = {
+        "shopify_id": 11,
+        "shopify_updated_at": datetime(2026, 12, 1, tzinfo=UTC),
+        "raw": {},
+        bounded: "x" * (length + 1),
+    }
+    async with pg.sessions() as session, session.begin():
+        await use_tenant(session, tenant_id)
+        with pytest.raises(DBAPIError) as raised:
+            await upsert_records(session, Customer, tenant_id, [record], source="test")
+    assert getattr(raised.value.orig, "sqlstate", None) == "22001"
