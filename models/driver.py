@@ -36,8 +36,10 @@ class _Compiled:
     compiled: SQLCompiler  # fills in the values a statement carries itself
 
 
-# Statements are module-level constants built once, so the cache is bounded by the code.
+# Statements are module-level constants built once, so the cache is bounded by the code (and
+# by _MAX_COMPILED should a caller build one per call).
 _COMPILED: dict[tuple[int, str], tuple[ClauseElement, _Compiled]] = {}
+_MAX_COMPILED = 500
 
 # The driver's errors that mean the connection itself is gone (a connection the server closed
 # under a statement can also surface as an internal client error: then it reports closed).
@@ -65,6 +67,9 @@ def _compile(dialect: Dialect, statement: ClauseElement) -> _Compiled:
         compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     )
     result = _Compiled(compiled.string, names, processors, compiled)
+    if len(_COMPILED) >= _MAX_COMPILED:
+        # Only a caller building a statement per call gets here: forget, don't grow.
+        _COMPILED.clear()
     # Holding the statement keeps its id from being reused by another object.
     _COMPILED[key] = (statement, result)
     return result
