@@ -38,6 +38,7 @@ from receiver.webhooks import (
     WEBHOOK_BATCH_MAX,
     WEBHOOK_BATCHES_PER_STORE,
     WEBHOOK_PATH,
+    ExceptionHandler,
     WebhookLane,
     receive_webhook,
     store_together,
@@ -141,7 +142,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 )
             }
 
-    exception_handlers = {error: database_unavailable for error in DATABASE_ERRORS}
+    exception_handlers: dict[Any, ExceptionHandler] = {
+        **{error: database_unavailable for error in DATABASE_ERRORS},
+        ApiError: api_error,
+    }
     return Starlette(
         routes=[
             # WebhookLane answers it first; the route keeps the path's 405 for other methods.
@@ -170,9 +174,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # Inside SecurityHeaders, so its 408 carries them; before any route takes a
             # database connection.
             Middleware(BodyDeadline, seconds=settings.http_body_timeout_seconds),
-            Middleware(WebhookLane),
+            Middleware(WebhookLane, exception_handlers=exception_handlers),
             Middleware(SessionCookies, secret_key=settings.secret_key.reveal()),
         ],
-        exception_handlers={**exception_handlers, ApiError: api_error},
+        exception_handlers=exception_handlers,
         lifespan=lifespan,
     )

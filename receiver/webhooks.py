@@ -8,6 +8,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -42,13 +43,7 @@ from handlers.topic_table import HANDLERS
 from models import utcnow
 from models.statuses import EventStatus
 from models.tenancy import cross_store_transaction, tenant_transaction, use_all_tenants
-from receiver.errors import (
-    DATABASE_ERRORS,
-    DATABASE_UNREACHABLE,
-    ServiceUnavailable,
-    api_error,
-    database_unavailable,
-)
+from receiver.errors import DATABASE_UNREACHABLE, ServiceUnavailable
 from receiver.limits import BodyHold, BodyTimeout, OverBudget, request_timeout
 from receiver.metrics import (
     BATCH_EVENTS,
@@ -325,16 +320,22 @@ async def receive_webhook(request: Request) -> Response:
 WEBHOOK_PATH = "/webhooks/shopify"
 
 
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
 class WebhookLane:
     """POST /webhooks/shopify straight to `receive_webhook`, past the session middleware, the
     exception middleware and the router: a webhook needs none of them, and their layers of
     coroutines cost a measurable share of its CPU. Outer middleware (security headers, the body
-    deadline, the 500 of last resort) still wraps it; the database errors that elsewhere become
-    503 through the app's exception handlers become the same 503 here. Everything else (other
-    methods on the path, other paths) goes on to `app`."""
+    deadline, the 500 of last resort) still wraps it, and an exception is answered by the
+    app's own `exception_handlers` (the 503 of an unreachable database). Everything else
+    (other methods on the path, other paths) goes on to `app`."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, exception_handlers: Mapping[type[Exception], ExceptionHandler]
+    ) -> None:
         self.app = app
+        self.exception_handlers = exception_handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != WEBHOOK_PATH or scope["method"] != "POST":
@@ -343,10 +344,19 @@ class WebhookLane:
         request = Request(scope, receive, send)
         try:
             response = await receive_webhook(request)
-        except DATABASE_ERRORS as exc:
-            response = await database_unavailable(request, exc)
-        except ServiceUnavailable as exc:
-            response = await api_error(request, exc)
+        except Exception as exc:
+            # The nearest handler by class, as Starlette's exception middleware looks it up.
+            handler = next(
+                (
+                    self.exception_handlers[cls]
+                    for cls in type(exc).__mro__
+                    if cls in self.exception_handlers
+                ),
+                None,
+            )
+            if handler is None:
+                raise
+            response = await handler(request, exc)
         await response(scope, receive, send)
 
 
