@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from models import Order, WebhookEvent
+from models import Order, Tenant, WebhookEvent
 from receiver.samples import sample_payload
 from receiver.signature import sign
 from tests.conftest import OLD_APP_SECRET, TEST_BODY_LIMIT, Backend, ServedApp, settings_for
@@ -289,3 +289,20 @@ async def test_a_webhook_answer_carries_the_security_headers(backend, served, ht
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["cache-control"] == "no-store"
     assert "set-cookie" not in response.headers
+
+
+async def test_a_store_secret_the_keys_cannot_decrypt_is_a_503_with_retry_after(
+    backend, served, http
+):
+    # Raised inside the handler and answered by the app's exception handlers, which
+    # WebhookLane uses as the router would: a 503 Shopify retries, not a 500.
+    tenant_id = await create_tenant(backend.sessions, webhook_secrets=["store-secret"])
+    async with backend.sessions() as session, session.begin():
+        tenant = await session.get_one(Tenant, tenant_id)
+        tenant.webhook_secrets_encrypted = "not-a-fernet-token"
+    body, headers = delivery("orders/create", secret="store-secret")
+    response = await post(http, served, body, headers)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert "ENCRYPTION_KEYS" in response.json()["error"]
+    assert await count(backend, WebhookEvent) == 0
