@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from handlers.normalize import Record
 from models import Customer, InventoryLevel, ShopRecord, utcnow
-from models.driver import fetch_on
+from models.driver import bind_processor, fetch_on
 from models.upsert import insert_on_conflict
 
 RowModel = type[ShopRecord] | type[InventoryLevel]
@@ -45,7 +45,7 @@ _KEEP_ON_UPDATE = frozenset({"id", "tenant_id", "shopify_id", "deleted_at"})
 
 def record_key(model: RowModel, record: Mapping[str, Any]) -> tuple[Any, ...]:
     """A record's identity within its store: its values of the model's conflict key."""
-    return tuple(record[name] for name in model.conflict_key if name != "tenant_id")
+    return tuple(record[name] for name in _key_names(model))
 
 
 def _kept_on_update(model: RowModel) -> frozenset[str]:
@@ -128,7 +128,7 @@ async def _upsert(
     # Core, on the session's connection: the ORM's execute path costs more CPU than the write.
     connection = await session.connection()
     table = cast(Table, model.__table__)
-    key_columns = [table.c[name] for name in model.conflict_key if name != "tenant_id"]
+    key_columns = [table.c[name] for name in _key_names(model)]
     written: list[tuple[Any, ...]] = []
     if uses_copy(connection.dialect.name, len(rows)):
         for names, group in groups.items():
@@ -210,14 +210,9 @@ def _array_merge(model: RowModel, names: tuple[str, ...], returning: bool) -> An
             .table_valued(*(column(name, types[name]) for name in names))
             .render_derived(name="incoming")
         )
-        order = [incoming.c[name] for name in model.conflict_key if name != "tenant_id"]
-        source = select(*(incoming.c[name] for name in names)).order_by(*order)
-        insert = postgresql.insert(table).from_select(list(names), source)
-        statement = _guarded(insert, model, names)
+        statement = _merge_from(model, names, incoming)
         if returning:
-            statement = statement.returning(
-                *(table.c[name] for name in model.conflict_key if name != "tenant_id")
-            )
+            statement = statement.returning(*(table.c[name] for name in _key_names(model)))
         _ARRAY_MERGES[key] = statement
     return statement
 
@@ -259,13 +254,9 @@ def _staging(dialect: Dialect, model: RowModel, names: tuple[str, ...]) -> _Stag
     )
     stage = table_clause(name, *(column(n, table.c[n].type) for n in names), schema="pg_temp")
     moved = delete(stage).returning(*stage.c).cte("moved")
-    order = [moved.c[n] for n in model.conflict_key if n != "tenant_id"]
-    source = select(*(moved.c[n] for n in names)).order_by(*order)
-    merge = _guarded(
-        postgresql.insert(table).from_select(list(names), source).add_cte(moved), model, names
-    )
-    key_columns = [table.c[n] for n in model.conflict_key if n != "tenant_id"]
-    processors = tuple(table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names)
+    merge = _merge_from(model, names, moved).add_cte(moved)
+    key_columns = [table.c[n] for n in _key_names(model)]
+    processors = tuple(bind_processor(dialect, table.c[n].type) for n in names)
     staging = _Staging(name, create, merge, merge.returning(*key_columns), processors)
     _STAGINGS[key] = staging
     return staging
@@ -298,11 +289,8 @@ async def _copy_merge(
     await driver.copy_records_to_table(
         staging.name, records=records, columns=list(names), schema_name="pg_temp"
     )
-    if not returning:
-        await connection.execute(staging.merge)
-        return []
-    result = await connection.execute(staging.merge_returning)
-    return [tuple(row) for row in result.all()]
+    merged = await fetch_on(connection, staging.merge_returning if returning else staging.merge, {})
+    return [tuple(row) for row in merged]
 
 
 _MAX_PARAMETERS = 30_000
@@ -321,6 +309,21 @@ def _upsert_statement(session: AsyncSession, model: RowModel, names: tuple[str, 
         statement = _guarded(insert_on_conflict(session, table), model, names)
         _UPSERTS[key] = statement
     return statement
+
+
+def _key_names(model: RowModel) -> list[str]:
+    """The columns that identify a row within its store (the conflict key but the tenant)."""
+    return [name for name in model.conflict_key if name != "tenant_id"]
+
+
+def _merge_from(model: RowModel, names: tuple[str, ...], incoming: Any) -> Any:
+    """The guarded upsert of `names` from `incoming` (the staging table's moved rows, or the
+    unnested arrays), taken in key order so concurrent writers lock rows in one order."""
+    table = cast(Table, model.__table__)
+    source = select(*(incoming.c[n] for n in names)).order_by(
+        *(incoming.c[n] for n in _key_names(model))
+    )
+    return _guarded(postgresql.insert(table).from_select(list(names), source), model, names)
 
 
 def _guarded(insert: Any, model: RowModel, names: tuple[str, ...]) -> Any:
@@ -470,7 +473,7 @@ async def replace_record(
             *(
                 table.c[name] == value
                 for name, value in zip(
-                    (name for name in model.conflict_key if name != "tenant_id"),
+                    _key_names(model),
                     record_key(model, record),
                     strict=True,
                 )

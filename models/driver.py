@@ -25,6 +25,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.types import TypeEngine
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ _CONNECTION_LOST = (asyncpg.ConnectionDoesNotExistError, ConnectionError, OSErro
 _CONNECTION_ENDED = ("08", "57P01", "57P02", "57P03")
 
 
+def bind_processor(dialect: Dialect, type_: TypeEngine[Any]) -> Callable[[Any], Any] | None:
+    """What SQLAlchemy does to a value of `type_` before the driver gets it (None: nothing)."""
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
 def _compile(dialect: Dialect, statement: ClauseElement) -> _Compiled:
     key = (id(statement), dialect.name)
     cached = _COMPILED.get(key)
@@ -63,9 +69,7 @@ def _compile(dialect: Dialect, statement: ClauseElement) -> _Compiled:
         columns = [column.name for column in (*compiled.insert_prefetch, *compiled.update_prefetch)]
         raise ValueError(f"give values for {', '.join(columns)}: their defaults are Python's")
     names = tuple(compiled.positiontup or ())
-    processors = tuple(
-        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
-    )
+    processors = tuple(bind_processor(dialect, compiled.binds[name].type) for name in names)
     result = _Compiled(compiled.string, names, processors, compiled)
     if len(_COMPILED) >= _MAX_COMPILED:
         # Only a caller building a statement per call gets here: forget, don't grow.
