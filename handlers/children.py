@@ -489,16 +489,8 @@ def _array_tombstone_statement(child: ChildSet) -> Any:
             # batch about a tenth of its CPU.
             gone = statement.returning(table.c.shopify_id).cte("gone")
             forgets = [
-                update(referencing)
-                .where(
-                    referencing.c.tenant_id == bindparam("tenant"),
-                    referencing.c[name].in_(select(gone.c.shopify_id)),
-                )
-                .values({name: null()})
-                for referencing, name in (
-                    (_table(table_name), column_name)
-                    for table_name, column_name in child.referenced_as
-                )
+                _forgetting(table_name, column_name, bindparam("tenant"), select(gone.c.shopify_id))
+                for table_name, column_name in child.referenced_as
             ]
             statement = (
                 forgets[-1]
@@ -550,14 +542,22 @@ async def forget_references(
     """Null the columns that name a deleted record (`ids`: a select of its ids), as
     Shopify's own answers do from then on, though it sends no update for them."""
     for table_name, column_name in references:
-        table = _table(table_name)
-        column = table.c[column_name]
         await session.execute(
-            update(table)
-            .where(table.c.tenant_id == tenant_id, column.in_(ids))
-            .values({column_name: None})
-            .execution_options(synchronize_session=False)
+            _forgetting(table_name, column_name, tenant_id, ids).execution_options(
+                synchronize_session=False
+            )
         )
+
+
+def _forgetting(table_name: str, column_name: str, tenant: Any, ids: Any) -> Any:
+    """UPDATE nulling `table_name.column_name` where it names one of `ids` (a list or a
+    select), in store `tenant` (a value or a bound parameter)."""
+    table = _table(table_name)
+    return (
+        update(table)
+        .where(table.c.tenant_id == tenant, table.c[column_name].in_(ids))
+        .values({column_name: null()})
+    )
 
 
 def _table(name: str) -> Table:
