@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill import runner
-from backfill.runner import create_sync_job, run_sync_job
+from backfill.runner import BackfillEnvironment, create_sync_job, run_sync_job
 from handlers import records
 from handlers.records import upsert_applied, upsert_records
 from handlers.resources import RESOURCES
@@ -102,24 +102,37 @@ async def _snapshot(pg: Backend) -> dict[str, list[dict[str, Any]]]:
     return snapshot
 
 
+async def _bulk_job(
+    pg: Backend,
+    sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    http: httpx.AsyncClient,
+    resources: list[str] | None = None,
+) -> tuple[BackfillEnvironment, int, int]:
+    """A store for the simulator's shop, a backfill environment writing through `sessions`,
+    and a queued `bulk` job: (environment, tenant id, job id)."""
+    store, clock, server = simulator
+    tenant_id = await create_tenant(pg.sessions, SHOP, access_token=store.access_token)
+    env = simulator_environment(
+        sessions, http, server.admin_base_url_template, store, clock, bulk_poll_interval=0.01
+    )
+    async with pg.sessions() as session, session.begin():
+        tenant = await session.get_one(Tenant, tenant_id)
+        job = await create_sync_job(session, tenant, "bulk", resources)
+    return env, tenant_id, job.id
+
+
 async def _bulk(
     pg: Backend,
     sessions: async_sessionmaker[AsyncSession],
     simulator: tuple[FakeStore, ManualClock, FakeShopServer],
 ) -> int:
-    store, clock, server = simulator
     await pg.truncate()
-    tenant_id = await create_tenant(pg.sessions, SHOP, access_token=store.access_token)
     async with httpx.AsyncClient(timeout=30) as http:
-        env = simulator_environment(
-            sessions, http, server.admin_base_url_template, store, clock, bulk_poll_interval=0.01
-        )
-        async with pg.sessions() as session, session.begin():
-            tenant = await session.get_one(Tenant, tenant_id)
-            job = await create_sync_job(session, tenant, "bulk")
-        await run_sync_job(env, job.id)
+        env, tenant_id, job_id = await _bulk_job(pg, sessions, simulator, http)
+        await run_sync_job(env, job_id)
     async with pg.sessions() as session:
-        done = await session.get_one(SyncJob, job.id)
+        done = await session.get_one(SyncJob, job_id)
     assert (done.status, done.error) == ("succeeded", None)
     return tenant_id
 
@@ -311,32 +324,20 @@ async def test_a_bulk_job_cancelled_between_batches_resumes_without_duplicates(
 ) -> None:
     """The reader runs a batch ahead of the writer; what a cancel leaves is still exactly the
     committed batches and the progress that counts them, and the rerun adds the rest."""
-    store, clock, server = simulator
     monkeypatch.setattr(runner, "BULK_BATCH", 60)
-    tenant_id = await create_tenant(pg.sessions, SHOP, access_token=store.access_token)
     async with httpx.AsyncClient(timeout=30) as http:
-        env = simulator_environment(
-            app_sessions,
-            http,
-            server.admin_base_url_template,
-            store,
-            clock,
-            bulk_poll_interval=0.01,
-        )
-        async with pg.sessions() as session, session.begin():
-            tenant = await session.get_one(Tenant, tenant_id)
-            job = await create_sync_job(session, tenant, "bulk", ["orders"])
+        env, _, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
         task: asyncio.Task[str] | None = None
 
         def stop_after_two_batches(resource: str, state: dict[str, Any]) -> None:
             if state.get("count", 0) >= 120 and task is not None:
                 task.cancel()
 
-        task = asyncio.create_task(run_sync_job(env, job.id, on_progress=stop_after_two_batches))
+        task = asyncio.create_task(run_sync_job(env, job_id, on_progress=stop_after_two_batches))
         with pytest.raises(asyncio.CancelledError):
             await task
         async with pg.sessions() as session:
-            interrupted = await session.get_one(SyncJob, job.id)
+            interrupted = await session.get_one(SyncJob, job_id)
             stored = await session.scalar(select(func.count()).select_from(Order))
         assert interrupted.status == "queued"
         progress = interrupted.progress["orders"]
@@ -344,9 +345,9 @@ async def test_a_bulk_job_cancelled_between_batches_resumes_without_duplicates(
         assert progress["lines"] > 0
         # Exactly the committed batches: the batch read ahead was not written.
         assert stored == progress["count"]
-        assert await run_sync_job(env, job.id) == "succeeded"
+        assert await run_sync_job(env, job_id) == "succeeded"
     async with pg.sessions() as session:
-        finished = await session.get_one(SyncJob, job.id)
+        finished = await session.get_one(SyncJob, job_id)
         assert finished.progress["orders"]["count"] == STORE["orders"]
         assert await session.scalar(select(func.count()).select_from(Order)) == STORE["orders"]
     assert "orders" in copies
