@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-throttle", action="store_true", help="never answer THROTTLED")
     parser.add_argument("--throttle-status", type=int, default=200, help="200 or 429")
     parser.add_argument("--bulk-polls", type=int, default=2, help="polls until COMPLETED")
+    parser.add_argument(
+        "--prepare-bulk-files",
+        action="store_true",
+        help="write a bulk operation's file while it runs and serve it as a static file, as "
+        "Shopify does (default: generate the lines during the download, in constant memory)",
+    )
     parser.add_argument("--token", help="the static access token (default: derived from seed)")
     parser.add_argument("--expiring-token", action="store_true", help="also issue an expiring pair")
     parser.add_argument(
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         throttle=not args.no_throttle,
         throttle_status=args.throttle_status,
         bulk_polls_to_complete=args.bulk_polls,
+        bulk_prepare_files=args.prepare_bulk_files,
         access_token=args.token,
         executor=args.executor,
         bulk_concurrency=None if args.bulk_concurrency == "version" else int(args.bulk_concurrency),

@@ -2,15 +2,23 @@
 CREATED -> RUNNING -> COMPLETED, and the finished file is JSONL generated on download, one
 record at a time, from a snapshot taken when the operation started (constant memory for any
 store size).
+
+With ``prepare_files`` (benchmarks), the file is written while the operation runs, as Shopify
+does, and the download serves it as a static file: the client's ingest then does not share
+the machine with the rendering, which Shopify does on its own servers.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import shutil
+import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graphql import (
@@ -88,6 +96,11 @@ class BulkOperation:
     fail_with: str | None = None
     group_objects: bool = True
     completed_at: str | None = None
+    # Prepared files only: where the file is written, how many records it holds so far, and
+    # whether it is finished.
+    file: Path | None = None
+    rendered: int = 0
+    ready: threading.Event | None = None
 
     @property
     def gid(self) -> str:
@@ -95,6 +108,8 @@ class BulkOperation:
 
     @property
     def object_count(self) -> int:
+        if self.status in ACTIVE and self.ready is not None and not self.ready.is_set():
+            return self.rendered
         if self.status == "COMPLETED":
             return self.total
         if self.status == "FAILED":
@@ -112,6 +127,7 @@ class BulkManager:
         polls_to_complete: int = 2,
         seconds_to_complete: float | None = None,
         concurrency: int | None = 1,
+        prepare_files: bool = False,
     ) -> None:
         self.store = store
         self.polls_to_complete = polls_to_complete
@@ -121,6 +137,8 @@ class BulkManager:
         self._operations: dict[int, BulkOperation] = {}
         self._next = 1
         self._fail_next: str | None = None
+        self.prepare_files = prepare_files
+        self._files: Path | None = None
 
     # -- starting --
 
@@ -172,6 +190,8 @@ class BulkManager:
             operation = parsed
             self._operations[operation.numeric_id] = operation
             self.store.stats.bulk_operations += 1
+            if self.prepare_files:
+                self._start_preparing(operation)
             return operation, []
 
     def _parse(self, query: str) -> BulkOperation | list[dict[str, Any]]:
@@ -468,6 +488,8 @@ class BulkManager:
             done = operation.polls >= self.polls_to_complete or (
                 self.seconds_to_complete is not None and elapsed >= self.seconds_to_complete
             )
+            if operation.ready is not None and not operation.ready.is_set():
+                done = False  # Shopify completes an operation once its file is written
             if not done:
                 operation.status = "RUNNING"
                 return
@@ -551,19 +573,55 @@ class BulkManager:
                     lines.append(dumps(line))
             yield lines
 
-    def lines(self, operation: BulkOperation) -> Iterator[str]:
+    def _start_preparing(self, operation: BulkOperation) -> None:
+        if self._files is None:
+            self._files = Path(tempfile.mkdtemp(prefix="fakeshop-bulk-"))
+            # Files of a large store take gigabytes: gone with the simulator.
+            weakref.finalize(self, shutil.rmtree, self._files, ignore_errors=True)
+        operation.file = self._files / f"{operation.numeric_id}.jsonl"
+        operation.ready = threading.Event()
+        threading.Thread(
+            target=self._prepare, args=(operation,), name="bulk-file", daemon=True
+        ).start()
+
+    def _prepare(self, operation: BulkOperation) -> None:
+        """Write the operation's file (half the records if it is to fail), then mark it ready."""
+        assert operation.file is not None
+        assert operation.ready is not None
+        limit = operation.total // 2 if operation.fail_with else operation.total
+
+        def count(records: int) -> None:
+            operation.rendered = records
+
+        try:
+            with open(operation.file, "wb") as out:
+                for chunk in self._chunked(self.lines(operation, limit, count)):
+                    if operation.status == "CANCELED":
+                        return
+                    out.write(chunk)
+        finally:
+            operation.ready.set()
+
+    def lines(
+        self,
+        operation: BulkOperation,
+        limit: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[str]:
         """Every JSONL line of a finished operation (half the records if it failed).
 
         Grouped (``groupObjects: true``), a record's children follow it directly. Ungrouped
         (the default from 2026-01), they still come after their parent but not next to it:
         they are held back for a few parents, so a client that assumes adjacency fails here
-        rather than against Shopify."""
-        limit = operation.object_count
+        rather than against Shopify. ``progress`` hears the number of records rendered."""
+        limit = operation.object_count if limit is None else limit
         executor = self._executor(operation)
         held: list[str] = []
         for count, lines in enumerate(self._render(operation, executor, operation.roots())):
             if count >= limit:
                 break
+            if progress is not None:
+                progress(count + 1)
             if operation.group_objects:
                 yield from lines
                 continue
@@ -575,9 +633,18 @@ class BulkManager:
         yield from held
 
     def chunks(self, operation: BulkOperation) -> Iterator[bytes]:
+        if operation.file is not None:
+            with open(operation.file, "rb") as prepared:
+                while chunk := prepared.read(CHUNK_BYTES):
+                    yield chunk
+            return
+        yield from self._chunked(self.lines(operation))
+
+    @staticmethod
+    def _chunked(lines: Iterator[str]) -> Iterator[bytes]:
         buffer: list[str] = []
         size = 0
-        for line in self.lines(operation):
+        for line in lines:
             buffer.append(line)
             size += len(line) + 1
             if size >= CHUNK_BYTES:

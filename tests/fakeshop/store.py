@@ -162,6 +162,7 @@ class FakeStore:
         bulk_polls_to_complete: int = 2,
         bulk_seconds_to_complete: float | None = None,
         bulk_concurrency: int | None = None,
+        bulk_prepare_files: bool = False,
         access_token: str | None = None,
         client_id: str = DEFAULT_CLIENT_ID,
         client_secret: str = DEFAULT_CLIENT_SECRET,
@@ -299,6 +300,7 @@ class FakeStore:
             polls_to_complete=bulk_polls_to_complete,
             seconds_to_complete=bulk_seconds_to_complete,
             concurrency=bulk_concurrency,
+            prepare_files=bulk_prepare_files,
         )
 
     # -- records --

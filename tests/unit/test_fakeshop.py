@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from backfill.queries import (
     RESOURCES,
     Resource,
 )
+from handlers.resources import RESOURCES as HANDLED
 from tests.fakeshop import (
     FakeShopServer,
     FakeStore,
@@ -40,6 +42,8 @@ MONEY = re.compile(r"^-?\d+\.\d\d$")
 UNAUTHORIZED = {
     "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
 }
+
+ORDERS_WITH_CHILDREN = HANDLED["orders"]
 
 _shop_numbers = iter(range(1, 10_000))
 
@@ -518,6 +522,55 @@ def test_injected_faults_are_visible_to_an_http_client(server: FakeShopServer) -
     assert graphql(server, store, query).status_code == 401  # and from then on
     assert store.stats.faults["drop"] == 1
     assert store.stats.faults["status:503"] == 2
+
+
+def test_a_prepared_bulk_file_is_the_file_streamed_and_completes_once_written(
+    server: FakeShopServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The benchmarks' mode (Shopify writes the file while the operation runs, then serves
+    it statically) gives the bytes the streamed mode generates, children included."""
+    options: dict[str, Any] = {"seed": 5, "orders": 300, "bulk_polls_to_complete": 1}
+    streamed = add_store(server, **options)
+    prepared = add_store(server, **options, bulk_prepare_files=True)
+    gate = threading.Event()
+    prepare = prepared.bulk._prepare
+
+    def held(operation: Any) -> None:
+        gate.wait(30)
+        prepare(operation)
+
+    monkeypatch.setattr(prepared.bulk, "_prepare", held)
+    query = {"query": ORDERS_WITH_CHILDREN.bulk_query()}
+    downloads: list[bytes] = []
+    for store in (streamed, prepared):
+        started = graphql(server, store, BULK_RUN, query).json()
+        operation_id = started["data"]["bulkOperationRunQuery"]["bulkOperation"]["id"]
+        if store is prepared:
+            writing = graphql(server, store, BULK_STATUS, {"id": operation_id}).json()
+            assert writing["data"]["node"]["status"] == "RUNNING"
+            assert writing["data"]["node"]["objectCount"] == "0"
+            gate.set()
+            ready = store.bulk.current().ready  # type: ignore[union-attr]
+            assert ready is not None
+            assert ready.wait(60)
+        done = graphql(server, store, BULK_STATUS, {"id": operation_id}).json()["data"]["node"]
+        assert (done["status"], done["objectCount"]) == ("COMPLETED", "300")
+        downloads.append(httpx.get(done["url"], timeout=30).content)
+    assert downloads[0] == downloads[1]
+    assert b'"__parentId"' in downloads[1]
+    file = prepared.bulk.current().file  # type: ignore[union-attr]
+    assert file is not None
+    assert file.read_bytes() == downloads[1]
+
+    prepared.bulk.fail_next("INTERNAL_SERVER_ERROR")
+    started = graphql(server, prepared, BULK_RUN, {"query": flat_bulk_query(ORDERS)}).json()
+    operation_id = started["data"]["bulkOperationRunQuery"]["bulkOperation"]["id"]
+    ready = prepared.bulk.current().ready  # type: ignore[union-attr]
+    assert ready is not None
+    assert ready.wait(60)
+    failed = graphql(server, prepared, BULK_STATUS, {"id": operation_id}).json()["data"]["node"]
+    assert failed["status"] == "FAILED"
+    assert len(httpx.get(failed["partialDataUrl"]).text.splitlines()) == 150
 
 
 def test_faults_on_the_bulk_download(server: FakeShopServer) -> None:
