@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
@@ -34,6 +34,7 @@ from handlers.children import (
     write_with_children,
 )
 from handlers.errors import error_text, may_quote_data
+from handlers.json_text import loads_json
 from handlers.normalize import PayloadError, Record, parse_shopify_id
 from handlers.resources import parse_resource_names
 from handlers.shop_identity import ShopMismatch, record_shop_id
@@ -544,15 +545,15 @@ class JobRun:
                 async with self.env.http.stream("GET", url) as response:
                     if response.status_code != 200:
                         raise BackfillError(f"bulk result download answered {response.status_code}")
-                    async for line in response.aiter_lines():
+                    async for line in _jsonl_lines(response):
                         if not line.strip():
                             continue
                         line_number += 1
                         if line_number <= applied:
                             continue
                         try:
-                            finished = list(grouper.feed(json.loads(line), line_number))
-                        except ValueError as exc:
+                            finished = list(grouper.feed(loads_json(line), line_number))
+                        except (ValueError, RecursionError) as exc:
                             raise BackfillError(f"bulk result for {resource.name}: {exc}") from exc
                         batch.extend(finished)
                         if batch and (
@@ -708,6 +709,19 @@ class JobRun:
                 .values(progress=self.progress, heartbeat_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
+
+
+async def _jsonl_lines(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The lines of a JSONL download as bytes (a last line may lack its newline): JSON is
+    read from bytes, so decoding each line to text first would only cost time."""
+    rest = b""
+    async for chunk in response.aiter_bytes():
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line
+    if rest:
+        yield rest
 
 
 def normalize_node(normalize: Callable[[Any], Record], node: Any, name: str) -> Record:

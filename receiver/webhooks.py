@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,7 +12,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-import orjson
 from cryptography.fernet import InvalidToken
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
@@ -36,6 +33,7 @@ from handlers.dispatch import (
     vet_shop,
 )
 from handlers.inbox import count_duplicate, store_event, store_events
+from handlers.json_text import loads_json
 from handlers.normalize import PayloadError, parse_timestamp
 from handlers.retries import schedule_retry
 from handlers.shop_identity import ShopMismatch
@@ -141,17 +139,6 @@ async def read_body(request: Request, limit: int, hold: BodyHold | None = None) 
     return bytes(body)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
 # What PostgreSQL cannot store in text or jsonb: NUL and unpaired surrogates.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # Such characters can only reach a parsed body through a \u escape or, as json.loads decodes
@@ -191,29 +178,9 @@ def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     return depth
 
 
-# A run of 19 digits may be an integer beyond 64 bits, which orjson reads as a float: such a
-# body (rare: Shopify's ids have 13-16 digits) takes json.loads, which keeps it exact.
-# (Found as 19 zeros once every digit reads as one: a regex search for a run costs as much
-# as parsing the body.)
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_DIGITS = b"0" * 19
-
-
-def _loads(body: bytes) -> Any:
-    """The body parsed: orjson, about six times faster than json.loads on a webhook body, for
-    the bodies both read alike; the rest (a byte order mark, lone surrogate escapes, integers
-    beyond 64 bits, invalid JSON) take json.loads, whose reading and errors stay the rule."""
-    if _LONG_DIGITS not in body.translate(_DIGITS_AS_ZERO):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
-
-
 def parse_payload(body: bytes) -> dict[str, Any]:
     try:
-        payload = _loads(body)
+        payload = loads_json(body)
     except (ValueError, RecursionError) as exc:
         raise BadDelivery(f"body is not valid JSON: {str(exc)[:200]}") from exc
     if not isinstance(payload, dict):
