@@ -200,6 +200,12 @@ class BulkGrouper:
             if child.node_key:
                 self._by_typename.setdefault(child.typename, []).append(child)
             pending.extend(child.children)
+        # A type only one set takes, and takes whole, needs no `accepts` per line.
+        self._only: dict[str, ChildSet] = {
+            typename: sets[0]
+            for typename, sets in self._by_typename.items()
+            if len(sets) == 1 and not sets[0].selector
+        }
         self._current: BulkGroup | None = None
 
     def feed(self, line: dict[str, Any], line_number: int) -> Iterator[BulkGroup]:
@@ -216,7 +222,7 @@ class BulkGrouper:
                 " (was the operation run without groupObjects?)"
             )
         typename = _typename(line.get("id"))
-        child = next(
+        child = self._only.get(typename) or next(
             (child for child in self._by_typename.get(typename, ()) if child.accepts(line)), None
         )
         if child is None:

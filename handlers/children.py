@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -74,6 +74,11 @@ class ChildList:
     # because the payload predates it (a refund whose refunds/create came first), not because
     # it is gone, so it is not tombstoned.
     as_of: datetime | None = None
+
+    def as_of_time(self, as_of: datetime | None) -> ChildList:
+        """This list as a payload of that time gave it (dataclasses.replace, at a tenth of
+        its cost: it runs for every parent of a backfill batch)."""
+        return ChildList(self.records, self.complete, self.existing, as_of)
 
     def given(self, key: str) -> set[Any]:
         return {record[key] for record in self.records}
@@ -333,8 +338,11 @@ async def write_children(
     parent's children (a refund line item's order). Returns the children written."""
     records: list[Record] = []
     for parent_id, listed in lists.items():
-        added = (extra or {}).get(parent_id, {})
-        records.extend(record | added for record in listed.records)
+        added = extra.get(parent_id) if extra else None
+        if added:
+            records.extend(record | added for record in listed.records)
+        else:
+            records.extend(listed.records)
     written = await upsert_records(session, child.model, tenant_id, records, source=source)
     bounded = {
         parent: listed
@@ -355,9 +363,7 @@ async def write_children(
         for record in records:
             found = grandchild.read(record["raw"], record["shopify_id"], graphql=_is_node(record))
             if found is not None:
-                nested[record["shopify_id"]] = replace(
-                    found, as_of=record.get("shopify_updated_at")
-                )
+                nested[record["shopify_id"]] = found.as_of_time(record.get("shopify_updated_at"))
                 if grandchild.owner_key and child.parent_key in record:
                     owners[record["shopify_id"]] = {grandchild.owner_key: record[child.parent_key]}
         if nested:
@@ -689,8 +695,8 @@ async def write_read_records(
             if found is not None:
                 as_of = chosen[parent_id][0].get("shopify_updated_at")
                 if parent_id not in applied:
-                    found = replace(found, complete=False, existing=None)
-                lists[parent_id] = replace(found, as_of=as_of)
+                    found = ChildList(found.records, complete=False, existing=None)
+                lists[parent_id] = found.as_of_time(as_of)
         if lists:
             await write_children(session, child, tenant_id, lists, source=source)
     return len(records)

@@ -87,6 +87,10 @@ MAX_MONEY_DECIMALS = 20
 # "Infinity"). The length cap keeps a hostile string from being parsed at all.
 _MONEY_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,7})?")
 _MAX_MONEY_TEXT = 64
+# Most amounts Shopify sends: a sign, at most 15 whole digits, two decimals. These need none of
+# parse_money's range checks.
+_PLAIN_MONEY = re.compile(r"-?[0-9]{1,15}\.[0-9]{2}")
+_DECIMAL = Decimal
 
 
 def _shown(value: Any) -> str:
@@ -98,6 +102,9 @@ def parse_money(value: Any, field: str = "amount") -> Decimal | None:
     """The amount exactly as sent, in the one form both backends store and return alike:
     `12.3456789` stays so, `0.10` keeps its two places, `1E+2` becomes `100` (PostgreSQL keeps
     no positive exponent) and `-0.00` becomes `0.00` (nor a negative zero)."""
+    if type(value) is str and _PLAIN_MONEY.fullmatch(value):
+        amount = _DECIMAL(value)
+        return abs(amount) if amount.is_zero() else amount
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -528,27 +535,50 @@ def _path_parts(path: str) -> tuple[str, ...]:
     return parts
 
 
+# What read_fields does with each field of a (fields, resource, shape), worked out once:
+# (column, path's keys, parse, the name errors give). Keyed by the tuple's identity (hashing
+# the fields on every read cost more than reading them); the tuple is kept with its plan.
+_PLANS: dict[
+    tuple[int, str, bool],
+    tuple[tuple[Field, ...], list[tuple[str, tuple[str, ...], Parse, str]]],
+] = {}
+
+
+def _plan(
+    fields: tuple[Field, ...], resource: str, graphql: bool
+) -> list[tuple[str, tuple[str, ...], Parse, str]]:
+    key = (id(fields), resource, graphql)
+    found = _PLANS.get(key)
+    if found is not None and found[0] is fields:
+        return found[1]
+    plan = [
+        (field.column, _path_parts(path), field.parse, f"{resource}.{path}")
+        for field in fields
+        if (path := field.node if graphql else field.rest) is not None
+    ]
+    if len(_PLANS) < 1000:  # field tuples are declarations: a handful
+        _PLANS[key] = (fields, plan)
+    return plan
+
+
 def read_fields(
     payload: Mapping[str, Any], fields: tuple[Field, ...], resource: str, *, graphql: bool
 ) -> Record:
     record: Record = {}
-    for field in fields:
-        path = field.node if graphql else field.rest
-        if path is None:
-            continue
+    for column, parts, parse, name in _plan(fields, resource, graphql):
         value: Any = payload
-        for part in _PATH_PARTS.get(path) or _path_parts(path):
+        for part in parts:
             if value is None:
                 break
-            container = value if type(value) is dict else _mapping(value, f"{resource}.{path}")
+            container = value if type(value) is dict else _mapping(value, name)
             if part not in container:
                 break
             value = container[part]
         else:
-            record[field.column] = field.parse(value, f"{resource}.{path}")
+            record[column] = parse(value, name)
             continue
         if value is None:
-            record[field.column] = None
+            record[column] = None
     return record
 
 

@@ -45,7 +45,7 @@ _KEEP_ON_UPDATE = frozenset({"id", "tenant_id", "shopify_id", "deleted_at"})
 
 def record_key(model: RowModel, record: Mapping[str, Any]) -> tuple[Any, ...]:
     """A record's identity within its store: its values of the model's conflict key."""
-    return tuple(record[name] for name in _key_names(model))
+    return tuple([record[name] for name in _key_names(model)])
 
 
 def _kept_on_update(model: RowModel) -> frozenset[str]:
@@ -124,7 +124,15 @@ async def _upsert(
     # comes from one query, so it is one set and still one executemany.
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault(tuple(sorted(row)), []).append(row)
+        # Rows of one normaliser list their columns in one order: sorting each row's
+        # names again cost more than the rest of this loop.
+        given = tuple(row)
+        names = _SORTED_NAMES.get(given)
+        if names is None:
+            names = tuple(sorted(given))
+            if len(_SORTED_NAMES) < 10_000:
+                _SORTED_NAMES[given] = names
+        groups.setdefault(names, []).append(row)
     # Core, on the session's connection: the ORM's execute path costs more CPU than the write.
     connection = await session.connection()
     table = cast(Table, model.__table__)
@@ -278,14 +286,13 @@ async def _copy_merge(
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
     assert driver is not None
-    processors = staging.processors
-    records = [
-        tuple(
-            value if process is None or value is None else process(value)
-            for process, value in zip(processors, (row[n] for n in names), strict=True)
-        )
-        for row in rows
-    ]
+    records = [[row[n] for n in names] for row in rows]
+    for index, process in enumerate(staging.processors):
+        if process is not None:
+            for record in records:
+                value = record[index]
+                if value is not None:
+                    record[index] = process(value)
     await driver.copy_records_to_table(
         staging.name, records=records, columns=list(names), schema_name="pg_temp"
     )
@@ -294,6 +301,7 @@ async def _copy_merge(
 
 
 _MAX_PARAMETERS = 30_000
+_SORTED_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 _UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
@@ -311,9 +319,15 @@ def _upsert_statement(session: AsyncSession, model: RowModel, names: tuple[str, 
     return statement
 
 
-def _key_names(model: RowModel) -> list[str]:
+def _key_names(model: RowModel) -> tuple[str, ...]:
     """The columns that identify a row within its store (the conflict key but the tenant)."""
-    return [name for name in model.conflict_key if name != "tenant_id"]
+    names = _KEY_NAMES.get(model)
+    if names is None:
+        names = _KEY_NAMES[model] = tuple(n for n in model.conflict_key if n != "tenant_id")
+    return names
+
+
+_KEY_NAMES: dict[RowModel, tuple[str, ...]] = {}
 
 
 def _merge_from(model: RowModel, names: tuple[str, ...], incoming: Any) -> Any:
