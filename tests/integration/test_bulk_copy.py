@@ -36,6 +36,7 @@ from models.tenancy import tenant_transaction
 from tests.conftest import Backend, as_app_role
 from tests.factories import OTHER_SHOP, SHOP, create_tenant, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, ManualClock
+from tests.fakeshop.bulk import CHUNK_BYTES
 from tests.store_children import assert_children_equal_store
 
 # Large enough that every batch of parents and most of children take the COPY path.
@@ -161,6 +162,28 @@ async def test_copy_writes_exactly_what_the_executemany_wrote(
         assert after[table] == before[table], table
     async with pg.sessions() as session:
         await assert_children_equal_store(session, simulator[0], tenant_id)
+
+
+async def test_a_file_served_whole_gives_the_rows_the_streamed_file_gave(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+) -> None:
+    """As Shopify serves it: a file written while the operation ran, read back in fixed-size
+    chunks that end mid-line (the benchmarks' simulator mode)."""
+    await _bulk(pg, app_sessions, simulator)
+    streamed = await _snapshot(pg)
+    clock = ManualClock()
+    store = FakeStore(SHOP, seed=7, clock=clock, bulk_prepare_files=True, **STORE)
+    with FakeShopServer(store) as server:
+        tenant_id = await _bulk(pg, app_sessions, (store, clock, server))
+        served = [operation.file for operation in store.bulk.all()]
+    sizes = [file.stat().st_size for file in served if file is not None]
+    assert len(sizes) == len(served) > 0
+    assert max(sizes) > CHUNK_BYTES  # read in several chunks, most ending mid-line
+    assert await _snapshot(pg) == streamed
+    async with pg.sessions() as session:
+        await assert_children_equal_store(session, store, tenant_id)
 
 
 def _customer(shopify_id: int, updated: datetime, **columns: Any) -> dict[str, Any]:
