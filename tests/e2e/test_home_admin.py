@@ -125,7 +125,10 @@ async def test_viewer_home_with_and_without_alerts(
     now = utcnow()
     healthy = await create_tenant(pg.sessions, SHOP, access_token="shpat_ok")
     troubled = await create_tenant(pg.sessions, OTHER_SHOP)
-    await add_order(pg, healthy, 1, total="5240764.97", processed_at=now - timedelta(minutes=5))
+    # Both today (UTC, as the home page counts): five minutes ago, unless that was yesterday.
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    earlier = max(now - timedelta(minutes=5), today)
+    await add_order(pg, healthy, 1, total="5240764.97", processed_at=earlier)
     await add_order(pg, healthy, 2, total="1200.00", currency="EUR", processed_at=now)
     await add_event(pg, healthy, "ok-1", received_at=now - timedelta(minutes=3))
     await add_event(pg, troubled, "dead-1", status="dead", shop=OTHER_SHOP, error="boom")
