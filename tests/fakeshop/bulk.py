@@ -15,6 +15,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import traceback
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -594,11 +595,16 @@ class BulkManager:
             operation.rendered = records
 
         try:
-            with open(operation.file, "wb") as out:
-                for chunk in self._chunked(self.lines(operation, limit, count)):
+            # Buffered by the file, so what was rendered before a failure is in it.
+            with open(operation.file, "wb", buffering=CHUNK_BYTES) as out:
+                for line in self.lines(operation, limit, count):
                     if operation.status == "CANCELED":
                         return
-                    out.write(chunk)
+                    out.write(line.encode() + b"\n")
+        except Exception:
+            # As Shopify ends an export it could not write: FAILED, with what was written.
+            operation.fail_with = "INTERNAL_SERVER_ERROR"
+            traceback.print_exc()
         finally:
             operation.ready.set()
 

@@ -5,6 +5,7 @@ Everything goes over real HTTP to an in-process server; time is a ManualClock, n
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import threading
@@ -571,6 +572,31 @@ def test_a_prepared_bulk_file_is_the_file_streamed_and_completes_once_written(
     failed = graphql(server, prepared, BULK_STATUS, {"id": operation_id}).json()["data"]["node"]
     assert failed["status"] == "FAILED"
     assert len(httpx.get(failed["partialDataUrl"]).text.splitlines()) == 150
+
+
+def test_a_prepared_file_that_cannot_be_written_ends_the_operation_failed(
+    server: FakeShopServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = add_store(server, orders=50, bulk_polls_to_complete=1, bulk_prepare_files=True)
+    lines = store.bulk.lines
+
+    def broken(*args: Any, **kwargs: Any) -> Iterator[str]:
+        yield from itertools.islice(lines(*args, **kwargs), 10)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store.bulk, "lines", broken)
+    started = graphql(server, store, BULK_RUN, {"query": flat_bulk_query(ORDERS)}).json()
+    operation_id = started["data"]["bulkOperationRunQuery"]["bulkOperation"]["id"]
+    ready = store.bulk.current().ready  # type: ignore[union-attr]
+    assert ready is not None
+    assert ready.wait(60)
+    node = graphql(server, store, BULK_STATUS, {"id": operation_id}).json()["data"]["node"]
+    assert (node["status"], node["errorCode"], node["url"]) == (
+        "FAILED",
+        "INTERNAL_SERVER_ERROR",
+        None,
+    )
+    assert len(httpx.get(node["partialDataUrl"]).text.splitlines()) == 10
 
 
 def test_faults_on_the_bulk_download(server: FakeShopServer) -> None:
