@@ -713,13 +713,21 @@ class JobRun:
 
 async def _jsonl_lines(response: httpx.Response) -> AsyncIterator[bytes]:
     """The lines of a JSONL download as bytes (a last line may lack its newline): JSON is
-    read from bytes, so decoding each line to text first would only cost time."""
-    rest = b""
+    read from bytes, so decoding each line to text first would only cost time. A line's
+    pieces are joined once it ends: gluing each chunk onto the unfinished line would copy a
+    long line once per chunk."""
+    pieces: list[bytes] = []  # the unfinished line
     async for chunk in response.aiter_bytes():
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
+        lines = chunk.split(b"\n")
+        if len(lines) == 1:
+            pieces.append(chunk)
+            continue
+        pieces.append(lines[0])
+        yield b"".join(pieces)
+        for line in lines[1:-1]:
             yield line
+        pieces = [lines[-1]]
+    rest = b"".join(pieces)
     if rest:
         yield rest
 
