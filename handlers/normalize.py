@@ -90,7 +90,6 @@ _MAX_MONEY_TEXT = 64
 # Most amounts Shopify sends: a sign, at most 15 whole digits, two decimals. These need none of
 # parse_money's range checks.
 _PLAIN_MONEY = re.compile(r"-?[0-9]{1,15}\.[0-9]{2}")
-_DECIMAL = Decimal
 
 
 def _shown(value: Any) -> str:
@@ -103,7 +102,7 @@ def parse_money(value: Any, field: str = "amount") -> Decimal | None:
     `12.3456789` stays so, `0.10` keeps its two places, `1E+2` becomes `100` (PostgreSQL keeps
     no positive exponent) and `-0.00` becomes `0.00` (nor a negative zero)."""
     if type(value) is str and _PLAIN_MONEY.fullmatch(value):
-        amount = _DECIMAL(value)
+        amount = Decimal(value)
         return abs(amount) if amount.is_zero() else amount
     if value is None or value == "":
         return None

@@ -273,22 +273,12 @@ def _text_form(dialect: Dialect, type_: Any) -> Callable[[list[Any]], list[Any]]
     processor prepares them: a money value is checked to be a Decimal, a JSON None is JSON
     null as before); None for the others."""
     process = bind_processor(dialect, type_)
+    if process is None:
+        return None
     if isinstance(type_, Money):
-
-        def money(values: list[Any]) -> list[Any]:
-            if process is not None:
-                values = [None if value is None else process(value) for value in values]
-            return [None if value is None else str(value) for value in values]
-
-        return money
+        return lambda values: [None if value is None else str(process(value)) for value in values]
     if isinstance(type_.dialect_impl(dialect), sqltypes.JSON):
-        if process is None:  # pragma: no cover - SQLAlchemy's JSON always serialises
-            return None
-
-        def document(values: list[Any]) -> list[Any]:
-            return [process(value) for value in values]
-
-        return document
+        return lambda values: [process(value) for value in values]
     return None
 
 
