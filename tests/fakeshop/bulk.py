@@ -644,13 +644,9 @@ class BulkManager:
                 while chunk := prepared.read(CHUNK_BYTES):
                     yield chunk
             return
-        yield from self._chunked(self.lines(operation))
-
-    @staticmethod
-    def _chunked(lines: Iterator[str]) -> Iterator[bytes]:
         buffer: list[str] = []
         size = 0
-        for line in lines:
+        for line in self.lines(operation):
             buffer.append(line)
             size += len(line) + 1
             if size >= CHUNK_BYTES:

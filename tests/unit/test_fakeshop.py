@@ -564,14 +564,23 @@ def test_a_prepared_bulk_file_is_the_file_streamed_and_completes_once_written(
     assert file.read_bytes() == downloads[1]
 
     prepared.bulk.fail_next("INTERNAL_SERVER_ERROR")
-    started = graphql(server, prepared, BULK_RUN, {"query": flat_bulk_query(ORDERS)}).json()
-    operation_id = started["data"]["bulkOperationRunQuery"]["bulkOperation"]["id"]
-    ready = prepared.bulk.current().ready  # type: ignore[union-attr]
-    assert ready is not None
-    assert ready.wait(60)
-    failed = graphql(server, prepared, BULK_STATUS, {"id": operation_id}).json()["data"]["node"]
+    failed = _prepared_operation(server, prepared, flat_bulk_query(ORDERS))
     assert failed["status"] == "FAILED"
     assert len(httpx.get(failed["partialDataUrl"]).text.splitlines()) == 150
+
+
+def _prepared_operation(server: FakeShopServer, store: FakeStore, query: str) -> dict[str, Any]:
+    """Run a bulk query on a store that prepares its files; the operation once its file is
+    written, as a status poll shows it."""
+    started = graphql(server, store, BULK_RUN, {"query": query}).json()
+    operation_id = started["data"]["bulkOperationRunQuery"]["bulkOperation"]["id"]
+    ready = store.bulk.current().ready  # type: ignore[union-attr]
+    assert ready is not None
+    assert ready.wait(60)
+    node: dict[str, Any] = graphql(server, store, BULK_STATUS, {"id": operation_id}).json()["data"][
+        "node"
+    ]
+    return node
 
 
 def test_a_prepared_file_that_cannot_be_written_ends_the_operation_failed(
@@ -585,12 +594,7 @@ def test_a_prepared_file_that_cannot_be_written_ends_the_operation_failed(
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(store.bulk, "lines", broken)
-    started = graphql(server, store, BULK_RUN, {"query": flat_bulk_query(ORDERS)}).json()
-    operation_id = started["data"]["bulkOperationRunQuery"]["bulkOperation"]["id"]
-    ready = store.bulk.current().ready  # type: ignore[union-attr]
-    assert ready is not None
-    assert ready.wait(60)
-    node = graphql(server, store, BULK_STATUS, {"id": operation_id}).json()["data"]["node"]
+    node = _prepared_operation(server, store, flat_bulk_query(ORDERS))
     assert (node["status"], node["errorCode"], node["url"]) == (
         "FAILED",
         "INTERNAL_SERVER_ERROR",
