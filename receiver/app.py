@@ -29,6 +29,7 @@ from receiver.limits import BodyBudget, BodyDeadline
 from receiver.logs import configure_logging_once
 from receiver.metrics import metrics
 from receiver.pages import home, replay_event, run_backfill, store_page
+from receiver.runtime import tune_garbage_collector
 from receiver.security import SecurityHeaders
 from receiver.services import Services
 from receiver.settings import Settings
@@ -89,6 +90,14 @@ register_url_convertor("id", IdConvertor())
 
 class State(TypedDict):
     services: Services
+
+
+def create_served_app() -> Starlette:
+    """The app as `serve` runs it in each worker process: built, then the interpreter set up
+    for a long-running process (`receiver.runtime`)."""
+    app = create_app()
+    tune_garbage_collector()
+    return app
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -48,6 +48,7 @@ from receiver.auth import InvalidTokenName, create_token
 from receiver.errors import describe_operational_error
 from receiver.install import scope_gaps
 from receiver.logs import LoggingConfigError, configure_logging
+from receiver.runtime import tune_garbage_collector
 from receiver.samples import sample_payload, webhook_headers
 from receiver.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
 from receiver.tenants import (
@@ -303,7 +304,7 @@ def serve(host: str, port: int, workers: int) -> None:
             err=True,
         )
     config = server_config(
-        "receiver.app:create_app",
+        "receiver.app:create_served_app",
         settings,
         factory=True,
         host=host,
@@ -758,6 +759,7 @@ def backfill(shop: str, resources: list[str], mode: str) -> None:
             finished = await sync.job_outcome(env.sessions, tenant_id, job.id)
             return job.id, finished.status, finished.error
 
+    tune_garbage_collector()
     job_id, status, error = asyncio.run(run())
     click.echo(f"sync job {job_id}: {status}" + (f": {error}" if error else ""))
     if status != SyncStatus.SUCCEEDED:
@@ -866,6 +868,8 @@ def worker(concurrency: int, metrics_port: int | None, metrics_host: str) -> Non
             raise click.ClickException(
                 f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}"
             ) from None
+
+    tune_garbage_collector()
 
     async def run() -> None:
         async with admin_environment(settings) as env:

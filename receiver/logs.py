@@ -200,6 +200,9 @@ def configure_logging(
 ) -> None:
     """Raises LoggingConfigError for a LOG_FORMAT or LOG_LEVEL we do not know."""
     console = console or terminal_console()
+    # No format of ours shows the process, thread or multiprocessing name; collecting them
+    # costs a system call (getpid) and lookups on each of a webhook's two lines.
+    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     chosen = choose_format(log_format or os.environ.get("LOG_FORMAT"), console.is_terminal)
     root = logging.getLogger()
     handler = build_handler(chosen, console)
