@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import sys
@@ -134,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     # One JSON line on stdout for scripts that start the simulator and need its coordinates.
     print(json.dumps(info), flush=True)
+    # The store lives as long as the process, and writing a bulk file makes objects by the
+    # million: with CPython's default thresholds a quarter of the simulator's CPU went to
+    # collections walking the store again and again (gc.callbacks, bench.backfill), on the
+    # cores the service under test shares. Frozen, and the young generation collected less
+    # often, as the service's own processes do (receiver.runtime).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
     uvicorn.run(
         FakeShopApp([store]), host=args.host, port=args.port, log_level=args.log_level,
         access_log=False, lifespan="off",
