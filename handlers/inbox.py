@@ -17,12 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
-    BigInteger,
-    DateTime,
-    Integer,
-    String,
     Table,
+    Text,
     bindparam,
     delete,
     exists,
@@ -33,12 +29,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import TypeEngine
 
 from models import ComplianceRequest, WebhookEvent, WebhookEventKey, utcnow
-from models.driver import fetch
+from models.driver import ROWS_PARAMETER, Check, JsonText, fetch, json_checks, json_field, rows_json
 from models.upsert import affected_rows, insert_on_conflict
 
 # The columns a stored event is given (`store_event`'s values); the id comes with the key.
@@ -163,48 +157,27 @@ async def store_event(session: AsyncSession, values: Mapping[str, Any]) -> int |
     return new_id
 
 
-# Each EVENT_COLUMNS' PostgreSQL array type, for storing many events in one statement.
-_ARRAY_TYPES = {
-    "tenant_id": "BIGINT[]",
-    "shop_domain": "VARCHAR[]",
-    "topic": "VARCHAR[]",
-    "event_id": "VARCHAR[]",
-    "webhook_id": "VARCHAR[]",
-    "dedupe_key": "VARCHAR[]",
-    "api_version": "VARCHAR[]",
-    "triggered_at": "TIMESTAMP WITH TIME ZONE[]",
-    "received_at": "TIMESTAMP WITH TIME ZONE[]",
-    "processed_at": "TIMESTAMP WITH TIME ZONE[]",
-    "status": "VARCHAR[]",
-    "error": "TEXT[]",
-    "attempts": "INTEGER[]",
-    "payload": "JSONB[]",
-}
-_BIND_TYPES: dict[str, TypeEngine[Any]] = {
-    "tenant_id": ARRAY(BigInteger),
-    "triggered_at": ARRAY(DateTime(timezone=True)),
-    "received_at": ARRAY(DateTime(timezone=True)),
-    "processed_at": ARRAY(DateTime(timezone=True)),
-    "attempts": ARRAY(Integer),
-    "payload": ARRAY(JSONB),
-}
-
-
 def _store_many_postgresql(session: AsyncSession) -> Any:
-    """One round trip for many events: the columns as arrays, unnested; the first copy of
-    each key (in the order given); the keys inserted in key order (two batches lock them in
-    one order) with ids drawn from the sequence; and, for the keys that were new, the events
-    with those ids."""
+    """One round trip for many events: the rows as one JSON array (models.driver.rows_json),
+    read in order; the first copy of each key (in the order given); the keys inserted in key
+    order (two batches lock them in one order) with ids drawn from the sequence; and, for the
+    keys that were new, the events with those ids."""
+    dialect = session.get_bind().dialect
+    events = _events()
     columns = ", ".join(EVENT_COLUMNS)
-    arrays = ",\n    ".join(f"CAST(:{name} AS {_ARRAY_TYPES[name]})" for name in EVENT_COLUMNS)
+    fields = ",\n    ".join(
+        f"{json_field(dialect, events.c[name].type, name)} AS {name}" for name in EVENT_COLUMNS
+    )
     keys = ", ".join(_KEY_COLUMNS)
     chosen = ", ".join(f"first.{name}" for name in EVENT_COLUMNS)
     statement = text(
         f"""
 WITH incoming AS (
-  SELECT * FROM unnest(
-    {arrays}
-  ) WITH ORDINALITY AS given({columns}, position)
+  SELECT
+    {fields},
+    given.position
+  FROM jsonb_array_elements(CAST(:{ROWS_PARAMETER} AS jsonb))
+    WITH ORDINALITY AS given(value, position)
 ), first AS (
   SELECT DISTINCT ON ({keys}) * FROM incoming ORDER BY {keys}, position
 ), new_keys AS (
@@ -219,27 +192,48 @@ FROM new_keys JOIN first USING ({keys})
 RETURNING id, {keys}
 """
     )
-    return statement.bindparams(
-        *(bindparam(name, type_=_BIND_TYPES.get(name, ARRAY(String))) for name in EVENT_COLUMNS)
-    )
+    return statement.bindparams(bindparam(ROWS_PARAMETER, type_=Text()))
+
+
+_EVENT_CHECKS: dict[str, tuple[tuple[str, Check], ...]] = {}
+
+
+def _event_checks(session: AsyncSession) -> tuple[tuple[str, Check], ...]:
+    dialect = session.get_bind().dialect
+    checks = _EVENT_CHECKS.get(dialect.name)
+    if checks is None:
+        events = _events()
+        types = {name: events.c[name].type for name in EVENT_COLUMNS}
+        checks = _EVENT_CHECKS[dialect.name] = json_checks(dialect, types)
+    return checks
 
 
 async def store_events(
-    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
+    session: AsyncSession,
+    rows: Sequence[Mapping[str, Any]],
+    bodies: Sequence[bytes | None] | None = None,
 ) -> list[int | None]:
     """Store many events (each of `rows` holds every EVENT_COLUMNS) with their keys, as
     `store_event` stores one: each row's id, None for a duplicate (stored before, or an
-    earlier copy among `rows`), with the same rules for concurrent copies."""
+    earlier copy among `rows`), with the same rules for concurrent copies. `bodies`: per
+    row, the JSON text its payload was read from, when that text can be stored as it came
+    (PostgreSQL then stores it without writing the payload again), else None."""
     if _dialect(session) != "postgresql":
         # SQLite writes one at a time anyway (one write lock); in key order, as below.
         ids: dict[int, int | None] = {}
         for index in sorted(range(len(rows)), key=lambda i: _key_of(rows[i])):
             ids[index] = await store_event(session, rows[index])
         return [ids[index] for index in range(len(rows))]
+    sent: Sequence[Mapping[str, Any]] = rows
+    if bodies is not None:
+        sent = [
+            row if body is None else {**row, "payload": JsonText(body)}
+            for row, body in zip(rows, bodies, strict=True)
+        ]
     result = await fetch(
         session,
         _cached(session, "store_many", _store_many_postgresql),
-        {name: [row[name] for row in rows] for name in EVENT_COLUMNS},
+        {ROWS_PARAMETER: rows_json(sent, _event_checks(session))},
     )
     stored = {(shop, topic, key): event_id for event_id, shop, topic, key in result}
     # The first copy of a key gets the id; later copies are duplicates.

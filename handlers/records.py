@@ -14,7 +14,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
-    String,
     Table,
     Text,
     and_,
@@ -23,6 +22,7 @@ from sqlalchemy import (
     column,
     delete,
     func,
+    literal_column,
     or_,
     select,
     update,
@@ -32,12 +32,18 @@ from sqlalchemy import table as table_clause
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.sql import sqltypes
 
 from handlers.normalize import Record
 from models import Customer, InventoryLevel, ShopRecord, utcnow
-from models.driver import bind_processor, fetch_on
-from models.types import Money
+from models.driver import (
+    ROWS_PARAMETER,
+    Check,
+    bind_processor,
+    fetch_on,
+    json_checks,
+    json_field,
+    rows_json,
+)
 from models.upsert import insert_on_conflict
 
 RowModel = type[ShopRecord] | type[InventoryLevel]
@@ -148,13 +154,11 @@ async def _upsert(
         return written if returning else [record_key(model, row) for row in rows]
     if connection.dialect.name == "postgresql":
         for names, group in groups.items():
-            merge = _array_merge(connection.dialect, model, names, returning)
+            merge = _json_merge(connection.dialect, model, names, returning)
             first = group[0]
-            arrays: dict[str, Any] = {_common_name(name): first[name] for name in merge.common}
-            for name, as_text in zip(merge.arrayed, merge.as_text, strict=True):
-                values = [row[name] for row in group]
-                arrays[_array_name(name)] = values if as_text is None else as_text(values)
-            merged = await fetch_on(connection, merge.statement, arrays)
+            parameters = {_common_name(name): first[name] for name in merge.common}
+            parameters[ROWS_PARAMETER] = rows_json(group, merge.checks)
+            merged = await fetch_on(connection, merge.statement, parameters)
             written.extend(tuple(row) for row in merged)
         return written if returning else [record_key(model, row) for row in rows]
     if not returning:
@@ -187,22 +191,7 @@ def uses_copy(dialect: str, rows: int) -> bool:
     return dialect == "postgresql" and rows >= COPY_MIN_ROWS
 
 
-_ARRAY_MERGES: dict[tuple[str, tuple[str, ...], bool], _ArrayMerge] = {}
-
-
-def _array_name(column_name: str) -> str:
-    # Not a column's own name: SQLAlchemy reserves those for an INSERT's VALUES.
-    return f"rows_{column_name}"
-
-
-def _unbounded(type_: Any) -> Any:
-    """A column's type without its length: an explicit cast to VARCHAR(32) silently cuts a
-    longer value, where the INSERT's own assignment to the column refuses it (22001), as
-    every other write path does."""
-    return String() if isinstance(type_, String) and type_.length else type_
-
-
-# The columns `_upsert` gives every row of a call the same value: an array merge binds each
+# The columns `_upsert` gives every row of a call the same value: a JSON merge binds each
 # once, not once per row.
 _COMMON_COLUMNS = frozenset({"tenant_id", "source", "synced_at"})
 
@@ -212,74 +201,53 @@ def _common_name(column_name: str) -> str:
 
 
 @dataclass(frozen=True)
-class _ArrayMerge:
+class _JsonMerge:
     statement: Any
-    # The columns sent as arrays, and those bound once for all rows (`_COMMON_COLUMNS`).
-    arrayed: tuple[str, ...]
+    # The columns bound once for all rows (`_COMMON_COLUMNS`); the rest come from the rows.
     common: tuple[str, ...]
-    # Per arrayed column: what turns its values into the text they are sent as (None: sent as they
-    # are). asyncpg's binary encoders for numeric and jsonb cost 1.2 and 2 us a value against
-    # 0.35 for text (a webhook's records carry dozens): such columns travel as text arrays,
-    # cast back in the statement, so PostgreSQL reads the same values.
-    as_text: tuple[Callable[[list[Any]], list[Any]] | None, ...]
+    checks: tuple[tuple[str, Check], ...]  # models.driver.json_checks
 
 
-def _array_merge(
+_JSON_MERGES: dict[tuple[str, tuple[str, ...], bool], _JsonMerge] = {}
+
+
+def _json_merge(
     dialect: Dialect, model: RowModel, names: tuple[str, ...], returning: bool
-) -> _ArrayMerge:
-    """PostgreSQL: the guarded upsert of any number of rows of one column set, each column
-    one array parameter (`INSERT ... SELECT ... FROM unnest(...) ORDER BY key ON CONFLICT
-    ...`). Its text does not depend on the row count, so it is compiled and prepared once per
-    connection, where a multi-row VALUES is a new statement for every count and an
-    executemany binds every row on its own: per row it costs a fraction of either."""
+) -> _JsonMerge:
+    """PostgreSQL: the guarded upsert of any number of rows of one column set, sent as one
+    JSON array (`INSERT ... SELECT ... FROM jsonb_array_elements(...) ORDER BY key ON
+    CONFLICT ...`, models.driver.rows_json). Its text does not depend on the row count, so it
+    is compiled and prepared once per connection, where a multi-row VALUES is a new statement
+    for every count and an executemany binds every row on its own."""
     key = (str(model.__tablename__), names, returning)
-    merge = _ARRAY_MERGES.get(key)
+    merge = _JSON_MERGES.get(key)
     if merge is None:
         table = cast(Table, model.__table__)
-        types = {name: _unbounded(table.c[name].type) for name in names}
-        arrayed = tuple(name for name in names if name not in _COMMON_COLUMNS)
         common = tuple(name for name in names if name in _COMMON_COLUMNS)
-        as_text = tuple(_text_form(dialect, types[name]) for name in arrayed)
-
-        def array(name: str, sent_as_text: bool) -> Any:
-            # One dimension: a JSON value that is a list is one element, not a row.
-            target = postgresql.ARRAY(types[name], dimensions=1)
-            if not sent_as_text:
-                return bindparam(_array_name(name), type_=target)
-            sent = bindparam(_array_name(name), type_=postgresql.ARRAY(Text(), dimensions=1))
-            return sql_cast(sent, target)
-
+        read = {name: table.c[name].type for name in names if name not in _COMMON_COLUMNS}
+        rows = sql_cast(bindparam(ROWS_PARAMETER, type_=Text()), postgresql.JSONB)
+        given = (
+            func.jsonb_array_elements(rows)
+            .table_valued(column("value", postgresql.JSONB))
+            .render_derived(name="given")
+        )
         incoming = (
-            func.unnest(
+            select(
                 *(
-                    array(name, form is not None)
-                    for name, form in zip(arrayed, as_text, strict=True)
+                    literal_column(json_field(dialect, type_, name), type_).label(name)
+                    for name, type_ in read.items()
                 )
             )
-            .table_valued(*(column(name, types[name]) for name in arrayed))
-            .render_derived(name="incoming")
+            .select_from(given)
+            .subquery("incoming")
         )
-        bound = {name: bindparam(_common_name(name), type_=types[name]) for name in common}
+        bound = {name: bindparam(_common_name(name), type_=table.c[name].type) for name in common}
         statement = _merge_from(model, names, incoming, bound)
         if returning:
             statement = statement.returning(*(table.c[name] for name in _key_names(model)))
-        merge = _ArrayMerge(statement, arrayed, common, as_text)
-        _ARRAY_MERGES[key] = merge
+        merge = _JsonMerge(statement, common, json_checks(dialect, read))
+        _JSON_MERGES[key] = merge
     return merge
-
-
-def _text_form(dialect: Dialect, type_: Any) -> Callable[[list[Any]], list[Any]] | None:
-    """For a money or JSON column, what turns its values into their text (as its own bind
-    processor prepares them: a money value is checked to be a Decimal, a JSON None is JSON
-    null as before); None for the others."""
-    process = bind_processor(dialect, type_)
-    if process is None:
-        return None
-    if isinstance(type_, Money):
-        return lambda values: [None if value is None else str(process(value)) for value in values]
-    if isinstance(type_.dialect_impl(dialect), sqltypes.JSON):
-        return lambda values: [process(value) for value in values]
-    return None
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,20 @@ callers handle them exactly as they handle a statement run through SQLAlchemy.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, cast
 
 import asyncpg
+import orjson
+from sqlalchemy import String
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeEngine
@@ -117,3 +123,98 @@ async def fetch_on(
         if lost:
             await connection.invalidate(exc)
         raise sa_exc.DBAPIError(compiled.sql, None, exc, connection_invalidated=lost) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Many rows as one parameter: a JSON array of objects, one per row, read back in the statement
+# (`FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS given(value)`). orjson writes a batch's
+# rows in one call, where one array parameter per column cost the driver a type test and an
+# encoder call per value (a webhook's records carry hundreds).
+
+ROWS_PARAMETER = "rows"
+ROWS_SOURCE = "given.value"  # how a statement names the row being read
+
+
+def unbounded(type_: TypeEngine[Any]) -> TypeEngine[Any]:
+    """A column's type without its length: an explicit cast to VARCHAR(32) silently cuts a
+    longer value, where the INSERT's own assignment to the column refuses it (22001), as
+    every other write path does."""
+    return String() if isinstance(type_, String) and type_.length else type_
+
+
+def is_json(dialect: Dialect, type_: TypeEngine[Any]) -> bool:
+    return isinstance(type_.dialect_impl(dialect), sqltypes.JSON)
+
+
+def json_field(dialect: Dialect, type_: TypeEngine[Any], name: str) -> str:
+    """SQL for one column's value in the row being read, as the column's type. A JSON column
+    keeps a JSON null as JSON null (`->`), as binding None to it stores; the rest are read as
+    text and cast, as a text parameter would be."""
+    if is_json(dialect, type_):
+        return f"{ROWS_SOURCE} -> '{name}'"
+    sql_type = dialect.type_compiler_instance.process(unbounded(type_))
+    return f"CAST({ROWS_SOURCE} ->> '{name}' AS {sql_type})"
+
+
+Check = Callable[[Any], Any]
+
+
+def json_checks(
+    dialect: Dialect, types: Mapping[str, TypeEngine[Any]]
+) -> tuple[tuple[str, Check], ...]:
+    """Per column whose type checks or converts a value on the way in (a money amount must be
+    a Decimal, a time must carry its zone), that type's own bind processor: rows written as
+    JSON pass the same checks as rows bound column by column. JSON columns go as they are."""
+    checks = []
+    for name, type_ in types.items():
+        if is_json(dialect, type_):
+            continue
+        process = bind_processor(dialect, type_)
+        if process is not None:
+            checks.append((name, process))
+    return tuple(checks)
+
+
+class JsonText:
+    """JSON text already written (a webhook's body as it came), which `rows_json` places in
+    its array as it is instead of writing the parsed value again. (Not a dataclass: orjson
+    would write a dataclass's fields.)"""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text
+
+
+def rows_json(rows: Sequence[Mapping[str, Any]], checks: Sequence[tuple[str, Check]]) -> str:
+    """The rows as one JSON array, after their columns' checks. Amounts go as strings
+    (exact), times in RFC 3339 with their offset, JsonText as the text it holds; what orjson
+    cannot write (an integer past 64 bits) takes json.dumps, as a JSON column's value does
+    on its own (models.engine)."""
+    for name, check in checks:
+        for row in rows:
+            value = row[name]
+            if value is not None:
+                check(value)
+    try:
+        return orjson.dumps(rows, default=_orjson_default).decode()
+    except TypeError:
+        return json.dumps(rows, default=_json_default)
+
+
+def _orjson_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, JsonText):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"{type(value).__name__} cannot be written as JSON")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, JsonText):
+        return json.loads(value.text)
+    raise TypeError(f"{type(value).__name__} cannot be written as JSON")

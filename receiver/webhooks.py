@@ -33,7 +33,7 @@ from handlers.dispatch import (
     vet_shop,
 )
 from handlers.inbox import count_duplicate, store_event, store_events
-from handlers.json_text import loads_json
+from handlers.json_text import read_json
 from handlers.normalize import PayloadError, parse_timestamp
 from handlers.retries import schedule_retry
 from handlers.shop_identity import ShopMismatch
@@ -107,6 +107,9 @@ class Delivery:
     payload: dict[str, Any] | None
     body_sha256: str
     body_note: str | None = None
+    # The body, when it is the payload's JSON text exactly as the inbox may store it (read by
+    # orjson, nothing `_storable` had to replace): the batch path stores it as it came.
+    payload_text: bytes | None = None
 
     @property
     def dedupe_key(self) -> str:
@@ -178,9 +181,11 @@ def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     return depth
 
 
-def parse_payload(body: bytes) -> dict[str, Any]:
+def read_payload(body: bytes) -> tuple[dict[str, Any], bool]:
+    """The body as a JSON object, and whether the body itself can be stored as its JSON text
+    (read by orjson, and nothing in it that `_storable` replaces)."""
     try:
-        payload = loads_json(body)
+        payload, plain = read_json(body)
     except (ValueError, RecursionError) as exc:
         raise BadDelivery(f"body is not valid JSON: {str(exc)[:200]}") from exc
     if not isinstance(payload, dict):
@@ -189,7 +194,9 @@ def parse_payload(body: bytes) -> dict[str, Any]:
     brackets = body.count(b"{") + body.count(b"[")
     if brackets > MAX_JSON_DEPTH and json_depth(payload) > MAX_JSON_DEPTH:
         raise BadDelivery(f"body nests deeper than {MAX_JSON_DEPTH} levels")
-    return _storable(payload) if _MAY_BE_UNSTORABLE.search(body) else payload
+    if _MAY_BE_UNSTORABLE.search(body):
+        return _storable(payload), False
+    return payload, plain
 
 
 def _optional_header(headers: Headers, name: str, pattern: re.Pattern[str]) -> str | None:
@@ -221,8 +228,9 @@ def parse_delivery(headers: Headers, body: bytes) -> Delivery:
         triggered_at = None  # informational only; the payload's own updated_at orders writes
     payload: dict[str, Any] | None
     note = None
+    plain = False
     try:
-        payload = parse_payload(body)
+        payload, plain = read_payload(body)
     except BadDelivery as exc:
         if topic in HANDLERS:
             raise
@@ -239,6 +247,7 @@ def parse_delivery(headers: Headers, body: bytes) -> Delivery:
         payload=payload,
         body_sha256=hashlib.sha256(body).hexdigest(),
         body_note=note,
+        payload_text=body if plain else None,
     )
 
 
@@ -480,7 +489,9 @@ async def store_together(
                 )
                 for delivery, reason in zip(deliveries, reasons, strict=True)
             ]
-            ids = await store_events(session, rows)
+            ids = await store_events(
+                session, rows, [delivery.payload_text for delivery in deliveries]
+            )
             applying: list[tuple[str, dict[str, Any]]] = []
             for delivery, reason, event_id in zip(deliveries, reasons, ids, strict=True):
                 if event_id is None:

@@ -4,8 +4,9 @@ errors in SQLAlchemy's shape (so the 503 and fallback rules see them)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import String, bindparam, func, insert, select, text
@@ -147,3 +148,70 @@ async def test_a_value_too_long_for_its_column_is_refused_not_cut(pg: Backend) -
         with pytest.raises(DBAPIError) as raised:
             await upsert_records(session, Customer, tenant_id, [record], source="test")
     assert getattr(raised.value.orig, "sqlstate", None) == "22001"
+
+
+def _customer(shopify_id: int, **values: Any) -> dict[str, Any]:
+    record = {
+        "shopify_id": shopify_id,
+        "shopify_created_at": datetime(2026, 11, 30, 23, 59, 59, 999999, tzinfo=UTC),
+        # Another zone: stored as the same instant.
+        "shopify_updated_at": datetime(
+            2026, 12, 1, 5, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))
+        ),
+        "email": None,
+        "first_name": 'quote " back \\ line\u2028 é 日本',
+        "amount_spent": Decimal("10.50"),
+        "orders_count": 2**62,
+        "verified_email": False,
+        "raw": {"big": 2**70, "f": 2.5, "none": None, "list": [1, "a", {"b": None}]},
+    }
+    return record | values
+
+
+async def test_rows_sent_together_are_stored_as_one_row_bound_alone(pg: Backend) -> None:
+    # A batch of rows goes as one JSON array read back in the statement: every value must
+    # come out as SQLAlchemy's own binding of the same row stores it (amounts exact, times
+    # as instants, text as sent, JSON as JSON with its nulls, an integer past 64 bits).
+    tenant_id = await _tenant(pg)
+    together = [_customer(1), _customer(2, first_name=None, raw=None)]
+    alone = [_customer(101), _customer(102, first_name=None, raw=None)]
+    async with pg.sessions() as session, session.begin():
+        await use_tenant(session, tenant_id)
+        await upsert_records(session, Customer, tenant_id, together, source="test")
+        for record in alone:
+            await session.execute(
+                insert(Customer).values(
+                    tenant_id=tenant_id, source="test", synced_at=datetime.now(UTC), **record
+                )
+            )
+    columns = [c for c in Customer.__table__.c if c.name not in {"id", "shopify_id", "synced_at"}]
+    async with pg.sessions() as session:
+        await use_tenant(session, tenant_id)
+        rows = {
+            row[0]: row[1:]
+            for row in await session.execute(
+                select(Customer.shopify_id, *(func.cast(c, String) for c in columns))
+            )
+        }
+    assert rows[1] == rows[101]
+    assert rows[2] == rows[102]
+    assert rows[1][[c.name for c in columns].index("amount_spent")] == "10.50"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("amount_spent", 10.5),  # a float is not an amount
+        ("shopify_updated_at", datetime(2026, 12, 1)),  # a time without its zone
+    ],
+)
+async def test_rows_sent_together_pass_their_columns_checks(
+    pg: Backend, field: str, value: Any
+) -> None:
+    tenant_id = await _tenant(pg)
+    async with pg.sessions() as session, session.begin():
+        await use_tenant(session, tenant_id)
+        with pytest.raises((TypeError, ValueError)):
+            await upsert_records(
+                session, Customer, tenant_id, [_customer(1, **{field: value})], source="test"
+            )

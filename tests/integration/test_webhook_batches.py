@@ -123,3 +123,34 @@ async def test_concurrent_deliveries_all_land_and_a_bad_one_costs_no_other(
         notes = dict((await session.execute(select(Order.shopify_id, Order.note))).all())
     # Each order at its newest version (versions 30-39 are the last of each id).
     assert notes == {4000 + index: f"version {30 + index}" for index in range(10)}
+
+
+async def test_a_batch_stores_each_body_as_it_came(backend: Backend) -> None:
+    """The inbox keeps what Shopify sent: a batch stores a body's own JSON text (an amount
+    written 12.50 stays 12.50 in the payload, where parsing and writing it again gives
+    12.5); a body with a character PostgreSQL cannot store is stored with it replaced."""
+    await create_tenant(backend.sessions)
+    plain = order_version(2001, 1)
+    plain["x_amount"] = "PLACEHOLDER"
+    text = json.dumps(plain).replace('"PLACEHOLDER"', "12.50").encode()
+    unstorable = order_version(2002, 1)
+    unstorable["note"] = "nul\x00here"
+    batch = [
+        parse_delivery(Headers(webhook_headers("orders/create", SHOP, text, APP_SECRET)), text),
+        parsed("orders/create", unstorable),
+    ]
+    outcomes = await store_together(backend.sessions, SHOP, batch)
+    assert [outcome.verdict if outcome else None for outcome in outcomes] == [
+        Verdict.PROCESSED,
+        Verdict.PROCESSED,
+    ]
+    stored = {event.payload["id"]: event for event in await events(backend)}
+    assert stored[2002].payload["note"] == "nul\ufffdhere"
+    if backend.name == "postgresql":
+        async with backend.sessions() as session:
+            amount = await session.scalar(
+                select(WebhookEvent.payload["x_amount"].as_string()).where(
+                    WebhookEvent.id == stored[2001].id
+                )
+            )
+        assert amount == "12.50"
