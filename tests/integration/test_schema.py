@@ -115,3 +115,29 @@ async def test_events_that_failed_before_retries_existed_are_due_after_the_upgra
         await engine.dispose()
     assert due["failed-1"] is not None  # the retry sweep takes it
     assert due["done-1"] is None
+
+
+async def test_json_columns_compress_with_lz4_new_inbox_months_too(pg):
+    """Migration 0017: every jsonb column of ours compresses with lz4 (this PostgreSQL has
+    it), the inbox's existing partitions and one made afterwards included."""
+    month = {"month": datetime(2031, 5, 1, tzinfo=UTC)}
+    async with pg.engine.begin() as connection:
+        await connection.execute(text("SELECT webhook_events_add_month(:month)"), month)
+        columns = (
+            await connection.execute(
+                text(
+                    "SELECT c.relname, a.attname, a.attcompression::text FROM pg_attribute a "
+                    "JOIN pg_class c ON c.oid = a.attrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') "
+                    "AND c.relname NOT LIKE 'procrastinate%' "
+                    "AND a.atttypid = 'jsonb'::regtype AND a.attnum > 0"
+                )
+            )
+        ).all()
+        await connection.execute(text("SELECT webhook_events_drop_month(:month, false)"), month)
+    compression = {(table, name): method for table, name, method in columns}
+    assert ("orders", "raw") in compression
+    assert ("webhook_events_p203105", "payload") in compression
+    assert ("webhook_events_default", "payload") in compression
+    assert {key for key, method in compression.items() if method != "l"} == set()
