@@ -65,8 +65,8 @@ from models import (
 )
 from models import migrate as migrations
 from models.encryption import generate_key
+from receiver import runtime
 from receiver.backfill_env import HTTP_TIMEOUT
-from receiver.runtime import tune_garbage_collector
 from receiver.tenants import set_access_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -426,8 +426,7 @@ async def _timed_copy(
 
 def worker_main() -> int:
     spec = json.loads(sys.stdin.read())
-    tune_garbage_collector()  # as `shopify-receiver worker` and `backfill` do
-    result = asyncio.run(_run_job(spec))
+    result = runtime.run(_run_job(spec))  # as `shopify-receiver worker` and `backfill` run
     print(json.dumps(result), flush=True)
     return 0
 

@@ -44,11 +44,11 @@ from models.statuses import (
     SyncStatus,
 )
 from models.tenancy import cross_store_transaction
+from receiver import runtime
 from receiver.auth import InvalidTokenName, create_token
 from receiver.errors import describe_operational_error
 from receiver.install import scope_gaps
 from receiver.logs import LoggingConfigError, configure_logging
-from receiver.runtime import tune_garbage_collector
 from receiver.samples import sample_payload, webhook_headers
 from receiver.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
 from receiver.tenants import (
@@ -759,8 +759,7 @@ def backfill(shop: str, resources: list[str], mode: str) -> None:
             finished = await sync.job_outcome(env.sessions, tenant_id, job.id)
             return job.id, finished.status, finished.error
 
-    tune_garbage_collector()
-    job_id, status, error = asyncio.run(run())
+    job_id, status, error = runtime.run(run())
     click.echo(f"sync job {job_id}: {status}" + (f": {error}" if error else ""))
     if status != SyncStatus.SUCCEEDED:
         sys.exit(1)
@@ -869,8 +868,6 @@ def worker(concurrency: int, metrics_port: int | None, metrics_host: str) -> Non
                 f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}"
             ) from None
 
-    tune_garbage_collector()
-
     async def run() -> None:
         async with admin_environment(settings) as env:
             app = procrastinate_app(settings.database_url)
@@ -879,7 +876,7 @@ def worker(concurrency: int, metrics_port: int | None, metrics_host: str) -> Non
                     app, env, concurrency=concurrency, maintenance=maintenance_for(settings)
                 )
 
-    asyncio.run(run())
+    runtime.run(run())
 
 
 @main.group()

@@ -4,6 +4,12 @@ sets up the interpreter once its code is loaded."""
 from __future__ import annotations
 
 import gc
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import uvloop
+
+T = TypeVar("T")
 
 # CPython collects its youngest generation every 700 net allocations of container objects, and
 # a webhook (its parsed body, the records made from it, their statements' parameters) holds
@@ -22,3 +28,11 @@ def tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a long-running process's main coroutine (a job worker, a backfill from the CLI):
+    the collector tuned, on uvloop as uvicorn runs the web workers. asyncio's own loop spent
+    about a tenth of a bulk backfill's CPU in its Python socket transports."""
+    tune_garbage_collector()
+    return uvloop.run(main)
