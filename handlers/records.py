@@ -179,14 +179,14 @@ async def _upsert(
 
 # Batches of at least this many rows go to PostgreSQL by COPY into a staging table and one
 # merge; smaller ones (a webhook batch's records and their children) go as one guarded
-# INSERT ... SELECT FROM unnest(arrays), which costs one round trip where COPY and merge cost
-# three.
+# INSERT ... SELECT FROM jsonb_array_elements(rows), which costs one round trip where COPY and
+# merge cost three.
 COPY_MIN_ROWS = 50
 
 
 def uses_copy(dialect: str, rows: int) -> bool:
     """The one place that decides how a batch is written: COPY and a merge on PostgreSQL for
-    large batches (the backfill), one statement of arrays for smaller ones (`_array_merge`),
+    large batches (the backfill), one statement of JSON rows for smaller ones (`_json_merge`),
     and on SQLite the executemany upsert."""
     return dialect == "postgresql" and rows >= COPY_MIN_ROWS
 
@@ -362,7 +362,7 @@ def _merge_from(
     bound: Mapping[str, Any] | None = None,
 ) -> Any:
     """The guarded upsert of `names` from `incoming` (the staging table's moved rows, or the
-    unnested arrays), taken in key order so concurrent writers lock rows in one order.
+    rows read from JSON), taken in key order so concurrent writers lock rows in one order.
     `bound`: columns whose one value for every row is a parameter, not in `incoming`."""
     table = cast(Table, model.__table__)
     given = bound or {}

@@ -187,19 +187,29 @@ class JsonText:
 
 
 def rows_json(rows: Sequence[Mapping[str, Any]], checks: Sequence[tuple[str, Check]]) -> str:
-    """The rows as one JSON array, after their columns' checks. Amounts go as strings
-    (exact), times in RFC 3339 with their offset, JsonText as the text it holds; what orjson
-    cannot write (an integer past 64 bits) takes json.dumps, as a JSON column's value does
-    on its own (models.engine)."""
+    """The rows as one JSON array, each checked column's value as its type binds it (a time
+    in UTC: orjson would round an offset of seconds to the minute). Amounts go as strings
+    (exact), times in RFC 3339, JsonText as the text it holds; what orjson cannot write (an
+    integer past 64 bits) takes json.dumps, as a JSON column's value does on its own
+    (models.engine)."""
+    sent: list[Mapping[str, Any]] | None = None
     for name, check in checks:
-        for row in rows:
+        for index, row in enumerate(rows):
             value = row[name]
-            if value is not None:
-                check(value)
+            if value is None:
+                continue
+            bound = check(value)
+            if bound is not value:
+                if sent is None:
+                    sent = list(rows)
+                if sent[index] is row:
+                    sent[index] = dict(row)
+                sent[index][name] = bound  # type: ignore[index]
+    written = rows if sent is None else sent
     try:
-        return orjson.dumps(rows, default=_orjson_default).decode()
+        return orjson.dumps(written, default=_orjson_default).decode()
     except TypeError:
-        return json.dumps(rows, default=_json_default)
+        return json.dumps(written, default=_json_default)
 
 
 def _orjson_default(value: Any) -> Any:

@@ -154,27 +154,41 @@ def _customer(shopify_id: int, **values: Any) -> dict[str, Any]:
     record = {
         "shopify_id": shopify_id,
         "shopify_created_at": datetime(2026, 11, 30, 23, 59, 59, 999999, tzinfo=UTC),
-        # Another zone: stored as the same instant.
+        # Other zones, one with seconds in its offset: stored as the same instant.
         "shopify_updated_at": datetime(
             2026, 12, 1, 5, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))
+        ),
+        "email_marketing_updated_at": datetime(
+            2026, 12, 1, tzinfo=timezone(-timedelta(minutes=19, seconds=32))
         ),
         "email": None,
         "first_name": 'quote " back \\ line\u2028 é 日本',
         "amount_spent": Decimal("10.50"),
         "orders_count": 2**62,
         "verified_email": False,
-        "raw": {"big": 2**70, "f": 2.5, "none": None, "list": [1, "a", {"b": None}]},
+        "raw": {"f": 2.5, "none": None, "list": [1, "a", {"b": None}]},
     }
     return record | values
 
 
-async def test_rows_sent_together_are_stored_as_one_row_bound_alone(pg: Backend) -> None:
+@pytest.mark.parametrize("raw_integer", [2**53, 2**70], ids=["orjson", "json.dumps"])
+async def test_rows_sent_together_are_stored_as_one_row_bound_alone(
+    pg: Backend, raw_integer: int
+) -> None:
     # A batch of rows goes as one JSON array read back in the statement: every value must
     # come out as SQLAlchemy's own binding of the same row stores it (amounts exact, times
-    # as instants, text as sent, JSON as JSON with its nulls, an integer past 64 bits).
+    # as instants, text as sent, JSON as JSON with its nulls), whether orjson writes the
+    # array or, for an integer past 64 bits, json.dumps.
     tenant_id = await _tenant(pg)
-    together = [_customer(1), _customer(2, first_name=None, raw=None)]
-    alone = [_customer(101), _customer(102, first_name=None, raw=None)]
+
+    def customer(shopify_id: int, **values: Any) -> dict[str, Any]:
+        record = _customer(shopify_id, **values)
+        if record["raw"] is not None:
+            record["raw"] = record["raw"] | {"integer": raw_integer}
+        return record
+
+    together = [customer(1), customer(2, first_name=None, raw=None)]
+    alone = [customer(101), customer(102, first_name=None, raw=None)]
     async with pg.sessions() as session, session.begin():
         await use_tenant(session, tenant_id)
         await upsert_records(session, Customer, tenant_id, together, source="test")

@@ -128,29 +128,35 @@ async def test_concurrent_deliveries_all_land_and_a_bad_one_costs_no_other(
 async def test_a_batch_stores_each_body_as_it_came(backend: Backend) -> None:
     """The inbox keeps what Shopify sent: a batch stores a body's own JSON text (an amount
     written 12.50 stays 12.50 in the payload, where parsing and writing it again gives
-    12.5); a body with a character PostgreSQL cannot store is stored with it replaced."""
+    12.5); a body with a character PostgreSQL cannot store is stored with it replaced; a
+    number with a long exponent is stored as read (1e-16383 as 0.0, not as a number that
+    prints as 16,000 digits)."""
     await create_tenant(backend.sessions)
-    plain = order_version(2001, 1)
-    plain["x_amount"] = "PLACEHOLDER"
-    text = json.dumps(plain).replace('"PLACEHOLDER"', "12.50").encode()
+
+    def raw_delivery(payload: dict[str, Any], number: str) -> Delivery:
+        text = json.dumps(payload | {"x_number": "NUMBER"}).replace('"NUMBER"', number).encode()
+        headers = Headers(webhook_headers("orders/create", SHOP, text, APP_SECRET))
+        return parse_delivery(headers, text)
+
     unstorable = order_version(2002, 1)
     unstorable["note"] = "nul\x00here"
     batch = [
-        parse_delivery(Headers(webhook_headers("orders/create", SHOP, text, APP_SECRET)), text),
+        raw_delivery(order_version(2001, 1), "12.50"),
         parsed("orders/create", unstorable),
+        raw_delivery(order_version(2003, 1), "1e-16383"),
     ]
     outcomes = await store_together(backend.sessions, SHOP, batch)
-    assert [outcome.verdict if outcome else None for outcome in outcomes] == [
-        Verdict.PROCESSED,
-        Verdict.PROCESSED,
-    ]
+    assert [outcome.verdict if outcome else None for outcome in outcomes] == [Verdict.PROCESSED] * 3
     stored = {event.payload["id"]: event for event in await events(backend)}
     assert stored[2002].payload["note"] == "nul\ufffdhere"
     if backend.name == "postgresql":
         async with backend.sessions() as session:
-            amount = await session.scalar(
-                select(WebhookEvent.payload["x_amount"].as_string()).where(
-                    WebhookEvent.id == stored[2001].id
-                )
+            numbers = dict(
+                (
+                    await session.execute(
+                        select(WebhookEvent.id, WebhookEvent.payload["x_number"].as_string())
+                    )
+                ).all()
             )
-        assert amount == "12.50"
+        assert numbers[stored[2001].id] == "12.50"
+        assert numbers[stored[2003].id] == "0.0"
