@@ -195,17 +195,10 @@ RETURNING id, {keys}
     return statement.bindparams(bindparam(ROWS_PARAMETER, type_=Text()))
 
 
-_EVENT_CHECKS: dict[str, tuple[tuple[str, Check], ...]] = {}
-
-
 def _event_checks(session: AsyncSession) -> tuple[tuple[str, Check], ...]:
-    dialect = session.get_bind().dialect
-    checks = _EVENT_CHECKS.get(dialect.name)
-    if checks is None:
-        events = _events()
-        types = {name: events.c[name].type for name in EVENT_COLUMNS}
-        checks = _EVENT_CHECKS[dialect.name] = json_checks(dialect, types)
-    return checks
+    events = _events()
+    types = {name: events.c[name].type for name in EVENT_COLUMNS}
+    return json_checks(session.get_bind().dialect, types)
 
 
 async def store_events(
@@ -233,7 +226,7 @@ async def store_events(
     result = await fetch(
         session,
         _cached(session, "store_many", _store_many_postgresql),
-        {ROWS_PARAMETER: rows_json(sent, _event_checks(session))},
+        {ROWS_PARAMETER: rows_json(sent, _cached(session, "event_checks", _event_checks))},
     )
     stored = {(shop, topic, key): event_id for event_id, shop, topic, key in result}
     # The first copy of a key gets the id; later copies are duplicates.

@@ -192,20 +192,12 @@ def rows_json(rows: Sequence[Mapping[str, Any]], checks: Sequence[tuple[str, Che
     (exact), times in RFC 3339, JsonText as the text it holds; what orjson cannot write (an
     integer past 64 bits) takes json.dumps, as a JSON column's value does on its own
     (models.engine)."""
-    sent: list[Mapping[str, Any]] | None = None
+    written = list(rows)
     for name, check in checks:
-        for index, row in enumerate(rows):
+        for index, row in enumerate(written):
             value = row[name]
-            if value is None:
-                continue
-            bound = check(value)
-            if bound is not value:
-                if sent is None:
-                    sent = list(rows)
-                if sent[index] is row:
-                    sent[index] = dict(row)
-                sent[index][name] = bound  # type: ignore[index]
-    written = rows if sent is None else sent
+            if value is not None and (bound := check(value)) is not value:
+                written[index] = {**row, name: bound}  # the caller's row stays as it was
     try:
         return orjson.dumps(written, default=_orjson_default).decode()
     except TypeError:
