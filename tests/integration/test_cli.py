@@ -14,7 +14,9 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -160,6 +162,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_serving(process: subprocess.Popen[bytes], base: str, seconds: float = 60) -> None:
+    """Until `serve` (started as `process`) answers /healthz at `base`; with several workers
+    the first to answer is ready."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, "serve exited"
+        assert time.monotonic() < deadline, "serve did not come up"
+        time.sleep(0.1)
 
 
 # --- reading the database --------------------------------------------------------------------

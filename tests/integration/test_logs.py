@@ -8,13 +8,12 @@ import queue
 import socket
 import subprocess
 import threading
-import time
 
 import httpx
 
 from receiver.logs import JsonFormatter
 from tests.factories import SHOP, create_tenant, delivery
-from tests.integration.test_cli import CLI, cli_env
+from tests.integration.test_cli import CLI, cli_env, wait_until_serving
 
 
 class Lines(logging.Handler):
@@ -68,15 +67,7 @@ def test_every_worker_of_serve_logs_its_webhooks(tmp_path):
     reader.start()
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:  # both workers bind the port; the first to answer is ready
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.1)
+        wait_until_serving(process, base)
         bodies = [delivery("orders/create", shop=f"worker-{n}.myshopify.com") for n in range(6)]
         for body, headers in bodies:
             response = httpx.post(f"{base}/webhooks/shopify", content=body, headers=headers)

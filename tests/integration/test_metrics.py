@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,7 +67,7 @@ async def test_metrics_token_guards_metrics(pg, served_apps, http):
 @contextmanager
 def serving(tmp_path: Path, workers: int) -> Iterator[str]:
     """`shopify-receiver serve` on the embedded default in `tmp_path`; its base URL."""
-    from tests.integration.test_cli import CLI, cli_env, free_port
+    from tests.integration.test_cli import CLI, cli_env, free_port, wait_until_serving
 
     port = free_port()
     process = subprocess.Popen(
@@ -80,16 +79,7 @@ def serving(tmp_path: Path, workers: int) -> Iterator[str]:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "serve exited"
-            assert time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.1)
+        wait_until_serving(process, base)
         yield base
     finally:
         process.terminate()
