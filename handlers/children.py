@@ -32,6 +32,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     func,
+    literal_column,
     null,
     or_,
     select,
@@ -332,10 +333,12 @@ async def write_children(
     *,
     source: str,
     extra: Mapping[int, Record] | None = None,
+    tombstones: Tombstones | None = None,
 ) -> int:
     """Upsert the children of these parents and tombstone, for each complete list, the
-    parent's stored children it no longer names. `extra[parent]` adds columns to each of a
-    parent's children (a refund line item's order). Returns the children written."""
+    parent's stored children it no longer names (on PostgreSQL, added to `tombstones` when
+    given, for the caller to write). `extra[parent]` adds columns to each of a parent's
+    children (a refund line item's order). Returns the children written."""
     records: list[Record] = []
     for parent_id, listed in lists.items():
         added = extra.get(parent_id) if extra else None
@@ -349,7 +352,9 @@ async def write_children(
         for parent, listed in lists.items()
         if listed.complete or listed.existing is not None
     }
-    await _tombstone_missing(session, child, tenant_id, bounded, source=source)
+    await _tombstone_missing(
+        session, child, tenant_id, bounded, source=source, tombstones=tombstones
+    )
     missing = {
         parent: listed.missing(child.child_key)
         for parent, listed in lists.items()
@@ -368,7 +373,13 @@ async def write_children(
                     owners[record["shopify_id"]] = {grandchild.owner_key: record[child.parent_key]}
         if nested:
             written += await write_children(
-                session, grandchild, tenant_id, nested, source=source, extra=owners
+                session,
+                grandchild,
+                tenant_id,
+                nested,
+                source=source,
+                extra=owners,
+                tombstones=tombstones,
             )
     return written
 
@@ -384,6 +395,7 @@ async def _tombstone_missing(
     lists: Mapping[int, ChildList],
     *,
     source: str,
+    tombstones: Tombstones | None = None,
 ) -> None:
     if not lists:
         return
@@ -395,7 +407,12 @@ async def _tombstone_missing(
     # level's location, shared by every item stocked there) is compared parent by parent.
     unique = child.child_key == "shopify_id"
     if unique and session.get_bind().dialect.name == "postgresql":
-        await _tombstone_missing_by_arrays(session, child, tenant_id, lists, source=source)
+        if tombstones is not None:
+            tombstones.add(child, tenant_id, lists, source=source)
+        else:
+            alone = Tombstones()
+            alone.add(child, tenant_id, lists, source=source)
+            await alone.write(session)
         return
     # A batch's parents each add a term to one OR (by the time of their list): SQLite's
     # expression tree stops at a depth of 1,000, so a statement holds at most 200 parents.
@@ -448,95 +465,133 @@ async def _tombstone_missing(
             await forget_references(session, child.referenced_as, tenant_id, gone)
 
 
-_ARRAY_TOMBSTONES: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+class Tombstones:
+    """The PostgreSQL tombstones of one batch's child lists, held until its writes are done
+    and then sent together: one statement of data-modifying WITHs for every child table
+    (each round trip costs a webhook batch about a millisecond under load). Tombstoning
+    after every upsert of the batch marks the same rows as tombstoning after each table's:
+    a table's tombstone names the children its lists keep, and no later write of the batch
+    touches that table. Two tombstones that touch one table (a table and the one whose
+    references it nulls, or two batches of one table) go in separate statements: PostgreSQL
+    applies only one of two updates of a row within one statement."""
 
+    def __init__(self) -> None:
+        self._pending: list[tuple[ChildSet, dict[str, Any]]] = []
 
-def _array_tombstone_statement(child: ChildSet) -> Any:
-    """PostgreSQL: one statement for any number of parents, their list times and kept ids
-    given as arrays (`unnest`), built once per child set. Building the OR of per-time terms
-    (padded to 200) for every batch cost a bulk backfill more CPU than writing its rows."""
-    key = (child.table, child.fixed)
-    statement = _ARRAY_TOMBSTONES.get(key)
-    if statement is None:
-        table = cast(Table, child.model.__table__)
-        parents = bindparam("parents", type_=ARRAY(BigInteger()))
-        listed = (
-            func.unnest(
-                parents,
-                bindparam("times", type_=ARRAY(DateTime(timezone=True))),
+    def add(
+        self, child: ChildSet, tenant_id: int, lists: Mapping[int, ChildList], *, source: str
+    ) -> None:
+        now = utcnow()
+        for batch in _batches(lists):
+            kept = sorted(
+                {key for parent in batch for key in _kept(lists[parent], child.child_key)}
             )
-            .table_valued(
-                sql_column("parent", BigInteger()), sql_column("as_of", DateTime(timezone=True))
-            )
-            .render_derived(name="listed")
-        )
-        created = table.c.shopify_created_at
-        statement = (
-            update(table)
-            .where(
-                table.c.tenant_id == bindparam("tenant"),
-                # Also as a plain condition on the table: the (tenant, parent) index then
-                # finds the batch's children whatever the planner makes of `unnest`, whose
-                # rows it cannot estimate (a join on it alone scanned the whole store's
-                # children per batch on a table not yet analyzed).
-                table.c[child.parent_key] == any_(parents),
-                table.c[child.parent_key] == listed.c.parent,
-                or_(created.is_(None), created <= listed.c.as_of),
-                table.c.deleted_at.is_(None),
-                table.c[child.child_key] != all_(bindparam("kept", type_=ARRAY(BigInteger()))),
-                *(table.c[column] == value for column, value in child.fixed),
-            )
-            .values(deleted_at=bindparam("at"), synced_at=bindparam("at"), source=bindparam("by"))
-            .execution_options(synchronize_session=False)
-        )
-        if child.referenced_as:
-            # The columns naming a child it tombstones are nulled by the same statement (a
-            # data-modifying WITH): one round trip, where a second UPDATE cost a webhook
-            # batch about a tenth of its CPU.
-            gone = statement.returning(table.c.shopify_id).cte("gone")
-            forgets = [
-                _forgetting(table_name, column_name, bindparam("tenant"), select(gone.c.shopify_id))
-                for table_name, column_name in child.referenced_as
-            ]
-            statement = (
-                forgets[-1]
-                .add_cte(
-                    gone,
-                    *(forget.cte(f"forget_{n}") for n, forget in enumerate(forgets[:-1])),
-                )
-                .execution_options(synchronize_session=False)
-            )
-        _ARRAY_TOMBSTONES[key] = statement
-    return statement
-
-
-async def _tombstone_missing_by_arrays(
-    session: AsyncSession,
-    child: ChildSet,
-    tenant_id: int,
-    lists: Mapping[int, ChildList],
-    *,
-    source: str,
-) -> None:
-    """`_tombstone_missing` for children keyed by their own id, on PostgreSQL: the same rows
-    (a parent's live children created no later than its list and absent from it) by one
-    statement per batch whose shape does not depend on the batch."""
-    statement = _array_tombstone_statement(child)
-    now = utcnow()
-    for batch in _batches(lists):
-        kept = sorted({key for parent in batch for key in _kept(lists[parent], child.child_key)})
-        await fetch(
-            session,
-            statement,
-            {
+            parameters = {
                 "tenant": tenant_id,
                 "parents": batch,
                 "times": [lists[parent].as_of or _NO_TIME_LIMIT for parent in batch],
                 "kept": kept,
                 "at": now,
                 "by": source,
-            },
+            }
+            self._pending.append((child, parameters))
+
+    async def write(self, session: AsyncSession) -> None:
+        pending, self._pending = self._pending, []
+        group: list[tuple[ChildSet, dict[str, Any]]] = []
+        touched: set[str] = set()
+        for child, parameters in pending:
+            tables = _touched_tables(child)
+            if touched & tables:
+                await _write_tombstones(session, group)
+                group, touched = [], set()
+            group.append((child, parameters))
+            touched |= tables
+        if group:
+            await _write_tombstones(session, group)
+
+
+def _touched_tables(child: ChildSet) -> set[str]:
+    return {child.table, *(table_name for table_name, _ in child.referenced_as)}
+
+
+async def _write_tombstones(
+    session: AsyncSession, group: Sequence[tuple[ChildSet, dict[str, Any]]]
+) -> None:
+    statement = _tombstones_statement([child for child, _ in group])
+    parameters = {
+        f"{name}_{index}": value
+        for index, (_, given) in enumerate(group)
+        for name, value in given.items()
+    }
+    await fetch(session, statement, parameters)
+
+
+_TOMBSTONE_STATEMENTS: dict[tuple[tuple[str, tuple[tuple[str, Any], ...]], ...], Any] = {}
+
+
+def _tombstones_statement(children: Sequence[ChildSet]) -> Any:
+    """PostgreSQL: the tombstones of these child sets (by table and fixed columns), each for
+    any number of parents, their list times and kept ids given as arrays (`unnest`), built
+    once per shape. Building the OR of per-time terms (padded to 200) for every batch cost a
+    bulk backfill more CPU than writing its rows."""
+    shape = tuple((child.table, child.fixed) for child in children)
+    statement = _TOMBSTONE_STATEMENTS.get(shape)
+    if statement is None:
+        ctes = [
+            cte for index, child in enumerate(children) for cte in _tombstone_ctes(child, index)
+        ]
+        statement = select(func.count()).select_from(ctes[-1]).add_cte(*ctes[:-1])
+        _TOMBSTONE_STATEMENTS[shape] = statement
+    return statement
+
+
+def _tombstone_ctes(child: ChildSet, index: int) -> list[Any]:
+    """One child set's tombstone as data-modifying WITHs, its parameters suffixed `_index`:
+    the UPDATE, and (for a child other rows name) the UPDATEs nulling those names."""
+
+    def parameter(name: str, type_: Any = None) -> Any:
+        return bindparam(f"{name}_{index}", type_=type_)
+
+    table = cast(Table, child.model.__table__)
+    parents = parameter("parents", ARRAY(BigInteger()))
+    listed = (
+        func.unnest(parents, parameter("times", ARRAY(DateTime(timezone=True))))
+        .table_valued(
+            sql_column("parent", BigInteger()), sql_column("as_of", DateTime(timezone=True))
         )
+        .render_derived(name=f"listed_{index}")
+    )
+    created = table.c.shopify_created_at
+    tenant = parameter("tenant")
+    gone = (
+        update(table)
+        .where(
+            table.c.tenant_id == tenant,
+            # Also as a plain condition on the table: the (tenant, parent) index then finds
+            # the batch's children whatever the planner makes of `unnest`, whose rows it
+            # cannot estimate (a join on it alone scanned the whole store's children per
+            # batch on a table not yet analyzed).
+            table.c[child.parent_key] == any_(parents),
+            table.c[child.parent_key] == listed.c.parent,
+            or_(created.is_(None), created <= listed.c.as_of),
+            table.c.deleted_at.is_(None),
+            table.c[child.child_key] != all_(parameter("kept", ARRAY(BigInteger()))),
+            *(table.c[column] == value for column, value in child.fixed),
+        )
+        .values(deleted_at=parameter("at"), synced_at=parameter("at"), source=parameter("by"))
+        .returning(table.c.shopify_id)
+        .cte(f"gone_{index}")
+    )
+    # The columns naming a child it tombstones are nulled by the same statement: one round
+    # trip, where a second UPDATE cost a webhook batch about a tenth of its CPU.
+    forgets = [
+        _forgetting(table_name, column_name, tenant, select(gone.c.shopify_id))
+        .returning(literal_column("1"))
+        .cte(f"forget_{index}_{n}")
+        for n, (table_name, column_name) in enumerate(child.referenced_as)
+    ]
+    return [gone, *forgets]
 
 
 async def forget_references(
@@ -661,8 +716,10 @@ async def write_read_records(
     read: ReadRecords,
     *,
     source: str,
+    tombstones: Tombstones | None = None,
 ) -> int:
-    """`write_with_children` for records `read_with_children` read."""
+    """`write_with_children` for records `read_with_children` read. With `tombstones`, the
+    children's tombstones are added there for the caller to write; else written here."""
     chosen = read.chosen
     records = [record for record, _ in chosen.values()]
     if not children:
@@ -681,6 +738,7 @@ async def write_read_records(
                 )
             )
         )
+    own = tombstones if tombstones is not None else Tombstones()
     for child, read_lists in zip(children, read.lists, strict=True):
         lists: dict[int, ChildList] = {}
         # Children that are facts once made (a transaction, a refund) are kept from any
@@ -698,7 +756,9 @@ async def write_read_records(
                     found = ChildList(found.records, complete=False, existing=None)
                 lists[parent_id] = found.as_of_time(as_of)
         if lists:
-            await write_children(session, child, tenant_id, lists, source=source)
+            await write_children(session, child, tenant_id, lists, source=source, tombstones=own)
+    if tombstones is None:
+        await own.write(session)
     return len(records)
 
 

@@ -12,7 +12,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.children import ChildSet, write_with_children
+from handlers.children import (
+    ChildSet,
+    Tombstones,
+    read_with_children,
+    write_read_records,
+)
 from handlers.context import EventContext
 from handlers.errors import error_text
 from handlers.resources import (
@@ -217,21 +222,26 @@ async def apply_events_together(
         by_resource.setdefault(resource.name, []).append(payload)
     # Resources in the registry's order, records in id order: two batches then take their
     # row locks in one order and never wait on each other in a cycle.
+    # Every resource's child tombstones go in one round trip at the end (`Tombstones`).
+    tombstones = Tombstones()
     for resource in RESOURCES.values():
         payloads = by_resource.get(resource.name)
         if not payloads:
             continue
         payloads.sort(key=_record_id)  # stable: versions of one record keep their order
-        await write_with_children(
+        read = read_with_children(
+            resource.children, resource.normalize_rest, payloads, graphql=False
+        )
+        await write_read_records(
             session,
             resource.model,
             resource.children,
-            resource.normalize_rest,
             tenant_id,
-            payloads,
-            graphql=False,
+            read,
             source="webhook",
+            tombstones=tombstones,
         )
+    await tombstones.write(session)
 
 
 def _record_id(payload: dict[str, Any]) -> int:

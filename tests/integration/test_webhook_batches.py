@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +16,14 @@ import httpx
 from sqlalchemy import func, select
 from starlette.datastructures import Headers
 
-from models import Customer, Order, OrderLineItem, WebhookEvent
+from models import (
+    Customer,
+    CustomerAddress,
+    Order,
+    OrderLineItem,
+    ProductVariant,
+    WebhookEvent,
+)
 from receiver.samples import sample_payload, webhook_headers
 from receiver.webhooks import Delivery, Verdict, parse_delivery, store_together
 from tests.conftest import Backend, ServedApp
@@ -79,6 +87,70 @@ async def test_a_batch_stores_and_applies_every_event_in_one_commit(backend: Bac
             .where(OrderLineItem.order_shopify_id == 1002, OrderLineItem.deleted_at.is_(None))
         )
         assert items == len(order_version(1002, 1)["line_items"])
+
+
+async def test_a_batchs_removals_land_together_as_one_by_one(backend: Backend) -> None:
+    """Every child a newer body no longer lists is tombstoned by the batch, whatever other
+    resource's children it holds (on PostgreSQL they go together at its end), and a removed
+    variant's line item names it no more, even a line item removed by the same batch."""
+    await create_tenant(backend.sessions)
+    order = order_version(5001, 1)
+    kept_item, dropped_item = order["line_items"]
+    product = sample_payload("products/update")
+    kept_variant, dropped_variant = product["variants"]
+    assert dropped_item["variant_id"] == dropped_variant["id"]
+    customer = sample_payload("customers/update")
+    kept_address = customer["addresses"][0]
+    dropped_address = {**kept_address, "id": kept_address["id"] + 1, "default": False}
+    customer["addresses"] = [kept_address, dropped_address]
+
+    def newer(payload: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        stamp = datetime.fromisoformat(payload["updated_at"]) + timedelta(days=1)
+        return {**copy.deepcopy(payload), "updated_at": stamp.astimezone(UTC).isoformat()} | fields
+
+    first = [
+        parsed("orders/updated", order),
+        parsed("products/update", product),
+        parsed("customers/update", customer),
+    ]
+    second = [
+        parsed("orders/updated", order_version(5001, 2, line_items=[kept_item])),
+        parsed(
+            "products/update",
+            newer(
+                product,
+                variants=[kept_variant],
+                variant_gids=[
+                    gid for gid in product["variant_gids"] if str(kept_variant["id"]) in str(gid)
+                ],
+            ),
+        ),
+        parsed("customers/update", newer(customer, addresses=[kept_address])),
+    ]
+    for batch in (first, second):
+        outcomes = await store_together(backend.sessions, SHOP, batch)
+        assert [outcome.verdict if outcome else None for outcome in outcomes] == [
+            Verdict.PROCESSED
+        ] * 3
+
+    async with backend.sessions() as session:
+        items = {row.shopify_id: row for row in await session.scalars(select(OrderLineItem))}
+        variants = {row.shopify_id: row for row in await session.scalars(select(ProductVariant))}
+        addresses = {row.shopify_id: row for row in await session.scalars(select(CustomerAddress))}
+    assert {key: row.deleted_at is not None for key, row in items.items()} == {
+        kept_item["id"]: False,
+        dropped_item["id"]: True,
+    }
+    assert {key: row.deleted_at is not None for key, row in variants.items()} == {
+        kept_variant["id"]: False,
+        dropped_variant["id"]: True,
+    }
+    assert {key: row.deleted_at is not None for key, row in addresses.items()} == {
+        kept_address["id"]: False,
+        dropped_address["id"]: True,
+    }
+    assert items[kept_item["id"]].variant_shopify_id == kept_variant["id"]
+    assert items[dropped_item["id"]].variant_shopify_id is None
 
 
 async def test_a_batch_the_handler_refuses_keeps_nothing_and_sends_each_event_alone(
