@@ -7,7 +7,12 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 CHILDREN: list[subprocess.Popen[bytes]] = []
 
@@ -37,3 +42,29 @@ def stop_children() -> None:
 
 def on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks: children, database
+
+
+def start_service(
+    root: Path, env: dict[str, str], port: int, log_path: Path, *, timeout: float
+) -> subprocess.Popen[bytes]:
+    """`shopify-receiver serve --port` with `env`, its output in `log_path`, tracked in
+    CHILDREN; returned once it answers /healthz. RuntimeError with the log's end if it exits
+    or does not answer within `timeout` seconds."""
+    with open(log_path, "wb") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "shopify-receiver"), "serve", "--port", str(port)],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    CHILDREN.append(server)
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return server
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(log_path.read_text(errors="replace")[-3000:])
+        time.sleep(0.3)

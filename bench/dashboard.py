@@ -21,8 +21,6 @@ import os
 import re
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -33,7 +31,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from bench.backfill import DEFAULT_ADMIN_URL, ROOT, free_port, log, machine_info
-from bench.children import CHILDREN, on_sigterm, stop_children
+from bench.children import on_sigterm, start_service, stop_children
 from bench.webhooks import APP_ROLE, APP_SECRET, as_role, execute
 from models import migrate as migrations
 from models.encryption import generate_key
@@ -221,30 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             "ENCRYPTION_KEYS": generate_key(),
             "PERIODIC_CHECKS": "off",
         }
-        log_path = workdir / "service.log"
-        with open(log_path, "wb") as out:
-            server = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "shopify-receiver"),
-                    "serve",
-                    "--port",
-                    str(port),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        CHILDREN.append(server)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(log_path.read_text(errors="replace")[-3000:])
-            time.sleep(0.3)
+        start_service(ROOT, env, port, workdir / "service.log", timeout=STARTUP_TIMEOUT)
         pairs = measure(f"http://127.0.0.1:{port}", args.repeat)
         print("\n".join(machine_info(args.postgres_url)))
         print()

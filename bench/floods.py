@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 
 from bench.backfill import DEFAULT_ADMIN_URL, ROOT, append_results, free_port, log, machine_info
-from bench.children import CHILDREN, on_sigterm, stop, stop_children
+from bench.children import CHILDREN, on_sigterm, start_service, stop, stop_children
 from bench.webhooks import (
     APP_ROLE,
     APP_SECRET,
@@ -292,29 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             "PERIODIC_CHECKS": "off",
         }
         log_path = workdir / "service.log"
-        with open(log_path, "wb") as out:
-            server = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "shopify-receiver"),
-                    "serve",
-                    "--port",
-                    str(port),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        CHILDREN.append(server)
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(log_path.read_text(errors="replace")[-3000:])
-            time.sleep(0.3)
+        server = start_service(ROOT, env, port, log_path, timeout=60)
         results: list[Figures] = []
         for flood in args.floods.split(","):
             flooder = None
