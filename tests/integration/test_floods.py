@@ -186,6 +186,34 @@ async def test_idle_connections_beyond_the_cap_are_closed_oldest_first(pg, http)
             assert all(oldest)
 
 
+async def test_a_kept_alive_client_outlasts_a_flood_of_idle_connections(pg):
+    """Shopify keeps its connection open between deliveries: idle connections opened after
+    it, beyond the cap, close one another (those never answered go first), not it."""
+    await create_tenant(pg.sessions)
+    settings = settings_for(pg.url, http_max_connections=10, http_header_timeout_seconds=30.0)
+    with ServedApp(settings) as served:
+        async with raw_clients(served.base_url, 1) as (shopify,):
+
+            async def deliver() -> int:
+                body, headers = delivery("customers/create")
+                await shopify.head(
+                    "POST", "/webhooks/shopify", headers | {"Content-Length": str(len(body))}
+                )
+                await shopify.send(body)
+                status = await shopify.status()
+                await shopify.reader.readexactly(int(shopify.headers["content-length"]))
+                return status
+
+            assert await deliver() == 200
+            async with raw_clients(served.base_url, 30) as idle:
+                assert await deliver() == 200
+                closed = await asyncio.gather(*(c.closed_by_server(2.0) for c in idle[:21]))
+                assert all(closed)
+                assert await deliver() == 200
+    async with pg.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(WebhookEvent)) == 3
+
+
 async def test_a_request_head_must_arrive_in_time_and_in_bounds(pg):
     settings = settings_for(pg.url, http_header_timeout_seconds=0.5)
     with ServedApp(settings) as served:
