@@ -90,11 +90,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     - a connection must complete each request head within `header_timeout_seconds` of opening
       or of its previous response, and in at most `max_head_bytes`, or it is closed;
-    - beyond `max_connections`, a new connection closes one that has no request running
-      (idle or still sending its head): the oldest that was never answered, else the least
-      recently answered. So a flood of idle connections can lock out neither a fresh client
-      nor one that keeps its connection between requests (Shopify); only when every
-      connection is serving a request is the new one refused.
+    - beyond `max_connections`, a new connection closes the one that has no request running
+      (idle or still sending its head) and has waited longest since it opened or had its
+      last answer. So a flood of idle connections can lock out neither a fresh client nor
+      one that keeps its connection between requests (Shopify); only when every connection
+      is serving a request is the new one refused.
 
     Only uvicorn's protocol callbacks and `cycle` (the running request) are used.
     """
@@ -108,7 +108,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.head_timer: asyncio.TimerHandle | None = None
         self.head_bytes = 0
         self.in_head = False
-        self.answered = False  # a response was sent on this connection
 
     def waiting_for_head(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
@@ -123,18 +122,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._arm_head_timer()
 
     def _evict_one(self) -> bool:
-        """Close one connection waiting for a request head: the oldest of those that never
-        had a request answered, else the one whose last answer is the oldest. A client that
-        keeps its connection between requests, as Shopify does, then outlasts a flood of
-        connections that send nothing."""
-        chosen = next(
-            (c for c in self.open if c.waiting_for_head() and not c.answered), None
-        ) or next((c for c in self.open if c.waiting_for_head()), None)
-        if chosen is None:
-            return False
-        del self.open[chosen]
-        chosen.transport.close()
-        return True
+        """Close the connection that has waited longest for a request head, counted from its
+        opening or its last answer (`open` is kept in that order): a client that keeps its
+        connection between requests, as Shopify does, outlasts a flood of connections that
+        send nothing, and a new client is as safe as before."""
+        for connection in self.open:
+            if connection.waiting_for_head():
+                del self.open[connection]
+                connection.transport.close()
+                return True
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open.pop(self, None)
@@ -162,9 +159,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self.answered = True
         if self in self.open:
-            self.open.move_to_end(self)  # `open` stays in order of last answer
+            self.open.move_to_end(self)  # `open` stays in order of last activity
         if not self.transport.is_closing():
             self._arm_head_timer()
 
