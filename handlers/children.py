@@ -17,9 +17,10 @@ Some topics carry one child as their whole body (`refunds/create`, `fulfillments
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -399,9 +400,6 @@ async def _tombstone_missing(
 ) -> None:
     if not lists:
         return
-    table = cast(Table, child.model.__table__)
-    parent_column = table.c[child.parent_key]
-    now = utcnow()
     # Ids are unique per store and a child has one parent, so "not among any of these
     # parents' listed children" is "not among its own parent's". A key that is not an id (a
     # level's location, shared by every item stocked there) is compared parent by parent.
@@ -414,6 +412,26 @@ async def _tombstone_missing(
             alone.add(child, tenant_id, lists, source=source)
             await alone.write(session)
         return
+    if tombstones is not None:
+        # Held like the others, so that every backend leaves the same rows.
+        tombstones.defer(partial(_tombstone_by_terms, child, tenant_id, dict(lists), source))
+        return
+    await _tombstone_by_terms(child, tenant_id, lists, source, session)
+
+
+async def _tombstone_by_terms(
+    child: ChildSet,
+    tenant_id: int,
+    lists: Mapping[int, ChildList],
+    source: str,
+    session: AsyncSession,
+) -> None:
+    """`_tombstone_missing` by one statement per batch of parents, a term per list time
+    (SQLite, and children keyed by other than their own id)."""
+    table = cast(Table, child.model.__table__)
+    parent_column = table.c[child.parent_key]
+    now = utcnow()
+    unique = child.child_key == "shopify_id"
     # A batch's parents each add a term to one OR (by the time of their list): SQLite's
     # expression tree stops at a depth of 1,000, so a statement holds at most 200 parents.
     batches = (
@@ -466,17 +484,26 @@ async def _tombstone_missing(
 
 
 class Tombstones:
-    """The PostgreSQL tombstones of one batch's child lists, held until its writes are done
-    and then sent together: one statement of data-modifying WITHs for every child table
-    (each round trip costs a webhook batch about a millisecond under load). Tombstoning
-    after every upsert of the batch marks the same rows as tombstoning after each table's:
-    a table's tombstone names the children its lists keep, and no later write of the batch
-    touches that table. Two tombstones that touch one table (a table and the one whose
-    references it nulls, or two batches of one table) go in separate statements: PostgreSQL
-    applies only one of two updates of a row within one statement."""
+    """The tombstones of one batch's child lists, held until its writes are done. On
+    PostgreSQL, those of children keyed by their own id are then sent together: one
+    statement of data-modifying WITHs for every child table (each round trip costs a webhook
+    batch about a millisecond under load); the others follow one by one.
+
+    Tombstoning after every write of the batch marks the same children as tombstoning after
+    each table's (a table's tombstone keeps every child its lists name, and no later write
+    of the batch adds to that table). What changes is a name: a line item written later in
+    the batch that names a variant a product update of the batch dropped reads null, as
+    Shopify's own answers do from then on. Two tombstones that touch one table (a table and
+    the one whose names of it they null, or two batches of one table) go in separate
+    statements: PostgreSQL applies only one of two updates of a row within one statement."""
 
     def __init__(self) -> None:
         self._pending: list[tuple[ChildSet, dict[str, Any]]] = []
+        self._deferred: list[Callable[[AsyncSession], Awaitable[None]]] = []
+
+    def defer(self, write: Callable[[AsyncSession], Awaitable[None]]) -> None:
+        """A tombstone written on its own, after the combined ones."""
+        self._deferred.append(write)
 
     def add(
         self, child: ChildSet, tenant_id: int, lists: Mapping[int, ChildList], *, source: str
@@ -509,6 +536,9 @@ class Tombstones:
             touched |= tables
         if group:
             await _write_tombstones(session, group)
+        deferred, self._deferred = self._deferred, []
+        for write in deferred:
+            await write(session)
 
 
 def _touched_tables(child: ChildSet) -> set[str]:
