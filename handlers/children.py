@@ -400,23 +400,14 @@ async def _tombstone_missing(
 ) -> None:
     if not lists:
         return
-    # Ids are unique per store and a child has one parent, so "not among any of these
-    # parents' listed children" is "not among its own parent's". A key that is not an id (a
-    # level's location, shared by every item stocked there) is compared parent by parent.
-    unique = child.child_key == "shopify_id"
-    if unique and session.get_bind().dialect.name == "postgresql":
-        if tombstones is not None:
-            tombstones.add(child, tenant_id, lists, source=source)
-        else:
-            alone = Tombstones()
-            alone.add(child, tenant_id, lists, source=source)
-            await alone.write(session)
-        return
-    if tombstones is not None:
+    held = tombstones if tombstones is not None else Tombstones()
+    if child.child_key == "shopify_id" and session.get_bind().dialect.name == "postgresql":
+        held.add(child, tenant_id, lists, source=source)
+    else:
         # Held like the others, so that every backend leaves the same rows.
-        tombstones.defer(partial(_tombstone_by_terms, child, tenant_id, dict(lists), source))
-        return
-    await _tombstone_by_terms(child, tenant_id, lists, source, session)
+        held.defer(partial(_tombstone_by_terms, child, tenant_id, dict(lists), source))
+    if tombstones is None:
+        await held.write(session)
 
 
 async def _tombstone_by_terms(
@@ -431,6 +422,9 @@ async def _tombstone_by_terms(
     table = cast(Table, child.model.__table__)
     parent_column = table.c[child.parent_key]
     now = utcnow()
+    # Ids are unique per store and a child has one parent, so "not among any of these
+    # parents' listed children" is "not among its own parent's". A key that is not an id (a
+    # level's location, shared by every item stocked there) is compared parent by parent.
     unique = child.child_key == "shopify_id"
     # A batch's parents each add a term to one OR (by the time of their list): SQLite's
     # expression tree stops at a depth of 1,000, so a statement holds at most 200 parents.
@@ -723,9 +717,11 @@ async def write_with_children(
     *,
     graphql: bool,
     source: str,
+    tombstones: Tombstones | None = None,
 ) -> int:
     """Upsert parent records and, for the ones that applied, their children. Returns how many
-    parents were submitted (as `upsert_records` does)."""
+    parents were submitted (as `upsert_records` does). `tombstones`: as `write_read_records`
+    takes it."""
     if not children:
         chosen: dict[int, Record] = {}
         for payload in payloads:
@@ -735,7 +731,9 @@ async def write_with_children(
                 chosen[record["shopify_id"]] = record
         return await upsert_records(session, model, tenant_id, chosen.values(), source=source)
     read = read_with_children(children, normalize, payloads, graphql=graphql)
-    return await write_read_records(session, model, children, tenant_id, read, source=source)
+    return await write_read_records(
+        session, model, children, tenant_id, read, source=source, tombstones=tombstones
+    )
 
 
 async def write_read_records(

@@ -12,12 +12,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers.children import (
-    ChildSet,
-    Tombstones,
-    read_with_children,
-    write_read_records,
-)
+from handlers.children import ChildSet, Tombstones, write_with_children
 from handlers.context import EventContext
 from handlers.errors import error_text
 from handlers.resources import (
@@ -222,22 +217,22 @@ async def apply_events_together(
         by_resource.setdefault(resource.name, []).append(payload)
     # Resources in the registry's order, records in id order: two batches then take their
     # row locks in one order and never wait on each other in a cycle.
-    # Every resource's child tombstones go in one round trip at the end (`Tombstones`).
+    # Every resource's child tombstones are held to the end, and go in as few statements as
+    # hold them (`Tombstones`).
     tombstones = Tombstones()
     for resource in RESOURCES.values():
         payloads = by_resource.get(resource.name)
         if not payloads:
             continue
         payloads.sort(key=_record_id)  # stable: versions of one record keep their order
-        read = read_with_children(
-            resource.children, resource.normalize_rest, payloads, graphql=False
-        )
-        await write_read_records(
+        await write_with_children(
             session,
             resource.model,
             resource.children,
+            resource.normalize_rest,
             tenant_id,
-            read,
+            payloads,
+            graphql=False,
             source="webhook",
             tombstones=tombstones,
         )
