@@ -28,7 +28,6 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Table,
-    all_,
     and_,
     any_,
     bindparam,
@@ -600,7 +599,12 @@ def _tombstone_ctes(child: ChildSet, index: int) -> list[Any]:
             table.c[child.parent_key] == listed.c.parent,
             or_(created.is_(None), created <= listed.c.as_of),
             table.c.deleted_at.is_(None),
-            table.c[child.child_key] != all_(parameter("kept", ARRAY(BigInteger()))),
+            # NOT IN a subquery, not `<> ALL(array)`: PostgreSQL hashes the subquery's ids,
+            # where a prepared statement's generic plan compares each candidate with every
+            # kept id (about 100 ms for 5,000 by 5,000, against 5 ms).
+            table.c[child.child_key].not_in(
+                select(func.unnest(parameter("kept", ARRAY(BigInteger()))))
+            ),
             *(table.c[column] == value for column, value in child.fixed),
         )
         .values(deleted_at=parameter("at"), synced_at=parameter("at"), source=parameter("by"))

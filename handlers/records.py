@@ -281,10 +281,28 @@ def _staging(dialect: Dialect, model: RowModel, names: tuple[str, ...]) -> _Stag
     # copy NOT NULL onto `id`, which the merge leaves to the sequence). Temporary, so COPY
     # needs no grant beyond the database's TEMPORARY; its rows go at commit, and the merge
     # empties it first (several column sets may pass through it in one transaction).
-    create = (
-        f'CREATE TEMPORARY TABLE IF NOT EXISTS "{name}" ON COMMIT DELETE ROWS AS '
-        f'SELECT * FROM "{table.name}" WITH NO DATA'
-    )
+    # Each column compressed as the target's is (lz4 for jsonb, migration 0017): CREATE TABLE
+    # AS takes the server's default, pglz, whose compression of the COPY was a tenth of
+    # PostgreSQL's CPU in a bulk backfill, and the merge moves compressed values as they are,
+    # so the target's rows would keep pglz. Concatenation, not format(): the driver reads `%`.
+    create = f"""DO $$
+DECLARE
+  target record;
+BEGIN
+  IF to_regclass('pg_temp.{name}') IS NULL THEN
+    CREATE TEMPORARY TABLE "{name}" ON COMMIT DELETE ROWS AS
+      SELECT * FROM "{table.name}" WITH NO DATA;
+    FOR target IN
+      SELECT attname, attcompression FROM pg_attribute
+      WHERE attrelid = '"{table.name}"'::regclass AND attnum > 0 AND NOT attisdropped
+        AND attcompression IN ('l', 'p')
+    LOOP
+      EXECUTE 'ALTER TABLE pg_temp."{name}" ALTER COLUMN ' || quote_ident(target.attname)
+        || ' SET COMPRESSION '
+        || CASE target.attcompression WHEN 'l' THEN 'lz4' ELSE 'pglz' END;
+    END LOOP;
+  END IF;
+END $$"""
     stage = table_clause(name, *(column(n, table.c[n].type) for n in names), schema="pg_temp")
     moved = delete(stage).returning(*stage.c).cte("moved")
     merge = _merge_from(model, names, moved).add_cte(moved)

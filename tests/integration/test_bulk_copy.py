@@ -332,6 +332,35 @@ async def test_the_merge_is_bound_by_row_level_security(
     assert len(await _customers(pg, own)) == records.COPY_MIN_ROWS
 
 
+async def test_copied_rows_keep_the_target_columns_compression(
+    pg: Backend, app_sessions: async_sessionmaker[AsyncSession], copies: list[str]
+) -> None:
+    """The staging table compresses as the target does (lz4 for jsonb, migration 0017), and
+    the merge moves compressed values as they are: a staging table on the server's default
+    left the backfill's rows in pglz, at a tenth of PostgreSQL's CPU."""
+    tenant_id = await create_tenant(pg.sessions, SHOP)
+    # Over PostgreSQL's 2 kB threshold, so each raw value is compressed as it is written.
+    batch = [
+        _customer(n, T0, note=f"customer {n} " + "lorem ipsum dolor " * 300)
+        for n in range(records.COPY_MIN_ROWS)
+    ]
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        await upsert_records(session, Customer, tenant_id, batch, source="backfill")
+    assert copies == ["customers"]
+    async with pg.sessions() as session:
+        target = await session.scalar(
+            text(
+                "SELECT attcompression FROM pg_attribute "
+                "WHERE attrelid = 'customers'::regclass AND attname = 'raw'"
+            )
+        )
+        stored = set(
+            await session.scalars(text("SELECT DISTINCT pg_column_compression(raw) FROM customers"))
+        )
+    assert target == b"l"  # this PostgreSQL has lz4, so migration 0017 set it
+    assert stored == {"lz4"}
+
+
 def test_only_large_postgresql_batches_take_copy() -> None:
     assert records.uses_copy("postgresql", records.COPY_MIN_ROWS)
     assert not records.uses_copy("postgresql", 1)
