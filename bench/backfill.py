@@ -54,6 +54,7 @@ from backfill.credentials import AppCredentials
 from backfill.queries import ORDERS
 from backfill.runner import BackfillEnvironment, JobRun, ResourceProgress, create_sync_job
 from bench.children import CHILDREN, on_sigterm, stop, stop_children
+from bench.database import APP_ROLE, app_role_grants, as_role
 from handlers.children import ReadRecords
 from handlers.resources import RESOURCES, Resource
 from models import (
@@ -245,6 +246,9 @@ async def _run_job(spec: dict[str, Any]) -> dict[str, Any]:
     code = loaded_code_fingerprint()
     engine = create_engine(spec["database_url"])
     sessions = create_session_factory(engine)
+    # The job itself connects as the service does, so row-level security binds its writes
+    # (a superuser bypasses it); setting up, counting and the ceiling keep the admin role.
+    job_engine = create_engine(as_role(spec["database_url"], APP_ROLE))
     box = SecretBox([generate_key()])
     resources: list[str] = spec["resources"]
     try:
@@ -263,7 +267,7 @@ async def _run_job(spec: dict[str, Any]) -> dict[str, Any]:
             job_id = job.id
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
             env = BackfillEnvironment(
-                sessions=sessions,
+                sessions=create_session_factory(job_engine),
                 http=http,
                 box=box,
                 admin_base_url=sim["admin_base_url_template"],
@@ -318,6 +322,7 @@ async def _run_job(spec: dict[str, Any]) -> dict[str, Any]:
                 for table in resource_tables(name)
             }
     finally:
+        await job_engine.dispose()
         await engine.dispose()
     ceiling = (
         await copy_ceiling(spec["database_url"], list(table_rows)) if spec.get("ceiling") else None
@@ -617,6 +622,8 @@ def create_database(admin_url: str) -> str:
     asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     migrations.upgrade(url)
+    for statement in app_role_grants(name, APP_ROLE):
+        asyncio.run(_admin(url, statement))
     return url
 
 
@@ -1115,7 +1122,8 @@ def main(argv: list[str] | None = None) -> int:
 
 NOTES = (
     "Simulator (`python -m tests.fakeshop`) and each backfill run in separate processes; each "
-    "backfill starts on empty tables of a fresh, migrated PostgreSQL database (dropped after). "
+    "backfill starts on empty tables of a fresh, migrated PostgreSQL database (dropped after) "
+    "and connects as the service's role, `receiver_app`, so row-level security binds it. "
     "records/s = records written / job wall time (claim to last checkpoint, count queries and "
     "bulk polling included). The simulator writes a bulk operation's file while it runs and "
     "serves it as a static file, as Shopify does; the COPY ceiling row compares the bulk "

@@ -32,7 +32,8 @@ from sqlalchemy.engine import make_url
 
 from bench.backfill import DEFAULT_ADMIN_URL, ROOT, free_port, log, machine_info
 from bench.children import on_sigterm, start_service, stop_children
-from bench.webhooks import APP_ROLE, APP_SECRET, as_role, execute
+from bench.database import APP_ROLE, app_role_grants, as_role
+from bench.webhooks import APP_SECRET, execute
 from models import migrate as migrations
 from models.encryption import generate_key
 from receiver.auth import hash_password
@@ -52,18 +53,7 @@ def create_database(admin_url: str) -> str:
     execute(admin_url, f'CREATE DATABASE "{name}"')
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     migrations.upgrade(url)
-    # What README's "Database roles" asks of an operator (as tests/conftest.py does).
-    execute(
-        url,
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-        f"'{APP_ROLE}') THEN CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; "
-        "END IF; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-        f'GRANT CONNECT ON DATABASE "{name}" TO {APP_ROLE}',
-        f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}",
-        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE}",
-        f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {APP_ROLE}",
-    )
+    execute(url, *app_role_grants(name, APP_ROLE))
     return url
 
 

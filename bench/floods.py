@@ -40,12 +40,11 @@ import httpx
 
 from bench.backfill import DEFAULT_ADMIN_URL, ROOT, append_results, free_port, log, machine_info
 from bench.children import CHILDREN, on_sigterm, start_service, stop, stop_children
+from bench.database import APP_ROLE, as_role
 from bench.webhooks import (
-    APP_ROLE,
     APP_SECRET,
     SHOP,
     _create_tenant,
-    as_role,
     create_database,
     execute,
 )

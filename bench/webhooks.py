@@ -58,6 +58,7 @@ from bench.backfill import (
 )
 from bench.backfill import _wait_for_simulator as wait_for_simulator
 from bench.children import CHILDREN, on_sigterm, stop
+from bench.database import APP_ROLE, app_role_grants, as_role
 from bench.reference_app import CREATE_TABLES, RECORDS_TABLE
 from bench.reference_app import TABLE as REFERENCE_TABLE
 from models import SecretBox, Tenant, create_engine, create_session_factory
@@ -68,7 +69,6 @@ from receiver.tenants import set_access_token, set_webhook_secrets
 SHOP = "bench-load.myshopify.com"
 APP_SECRET = "shpss_bench_app_secret"
 STORE_SECRET = "bench_store_webhook_secret"
-APP_ROLE = "receiver_app"
 WEBHOOK_PATH = "/webhooks/shopify"
 RATIO_GOAL = 1.0
 P99_CONNECTIONS = 64  # the p99 goal holds at this many connections
@@ -134,26 +134,9 @@ def create_database(admin_url: str, app_role: str | None) -> str:
     migrations.upgrade(url)
     statements = [*CREATE_TABLES]
     if app_role:
-        # What README's "Database roles" asks of an operator (as tests/conftest.py does).
-        statements = [
-            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-            f"'{app_role}') THEN CREATE ROLE {app_role} LOGIN NOSUPERUSER NOBYPASSRLS; "
-            "END IF; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-            *CREATE_TABLES,
-            f'GRANT CONNECT ON DATABASE "{name}" TO {app_role}',
-            f"GRANT USAGE ON SCHEMA public TO {app_role}",
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app_role}",
-            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app_role}",
-            f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {app_role}",
-        ]
+        statements = [*CREATE_TABLES, *app_role_grants(name, app_role)]
     execute(url, *statements)
     return url
-
-
-def as_role(url: str, role: str | None) -> str:
-    if not role:
-        return url
-    return make_url(url).set(username=role, password=None).render_as_string(hide_password=False)
 
 
 async def _create_tenant(url: str, encryption_key: str) -> None:
