@@ -551,6 +551,9 @@ async def _write_tombstones(
 
 
 _TOMBSTONE_STATEMENTS: dict[tuple[tuple[str, tuple[tuple[str, Any], ...]], ...], Any] = {}
+# A shape is a combination of child sets one batch met: a handful per resource, yet their
+# number is not bounded by the registry alone, so the cache empties itself as models.driver's.
+_MAX_TOMBSTONE_STATEMENTS = 500
 
 
 def _tombstones_statement(children: Sequence[ChildSet]) -> Any:
@@ -565,6 +568,8 @@ def _tombstones_statement(children: Sequence[ChildSet]) -> Any:
             cte for index, child in enumerate(children) for cte in _tombstone_ctes(child, index)
         ]
         statement = select(func.count()).select_from(ctes[-1]).add_cte(*ctes[:-1])
+        if len(_TOMBSTONE_STATEMENTS) >= _MAX_TOMBSTONE_STATEMENTS:
+            _TOMBSTONE_STATEMENTS.clear()
         _TOMBSTONE_STATEMENTS[shape] = statement
     return statement
 
