@@ -143,12 +143,43 @@ async def fill_bulk_gaps(
 async def _read_connections(
     client: AdminClient, typename: str, child: ChildSet, items: list[dict[str, Any]]
 ) -> int:
-    """Set `child`'s connection on each of `items` (records of `typename`), read in batches."""
-    per_item = 1 + child.cost()
+    """Set `child`'s connection on each of `items` (records of `typename`), read in batches:
+    first as many children each as a page query asks for; the items with more are read again,
+    still in batches, with room for `_WIDER` times as many; only an item with more still is
+    then read on its own, page by page. In the simulator's store about one refund in nine has
+    more line items than the first read asks for: reading each of those on its own took two
+    of every three of a bulk backfill's Admin API requests."""
+    queries = 0
+    pending = items
+    for first in dict.fromkeys((child.first, child.first * _WIDER)):
+        if not pending:
+            break
+        queries += await _read_batches(client, typename, child, pending, first)
+        pending = [item for item in pending if _has_more(item.get(child.node_key))]
+    for item in pending:
+        queries += await _complete_one(client, typename, child, item)
+    return queries
+
+
+# How many times a page query's `first` the second batched read of a connection asks for.
+_WIDER = 4
+
+
+def _has_more(value: Any) -> bool:
+    return isinstance(value, dict) and bool((value.get("pageInfo") or {}).get("hasNextPage"))
+
+
+async def _read_batches(
+    client: AdminClient, typename: str, child: ChildSet, items: list[dict[str, Any]], first: int
+) -> int:
+    """Set `child`'s connection on each of `items` from its start, `first` children each, as
+    many items per `nodes(ids:)` query as the single-query limit allows. An item whose node
+    is gone keeps what it had (absent when it had nothing)."""
+    per_item = 1 + child.cost(first)
     size = max(1, min(MAX_PAGE, (SINGLE_QUERY_LIMIT - 1) // per_item))
     document = (
         "query ChildrenOf($ids: [ID!]!) {\n"
-        f"  nodes(ids: $ids) {{ ... on {typename} {{ id{child.selection()} }} }}\n"
+        f"  nodes(ids: $ids) {{ ... on {typename} {{ id{child.selection(first=first)} }} }}\n"
         "}\n"
     )
     queries = 0
@@ -165,10 +196,8 @@ async def _read_connections(
         }
         for item in chunk:
             value = found.get(item["id"])
-            if not isinstance(value, dict):
-                continue  # gone meanwhile (a null node): absent, so nothing is written
-            item[child.node_key] = value
-            queries += await _complete_one(client, typename, child, item)
+            if isinstance(value, dict):
+                item[child.node_key] = value
     return queries
 
 

@@ -13,8 +13,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from backfill.nested import fill_bulk_gaps
 from backfill.refetch import complete_all_refetches
-from backfill.runner import BackfillEnvironment, create_sync_job, run_sync_job
+from backfill.runner import (
+    BackfillEnvironment,
+    admin_client_for,
+    create_sync_job,
+    run_sync_job,
+)
 from handlers.resources import RESOURCES
 from models import ChildRefetch, ProductVariant, SyncJob, Tenant
 from models.tenancy import use_tenant
@@ -178,3 +184,54 @@ async def test_a_list_cut_again_after_the_refetch_read_is_read_again(
         assert await session.scalar(
             select(func.count()).where(ProductVariant.product_shopify_id == product_id)
         ) == len(children_of(node, "variants"))
+
+
+# -- a bulk result's refunds: their line items read by id, in batches --------------------------
+
+
+async def test_refunds_line_items_missing_from_a_bulk_result_are_read_in_batches(
+    backend: Backend, env: tuple[BackfillEnvironment, int], simulator: Any
+) -> None:
+    """A bulk query cannot nest a connection in a list, so each refund's line items are read
+    by id: as many refunds per query as fit, again in batches (with room for four times as
+    many) for those with more, and one by one only for what is left. Every list ends whole."""
+    store = simulator[0]
+    environment, tenant_id = env
+    long_orders = [
+        i
+        for i in range(STORE["orders"])
+        if len(children_of(store.orders.node(i), "lineItems")) >= 40
+        and len(children_of(store.orders.node(i), "refunds")) <= 4
+    ]
+    sizes = [2, 5, 6, 7, 8, 16, 17, 40]  # a page query asks for 4 (REFUND_LINE_ITEMS.first)
+    # Four refunds each on two orders (an order holds at most eight in the simulator).
+    placed = [(long_orders[n // 4], size) for n, size in enumerate(sizes)]
+    refunds = [store.add_refund(i, [(p, 1) for p in range(size)]) for i, size in placed]
+    nodes: list[dict[str, Any]] = [
+        {"id": store.orders.gid(i), "refunds": []} for i in long_orders[:2]
+    ]
+    for (i, _), refund in zip(placed, refunds, strict=True):
+        nodes[long_orders.index(i)]["refunds"].append({"id": refund["id"]})
+    async with backend.sessions() as session:
+        tenant = await session.get_one(Tenant, tenant_id)
+    client = admin_client_for(environment, tenant)
+    asked: list[str] = []
+    execute = client.execute
+
+    async def observed(document: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(document.split("(", 1)[0].removeprefix("query "))
+        return await execute(document, *args, **kwargs)
+
+    client.execute = observed  # type: ignore[method-assign]
+    await fill_bulk_gaps(client, RESOURCES["orders"].children, nodes)
+
+    read_refunds = [refund for node in nodes for refund in node["refunds"]]
+    for refund, read in zip(refunds, read_refunds, strict=True):
+        connection = read["refundLineItems"]
+        assert connection["pageInfo"]["hasNextPage"] is False
+        assert [item["id"] for item in connection["nodes"]] == [
+            item["id"] for item in children_of(refund, "refundLineItems")
+        ]
+    # One batch for all eight; one for the six with more than 4; alone only the two with
+    # more than 16 (one page each). Read one by one after the first batch, it took eight.
+    assert asked == ["ChildrenOf", "ChildrenOf", "Children", "Children"]
