@@ -151,7 +151,7 @@ async def _read_connections(
     of every three of a bulk backfill's Admin API requests."""
     queries = 0
     pending = items
-    for first in dict.fromkeys((child.first, child.first * _WIDER)):
+    for first in dict.fromkeys((child.first, min(child.first * _WIDER, _overflow_first(child)))):
         if not pending:
             break
         queries += await _read_batches(client, typename, child, pending, first)

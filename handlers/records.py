@@ -284,7 +284,7 @@ def _staging(dialect: Dialect, model: RowModel, names: tuple[str, ...]) -> _Stag
     # Each column compressed as the target's is (lz4 for jsonb, migration 0017): CREATE TABLE
     # AS takes the server's default, pglz, whose compression of the COPY was a tenth of
     # PostgreSQL's CPU in a bulk backfill, and the merge moves compressed values as they are,
-    # so the target's rows would keep pglz. Concatenation, not format(): the driver reads `%`.
+    # so the target's rows would keep pglz.
     create = f"""DO $$
 DECLARE
   target record;

@@ -232,6 +232,6 @@ async def test_refunds_line_items_missing_from_a_bulk_result_are_read_in_batches
         assert [item["id"] for item in connection["nodes"]] == [
             item["id"] for item in children_of(refund, "refundLineItems")
         ]
-    # One batch for all eight; one for the six with more than 4; alone only the two with
+    # One batch for all eight; one for the seven with more than 4; alone only the two with
     # more than 16 (one page each). Read one by one after the first batch, it took eight.
     assert asked == ["ChildrenOf", "ChildrenOf", "Children", "Children"]

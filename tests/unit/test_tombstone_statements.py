@@ -14,7 +14,7 @@ def test_the_statement_cache_is_bounded_and_its_statements_survive_a_clear(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(children, "_TOMBSTONE_STATEMENTS", {})
-    monkeypatch.setattr(children, "_MAX_TOMBSTONE_STATEMENTS", 2, raising=False)
+    monkeypatch.setattr(children, "_MAX_TOMBSTONE_STATEMENTS", 2)
     sets = [
         child
         for name in ("orders", "products", "customers")
