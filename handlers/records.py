@@ -7,7 +7,7 @@ here read both from the model, so every keyed table gets the same guarded upsert
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -123,35 +123,24 @@ async def _upsert(
     returning: bool,
 ) -> list[tuple[Any, ...]]:
     now = utcnow()
-    rows = [
-        {**record, "tenant_id": tenant_id, "source": source, "synced_at": now}
-        for record in _newest_per_key(model, records)
-    ]
-    if not rows:
+    newest = _newest_per_key(model, records)
+    if not newest:
         return []
-    # Records lack the columns their payload lacked (absent is not null), and one executemany
-    # needs one column set: one statement per set, in id order within each. A backfill page
-    # comes from one query, so it is one set and still one executemany.
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        # Rows of one normaliser list their columns in one order: sorting each row's
-        # names again cost more than the rest of this loop.
-        given = tuple(row)
-        names = _SORTED_NAMES.get(given)
-        if names is None:
-            names = tuple(sorted(given))
-            if len(_SORTED_NAMES) < 10_000:
-                _SORTED_NAMES[given] = names
-        groups.setdefault(names, []).append(row)
     # Core, on the session's connection: the ORM's execute path costs more CPU than the write.
     connection = await session.connection()
+    written: list[tuple[Any, ...]] = []
+    if uses_copy(connection.dialect.name, len(newest)):
+        # The store, source and write time are bound once in the merge, not COPYed per row.
+        common = {"tenant_id": tenant_id, "source": source, "synced_at": now}
+        for names, group in _by_columns(newest, _COMMON_COLUMNS).items():
+            written.extend(await _copy_merge(connection, model, names, group, returning, common))
+        return written if returning else [record_key(model, record) for record in newest]
+    rows = [
+        {**record, "tenant_id": tenant_id, "source": source, "synced_at": now} for record in newest
+    ]
+    groups = _by_columns(rows)
     table = cast(Table, model.__table__)
     key_columns = [table.c[name] for name in _key_names(model)]
-    written: list[tuple[Any, ...]] = []
-    if uses_copy(connection.dialect.name, len(rows)):
-        for names, group in groups.items():
-            written.extend(await _copy_merge(connection, model, names, group, returning))
-        return written if returning else [record_key(model, row) for row in rows]
     if connection.dialect.name == "postgresql":
         for names, group in groups.items():
             merge = _json_merge(connection.dialect, model, names, returning)
@@ -175,6 +164,26 @@ async def _upsert(
             result = await connection.execute(statement, group[start : start + step])
             written.extend(tuple(row) for row in result.all())
     return written
+
+
+def _by_columns(
+    rows: Iterable[Mapping[str, Any]], leaving: frozenset[str] = frozenset()
+) -> dict[tuple[str, ...], list[Mapping[str, Any]]]:
+    """Rows grouped by their column set (sorted; `leaving` out), in their order within each.
+    Records lack the columns their payload lacked (absent is not null), and one statement
+    takes one column set. A backfill page comes from one query, so it is one set."""
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        # Rows of one normaliser list their columns in one order: sorting each row's
+        # names again cost more than the rest of this loop.
+        given = tuple(row)
+        names = _SORTED_NAMES.get((given, leaving))
+        if names is None:
+            names = tuple(sorted(name for name in given if name not in leaving))
+            if len(_SORTED_NAMES) < 10_000:
+                _SORTED_NAMES[(given, leaving)] = names
+        groups.setdefault(names, []).append(row)
+    return groups
 
 
 # Batches of at least this many rows go to PostgreSQL by COPY into a staging table and one
@@ -264,11 +273,14 @@ class _Staging:
     processors: tuple[Callable[[Any], Any] | None, ...]
 
 
-_STAGINGS: dict[tuple[str, tuple[str, ...]], _Staging] = {}
+_STAGINGS: dict[tuple[str, tuple[str, ...], tuple[str, ...]], _Staging] = {}
 
 
-def _staging(dialect: Dialect, model: RowModel, names: tuple[str, ...]) -> _Staging:
-    key = (str(model.__tablename__), names)
+def _staging(
+    dialect: Dialect, model: RowModel, names: tuple[str, ...], common: tuple[str, ...]
+) -> _Staging:
+    """`names`: the columns COPYed; `common`: those bound once for every row of the merge."""
+    key = (str(model.__tablename__), names, common)
     staging = _STAGINGS.get(key)
     if staging is not None:
         return staging
@@ -305,7 +317,8 @@ BEGIN
 END $$"""
     stage = table_clause(name, *(column(n, table.c[n].type) for n in names), schema="pg_temp")
     moved = delete(stage).returning(*stage.c).cte("moved")
-    merge = _merge_from(model, names, moved).add_cte(moved)
+    bound = {name: bindparam(_common_name(name), type_=table.c[name].type) for name in common}
+    merge = _merge_from(model, names + common, moved, bound).add_cte(moved)
     key_columns = [table.c[n] for n in _key_names(model)]
     processors = tuple(bind_processor(dialect, table.c[n].type) for n in names)
     staging = _Staging(name, create, merge, merge.returning(*key_columns), processors)
@@ -317,12 +330,15 @@ async def _copy_merge(
     connection: AsyncConnection,
     model: RowModel,
     names: tuple[str, ...],
-    rows: list[dict[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
     returning: bool,
+    common: Mapping[str, Any],
 ) -> list[tuple[Any, ...]]:
     """One column set's rows: COPY into the staging table, then one guarded merge into the
-    target, all in the caller's transaction (its tenant scope binds the merge's RLS checks)."""
-    staging = _staging(connection.dialect, model, names)
+    target, all in the caller's transaction (its tenant scope binds the merge's RLS checks).
+    `common`: the columns every row takes the same value of (its store, source and write
+    time), bound once in the merge rather than COPYed with each row."""
+    staging = _staging(connection.dialect, model, names, tuple(common))
     # Through SQLAlchemy first: it begins the driver's transaction if nothing did yet, so the
     # COPY below runs inside it.
     await connection.exec_driver_sql(staging.create)
@@ -339,12 +355,16 @@ async def _copy_merge(
     await driver.copy_records_to_table(
         staging.name, records=records, columns=list(names), schema_name="pg_temp"
     )
-    merged = await fetch_on(connection, staging.merge_returning if returning else staging.merge, {})
+    merged = await fetch_on(
+        connection,
+        staging.merge_returning if returning else staging.merge,
+        {_common_name(name): value for name, value in common.items()},
+    )
     return [tuple(row) for row in merged]
 
 
 _MAX_PARAMETERS = 30_000
-_SORTED_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_SORTED_NAMES: dict[tuple[tuple[str, ...], frozenset[str]], tuple[str, ...]] = {}
 
 
 _UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
