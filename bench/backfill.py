@@ -94,6 +94,8 @@ FLAT_MEMORY_RATIO = 1.10  # "flat": the 10x store peaks at most 10 % higher
 CEILING_SHARE_GOAL = 0.5
 # Rows read back and COPYed at a time by the ceiling measurement (memory stays bounded).
 CEILING_CHUNK = 10_000
+# Times the ceiling is measured; the median pass is the one reported.
+CEILING_PASSES = 3
 RATE_LIMIT_SHARE_GOAL = 0.9
 THROTTLED_SHARE_GOAL = 0.01
 PROGRESS_EVERY_SECONDS = 10.0
@@ -325,7 +327,9 @@ async def _run_job(spec: dict[str, Any]) -> dict[str, Any]:
         await job_engine.dispose()
         await engine.dispose()
     ceiling = (
-        await copy_ceiling(spec["database_url"], list(table_rows)) if spec.get("ceiling") else None
+        await median_copy_ceiling(spec["database_url"], list(table_rows))
+        if spec.get("ceiling")
+        else None
     )
 
     per_resource: dict[str, dict[str, float]] = {}
@@ -366,6 +370,19 @@ async def _run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "client": stats,
         "ceiling": ceiling,
     }
+
+
+async def median_copy_ceiling(database_url: str, tables: list[str]) -> dict[str, Any]:
+    """`copy_ceiling` measured CEILING_PASSES times: the pass with the median time, and every
+    pass's rate. One pass varied by a third between runs of the same job on one machine
+    (29,000-46,000 rows/s), more than anything the ratio was meant to show."""
+    passes = [await copy_ceiling(database_url, tables) for _ in range(CEILING_PASSES)]
+    passes.sort(key=lambda entry: float(entry["seconds"]))
+    median = dict(passes[len(passes) // 2])
+    median["pass_rates"] = [
+        entry["rows"] / entry["seconds"] for entry in passes if entry["seconds"]
+    ]
+    return median
 
 
 async def copy_ceiling(database_url: str, tables: list[str]) -> dict[str, Any]:
@@ -807,6 +824,7 @@ def ceiling_row(result: dict[str, Any], store: Store) -> Row:
         for table, entry in ceiling["tables"].items()
         if entry["seconds"]
     )
+    passes = ", ".join(f"{rate:,.0f}" for rate in ceiling.get("pass_rates", []))
     return Row(
         "1",
         "`bulk` / PostgreSQL's COPY ceiling, same rows",
@@ -818,7 +836,8 @@ def ceiling_row(result: dict[str, Any], store: Store) -> Row:
         f"whole job {whole:.2f}x",
         f"≥ {CEILING_SHARE_GOAL}x",
         _mark(share >= CEILING_SHARE_GOAL),
-        f"COPY per table: {tables}; only the COPY calls are timed (binary, asyncpg "
+        f"COPY, the median of {CEILING_PASSES} passes ({passes} rows/s); its tables: {tables}; "
+        "only the COPY calls are timed (binary, asyncpg "
         f"`copy_records_to_table`, {CEILING_CHUNK:,} rows a call, each committed; indexes and "
         "unique constraints as the originals, no foreign keys or RLS policies)",
     )
