@@ -129,27 +129,24 @@ async def _upsert(
     # Core, on the session's connection: the ORM's execute path costs more CPU than the write.
     connection = await session.connection()
     written: list[tuple[Any, ...]] = []
-    if uses_copy(connection.dialect.name, len(newest)):
-        # The store, source and write time are bound once in the merge, not COPYed per row.
-        common = {"tenant_id": tenant_id, "source": source, "synced_at": now}
+    common = {"tenant_id": tenant_id, "source": source, "synced_at": now}
+    if connection.dialect.name == "postgresql":
+        # The store, source and write time are bound once in the merge, not sent per row.
+        copy = uses_copy(connection.dialect.name, len(newest))
+        bound = {_common_name(name): value for name, value in common.items()}
         for names, group in _by_columns(newest, _COMMON_COLUMNS).items():
-            written.extend(await _copy_merge(connection, model, names, group, returning, common))
+            if copy:
+                written.extend(await _copy_merge(connection, model, names, group, returning, bound))
+                continue
+            merge = _json_merge(connection.dialect, model, names, returning)
+            parameters = {**bound, ROWS_PARAMETER: rows_json(group, merge.checks)}
+            merged = await fetch_on(connection, merge.statement, parameters)
+            written.extend(tuple(row) for row in merged)
         return written if returning else [record_key(model, record) for record in newest]
-    rows = [
-        {**record, "tenant_id": tenant_id, "source": source, "synced_at": now} for record in newest
-    ]
+    rows = [{**record, **common} for record in newest]
     groups = _by_columns(rows)
     table = cast(Table, model.__table__)
     key_columns = [table.c[name] for name in _key_names(model)]
-    if connection.dialect.name == "postgresql":
-        for names, group in groups.items():
-            merge = _json_merge(connection.dialect, model, names, returning)
-            first = group[0]
-            parameters = {_common_name(name): first[name] for name in merge.common}
-            parameters[ROWS_PARAMETER] = rows_json(group, merge.checks)
-            merged = await fetch_on(connection, merge.statement, parameters)
-            written.extend(tuple(row) for row in merged)
-        return written if returning else [record_key(model, row) for row in rows]
     if not returning:
         for names, group in groups.items():
             await connection.execute(_upsert_statement(session, model, names), group)
@@ -203,17 +200,21 @@ def uses_copy(dialect: str, rows: int) -> bool:
 # The columns `_upsert` gives every row of a call the same value: a JSON merge binds each
 # once, not once per row.
 _COMMON_COLUMNS = frozenset({"tenant_id", "source", "synced_at"})
+_COMMON = tuple(sorted(_COMMON_COLUMNS))  # in the order the merges list them
 
 
 def _common_name(column_name: str) -> str:
     return f"all_{column_name}"
 
 
+def _bound_common(table: Table) -> dict[str, Any]:
+    """The merges' parameters for `_COMMON_COLUMNS`, typed as their columns."""
+    return {name: bindparam(_common_name(name), type_=table.c[name].type) for name in _COMMON}
+
+
 @dataclass(frozen=True)
 class _JsonMerge:
     statement: Any
-    # The columns bound once for all rows (`_COMMON_COLUMNS`); the rest come from the rows.
-    common: tuple[str, ...]
     checks: tuple[tuple[str, Check], ...]  # models.driver.json_checks
 
 
@@ -227,13 +228,13 @@ def _json_merge(
     JSON array (`INSERT ... SELECT ... FROM jsonb_array_elements(...) ORDER BY key ON
     CONFLICT ...`, models.driver.rows_json). Its text does not depend on the row count, so it
     is compiled and prepared once per connection, where a multi-row VALUES is a new statement
-    for every count and an executemany binds every row on its own."""
+    for every count and an executemany binds every row on its own. `names`: the columns the
+    rows carry; `_COMMON_COLUMNS` are bound once for all of them (`_common_name`)."""
     key = (str(model.__tablename__), names, returning)
     merge = _JSON_MERGES.get(key)
     if merge is None:
         table = cast(Table, model.__table__)
-        common = tuple(name for name in names if name in _COMMON_COLUMNS)
-        read = {name: table.c[name].type for name in names if name not in _COMMON_COLUMNS}
+        read = {name: table.c[name].type for name in names}
         rows = sql_cast(bindparam(ROWS_PARAMETER, type_=Text()), postgresql.JSONB)
         given = (
             func.jsonb_array_elements(rows)
@@ -250,11 +251,10 @@ def _json_merge(
             .select_from(given)
             .subquery("incoming")
         )
-        bound = {name: bindparam(_common_name(name), type_=table.c[name].type) for name in common}
-        statement = _merge_from(model, names, incoming, bound)
+        statement = _merge_from(model, names + _COMMON, incoming, _bound_common(table))
         if returning:
             statement = statement.returning(*(table.c[name] for name in _key_names(model)))
-        merge = _JsonMerge(statement, common, json_checks(dialect, read))
+        merge = _JsonMerge(statement, json_checks(dialect, read))
         _JSON_MERGES[key] = merge
     return merge
 
@@ -273,14 +273,12 @@ class _Staging:
     processors: tuple[Callable[[Any], Any] | None, ...]
 
 
-_STAGINGS: dict[tuple[str, tuple[str, ...], tuple[str, ...]], _Staging] = {}
+_STAGINGS: dict[tuple[str, tuple[str, ...]], _Staging] = {}
 
 
-def _staging(
-    dialect: Dialect, model: RowModel, names: tuple[str, ...], common: tuple[str, ...]
-) -> _Staging:
-    """`names`: the columns COPYed; `common`: those bound once for every row of the merge."""
-    key = (str(model.__tablename__), names, common)
+def _staging(dialect: Dialect, model: RowModel, names: tuple[str, ...]) -> _Staging:
+    """`names`: the columns COPYed; `_COMMON_COLUMNS` are bound once in the merge."""
+    key = (str(model.__tablename__), names)
     staging = _STAGINGS.get(key)
     if staging is not None:
         return staging
@@ -317,8 +315,7 @@ BEGIN
 END $$"""
     stage = table_clause(name, *(column(n, table.c[n].type) for n in names), schema="pg_temp")
     moved = delete(stage).returning(*stage.c).cte("moved")
-    bound = {name: bindparam(_common_name(name), type_=table.c[name].type) for name in common}
-    merge = _merge_from(model, names + common, moved, bound).add_cte(moved)
+    merge = _merge_from(model, names + _COMMON, moved, _bound_common(table)).add_cte(moved)
     key_columns = [table.c[n] for n in _key_names(model)]
     processors = tuple(bind_processor(dialect, table.c[n].type) for n in names)
     staging = _Staging(name, create, merge, merge.returning(*key_columns), processors)
@@ -332,13 +329,13 @@ async def _copy_merge(
     names: tuple[str, ...],
     rows: Sequence[Mapping[str, Any]],
     returning: bool,
-    common: Mapping[str, Any],
+    bound: Mapping[str, Any],
 ) -> list[tuple[Any, ...]]:
     """One column set's rows: COPY into the staging table, then one guarded merge into the
     target, all in the caller's transaction (its tenant scope binds the merge's RLS checks).
-    `common`: the columns every row takes the same value of (its store, source and write
-    time), bound once in the merge rather than COPYed with each row."""
-    staging = _staging(connection.dialect, model, names, tuple(common))
+    `bound`: the `_COMMON_COLUMNS` every row takes the same value of (its store, source and
+    write time) by their `_common_name`, bound once in the merge rather than COPYed."""
+    staging = _staging(connection.dialect, model, names)
     # Through SQLAlchemy first: it begins the driver's transaction if nothing did yet, so the
     # COPY below runs inside it.
     await connection.exec_driver_sql(staging.create)
@@ -356,9 +353,7 @@ async def _copy_merge(
         staging.name, records=records, columns=list(names), schema_name="pg_temp"
     )
     merged = await fetch_on(
-        connection,
-        staging.merge_returning if returning else staging.merge,
-        {_common_name(name): value for name, value in common.items()},
+        connection, staging.merge_returning if returning else staging.merge, bound
     )
     return [tuple(row) for row in merged]
 
