@@ -41,6 +41,7 @@ from receiver.webhooks import (
     WEBHOOK_PATH,
     ExceptionHandler,
     WebhookLane,
+    batch_claims,
     receive_webhook,
     store_together,
 )
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         partial(store_together, sessions),
                         max_batch=WEBHOOK_BATCH_MAX,
                         concurrency=WEBHOOK_BATCHES_PER_STORE,
+                        claims=batch_claims,
                     ),
                 )
             }

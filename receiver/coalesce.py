@@ -2,21 +2,39 @@
 that holds it.
 
 A key (a shop) has at most `concurrency` batches running at once. A request arriving while they
-run waits in the key's queue; when a batch finishes, the next one takes everything queued (up
-to `max_batch`). An idle service therefore runs each request alone, at once (no timer, no added
-latency), and a busy one makes batches as large as the load: the cost of a transaction, its
-commit and its statements is shared by every request in it.
+run waits in the key's queue; a batch about to start first lets the requests the event loop
+already holds join the queue (a few turns of the loop, no timer), then takes its share of it:
+what is queued, spread over the batches that may start now, up to `max_batch`. An idle service
+therefore runs each request alone and at once, and a busy one makes batches as large as the
+load while keeping several of them in flight: one writes while another's requests are read,
+where a single batch holding every request would leave the database and the loop taking
+turns. The cost of a transaction, its commit and its statements is shared by every request in
+a batch.
+
+An item may name what it writes (`claims`: a record, a dedupe key). A batch never takes an item
+whose claim a running batch of the same key holds: two transactions writing one row would
+otherwise make the second wait for the first's commit, row lock by row lock, and a store's
+batches would run one after the other. Such an item waits for a later batch, and so does every
+item queued after it with a claim in common, so the items of one claim keep their order.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
 from typing import Generic, TypeVar
 
 Key = TypeVar("Key", bound=Hashable)
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+# Turns of the event loop a starting batch waits, at most, for requests the loop already holds
+# (parsed or being verified) to join it: it stops at the first turn that added none.
+GATHER_TURNS = 8
+
+
+def _no_claims(item: object) -> Collection[Hashable]:
+    return ()
 
 
 class Coalescer(Generic[Key, Item, Result]):
@@ -29,14 +47,19 @@ class Coalescer(Generic[Key, Item, Result]):
         *,
         max_batch: int,
         concurrency: int,
+        claims: Callable[[Item], Collection[Hashable]] = _no_claims,
     ) -> None:
         if max_batch < 1 or concurrency < 1:
             raise ValueError("max_batch and concurrency must be at least 1")
         self._run = run
+        self._claims = claims
         self.max_batch = max_batch
         self.concurrency = concurrency
         self._queued: dict[Key, list[tuple[Item, asyncio.Future[Result]]]] = {}
-        self._running: dict[Key, int] = {}
+        self._running: dict[Key, int] = {}  # drains, each running a batch or about to
+        self._busy: dict[Key, int] = {}  # drains running a batch
+        # Claims of the key's running batches, each with how many of them hold it.
+        self._held: dict[Key, dict[Hashable, int]] = {}
         # The loop keeps only weak references to tasks: these keep the drains alive.
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -49,11 +72,66 @@ class Coalescer(Generic[Key, Item, Result]):
         # batch: the batch's outcome no longer reaches it, and a redelivery is a duplicate.
         return await future
 
+    async def _gather(self, key: Key) -> None:
+        for _ in range(GATHER_TURNS):
+            queued = len(self._queued.get(key, ()))
+            await asyncio.sleep(0)
+            if len(self._queued.get(key, ())) == queued:
+                return
+
+    def _take(self, key: Key) -> list[tuple[Item, asyncio.Future[Result]]]:
+        """The next batch: its share of the queued items, in order, leaving those whose claims
+        a running batch holds or an item left waiting before them shares."""
+        queued = self._queued.get(key)
+        if not queued:
+            return []
+        startable = self.concurrency - self._busy.get(key, 0)
+        size = min(self.max_batch, -(-len(queued) // startable))
+        held = self._held.get(key)
+        if not held:
+            batch = queued[:size]
+            del queued[:size]
+            return batch
+        batch, waiting = [], []
+        blocked: set[Hashable] = set()
+        for position, entry in enumerate(queued):
+            if len(batch) == size:
+                waiting.extend(queued[position:])
+                break
+            claims = self._claims(entry[0])
+            if any(claim in held or claim in blocked for claim in claims):
+                blocked.update(claims)
+                waiting.append(entry)
+            else:
+                batch.append(entry)
+        queued[:] = waiting
+        return batch
+
+    def _hold(self, key: Key, claims: list[Hashable], by: int) -> None:
+        self._busy[key] = self._busy.get(key, 0) + (1 if by > 0 else -1)
+        if not self._busy[key]:
+            del self._busy[key]
+        held = self._held.setdefault(key, {})
+        for claim in claims:
+            count = held.get(claim, 0) + by
+            if count:
+                held[claim] = count
+            else:
+                del held[claim]
+        if not held:
+            del self._held[key]
+
     async def _drain(self, key: Key) -> None:
         try:
-            while queued := self._queued.get(key):
-                batch = queued[: self.max_batch]
-                del queued[: self.max_batch]
+            while True:
+                await self._gather(key)
+                batch = self._take(key)
+                if not batch:
+                    break
+                if self._queued.get(key) and self._running[key] < self.concurrency:
+                    self._start(key)  # the rest of the queue is another batch's share
+                claims = [claim for item, _ in batch for claim in self._claims(item)]
+                self._hold(key, claims, 1)
                 try:
                     results = await self._run(key, [item for item, _ in batch])
                 except BaseException as exc:
@@ -63,17 +141,20 @@ class Coalescer(Generic[Key, Item, Result]):
                     if not isinstance(exc, Exception):
                         raise
                     continue
+                finally:
+                    self._hold(key, claims, -1)
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)
         finally:
             self._running[key] -= 1
-            if self._queued.get(key):
-                # Only when this drain was cancelled mid-batch: the queue still needs one.
-                self._start(key)
-            elif not self._running[key]:
+            if not self._running[key]:
                 del self._running[key]
-                self._queued.pop(key, None)
+                if self._queued.get(key):
+                    # Only when this drain was cancelled: the queue still needs one.
+                    self._start(key)
+                else:
+                    self._queued.pop(key, None)
 
     def _start(self, key: Key) -> None:
         self._running[key] = self._running.get(key, 0) + 1

@@ -35,6 +35,7 @@ from handlers.dispatch import (
 from handlers.inbox import count_duplicate, store_event, store_events
 from handlers.json_text import read_json
 from handlers.normalize import PayloadError, parse_timestamp
+from handlers.resources import resource_for_topic
 from handlers.retries import schedule_retry
 from handlers.shop_identity import ShopMismatch
 from handlers.topic_table import HANDLERS
@@ -76,7 +77,7 @@ API_VERSION = re.compile(r"[A-Za-z0-9._\-]{1,32}")
 # most this many batches at once (receiver.coalesce): enough to share each commit widely, few
 # enough that a batch stays well inside Shopify's five seconds.
 WEBHOOK_BATCH_MAX = 64
-WEBHOOK_BATCHES_PER_STORE = 2
+WEBHOOK_BATCHES_PER_STORE = 3
 
 
 class BodyTooLarge(Exception):
@@ -453,6 +454,19 @@ async def _receive_together(services: Services, headers: Headers, body: bytes) -
         log.info("webhook.rejected reason=%s shop=%s", exc, shopify_header(headers, "shop-domain"))
         return Outcome(Verdict.BAD_REQUEST, error=str(exc))
     return await services.webhook_batches.submit(delivery.shop_domain, delivery)
+
+
+def batch_claims(delivery: Delivery) -> tuple[tuple[str, ...], ...]:
+    """What a batch holding `delivery` writes that another of its store's batches may too: the
+    event's dedupe key and the record its body is (children are written under it). Kept out
+    of concurrent batches (receiver.coalesce), the second batch never waits on the first's
+    row locks: a redelivery or the next version of a record joins a later batch instead."""
+    claims: tuple[tuple[str, ...], ...] = (("event", delivery.topic, delivery.dedupe_key),)
+    resource = resource_for_topic(delivery.topic)
+    record_id = delivery.payload.get("id") if delivery.payload else None
+    if resource is not None and record_id is not None:
+        claims += ((resource.name, str(record_id)),)
+    return claims
 
 
 async def store_together(

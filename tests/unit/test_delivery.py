@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
 from receiver.settings import Secret, Settings, SettingsError
-from receiver.webhooks import BadDelivery, parse_delivery
+from receiver.webhooks import BadDelivery, batch_claims, parse_delivery
 
 SHOP = "alpha-store.myshopify.com"
 EVENT_ID = "9f1a2b3c-0d4e-4f5a-8b6c-7d8e9f0a1b2c"
@@ -192,6 +192,20 @@ def test_dedupe_key_falls_back_to_the_webhook_id():
     assert parse_delivery(headers(event_id="", webhook_id=WEBHOOK_ID), BODY).dedupe_key == (
         WEBHOOK_ID
     )
+
+
+def test_batch_claims_keep_one_record_and_one_event_out_of_concurrent_batches():
+    def claims(topic: str, body: bytes, event_id: str) -> set[tuple[str, ...]]:
+        return set(batch_claims(parse_delivery(headers(topic=topic, event_id=event_id), body)))
+
+    created = claims("orders/create", BODY, EVENT_ID)
+    other_order = b'{"id": 820982911946154509, "name": "#1002"}'
+    # The next version of the order, and a redelivery of the event, share a claim with it.
+    assert created & claims("orders/updated", BODY, WEBHOOK_ID)
+    assert created & claims("orders/create", other_order, EVENT_ID)
+    # Another order, or a customer with the same number, does not.
+    assert not created & claims("orders/updated", other_order, WEBHOOK_ID)
+    assert not created & claims("customers/update", BODY, WEBHOOK_ID)
 
 
 def test_dedupe_key_is_the_body_hash_without_ids():
