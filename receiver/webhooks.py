@@ -32,7 +32,7 @@ from handlers.dispatch import (
     skip_reason,
     vet_shop,
 )
-from handlers.inbox import count_duplicate, store_event, store_events
+from handlers.inbox import count_duplicates, store_event, store_events
 from handlers.json_text import read_json
 from handlers.normalize import PayloadError, parse_timestamp
 from handlers.resources import resource_for_topic
@@ -507,11 +507,14 @@ async def store_together(
                 session, rows, [delivery.payload_text for delivery in deliveries]
             )
             applying: list[tuple[str, dict[str, Any]]] = []
+            duplicates: list[Delivery] = []
             for delivery, reason, event_id in zip(deliveries, reasons, ids, strict=True):
                 if event_id is None:
-                    await _duplicate(session, delivery)
+                    duplicates.append(delivery)
                 elif reason is None and delivery.payload is not None:
                     applying.append((delivery.topic, delivery.payload))
+            if duplicates:
+                await _duplicates(session, duplicates)
             if applying:
                 await apply_events_together(session, tenant.id, applying)
         BATCH_EVENTS.observe(len(deliveries))
@@ -695,15 +698,24 @@ def _event_values(
 
 
 async def _duplicate(session: AsyncSession, delivery: Delivery) -> Outcome:
-    log.info(
-        "webhook.duplicate shop=%s topic=%s event=%s",
-        delivery.shop_domain,
-        delivery.topic,
-        delivery.dedupe_key,
-        extra=_fields(delivery, None),
-    )
-    await count_duplicate(session, delivery.shop_domain, delivery.topic, delivery.dedupe_key)
+    await _duplicates(session, [delivery])
     return Outcome(Verdict.DUPLICATE)
+
+
+async def _duplicates(session: AsyncSession, deliveries: list[Delivery]) -> None:
+    """Log and count redeliveries of stored events, all in one round trip."""
+    for delivery in deliveries:
+        log.info(
+            "webhook.duplicate shop=%s topic=%s event=%s",
+            delivery.shop_domain,
+            delivery.topic,
+            delivery.dedupe_key,
+            extra=_fields(delivery, None),
+        )
+    await count_duplicates(
+        session,
+        [(delivery.shop_domain, delivery.topic, delivery.dedupe_key) for delivery in deliveries],
+    )
 
 
 async def _store_failed(

@@ -89,6 +89,28 @@ async def test_a_batch_stores_and_applies_every_event_in_one_commit(backend: Bac
         assert items == len(order_version(1002, 1)["line_items"])
 
 
+async def test_a_batchs_redeliveries_are_each_counted_on_their_stored_event(
+    backend: Backend,
+) -> None:
+    await create_tenant(backend.sessions)
+    originals = [
+        parsed("orders/updated", order_version(1001, 1), event_id="event-1"),
+        parsed("orders/create", order_version(1002, 1), event_id="event-2"),
+        parsed("orders/create", order_version(1003, 1), event_id="event-3"),
+    ]
+    await store_together(backend.sessions, SHOP, originals)
+    # Event 1 twice more and event 2 once, beside a new event: counted per redelivery.
+    retries = [originals[0], originals[1], originals[0]]
+    fresh = parsed("orders/create", order_version(1004, 1), event_id="event-4")
+    outcomes = await store_together(backend.sessions, SHOP, [*retries, fresh])
+    assert [outcome.verdict if outcome else None for outcome in outcomes] == [
+        *[Verdict.DUPLICATE] * 3,
+        Verdict.PROCESSED,
+    ]
+    counts = {event.event_id: event.duplicate_count for event in await events(backend)}
+    assert counts == {"event-1": 2, "event-2": 1, "event-3": 0, "event-4": 0}
+
+
 async def test_a_batchs_removals_land_together_as_one_by_one(backend: Backend) -> None:
     """Every child a newer body no longer lists is tombstoned by the batch, whatever other
     resource's children it holds (on PostgreSQL they go together at its end), and no line
