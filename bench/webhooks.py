@@ -928,6 +928,12 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in os.environ.items()
         if key not in {"DATABASE_URL", "SHOPIFY_API_SECRET", "LOG_FORMAT", "WEB_CONCURRENCY"}
     }
+    # `shopify-receiver` imports the project through the environment's install, which may be
+    # another checkout's (an editable install): this checkout's code is what is served and
+    # fingerprinted.
+    base_env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     try:
         log(f"creating and migrating a database on {make_url(args.postgres_url).host} ...")
         database_url = create_database(args.postgres_url, args.app_role or None)
