@@ -38,6 +38,7 @@ from receiver.web import STATIC_DIR, SessionCookies, login_page, login_submit, l
 from receiver.webhooks import (
     WEBHOOK_BATCH_MAX,
     WEBHOOK_BATCHES_PER_STORE,
+    WEBHOOK_CLAIM_PATIENCE_SECONDS,
     WEBHOOK_PATH,
     ExceptionHandler,
     WebhookLane,
@@ -147,8 +148,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     webhook_batches=Coalescer(
                         partial(store_together, sessions),
                         max_batch=WEBHOOK_BATCH_MAX,
-                        concurrency=WEBHOOK_BATCHES_PER_STORE,
+                        # SQLite has one writer: a second batch would only poll for the
+                        # write lock (its busy handler sleeps up to 100 ms at a time).
+                        concurrency=(
+                            1 if is_sqlite(settings.database_url) else WEBHOOK_BATCHES_PER_STORE
+                        ),
                         claims=batch_claims,
+                        patience=WEBHOOK_CLAIM_PATIENCE_SECONDS,
                     ),
                 )
             }

@@ -15,7 +15,9 @@ An item may name what it writes (`claims`: a record, a dedupe key). A batch neve
 whose claim a running batch of the same key holds: two transactions writing one row would
 otherwise make the second wait for the first's commit, row lock by row lock, and a store's
 batches would run one after the other. Such an item waits for a later batch, and so does every
-item queued after it with a claim in common, so the items of one claim keep their order.
+item queued after it with a claim in common, so the items of one claim keep their order. It
+waits at most `patience` seconds for the batch holding its claim (one stuck on a lock, say):
+then its `submit` raises `Unclaimed`, and the caller handles it on its own.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def _no_claims(item: object) -> Collection[Hashable]:
     return ()
 
 
+class Unclaimed(Exception):
+    """The item waited `patience` seconds for a running batch holding its claim; it was taken
+    out of the queue unrun."""
+
+
 class Coalescer(Generic[Key, Item, Result]):
     """`run(key, items)` returns one result per item, in order; what it raises reaches every
     request of that batch."""
@@ -48,11 +55,15 @@ class Coalescer(Generic[Key, Item, Result]):
         max_batch: int,
         concurrency: int,
         claims: Callable[[Item], Collection[Hashable]] = _no_claims,
+        patience: float = 0.5,
     ) -> None:
         if max_batch < 1 or concurrency < 1:
             raise ValueError("max_batch and concurrency must be at least 1")
         self._run = run
         self._claims = claims
+        self.patience = patience
+        # Futures of the items left waiting on a claim, each given up on after `patience`.
+        self._timed: set[asyncio.Future[Result]] = set()
         self.max_batch = max_batch
         self.concurrency = concurrency
         self._queued: dict[Key, list[tuple[Item, asyncio.Future[Result]]]] = {}
@@ -102,10 +113,30 @@ class Coalescer(Generic[Key, Item, Result]):
             if any(claim in held or claim in blocked for claim in claims):
                 blocked.update(claims)
                 waiting.append(entry)
+                if entry[1] not in self._timed:
+                    self._timed.add(entry[1])
+                    asyncio.get_running_loop().call_later(self.patience, self._give_up, key, entry)
             else:
                 batch.append(entry)
         queued[:] = waiting
         return batch
+
+    def _give_up(self, key: Key, entry: tuple[Item, asyncio.Future[Result]]) -> None:
+        """Past its patience, an item still queued behind a running batch's claim leaves the
+        queue unrun (an item taken meanwhile, or free to go at the next take, stays)."""
+        item, future = entry
+        self._timed.discard(future)
+        queued = self._queued.get(key, [])
+        # By identity: two deliveries of the same bytes are equal items.
+        position = next(
+            (i for i, (_, queued_future) in enumerate(queued) if queued_future is future), None
+        )
+        if position is None or future.done():
+            return
+        held = self._held.get(key, {})
+        if any(claim in held for claim in self._claims(item)):
+            del queued[position]
+            future.set_exception(Unclaimed())
 
     def _hold(self, key: Key, claims: list[Hashable], by: int) -> None:
         self._busy[key] = self._busy.get(key, 0) + (1 if by > 0 else -1)
@@ -143,6 +174,7 @@ class Coalescer(Generic[Key, Item, Result]):
                     continue
                 finally:
                     self._hold(key, claims, -1)
+                    self._timed.difference_update(future for _, future in batch)
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)

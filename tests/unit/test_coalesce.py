@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from receiver.coalesce import Coalescer
+from receiver.coalesce import Coalescer, Unclaimed
 
 
 class Gated:
@@ -210,3 +210,19 @@ async def test_an_item_queued_behind_a_waiting_one_with_a_claim_in_common_waits_
     runner.gate("a").set()
     assert await asyncio.gather(first, *rest) == ["a:1", "a:12", "a:23", "a:4"]
     assert [item for _, items in runner.batches[2:] for item in items] == [12, 23]
+
+
+async def test_an_item_gives_up_on_a_batch_holding_its_record_past_its_patience() -> None:
+    runner = Claimed()
+    coalescer = Coalescer(runner.run, max_batch=64, concurrency=2, claims=record_of, patience=0.01)
+    stuck = asyncio.create_task(coalescer.submit("a", 11))
+    await runner.wait_for_batches(1)
+    # The batch holding record 1 never finishes within the patience: 12 leaves the queue
+    # unrun (its caller goes on alone), while 21 runs beside the stuck batch.
+    other = asyncio.create_task(coalescer.submit("a", 21))
+    with pytest.raises(Unclaimed):
+        async with asyncio.timeout(5):
+            await coalescer.submit("a", 12)
+    runner.gate("a").set()
+    assert await asyncio.gather(stuck, other) == ["a:11", "a:21"]
+    assert sorted(item for _, items in runner.batches for item in items) == [11, 21]
