@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 Key = TypeVar("Key", bound=Hashable)
@@ -44,6 +45,17 @@ class Unclaimed(Exception):
     out of the queue unrun."""
 
 
+@dataclass(eq=False, slots=True)
+class _Entry(Generic[Item, Result]):
+    """A queued item, the future its request awaits, and its claims (read once)."""
+
+    item: Item
+    future: asyncio.Future[Result]
+    claims: Collection[Hashable]
+    # Set once the item is left waiting on a claim: when it gives up, unless it runs first.
+    patience: asyncio.TimerHandle | None = None
+
+
 class Coalescer(Generic[Key, Item, Result]):
     """`run(key, items)` returns one result per item, in order; what it raises reaches every
     request of that batch."""
@@ -62,11 +74,9 @@ class Coalescer(Generic[Key, Item, Result]):
         self._run = run
         self._claims = claims
         self.patience = patience
-        # Futures of the items left waiting on a claim, each given up on after `patience`.
-        self._timed: set[asyncio.Future[Result]] = set()
         self.max_batch = max_batch
         self.concurrency = concurrency
-        self._queued: dict[Key, list[tuple[Item, asyncio.Future[Result]]]] = {}
+        self._queued: dict[Key, list[_Entry[Item, Result]]] = {}
         self._running: dict[Key, int] = {}  # drains, each running a batch or about to
         self._busy: dict[Key, int] = {}  # drains running a batch
         # Claims of the key's running batches, each with how many of them hold it.
@@ -75,8 +85,9 @@ class Coalescer(Generic[Key, Item, Result]):
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, key: Key, item: Item) -> Result:
+        """The item's result once its batch ran; `Unclaimed` if it gave up waiting for one."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._queued.setdefault(key, []).append((item, future))
+        self._queued.setdefault(key, []).append(_Entry(item, future, self._claims(item)))
         if self._running.get(key, 0) < self.concurrency:
             self._start(key)
         # A request given up on (its client left, its deadline passed) leaves its item in the
@@ -90,7 +101,7 @@ class Coalescer(Generic[Key, Item, Result]):
             if len(self._queued.get(key, ())) == queued:
                 return
 
-    def _take(self, key: Key) -> list[tuple[Item, asyncio.Future[Result]]]:
+    def _take(self, key: Key) -> list[_Entry[Item, Result]]:
         """The next batch: its share of the queued items, in order, leaving those whose claims
         a running batch holds or an item left waiting before them shares."""
         queued = self._queued.get(key)
@@ -109,34 +120,27 @@ class Coalescer(Generic[Key, Item, Result]):
             if len(batch) == size:
                 waiting.extend(queued[position:])
                 break
-            claims = self._claims(entry[0])
-            if any(claim in held or claim in blocked for claim in claims):
-                blocked.update(claims)
+            if any(claim in held or claim in blocked for claim in entry.claims):
+                blocked.update(entry.claims)
                 waiting.append(entry)
-                if entry[1] not in self._timed:
-                    self._timed.add(entry[1])
-                    asyncio.get_running_loop().call_later(self.patience, self._give_up, key, entry)
+                if entry.patience is None:
+                    entry.patience = asyncio.get_running_loop().call_later(
+                        self.patience, self._give_up, key, entry
+                    )
             else:
                 batch.append(entry)
         queued[:] = waiting
         return batch
 
-    def _give_up(self, key: Key, entry: tuple[Item, asyncio.Future[Result]]) -> None:
+    def _give_up(self, key: Key, entry: _Entry[Item, Result]) -> None:
         """Past its patience, an item still queued behind a running batch's claim leaves the
-        queue unrun (an item taken meanwhile, or free to go at the next take, stays)."""
-        item, future = entry
-        self._timed.discard(future)
-        queued = self._queued.get(key, [])
-        # By identity: two deliveries of the same bytes are equal items.
-        position = next(
-            (i for i, (_, queued_future) in enumerate(queued) if queued_future is future), None
-        )
-        if position is None or future.done():
-            return
+        queue unrun (one free to go at the next take stays)."""
         held = self._held.get(key, {})
-        if any(claim in held for claim in self._claims(item)):
-            del queued[position]
-            future.set_exception(Unclaimed())
+        if entry.future.done() or not any(claim in held for claim in entry.claims):
+            entry.patience = None  # a later wait on a claim is timed afresh
+            return
+        self._queued[key].remove(entry)  # by identity (eq=False): equal items may be queued
+        entry.future.set_exception(Unclaimed())
 
     def _hold(self, key: Key, claims: list[Hashable], by: int) -> None:
         self._busy[key] = self._busy.get(key, 0) + (1 if by > 0 else -1)
@@ -161,23 +165,25 @@ class Coalescer(Generic[Key, Item, Result]):
                     break
                 if self._queued.get(key) and self._running[key] < self.concurrency:
                     self._start(key)  # the rest of the queue is another batch's share
-                claims = [claim for item, _ in batch for claim in self._claims(item)]
+                for entry in batch:
+                    if entry.patience is not None:
+                        entry.patience.cancel()
+                claims = [claim for entry in batch for claim in entry.claims]
                 self._hold(key, claims, 1)
                 try:
-                    results = await self._run(key, [item for item, _ in batch])
+                    results = await self._run(key, [entry.item for entry in batch])
                 except BaseException as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                    for entry in batch:
+                        if not entry.future.done():
+                            entry.future.set_exception(exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
                 finally:
                     self._hold(key, claims, -1)
-                    self._timed.difference_update(future for _, future in batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+                for entry, result in zip(batch, results, strict=True):
+                    if not entry.future.done():
+                        entry.future.set_result(result)
         finally:
             self._running[key] -= 1
             if not self._running[key]:
