@@ -931,9 +931,7 @@ def main(argv: list[str] | None = None) -> int:
     # `shopify-receiver` imports the project through the environment's install, which may be
     # another checkout's (an editable install): this checkout's code is what is served and
     # fingerprinted.
-    base_env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    )
+    base_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.getenv("PYTHONPATH")]))
     try:
         log(f"creating and migrating a database on {make_url(args.postgres_url).host} ...")
         database_url = create_database(args.postgres_url, args.app_role or None)

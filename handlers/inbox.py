@@ -267,15 +267,11 @@ def _count_duplicate(session: AsyncSession) -> Any:
     )
 
 
-async def count_duplicate(session: AsyncSession, shop_domain: str, topic: str, key: str) -> None:
-    """One more redelivery of a stored event: no data changes, but the count is what tells a
-    store's owner Shopify retried (the dashboard's dedupe hits per topic)."""
-    await count_duplicates(session, [(shop_domain, topic, key)])
-
-
 async def count_duplicates(session: AsyncSession, keys: Sequence[tuple[str, str, str]]) -> None:
-    """`count_duplicate` for each (shop, topic, dedupe key), a key once per redelivery, in one
-    round trip (the driver pipelines an executemany)."""
+    """One more redelivery of each stored event (shop, topic, dedupe key; a key once per
+    redelivery), in one round trip (the driver pipelines an executemany): no data changes,
+    but the count is what tells a store's owner Shopify retried (the dashboard's dedupe hits
+    per topic)."""
     if not keys:
         return
     connection = await session.connection()

@@ -122,7 +122,7 @@ async def test_the_same_event_in_another_month_is_a_duplicate(backend, sessions)
     first = await store(sessions, event("evt-1", november, tenant), tenant)
     again = await store(sessions, event("evt-1", december, tenant), tenant)
     async with tenant_transaction(sessions, tenant) as session:
-        await inbox.count_duplicate(session, SHOP, "orders/create", "evt-1")
+        await inbox.count_duplicates(session, [(SHOP, "orders/create", "evt-1")])
 
     assert first is not None
     assert again is None
@@ -233,7 +233,7 @@ async def test_prune_drops_whole_old_months_and_keeps_failed_events_and_their_ke
     assert await store(sessions, event("done", utcnow(), tenant), tenant) is not None
     assert await store(sessions, event("failed", utcnow(), tenant), tenant) is None
     async with tenant_transaction(sessions, tenant) as session:
-        await inbox.count_duplicate(session, SHOP, "orders/create", "failed")
+        await inbox.count_duplicates(session, [(SHOP, "orders/create", "failed")])
     async with backend.sessions() as session:
         counted = await session.scalar(
             select(WebhookEvent.duplicate_count).where(WebhookEvent.id == failed)
