@@ -39,10 +39,12 @@ from models.driver import (
     ROWS_PARAMETER,
     Check,
     bind_processor,
+    driver_of,
     fetch_on,
     json_checks,
     json_field,
     rows_json,
+    session_connection,
 )
 from models.upsert import insert_on_conflict
 
@@ -127,7 +129,7 @@ async def _upsert(
     if not newest:
         return []
     # Core, on the session's connection: the ORM's execute path costs more CPU than the write.
-    connection = await session.connection()
+    connection = await session_connection(session)
     written: list[tuple[Any, ...]] = []
     common = {"tenant_id": tenant_id, "source": source, "synced_at": now}
     if connection.dialect.name == "postgresql":
@@ -339,9 +341,7 @@ async def _copy_merge(
     # Through SQLAlchemy first: it begins the driver's transaction if nothing did yet, so the
     # COPY below runs inside it.
     await connection.exec_driver_sql(staging.create)
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
+    driver = await driver_of(connection)
     records = [[row[n] for n in names] for row in rows]
     for index, process in enumerate(staging.processors):
         if process is not None:

