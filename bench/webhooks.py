@@ -800,6 +800,34 @@ def _setting(run: Run) -> tuple[int, int]:
     return run.target.workers, run.target.connections
 
 
+def p99_bound(run: Run) -> str:
+    """What the p99 goal asks of this machine, from the run's own figures. With `connections`
+    requests always in flight (a closed loop), the mean latency is connections / rate
+    (Little's law) and p99 is at least the mean: p99 under the goal needs more than
+    connections / goal requests a second, whatever the code, and with this run's spread (its
+    p99 over its mean) proportionally more. At the run's CPU per request (server, PostgreSQL
+    and load generator together) each rate takes so many cores."""
+    floor = run.target.connections / (P99_GOAL_MS / 1000)
+    rate = run.load["rate"]
+    spread = run.load["p99_ms"] / (run.target.connections / rate * 1000) if rate else 1.0
+    requests = run.load["requests"] or 1
+    server, postgres, load = (
+        run.cpu[key] / requests * 1e6 for key in ("server", "postgres", "load")
+    )
+    per_request = (server + postgres + load) / 1e6
+    seconds = run.load["seconds"]
+    cores = round(run.cpu["total"] / seconds) if seconds else 0
+    return (
+        f"p99 < {P99_GOAL_MS:.0f} ms with {run.target.connections} requests always in flight "
+        f"needs more than {floor:,.0f} webhooks/s (the mean latency is connections / rate, and "
+        f"p99 is at least the mean), and {floor * spread:,.0f}/s at this run's p99 of "
+        f"{spread:.1f}x its mean; at this run's CPU per webhook (server {server:,.0f}, "
+        f"PostgreSQL {postgres:,.0f}, load generator {load:,.0f} µs) those rates take "
+        f"{floor * per_request:.1f} and {floor * spread * per_request:.1f} cores of the "
+        f"machine's {cores}"
+    )
+
+
 def goal_summary(runs: list[Run]) -> str:
     services = [run for run in runs if run.target.name == "service"]
     reference = {_setting(run): run for run in runs if run.target.name == "reference"}
@@ -818,6 +846,8 @@ def goal_summary(runs: list[Run]) -> str:
         p99_text = f"p99 {_ms(p99)} ms"
         if run.target.connections >= P99_CONNECTIONS:
             p99_text += f" ({'met' if p99 < P99_GOAL_MS else '**not met**'})"
+            if p99 >= P99_GOAL_MS:
+                p99_text += f": {p99_bound(run)}"
         lines.append(
             f"- {run.target.workers} worker(s), {run.target.connections} connections: "
             f"{run.load['rate']:,.0f} webhooks/s, {ratio_text}; {p99_text}"
