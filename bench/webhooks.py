@@ -709,18 +709,27 @@ def check_reference(run: Run, database_url: str) -> None:
 # Table
 
 
+def _cores(run: Run) -> int:
+    """The machine's cores, as the run's CPU accounting saw them."""
+    seconds = run.load["seconds"]
+    return round(run.cpu["total"] / seconds) if seconds else 0
+
+
+def _per_request_us(run: Run, key: str) -> float:
+    """CPU microseconds per request of one part (server, postgres, load)."""
+    return run.cpu[key] / (run.load["requests"] or 1) * 1e6
+
+
 def _cpu_text(run: Run) -> str:
     cpu, seconds = run.cpu, run.load["seconds"]
-    cores = round(cpu["total"] / seconds) if seconds else 0
     share = {key: cpu[key] / seconds for key in ("server", "postgres", "load", "other")}
-    requests = run.load["requests"] or 1
     return (
         f"CPU, share of one core: server {share['server']:.0%}, PostgreSQL backends "
         f"{share['postgres']:.0%}, load generator {share['load']:.0%} "
-        f"({cpu['load'] / requests * 1e6:.0f} µs/request), other processes "
-        f"{share['other']:.0%} (of {cores} cores); per request: server "
-        f"{cpu['server'] / requests * 1e6:,.0f} µs, PostgreSQL "
-        f"{cpu['postgres'] / requests * 1e6:,.0f} µs"
+        f"({_per_request_us(run, 'load'):.0f} µs/request), other processes "
+        f"{share['other']:.0%} (of {_cores(run)} cores); per request: server "
+        f"{_per_request_us(run, 'server'):,.0f} µs, PostgreSQL "
+        f"{_per_request_us(run, 'postgres'):,.0f} µs"
     )
 
 
@@ -734,7 +743,7 @@ def table(calibration: Run | None, runs: list[Run]) -> str:
         "| checks | detail |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    reference = {_setting(run): run for run in runs if run.target.name == "reference"}
+    reference = _references(runs)
 
     rounds = max((run.round for run in runs), default=1)
 
@@ -766,9 +775,8 @@ def table(calibration: Run | None, runs: list[Run]) -> str:
         )
     for run in runs:
         ratio = "—"
-        if run.target.name.startswith("service") and _setting(run) in reference:
-            base = reference[_setting(run)].load["rate"]
-            ratio = f"**{run.load['rate'] / base:.2f}**" if base else "—"
+        if run.target.name.startswith("service") and (value := _ratio(run, reference)):
+            ratio = f"**{value:.2f}**"
         detail = [_cpu_text(run)]
         if run.target.name.startswith("service"):
             requests = run.load["deliveries"] or 1
@@ -806,6 +814,16 @@ def _setting(run: Run) -> tuple[int, int, int]:
     return run.target.workers, run.target.connections, run.round
 
 
+def _references(runs: list[Run]) -> dict[tuple[int, int, int], Run]:
+    return {_setting(run): run for run in runs if run.target.name == "reference"}
+
+
+def _ratio(run: Run, references: Mapping[tuple[int, int, int], Run]) -> float | None:
+    """The run's rate over the reference's at its setting and round (None: no reference)."""
+    base = references.get(_setting(run))
+    return run.load["rate"] / base.load["rate"] if base and base.load["rate"] else None
+
+
 def p99_bound(run: Run) -> str:
     """What the p99 goal asks of this machine, from the run's own figures. With `connections`
     requests always in flight (a closed loop), the mean latency is connections / rate
@@ -816,13 +834,8 @@ def p99_bound(run: Run) -> str:
     floor = run.target.connections / (P99_GOAL_MS / 1000)
     rate = run.load["rate"]
     spread = run.load["p99_ms"] / (run.target.connections / rate * 1000) if rate else 1.0
-    requests = run.load["requests"] or 1
-    server, postgres, load = (
-        run.cpu[key] / requests * 1e6 for key in ("server", "postgres", "load")
-    )
+    server, postgres, load = (_per_request_us(run, key) for key in ("server", "postgres", "load"))
     per_request = (server + postgres + load) / 1e6
-    seconds = run.load["seconds"]
-    cores = round(run.cpu["total"] / seconds) if seconds else 0
     return (
         f"p99 < {P99_GOAL_MS:.0f} ms with {run.target.connections} requests always in flight "
         f"needs more than {floor:,.0f} webhooks/s (the mean latency is connections / rate, and "
@@ -830,13 +843,13 @@ def p99_bound(run: Run) -> str:
         f"{spread:.1f}x its mean; at this run's CPU per webhook (server {server:,.0f}, "
         f"PostgreSQL {postgres:,.0f}, load generator {load:,.0f} µs) those rates take "
         f"{floor * per_request:.1f} and {floor * spread * per_request:.1f} cores of the "
-        f"machine's {cores}"
+        f"machine's {_cores(run)}"
     )
 
 
 def goal_summary(runs: list[Run]) -> str:
     services = [run for run in runs if run.target.name == "service"]
-    reference = {_setting(run): run for run in runs if run.target.name == "reference"}
+    reference = _references(runs)
     if not services:
         return ""
     by_setting: dict[tuple[int, int], list[Run]] = {}
@@ -844,31 +857,22 @@ def goal_summary(runs: list[Run]) -> str:
         by_setting.setdefault((run.target.workers, run.target.connections), []).append(run)
     lines = []
     for (workers, connections), rounds in by_setting.items():
-        ratios = [
-            run.load["rate"] / base.load["rate"]
-            for run in rounds
-            if (base := reference.get(_setting(run))) and base.load["rate"]
-        ]
+        ratios = [value for run in rounds if (value := _ratio(run, reference)) is not None]
         # Several rounds: the median run (by ratio, or by rate without a reference) speaks
         # for the setting, and the range says how far the rounds spread.
-        middle = sorted(
-            rounds,
-            key=lambda run: (
-                run.load["rate"] / base.load["rate"]
-                if (base := reference.get(_setting(run))) and base.load["rate"]
-                else run.load["rate"]
-            ),
-        )[(len(rounds) - 1) // 2]
-        ratio = statistics.median(ratios) if ratios else None
-        if ratio is None:
+        middle = sorted(rounds, key=lambda run: _ratio(run, reference) or run.load["rate"])[
+            (len(rounds) - 1) // 2
+        ]
+        if not ratios:
             ratio_text = "no reference at this setting"
         else:
-            ratio_text = f"ratio {ratio:.2f} ({'met' if ratio >= RATIO_GOAL else '**not met**'})"
+            ratio = statistics.median(ratios)
+            verdict = "met" if ratio >= RATIO_GOAL else "**not met**"
+            ratio_text = f"ratio {ratio:.2f} ({verdict})"
             if len(ratios) > 1:
                 ratio_text = (
                     f"median ratio of {len(ratios)} alternating rounds {ratio:.2f} "
-                    f"(range {min(ratios):.2f}-{max(ratios):.2f}; "
-                    f"{'met' if ratio >= RATIO_GOAL else '**not met**'})"
+                    f"(range {min(ratios):.2f}-{max(ratios):.2f}; {verdict})"
                 )
         p99 = middle.load["p99_ms"]
         p99_text = f"p99 {_ms(p99)} ms"
