@@ -32,7 +32,16 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import ComplianceRequest, WebhookEvent, WebhookEventKey, utcnow
-from models.driver import ROWS_PARAMETER, Check, JsonText, fetch, json_checks, json_field, rows_json
+from models.driver import (
+    ROWS_PARAMETER,
+    Check,
+    JsonText,
+    fetch,
+    json_checks,
+    json_field,
+    rows_json,
+    session_connection,
+)
 from models.upsert import affected_rows, insert_on_conflict
 
 # The columns a stored event is given (`store_event`'s values); the id comes with the key.
@@ -143,7 +152,7 @@ async def store_event(session: AsyncSession, values: Mapping[str, Any]) -> int |
 
     Of two concurrent copies of one event exactly one gets an id back; the other waits for
     that transaction's commit (then returns None) or rollback (then stores its own)."""
-    connection = await session.connection()  # Core: the ORM's execute path costs more
+    connection = await session_connection(session)  # Core: the ORM's execute path costs more
     if _dialect(session) == "postgresql":
         result = await connection.execute(_cached(session, "store", _store_postgresql), values)
         event_id: int | None = result.scalar_one_or_none()
@@ -274,7 +283,7 @@ async def count_duplicates(session: AsyncSession, keys: Sequence[tuple[str, str,
     per topic)."""
     if not keys:
         return
-    connection = await session.connection()
+    connection = await session_connection(session)
     now = utcnow()
     await connection.execute(
         _cached(session, "duplicate", _count_duplicate),

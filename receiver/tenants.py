@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.admin_base import check_store_admin_base_url
 from models import SecretBox, Tenant, utcnow
+from models.driver import session_connection
 from models.encryption import missing_key_advice
 from models.statuses import CredentialsStatus, TenantStatus
 from models.tenancy import cross_store_transaction
@@ -78,7 +79,7 @@ async def tenant_for_webhook(session: AsyncSession, shop_domain: str) -> Webhook
     postgres = session.get_bind().dialect.name == "postgresql"
     statement = _WEBHOOK_TENANT_SCOPED if postgres else _WEBHOOK_TENANT
     # Core, on the session's connection: the ORM's execute path costs more CPU than the query.
-    connection = await session.connection()
+    connection = await session_connection(session)
     row = (await connection.execute(statement, {"shop": shop_domain})).first()
     return None if row is None else WebhookTenant(row[0], row[1], row[2], row[3])
 
