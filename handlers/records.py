@@ -151,11 +151,15 @@ async def _upsert(
     key_columns = [table.c[name] for name in _key_names(model)]
     if not returning:
         for names, group in groups.items():
-            await connection.execute(_upsert_statement(session, model, names), group)
+            await connection.execute(
+                _upsert_statement(session, model, names, skip_same=True), group
+            )
         return [record_key(model, row) for row in rows]
     # RETURNING lists only the rows the INSERT ... ON CONFLICT DO UPDATE WHERE wrote.
     for names, group in groups.items():
-        statement = _upsert_statement(session, model, names).returning(*key_columns)
+        statement = _upsert_statement(session, model, names, skip_same=False).returning(
+            *key_columns
+        )
         # RETURNING makes the batch one multi-row INSERT: keep its bind parameters under
         # SQLite's limit (32,766) whatever the row's width.
         step = max(1, _MAX_PARAMETERS // len(names))
@@ -253,7 +257,9 @@ def _json_merge(
             .select_from(given)
             .subquery("incoming")
         )
-        statement = _merge_from(model, names + _COMMON, incoming, _bound_common(table))
+        statement = _merge_from(
+            model, names + _COMMON, incoming, _bound_common(table), skip_same=not returning
+        )
         if returning:
             statement = statement.returning(*(table.c[name] for name in _key_names(model)))
         merge = _JsonMerge(statement, json_checks(dialect, read))
@@ -317,10 +323,14 @@ BEGIN
 END $$"""
     stage = table_clause(name, *(column(n, table.c[n].type) for n in names), schema="pg_temp")
     moved = delete(stage).returning(*stage.c).cte("moved")
-    merge = _merge_from(model, names + _COMMON, moved, _bound_common(table)).add_cte(moved)
+    columns = names + _COMMON
+    merge = _merge_from(model, columns, moved, _bound_common(table), skip_same=True)
     key_columns = [table.c[n] for n in _key_names(model)]
+    merge_returning = (
+        _merge_from(model, columns, moved, _bound_common(table)).add_cte(moved)
+    ).returning(*key_columns)
     processors = tuple(bind_processor(dialect, table.c[n].type) for n in names)
-    staging = _Staging(name, create, merge, merge.returning(*key_columns), processors)
+    staging = _Staging(name, create, merge.add_cte(moved), merge_returning, processors)
     _STAGINGS[key] = staging
     return staging
 
@@ -362,17 +372,19 @@ _MAX_PARAMETERS = 30_000
 _SORTED_NAMES: dict[tuple[tuple[str, ...], frozenset[str]], tuple[str, ...]] = {}
 
 
-_UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+_UPSERTS: dict[tuple[str, str, tuple[str, ...], bool], Any] = {}
 
 
-def _upsert_statement(session: AsyncSession, model: RowModel, names: tuple[str, ...]) -> Any:
+def _upsert_statement(
+    session: AsyncSession, model: RowModel, names: tuple[str, ...], *, skip_same: bool
+) -> Any:
     """The guarded upsert for these columns, built once: building it (its `excluded` alias
     above all) costs more CPU than a single webhook's write."""
-    key = (session.get_bind().dialect.name, str(model.__tablename__), names)
+    key = (session.get_bind().dialect.name, str(model.__tablename__), names, skip_same)
     statement = _UPSERTS.get(key)
     if statement is None:
         table = cast(Table, model.__table__)
-        statement = _guarded(insert_on_conflict(session, table), model, names)
+        statement = _guarded(insert_on_conflict(session, table), model, names, skip_same=skip_same)
         _UPSERTS[key] = statement
     return statement
 
@@ -393,6 +405,8 @@ def _merge_from(
     names: tuple[str, ...],
     incoming: Any,
     bound: Mapping[str, Any] | None = None,
+    *,
+    skip_same: bool = False,
 ) -> Any:
     """The guarded upsert of `names` from `incoming` (the staging table's moved rows, or the
     rows read from JSON), taken in key order so concurrent writers lock rows in one order.
@@ -402,13 +416,22 @@ def _merge_from(
     source = select(*(given[n] if n in given else incoming.c[n] for n in names)).order_by(
         *(incoming.c[n] for n in _key_names(model))
     )
-    return _guarded(postgresql.insert(table).from_select(list(names), source), model, names)
+    insert = postgresql.insert(table).from_select(list(names), source)
+    return _guarded(insert, model, names, skip_same=skip_same)
 
 
-def _guarded(insert: Any, model: RowModel, names: tuple[str, ...]) -> Any:
+def _guarded(insert: Any, model: RowModel, names: tuple[str, ...], *, skip_same: bool) -> Any:
     """`insert` (of values, or from the staging table) as the order-safe upsert: on conflict
     the row takes these columns only when the incoming `updated_at` is not older than the
-    stored one and the row is not a final tombstone (a revivable one yields to a newer record)."""
+    stored one and the row is not a final tombstone (a revivable one yields to a newer record).
+
+    `skip_same`: a row that would keep every value it has (but when and by whom it was
+    written) is left as it is. An order update repeats its line items, most often unchanged;
+    rewriting each costs PostgreSQL a new row version, its index entries and WAL. Only for
+    writes that do not answer which rows they wrote (children, levels, reconcile's repairs):
+    a parent's answer decides whether its children are written, so a parent is always
+    written. Every column is compared, `shopify_updated_at` too, so a skipped row is
+    exactly the row the write would have left (its order guard included)."""
     table = cast(Table, model.__table__)
     excluded = insert.excluded
     kept = _kept_on_update(model)
@@ -424,11 +447,24 @@ def _guarded(insert: Any, model: RowModel, names: tuple[str, ...]) -> Any:
         alive = or_(table.c.deleted_at.is_(None), excluded.shopify_updated_at > table.c.deleted_at)
     else:
         alive = table.c.deleted_at.is_(None)
+    applies = and_(alive, not_older)
+    if skip_same:
+        changes = [
+            table.c[name].is_distinct_from(value)
+            for name, value in values.items()
+            if name not in _WRITE_STAMPS
+        ]
+        applies = and_(applies, or_(*changes))
     return insert.on_conflict_do_update(
         index_elements=[table.c[name] for name in model.conflict_key],
         set_=values,
-        where=and_(alive, not_older),
+        where=applies,
     )
+
+
+# What an upsert sets on every row it writes, whatever the record says: a row differing from
+# the record only in these is the record already (`skip_same`).
+_WRITE_STAMPS = frozenset({"synced_at", "source"})
 
 
 async def tombstone(

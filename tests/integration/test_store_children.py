@@ -16,6 +16,7 @@ from sqlalchemy import select
 from models import (
     CustomerAddress,
     Fulfillment,
+    Order,
     OrderLineItem,
     OrderRefund,
     OrderRefundLineItem,
@@ -139,6 +140,49 @@ async def test_a_line_item_removed_by_an_edit_is_tombstoned_and_an_older_body_ch
     assert by_id[removed].deleted_at is not None
     assert by_id[kept].current_quantity == 7
     assert "stale" not in {row.vendor for row in by_id.values()}
+
+
+async def test_an_update_rewrites_only_the_children_it_changes(
+    backend: Backend, served: ServedApp, http: httpx.AsyncClient
+) -> None:
+    await create_tenant(backend.sessions)
+    original = sample_payload("orders/fulfilled")
+    assert await post(http, served, "orders/updated", original) == "processed"
+    written = {
+        model: {row.shopify_id: row.synced_at for row in await rows(backend, model)}
+        for model in (OrderLineItem, Fulfillment)
+    }
+    [order_written] = [row.synced_at for row in await rows(backend, Order)]
+    assert all(len(by_id) == 2 for by_id in written.values())
+
+    # A tag added: the order is rewritten, its line items and fulfillments are the same.
+    tagged = later(original, 5)
+    tagged["tags"] = "vip"
+    assert await post(http, served, "orders/updated", tagged) == "processed"
+    [order] = await rows(backend, Order)
+    assert order.synced_at > order_written
+    for model, by_id in written.items():
+        assert {row.shopify_id: row.synced_at for row in await rows(backend, model)} == by_id
+
+    # One line item's quantity and one fulfillment's status (with its own newer updated_at)
+    # change: those two rows are rewritten, their siblings are not.
+    changed = later(tagged, 5)
+    changed_item = changed["line_items"][0]
+    changed_item["current_quantity"] = 9
+    fulfillment = changed["fulfillments"][0]
+    fulfillment["shipment_status"] = "delivered"
+    fulfillment["updated_at"] = changed["updated_at"]
+    assert await post(http, served, "orders/updated", changed) == "processed"
+    items = {row.shopify_id: row for row in await rows(backend, OrderLineItem)}
+    assert items[changed_item["id"]].current_quantity == 9
+    assert {key for key, row in items.items() if row.synced_at != written[OrderLineItem][key]} == {
+        changed_item["id"]
+    }
+    fulfillments = {row.shopify_id: row for row in await rows(backend, Fulfillment)}
+    assert fulfillments[fulfillment["id"]].shipment_status == "delivered"
+    assert {
+        key for key, row in fulfillments.items() if row.synced_at != written[Fulfillment][key]
+    } == {fulfillment["id"]}
 
 
 async def test_a_body_without_a_child_list_leaves_the_stored_children_alone(
