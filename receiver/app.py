@@ -43,6 +43,7 @@ from receiver.webhooks import (
     ExceptionHandler,
     WebhookLane,
     batch_claims,
+    quiet_acknowledged_webhooks,
     receive_webhook,
     store_together,
 )
@@ -104,6 +105,7 @@ def create_served_app() -> Starlette:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     configure_logging_once()
+    quiet_acknowledged_webhooks()
     settings = settings or Settings.from_env()
     settings.apply_metafields()
 

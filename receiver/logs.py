@@ -95,7 +95,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         try:
-            # orjson: each webhook writes two lines, and json.dumps cost a few percent of a
+            # orjson: each webhook writes a line, and json.dumps cost a few percent of a
             # webhook's CPU. Times pass through to str() as json.dumps's default=str wrote them.
             return orjson.dumps(
                 document, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME
@@ -201,7 +201,7 @@ def configure_logging(
     """Raises LoggingConfigError for a LOG_FORMAT or LOG_LEVEL we do not know."""
     console = console or terminal_console()
     # No format of ours shows the process, thread or multiprocessing name; collecting them
-    # costs a system call (getpid) and lookups on each of a webhook's two lines.
+    # costs a system call (getpid) and lookups on each webhook's line.
     logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     chosen = choose_format(log_format or os.environ.get("LOG_FORMAT"), console.is_terminal)
     root = logging.getLogger()

@@ -51,7 +51,7 @@ async def test_webhook_log_lines_carry_shop_topic_and_webhook_id(backend, served
 
 def test_every_worker_of_serve_logs_its_webhooks(tmp_path):
     """`serve --workers 2` spawns processes that only run the app factory: their lines about
-    webhooks (and uvicorn's access lines) must still come out, as JSON."""
+    webhooks must still come out, as JSON."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -88,3 +88,62 @@ def test_every_worker_of_serve_logs_its_webhooks(tmp_path):
         reader.join(timeout=10)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def test_an_acknowledged_webhook_is_logged_once_and_a_refused_one_keeps_its_access_line(
+    tmp_path,
+):
+    """A webhook answered 200 has its outcome line only; a refused one (a bad signature) and
+    any other request keep uvicorn's access line."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [str(CLI), "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=cli_env(None, PERIODIC_CHECKS="off", LOG_FORMAT="json"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    lines: queue.Queue[bytes] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr or []])
+    reader.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_serving(process, base)
+        body, headers = delivery("orders/create")
+        accepted = httpx.post(f"{base}/webhooks/shopify", content=body, headers=headers)
+        assert accepted.status_code == 200, accepted.text
+        forged = {**headers, "X-Shopify-Hmac-Sha256": "AAAA" + headers["X-Shopify-Hmac-Sha256"]}
+        refused = httpx.post(f"{base}/webhooks/shopify", content=body, headers=forged)
+        assert refused.status_code == 401, refused.text
+        # Requests are answered, and logged, one after the other: once this one's access line
+        # is out, every line about the two webhooks is.
+        assert httpx.get(f"{base}/readyz").status_code in (200, 503)
+        records = []
+        while not any("GET /readyz" in record.get("message", "") for record in records):
+            try:
+                records.append(json.loads(lines.get(timeout=30)))
+            except ValueError:
+                continue
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        reader.join(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()
+    access = [
+        record["message"].split('"')[1] + record["message"].rsplit('"', 1)[1]
+        for record in records
+        if record.get("logger") == "uvicorn.access"
+    ]
+    assert "POST /webhooks/shopify HTTP/1.1 401" in access
+    assert not any(
+        line.startswith("POST /webhooks/shopify") and line.endswith(" 200") for line in access
+    )
+    about_it = [
+        record for record in records if record.get("webhook_id") == headers["X-Shopify-Webhook-Id"]
+    ]
+    assert [
+        record["event"] for record in about_it if record.get("event") != "webhook.rejected"
+    ] == ["webhook.ignored"]
