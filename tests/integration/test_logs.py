@@ -8,6 +8,9 @@ import queue
 import socket
 import subprocess
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -49,14 +52,16 @@ async def test_webhook_log_lines_carry_shop_topic_and_webhook_id(backend, served
         assert line["event_id"] == headers["X-Shopify-Event-Id"]
 
 
-def test_every_worker_of_serve_logs_its_webhooks(tmp_path):
-    """`serve --workers 2` spawns processes that only run the app factory: their lines about
-    webhooks must still come out, as JSON."""
+@contextmanager
+def serving(tmp_path: Path, *options: str) -> Iterator[tuple[str, Callable[[], dict]]]:
+    """`serve` with these options on a free port, its stderr read as it comes: yields the
+    base URL and a function returning its next JSON line (other lines skipped). Its stderr
+    is a pipe, so its lines are JSON by default."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [str(CLI), "serve", "--workers", "2", "--port", str(port)],
+        [str(CLI), "serve", *options, "--port", str(port)],
         cwd=tmp_path,
         env=cli_env(None, PERIODIC_CHECKS="off"),
         stdout=subprocess.DEVNULL,
@@ -65,23 +70,18 @@ def test_every_worker_of_serve_logs_its_webhooks(tmp_path):
     lines: queue.Queue[bytes] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr or []])
     reader.start()
+
+    def next_record() -> dict:
+        while True:
+            try:
+                return dict(json.loads(lines.get(timeout=30)))
+            except ValueError:
+                continue
+
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_serving(process, base)
-        bodies = [delivery("orders/create", shop=f"worker-{n}.myshopify.com") for n in range(6)]
-        for body, headers in bodies:
-            response = httpx.post(f"{base}/webhooks/shopify", content=body, headers=headers)
-            assert response.status_code == 200, response.text
-        wanted = {headers["X-Shopify-Webhook-Id"] for _, headers in bodies}
-        seen: set[str] = set()
-        while not wanted <= seen:
-            line = lines.get(timeout=30)
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("event") == "webhook.ignored":  # stores unknown to this database
-                seen.add(record["webhook_id"])
+        yield base, next_record
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -90,27 +90,28 @@ def test_every_worker_of_serve_logs_its_webhooks(tmp_path):
             process.stderr.close()
 
 
+def test_every_worker_of_serve_logs_its_webhooks(tmp_path):
+    """`serve --workers 2` spawns processes that only run the app factory: their lines about
+    webhooks must still come out, as JSON."""
+    with serving(tmp_path, "--workers", "2") as (base, next_record):
+        bodies = [delivery("orders/create", shop=f"worker-{n}.myshopify.com") for n in range(6)]
+        for body, headers in bodies:
+            response = httpx.post(f"{base}/webhooks/shopify", content=body, headers=headers)
+            assert response.status_code == 200, response.text
+        wanted = {headers["X-Shopify-Webhook-Id"] for _, headers in bodies}
+        seen: set[str] = set()
+        while not wanted <= seen:
+            record = next_record()
+            if record.get("event") == "webhook.ignored":  # stores unknown to this database
+                seen.add(record["webhook_id"])
+
+
 def test_an_acknowledged_webhook_is_logged_once_and_a_refused_one_keeps_its_access_line(
     tmp_path,
 ):
     """A webhook answered 200 has its outcome line only; a refused one (a bad signature) and
     any other request keep uvicorn's access line."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [str(CLI), "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=cli_env(None, PERIODIC_CHECKS="off", LOG_FORMAT="json"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    lines: queue.Queue[bytes] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr or []])
-    reader.start()
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_serving(process, base)
+    with serving(tmp_path) as (base, next_record):
         body, headers = delivery("orders/create")
         accepted = httpx.post(f"{base}/webhooks/shopify", content=body, headers=headers)
         assert accepted.status_code == 200, accepted.text
@@ -120,18 +121,9 @@ def test_an_acknowledged_webhook_is_logged_once_and_a_refused_one_keeps_its_acce
         # Requests are answered, and logged, one after the other: once this one's access line
         # is out, every line about the two webhooks is.
         assert httpx.get(f"{base}/readyz").status_code in (200, 503)
-        records = []
-        while not any("GET /readyz" in record.get("message", "") for record in records):
-            try:
-                records.append(json.loads(lines.get(timeout=30)))
-            except ValueError:
-                continue
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        reader.join(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+        records = [next_record()]
+        while "GET /readyz" not in records[-1].get("message", ""):
+            records.append(next_record())
     access = [
         record["message"].split('"')[1] + record["message"].rsplit('"', 1)[1]
         for record in records
