@@ -75,10 +75,13 @@ MAX_JSON_DEPTH = 64
 DELIVERY_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
 API_VERSION = re.compile(r"[A-Za-z0-9._\-]{1,32}")
 # One store's whole-record events are stored and applied in batches of at most this many, at
-# most this many batches at once (receiver.coalesce): enough to share each commit widely, few
-# enough that a batch stays well inside Shopify's five seconds.
+# most this many batches at once per web process (receiver.coalesce): enough to share each
+# commit widely, few enough that a batch stays well inside Shopify's five seconds. Two, not
+# three: with two web processes three made batches of 7 events and cost 0.82-0.84x the
+# reference where two made batches of 10 and took 0.93-0.96x; one process took the same
+# with either (bench/RESULTS.md, notes of 17:47 UTC).
 WEBHOOK_BATCH_MAX = 64
-WEBHOOK_BATCHES_PER_STORE = 3
+WEBHOOK_BATCHES_PER_STORE = 2
 # How long a delivery waits for a running batch that writes its record before it goes alone: a
 # batch takes tens of milliseconds, and one stuck on a lock must not add its wait to the
 # delivery's own limits (a connection within the pool's 2 s), inside Shopify's 5 s.
