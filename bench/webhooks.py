@@ -857,12 +857,12 @@ def goal_summary(runs: list[Run]) -> str:
         by_setting.setdefault((run.target.workers, run.target.connections), []).append(run)
     lines = []
     for (workers, connections), rounds in by_setting.items():
-        ratios = [value for run in rounds if (value := _ratio(run, reference)) is not None]
+        scored = [(_ratio(run, reference), run) for run in rounds]
+        ratios = [value for value, _ in scored if value is not None]
         # Several rounds: the median run (by ratio, or by rate without a reference) speaks
         # for the setting, and the range says how far the rounds spread.
-        middle = sorted(rounds, key=lambda run: _ratio(run, reference) or run.load["rate"])[
-            (len(rounds) - 1) // 2
-        ]
+        scored.sort(key=lambda pair: pair[1].load["rate"] if pair[0] is None else pair[0])
+        middle = scored[(len(scored) - 1) // 2][1]
         if not ratios:
             ratio_text = "no reference at this setting"
         else:
