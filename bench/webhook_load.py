@@ -51,6 +51,12 @@ from receiver.signature import sign
 # Placeholders in the body templates. Neither occurs in the samples; the builder checks.
 ID_TOKEN = "918273645500000001"
 TS_TOKEN = "1999-12-31T23:59:59-00:00"
+# An order's line items name variants of one product the stream created (`_request`), as a
+# store's orders do: with the samples' two variant ids in every order, PostgreSQL's statistics
+# say each variant is named by half the line items, and nulling the names of a removed
+# variant (handlers.children) is planned as a scan of them all.
+PRODUCT_TOKEN = "918273645600000002"
+NO_PRODUCT_YET = 4_999_999_999_999
 SHOP_TZ = timezone(timedelta(hours=-5))  # the samples' shop offset
 BASE_TIME = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 RECENT_IDS = 1000  # updates name one of this many most recent ids of their resource
@@ -153,6 +159,8 @@ def _order_template(topic: str, target: int, rng: random.Random) -> dict[str, An
         item["id"] = child_id(index)
         item["admin_graphql_api_id"] = f"gid://shopify/LineItem/{item['id']}"
         item["quantity"] = item["current_quantity"] = rng.randint(1, 4)
+        item["product_id"] = int(PRODUCT_TOKEN)
+        item["variant_id"] = int(f"{PRODUCT_TOKEN}{index:02d}")
         return item
 
     for count in range(rng.randint(1, 5), 0, -1):
@@ -228,7 +236,11 @@ def build_templates(rng: random.Random) -> dict[str, list[Template]]:
             target = MIN_BODY + (MAX_BODY - MIN_BODY) * index // (TEMPLATES_PER_TOPIC - 1)
             body = compact(builder(topic, target, rng))
             text = body.decode()
-            if text.count(TS_TOKEN) != 1 or ID_TOKEN not in text:
+            if (
+                text.count(TS_TOKEN) != 1
+                or ID_TOKEN not in text
+                or (resource == "orders") != (PRODUCT_TOKEN in text)
+            ):
                 raise RuntimeError(f"{topic}: the placeholders are not where they belong")
             built.append(Template(topic, resource, body))
         templates[topic] = built
@@ -290,6 +302,10 @@ class DeliveryStream:
         body = template.body.replace(ID_TOKEN.encode(), str(shopify_id).encode()).replace(
             TS_TOKEN.encode(), stamp.encode()
         )
+        if template.resource == "orders":
+            products = self.ids["products"]
+            product = self.rng.choice(products) if products else NO_PRODUCT_YET
+            body = body.replace(PRODUCT_TOKEN.encode(), str(product).encode())
         event_id = self._uuid()
         head = (
             f"POST {self.path} HTTP/1.1\r\n"
