@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -37,7 +38,6 @@ from receiver.stats import api_stats
 from receiver.web import STATIC_DIR, SessionCookies, login_page, login_submit, logout
 from receiver.webhooks import (
     WEBHOOK_BATCH_MAX,
-    WEBHOOK_BATCHES_PER_STORE,
     WEBHOOK_CLAIM_PATIENCE_SECONDS,
     WEBHOOK_PATH,
     ExceptionHandler,
@@ -45,6 +45,7 @@ from receiver.webhooks import (
     batch_claims,
     quiet_acknowledged_webhooks,
     receive_webhook,
+    store_batches_per_process,
     store_together,
 )
 
@@ -95,15 +96,27 @@ class State(TypedDict):
     services: Services
 
 
+# How many web processes `serve` runs, for each of them to read: uvicorn builds the app in
+# each process from an import string, with no arguments.
+WEB_PROCESSES_ENV = "SHOPIFY_RECEIVER_WEB_PROCESSES"
+
+
 def create_served_app() -> Starlette:
     """The app as `serve` runs it in each worker process: built, then the interpreter set up
     for a long-running process (`receiver.runtime`)."""
-    app = create_app()
+    app = create_app(web_processes=served_web_processes())
     tune_garbage_collector()
     return app
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def served_web_processes() -> int:
+    """How many web processes `serve` started (1 when it did not say)."""
+    return int(os.environ.get(WEB_PROCESSES_ENV) or 1)
+
+
+def create_app(settings: Settings | None = None, *, web_processes: int = 1) -> Starlette:
+    """The service's app. `web_processes`: how many processes serve it side by side (a
+    store's webhook batches in flight are shared among them)."""
     configure_logging_once()
     quiet_acknowledged_webhooks()
     settings = settings or Settings.from_env()
@@ -150,11 +163,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     webhook_batches=Coalescer(
                         partial(store_together, sessions),
                         max_batch=WEBHOOK_BATCH_MAX,
-                        # SQLite has one writer: a second batch would only poll for the
-                        # write lock (its busy handler sleeps up to 100 ms at a time).
-                        concurrency=(
-                            1 if is_sqlite(settings.database_url) else WEBHOOK_BATCHES_PER_STORE
-                        ),
+                        concurrency=store_batches_per_process(settings.database_url, web_processes),
                         claims=batch_claims,
                         patience=WEBHOOK_CLAIM_PATIENCE_SECONDS,
                     ),

@@ -288,6 +288,7 @@ def main(debug: bool) -> None:
 def serve(host: str, port: int, workers: int) -> None:
     """Serve webhooks and pages (migrates the embedded SQLite default first)."""
     from models import migrate as migrations
+    from receiver.app import WEB_PROCESSES_ENV
     from receiver.limits import run_server, server_config
     from receiver.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 
@@ -318,6 +319,7 @@ def serve(host: str, port: int, workers: int) -> None:
     # Several workers share one set of metrics through files (prometheus_client's
     # multiprocess mode); the directory must be in the environment before they start.
     metrics_dir = prepare_multiprocess_dir() if workers > 1 else None
+    os.environ[WEB_PROCESSES_ENV] = str(workers)
     try:
         run_server(config)
     finally:

@@ -39,7 +39,7 @@ from handlers.resources import resource_for_topic
 from handlers.retries import schedule_retry
 from handlers.shop_identity import ShopMismatch
 from handlers.topic_table import HANDLERS
-from models import utcnow
+from models import is_sqlite, utcnow
 from models.statuses import EventStatus
 from models.tenancy import cross_store_transaction, tenant_transaction, use_all_tenants
 from receiver.coalesce import Unclaimed
@@ -74,14 +74,28 @@ MAX_JSON_DEPTH = 64
 # Webhook and event ids are UUIDs; allow a little more but nothing that is not plain ASCII.
 DELIVERY_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
 API_VERSION = re.compile(r"[A-Za-z0-9._\-]{1,32}")
-# One store's whole-record events are stored and applied in batches of at most this many, at
-# most this many batches at once per web process (receiver.coalesce): enough to share each
-# commit widely, few enough that a batch stays well inside Shopify's five seconds. Two, not
-# three: with two web processes three made batches of 7 events and cost 0.82-0.84x the
-# reference where two made batches of 10 and took 0.93-0.96x; one process took the same
-# with either (bench/RESULTS.md, notes of 17:47 UTC).
+# One store's whole-record events are stored and applied in batches of at most this many
+# (receiver.coalesce): enough to share each commit widely, few enough that a batch stays well
+# inside Shopify's five seconds.
 WEBHOOK_BATCH_MAX = 64
+# A store's batches in flight at once across the web processes, each process running its
+# share (`store_batches_per_process`). One process needs two: one batch writes while the next
+# one's requests are read. Several processes overlap each other's batches already, and more
+# batches in flight only make each smaller: two processes running two each made batches of
+# 9.5 events and took 7-9 % more CPU per webhook (server and PostgreSQL) than one each, which
+# made batches of 16 (bench/RESULTS.md, notes of 2026-12-02 21:30 UTC).
 WEBHOOK_BATCHES_PER_STORE = 2
+
+
+def store_batches_per_process(database_url: str, web_processes: int) -> int:
+    """How many of a store's batches one web process runs at once. SQLite has one writer: a
+    second batch would only poll for the write lock (its busy handler sleeps up to 100 ms at
+    a time)."""
+    if is_sqlite(database_url):
+        return 1
+    return max(1, WEBHOOK_BATCHES_PER_STORE // max(1, web_processes))
+
+
 # How long a delivery waits for a running batch that writes its record before it goes alone: a
 # batch takes tens of milliseconds, and one stuck on a lock must not add its wait to the
 # delivery's own limits (a connection within the pool's 2 s), inside Shopify's 5 s.
