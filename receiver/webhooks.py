@@ -76,8 +76,12 @@ DELIVERY_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
 API_VERSION = re.compile(r"[A-Za-z0-9._\-]{1,32}")
 # One store's whole-record events are stored and applied in batches of at most this many
 # (receiver.coalesce): enough to share each commit widely, few enough that a batch stays well
-# inside Shopify's five seconds.
-WEBHOOK_BATCH_MAX = 64
+# inside Shopify's five seconds. 32, not 64: with one web process at 64 connections, 32 took
+# 1,682-1,753 webhooks/s against 1,583-1,641 for 64 in four alternating pairs, and its batches
+# held more events on average, not fewer (about 21 against 14-15: a smaller cap keeps the two
+# batches in flight closer in size, so they end in turn); 16 took 1,588. Two processes, whose
+# batches hold about 16, took the same with either (bench/RESULTS.md, notes of 22:07 UTC).
+WEBHOOK_BATCH_MAX = 32
 # A store's batches in flight at once across the web processes, each process running its
 # share (`store_batches_per_process`). One process needs two: one batch writes while the next
 # one's requests are read. Several processes overlap each other's batches already, and more
