@@ -80,14 +80,14 @@ API_VERSION = re.compile(r"[A-Za-z0-9._\-]{1,32}")
 # 1,682-1,753 webhooks/s against 1,583-1,641 for 64 in four alternating pairs, and its batches
 # held more events on average, not fewer (about 21 against 14-15; presumably two batches
 # closer in size end in turn, which was not taken apart); 16 took 1,588. Two processes, whose
-# batches hold about 16, took the same with either (bench/RESULTS.md, notes of 22:07 UTC).
+# batches hold about 16, took the same with either (bench/RESULTS.md, notes of 22:25 UTC).
 WEBHOOK_BATCH_MAX = 32
 # A store's batches in flight at once across the web processes, each process running its
 # share (`store_batches_per_process`). One process needs two: one batch writes while the next
 # one's requests are read. Several processes overlap each other's batches already, and more
 # batches in flight only make each smaller: two processes running two each made batches of
 # 9.5 events and took 7-9 % more CPU per webhook (server and PostgreSQL) than one each, which
-# made batches of 16 (bench/RESULTS.md, notes of 2026-12-02 21:30 UTC).
+# made batches of 16 (bench/RESULTS.md, notes of 2026-12-02 21:17 UTC).
 WEBHOOK_BATCHES_PER_STORE = 2
 
 
