@@ -77,7 +77,7 @@ API_VERSION = re.compile(r"[A-Za-z0-9._\-]{1,32}")
 # One store's whole-record events are stored and applied in batches of at most this many
 # (receiver.coalesce): enough to share each commit widely, few enough that a batch stays well
 # inside Shopify's five seconds. 32, not 64: with one web process at 64 connections, 32 took
-# 1,682-1,753 webhooks/s against 1,583-1,641 for 64 in four alternating pairs, and its batches
+# 1,682-1,753 webhooks/s against 1,583-1,641 for 64 (runs taken in turn), and its batches
 # held more events on average, not fewer (about 21 against 14-15; presumably two batches
 # closer in size end in turn, which was not taken apart); 16 took 1,588. Two processes, whose
 # batches hold about 16, took the same with either (bench/RESULTS.md, notes of 22:25 UTC).
