@@ -33,7 +33,7 @@ from receiver.pages import home, replay_event, run_backfill, store_page
 from receiver.runtime import tune_garbage_collector
 from receiver.security import SecurityHeaders
 from receiver.services import Services
-from receiver.settings import Settings
+from receiver.settings import Settings, positive_int
 from receiver.stats import api_stats
 from receiver.web import STATIC_DIR, SessionCookies, login_page, login_submit, logout
 from receiver.webhooks import (
@@ -110,8 +110,9 @@ def create_served_app() -> Starlette:
 
 
 def served_web_processes() -> int:
-    """How many web processes `serve` started (1 when it did not say)."""
-    return int(os.environ.get(WEB_PROCESSES_ENV) or 1)
+    """How many web processes `serve` started (1 when it did not say). Set by hand to what
+    is not a positive whole number, it is refused in one line, as every setting is."""
+    return positive_int(os.environ, WEB_PROCESSES_ENV, 1)
 
 
 def create_app(settings: Settings | None = None, *, web_processes: int = 1) -> Starlette:

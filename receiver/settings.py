@@ -92,7 +92,9 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     return _positive(env, name, default, float, "a number")
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """`name`'s whole number in `env` (`default` when unset); SettingsError, one line naming
+    the variable, when it is not a positive whole number."""
     return _positive(env, name, default, int, "a whole number")
 
 
@@ -230,13 +232,13 @@ class Settings:
             watchdog_interval_seconds=_positive_float(env, "WATCHDOG_INTERVAL_SECONDS", 300.0),
             reconcile_interval_seconds=_positive_float(env, "RECONCILE_INTERVAL_SECONDS", 86400.0),
             periodic_checks=_switch(env, "PERIODIC_CHECKS", True),
-            http_max_connections=_positive_int(env, "HTTP_MAX_CONNECTIONS", 1000),
+            http_max_connections=positive_int(env, "HTTP_MAX_CONNECTIONS", 1000),
             http_header_timeout_seconds=_positive_float(env, "HTTP_HEADER_TIMEOUT_SECONDS", 5.0),
             http_body_timeout_seconds=_positive_float(env, "HTTP_BODY_TIMEOUT_SECONDS", 3.0),
-            webhook_unverified_budget_bytes=_positive_int(
+            webhook_unverified_budget_bytes=positive_int(
                 env, "WEBHOOK_UNVERIFIED_BUDGET_BYTES", DEFAULT_UNVERIFIED_BUDGET_BYTES
             ),
-            webhook_small_body_bytes=_positive_int(
+            webhook_small_body_bytes=positive_int(
                 env, "WEBHOOK_SMALL_BODY_BYTES", DEFAULT_SMALL_BODY_BYTES
             ),
             database_statement_timeout_seconds=_positive_float(
@@ -247,7 +249,7 @@ class Settings:
             ),
             metrics_token=Secret(env["METRICS_TOKEN"]) if env.get("METRICS_TOKEN") else None,
             allow_rls_bypass=_switch(env, "ALLOW_RLS_BYPASS", False),
-            event_max_attempts=_positive_int(env, "EVENT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
+            event_max_attempts=positive_int(env, "EVENT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
             metafield_namespaces=_namespaces(env.get("METAFIELD_NAMESPACES")),
             extra_scopes=tuple(
                 scope.strip() for scope in env.get("SHOPIFY_SCOPES", "").split(",") if scope.strip()

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from receiver.app import WEB_PROCESSES_ENV, create_app, served_web_processes
+from receiver.settings import SettingsError
 from receiver.webhooks import WEBHOOK_BATCHES_PER_STORE
 from tests.conftest import Backend, settings_for
 
@@ -49,3 +50,14 @@ def test_each_served_process_knows_how_many_serve_started(monkeypatch) -> None:
     assert served_web_processes() == 1
     monkeypatch.setenv(WEB_PROCESSES_ENV, "3")
     assert served_web_processes() == 3
+
+
+@pytest.mark.parametrize("given", ["two", "0", "-1", "1.5"])
+def test_a_hand_set_process_count_that_is_not_one_is_refused_in_one_line(
+    monkeypatch, given: str
+) -> None:
+    monkeypatch.setenv(WEB_PROCESSES_ENV, given)
+    with pytest.raises(SettingsError) as refused:
+        served_web_processes()
+    assert WEB_PROCESSES_ENV in str(refused.value)
+    assert "\n" not in str(refused.value)
