@@ -40,6 +40,7 @@ from receiver.webhooks import (
     WEBHOOK_BATCH_MAX,
     WEBHOOK_CLAIM_PATIENCE_SECONDS,
     WEBHOOK_PATH,
+    BatchTransactions,
     ExceptionHandler,
     WebhookLane,
     batch_claims,
@@ -148,6 +149,13 @@ def create_app(settings: Settings | None = None, *, web_processes: int = 1) -> S
                 queue = ProcrastinateQueue(procrastinate_app(settings.database_url))
                 stack.push_async_callback(queue.close)
                 job_queue = queue
+            # Only PostgreSQL runs a store's batches side by side; SQLite writes one at a time.
+            transactions = BatchTransactions(
+                sessions,
+                ahead_from=None if is_sqlite(settings.database_url) else engine.sync_engine.pool,
+            )
+            # Registered after the engine's disposal, so it runs first (LIFO).
+            stack.push_async_callback(transactions.close)
             yield {
                 "services": Services(
                     settings=settings,
@@ -162,7 +170,7 @@ def create_app(settings: Settings | None = None, *, web_processes: int = 1) -> S
                         settings.webhook_small_body_bytes,
                     ),
                     webhook_batches=Coalescer(
-                        partial(store_together, sessions),
+                        partial(store_together, transactions),
                         max_batch=WEBHOOK_BATCH_MAX,
                         concurrency=store_batches_per_process(settings.database_url, web_processes),
                         claims=batch_claims,

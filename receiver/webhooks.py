@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -14,6 +15,7 @@ from typing import Any
 
 from cryptography.fernet import InvalidToken
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.pool import Pool, QueuePool
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -99,6 +101,11 @@ def store_batches_per_process(database_url: str, web_processes: int) -> int:
         return 1
     return max(1, WEBHOOK_BATCHES_PER_STORE // max(1, web_processes))
 
+
+# How long a store's next batch transaction, opened while its batch runs (BatchTransactions),
+# waits to be taken before it is closed: under load a store's batches follow each other within
+# tens of milliseconds, and one held longer would only keep a pooled connection from others.
+NEXT_TRANSACTION_IDLE_SECONDS = 0.1
 
 # How long a delivery waits for a running batch that writes its record before it goes alone: a
 # batch takes tens of milliseconds, and one stuck on a lock must not add its wait to the
@@ -533,8 +540,104 @@ def batch_claims(delivery: Delivery) -> tuple[tuple[str, ...], ...]:
     return claims
 
 
+_Opened = tuple[AsyncSession, WebhookTenant | None]
+
+
+class BatchTransactions:
+    """Where a store's webhook batches get their transaction: a session whose transaction
+    has begun, the store's row read and (PostgreSQL) scoped to it (`tenant_for_webhook`).
+
+    With `ahead`, a batch of two or more deliveries (the store is busy) has its store's next
+    transaction opened while it runs, so the next batch starts writing at once: opening costs
+    two round trips (BEGIN, the store's row), each waiting for the event loop behind the
+    parsing of other requests. In one web process at 64 connections opening took a batch
+    6.8 ms of its 38.7 ms; opened ahead, taking it took 0.5 ms, and five alternating runs
+    took 882-1,023 webhooks/s against 791-889 (bench/RESULTS.md, notes of 2026-12-03).
+
+    At most one is opened ahead per store, and only while fewer connections than the pool's
+    size are checked out: its overflow stays for requests, so one opened ahead never makes
+    another store's request wait for a connection. One not taken within
+    NEXT_TRANSACTION_IDLE_SECONDS is closed. The store's row is then read up to that long
+    before the batch uses it, as it always was read before the batch's own writes: a status
+    change committed meanwhile (an uninstall) reaches the batches that open after it."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        ahead_from: Pool | None = None,
+        idle_seconds: float = NEXT_TRANSACTION_IDLE_SECONDS,
+    ) -> None:
+        """`ahead_from`: the pool of `sessions`' engine, whose room below its size
+        transactions opened ahead may take (None: none is opened ahead)."""
+        self._sessions = sessions
+        self._pool = ahead_from
+        self._idle_seconds = idle_seconds
+        self._next: dict[str, tuple[asyncio.Task[_Opened], asyncio.TimerHandle]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def take(self, shop_domain: str) -> _Opened:
+        """The store's transaction for a batch: the one opened ahead, or a new one. Its
+        opening's failure (the database out of reach) is the batch's."""
+        held = self._next.pop(shop_domain, None)
+        if held is None:
+            return await self._open(shop_domain)
+        task, timer = held
+        timer.cancel()
+        return await task
+
+    def open_next(self, shop_domain: str) -> None:
+        """Open the store's next transaction in the background, unless one is open already or
+        the pool has no room below its size."""
+        if shop_domain in self._next or not self._pool_has_room():
+            return
+        task = asyncio.create_task(self._open(shop_domain))
+        timer = asyncio.get_running_loop().call_later(
+            self._idle_seconds, self._expire, shop_domain, task
+        )
+        self._next[shop_domain] = (task, timer)
+
+    async def close(self) -> None:
+        """Close every transaction opened ahead and not taken (the app's shutdown)."""
+        held, self._next = self._next, {}
+        for task, timer in held.values():
+            timer.cancel()
+            await self._discard(task)
+        while self._closing:
+            await asyncio.gather(*self._closing)
+
+    def _pool_has_room(self) -> bool:
+        return isinstance(self._pool, QueuePool) and self._pool.checkedout() < self._pool.size()
+
+    async def _open(self, shop_domain: str) -> _Opened:
+        session = self._sessions()
+        try:
+            return session, await tenant_for_webhook(session, shop_domain)
+        except BaseException:
+            await session.close()
+            raise
+
+    def _expire(self, shop_domain: str, task: asyncio.Task[_Opened]) -> None:
+        held = self._next.get(shop_domain)
+        if held is None or held[0] is not task:
+            return
+        del self._next[shop_domain]
+        closing = asyncio.create_task(self._discard(task))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _discard(task: asyncio.Task[_Opened]) -> None:
+        try:
+            session, _ = await task
+            await session.close()
+        except Exception as exc:
+            # Nobody took it: the next batch opens its own and meets the error itself.
+            log.debug("webhook.batch_transaction_not_closed error=%s", failure_text(exc))
+
+
 async def store_together(
-    sessions: async_sessionmaker[AsyncSession], shop_domain: str, deliveries: list[Delivery]
+    transactions: BatchTransactions, shop_domain: str, deliveries: list[Delivery]
 ) -> list[Outcome | None]:
     """Store and apply one store's batch of events in one transaction; the outcome of each,
     known once it committed. When the batch cannot be applied whole (one body the handler
@@ -542,10 +645,13 @@ async def store_together(
     takes the one-by-one path, where a failing one is stored `failed` without costing the
     others. An unknown store's events take that path too."""
     try:
-        async with sessions() as session, session.begin():
-            tenant = await tenant_for_webhook(session, shop_domain)
+        session, tenant = await transactions.take(shop_domain)
+        # Closing the session rolls back whatever was not committed.
+        async with session:
             if tenant is None:
                 return [None] * len(deliveries)
+            if len(deliveries) > 1:
+                transactions.open_next(shop_domain)
             received_at = utcnow()
             reasons = [
                 skip_reason(
@@ -581,6 +687,7 @@ async def store_together(
                 await _duplicates(session, duplicates)
             if applying:
                 await apply_events_together(session, tenant.id, applying)
+            await session.commit()
         BATCH_EVENTS.observe(len(deliveries))
     except Exception as exc:
         # The database out of reach (no connection free in time, connection lost, statement

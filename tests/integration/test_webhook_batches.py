@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from starlette.datastructures import Headers
 
 from models import (
@@ -25,7 +25,13 @@ from models import (
     WebhookEvent,
 )
 from receiver.samples import sample_payload, webhook_headers
-from receiver.webhooks import Delivery, Verdict, parse_delivery, store_together
+from receiver.webhooks import (
+    BatchTransactions,
+    Delivery,
+    Verdict,
+    parse_delivery,
+    store_together,
+)
 from tests.conftest import Backend, ServedApp
 from tests.factories import APP_SECRET, SHOP, create_tenant, delivery, order_version
 
@@ -62,7 +68,7 @@ async def test_a_batch_stores_and_applies_every_event_in_one_commit(backend: Bac
         parsed("customers/update", sample_payload("customers/update")),
         parsed("orders/updated", order_version(1001, 2), event_id="event-1"),
     ]
-    outcomes = await store_together(backend.sessions, SHOP, batch)
+    outcomes = await store_together(BatchTransactions(backend.sessions), SHOP, batch)
 
     assert [outcome.verdict if outcome else None for outcome in outcomes] == [
         *[Verdict.PROCESSED] * 5,
@@ -98,11 +104,11 @@ async def test_a_batchs_redeliveries_are_each_counted_on_their_stored_event(
         parsed("orders/create", order_version(1002, 1), event_id="event-2"),
         parsed("orders/create", order_version(1003, 1), event_id="event-3"),
     ]
-    await store_together(backend.sessions, SHOP, originals)
+    await store_together(BatchTransactions(backend.sessions), SHOP, originals)
     # Event 1 twice more and event 2 once, beside a new event: counted per redelivery.
     retries = [originals[0], originals[1], originals[0]]
     fresh = parsed("orders/create", order_version(1004, 1), event_id="event-4")
-    outcomes = await store_together(backend.sessions, SHOP, [*retries, fresh])
+    outcomes = await store_together(BatchTransactions(backend.sessions), SHOP, [*retries, fresh])
     assert [outcome.verdict if outcome else None for outcome in outcomes] == [
         *[Verdict.DUPLICATE] * 3,
         Verdict.PROCESSED,
@@ -155,7 +161,7 @@ async def test_a_batchs_removals_land_together_as_one_by_one(backend: Backend) -
         parsed("customers/update", newer(customer, addresses=[kept_address])),
     ]
     for batch in (first, second):
-        outcomes = await store_together(backend.sessions, SHOP, batch)
+        outcomes = await store_together(BatchTransactions(backend.sessions), SHOP, batch)
         assert [outcome.verdict if outcome else None for outcome in outcomes] == [
             Verdict.PROCESSED
         ] * len(batch)
@@ -192,13 +198,13 @@ async def test_a_batch_the_handler_refuses_keeps_nothing_and_sends_each_event_al
         parsed("orders/updated", order_version(2001, 1)),
         parsed("orders/updated", with_bad_money(2002, 1)),
     ]
-    assert await store_together(backend.sessions, SHOP, batch) == [None, None]
+    assert await store_together(BatchTransactions(backend.sessions), SHOP, batch) == [None, None]
     assert await events(backend) == []
 
 
 async def test_an_unknown_stores_events_go_one_by_one(backend: Backend) -> None:
     batch = [parsed("orders/updated", order_version(3001, 1))]
-    assert await store_together(backend.sessions, SHOP, batch) == [None]
+    assert await store_together(BatchTransactions(backend.sessions), SHOP, batch) == [None]
     assert await events(backend) == []
 
 
@@ -248,7 +254,7 @@ async def test_a_batch_stores_each_body_as_it_came(backend: Backend) -> None:
         parsed("orders/create", unstorable),
         raw_delivery(order_version(2003, 1), "1e-16383"),
     ]
-    outcomes = await store_together(backend.sessions, SHOP, batch)
+    outcomes = await store_together(BatchTransactions(backend.sessions), SHOP, batch)
     assert [outcome.verdict if outcome else None for outcome in outcomes] == [Verdict.PROCESSED] * 3
     stored = {event.payload["id"]: event for event in await events(backend)}
     assert stored[2002].payload["note"] == "nul\ufffdhere"
@@ -263,3 +269,121 @@ async def test_a_batch_stores_each_body_as_it_came(backend: Backend) -> None:
             )
         assert numbers[stored[2001].id] == "12.50"
         assert numbers[stored[2003].id] == "0.0"
+
+
+OTHER = "other-store.myshopify.com"
+
+
+class Checkouts:
+    """Connections the engine's pool hands out while counted (its "checkout" event)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.pool = backend.engine.sync_engine.pool
+        self.count = 0
+        event.listen(self.pool, "checkout", self._counted)
+
+    def _counted(self, *_: Any) -> None:
+        self.count += 1
+
+    def stop(self) -> None:
+        event.remove(self.pool, "checkout", self._counted)
+
+
+async def test_a_busy_stores_next_batch_takes_the_transaction_opened_while_one_ran(
+    backend: Backend,
+) -> None:
+    """A batch of several deliveries opens its store's next transaction (its store's row
+    read, scoped to it) while it runs; the next batch of that store writes in it, with no
+    connection of its own, and into that store only."""
+    tenant = await create_tenant(backend.sessions)
+    other = await create_tenant(backend.sessions, OTHER)
+    pool = backend.engine.sync_engine.pool
+    transactions = BatchTransactions(backend.sessions, ahead_from=pool, idle_seconds=60)
+    busy = [
+        parsed("orders/create", order_version(5001, 1)),
+        parsed("orders/create", order_version(5002, 1)),
+    ]
+    assert all(await store_together(transactions, SHOP, busy))
+    # The batch's own connection went back to the pool; the one opened ahead is held.
+    assert pool.checkedout() == 1
+    checkouts = Checkouts(backend)
+    try:
+        alone = [parsed("orders/updated", order_version(5001, 2))]
+        (outcome,) = await store_together(transactions, SHOP, alone)
+    finally:
+        checkouts.stop()
+    assert outcome is not None
+    assert outcome.verdict is Verdict.PROCESSED
+    assert checkouts.count == 0
+    assert pool.checkedout() == 0  # a batch of one opens none ahead
+    stored = await events(backend)
+    assert [event.tenant_id for event in stored] == [tenant] * 3
+    async with backend.sessions() as session:
+        orders = {row.shopify_id: row for row in await session.scalars(select(Order))}
+    assert {shopify_id: row.tenant_id for shopify_id, row in orders.items()} == {
+        5001: tenant,
+        5002: tenant,
+    }
+    assert orders[5001].note == "version 2"  # the second batch wrote in it
+    # Another store's batch never takes it: it opens its own.
+    elsewhere = [
+        parse_delivery(Headers(webhook_headers("orders/create", OTHER, body, APP_SECRET)), body)
+        for body in (json.dumps(order_version(5003 + n, 1)).encode() for n in range(2))
+    ]
+    outcomes = await store_together(transactions, OTHER, elsewhere)
+    assert [outcome.verdict if outcome else None for outcome in outcomes] == [Verdict.PROCESSED] * 2
+    assert pool.checkedout() == 1
+    await transactions.close()
+    assert pool.checkedout() == 0
+    assert {event.tenant_id for event in await events(backend)} == {tenant, other}
+
+
+async def test_a_transaction_opened_ahead_and_not_taken_in_time_is_closed(
+    backend: Backend,
+) -> None:
+    await create_tenant(backend.sessions)
+    pool = backend.engine.sync_engine.pool
+    transactions = BatchTransactions(backend.sessions, ahead_from=pool, idle_seconds=0.05)
+    busy = [
+        parsed("orders/create", order_version(6001, 1)),
+        parsed("orders/create", order_version(6002, 1)),
+    ]
+    assert all(await store_together(transactions, SHOP, busy))
+    # Its connection goes back once it is closed (the batch's own went back before).
+    returned = asyncio.Event()
+
+    def checked_in(*_: Any) -> None:
+        returned.set()
+
+    event.listen(pool, "checkin", checked_in)
+    try:
+        await asyncio.wait_for(returned.wait(), timeout=10)
+    finally:
+        event.remove(pool, "checkin", checked_in)
+    assert pool.checkedout() == 0
+    # The next batch opens its own and lands.
+    assert all(
+        await store_together(transactions, SHOP, [parsed("orders/create", order_version(6003, 1))])
+    )
+    assert len(await events(backend)) == 3
+
+
+async def test_no_transaction_is_opened_ahead_past_the_pools_size(backend: Backend) -> None:
+    """Its overflow stays for requests: with the pool's size checked out, a busy batch opens
+    nothing ahead."""
+    await create_tenant(backend.sessions)
+    pool = backend.engine.sync_engine.pool
+    transactions = BatchTransactions(backend.sessions, ahead_from=pool, idle_seconds=60)
+    held = [await backend.engine.connect() for _ in range(pool.size())]
+    try:
+        busy = [
+            parsed("orders/create", order_version(7001, 1)),
+            parsed("orders/create", order_version(7002, 1)),
+        ]
+        assert all(await store_together(transactions, SHOP, busy))
+        assert pool.checkedout() == pool.size()
+    finally:
+        for connection in held:
+            await connection.close()
+    await transactions.close()
+    assert pool.checkedout() == 0
