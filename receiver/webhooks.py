@@ -575,6 +575,7 @@ class BatchTransactions:
         self._idle_seconds = idle_seconds
         self._next: dict[str, tuple[asyncio.Task[_Opened], asyncio.TimerHandle]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def take(self, shop_domain: str) -> _Opened:
         """The store's transaction for a batch: the one opened ahead, or a new one. Its
@@ -589,7 +590,7 @@ class BatchTransactions:
     def open_next(self, shop_domain: str) -> None:
         """Open the store's next transaction in the background, unless one is open already or
         the pool has no room below its size."""
-        if shop_domain in self._next or not self._pool_has_room():
+        if self._closed or shop_domain in self._next or not self._pool_has_room():
             return
         task = asyncio.create_task(self._open(shop_domain))
         timer = asyncio.get_running_loop().call_later(
@@ -598,7 +599,9 @@ class BatchTransactions:
         self._next[shop_domain] = (task, timer)
 
     async def close(self) -> None:
-        """Close every transaction opened ahead and not taken (the app's shutdown)."""
+        """Close every transaction opened ahead and not taken, and open no more (the app's
+        shutdown: a batch still running may try)."""
+        self._closed = True
         held, self._next = self._next, {}
         for task, timer in held.values():
             timer.cancel()

@@ -336,6 +336,10 @@ async def test_a_busy_stores_next_batch_takes_the_transaction_opened_while_one_r
     await transactions.close()
     assert pool.checkedout() == 0
     assert {event.tenant_id for event in await events(backend)} == {tenant, other}
+    # Closed (the app's shutdown), it opens none ahead for a batch still running.
+    later = [parsed("orders/updated", order_version(5001 + n, 3)) for n in range(2)]
+    assert all(await store_together(transactions, SHOP, later))
+    assert pool.checkedout() == 0
 
 
 async def test_a_transaction_opened_ahead_and_not_taken_in_time_is_closed(
