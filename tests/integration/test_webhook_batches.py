@@ -274,6 +274,17 @@ async def test_a_batch_stores_each_body_as_it_came(backend: Backend) -> None:
 OTHER = "other-store.myshopify.com"
 
 
+def created_orders(*order_ids: int, shop: str = SHOP) -> list[Delivery]:
+    """orders/create deliveries of these orders' first versions, signed for `shop`."""
+    deliveries = []
+    for order_id in order_ids:
+        body = json.dumps(order_version(order_id, 1)).encode()
+        deliveries.append(
+            parse_delivery(Headers(webhook_headers("orders/create", shop, body, APP_SECRET)), body)
+        )
+    return deliveries
+
+
 class Checkouts:
     """Connections the engine's pool hands out while counted (its "checkout" event)."""
 
@@ -299,10 +310,7 @@ async def test_a_busy_stores_next_batch_takes_the_transaction_opened_while_one_r
     other = await create_tenant(backend.sessions, OTHER)
     pool = backend.engine.sync_engine.pool
     transactions = BatchTransactions(backend.sessions, ahead_from=pool, idle_seconds=60)
-    busy = [
-        parsed("orders/create", order_version(5001, 1)),
-        parsed("orders/create", order_version(5002, 1)),
-    ]
+    busy = created_orders(5001, 5002)
     assert all(await store_together(transactions, SHOP, busy))
     # The batch's own connection went back to the pool; the one opened ahead is held.
     assert pool.checkedout() == 1
@@ -326,11 +334,7 @@ async def test_a_busy_stores_next_batch_takes_the_transaction_opened_while_one_r
     }
     assert orders[5001].note == "version 2"  # the second batch wrote in it
     # Another store's batch never takes it: it opens its own.
-    elsewhere = [
-        parse_delivery(Headers(webhook_headers("orders/create", OTHER, body, APP_SECRET)), body)
-        for body in (json.dumps(order_version(5003 + n, 1)).encode() for n in range(2))
-    ]
-    outcomes = await store_together(transactions, OTHER, elsewhere)
+    outcomes = await store_together(transactions, OTHER, created_orders(5003, 5004, shop=OTHER))
     assert [outcome.verdict if outcome else None for outcome in outcomes] == [Verdict.PROCESSED] * 2
     assert pool.checkedout() == 1
     await transactions.close()
@@ -348,10 +352,7 @@ async def test_a_transaction_opened_ahead_and_not_taken_in_time_is_closed(
     await create_tenant(backend.sessions)
     pool = backend.engine.sync_engine.pool
     transactions = BatchTransactions(backend.sessions, ahead_from=pool, idle_seconds=0.05)
-    busy = [
-        parsed("orders/create", order_version(6001, 1)),
-        parsed("orders/create", order_version(6002, 1)),
-    ]
+    busy = created_orders(6001, 6002)
     assert all(await store_together(transactions, SHOP, busy))
     # Its connection goes back once it is closed (the batch's own went back before).
     returned = asyncio.Event()
@@ -380,10 +381,7 @@ async def test_no_transaction_is_opened_ahead_past_the_pools_size(backend: Backe
     transactions = BatchTransactions(backend.sessions, ahead_from=pool, idle_seconds=60)
     held = [await backend.engine.connect() for _ in range(pool.size())]
     try:
-        busy = [
-            parsed("orders/create", order_version(7001, 1)),
-            parsed("orders/create", order_version(7002, 1)),
-        ]
+        busy = created_orders(7001, 7002)
         assert all(await store_together(transactions, SHOP, busy))
         assert pool.checkedout() == pool.size()
     finally:
