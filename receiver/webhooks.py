@@ -547,12 +547,13 @@ class BatchTransactions:
     """Where a store's webhook batches get their transaction: a session whose transaction
     has begun, the store's row read and (PostgreSQL) scoped to it (`tenant_for_webhook`).
 
-    With `ahead`, a batch of two or more deliveries (the store is busy) has its store's next
-    transaction opened while it runs, so the next batch starts writing at once: opening costs
-    two round trips (BEGIN, the store's row), each waiting for the event loop behind the
-    parsing of other requests. In one web process at 64 connections opening took a batch
-    6.8 ms of its 38.7 ms; opened ahead, taking it took 0.5 ms, and five alternating runs
-    took 882-1,023 webhooks/s against 791-889 (bench/RESULTS.md, notes of 2026-12-03).
+    With `ahead_from`, a batch of two or more deliveries (the store is busy) has its store's
+    next transaction opened while it runs, so the next batch starts writing at once: opening
+    costs two round trips (BEGIN, the store's row), each waiting for the event loop behind
+    the parsing of other requests. In one web process at 64 connections opening took a batch
+    6.8 ms of its 38.7 ms, and taking one opened ahead 0.5 ms; the service went from 0.84x to
+    0.97x the reference with one process and from 0.80x to 0.96x with two (bench/RESULTS.md,
+    2026-12-03 03:23 and 04:08 UTC, one machine).
 
     At most one is opened ahead per store, and only while fewer connections than the pool's
     size are checked out: its overflow stays for requests, so one opened ahead never makes
