@@ -36,9 +36,9 @@ from tests.conftest import Backend, ServedApp
 from tests.factories import APP_SECRET, SHOP, create_tenant, delivery, order_version
 
 
-def parsed(topic: str, payload: dict[str, Any], **headers: Any) -> Delivery:
-    body = json.dumps(payload).encode()
-    return parse_delivery(Headers(webhook_headers(topic, SHOP, body, APP_SECRET, **headers)), body)
+def parsed(topic: str, payload: dict[str, Any], *, shop: str = SHOP, **headers: Any) -> Delivery:
+    body, signed = delivery(topic, payload, shop=shop, **headers)
+    return parse_delivery(Headers(signed), body)
 
 
 def with_bad_money(order_id: int, version: int) -> dict[str, Any]:
@@ -276,13 +276,9 @@ OTHER = "other-store.myshopify.com"
 
 def created_orders(*order_ids: int, shop: str = SHOP) -> list[Delivery]:
     """orders/create deliveries of these orders' first versions, signed for `shop`."""
-    deliveries = []
-    for order_id in order_ids:
-        body = json.dumps(order_version(order_id, 1)).encode()
-        deliveries.append(
-            parse_delivery(Headers(webhook_headers("orders/create", shop, body, APP_SECRET)), body)
-        )
-    return deliveries
+    return [
+        parsed("orders/create", order_version(order_id, 1), shop=shop) for order_id in order_ids
+    ]
 
 
 class Checkouts:
