@@ -607,8 +607,8 @@ class BatchTransactions:
         for task, timer in held.values():
             timer.cancel()
             await self._discard(task)
-        while self._closing:
-            await asyncio.gather(*self._closing)
+        # Closes begun by the idle timer; none begins once the timers are cancelled.
+        await asyncio.gather(*self._closing)
 
     def _pool_has_room(self) -> bool:
         return isinstance(self._pool, QueuePool) and self._pool.checkedout() < self._pool.size()
