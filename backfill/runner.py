@@ -57,6 +57,8 @@ BULK_BATCH = 1000
 # Bulk result lines held before a write, children included: a product's thousands of
 # variants still come as one group, but many small groups are written together.
 BULK_BATCH_LINES = 5000
+# Bulk batches written at once on PostgreSQL, each in its own transaction and connection.
+BULK_WRITERS = 2
 # A running job whose heartbeat is older than this was abandoned by a dead worker.
 DEFAULT_LEASE = timedelta(seconds=60)
 # A rate-limit wait this long is written into the job's progress (`waiting`) for the dashboard;
@@ -122,6 +124,48 @@ class _BulkBatch:
     # The nodes normalised, with their children (read by the reader, written by the writer).
     read: ReadRecords
     last_line: int
+
+
+class _BulkCommits:
+    """A resource's bulk batches being written, in the order of the result's lines: which
+    progress a batch's transaction may claim. Batches commit in any order (one at a time,
+    under `turn`); the job's progress only ever counts an unbroken run of committed batches
+    from the start."""
+
+    def __init__(self, state: ResourceProgress) -> None:
+        self._state = state
+        self._lines = int(state.get("lines", 0))
+        self._count = int(state.get("count", 0))
+        # Batches not yet counted in (_lines, _count), in line order, with whether they
+        # committed (one that committed after a batch still being written waits here).
+        self._open: list[tuple[_BulkBatch, bool]] = []
+        # Held from a batch's claim to its commit.
+        self.turn = asyncio.Lock()
+
+    def start(self, batch: _BulkBatch) -> None:
+        self._open.append((batch, False))
+
+    def claim(self, batch: _BulkBatch) -> ResourceProgress:
+        """The resource's state should `batch` commit now: the batches before it that
+        committed, itself, and the committed ones right after it."""
+        lines, count = self._lines, self._count
+        for other, committed in self._open:
+            if not committed and other is not batch:
+                break
+            lines, count = other.last_line, count + len(other.nodes)
+        claimed = ResourceProgress(**self._state)
+        claimed["lines"], claimed["count"] = lines, count
+        return claimed
+
+    def committed(self, batch: _BulkBatch) -> None:
+        self._open = [(other, done or other is batch) for other, done in self._open]
+        while self._open and self._open[0][1]:
+            first, _ = self._open.pop(0)
+            self._lines, self._count = first.last_line, self._count + len(first.nodes)
+
+    def settled(self) -> ResourceProgress:
+        """What has committed, counted from the start without a gap."""
+        return ResourceProgress(lines=self._lines, count=self._count)
 
 
 @dataclass(frozen=True)
@@ -502,39 +546,58 @@ class JobRun:
         """Stream the JSONL, writing each record with its children in batches; a resumed job
         skips the lines it applied (a batch ends where a record and its children end).
 
-        Reading (download, JSON, grouping, the refunds' line items) and writing overlap: the
-        next batch is read while the previous one is written, in its own transaction with its
-        checkpoint. The reader hands a finished batch over and starts the next only once the
-        writer took it, so at most two batches are held (one written, one being read)."""
+        Three stages overlap: reading (download, JSON, grouping), finishing (the refunds'
+        line items asked of Shopify, normalising) and writing, where on PostgreSQL two
+        batches are written at once, each in its own transaction with its checkpoint: one
+        batch's rows are merged by PostgreSQL while the next one's are sent. The checkpoint a
+        batch commits counts only the batches before it that had committed (`_BulkCommits`),
+        so a crash never skips a line; a batch that committed past one that did not is written
+        again on resume (the upserts are idempotent). Each stage hands a batch over and goes
+        on only once the next took it, so at most `writers` + 2 batches are held.
+        Each stage alone moved nothing measurable: with one writer the writing bound the
+        ingest, with the Admin API reads inside the reading stage the reading did."""
+        writers = await self._bulk_writers()
+        read: asyncio.Queue[list[BulkGroup] | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
         handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
-        reader = asyncio.create_task(self._read_bulk(url, resource, state, handoff))
+        reader = asyncio.create_task(self._read_bulk(url, resource, state, read))
+        finisher = asyncio.create_task(self._finish_bulk(resource, read, handoff))
+        commits = _BulkCommits(state)
+        writing: set[asyncio.Task[None]] = set()
         try:
             while True:
                 item = await handoff.get()
+                if isinstance(item, _BulkBatch):
+                    await _writes_down_to(writing, writers - 1)
+                    commits.start(item)
+                    writing.add(
+                        asyncio.create_task(self._bulk_write(resource, item, state, commits))
+                    )
                 handoff.task_done()
-                if isinstance(item, _BulkEnd):
-                    return
                 if isinstance(item, BaseException):
                     raise item
-                await self._bulk_write(resource, item, state)
+                if isinstance(item, _BulkEnd):
+                    break
+            await _writes_down_to(writing, 0)
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            for task in (reader, finisher, *writing):
+                task.cancel()
+            await asyncio.gather(reader, finisher, *writing, return_exceptions=True)
+
+    async def _bulk_writers(self) -> int:
+        """Batches written at once: SQLite takes one writing transaction at a time."""
+        async with self.env.sessions() as session:
+            return BULK_WRITERS if session.get_bind().dialect.name == "postgresql" else 1
 
     async def _read_bulk(
         self,
         url: str,
         resource: Resource,
         state: ResourceProgress,
-        handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException],
+        read: asyncio.Queue[list[BulkGroup] | _BulkEnd | BaseException],
     ) -> None:
-        """The reading half of `_stream_bulk`: puts each batch (then the end, or what went
-        wrong) into `handoff`, and waits for the writer to take it before reading on."""
-
-        async def hand_over(item: _BulkBatch | _BulkEnd | BaseException) -> None:
-            await handoff.put(item)
-            await handoff.join()
-
+        """The reading stage of `_stream_bulk`: puts each batch of records read with their
+        children (then the end, or what went wrong) into `read`, and waits for the next
+        stage to take it before reading on."""
         try:
             applied = int(state.get("lines", 0))
             line_number = 0
@@ -560,17 +623,41 @@ class JobRun:
                             len(batch) >= BULK_BATCH
                             or batch[-1].last_line - flushed >= BULK_BATCH_LINES
                         ):
-                            await hand_over(await self._bulk_batch(resource, batch))
+                            await _hand_over(read, batch)
                             flushed, batch = batch[-1].last_line, []
             except httpx.TransportError as exc:
                 raise BackfillError(f"bulk result download broke off: {exc}") from exc
             batch.extend(grouper.finish())
             if batch:
-                await hand_over(await self._bulk_batch(resource, batch))
+                await _hand_over(read, batch)
         except Exception as exc:
-            await hand_over(exc)
+            await _hand_over(read, exc)
             return
-        await hand_over(_BulkEnd())
+        await _hand_over(read, _BulkEnd())
+
+    async def _finish_bulk(
+        self,
+        resource: Resource,
+        read: asyncio.Queue[list[BulkGroup] | _BulkEnd | BaseException],
+        handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException],
+    ) -> None:
+        """The middle stage of `_stream_bulk`: each batch read is made whole (the refunds'
+        line items asked of Shopify) and normalised while the reader reads the next one, then
+        put into `handoff` for the writers; one batch at a time, so the job has one Admin API
+        request in flight, as the rate-limit pacing assumes."""
+        while True:
+            item = await read.get()
+            read.task_done()
+            finished: _BulkBatch | _BulkEnd | BaseException
+            try:
+                finished = (
+                    await self._bulk_batch(resource, item) if isinstance(item, list) else item
+                )
+            except Exception as exc:
+                finished = exc
+            await _hand_over(handoff, finished)
+            if not isinstance(finished, _BulkBatch):
+                return
 
     async def _bulk_batch(self, resource: Resource, batch: list[BulkGroup]) -> _BulkBatch:
         """A batch ready to write: its records whole (the refunds' line items read by id)."""
@@ -587,13 +674,28 @@ class JobRun:
         return _BulkBatch(nodes, read, batch[-1].last_line)
 
     async def _bulk_write(
-        self, resource: Resource, batch: _BulkBatch, state: ResourceProgress
+        self,
+        resource: Resource,
+        batch: _BulkBatch,
+        state: ResourceProgress,
+        commits: _BulkCommits,
     ) -> None:
-        """One batch and the progress that counts it, in one transaction."""
-        advance = ResourceProgress(**state)
-        advance["lines"] = max(int(state.get("lines", 0)), batch.last_line)
-        advance["count"] = int(state.get("count", 0)) + len(batch.nodes)
-        await self._checkpoint(resource, batch.nodes, advance, batch.read)
+        """One batch and the progress it may claim, in one transaction. Batches write their
+        records at once but claim and commit one at a time, so the last to commit claims
+        every batch committed before it: the job's progress row is always what has
+        committed without a gap from the start."""
+        claiming = False
+        try:
+            async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
+                await self._write_records(session, resource, batch.nodes, batch.read)
+                await commits.turn.acquire()
+                claiming = True
+                await self._save_progress(session, resource, commits.claim(batch))
+            commits.committed(batch)
+        finally:
+            if claiming:
+                commits.turn.release()
+        state.update(commits.settled())
         self._report(resource.name, state)
 
     async def _checkpoint(
@@ -608,50 +710,68 @@ class JobRun:
         written with them and only then becomes the job's (a progress row written meanwhile,
         by a rate-limit wait of the bulk reader, still says what had committed). `read`: the
         nodes already normalised (`read_with_children`)."""
+        async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
+            await self._write_records(session, resource, nodes, read)
+            await self._save_progress(session, resource, advance)
+        if advance is not None:
+            self.progress[resource.name].update(advance)
+
+    async def _write_records(
+        self,
+        session: AsyncSession,
+        resource: Resource,
+        nodes: list[dict[str, Any]],
+        read: ReadRecords | None,
+    ) -> None:
+        if not nodes:
+            return
+        RECORDS.labels(resource.table, self.job.mode).inc(len(nodes))
+        try:
+            if read is not None:
+                await write_read_records(
+                    session,
+                    resource.model,
+                    resource.children,
+                    self.tenant.id,
+                    read,
+                    source="backfill",
+                )
+            else:
+                await write_with_children(
+                    session,
+                    resource.model,
+                    resource.children,
+                    resource.normalize_node,
+                    self.tenant.id,
+                    nodes,
+                    graphql=True,
+                    source="backfill",
+                )
+        except PayloadError as exc:
+            raise BackfillError(
+                f"{resource.name}: Shopify sent a record we cannot read: {exc}"
+            ) from exc
+
+    async def _save_progress(
+        self, session: AsyncSession, resource: Resource, advance: ResourceProgress | None
+    ) -> None:
+        """The job's progress, with `advance` as the resource's, in the caller's transaction;
+        JobCancelled when the job is no longer running (the transaction's writes then roll
+        back with it)."""
         for state in self.progress.values():
             state.pop("waiting", None)  # a page came through: the wait is over
         progress = self.progress
         if advance is not None:
             advance.pop("waiting", None)
             progress = {**self.progress, resource.name: advance}
-        async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
-            if nodes:
-                RECORDS.labels(resource.table, self.job.mode).inc(len(nodes))
-                try:
-                    if read is not None:
-                        await write_read_records(
-                            session,
-                            resource.model,
-                            resource.children,
-                            self.tenant.id,
-                            read,
-                            source="backfill",
-                        )
-                    else:
-                        await write_with_children(
-                            session,
-                            resource.model,
-                            resource.children,
-                            resource.normalize_node,
-                            self.tenant.id,
-                            nodes,
-                            graphql=True,
-                            source="backfill",
-                        )
-                except PayloadError as exc:
-                    raise BackfillError(
-                        f"{resource.name}: Shopify sent a record we cannot read: {exc}"
-                    ) from exc
-            result = await session.execute(
-                update(SyncJob)
-                .where(SyncJob.id == self.job.id, SyncJob.status == SyncStatus.RUNNING)
-                .values(progress=progress, heartbeat_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            if affected_rows(result) != 1:
-                raise JobCancelled(f"sync job {self.job.id} is no longer running")
-        if advance is not None:
-            self.progress[resource.name].update(advance)
+        result = await session.execute(
+            update(SyncJob)
+            .where(SyncJob.id == self.job.id, SyncJob.status == SyncStatus.RUNNING)
+            .values(progress=progress, heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if affected_rows(result) != 1:
+            raise JobCancelled(f"sync job {self.job.id} is no longer running")
 
     async def _heartbeat(self) -> None:
         async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
@@ -709,6 +829,28 @@ class JobRun:
                 .values(progress=self.progress, heartbeat_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
+
+
+async def _hand_over(queue: asyncio.Queue[Any], item: Any) -> None:
+    """Put `item` into a one-place `queue` and wait until the next stage took it."""
+    await queue.put(item)
+    await queue.join()
+
+
+async def _writes_down_to(writing: set[asyncio.Task[None]], most: int) -> None:
+    """Wait until at most `most` of `writing` still run, taking the finished ones out;
+    raises what a finished one raised (the caller cancels the rest)."""
+    while True:
+        done = {task for task in writing if task.done()}
+        writing.difference_update(done)
+        # Every failure is looked at (none is left unretrieved); the first in line is raised.
+        failures = [task.exception() for task in done if not task.cancelled()]
+        for failure in failures:
+            if failure is not None:
+                raise failure
+        if len(writing) <= most:
+            return
+        await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
 
 
 async def _jsonl_lines(response: httpx.Response) -> AsyncIterator[bytes]:

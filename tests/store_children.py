@@ -4,7 +4,7 @@ store, row by row"."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import func, select
@@ -58,13 +58,17 @@ def expected_children(
 
 
 async def assert_children_equal_store(
-    session: AsyncSession, store: FakeStore, tenant_id: int
+    session: AsyncSession,
+    store: FakeStore,
+    tenant_id: int,
+    resources: Iterable[Resource] = RESOURCES.values(),
 ) -> dict[str, int]:
     """Every live row of every child table is one of the store's children, equal column by
-    column (raw aside), and every child of the store has its live row. Returns the most
-    children any one parent has, per table (so a caller can tell overflow was exercised)."""
+    column (raw aside), and every child of the store has its live row (of `resources`, each
+    parent too). Returns the most children any one parent has, per table (so a caller can
+    tell overflow was exercised)."""
     most: dict[str, int] = {}
-    for resource in RESOURCES.values():
+    for resource in resources:
         live_parents = await session.scalar(
             select(func.count())
             .select_from(resource.model)

@@ -39,6 +39,7 @@ from tests.fakeshop import FakeShopServer, FakeStore, ManualClock
 from tests.fakeshop.bulk import CHUNK_BYTES
 from tests.store_children import assert_children_equal_store
 
+ORDERS = RESOURCES["orders"]
 # Large enough that every batch of parents and most of children take the COPY path.
 STORE = {
     "customers": 120,
@@ -403,3 +404,106 @@ async def test_a_bulk_job_cancelled_between_batches_resumes_without_duplicates(
         assert finished.progress["orders"]["count"] == STORE["orders"]
         assert await session.scalar(select(func.count()).select_from(Order)) == STORE["orders"]
     assert "orders" in copies
+
+
+async def test_two_bulk_batches_are_written_at_once_and_the_rows_are_exact(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On PostgreSQL a batch's rows are merged while the next one's are written, each in its
+    own transaction: the first batch's write waits until a second has begun (it would wait
+    in vain with one writer), never more than `BULK_WRITERS` run, and the store's rows come
+    out exactly as the simulator holds them."""
+    monkeypatch.setattr(runner, "BULK_BATCH", 60)
+    original = runner.JobRun._write_records
+    running: list[int] = []
+    most = 0
+    two_at_once = asyncio.Event()
+
+    async def observed(
+        self: runner.JobRun, session: AsyncSession, resource: Any, nodes: Any, read: Any
+    ) -> None:
+        nonlocal most
+        if not nodes:  # a checkpoint of progress alone (the bulk operation's id, its end)
+            return await original(self, session, resource, nodes, read)
+        running.append(len(nodes))
+        most = max(most, len(running))
+        if len(running) == 2:
+            two_at_once.set()
+        try:
+            await asyncio.wait_for(two_at_once.wait(), timeout=10)
+            await original(self, session, resource, nodes, read)
+        finally:
+            running.pop()
+
+    monkeypatch.setattr(runner.JobRun, "_write_records", observed)
+    async with httpx.AsyncClient(timeout=30) as http:
+        env, tenant_id, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
+        assert await run_sync_job(env, job_id) == "succeeded"
+    assert most == runner.BULK_WRITERS == 2
+    async with pg.sessions() as session:
+        done = await session.get_one(SyncJob, job_id)
+        assert done.progress["orders"]["count"] == STORE["orders"]
+        assert await session.scalar(select(func.count()).select_from(Order)) == STORE["orders"]
+        await assert_children_equal_store(session, simulator[0], tenant_id, [ORDERS])
+
+
+async def test_a_batch_committed_past_an_unwritten_one_is_not_counted_and_is_rewritten(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second batch is still being written when the third commits, then the job stops:
+    the progress counts the first batch only (resuming from the third's lines would skip
+    the second's), the third's rows are there all the same, and the rerun writes the rest
+    with no row twice."""
+    monkeypatch.setattr(runner, "BULK_BATCH", 60)
+    original_write = runner.JobRun._write_records
+    original_committed = runner._BulkCommits.committed
+    writes = 0
+    commits = 0
+    third_committed = asyncio.Event()
+    task: asyncio.Task[str] | None = None
+
+    def counted(self: runner._BulkCommits, batch: Any) -> None:
+        nonlocal commits
+        original_committed(self, batch)
+        commits += 1
+        if commits == 2:  # the first batch, then the third
+            third_committed.set()
+
+    async def second_waits(
+        self: runner.JobRun, session: AsyncSession, resource: Any, nodes: Any, read: Any
+    ) -> None:
+        nonlocal writes
+        writes += 1 if nodes else 0
+        if nodes and writes == 2:
+            await asyncio.wait_for(third_committed.wait(), timeout=10)
+            assert task is not None
+            task.cancel()
+            await asyncio.Event().wait()  # until the job's cancel reaches this write
+        await original_write(self, session, resource, nodes, read)
+
+    monkeypatch.setattr(runner._BulkCommits, "committed", counted)
+    monkeypatch.setattr(runner.JobRun, "_write_records", second_waits)
+    async with httpx.AsyncClient(timeout=30) as http:
+        env, tenant_id, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
+        task = asyncio.create_task(run_sync_job(env, job_id))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with pg.sessions() as session:
+            interrupted = await session.get_one(SyncJob, job_id)
+            stored = await session.scalar(select(func.count()).select_from(Order))
+        assert interrupted.status == "queued"
+        assert interrupted.progress["orders"]["count"] == 60
+        assert stored == 120  # the first batch and the third
+        monkeypatch.setattr(runner.JobRun, "_write_records", original_write)
+        assert await run_sync_job(env, job_id) == "succeeded"
+    async with pg.sessions() as session:
+        finished = await session.get_one(SyncJob, job_id)
+        assert finished.progress["orders"]["count"] == STORE["orders"]
+        assert await session.scalar(select(func.count()).select_from(Order)) == STORE["orders"]
+        await assert_children_equal_store(session, simulator[0], tenant_id, [ORDERS])
