@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -130,38 +131,45 @@ class _BulkCommits:
     """A resource's bulk batches being written, in the order of the result's lines: which
     progress a batch's transaction may claim. Batches commit in any order (one at a time,
     under `turn`); the job's progress only ever counts an unbroken run of committed batches
-    from the start."""
+    from the start. A batch is known by the ticket `start` gave it; only its last line and
+    record count are kept, so a slow batch does not hold the ones committed after it."""
 
     def __init__(self, state: ResourceProgress) -> None:
         self._state = state
         self._lines = int(state.get("lines", 0))
         self._count = int(state.get("count", 0))
-        # Batches not yet counted in (_lines, _count), in line order, with whether they
-        # committed (one that committed after a batch still being written waits here).
-        self._open: list[tuple[_BulkBatch, bool]] = []
+        # Batches not yet counted in (_lines, _count), in line order: ticket -> (last line,
+        # records, committed). One that committed after a batch still being written waits.
+        self._open: dict[int, tuple[int, int, bool]] = {}
+        self._tickets = itertools.count()
         # Held from a batch's claim to its commit.
         self.turn = asyncio.Lock()
 
-    def start(self, batch: _BulkBatch) -> None:
-        self._open.append((batch, False))
+    def start(self, batch: _BulkBatch) -> int:
+        ticket = next(self._tickets)
+        self._open[ticket] = (batch.last_line, len(batch.nodes), False)
+        return ticket
 
-    def claim(self, batch: _BulkBatch) -> ResourceProgress:
-        """The resource's state should `batch` commit now: the batches before it that
+    def claim(self, ticket: int) -> ResourceProgress:
+        """The resource's state should batch `ticket` commit now: the batches before it that
         committed, itself, and the committed ones right after it."""
         lines, count = self._lines, self._count
-        for other, committed in self._open:
-            if not committed and other is not batch:
+        for other, (last_line, records, committed) in self._open.items():
+            if not committed and other != ticket:
                 break
-            lines, count = other.last_line, count + len(other.nodes)
+            lines, count = last_line, count + records
         claimed = ResourceProgress(**self._state)
         claimed["lines"], claimed["count"] = lines, count
         return claimed
 
-    def committed(self, batch: _BulkBatch) -> None:
-        self._open = [(other, done or other is batch) for other, done in self._open]
-        while self._open and self._open[0][1]:
-            first, _ = self._open.pop(0)
-            self._lines, self._count = first.last_line, self._count + len(first.nodes)
+    def committed(self, ticket: int) -> None:
+        last_line, records, _ = self._open[ticket]
+        self._open[ticket] = (last_line, records, True)
+        for first, (last_line, records, done) in list(self._open.items()):
+            if not done:
+                break
+            del self._open[first]
+            self._lines, self._count = last_line, self._count + records
 
     def settled(self) -> ResourceProgress:
         """What has committed, counted from the start without a gap."""
@@ -553,24 +561,27 @@ class JobRun:
         batch commits counts only the batches before it that had committed (`_BulkCommits`),
         so a crash never skips a line; a batch that committed past one that did not is written
         again on resume (the upserts are idempotent). Each stage hands a batch over and goes
-        on only once the next took it, so at most `writers` + 2 batches are held.
-        Each stage alone moved nothing measurable: with one writer the writing bound the
-        ingest, with the Admin API reads inside the reading stage the reading did."""
+        on only once the next took it, so at most `writers` + 2 batches are held. The second
+        writer and the middle stage each moved nothing measurable alone: with one writer the
+        writing bound the ingest, with the Admin API reads inside the reading stage the
+        reading did."""
         writers = await self._bulk_writers()
         read: asyncio.Queue[list[BulkGroup] | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
         handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
         reader = asyncio.create_task(self._read_bulk(url, resource, state, read))
         finisher = asyncio.create_task(self._finish_bulk(resource, read, handoff))
         commits = _BulkCommits(state)
-        writing: set[asyncio.Task[None]] = set()
+        writing: list[asyncio.Task[None]] = []
         try:
             while True:
-                item = await handoff.get()
+                item = await _taken(handoff, writing)
                 if isinstance(item, _BulkBatch):
                     await _writes_down_to(writing, writers - 1)
-                    commits.start(item)
-                    writing.add(
-                        asyncio.create_task(self._bulk_write(resource, item, state, commits))
+                    ticket = commits.start(item)
+                    writing.append(
+                        asyncio.create_task(
+                            self._bulk_write(resource, item, ticket, state, commits)
+                        )
                     )
                 handoff.task_done()
                 if isinstance(item, BaseException):
@@ -677,6 +688,7 @@ class JobRun:
         self,
         resource: Resource,
         batch: _BulkBatch,
+        ticket: int,
         state: ResourceProgress,
         commits: _BulkCommits,
     ) -> None:
@@ -690,8 +702,8 @@ class JobRun:
                 await self._write_records(session, resource, batch.nodes, batch.read)
                 await commits.turn.acquire()
                 claiming = True
-                await self._save_progress(session, resource, commits.claim(batch))
-            commits.committed(batch)
+                await self._save_progress(session, resource, commits.claim(ticket))
+            commits.committed(ticket)
         finally:
             if claiming:
                 commits.turn.release()
@@ -708,7 +720,7 @@ class JobRun:
         """Records (with their children) and progress in one transaction: after a crash, both
         or neither happened. `advance`, the resource's state once these records are in, is
         written with them and only then becomes the job's (a progress row written meanwhile,
-        by a rate-limit wait of the bulk reader, still says what had committed). `read`: the
+        by a rate-limit wait of a bulk stream, still says what had committed). `read`: the
         nodes already normalised (`read_with_children`)."""
         async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
             await self._write_records(session, resource, nodes, read)
@@ -837,20 +849,40 @@ async def _hand_over(queue: asyncio.Queue[Any], item: Any) -> None:
     await queue.join()
 
 
-async def _writes_down_to(writing: set[asyncio.Task[None]], most: int) -> None:
-    """Wait until at most `most` of `writing` still run, taking the finished ones out;
-    raises what a finished one raised (the caller cancels the rest)."""
+def _reap(writing: list[asyncio.Task[None]]) -> None:
+    """Take the finished writes out of `writing` (in the order they began); raises what the
+    first failed one raised, or CancelledError for one cancelled (its batch is not in: the
+    job must not go on as if it were). Every failure is retrieved."""
+    done = [task for task in writing if task.done()]
+    writing[:] = [task for task in writing if not task.done()]
+    failures = [asyncio.CancelledError() if task.cancelled() else task.exception() for task in done]
+    for failure in failures:
+        if failure is not None:
+            raise failure
+
+
+async def _writes_down_to(writing: list[asyncio.Task[None]], most: int) -> None:
+    """Wait until at most `most` of `writing` still run (the caller cancels the rest when
+    this raises what a write raised)."""
     while True:
-        done = {task for task in writing if task.done()}
-        writing.difference_update(done)
-        # Every failure is looked at (none is left unretrieved); the first in line is raised.
-        failures = [task.exception() for task in done if not task.cancelled()]
-        for failure in failures:
-            if failure is not None:
-                raise failure
+        _reap(writing)
         if len(writing) <= most:
             return
         await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
+
+
+async def _taken(queue: asyncio.Queue[Any], writing: list[asyncio.Task[None]]) -> Any:
+    """The next item of `queue`; raises what a write raised as soon as it does, rather
+    than when the stage before has a whole batch to hand over."""
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        while True:
+            await asyncio.wait([getter, *writing], return_when=asyncio.FIRST_COMPLETED)
+            _reap(writing)
+            if getter.done():
+                return getter.result()
+    finally:
+        getter.cancel()
 
 
 async def _jsonl_lines(response: httpx.Response) -> AsyncIterator[bytes]:

@@ -37,7 +37,7 @@ from tests.conftest import Backend, as_app_role
 from tests.factories import OTHER_SHOP, SHOP, create_tenant, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, ManualClock
 from tests.fakeshop.bulk import CHUNK_BYTES
-from tests.store_children import assert_children_equal_store
+from tests.store_children import assert_children_equal_store, store_nodes
 
 ORDERS = RESOURCES["orders"]
 # Large enough that every batch of parents and most of children take the COPY path.
@@ -463,24 +463,23 @@ async def test_a_batch_committed_past_an_unwritten_one_is_not_counted_and_is_rew
     monkeypatch.setattr(runner, "BULK_BATCH", 60)
     original_write = runner.JobRun._write_records
     original_committed = runner._BulkCommits.committed
-    writes = 0
     commits = 0
     third_committed = asyncio.Event()
     task: asyncio.Task[str] | None = None
 
-    def counted(self: runner._BulkCommits, batch: Any) -> None:
+    def counted(self: runner._BulkCommits, ticket: int) -> None:
         nonlocal commits
-        original_committed(self, batch)
+        original_committed(self, ticket)
         commits += 1
         if commits == 2:  # the first batch, then the third
             third_committed.set()
 
+    second_batch_starts = list(store_nodes(simulator[0], ORDERS))[60]["id"]
+
     async def second_waits(
         self: runner.JobRun, session: AsyncSession, resource: Any, nodes: Any, read: Any
     ) -> None:
-        nonlocal writes
-        writes += 1 if nodes else 0
-        if nodes and writes == 2:
+        if nodes and nodes[0]["id"] == second_batch_starts:
             await asyncio.wait_for(third_committed.wait(), timeout=10)
             assert task is not None
             task.cancel()
@@ -507,3 +506,42 @@ async def test_a_batch_committed_past_an_unwritten_one_is_not_counted_and_is_rew
         assert finished.progress["orders"]["count"] == STORE["orders"]
         assert await session.scalar(select(func.count()).select_from(Order)) == STORE["orders"]
         await assert_children_equal_store(session, simulator[0], tenant_id, [ORDERS])
+
+
+async def test_a_failed_bulk_write_ends_the_job_without_waiting_for_the_next_batch(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first batch's write fails while the next batch's Admin API reads never end: the
+    job fails at once with the write's error, not when (if ever) the next batch is ready."""
+    monkeypatch.setattr(runner, "BULK_BATCH", 60)
+    original_gaps = runner.fill_bulk_gaps
+    gap_reads = 0
+
+    async def second_never_ends(*args: Any) -> int:
+        nonlocal gap_reads
+        gap_reads += 1
+        if gap_reads == 2:
+            await asyncio.Event().wait()
+        return await original_gaps(*args)
+
+    original_write = runner.JobRun._write_records
+
+    async def first_fails(
+        self: runner.JobRun, session: AsyncSession, resource: Any, nodes: Any, read: Any
+    ) -> None:
+        if nodes:
+            raise runner.BackfillError("the first batch could not be written")
+        await original_write(self, session, resource, nodes, read)
+
+    monkeypatch.setattr(runner, "fill_bulk_gaps", second_never_ends)
+    monkeypatch.setattr(runner.JobRun, "_write_records", first_fails)
+    async with httpx.AsyncClient(timeout=30) as http:
+        env, _, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
+        assert await asyncio.wait_for(run_sync_job(env, job_id), timeout=20) == "failed"
+    async with pg.sessions() as session:
+        failed = await session.get_one(SyncJob, job_id)
+        assert await session.scalar(select(func.count()).select_from(Order)) == 0
+    assert "the first batch could not be written" in (failed.error or "")

@@ -23,22 +23,21 @@ def _batches(sizes: list[int], start_line: int = 0) -> list[_BulkBatch]:
 
 
 def test_a_batch_committing_past_an_open_one_is_not_claimed_until_the_gap_closes() -> None:
-    first, second, third = _batches([3, 4, 5])
+    batches = _batches([3, 4, 5])
     commits = _BulkCommits(ResourceProgress(lines=0, count=0, bulk_operation_id="op"))
-    for batch in (first, second, third):
-        commits.start(batch)
+    first, second, third = (commits.start(batch) for batch in batches)
     # The second commits first: it may not claim the first's lines, nor its own.
     assert (commits.claim(second)["lines"], commits.claim(second)["count"]) == (0, 0)
     commits.committed(second)
     assert commits.settled() == ResourceProgress(lines=0, count=0)
     # The first closes the gap: its claim counts itself and the second, which committed.
     claimed = commits.claim(first)
-    assert (claimed["lines"], claimed["count"]) == (second.last_line, 7)
+    assert (claimed["lines"], claimed["count"]) == (batches[1].last_line, 7)
     assert claimed["bulk_operation_id"] == "op"
     commits.committed(first)
-    assert commits.settled() == ResourceProgress(lines=second.last_line, count=7)
+    assert commits.settled() == ResourceProgress(lines=batches[1].last_line, count=7)
     commits.committed(third)
-    assert commits.settled() == ResourceProgress(lines=third.last_line, count=12)
+    assert commits.settled() == ResourceProgress(lines=batches[2].last_line, count=12)
 
 
 @given(
@@ -53,12 +52,11 @@ def test_every_claim_counts_exactly_an_unbroken_run_of_committed_batches(
     and what is settled at the end is every batch."""
     batches = _batches(sizes, start_line=10)
     commits = _BulkCommits(ResourceProgress(lines=10, count=10))
-    for batch in batches:
-        commits.start(batch)
+    tickets = [commits.start(batch) for batch in batches]
     order = data.draw(st.permutations(range(len(batches))))
     done: set[int] = set()
     for index in order:
-        claimed = commits.claim(batches[index])
+        claimed = commits.claim(tickets[index])
         done.add(index)
         prefix = 0
         while prefix < len(batches) and prefix in done:
@@ -66,6 +64,6 @@ def test_every_claim_counts_exactly_an_unbroken_run_of_committed_batches(
         expected_lines = batches[prefix - 1].last_line if prefix else 10
         expected_count = 10 + sum(sizes[:prefix])
         assert (claimed["lines"], claimed["count"]) == (expected_lines, expected_count)
-        commits.committed(batches[index])
+        commits.committed(tickets[index])
         assert commits.settled() == ResourceProgress(lines=expected_lines, count=expected_count)
     assert commits.settled() == ResourceProgress(lines=batches[-1].last_line, count=10 + sum(sizes))
