@@ -4,10 +4,13 @@ never skips a line."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backfill.runner import ResourceProgress, _BulkBatch, _BulkCommits
+from backfill.runner import ResourceProgress, _BulkBatch, _BulkCommits, _reap
 from handlers.children import ReadRecords
 
 
@@ -67,3 +70,24 @@ def test_every_claim_counts_exactly_an_unbroken_run_of_committed_batches(
         commits.committed(tickets[index])
         assert commits.settled() == ResourceProgress(lines=expected_lines, count=expected_count)
     assert commits.settled() == ResourceProgress(lines=batches[-1].last_line, count=10 + sum(sizes))
+
+
+async def test_a_cancelled_write_is_a_failure_and_the_earliest_failure_is_raised() -> None:
+    """A write that ended cancelled did not put its batch in: the stream must not go on as
+    if it had. Of two failed writes, the one that began first is raised."""
+
+    async def fails(message: str) -> None:
+        raise RuntimeError(message)
+
+    cancelled = asyncio.create_task(asyncio.sleep(60))
+    cancelled.cancel()
+    earlier, later = asyncio.create_task(fails("earlier")), asyncio.create_task(fails("later"))
+    await asyncio.gather(cancelled, earlier, later, return_exceptions=True)
+    writing = [cancelled]
+    with pytest.raises(asyncio.CancelledError):
+        _reap(writing)
+    assert writing == []
+    writing = [earlier, later]
+    with pytest.raises(RuntimeError, match="earlier"):
+        _reap(writing)
+    assert writing == []
