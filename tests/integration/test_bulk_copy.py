@@ -406,6 +406,18 @@ async def test_a_bulk_job_cancelled_between_batches_resumes_without_duplicates(
     assert "orders" in copies
 
 
+async def _assert_every_order_in(
+    pg: Backend, store: FakeStore, tenant_id: int, job_id: int
+) -> None:
+    """The job counted every order, each is stored once, and their children equal the
+    store's."""
+    async with pg.sessions() as session:
+        finished = await session.get_one(SyncJob, job_id)
+        assert finished.progress["orders"]["count"] == STORE["orders"]
+        assert await session.scalar(select(func.count()).select_from(Order)) == STORE["orders"]
+        await assert_children_equal_store(session, store, tenant_id, [ORDERS])
+
+
 async def test_two_bulk_batches_are_written_at_once_and_the_rows_are_exact(
     pg: Backend,
     app_sessions: async_sessionmaker[AsyncSession],
@@ -443,11 +455,7 @@ async def test_two_bulk_batches_are_written_at_once_and_the_rows_are_exact(
         env, tenant_id, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
         assert await run_sync_job(env, job_id) == "succeeded"
     assert most == runner.BULK_WRITERS == 2
-    async with pg.sessions() as session:
-        done = await session.get_one(SyncJob, job_id)
-        assert done.progress["orders"]["count"] == STORE["orders"]
-        assert await session.scalar(select(func.count()).select_from(Order)) == STORE["orders"]
-        await assert_children_equal_store(session, simulator[0], tenant_id, [ORDERS])
+    await _assert_every_order_in(pg, simulator[0], tenant_id, job_id)
 
 
 async def test_a_batch_committed_past_an_unwritten_one_is_not_counted_and_is_rewritten(
@@ -501,11 +509,7 @@ async def test_a_batch_committed_past_an_unwritten_one_is_not_counted_and_is_rew
         assert stored == 120  # the first batch and the third
         monkeypatch.setattr(runner.JobRun, "_write_records", original_write)
         assert await run_sync_job(env, job_id) == "succeeded"
-    async with pg.sessions() as session:
-        finished = await session.get_one(SyncJob, job_id)
-        assert finished.progress["orders"]["count"] == STORE["orders"]
-        assert await session.scalar(select(func.count()).select_from(Order)) == STORE["orders"]
-        await assert_children_equal_store(session, simulator[0], tenant_id, [ORDERS])
+    await _assert_every_order_in(pg, simulator[0], tenant_id, job_id)
 
 
 async def test_a_failed_bulk_write_ends_the_job_without_waiting_for_the_next_batch(
