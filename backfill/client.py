@@ -43,12 +43,15 @@ class Credentials(Protocol):
 
 @dataclass
 class ThrottleState:
-    """Shopify's leaky bucket as last reported, projected forward at the restore rate."""
+    """Shopify's leaky bucket as last reported, projected forward at the restore rate, less
+    the points of the requests still in flight (`reserved`): Shopify takes a query's requested
+    cost when the query starts, so two sent together each need their points in the bucket."""
 
     maximum: float = 1000.0
     available: float = 1000.0
     restore_rate: float = 50.0
     observed_at: float | None = None
+    reserved: float = 0.0
 
     def update(self, cost: dict[str, Any], now: float) -> None:
         status = cost.get("throttleStatus") or {}
@@ -69,6 +72,11 @@ class ThrottleState:
         """Seconds until `cost` points are in the bucket (0 when they already are)."""
         missing = min(cost, self.maximum) - self.available_at(now)
         return max(0.0, missing / self.restore_rate)
+
+    def has_room(self, cost: float, now: float) -> bool:
+        """Whether `cost` points are in the bucket besides those reserved for requests in
+        flight."""
+        return min(cost, self.maximum) <= self.available_at(now) - self.reserved
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,11 @@ class AdminClient:
         self.last_requested_cost: float | None = None
         # Told before each rate-limit sleep (the CLI's progress display shows it).
         self.on_wait: WaitCallback | None = None
+        # Requests sent at once take their points in turn: one waits (for points or for a
+        # request in flight to answer), the others queue behind it.
+        self._sending = asyncio.Lock()
+        self._answered = asyncio.Event()
+        self._in_flight = 0
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: spreads the retries of many workers instead of synchronising them.
@@ -146,20 +159,8 @@ class AdminClient:
         refreshed = False
         last_problem = "no attempt made"
         for attempt in range(1, self.max_attempts + 1):
-            pace = self.throttle.wait_for(cost, self.clock())
-            if pace > 0:
-                self.stats.paced_seconds += pace
-                THROTTLE_WAITS.labels("paced").inc()
-                THROTTLE_WAIT_SECONDS.labels("paced").inc(pace)
-                await self._tell_wait(pace)
-                await self._pause(pace)
-            self.stats.requests += 1
             try:
-                response = await self.http.post(
-                    self.endpoint,
-                    json={"query": query, "variables": variables or {}},
-                    headers={"X-Shopify-Access-Token": token},
-                )
+                response = await self._send(query, variables, token, cost)
             except httpx.TransportError as exc:
                 last_problem = f"connection problem ({type(exc).__name__}: {exc})"
                 await self._retry(attempt, last_problem)
@@ -220,6 +221,47 @@ class AdminClient:
         raise BackfillError(
             f"{self.shop}: gave up after {self.max_attempts} attempts; last: {last_problem}"
         )
+
+    async def _send(
+        self, query: str, variables: dict[str, Any] | None, token: str, cost: float
+    ) -> httpx.Response:
+        await self._reserve(cost)
+        self.stats.requests += 1
+        try:
+            return await self.http.post(
+                self.endpoint,
+                json={"query": query, "variables": variables or {}},
+                headers={"X-Shopify-Access-Token": token},
+            )
+        finally:
+            # Before the caller reads the answer's cost report, with no await between: a
+            # request woken here sees the bucket as this answer left it.
+            self._release(cost)
+
+    async def _reserve(self, cost: float) -> None:
+        """Wait until `cost` points are in the bucket besides those of the requests in
+        flight, then hold them until this request is answered. While others are in flight it
+        waits for one to answer (each answer reports the bucket); with none, it sleeps until
+        the bucket has refilled enough, as one request at a time always did."""
+        async with self._sending:
+            while self._in_flight and not self.throttle.has_room(cost, self.clock()):
+                await self._answered.wait()
+            pace = self.throttle.wait_for(cost, self.clock())
+            if pace > 0:
+                self.stats.paced_seconds += pace
+                THROTTLE_WAITS.labels("paced").inc()
+                THROTTLE_WAIT_SECONDS.labels("paced").inc(pace)
+                await self._tell_wait(pace)
+                await self._pause(pace)
+            self._in_flight += 1
+            self.throttle.reserved += cost
+
+    def _release(self, cost: float) -> None:
+        self._in_flight -= 1
+        # Exactly nothing once nothing is in flight: rounding must not leave points held.
+        self.throttle.reserved = self.throttle.reserved - cost if self._in_flight else 0.0
+        self._answered.set()
+        self._answered = asyncio.Event()
 
     async def _tell_wait(self, seconds: float) -> None:
         if self.on_wait is not None and seconds > 0:

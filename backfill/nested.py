@@ -13,6 +13,7 @@ a parent's children follow it before the next parent, so one parent at a time is
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,6 +164,10 @@ async def _read_connections(
 
 # How many times a page query's `first` the second batched read of a connection asks for.
 _WIDER = 4
+# `nodes(ids:)` queries of one batch sent at once. Each waits on Shopify's answer (a round
+# trip of tens to hundreds of milliseconds), and the reads of a bulk batch are on the path
+# from its download to its write; the bucket, not this, bounds them on a small plan.
+READS_IN_FLIGHT = 4
 
 
 def _has_more(value: Any) -> bool:
@@ -173,8 +178,10 @@ async def _read_batches(
     client: AdminClient, typename: str, child: ChildSet, items: list[dict[str, Any]], first: int
 ) -> int:
     """Set `child`'s connection on each of `items` from its start, `first` children each, as
-    many items per `nodes(ids:)` query as the single-query limit allows. An item whose node
-    is gone keeps what it had (absent when it had nothing)."""
+    many items per `nodes(ids:)` query as the single-query limit allows, up to
+    `READS_IN_FLIGHT` queries at once as the rate limit's bucket has room for them (the
+    client holds each query's points until it answers). An item whose node is gone keeps
+    what it had (absent when it had nothing)."""
     per_item = 1 + child.cost(first)
     size = max(1, min(MAX_PAGE, (SINGLE_QUERY_LIMIT - 1) // per_item))
     document = (
@@ -182,13 +189,13 @@ async def _read_batches(
         f"  nodes(ids: $ids) {{ ... on {typename} {{ id{child.selection(first=first)} }} }}\n"
         "}\n"
     )
-    queries = 0
-    for start in range(0, len(items), size):
-        chunk = items[start : start + size]
-        data = await client.execute(
-            document, {"ids": [item["id"] for item in chunk]}, cost=1 + per_item * len(chunk)
-        )
-        queries += 1
+    slots = asyncio.Semaphore(READS_IN_FLIGHT)
+
+    async def read(chunk: list[dict[str, Any]]) -> None:
+        async with slots:
+            data = await client.execute(
+                document, {"ids": [item["id"] for item in chunk]}, cost=1 + per_item * len(chunk)
+            )
         found = {
             node["id"]: node.get(child.node_key)
             for node in data.get("nodes") or []
@@ -198,7 +205,19 @@ async def _read_batches(
             value = found.get(item["id"])
             if isinstance(value, dict):
                 item[child.node_key] = value
-    return queries
+
+    reads = [
+        asyncio.create_task(read(items[start : start + size]))
+        for start in range(0, len(items), size)
+    ]
+    try:
+        await asyncio.gather(*reads)
+    finally:
+        # The first failure is raised; the reads still waiting are not left running.
+        for task in reads:
+            task.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
+    return len(reads)
 
 
 @dataclass

@@ -654,8 +654,8 @@ class JobRun:
     ) -> None:
         """The middle stage of `_stream_bulk`: each batch read is made whole (the refunds'
         line items asked of Shopify) and normalised while the reader reads the next one, then
-        put into `handoff` for the writers; one batch at a time, so the job has one Admin API
-        request in flight, as the rate-limit pacing assumes."""
+        put into `handoff` for the writers; one batch at a time (its reads go out together,
+        as far as the rate limit's bucket has room: `fill_bulk_gaps`)."""
         while True:
             item = await read.get()
             read.task_done()

@@ -515,9 +515,14 @@ class Simulator:
 
 @contextmanager
 def simulator(
-    store: Store, workdir: Path, seed: int, throttle: tuple[float, float] | None = None
+    store: Store,
+    workdir: Path,
+    seed: int,
+    throttle: tuple[float, float] | None = None,
+    latency: float = 0.0,
 ) -> Iterator[Simulator]:
-    """``python -m tests.fakeshop`` in its own process; ``throttle`` is (maximum, restore)."""
+    """``python -m tests.fakeshop`` in its own process; ``throttle`` is (maximum, restore);
+    ``latency``, the seconds each Admin API request waits for its answer."""
     port = free_port()
     command = [
         sys.executable,
@@ -539,6 +544,8 @@ def simulator(
         # static file, so the ingest does not share the machine with its rendering.
         "--prepare-bulk-files",
     ]
+    if latency > 0:
+        command += ["--latency", str(latency)]
     if throttle is None:
         command.append("--no-throttle")
     else:
@@ -804,12 +811,17 @@ def _rows_note(result: dict[str, Any]) -> str:
     return f"rows written: {tables}"
 
 
-def throughput_row(result: dict[str, Any], mode: str, store: Store) -> Row:
+def part_one_setup(store: Store, latency: float) -> str:
+    trip = f"; Admin API round trip {latency * 1000:,.0f} ms" if latency > 0 else ""
+    return f"throttle off{trip}; {store.describe()}"
+
+
+def throughput_row(result: dict[str, Any], mode: str, store: Store, latency: float = 0.0) -> Row:
     wall = result["wall_seconds"] or 1.0
     return Row(
         "1",
         f"records/s with children, `{mode}`",
-        f"throttle off; {store.describe()}",
+        part_one_setup(store, latency),
         f"**{result['rows_with_children'] / wall:,.0f} rows/s** "
         f"({result['rows_with_children']:,} rows in {wall:.1f} s; "
         f"{result['records'] / wall:,.0f} top-level records/s)" + _status_note(result),
@@ -826,7 +838,7 @@ def throughput_row(result: dict[str, Any], mode: str, store: Store) -> Row:
     )
 
 
-def ceiling_row(result: dict[str, Any], store: Store) -> Row:
+def ceiling_row(result: dict[str, Any], store: Store, latency: float = 0.0) -> Row:
     ceiling = result["ceiling"]
     wall = result["wall_seconds"] or 1.0
     # What the job spent waiting for Shopify to write its files is Shopify's time, not ingest.
@@ -844,7 +856,7 @@ def ceiling_row(result: dict[str, Any], store: Store) -> Row:
     return Row(
         "1",
         "`bulk` / PostgreSQL's COPY ceiling, same rows",
-        f"throttle off; {store.describe()}; the bulk job's rows COPYed into empty copies of "
+        f"{part_one_setup(store, latency)}; the bulk job's rows COPYed into empty copies of "
         "its tables, same database, after the job",
         f"**{share:.2f}x** (bulk ingest {backfill_rate:,.0f} rows/s: job {wall:.1f} s less "
         f"{result['bulk_wait_seconds']:.1f} s waiting for Shopify's files; COPY "
@@ -1015,6 +1027,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--admin-latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="part 1: each Admin API request answered after SECONDS, as Shopify's round trip "
+        "(default 0: the simulator answers at once)",
+    )
+    parser.add_argument(
         "--bulk-poll-interval",
         type=float,
         default=1.0,
@@ -1079,7 +1099,7 @@ def main(argv: list[str] | None = None) -> int:
         database_url = create_database(args.postgres_url)
 
         if "1" in parts:
-            with simulator(store, workdir, args.seed) as sim:
+            with simulator(store, workdir, args.seed, latency=args.admin_latency) as sim:
                 for mode in modes:
                     # After the bulk job, PostgreSQL's COPY of the same rows: the ceiling.
                     result = job(
@@ -1090,9 +1110,9 @@ def main(argv: list[str] | None = None) -> int:
                         PART_ONE_RESOURCES,
                         ceiling=mode == "bulk",
                     )
-                    report.add(throughput_row(result, mode, store))
+                    report.add(throughput_row(result, mode, store, args.admin_latency))
                     if result.get("ceiling"):
-                        report.add(ceiling_row(result, store))
+                        report.add(ceiling_row(result, store, args.admin_latency))
 
         if "2" in parts:
             for scenario in scenarios:

@@ -48,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="probability of a random 503, 429 or dropped connection per GraphQL request",
     )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="answer each Admin API request after SECONDS, as Shopify's round trip does "
+        "(requests sent at once wait together)",
+    )
     parser.add_argument("--executor", choices=("fast", "graphql-core"), default="fast")
     parser.add_argument(
         "--bulk-concurrency",
@@ -109,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(
             target=_trade, args=(store, args.live, args.seed), name="activity", daemon=True
         ).start()
+    store.latency = args.latency
     if args.fault_rate > 0:
         share = args.fault_rate / 3
         store.faults.add_random(share, Fault.http(503), seed=args.seed)

@@ -95,6 +95,9 @@ class Stats:
     downloads: int = 0
     download_lines: int = 0
     token_refreshes: int = 0
+    # GraphQL requests being answered at this moment, and the most there ever were at once.
+    graphql_in_flight: int = 0
+    most_graphql_in_flight: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     deprecated_fields: Counter[str] = field(default_factory=Counter)
 
@@ -288,6 +291,9 @@ class FakeStore:
             access_token or f"shpat_{mix64(stream_key(seed, shop_domain)):016x}fake"
         )
         self.faults = FaultPlan()
+        # Seconds each Admin API request waits before it is answered, as Shopify's round trip
+        # does: requests sent at once wait together (0: answered at once).
+        self.latency = 0.0
         # Webhook subscriptions (`webhookSubscriptionCreate` and friends; `drop()` plays
         # Shopify removing one after failed deliveries).
         self.subscriptions = SubscriptionRegistry(self.clock, SCHEMA_VERSION)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from backfill.nested import fill_bulk_gaps
+from backfill.nested import READS_IN_FLIGHT, fill_bulk_gaps
 from backfill.refetch import complete_all_refetches
 from backfill.runner import (
     BackfillEnvironment,
@@ -235,3 +235,57 @@ async def test_refunds_line_items_missing_from_a_bulk_result_are_read_in_batches
     # One batch for all eight; one for the seven with more than 4; alone only the two with
     # more than 16 (one page each). Read one by one after the first batch, it took eight.
     assert asked == ["ChildrenOf", "ChildrenOf", "Children", "Children"]
+
+
+@pytest.mark.parametrize(("bucket", "at_once"), [(1000, 1), (2000, 2), (10_000, READS_IN_FLIGHT)])
+async def test_refunds_reads_go_out_together_as_far_as_the_bucket_has_room(
+    backend: Backend,
+    env: tuple[BackfillEnvironment, int],
+    simulator: Any,
+    bucket: int,
+    at_once: int,
+) -> None:
+    """A batch's refunds are read several queries at once (each waits on Shopify's round
+    trip), but each query holds its requested cost (about 1,000 points) until it is answered:
+    a 1,000-point bucket takes them one by one, a 2,000-point one two at a time."""
+    store, clock = simulator[0], simulator[1]
+    environment, tenant_id = env
+    store.configure_throttle(maximum_available=bucket)
+    clock.advance(bucket / 100)  # full, at the simulator's 100 points a second
+    # Shopify's round trip, so that queries sent together are answered together.
+    store.latency = 0.2
+    # Two refunds on each order besides the store's own (an order holds at most eight):
+    # enough for more queries than go out at once.
+    for index in range(STORE["orders"]):
+        for _ in range(min(2, 8 - len(children_of(store.orders.node(index), "refunds")))):
+            store.add_refund(index)
+    nodes: list[dict[str, Any]] = [
+        {
+            "id": store.orders.gid(index),
+            "refunds": [
+                {"id": refund["id"]} for refund in children_of(store.orders.node(index), "refunds")
+            ],
+        }
+        for index in range(STORE["orders"])
+    ]
+    refunds = sum(len(node["refunds"]) for node in nodes)
+    # 31 refunds a query: what fits under 1,000 requested points.
+    assert refunds > (READS_IN_FLIGHT + 1) * 31
+    async with backend.sessions() as session:
+        tenant = await session.get_one(Tenant, tenant_id)
+    client = admin_client_for(environment, tenant)
+    # As in a bulk job, which started and polled its operations first: the client has seen
+    # the bucket's size.
+    await client.execute("{ shop { id } }", cost=1)
+    store.reset_stats()
+
+    await fill_bulk_gaps(client, RESOURCES["orders"].children, nodes)
+
+    assert store.stats.most_graphql_in_flight == at_once
+    assert store.stats.throttled == 0
+    for index, node in enumerate(nodes):
+        stored = children_of(store.orders.node(index), "refunds")
+        for refund, read in zip(stored, node["refunds"], strict=True):
+            assert [item["id"] for item in read["refundLineItems"]["nodes"]] == [
+                item["id"] for item in children_of(refund, "refundLineItems")
+            ]

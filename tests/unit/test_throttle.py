@@ -42,6 +42,23 @@ def test_a_cost_above_the_bucket_waits_for_a_full_bucket_not_forever():
     assert state.wait_for(5000, now=0.0) == 20.0
 
 
+def test_points_held_by_requests_in_flight_are_not_room_for_another():
+    state = ThrottleState()
+    state.update(report(2000, 2000, 100), now=0.0)
+    state.reserved = 993
+    assert state.has_room(993, now=0.0)
+    state.reserved = 1986
+    assert not state.has_room(993, now=0.0)
+    # The bucket refills beside what is held, up to its maximum.
+    state.update(report(2000, 1500, 100), now=0.0)
+    state.reserved = 993
+    assert not state.has_room(993, now=0.0)
+    assert state.has_room(993, now=4.9)
+    # A cost beyond the bucket needs the whole bucket free, not more than it holds.
+    state.reserved = 0
+    assert state.has_room(5000, now=10.0)
+
+
 def test_malformed_reports_keep_the_last_good_state():
     state = ThrottleState()
     state.update(report(2000, 100, 100), now=0.0)
