@@ -68,11 +68,11 @@ from models import SecretBox, Tenant, create_engine, create_session_factory
 from models import migrate as migrations
 from models.encryption import generate_key
 from receiver.tenants import set_access_token, set_webhook_secrets
+from receiver.webhooks import WEBHOOK_PATH
 
 SHOP = "bench-load.myshopify.com"
 APP_SECRET = "shpss_bench_app_secret"
 STORE_SECRET = "bench_store_webhook_secret"
-WEBHOOK_PATH = "/webhooks/shopify"
 RATIO_GOAL = 1.0
 P99_CONNECTIONS = 64  # the p99 goal holds at this many connections
 BACKFILL_TARGET = "service, backfill running"
