@@ -177,23 +177,20 @@ class FakeShopApp:
 
     async def graphql(self, request: Request) -> Response:
         store = self.find(request)
-        if store is None:
-            return await self._graphql(request)
+        version = request.path_params["version"]
+        if store is None or not _VERSION.match(version):
+            return JSONResponse({"errors": "Not Found"}, status_code=404)
         stats = store.stats
         stats.graphql_in_flight += 1
         stats.most_graphql_in_flight = max(stats.most_graphql_in_flight, stats.graphql_in_flight)
         try:
             if store.latency > 0:
                 await asyncio.sleep(store.latency)
-            return await self._graphql(request)
+            return await self._graphql(request, store, version)
         finally:
             stats.graphql_in_flight -= 1
 
-    async def _graphql(self, request: Request) -> Response:
-        store = self.find(request)
-        version = request.path_params["version"]
-        if store is None or not _VERSION.match(version):
-            return JSONResponse({"errors": "Not Found"}, status_code=404)
+    async def _graphql(self, request: Request, store: FakeStore, version: str) -> Response:
         store.stats.requests += 1
         token = request.headers.get("x-shopify-access-token")
         fault = await self._fault(store, "graphql")
