@@ -247,12 +247,14 @@ class ChildSet:
                 complete = False
         else:
             raise PayloadError(f"{key}: expected a list, got {type(value).__name__}")
-        fixed = dict(self.fixed)
-        records = [
-            self.normalize(item, payload, graphql) | {self.parent_key: parent_id} | fixed
-            for item in items
-            if self.accepts(item)
-        ]
+        records = []
+        for item in items:
+            if self.accepts(item):
+                # A normaliser's record is its own (made for this call): completed in place.
+                record = self.normalize(item, payload, graphql)
+                record[self.parent_key] = parent_id
+                record.update(self.fixed)
+                records.append(record)
         existing = None
         if not graphql and self.rest_ids_key and self.rest_ids_key in payload:
             existing = _listed_ids(payload[self.rest_ids_key], self.rest_ids_key)

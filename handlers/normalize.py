@@ -28,8 +28,21 @@ def is_graphql_node(payload: Mapping[str, Any]) -> bool:
     return isinstance(node_id, str) and node_id.startswith("gid://")
 
 
+# Digits of MAX_SHOPIFY_ID: a longer number is out of range without being read (int() of
+# thousands of digits is slow, and past 4,300 it raises a plain ValueError).
+_MAX_ID_DIGITS = len(str(MAX_SHOPIFY_ID))
+
+
 def parse_shopify_id(value: Any, field: str = "id") -> int:
     """Numeric id from an integer, a numeric string or a gid (`gid://shopify/Order/123`)."""
+    if type(value) is str and value.startswith("gid://"):
+        # Nearly every id a bulk line carries: a gid ending in its number, read in one pass
+        # (anything else, a `?` suffix or a bad number, takes the checks below).
+        text = value[value.rfind("/") + 1 :]
+        if text.isascii() and text.isdigit() and len(text) < _MAX_ID_DIGITS:
+            number = int(text)
+            if number:
+                return number
     if isinstance(value, bool):
         raise PayloadError(f"{field}: expected an id, got {value!r}")
     if isinstance(value, str):
@@ -38,6 +51,8 @@ def parse_shopify_id(value: Any, field: str = "id") -> int:
         # isascii: "²" and "١٢٣" are digits to str.isdigit but not ids.
         if not (text.isascii() and text.isdigit()):
             raise PayloadError(f"{field}: {value!r} is not a Shopify id")
+        if len(text.lstrip("0")) > _MAX_ID_DIGITS:
+            raise PayloadError(f"{field}: {value!r} is outside the 64-bit id range")
         value = int(text)
     if not isinstance(value, int):
         raise PayloadError(f"{field}: expected an id, got {value!r}")
@@ -52,6 +67,16 @@ def optional_shopify_id(value: Any, field: str) -> int | None:
 
 def parse_timestamp(value: Any, field: str = "timestamp") -> datetime | None:
     """ISO-8601 to an aware UTC datetime; fractions beyond microseconds are cut, not rounded."""
+    if type(value) is str and len(value) == 20 and value[10] == "T" and value[19] == "Z":
+        # Shopify's own form (`2024-03-01T10:20:30Z`), which Python 3.11 reads as UTC as it
+        # stands; what it does not read gets the checks (and the error) below.
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is UTC:
+                return parsed
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -97,13 +122,28 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
 
 
+# Plain amounts already read: a store's prices, taxes and zeros repeat across its line
+# items, refunds and transactions (Decimals are immutable, so one may serve every record).
+_PLAIN_AMOUNTS: dict[str, Decimal] = {}
+_MAX_PLAIN_AMOUNTS = 4096
+
+
 def parse_money(value: Any, field: str = "amount") -> Decimal | None:
     """The amount exactly as sent, in the one form both backends store and return alike:
     `12.3456789` stays so, `0.10` keeps its two places, `1E+2` becomes `100` (PostgreSQL keeps
     no positive exponent) and `-0.00` becomes `0.00` (nor a negative zero)."""
-    if type(value) is str and _PLAIN_MONEY.fullmatch(value):
-        amount = Decimal(value)
-        return abs(amount) if amount.is_zero() else amount
+    if type(value) is str:
+        known = _PLAIN_AMOUNTS.get(value)
+        if known is not None:
+            return known
+        if _PLAIN_MONEY.fullmatch(value):
+            amount = Decimal(value)
+            if amount.is_zero():
+                amount = abs(amount)
+            if len(_PLAIN_AMOUNTS) >= _MAX_PLAIN_AMOUNTS:
+                _PLAIN_AMOUNTS.clear()
+            _PLAIN_AMOUNTS[value] = amount
+            return amount
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -611,7 +651,7 @@ def whole_count(value: Any, field: str) -> int | None:
 
 def gid_or_id(value: Any, field: str) -> int | None:
     """An id given as a number, a gid string, or a GraphQL `{ id }` object."""
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         value = value.get("id")
     return optional_shopify_id(value, field)
 

@@ -35,7 +35,7 @@ from handlers.normalize import (
 
 def child_record(payload: Any, fields: tuple[Field, ...], kind: str, *, graphql: bool) -> Record:
     """The columns every child row has (id, Shopify's times, raw) and its declared ones."""
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         raise PayloadError(f"{kind}: expected an object, got {type(payload).__name__}")
     if payload.get("id") is None:
         raise PayloadError(f"{kind}: has no id")
@@ -47,7 +47,8 @@ def child_record(payload: Any, fields: tuple[Field, ...], kind: str, *, graphql:
     }
     if created in payload:
         record["shopify_created_at"] = parse_timestamp(payload[created], f"{kind}.{created}")
-    return record | read_fields(payload, fields, kind, graphql=graphql)
+    record.update(read_fields(payload, fields, kind, graphql=graphql))
+    return record
 
 
 LINE_ITEM_FIELDS = (

@@ -480,6 +480,10 @@ def test_parse_timestamp_absent_is_none(empty):
         "yesterday",
         "2023-13-01T00:00:00Z",
         "2023-03-29T25:00:00Z",
+        # Shopify's 20-character form, read by its own fast path: still refused when wrong.
+        "2023-02-29T18:00:27Z",
+        "2023-03-29T18:00:60Z",
+        "2023-03-29T18:00:2xZ",
         "2023-03-29T18:00:27+25:00",
         "Z",
         1680112827,
@@ -522,6 +526,14 @@ def test_any_aware_datetime_round_trips_through_isoformat(moment):
     assert parsed.tzinfo is UTC or parsed.tzinfo == UTC
 
 
+@given(moment=st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_any_utc_moment_in_shopifys_form_is_read_to_the_second(moment):
+    moment = moment.replace(microsecond=0, tzinfo=UTC)
+    parsed = parse_timestamp(moment.isoformat().replace("+00:00", "Z"))
+    assert parsed == moment
+    assert parsed.tzinfo is UTC
+
+
 @given(moment=aware_datetimes, extra=st.integers(min_value=0, max_value=999))
 def test_nanosecond_precision_is_cut_to_microseconds(moment, extra):
     text = moment.isoformat(timespec="microseconds")
@@ -557,6 +569,20 @@ def test_parse_money(value, expected):
     assert isinstance(amount, Decimal)
     assert amount == expected
     assert str(amount) == str(expected)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("-0.00", "0.00"), ("12.50", "12.50")])
+def test_an_amount_read_again_is_the_same_amount(text, expected):
+    # The second reading comes from the amounts already read.
+    assert [str(parse_money(text)) for _ in range(2)] == [expected, expected]
+
+
+def test_amounts_already_read_are_bounded():
+    from handlers import normalize
+
+    for cents in range(3 * normalize._MAX_PLAIN_AMOUNTS):
+        assert parse_money(f"{cents // 100}.{cents % 100:02d}") == Decimal(cents) / 100
+    assert len(normalize._PLAIN_AMOUNTS) <= normalize._MAX_PLAIN_AMOUNTS
 
 
 def test_float_money_does_not_carry_binary_error():
@@ -663,6 +689,12 @@ def test_parse_shopify_id(value, expected):
         "0x1F",
         "gid://shopify/Order/",
         "gid://shopify/Order/abc",
+        "gid://shopify/Order/000",
+        # Thousands of digits: out of range without being read (int() would raise its own
+        # ValueError past 4,300 digits).
+        "9" * 5000,
+        "gid://shopify/Order/" + "9" * 5000,
+        "gid://shopify/Order/" + "0" * 30 + "1" * 20,
         None,
         [1],
         {"id": 1},
@@ -674,11 +706,12 @@ def test_parse_shopify_id_refuses(value):
         parse_shopify_id(value, "order.id")
 
 
-@given(value=st.integers(min_value=1, max_value=2**63 - 1))
-def test_any_64_bit_id_is_accepted_in_every_spelling(value):
+@given(value=st.integers(min_value=1, max_value=2**63 - 1), zeros=st.integers(0, 3))
+def test_any_64_bit_id_is_accepted_in_every_spelling(value, zeros):
     assert parse_shopify_id(value) == value
     assert parse_shopify_id(str(value)) == value
     assert parse_shopify_id(f"gid://shopify/Order/{value}") == value
+    assert parse_shopify_id(f"gid://shopify/Order/{'0' * zeros}{value}") == value
 
 
 @given(value=st.one_of(st.integers(max_value=0), st.integers(min_value=2**63)))
