@@ -276,8 +276,9 @@ class BulkGrouper:
         if child is None:
             raise ValueError(f"bulk line {line_number}: unexpected child type {typename!r}")
         holder = group.by_id[parent_id]
-        slot = holder.setdefault(child.node_key, _empty(child))
-        _items_of(slot).append(line)
+        if child.node_key not in holder:  # (setdefault would build an empty slot per line)
+            holder[child.node_key] = _empty(child)
+        _items_of(holder[child.node_key]).append(line)
         self._index(group, line, child.children)
         group.last_line = line_number
 
