@@ -58,9 +58,19 @@ class Money(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        if not isinstance(value, Decimal):
-            raise TypeError(f"money must be a Decimal, got {type(value).__name__}")
-        return str(value) if dialect.name == "sqlite" else value
+        return money_text(value) if dialect.name == "sqlite" else _checked_money(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         return None if value is None else Decimal(str(value))
+
+
+def _checked_money(value: Any) -> Decimal:
+    if not isinstance(value, Decimal):
+        raise TypeError(f"money must be a Decimal, got {type(value).__name__}")
+    return value
+
+
+def money_text(value: Decimal) -> str:
+    """An amount as the text both backends read back as that exact amount (SQLite keeps the
+    text; PostgreSQL's NUMERIC reads it with its scale, `0.10` as `0.10`)."""
+    return str(_checked_money(value))

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backfill import runner
 from backfill.runner import BackfillEnvironment, create_sync_job, run_sync_job
 from handlers import records
+from handlers.normalize import parse_money
 from handlers.records import upsert_applied, upsert_records
 from handlers.resources import RESOURCES
 from models import (
@@ -271,6 +272,39 @@ async def test_an_older_record_in_a_batch_leaves_the_newer_row_and_absent_column
     # Money exactly as sent, trailing zeros included.
     assert str(stored[100].amount_spent) == "12.3400"
     assert len(stored) == 3 + records.COPY_MIN_ROWS
+
+
+# Amounts as parse_money gives them: an exponent, twenty decimals, the largest, zeros with and
+# without places, a whole number.
+ODD_AMOUNTS = ["1e-7", "0.00000000000000000001", "9999999999999999.9999", "-5.00", "0.10",
+               "1E+2", "-0.00", "0", "12.3400"]  # fmt: skip
+
+
+async def test_amounts_through_copy_read_back_as_through_the_json_merge(
+    pg: Backend, app_sessions: async_sessionmaker[AsyncSession], copies: list[str]
+) -> None:
+    """COPY stages amounts as text (cast back in the merge); a webhook's batch sends them in
+    JSON: both leave the same NUMERIC, scale included."""
+    tenant_id = await create_tenant(pg.sessions, SHOP)
+    amounts = [parse_money(text) for text in ODD_AMOUNTS]
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        for n, amount in enumerate(amounts):
+            await upsert_records(
+                session, Customer, tenant_id, [_customer(1 + n, T0, amount_spent=amount)],
+                source="webhook",
+            )  # fmt: skip
+    assert copies == []
+    batch = [
+        _customer(100 + n, T0, amount_spent=amounts[n % len(amounts)])
+        for n in range(max(records.COPY_MIN_ROWS, len(amounts)))
+    ]
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        await upsert_records(session, Customer, tenant_id, batch, source="backfill")
+    assert copies == ["customers"]
+    stored = await _customers(pg, tenant_id)
+    for n, amount in enumerate(amounts):
+        by_json, by_copy = stored[1 + n].amount_spent, stored[100 + n].amount_spent
+        assert (str(by_copy), by_copy) == (str(by_json), amount), ODD_AMOUNTS[n]
 
 
 async def test_a_copy_batch_revives_a_level_only_when_newer_than_its_tombstone(
