@@ -23,6 +23,7 @@ import binascii
 import copy
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .data import CITIES, FIRST_NAMES, LAST_NAMES, LazyRef, Node, draw, gid, money, pick
@@ -422,6 +423,18 @@ def customer_lazies(key: int) -> dict[str, Callable[[LazyNode], Any]]:
 # -- orders --
 
 
+@dataclass(frozen=True)
+class _Bought:
+    """What an order's line item records of its product (`OrderChildren._bought`)."""
+
+    product_id: str | None  # None once the product is deleted
+    title: str
+    vendor: str | None
+    # Per variant the product had when generated: its title (None for the default), sku, and
+    # id (None once it is no longer sold).
+    variants: tuple[tuple[str | None, str, str | None], ...]
+
+
 class OrderChildren:
     """Generates an order's children from its node (status, totals, times) and index."""
 
@@ -564,48 +577,13 @@ class OrderChildren:
         currency: str,
         value: int,
     ) -> Node:
-        store = self.store
-        products = store.products
+        products = self.store.products
         number = LINE_ITEM_ID_BASE + index * LINE_ITEM_STRIDE + position
-        # What was bought is kept on the line item as it was when the order was placed: the
-        # product's title and vendor, the variant's title and sku. Its product and variant
-        # references read null once those are deleted (Shopify: "null if the product has been
-        # deleted"), and no order update is sent for any of it.
-        generated = product_index < products.generated
-        product = products.node(product_index) if products.generated else None
-        original = (
-            products.build(product_index, *products.generated_times(product_index))
-            if generated
-            else product
-        )
-        variant_id: str | None = None
-        variant_title = None
-        sku = None
-        if original is not None:
-            # The variant's identity without generating the product's variants (and their
-            # inventory): a bulk export of a million orders' line items stays cheap.
-            catalogue = store.product_children
-            specs = (
-                catalogue.default_specs(product_index)
-                if generated
-                else catalogue.specs(product_index, original)
-            )
-            if specs:
-                spec = specs[(value >> 20) % len(specs)]
-                title, _ = catalogue.identity(product_index, spec["k"], len(specs))
-                fields = spec.get("fields") or {}
-                title = fields.get("title", title)
-                variant_title = None if title == "Default Title" else title
-                sku = fields.get("sku", f"SKU-{product_index}-{spec['k'] + 1}")
-                still_sold = product is not None and any(
-                    current["k"] == spec["k"] for current in catalogue.specs(product_index, product)
-                )
-                if still_sold:
-                    variant_id = gid(
-                        "ProductVariant",
-                        VARIANT_ID_BASE + product_index * VARIANT_STRIDE + spec["k"],
-                    )
-        title = original["title"] if original else "Removed product"
+        bought = self._bought(product_index)
+        variant_title = sku = variant_id = None
+        if bought.variants:
+            variant_title, sku, variant_id = bought.variants[(value >> 20) % len(bought.variants)]
+        title = bought.title
         return {
             "__typename": "LineItem",
             "id": gid("LineItem", number),
@@ -613,7 +591,7 @@ class OrderChildren:
             "title": title,
             "variantTitle": variant_title,
             "sku": sku,
-            "vendor": original["vendor"] if original else None,
+            "vendor": bought.vendor,
             "quantity": quantity,
             "currentQuantity": quantity,
             "unfulfilledQuantity": quantity,
@@ -638,8 +616,8 @@ class OrderChildren:
             "duties": [],
             "taxLines": [],
             "product": (
-                _ref("Product", product["id"], lambda: products.node(product_index))
-                if product is not None
+                _ref("Product", bought.product_id, lambda: products.node(product_index))
+                if bought.product_id is not None
                 else None
             ),
             "variant": (
@@ -654,6 +632,69 @@ class OrderChildren:
                 else None
             ),
         }
+
+    def _bought(self, product_index: int) -> _Bought:
+        """What a line item of product `product_index` records of it, read once per snapshot
+        of the products: every line item of a bulk export or a refund read asks again, and
+        generating the product for each cost most of a large export's time."""
+        view = self.store.products.view()
+        key = ("bought", product_index)
+        bought: _Bought | None = view.derived.get(key)
+        if bought is None:
+            bought = view.derived[key] = self._read_bought(view, product_index)
+        return bought
+
+    def _read_bought(self, view: ResourceView, product_index: int) -> _Bought:
+        # What was bought is kept on the line item as it was when the order was placed: the
+        # product's title and vendor, the variant's title and sku. Its product and variant
+        # references read null once those are deleted (Shopify: "null if the product has been
+        # deleted"), and no order update is sent for any of it.
+        products = self.store.products
+        generated = product_index < products.generated
+        product = view.node(product_index) if products.generated else None
+        original = (
+            products.build(product_index, *products.generated_times(product_index))
+            if generated
+            else product
+        )
+        if original is None:
+            return _Bought(None, "Removed product", None, ())
+        # The variants' identities without generating the product's variants (and their
+        # inventory): a bulk export of a million orders' line items stays cheap.
+        catalogue = self.store.product_children
+        specs = (
+            catalogue.default_specs(product_index)
+            if generated
+            else catalogue.specs(product_index, original)
+        )
+        sold = (
+            {current["k"] for current in catalogue.specs(product_index, product)}
+            if product is not None
+            else set()
+        )
+        variants: list[tuple[str | None, str, str | None]] = []
+        for spec in specs:
+            title, _ = catalogue.identity(product_index, spec["k"], len(specs))
+            fields = spec.get("fields") or {}
+            title = fields.get("title", title)
+            variant_id = (
+                gid("ProductVariant", VARIANT_ID_BASE + product_index * VARIANT_STRIDE + spec["k"])
+                if spec["k"] in sold
+                else None
+            )
+            variants.append(
+                (
+                    None if title == "Default Title" else title,
+                    fields.get("sku", f"SKU-{product_index}-{spec['k'] + 1}"),
+                    variant_id,
+                )
+            )
+        return _Bought(
+            product["id"] if product is not None else None,
+            original["title"],
+            original["vendor"],
+            tuple(variants),
+        )
 
     def _transactions(
         self,

@@ -10,6 +10,7 @@ checked one by one.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import re
 import threading
@@ -56,6 +57,9 @@ class ResourceView:
     deleted: frozenset[int]
     # Every index whose record is not simply generated (changed, created or deleted), sorted.
     special: tuple[int, ...]
+    # Facts derived from this snapshot alone, kept for the requests that read it again (what a
+    # line item records of its product): a change makes a new snapshot, so none goes stale.
+    derived: dict[Any, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     # -- single records --
 

@@ -893,3 +893,41 @@ def test_concurrent_exports_are_listed_by_bulk_operations(server: FakeShopServer
         roots = [line for line in lines if "__parentId" not in line]
         assert len(roots) == store.counts[resource]
         assert all(f"/{typename}/" in line["id"] for line in roots)
+
+
+def test_line_items_keep_what_was_bought_and_follow_the_catalogue(
+    server: FakeShopServer, shop: FakeStore
+) -> None:
+    """An order's line items are read again and again (bulk exports, refund reads): what
+    they record of their product is kept per snapshot of the catalogue, so a removed variant
+    and a deleted product must show on the next read, and what was bought must not change."""
+    query = """query($id: ID!) { order(id: $id) { lineItems(first: 10) {
+      nodes { title sku variantTitle vendor product { id } variant { id } } } } }"""
+
+    def lines(index: int) -> list[dict[str, Any]]:
+        order = graphql(server, shop, query, {"id": shop.orders.gid(index)})["data"]["order"]
+        return order["lineItems"]["nodes"]  # type: ignore[no-any-return]
+
+    index, line = next(
+        (i, line)
+        for i in range(200)
+        for line in lines(i)
+        if line["variant"] is not None
+        and len(children_of(shop.product_node(_product_index(shop, line)) or {}, "variants")) > 1
+    )
+    product_index = _product_index(shop, line)
+    variants = children_of(shop.product_node(product_index) or {}, "variants")
+    position = next(p for p, v in enumerate(variants) if v["id"] == line["variant"]["id"])
+    assert lines(index) == lines(index)  # read twice, nothing changed between
+    shop.remove_variant(product_index, position)
+    after_removal = next(item for item in lines(index) if item["sku"] == line["sku"])
+    assert after_removal == {**line, "variant": None}
+    shop.delete_product(product_index)
+    after_deletion = next(item for item in lines(index) if item["sku"] == line["sku"])
+    assert after_deletion == {**line, "variant": None, "product": None}
+
+
+def _product_index(shop: FakeStore, line: dict[str, Any]) -> int:
+    index = shop.products.view().index_of(int(line["product"]["id"].rsplit("/", 1)[1]))
+    assert index is not None
+    return index
