@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import json
 import logging
@@ -61,9 +60,6 @@ BULK_BATCH = 1000
 BULK_BATCH_LINES = 5000
 # Bulk batches written at once on PostgreSQL, each in its own transaction and connection.
 BULK_WRITERS = 2
-# Bulk batches whose Admin API reads (refunds' line items) may run at once, the oldest being
-# normalised and handed over while the others' answers come in.
-BULK_READS_AHEAD = 2
 # A running job whose heartbeat is older than this was abandoned by a dead worker.
 DEFAULT_LEASE = timedelta(seconds=60)
 # A rate-limit wait this long is written into the job's progress (`waiting`) for the dashboard;
@@ -565,11 +561,10 @@ class JobRun:
         batch commits counts only the batches before it that had committed (`_BulkCommits`),
         so a crash never skips a line; a batch that committed past one that did not is written
         again on resume (the upserts are idempotent). Each stage hands a batch over and goes
-        on only once the next took it, and the finishing stage holds at most
-        `BULK_READS_AHEAD` batches, so at most `writers` + 1 + `BULK_READS_AHEAD` batches are
-        held. The second writer and the middle stage each moved nothing measurable alone:
-        with one writer the writing bound the ingest, with the Admin API reads inside the
-        reading stage the reading did."""
+        on only once the next took it, so at most `writers` + 2 batches are held. The second
+        writer and the middle stage each moved nothing measurable alone: with one writer the
+        writing bound the ingest, with the Admin API reads inside the reading stage the
+        reading did."""
         writers = await self._bulk_writers()
         read: asyncio.Queue[list[BulkGroup] | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
         handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
@@ -659,59 +654,34 @@ class JobRun:
     ) -> None:
         """The middle stage of `_stream_bulk`: each batch read is made whole (the refunds'
         line items asked of Shopify) and normalised while the reader reads the next one, then
-        put into `handoff` for the writers, in the order read. A batch's reads go out together,
-        as far as the rate limit's bucket has room (`fill_bulk_gaps`), as soon as the batch is
-        read: the reads of up to `BULK_READS_AHEAD` batches run while the batch before them is
-        normalised and handed over. Awaited one batch at a time, they were three fifths of
-        this stage's time in the bench's orders (a refund with more line items than the first
-        read asks for takes further round trips), and this stage bound the ingest."""
-        ahead: collections.deque[tuple[list[BulkGroup], asyncio.Task[int]]] = collections.deque()
-        try:
-            while True:
-                item = await read.get()
-                read.task_done()
-                if isinstance(item, list):
-                    reads = asyncio.create_task(self._fill_gaps(resource, item))
-                    ahead.append((item, reads))
-                    if len(ahead) < BULK_READS_AHEAD:
-                        continue
-                # Batches go on in the order read; the end only after all of them. What went
-                # wrong reading goes at once: the job fails, and the batches it held are read
-                # again on resume (only committed ones are checkpointed).
-                while ahead and (len(ahead) >= BULK_READS_AHEAD or isinstance(item, _BulkEnd)):
-                    batch, reads = ahead.popleft()
-                    finished = await self._finished_batch(resource, batch, reads)
-                    await _hand_over(handoff, finished)
-                    if not isinstance(finished, _BulkBatch):
-                        return
-                if not isinstance(item, list):
-                    await _hand_over(handoff, item)
-                    return
-        finally:
-            for _, reads in ahead:
-                reads.cancel()
-            await asyncio.gather(*(reads for _, reads in ahead), return_exceptions=True)
+        put into `handoff` for the writers; one batch at a time (its reads go out together,
+        as far as the rate limit's bucket has room: `fill_bulk_gaps`)."""
+        while True:
+            item = await read.get()
+            read.task_done()
+            finished: _BulkBatch | _BulkEnd | BaseException
+            try:
+                finished = (
+                    await self._bulk_batch(resource, item) if isinstance(item, list) else item
+                )
+            except Exception as exc:
+                finished = exc
+            await _hand_over(handoff, finished)
+            if not isinstance(finished, _BulkBatch):
+                return
 
-    async def _fill_gaps(self, resource: Resource, batch: list[BulkGroup]) -> int:
-        return await fill_bulk_gaps(self.client, resource.children, [g.node for g in batch])
-
-    async def _finished_batch(
-        self, resource: Resource, batch: list[BulkGroup], reads: asyncio.Task[int]
-    ) -> _BulkBatch | BaseException:
-        """A batch ready to write once its reads are in (the refunds' line items read by id),
-        or what went wrong."""
+    async def _bulk_batch(self, resource: Resource, batch: list[BulkGroup]) -> _BulkBatch:
+        """A batch ready to write: its records whole (the refunds' line items read by id)."""
+        nodes = [group.node for group in batch]
+        await fill_bulk_gaps(self.client, resource.children, nodes)
         try:
-            await reads
-            nodes = [group.node for group in batch]
             read = read_with_children(
                 resource.children, resource.normalize_node, nodes, graphql=True
             )
         except PayloadError as exc:
-            error = BackfillError(f"{resource.name}: Shopify sent a record we cannot read: {exc}")
-            error.__cause__ = exc
-            return error
-        except Exception as exc:
-            return exc
+            raise BackfillError(
+                f"{resource.name}: Shopify sent a record we cannot read: {exc}"
+            ) from exc
         return _BulkBatch(nodes, read, batch[-1].last_line)
 
     async def _bulk_write(

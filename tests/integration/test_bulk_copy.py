@@ -492,43 +492,6 @@ async def test_two_bulk_batches_are_written_at_once_and_the_rows_are_exact(
     await _assert_every_order_in(pg, simulator[0], tenant_id, job_id)
 
 
-async def test_the_next_batch_s_admin_reads_run_while_a_batch_is_finished(
-    pg: Backend,
-    app_sessions: async_sessionmaker[AsyncSession],
-    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A batch's Admin API reads (its refunds' line items) are under way while the batch
-    before it is still waiting for its own: the first batch's reads wait until a second
-    batch's have begun (they would wait in vain, one batch's reads at a time), never more
-    than `BULK_READS_AHEAD` batches' reads run, and the rows come out exactly as the store
-    holds them."""
-    monkeypatch.setattr(runner, "BULK_BATCH", 60)
-    original = runner.fill_bulk_gaps
-    running = 0
-    most = 0
-    two_at_once = asyncio.Event()
-
-    async def observed(*args: Any) -> int:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        if running == 2:
-            two_at_once.set()
-        try:
-            await asyncio.wait_for(two_at_once.wait(), timeout=10)
-            return await original(*args)
-        finally:
-            running -= 1
-
-    monkeypatch.setattr(runner, "fill_bulk_gaps", observed)
-    async with httpx.AsyncClient(timeout=30) as http:
-        env, tenant_id, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
-        assert await run_sync_job(env, job_id) == "succeeded"
-    assert most == runner.BULK_READS_AHEAD == 2
-    await _assert_every_order_in(pg, simulator[0], tenant_id, job_id)
-
-
 async def test_a_batch_committed_past_an_unwritten_one_is_not_counted_and_is_rewritten(
     pg: Backend,
     app_sessions: async_sessionmaker[AsyncSession],
