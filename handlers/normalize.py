@@ -651,7 +651,7 @@ def whole_count(value: Any, field: str) -> int | None:
 
 def gid_or_id(value: Any, field: str) -> int | None:
     """An id given as a number, a gid string, or a GraphQL `{ id }` object."""
-    if type(value) is dict or isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):  # dict first: spares the ABC check
         value = value.get("id")
     return optional_shopify_id(value, field)
 

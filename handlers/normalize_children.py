@@ -35,7 +35,7 @@ from handlers.normalize import (
 
 def child_record(payload: Any, fields: tuple[Field, ...], kind: str, *, graphql: bool) -> Record:
     """The columns every child row has (id, Shopify's times, raw) and its declared ones."""
-    if type(payload) is not dict and not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):  # dict: no ABC check
         raise PayloadError(f"{kind}: expected an object, got {type(payload).__name__}")
     if payload.get("id") is None:
         raise PayloadError(f"{kind}: has no id")
