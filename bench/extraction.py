@@ -4,20 +4,24 @@ the service's path.
 
 The bulk ingest is bound by the job's one Python thread (bench/RESULTS.md, 2026-12-03): it
 parses, normalises and encodes every row, and PostgreSQL merges what it sends. This bench takes
-the orders' bulk result from the simulator once, then writes the same lines two ways into one
-fresh database, each as a store of its own:
+the orders' bulk result from the simulator once, cuts it into the job's batches, and writes the
+same batches two ways into one fresh database, each as a store of its own, both as the job
+streams (one batch prepared here while BULK_WRITERS others are written, each in its own
+transaction and connection):
 
-1. **service**: the job's own code, batch by batch as `backfill.runner` cuts them: lines parsed
-   and grouped (`BulkGrouper`), read (`read_with_children`) and written (`write_read_records`:
-   COPY into staging tables, then the guarded merges), one transaction a batch;
-2. **prototype**: the same batches' lines COPYed as they came into one `jsonb` staging column,
-   then one INSERT ... SELECT per table that reads the columns with SQL (written by hand here,
-   for orders, their line items, transactions and fulfillments, with the guard and the row
-   order of the service's merges).
+1. **service**: the job's own code: lines parsed and grouped (`BulkGrouper`), read
+   (`read_with_children`) and written (`write_read_records`: COPY into staging tables, then the
+   guarded merges);
+2. **prototype**: the lines COPYed as they came into one `jsonb` staging column, then one
+   INSERT ... SELECT per table that reads the columns with SQL (written by hand here, for
+   orders, their line items, transactions and fulfillments, with the guard and the row order
+   of the service's merges).
 
-Refunds are left out of both (their line items take Admin API reads). For each way it reports
-the CPU of this process and of its PostgreSQL backend, and it checks that both wrote the same
-rows: every column but the surrogate id, the store and the write time, `raw` included.
+Refunds are left out of both (their line items take Admin API reads), and so is the download:
+the rates are the writing's alone, beside PostgreSQL's COPY ceiling for the same tables
+(`bench.backfill.median_copy_ceiling`). For each way it reports the wall time, the CPU of this
+process and of the PostgreSQL backends, and it checks that both wrote the same rows: every
+column but the surrogate id, the store and the write time, `raw` included.
 
 Prints one Markdown table and appends it, with the machine and the date, to bench/RESULTS.md.
 """
@@ -25,10 +29,12 @@ Prints one Markdown table and appends it, with the machine and the date, to benc
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.nested import BulkGroup, BulkGrouper
 from backfill.queries import BULK_STATUS, bulk_run_document
-from backfill.runner import BULK_BATCH, BULK_BATCH_LINES
+from backfill.runner import BULK_BATCH, BULK_BATCH_LINES, BULK_WRITERS
 from bench.backfill import (
     API_VERSION,
     DEFAULT_ADMIN_URL,
@@ -50,12 +56,13 @@ from bench.backfill import (
     drop_database,
     log,
     machine_info,
+    median_copy_ceiling,
     postgres_backend_cpu,
     simulator,
 )
 from bench.children import stop_children
 from bench.database import APP_ROLE, as_role
-from handlers.children import read_with_children, write_read_records
+from handlers.children import ReadRecords, read_with_children, write_read_records
 from handlers.resources import ORDERS
 from models import OrderRefund, Tenant, create_engine, create_session_factory
 from models.driver import driver_of, session_connection
@@ -299,50 +306,90 @@ async def _backend_cpu(sessions: async_sessionmaker[AsyncSession]) -> float:
     return sum((await postgres_backend_cpu(sessions)).values())
 
 
-async def service(
-    sessions: async_sessionmaker[AsyncSession], tenant: int, cut: list[Batch]
+def service_batch(batch: Batch) -> ReadRecords:
+    """The job's reading and finishing stages for one batch (no Admin API reads here)."""
+    grouper = BulkGrouper(CHILDREN)
+    groups: list[BulkGroup] = []
+    for offset, line in enumerate(batch.lines):
+        groups.extend(grouper.feed(orjson.loads(line), batch.start + offset))
+    groups.extend(grouper.finish())
+    nodes = [group.node for group in groups]
+    return read_with_children(CHILDREN, ORDERS.normalize_node, nodes, graphql=True)
+
+
+async def service_write(session: AsyncSession, tenant: int, read: ReadRecords) -> None:
+    await write_read_records(session, ORDERS.model, CHILDREN, tenant, read, source="backfill")
+
+
+def prototype_batch(batch: Batch) -> bytes:
+    """COPY's text format: a JSON line holds no tab or newline, only backslashes to escape."""
+    return b"".join(
+        b"%d\t%s\n" % (batch.start + offset, line.replace(b"\\", b"\\\\"))
+        for offset, line in enumerate(batch.lines)
+    )
+
+
+async def prototype_write(session: AsyncSession, tenant: int, data: bytes) -> None:
+    driver = await driver_of(await session_connection(session))
+    started = time.perf_counter()
+    await driver.execute(STAGE)
+    await driver.copy_to_table(
+        "bulk_lines", source=io.BytesIO(data), columns=["line", "doc"], format="text"
+    )
+    STEP_SECONDS["staging COPY"] += time.perf_counter() - started
+    for table, statement in zip(TABLES, STATEMENTS, strict=True):
+        started = time.perf_counter()
+        await driver.execute(statement, tenant)
+        STEP_SECONDS[table] += time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class WayCode:
+    prepare: Callable[[Batch], Any]  # this process's work for a batch
+    write: Callable[[AsyncSession, int, Any], Awaitable[None]]  # in the batch's transaction
+
+
+async def pipelined(
+    sessions: async_sessionmaker[AsyncSession], tenant: int, cut: list[Batch], way: WayCode
 ) -> None:
-    for batch in cut:
-        grouper = BulkGrouper(CHILDREN)
-        groups: list[BulkGroup] = []
-        for offset, line in enumerate(batch.lines):
-            groups.extend(grouper.feed(orjson.loads(line), batch.start + offset))
-        groups.extend(grouper.finish())
-        nodes = [group.node for group in groups]
-        read = read_with_children(CHILDREN, ORDERS.normalize_node, nodes, graphql=True)
-        async with tenant_transaction(sessions, tenant) as session:
-            await write_read_records(
-                session, ORDERS.model, CHILDREN, tenant, read, source="backfill"
-            )
+    """As the job streams a bulk result: one batch prepared while BULK_WRITERS others are
+    written, each in its own transaction and connection."""
+    handoff: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+
+    async def writer() -> None:
+        while (prepared := await handoff.get()) is not None:
+            async with tenant_transaction(sessions, tenant) as session:
+                await way.write(session, tenant, prepared)
+
+    writers = [asyncio.create_task(writer()) for _ in range(BULK_WRITERS)]
+    try:
+        for batch in cut:
+            await handoff.put(way.prepare(batch))
+        for _ in writers:
+            await handoff.put(None)
+        await asyncio.gather(*writers)
+    finally:
+        for task in writers:
+            task.cancel()
+        await asyncio.gather(*writers, return_exceptions=True)
 
 
-async def prototype(
-    sessions: async_sessionmaker[AsyncSession], tenant: int, cut: list[Batch]
-) -> None:
-    for batch in cut:
-        # COPY's text format: a JSON line holds no tab or newline, only backslashes to escape.
-        data = b"".join(
-            b"%d\t%s\n" % (batch.start + offset, line.replace(b"\\", b"\\\\"))
-            for offset, line in enumerate(batch.lines)
-        )
-        async with tenant_transaction(sessions, tenant) as session:
-            driver = await driver_of(await session_connection(session))
-            started = time.perf_counter()
-            await driver.execute(STAGE)
-            await driver.copy_to_table(
-                "bulk_lines", source=io.BytesIO(data), columns=["line", "doc"], format="text"
-            )
-            STEP_SECONDS["staging COPY"] += time.perf_counter() - started
-            for table, statement in zip(TABLES, STATEMENTS, strict=True):
-                started = time.perf_counter()
-                await driver.execute(statement, tenant)
-                STEP_SECONDS[table] += time.perf_counter() - started
+WAYS = {
+    "service": WayCode(service_batch, service_write),
+    "prototype": WayCode(prototype_batch, prototype_write),
+}
 
 
-WAYS = {"service": service, "prototype": prototype}
+async def _open_connections(sessions: async_sessionmaker[AsyncSession], count: int) -> None:
+    """The writers' connections, opened before the CPU readings (pooled, they stay)."""
+    held = [sessions() for _ in range(count)]
+    for session in held:
+        await session.execute(text("SELECT 1"))
+    for session in held:
+        await session.close()
 
 
-async def measure(database_url: str, cut: list[Batch]) -> tuple[list[Way], dict[str, int]]:
+async def measure(database_url: str, cut: list[Batch]) -> tuple[list[Way], dict[str, int], float]:
     admin = create_engine(database_url)
     app = create_engine(as_role(database_url, APP_ROLE))
     admin_sessions, sessions = create_session_factory(admin), create_session_factory(app)
@@ -353,16 +400,14 @@ async def measure(database_url: str, cut: list[Batch]) -> tuple[list[Way], dict[
         tenants = [store.id for store in stores]
     ways: list[Way] = []
     try:
-        for (name, write), tenant in zip(WAYS.items(), tenants, strict=True):
-            # One connection, kept: its backend's CPU is the way's PostgreSQL CPU.
-            async with sessions() as session:
-                await session.execute(text("SELECT 1"))
+        for (name, way), tenant in zip(WAYS.items(), tenants, strict=True):
+            await _open_connections(sessions, BULK_WRITERS)
             pg_before, cpu_before, started = (
                 await _backend_cpu(admin_sessions),
                 time.process_time(),
                 time.perf_counter(),
             )
-            await write(sessions, tenant, cut)
+            await pipelined(sessions, tenant, cut, way)
             wall = time.perf_counter() - started
             cpu = time.process_time() - cpu_before
             pg = await _backend_cpu(admin_sessions) - pg_before
@@ -383,7 +428,9 @@ async def measure(database_url: str, cut: list[Batch]) -> tuple[list[Way], dict[
     finally:
         await admin.dispose()
         await app.dispose()
-    return ways, differences
+    # Both stores' rows: the ceiling is a rate, and reading them all costs it nothing.
+    ceiling = await median_copy_ceiling(database_url, list(TABLES))
+    return ways, differences, float(ceiling["rows"]) / float(ceiling["seconds"])
 
 
 async def compare(
@@ -414,7 +461,9 @@ async def compare(
     return differences
 
 
-def report(args: argparse.Namespace, ways: list[Way], differences: dict[str, int]) -> str:
+def report(
+    args: argparse.Namespace, ways: list[Way], differences: dict[str, int], ceiling: float
+) -> str:
     service_way, prototype_way = ways
     lines = [
         f"## Extraction prototype ({time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC)",
@@ -425,14 +474,18 @@ def report(args: argparse.Namespace, ways: list[Way], differences: dict[str, int
         "",
         *machine_info(args.postgres_url),
         "",
-        "| way | rows | this process's CPU | PostgreSQL backend CPU | both | wall |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| way | rows | wall | rows/s | / COPY ceiling | this process's CPU"
+        " | PostgreSQL backends' CPU | both |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for way in ways:
+        rate = way.rows / way.wall
         lines.append(
-            f"| {way.name} | {way.rows:,} | {way.python_cpu:.1f} s | {way.postgres_cpu:.1f} s"
-            f" | {way.python_cpu + way.postgres_cpu:.1f} s | {way.wall:.1f} s |"
+            f"| {way.name} | {way.rows:,} | {way.wall:.1f} s | {rate:,.0f} | {rate / ceiling:.2f}x"
+            f" | {way.python_cpu:.1f} s | {way.postgres_cpu:.1f} s"
+            f" | {way.python_cpu + way.postgres_cpu:.1f} s |"
         )
+    lines.append(f"| COPY ceiling | | | {ceiling:,.0f} | 1.00x | | | |")
     both = (prototype_way.python_cpu + prototype_way.postgres_cpu) / (
         service_way.python_cpu + service_way.postgres_cpu
     )
@@ -474,12 +527,12 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{len(lines):,} lines; creating and migrating a database ...")
             cut = batches(lines)
             database_url = create_database(args.postgres_url)
-            ways, differences = runtime.run(measure(database_url, cut))
+            ways, differences, ceiling = runtime.run(measure(database_url, cut))
         finally:
             stop_children()
             if database_url is not None:
                 drop_database(args.postgres_url, database_url)
-    section = report(args, ways, differences)
+    section = report(args, ways, differences, ceiling)
     print(section)
     if not args.no_append:
         append_results(section)
