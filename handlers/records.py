@@ -218,6 +218,28 @@ def _bound_common(table: Table) -> dict[str, Any]:
     return {name: bindparam(_common_name(name), type_=table.c[name].type) for name in _COMMON}
 
 
+def guarded_merge(
+    model: RowModel,
+    names: tuple[str, ...],
+    incoming: Any,
+    *,
+    tenant_id: int,
+    source: str,
+    synced_at: datetime,
+    skip_same: bool,
+) -> tuple[Any, dict[str, Any]]:
+    """The order-safe merge every batch write ends in (`_merge_from`), from a source the
+    caller builds (a SELECT with a column per name in `names`), and its parameters: the store,
+    source and write time, bound once. For bench.extraction's prototype, which reads the
+    columns out of raw JSON lines with SQL."""
+    table = cast(Table, model.__table__)
+    statement = _merge_from(
+        model, names + _COMMON, incoming, _bound_common(table), skip_same=skip_same
+    )
+    common = {"tenant_id": tenant_id, "source": source, "synced_at": synced_at}
+    return statement, {_common_name(name): value for name, value in common.items()}
+
+
 @dataclass(frozen=True)
 class _JsonMerge:
     statement: Any
