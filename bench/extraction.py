@@ -13,9 +13,12 @@ transaction and connection):
    (`read_with_children`) and written (`write_read_records`: COPY into staging tables, then the
    guarded merges);
 2. **prototype**: the lines COPYed as they came into one `jsonb` staging column, then one
-   INSERT ... SELECT per table that reads the columns with SQL (written by hand here, for
-   orders, their line items, transactions and fulfillments, with the guard and the row order
-   of the service's merges).
+   INSERT ... SELECT per table that reads the columns with SQL, for orders, their line items,
+   transactions and fulfillments, ending in the service's own guarded merge. Line items and
+   transactions are read by `handlers.sql_fields` (each parse function's SQL twin, as strict
+   as Python: a row it cannot vouch for is left out here, where the service would send its
+   batch to Python, and shows as a difference); orders and fulfillments by SQL written here,
+   which trusts the shapes (their normalisers are not all declarations yet).
 
 Refunds are left out of both (their line items take Admin API reads), and so is the download:
 the rates are the writing's alone, beside PostgreSQL's COPY ceiling for the same tables
@@ -64,8 +67,11 @@ from bench.backfill import (
 from bench.children import stop_children
 from bench.database import APP_ROLE, as_role
 from handlers.children import ReadRecords, read_with_children, write_read_records
+from handlers.normalize import parse_shopify_id
+from handlers.normalize_children import LINE_ITEM_FIELDS, TRANSACTION_FIELDS
 from handlers.records import RowModel, guarded_merge
 from handlers.resources import ORDERS
+from handlers.sql_fields import Reading, child_reading
 from models import (
     Fulfillment,
     Order,
@@ -89,8 +95,7 @@ UNCOMPARED = frozenset({"id", "tenant_id", "synced_at", "source"})
 
 
 def _gid(value: str) -> str:
-    """A gid's number. The prototype trusts the shape; the service checks it (a faithful twin
-    would refuse what `parse_shopify_id` refuses)."""
+    """A gid's number, trusting its shape (`sql_fields.sql_parse_shopify_id` does not)."""
     return f"split_part({value}, '/', 5)::bigint"
 
 
@@ -143,30 +148,25 @@ def _money(path: str) -> str:
     return f"(doc #>> '{{{path}}}')::numeric"
 
 
+def _strict(reading: Reading, parent: str, source: str) -> tuple[dict[str, str], str]:
+    """A child table's columns as `handlers.sql_fields` reads them (the parent's id from the
+    `jsonb` expression `parent`), and its rows: those every twin reads as Python does (the
+    service would send a batch with any other to Python; here such a row goes missing, which
+    the comparison of both ways' rows reports)."""
+    reading.parsed("order_shopify_id", parse_shopify_id, parent)
+    names = tuple(reading.reads)
+    return dict(
+        zip(names, names, strict=True)
+    ), f"SELECT * FROM ({reading.select(source)}) r WHERE ok"
+
+
 LINE_ITEMS = Extraction(
     OrderLineItem,
-    {
-        "shopify_id": _gid("doc->>'id'"),
-        "order_shopify_id": _gid("doc->>'__parentId'"),
-        "shopify_updated_at": "(doc->>'updatedAt')::timestamptz",
-        "product_shopify_id": _gid("doc #>> '{product,id}'"),
-        "variant_shopify_id": _gid("doc #>> '{variant,id}'"),
-        "sku": "nullif(doc->>'sku', '')",
-        "title": "nullif(doc->>'title', '')",
-        "variant_title": "nullif(doc->>'variantTitle', '')",
-        "vendor": "nullif(doc->>'vendor', '')",
-        "quantity": "(doc->>'quantity')::bigint",
-        "current_quantity": "(doc->>'currentQuantity')::bigint",
-        "price": _money("originalUnitPriceSet,shopMoney,amount"),
-        "total_discount": _money("totalDiscountSet,shopMoney,amount"),
-        "currency": "nullif(doc #>> '{originalUnitPriceSet,shopMoney,currencyCode}', '')",
-        "taxable": "(doc->'taxable')::boolean",
-        "requires_shipping": "(doc->'requiresShipping')::boolean",
-        "gift_card": "(doc->'isGiftCard')::boolean",
-        "fulfillable_quantity": "(doc->>'unfulfilledQuantity')::bigint",
-        "raw": "doc - '__parentId'",
-    },
-    "SELECT line, doc FROM pg_temp.bulk_lines WHERE doc ? '__parentId'",
+    *_strict(
+        child_reading("doc", LINE_ITEM_FIELDS, created=False),
+        "doc -> '__parentId'",
+        "SELECT doc FROM pg_temp.bulk_lines WHERE doc ? '__parentId'",
+    ),
     skip_same=True,
 )
 
@@ -219,24 +219,12 @@ ORDERS_SQL = Extraction(
 
 TRANSACTIONS = Extraction(
     OrderTransaction,
-    {
-        "shopify_id": _gid("t->>'id'"),
-        "order_shopify_id": _gid("o->>'id'"),
-        "shopify_created_at": "(t->>'createdAt')::timestamptz",
-        "shopify_updated_at": "(t->>'updatedAt')::timestamptz",
-        "kind": _lower("t->>'kind'"),
-        "status": _lower("t->>'status'"),
-        "gateway": "nullif(t->>'gateway', '')",
-        "amount": "(t #>> '{amountSet,shopMoney,amount}')::numeric",
-        "currency": "nullif(t #>> '{amountSet,shopMoney,currencyCode}', '')",
-        "parent_shopify_id": _gid("t #>> '{parentTransaction,id}'"),
-        "processed_at": "(t->>'processedAt')::timestamptz",
-        "error_code": _lower("t->>'errorCode'"),
-        "test": "(t->'test')::boolean",
-        "raw": "t",
-    },
-    "SELECT line, doc AS o, t FROM pg_temp.bulk_lines,"
-    " jsonb_array_elements(doc->'transactions') t WHERE NOT doc ? '__parentId'",
+    *_strict(
+        child_reading("t", TRANSACTION_FIELDS, created=True),
+        "o -> 'id'",
+        "SELECT doc AS o, t FROM pg_temp.bulk_lines, jsonb_array_elements(doc->'transactions') t"
+        " WHERE NOT doc ? '__parentId'",
+    ),
     skip_same=True,
 )
 
@@ -402,12 +390,20 @@ async def pipelined(
             async with tenant_transaction(sessions, tenant) as session:
                 await way.write(session, tenant, prepared)
 
+    async def hand_over(prepared: Any) -> None:
+        # A writer that failed takes nothing more: raise its error rather than wait on it.
+        put = asyncio.ensure_future(handoff.put(prepared))
+        await asyncio.wait([put, *writers], return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+            await asyncio.gather(*writers)
+
     writers = [asyncio.create_task(writer()) for _ in range(BULK_WRITERS)]
     try:
         for batch in cut:
-            await handoff.put(way.prepare(batch))
+            await hand_over(way.prepare(batch))
         for _ in writers:
-            await handoff.put(None)
+            await hand_over(None)
         await asyncio.gather(*writers)
     finally:
         for task in writers:

@@ -13,7 +13,11 @@ So `ok` must be false for everything Python refuses, and may be false for more.
 One fact the twins cannot see: `jsonb` keeps a number's value, not its spelling, so `1e2`
 reads as `100`, which Python (orjson) reads as a float and refuses as a count or an id. A
 document whose text has a number written with an exponent (`has_exponent`, a test on the
-bytes) is therefore not for this path either.
+bytes) is therefore not for this path either. A value the twin calls `ok` but PostgreSQL cannot
+cast (the 30th of February) fails the statement, which sends the batch to Python as well.
+
+Not yet the service's path: `python -m bench.extraction` reads line items and transactions
+with it, beside the job's own code (bench/RESULTS.md has what the checks cost).
 """
 
 from __future__ import annotations
@@ -45,61 +49,57 @@ class SqlRead:
     ok: str
 
 
-# A twin reads a `jsonb` expression that is SQL NULL when a null came on the way to the value
-# (`{"customer": null}` read at `customer.id`), which Python reads as None too.
-SqlParse = Callable[[str], SqlRead]
+# A twin reads a `jsonb` value, by the name `Reading` computed it under (SQL NULL when a null
+# came on the way to it: `{"customer": null}` read at `customer.id`, which Python reads as None
+# too); `let` names one more expression it needs, computed once a row.
+Let = Callable[[str], str]
+SqlParse = Callable[[str, Let], SqlRead]
 
 
-def _text(value: str) -> str:
+def _text(value: str, let: Let) -> str:
     """The scalar's text: a string unescaped, a number as jsonb writes it, null as NULL."""
-    return f"({value} #>> '{{}}')"
+    return let(f"{value} #>> '{{}}'")
 
 
-def _kind(value: str) -> str:
-    return f"jsonb_typeof({value})"
+def _kind(value: str, let: Let) -> str:
+    """The value's JSON type, `null` also for SQL NULL (a null on the way)."""
+    return let(f"coalesce(jsonb_typeof({value}), 'null')")
 
 
-def _is_null(value: str) -> str:
-    """SQL NULL (null on the way) or JSON null."""
-    return f"({value} IS NULL OR {_kind(value)} = 'null')"
-
-
-def sql_optional_text(value: str) -> SqlRead:
+def sql_optional_text(value: str, let: Let) -> SqlRead:
     # Numbers are Python's str(), whose spelling of a float is not jsonb's: left to Python.
-    return SqlRead(
-        f"nullif({_text(value)}, '')", f"({_is_null(value)} OR {_kind(value)} = 'string')"
-    )
+    return SqlRead(f"nullif({_text(value, let)}, '')", f"{_kind(value, let)} IN ('null', 'string')")
 
 
-def sql_lower_enum(value: str) -> SqlRead:
+def sql_lower_enum(value: str, let: Let) -> SqlRead:
     # Printable ASCII only, where str.lower and lower() under the C collation agree.
-    text = sql_optional_text(value)
+    text = sql_optional_text(value, let)
     return SqlRead(
         f'lower({text.value} COLLATE "C")',
-        f"({text.ok} AND coalesce({_text(value)} !~ '[^ -~]', true))",
+        f"({text.ok} AND coalesce({_text(value, let)} !~ '[^ -~]', true))",
     )
 
 
-def sql_parse_bool(value: str) -> SqlRead:
-    return SqlRead(f"{_text(value)}::boolean", f"({_is_null(value)} OR {_kind(value)} = 'boolean')")
+def sql_parse_bool(value: str, let: Let) -> SqlRead:
+    return SqlRead(f"{_text(value, let)}::boolean", f"{_kind(value, let)} IN ('null', 'boolean')")
 
 
-def sql_parse_count(value: str) -> SqlRead:
+def sql_parse_count(value: str, let: Let) -> SqlRead:
     # JSON integers up to 18 digits (below 2**63); a digit string or a float is Python's.
+    kind, text = _kind(value, let), _text(value, let)
     return SqlRead(
-        f"{_text(value)}::bigint",
-        f"({_is_null(value)} OR ({_kind(value)} = 'number'"
-        f" AND {_text(value)} ~ '^[0-9]{{1,18}}$'))",
+        f"{text}::bigint",
+        f"({kind} = 'null' OR ({kind} = 'number' AND {text} ~ '^[0-9]{{1,18}}$'))",
     )
 
 
-def sql_parse_money(value: str) -> SqlRead:
+def sql_parse_money(value: str, let: Let) -> SqlRead:
     # `_PLAIN_MONEY`'s amounts; PostgreSQL's numeric has no negative zero, as parse_money
     # makes `-0.00` `0.00`.
-    text = _text(value)
+    kind, text = _kind(value, let), _text(value, let)
     return SqlRead(
         f"nullif({text}, '')::numeric",
-        f"({_is_null(value)} OR ({_kind(value)} = 'string'"
+        f"({kind} = 'null' OR ({kind} = 'string'"
         rf" AND ({text} = '' OR {text} ~ '^-?[0-9]{{1,15}}\.[0-9]{{2}}$')))",
     )
 
@@ -110,45 +110,47 @@ def sql_parse_money(value: str) -> SqlRead:
 _SHOPIFY_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z$"
 
 
-def sql_parse_timestamp(value: str) -> SqlRead:
-    text = _text(value)
+def sql_parse_timestamp(value: str, let: Let) -> SqlRead:
+    kind, text = _kind(value, let), _text(value, let)
     return SqlRead(
         f"nullif({text}, '')::timestamptz",
-        f"({_is_null(value)} OR ({_kind(value)} = 'string' AND ({text} = ''"
+        f"({kind} = 'null' OR ({kind} = 'string' AND ({text} = ''"
         f" OR ({text} ~ '{_SHOPIFY_TIME}' AND {text} !~ '^0000'))))",
     )
 
 
-def sql_parse_shopify_id(value: str) -> SqlRead:
+def sql_parse_shopify_id(value: str, let: Let) -> SqlRead:
     # A gid ending in up to 18 digits, not all zeros; a JSON integer as large. Whatever else
-    # parse_shopify_id takes (a `?` suffix, a digit string) is Python's.
-    text = _text(value)
+    # parse_shopify_id takes (a `?` suffix, a digit string) is Python's. The last segment is
+    # cut without a regular expression: `.*/` cost more than the rest of a line item's row.
+    kind, text = _kind(value, let), _text(value, let)
+    number = let(
+        f"CASE {kind} WHEN 'number' THEN {text}"
+        f" WHEN 'string' THEN reverse(split_part(reverse({text}), '/', 1)) END"
+    )
     return SqlRead(
-        f"(CASE {_kind(value)} WHEN 'number' THEN {text}"
-        f" ELSE substring({text} FROM '/([0-9]+)$') END)::bigint",
-        f"coalesce(({_kind(value)} = 'string' AND {text} ~ '^gid://.*/0*[1-9][0-9]*$'"
-        f" AND {text} ~ '/[0-9]{{1,18}}$')"
-        f" OR ({_kind(value)} = 'number' AND {text} ~ '^[1-9][0-9]{{0,17}}$'), false)",
+        f"{number}::bigint",
+        f"coalesce({number} ~ '^[0-9]{{1,18}}$' AND ltrim({number}, '0') <> ''"
+        f" AND ({kind} = 'number' OR starts_with({text}, 'gid://')), false)",
     )
 
 
-def sql_optional_shopify_id(value: str) -> SqlRead:
-    required = sql_parse_shopify_id(value)
-    return SqlRead(
-        f"(CASE WHEN NOT {_is_null(value)} THEN {required.value} END)",
-        f"({_is_null(value)} OR {required.ok})",
-    )
+def sql_optional_shopify_id(value: str, let: Let) -> SqlRead:
+    kind = _kind(value, let)
+    required = sql_parse_shopify_id(value, let)
+    return SqlRead(required.value, f"({kind} = 'null' OR {required.ok})")
 
 
-def sql_gid_or_id(value: str) -> SqlRead:
+def sql_gid_or_id(value: str, let: Let) -> SqlRead:
     # A GraphQL `{ id }` object, its id absent or null read as None, as `.get("id")` does.
+    kind = _kind(value, let)
     return sql_optional_shopify_id(
-        f"(CASE WHEN {_kind(value)} = 'object' THEN {value} -> 'id' ELSE {value} END)"
+        let(f"CASE WHEN {kind} = 'object' THEN {value} -> 'id' ELSE {value} END"), let
     )
 
 
 # Each parse function the bulk path reads in SQL, and its twin. A declaration whose parse
-# has none here is read in Python (`field_reads` raises KeyError for it).
+# has none here is read in Python (`Reading` raises KeyError for it).
 SQL_TWINS: dict[Parse, SqlParse] = {
     optional_text: sql_optional_text,
     lower_enum: sql_lower_enum,
@@ -162,63 +164,93 @@ SQL_TWINS: dict[Parse, SqlParse] = {
 }
 
 
-def _path(document: str, parts: tuple[str, ...]) -> tuple[str, str]:
-    """The value at `parts` (SQL NULL if a null came on the way) and the condition that every
-    key on the way is there: `read_fields` leaves a column out when one is missing, which a
-    fixed column list cannot say, so such a document is Python's. Each step is an object or
-    null (Python refuses anything else on the way)."""
-    condition = "true"
-    for depth in range(len(parts), 0, -1):
-        at = f"({document} #> '{{{','.join(parts[:depth])}}}')"
-        if depth == len(parts):
-            condition = f"{at} IS NOT NULL"
-        else:
-            condition = (
-                f"({at} IS NOT NULL AND ({_kind(at)} = 'null'"
-                f" OR ({_kind(at)} = 'object' AND {condition})))"
-            )
-    value = f"({document} #> '{{{','.join(parts)}}}')"
-    return value, condition
+_LET_NAME = re.compile(r"\b_j[0-9]+\b")
 
 
-def field_reads(document: str, fields: tuple[Field, ...]) -> dict[str, SqlRead]:
-    """The GraphQL readings of `fields` out of the `jsonb` expression `document` (a bulk
-    line), each with its twin's `ok` and the presence of its path."""
-    reads: dict[str, SqlRead] = {}
-    for field in fields:
-        if field.node is None:
-            continue
-        value, present = _path(document, tuple(field.node.split(".")))
-        read = SQL_TWINS[field.parse](value)
-        reads[field.column] = SqlRead(read.value, f"({present} AND {read.ok})")
-    return reads
+class Reading:
+    """Columns read in SQL out of one `jsonb` document (a bulk line): each column's value and
+    `ok` (`SqlRead`), over the values they share (`let`), each computed once a row behind a
+    fence (inlined, PostgreSQL would compute a value again for each of its uses)."""
+
+    def __init__(self, document: str) -> None:
+        self.document = document
+        self.lets: dict[str, str] = {}  # expression -> its name
+        self._named: dict[str, str] = {}
+        self.reads: dict[str, SqlRead] = {}
+
+    def let(self, expression: str) -> str:
+        # Computed beside the others, so a name among them is spelled out again: a level of
+        # its own for each depth cost a third more (each level copies the row).
+        expression = _LET_NAME.sub(lambda found: f"({self._named[found[0]]})", expression)
+        name = self.lets.get(expression)
+        if name is None:
+            name = self.lets[expression] = f"_j{len(self.lets)}"
+            self._named[name] = expression
+        return name
+
+    def parsed(self, column: str, parse: Parse, expression: str) -> None:
+        """`column` is `parse` of the `jsonb` `expression` (KeyError: a parse with no twin)."""
+        self.reads[column] = SQL_TWINS[parse](self.let(expression), self.let)
+
+    def fields(self, fields: tuple[Field, ...]) -> None:
+        """The GraphQL readings of declared columns, each with its path's presence."""
+        for field in fields:
+            if field.node is None:
+                continue
+            value, present = self._path(tuple(field.node.split(".")))
+            read = SQL_TWINS[field.parse](value, self.let)
+            self.reads[field.column] = SqlRead(read.value, f"({present} AND {read.ok})")
+
+    def _path(self, parts: tuple[str, ...]) -> tuple[str, str]:
+        """The value at `parts` (SQL NULL if a null came on the way) and the condition that
+        every key on the way is there: `read_fields` leaves a column out when one is missing,
+        which a fixed column list cannot say, so such a document is Python's. Each step is an
+        object or null (Python refuses anything else on the way)."""
+        condition = "true"
+        for depth in range(len(parts), 0, -1):
+            at = self.let(f"{self.document} #> '{{{','.join(parts[:depth])}}}'")
+            if depth == len(parts):
+                condition = f"{at} IS NOT NULL"
+            else:
+                kind = self.let(f"jsonb_typeof({at})")
+                condition = (
+                    f"({at} IS NOT NULL AND ({kind} = 'null'"
+                    f" OR ({kind} = 'object' AND {condition})))"
+                )
+        return self.let(f"{self.document} #> '{{{','.join(parts)}}}'"), condition
+
+    def ok(self) -> str:
+        return " AND ".join(f"({read.ok})" for read in self.reads.values())
+
+    def select(self, source: str, keep: tuple[str, ...] = ()) -> str:
+        """Each column by its name, `ok`, and `keep` (columns of `source`), from `source`, a
+        SELECT that has the document."""
+        lets = "".join(f", {expression} AS {name}" for expression, name in self.lets.items())
+        columns = [*keep, *(f"{read.value} AS {name}" for name, read in self.reads.items())]
+        return (
+            f"SELECT {', '.join(columns)}, {self.ok()} AS ok"
+            f" FROM (SELECT source.*{lets} FROM ({source}) source OFFSET 0) s"
+        )
 
 
-def child_reads(document: str, fields: tuple[Field, ...], *, created: bool) -> dict[str, SqlRead]:
+def child_reading(document: str, fields: tuple[Field, ...], *, created: bool) -> Reading:
     """`normalize_children.child_record`'s columns of a GraphQL node, `raw` included (the node
     without the bulk line's `__parentId`). `created`: the node carries `createdAt`, whose
     column a record has only when the key is there."""
-    shopify_id = sql_parse_shopify_id(f"({document} -> 'id')")
-    updated = sql_parse_timestamp(f"({document} -> 'updatedAt')")
-    reads = {
-        "shopify_id": shopify_id,
-        "shopify_updated_at": updated,
-        "raw": SqlRead(f"({document} - '__parentId')", f"{_kind(document)} = 'object'"),
-    }
+    reading = Reading(document)
+    reading.parsed("shopify_id", parse_shopify_id, f"{document} -> 'id'")
+    reading.parsed("shopify_updated_at", parse_timestamp, f"{document} -> 'updatedAt'")
+    has_created = f"{document} ? 'createdAt'"
+    node = f"jsonb_typeof({document}) = 'object'"
     if created:
-        read = sql_parse_timestamp(f"({document} -> 'createdAt')")
-        reads["shopify_created_at"] = SqlRead(
-            read.value, f"({document} ? 'createdAt' AND {read.ok})"
-        )
+        reading.parsed("shopify_created_at", parse_timestamp, f"{document} -> 'createdAt'")
+        at = reading.reads["shopify_created_at"]
+        reading.reads["shopify_created_at"] = SqlRead(at.value, f"({has_created} AND {at.ok})")
     else:
-        reads["raw"] = SqlRead(
-            reads["raw"].value, f"({reads['raw'].ok} AND NOT {document} ? 'createdAt')"
-        )
-    return reads | field_reads(document, fields)
-
-
-def all_ok(reads: dict[str, SqlRead]) -> str:
-    return " AND ".join(f"({read.ok})" for read in reads.values())
+        node = f"({node} AND NOT {has_created})"
+    reading.reads["raw"] = SqlRead(f"({document} - '__parentId')", node)
+    reading.fields(fields)
+    return reading
 
 
 # A digit followed by an exponent: in a number (`1e2`, `2.5E-3`) or, rarely, in a string,

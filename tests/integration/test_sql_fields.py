@@ -21,7 +21,7 @@ from handlers import normalize_children
 from handlers.json_text import loads_json
 from handlers.normalize import Field, PayloadError
 from handlers.normalize_children import LINE_ITEM_FIELDS, TRANSACTION_FIELDS, child_record
-from handlers.sql_fields import SQL_TWINS, SqlRead, all_ok, child_reads, has_exponent
+from handlers.sql_fields import SQL_TWINS, Reading, child_reading, has_exponent
 from tests.conftest import Backend
 
 FUZZ = settings(
@@ -183,27 +183,28 @@ def _python(body: bytes, fields: tuple[Field, ...]) -> dict[str, Any] | None:
         return None
 
 
-def _query(reads: dict[str, SqlRead]) -> Any:
-    selected = ", ".join(f"{read.value} AS {name}" for name, read in reads.items())
-    return text(
-        f"SELECT {selected}, {all_ok(reads)} AS ok FROM (SELECT d.t::jsonb AS doc, d.n"
-        " FROM unnest(:texts) WITH ORDINALITY AS d(t, n)) s ORDER BY n"
-    ).bindparams(bindparam("texts", type_=ARRAY(Text)))
+def _query(reading: Reading) -> Any:
+    source = "SELECT d.t::jsonb AS doc, d.n FROM unnest(:texts) WITH ORDINALITY AS d(t, n)"
+    return text(f"{reading.select(source, keep=('n',))} ORDER BY n").bindparams(
+        bindparam("texts", type_=ARRAY(Text))
+    )
 
 
-async def _sql(backend: Backend, reads: dict[str, SqlRead], bodies: list[bytes]) -> list[Any]:
+async def _sql(backend: Backend, reading: Reading, bodies: list[bytes]) -> list[Any]:
     """Each document's row, or None where PostgreSQL raised (a cast that failed, which sends
     the batch to Python)."""
     texts = [body.decode() for body in bodies]
     async with backend.engine.connect() as connection:
         try:
-            return list((await connection.execute(_query(reads), {"texts": texts})).mappings())
+            return list((await connection.execute(_query(reading), {"texts": texts})).mappings())
         except DBAPIError:
             await connection.rollback()
         rows: list[Any] = []
         for one in texts:
             try:
-                rows.extend((await connection.execute(_query(reads), {"texts": [one]})).mappings())
+                rows.extend(
+                    (await connection.execute(_query(reading), {"texts": [one]})).mappings()
+                )
             except DBAPIError:
                 await connection.rollback()
                 rows.append(None)
@@ -221,11 +222,12 @@ def _same(python: Any, sql: Any) -> bool:
 async def _check(
     backend: Backend, fields: tuple[Field, ...], nodes: list[dict[str, Any]], *, created: bool
 ) -> int:
-    reads = child_reads("doc", fields, created=created)
+    reading = child_reading("doc", fields, created=created)
+    reads = reading.reads
     # json.dumps: orjson refuses integers past 64 bits, which a body may carry.
     bodies = [json.dumps(node, ensure_ascii=False).encode() for node in nodes]
     accepted = 0
-    for body, row in zip(bodies, await _sql(backend, reads, bodies), strict=True):
+    for body, row in zip(bodies, await _sql(backend, reading, bodies), strict=True):
         python = _python(body, fields)
         if row is None or not row["ok"] or has_exponent(body):
             continue
@@ -315,11 +317,11 @@ SAMPLES: list[Any] = [
 
 @pytest.mark.parametrize("parse", list(SQL_TWINS), ids=lambda parse: parse.__name__)
 async def test_each_twin_reads_each_value_as_python_or_leaves_it(pg, parse):
-    read = SQL_TWINS[parse]("v")
+    reading = Reading("v")
+    reading.parsed("value", parse, "v")
     texts = [json.dumps(value) for value in SAMPLES]
     statement = text(
-        f"SELECT {read.value} AS value, {read.ok} AS ok FROM (SELECT d.t::jsonb AS v, d.n"
-        " FROM unnest(:texts) WITH ORDINALITY AS d(t, n)) s ORDER BY n"
+        reading.select("SELECT d.t::jsonb AS v FROM unnest(:texts) AS d(t)")
     ).bindparams(bindparam("texts", type_=ARRAY(Text)))
     async with pg.engine.connect() as connection:
         rows: list[Any] = []
