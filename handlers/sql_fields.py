@@ -93,30 +93,30 @@ def sql_parse_count(value: str, let: Let) -> SqlRead:
     )
 
 
+def _empty_null_or_matching(value: str, let: Let, pattern: str, cast: str) -> SqlRead:
+    """A string read as `cast` when it matches `pattern`; null and "" read as NULL."""
+    kind, text = _kind(value, let), _text(value, let)
+    return SqlRead(
+        f"nullif({text}, '')::{cast}",
+        f"({kind} = 'null' OR ({kind} = 'string' AND ({text} = '' OR {text} ~ '{pattern}')))",
+    )
+
+
 def sql_parse_money(value: str, let: Let) -> SqlRead:
     # `_PLAIN_MONEY`'s amounts; PostgreSQL's numeric has no negative zero, as parse_money
     # makes `-0.00` `0.00`.
-    kind, text = _kind(value, let), _text(value, let)
-    return SqlRead(
-        f"nullif({text}, '')::numeric",
-        f"({kind} = 'null' OR ({kind} = 'string'"
-        rf" AND ({text} = '' OR {text} ~ '^-?[0-9]{{1,15}}\.[0-9]{{2}}$')))",
-    )
+    return _empty_null_or_matching(value, let, r"^-?[0-9]{1,15}\.[0-9]{2}$", "numeric")
 
 
 # Shopify's own form, with the hour, minute and second in range: PostgreSQL takes 24:00:00
-# and a leap second, Python neither. A day past its month's end fails the cast, which sends
-# the batch to Python too. Year 0 is no year to Python.
-_SHOPIFY_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z$"
+# and a leap second, Python neither, and year 0, which is no year to Python, is left out
+# with the first millennium. A day past its month's end fails the cast, which sends the
+# batch to Python too.
+_SHOPIFY_TIME = r"^[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z$"
 
 
 def sql_parse_timestamp(value: str, let: Let) -> SqlRead:
-    kind, text = _kind(value, let), _text(value, let)
-    return SqlRead(
-        f"nullif({text}, '')::timestamptz",
-        f"({kind} = 'null' OR ({kind} = 'string' AND ({text} = ''"
-        f" OR ({text} ~ '{_SHOPIFY_TIME}' AND {text} !~ '^0000'))))",
-    )
+    return _empty_null_or_matching(value, let, _SHOPIFY_TIME, "timestamptz")
 
 
 def sql_parse_shopify_id(value: str, let: Let) -> SqlRead:
