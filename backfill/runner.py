@@ -60,6 +60,13 @@ BULK_BATCH = 1000
 BULK_BATCH_LINES = 5000
 # Bulk batches written at once on PostgreSQL, each in its own transaction and connection.
 BULK_WRITERS = 2
+
+
+def bulk_batch_full(records: int, lines: int) -> bool:
+    """A bulk batch of whole groups holding this many records and lines is cut here."""
+    return records >= BULK_BATCH or lines >= BULK_BATCH_LINES
+
+
 # A running job whose heartbeat is older than this was abandoned by a dead worker.
 DEFAULT_LEASE = timedelta(seconds=60)
 # A rate-limit wait this long is written into the job's progress (`waiting`) for the dashboard;
@@ -630,10 +637,7 @@ class JobRun:
                         except (ValueError, RecursionError) as exc:
                             raise BackfillError(f"bulk result for {resource.name}: {exc}") from exc
                         batch.extend(finished)
-                        if batch and (
-                            len(batch) >= BULK_BATCH
-                            or batch[-1].last_line - flushed >= BULK_BATCH_LINES
-                        ):
+                        if batch and bulk_batch_full(len(batch), batch[-1].last_line - flushed):
                             await _hand_over(read, batch)
                             flushed, batch = batch[-1].last_line, []
             except httpx.TransportError as exc:

@@ -50,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.nested import BulkGroup, BulkGrouper
 from backfill.queries import BULK_STATUS, bulk_run_document
-from backfill.runner import BULK_BATCH, BULK_BATCH_LINES, BULK_WRITERS
+from backfill.runner import BULK_WRITERS, bulk_batch_full
 from bench.backfill import (
     API_VERSION,
     DEFAULT_ADMIN_URL,
@@ -307,8 +307,7 @@ def download(info: dict[str, Any]) -> list[bytes]:
 
 
 def batches(lines: list[bytes]) -> list[Batch]:
-    """Cut where `backfill.runner` cuts: after whole groups, at BULK_BATCH records or
-    BULK_BATCH_LINES lines."""
+    """Cut where `backfill.runner` cuts: after whole groups, by `bulk_batch_full`."""
     grouper = BulkGrouper(CHILDREN)
     cut: list[Batch] = []
     groups = 0
@@ -317,7 +316,7 @@ def batches(lines: list[bytes]) -> list[Batch]:
         finished = sum(1 for _ in grouper.feed(orjson.loads(line), number))
         groups += finished
         # A group finished when the next parent began: the batch ends before this line.
-        if finished and (groups >= BULK_BATCH or number - first >= BULK_BATCH_LINES):
+        if finished and bulk_batch_full(groups, number - first):
             cut.append(Batch(lines[first - 1 : number - 1], first))
             first, groups = number, 0
     cut.append(Batch(lines[first - 1 :], first))

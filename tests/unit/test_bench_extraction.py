@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from backfill import runner
 from bench import extraction
 
 
@@ -23,8 +24,8 @@ def _lines(orders: int, items: int) -> list[bytes]:
 def test_batches_hold_whole_groups_and_every_line_once(
     monkeypatch: pytest.MonkeyPatch, records: int, lines: int
 ) -> None:
-    monkeypatch.setattr(extraction, "BULK_BATCH", records)
-    monkeypatch.setattr(extraction, "BULK_BATCH_LINES", lines)
+    monkeypatch.setattr(runner, "BULK_BATCH", records)
+    monkeypatch.setattr(runner, "BULK_BATCH_LINES", lines)
     given = _lines(orders=9, items=3)
 
     cut = extraction.batches(given)
