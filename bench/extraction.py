@@ -154,10 +154,8 @@ def _strict(reading: Reading, parent: str, source: str) -> tuple[dict[str, str],
     service would send a batch with any other to Python; here such a row goes missing, which
     the comparison of both ways' rows reports)."""
     reading.parsed("order_shopify_id", parse_shopify_id, parent)
-    names = tuple(reading.reads)
-    return dict(
-        zip(names, names, strict=True)
-    ), f"SELECT * FROM ({reading.select(source)}) r WHERE ok"
+    columns = {name: name for name in reading.reads}  # computed by name in the SELECT
+    return columns, f"SELECT * FROM ({reading.select(source)}) r WHERE ok"
 
 
 LINE_ITEMS = Extraction(
@@ -381,33 +379,27 @@ async def pipelined(
     sessions: async_sessionmaker[AsyncSession], tenant: int, cut: list[Batch], way: WayCode
 ) -> None:
     """As the job streams a bulk result: one batch prepared while BULK_WRITERS others are
-    written, each in its own transaction and connection."""
-    handoff: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+    written, each in its own transaction and connection; a write's error is raised as soon
+    as the next batch waits for room."""
 
-    async def writer() -> None:
-        while (prepared := await handoff.get()) is not None:
-            async with tenant_transaction(sessions, tenant) as session:
-                await way.write(session, tenant, prepared)
+    async def write(prepared: Any) -> None:
+        async with tenant_transaction(sessions, tenant) as session:
+            await way.write(session, tenant, prepared)
 
-    async def hand_over(prepared: Any) -> None:
-        # A writer that failed takes nothing more: raise its error rather than wait on it.
-        put = asyncio.ensure_future(handoff.put(prepared))
-        await asyncio.wait([put, *writers], return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
-            await asyncio.gather(*writers)
-
-    writers = [asyncio.create_task(writer()) for _ in range(BULK_WRITERS)]
+    writing: set[asyncio.Task[None]] = set()
     try:
         for batch in cut:
-            await hand_over(way.prepare(batch))
-        for _ in writers:
-            await hand_over(None)
-        await asyncio.gather(*writers)
+            prepared = way.prepare(batch)
+            while len(writing) >= BULK_WRITERS:
+                done, writing = await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+            writing.add(asyncio.create_task(write(prepared)))
+        await asyncio.gather(*writing)
     finally:
-        for task in writers:
+        for task in writing:
             task.cancel()
-        await asyncio.gather(*writers, return_exceptions=True)
+        await asyncio.gather(*writing, return_exceptions=True)
 
 
 WAYS = {
