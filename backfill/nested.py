@@ -228,6 +228,8 @@ class BulkGroup:
     # gid -> the object holding that gid's children (the parent and every child seen).
     by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_line: int = 0
+    # The parent's own line: the group is lines first_line..last_line of the result.
+    first_line: int = 0
 
 
 class BulkGrouper:
@@ -288,7 +290,7 @@ class BulkGrouper:
         self._current = None
 
     def _start(self, line: dict[str, Any], line_number: int) -> BulkGroup:
-        group = BulkGroup(node=line, last_line=line_number)
+        group = BulkGroup(node=line, last_line=line_number, first_line=line_number)
         self._index(group, line, self.children)
         return group
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill.admin_base import AdminAddress, admin_address
+from backfill.bulk_sql import SqlOrders, reads_in_sql, split_batch, write_orders
 from backfill.client import (
     AdminClient,
     BackfillError,
@@ -132,6 +133,22 @@ class _BulkBatch:
     # The nodes normalised, with their children (read by the reader, written by the writer).
     read: ReadRecords
     last_line: int
+    # The batch's other records, for PostgreSQL to read out of their lines (backfill.bulk_sql).
+    sql: SqlOrders | None = None
+
+    @property
+    def records(self) -> int:
+        return len(self.nodes) + (len(self.sql.nodes) if self.sql is not None else 0)
+
+
+@dataclass(frozen=True)
+class _ReadBatch:
+    """Records grouped by the reading stage and, when PostgreSQL reads them, their lines
+    (`lines[0]` is line `first_line` of the result)."""
+
+    groups: list[BulkGroup]
+    lines: list[bytes] | None
+    first_line: int
 
 
 class _BulkCommits:
@@ -154,7 +171,7 @@ class _BulkCommits:
 
     def start(self, batch: _BulkBatch) -> int:
         ticket = next(self._tickets)
-        self._open[ticket] = (batch.last_line, len(batch.nodes), False)
+        self._open[ticket] = (batch.last_line, batch.records, False)
         return ticket
 
     def claim(self, ticket: int) -> ResourceProgress:
@@ -573,7 +590,7 @@ class JobRun:
         writing bound the ingest, with the Admin API reads inside the reading stage the
         reading did."""
         writers = await self._bulk_writers()
-        read: asyncio.Queue[list[BulkGroup] | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
+        read: asyncio.Queue[_ReadBatch | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
         handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
         reader = asyncio.create_task(self._read_bulk(url, resource, state, read))
         finisher = asyncio.create_task(self._finish_bulk(resource, read, handoff))
@@ -611,7 +628,7 @@ class JobRun:
         url: str,
         resource: Resource,
         state: ResourceProgress,
-        read: asyncio.Queue[list[BulkGroup] | _BulkEnd | BaseException],
+        read: asyncio.Queue[_ReadBatch | _BulkEnd | BaseException],
     ) -> None:
         """The reading stage of `_stream_bulk`: puts each batch of records read with their
         children (then the end, or what went wrong) into `read`, and waits for the next
@@ -622,6 +639,8 @@ class JobRun:
             grouper = BulkGrouper(resource.children)
             batch: list[BulkGroup] = []
             flushed = applied
+            # The lines of the batch being read and of the group still open (bulk_sql).
+            kept: list[bytes] | None = [] if await self._reads_in_sql(resource) else None
             try:
                 async with self.env.http.stream("GET", url) as response:
                     if response.status_code != 200:
@@ -632,19 +651,25 @@ class JobRun:
                         line_number += 1
                         if line_number <= applied:
                             continue
+                        if kept is not None:
+                            kept.append(line)
                         try:
                             finished = list(grouper.feed(loads_json(line), line_number))
                         except (ValueError, RecursionError) as exc:
                             raise BackfillError(f"bulk result for {resource.name}: {exc}") from exc
                         batch.extend(finished)
                         if batch and bulk_batch_full(len(batch), batch[-1].last_line - flushed):
-                            await _hand_over(read, batch)
+                            lines = None
+                            if kept is not None:
+                                lines = kept[: batch[-1].last_line - flushed]
+                                kept = kept[batch[-1].last_line - flushed :]
+                            await _hand_over(read, _ReadBatch(batch, lines, flushed + 1))
                             flushed, batch = batch[-1].last_line, []
             except httpx.TransportError as exc:
                 raise BackfillError(f"bulk result download broke off: {exc}") from exc
             batch.extend(grouper.finish())
             if batch:
-                await _hand_over(read, batch)
+                await _hand_over(read, _ReadBatch(batch, kept, flushed + 1))
         except Exception as exc:
             await _hand_over(read, exc)
             return
@@ -653,7 +678,7 @@ class JobRun:
     async def _finish_bulk(
         self,
         resource: Resource,
-        read: asyncio.Queue[list[BulkGroup] | _BulkEnd | BaseException],
+        read: asyncio.Queue[_ReadBatch | _BulkEnd | BaseException],
         handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException],
     ) -> None:
         """The middle stage of `_stream_bulk`: each batch read is made whole (the refunds'
@@ -666,7 +691,7 @@ class JobRun:
             finished: _BulkBatch | _BulkEnd | BaseException
             try:
                 finished = (
-                    await self._bulk_batch(resource, item) if isinstance(item, list) else item
+                    await self._bulk_batch(resource, item) if isinstance(item, _ReadBatch) else item
                 )
             except Exception as exc:
                 finished = exc
@@ -674,9 +699,13 @@ class JobRun:
             if not isinstance(finished, _BulkBatch):
                 return
 
-    async def _bulk_batch(self, resource: Resource, batch: list[BulkGroup]) -> _BulkBatch:
-        """A batch ready to write: its records whole (the refunds' line items read by id)."""
-        nodes = [group.node for group in batch]
+    async def _bulk_batch(self, resource: Resource, batch: _ReadBatch) -> _BulkBatch:
+        """A batch ready to write: its records whole (the refunds' line items read by id),
+        normalised but for those PostgreSQL reads out of their lines."""
+        groups, sql = batch.groups, None
+        if batch.lines is not None:
+            groups, sql = split_batch(groups, batch.lines, batch.first_line)
+        nodes = [group.node for group in groups]
         await fill_bulk_gaps(self.client, resource.children, nodes)
         try:
             read = read_with_children(
@@ -686,7 +715,7 @@ class JobRun:
             raise BackfillError(
                 f"{resource.name}: Shopify sent a record we cannot read: {exc}"
             ) from exc
-        return _BulkBatch(nodes, read, batch[-1].last_line)
+        return _BulkBatch(nodes, read, batch.groups[-1].last_line, sql)
 
     async def _bulk_write(
         self,
@@ -704,6 +733,8 @@ class JobRun:
         try:
             async with tenant_transaction(self.env.sessions, self.tenant.id) as session:
                 await self._write_records(session, resource, batch.nodes, batch.read)
+                if batch.sql is not None:
+                    await self._write_in_sql(session, resource, batch.sql)
                 await commits.turn.acquire()
                 claiming = True
                 await self._save_progress(session, resource, commits.claim(ticket))
@@ -713,6 +744,19 @@ class JobRun:
                 commits.turn.release()
         state.update(commits.settled())
         self._report(resource.name, state)
+
+    async def _write_in_sql(
+        self, session: AsyncSession, resource: Resource, sql: SqlOrders
+    ) -> None:
+        """Records PostgreSQL reads out of their lines; by the Python path if it cannot."""
+        if await write_orders(session, self.tenant.id, sql, source="backfill"):
+            RECORDS.labels(resource.table, self.job.mode).inc(len(sql.nodes))
+        else:
+            await self._write_records(session, resource, sql.nodes, None)
+
+    async def _reads_in_sql(self, resource: Resource) -> bool:
+        async with self.env.sessions() as session:
+            return reads_in_sql(resource, session.get_bind().dialect.name)
 
     async def _checkpoint(
         self,

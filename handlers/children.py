@@ -219,11 +219,9 @@ class ChildSet:
         count = first or self.first
         return (3 if self.connection else 0) + count * self.item_cost
 
-    def read(
-        self, payload: Mapping[str, Any], parent_id: int, *, graphql: bool
-    ) -> ChildList | None:
-        """The children in a parent's payload, or None when the payload does not carry them
-        (absent is not null: nothing is written or tombstoned then)."""
+    def listed(self, payload: Mapping[str, Any], *, graphql: bool) -> tuple[list[Any], bool] | None:
+        """The child objects of this set in a parent's payload, and whether the list is whole
+        (`read` without normalising them), or None when the payload does not carry them."""
         key = self.node_key if graphql else self.rest_key
         if not key or key not in payload:
             return None
@@ -247,14 +245,24 @@ class ChildSet:
                 complete = False
         else:
             raise PayloadError(f"{key}: expected a list, got {type(value).__name__}")
+        return [item for item in items if self.accepts(item)], complete
+
+    def read(
+        self, payload: Mapping[str, Any], parent_id: int, *, graphql: bool
+    ) -> ChildList | None:
+        """The children in a parent's payload, or None when the payload does not carry them
+        (absent is not null: nothing is written or tombstoned then)."""
+        found = self.listed(payload, graphql=graphql)
+        if found is None:
+            return None
+        items, complete = found
         records = []
         for item in items:
-            if self.accepts(item):
-                # A normaliser's record is its own (made for this call): completed in place.
-                record = self.normalize(item, payload, graphql)
-                record[self.parent_key] = parent_id
-                record.update(self.fixed)
-                records.append(record)
+            # A normaliser's record is its own (made for this call): completed in place.
+            record = self.normalize(item, payload, graphql)
+            record[self.parent_key] = parent_id
+            record.update(self.fixed)
+            records.append(record)
         existing = None
         if not graphql and self.rest_ids_key and self.rest_ids_key in payload:
             existing = _listed_ids(payload[self.rest_ids_key], self.rest_ids_key)

@@ -395,7 +395,7 @@ def normalize_product(payload: Any) -> Record:
 # GraphQL's displayFulfillmentStatus spelled the way REST's fulfillment_status is. REST knows
 # only these three values and null: IN_PROGRESS, ON_HOLD, SCHEDULED, OPEN and the rest read
 # null there, so they do here too, or a webhook and the backfill would write different rows.
-_FULFILLMENT_FROM_GRAPHQL = {
+FULFILLMENT_FROM_GRAPHQL = {
     "FULFILLED": "fulfilled",
     "PARTIALLY_FULFILLED": "partial",
     "RESTOCKED": "restocked",
@@ -423,7 +423,7 @@ def normalize_order(payload: Any) -> Record:
             "financial_status": lower_enum(
                 payload.get("displayFinancialStatus"), "order.displayFinancialStatus"
             ),
-            "fulfillment_status": _FULFILLMENT_FROM_GRAPHQL.get(fulfillment or ""),
+            "fulfillment_status": FULFILLMENT_FROM_GRAPHQL.get(fulfillment or ""),
             "cancelled_at": parse_timestamp(payload.get("cancelledAt"), "order.cancelledAt"),
             "processed_at": parse_timestamp(payload.get("processedAt"), "order.processedAt"),
         }

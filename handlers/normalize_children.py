@@ -118,7 +118,7 @@ FULFILLMENT_FIELDS = (
 
 # The carrier's view of a shipment. GraphQL folds it into displayStatus with states REST
 # keeps elsewhere (FULFILLED, CANCELED, ...), which read null here as they do in REST.
-_SHIPMENT_STATUSES = frozenset(
+SHIPMENT_STATUSES = frozenset(
     {
         "label_printed",
         "label_purchased",
@@ -223,7 +223,7 @@ def normalize_fulfillment(payload: Any, *, graphql: bool) -> Record:
     if graphql:
         if "displayStatus" in payload:
             status = lower_enum(payload["displayStatus"], "fulfillment.displayStatus")
-            record["shipment_status"] = status if status in _SHIPMENT_STATUSES else None
+            record["shipment_status"] = status if status in SHIPMENT_STATUSES else None
         if "trackingInfo" in payload:
             infos = payload["trackingInfo"] or []
             if not isinstance(infos, list):

@@ -236,8 +236,13 @@ def guarded_merge(
     statement = _merge_from(
         model, names + _COMMON, incoming, _bound_common(table), skip_same=skip_same
     )
+    return statement, merge_parameters(tenant_id=tenant_id, source=source, synced_at=synced_at)
+
+
+def merge_parameters(*, tenant_id: int, source: str, synced_at: datetime) -> dict[str, Any]:
+    """A `guarded_merge` statement's parameters: the store, source and write time."""
     common = {"tenant_id": tenant_id, "source": source, "synced_at": synced_at}
-    return statement, {_common_name(name): value for name, value in common.items()}
+    return {_common_name(name): value for name, value in common.items()}
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ document whose text has a number written with an exponent (`has_exponent`, a tes
 bytes) is therefore not for this path either. A value the twin calls `ok` but PostgreSQL cannot
 cast (the 30th of February) fails the statement, which sends the batch to Python as well.
 
-Not yet the service's path: `python -m bench.extraction` reads line items and transactions
-with it, beside the job's own code (bench/RESULTS.md has what the checks cost).
+The bulk ingest of orders (backfill.bulk_sql) reads with the twins' values alone, trusting
+the result's shapes; `python -m bench.extraction` measures the checks beside it
+(bench/RESULTS.md has what they cost).
 """
 
 from __future__ import annotations
@@ -222,13 +223,19 @@ class Reading:
     def ok(self) -> str:
         return " AND ".join(f"({read.ok})" for read in self.reads.values())
 
-    def select(self, source: str, keep: tuple[str, ...] = ()) -> str:
+    def select(self, source: str, keep: tuple[str, ...] = (), *, checked: bool = True) -> str:
         """Each column by its name, `ok`, and `keep` (columns of `source`), from `source`, a
-        SELECT that has the document."""
-        lets = "".join(f", {expression} AS {name}" for expression, name in self.lets.items())
+        SELECT that has the document. Not `checked`: the values alone, without `ok` and the
+        shared values only it needs (the bulk ingest, which trusts the result's shapes)."""
         columns = [*keep, *(f"{read.value} AS {name}" for name, read in self.reads.items())]
+        if checked:
+            columns.append(f"{self.ok()} AS ok")
+        used = set(_LET_NAME.findall(" ".join(columns)))
+        lets = "".join(
+            f", {expression} AS {name}" for expression, name in self.lets.items() if name in used
+        )
         return (
-            f"SELECT {', '.join(columns)}, {self.ok()} AS ok"
+            f"SELECT {', '.join(columns)}"
             f" FROM (SELECT source.*{lets} FROM ({source}) source OFFSET 0) s"
         )
 

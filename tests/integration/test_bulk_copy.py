@@ -6,6 +6,9 @@ row-level security), written as the service's own role."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -41,6 +44,7 @@ from tests.fakeshop.bulk import CHUNK_BYTES
 from tests.store_children import assert_children_equal_store, store_nodes
 
 ORDERS = RESOURCES["orders"]
+FULFILLMENTS = next(child for child in ORDERS.children if child.node_key == "fulfillments")
 # Large enough that every batch of parents and most of children take the COPY path.
 STORE = {
     "customers": 120,
@@ -75,6 +79,29 @@ def copies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return await original(connection, model, *args)
 
     monkeypatch.setattr(records, "_copy_merge", observed)
+    return seen
+
+
+@pytest.fixture
+def python_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every bulk record normalised in Python: what PostgreSQL reads out of the result's
+    lines (backfill.bulk_sql) takes the Python path, as on SQLite."""
+    monkeypatch.setattr(runner, "reads_in_sql", lambda resource, dialect: False)
+
+
+@pytest.fixture
+def read_in_sql(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """Each batch PostgreSQL was given to read out of its lines: (orders, whether it read
+    them) (the path is observed, not replaced)."""
+    seen: list[tuple[int, bool]] = []
+    original = runner.write_orders
+
+    async def observed(session: AsyncSession, tenant_id: int, batch: Any, **options: Any) -> bool:
+        done = await original(session, tenant_id, batch, **options)
+        seen.append((len(batch.orders), done))
+        return done
+
+    monkeypatch.setattr(runner, "write_orders", observed)
     return seen
 
 
@@ -146,6 +173,7 @@ async def test_copy_writes_exactly_what_the_executemany_wrote(
     simulator: tuple[FakeStore, ManualClock, FakeShopServer],
     copies: list[str],
     monkeypatch: pytest.MonkeyPatch,
+    python_path: None,
 ) -> None:
     with monkeypatch.context() as patch:
         patch.setattr(records, "COPY_MIN_ROWS", 10**9)
@@ -406,7 +434,7 @@ async def test_a_bulk_job_cancelled_between_batches_resumes_without_duplicates(
     pg: Backend,
     app_sessions: async_sessionmaker[AsyncSession],
     simulator: tuple[FakeStore, ManualClock, FakeShopServer],
-    copies: list[str],
+    read_in_sql: list[tuple[int, bool]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The reader runs a batch ahead of the writer; what a cancel leaves is still exactly the
@@ -437,7 +465,9 @@ async def test_a_bulk_job_cancelled_between_batches_resumes_without_duplicates(
         finished = await session.get_one(SyncJob, job_id)
         assert finished.progress["orders"]["count"] == STORE["orders"]
         assert await session.scalar(select(func.count()).select_from(Order)) == STORE["orders"]
-    assert "orders" in copies
+    # Read by PostgreSQL out of the result's lines, every batch of them.
+    assert read_in_sql
+    assert all(done for _, done in read_in_sql)
 
 
 async def _assert_every_order_in(
@@ -497,6 +527,7 @@ async def test_a_batch_committed_past_an_unwritten_one_is_not_counted_and_is_rew
     app_sessions: async_sessionmaker[AsyncSession],
     simulator: tuple[FakeStore, ManualClock, FakeShopServer],
     monkeypatch: pytest.MonkeyPatch,
+    python_path: None,
 ) -> None:
     """The second batch is still being written when the third commits, then the job stops:
     the progress counts the first batch only (resuming from the third's lines would skip
@@ -583,3 +614,228 @@ async def test_a_failed_bulk_write_ends_the_job_without_waiting_for_the_next_bat
         failed = await session.get_one(SyncJob, job_id)
         assert await session.scalar(select(func.count()).select_from(Order)) == 0
     assert "the first batch could not be written" in (failed.error or "")
+
+
+async def test_orders_postgresql_reads_are_the_rows_python_writes(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    read_in_sql: list[tuple[int, bool]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The orders a bulk job gives PostgreSQL to read out of the result's lines leave every
+    column of every table (`raw` included) as the Python normalisers leave it; orders with
+    refunds (whose refunds' line items are Admin API reads) are still Python's."""
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "reads_in_sql", lambda resource, dialect: False)
+        await _bulk(pg, app_sessions, simulator)
+    assert read_in_sql == []
+    by_python = await _snapshot(pg)
+
+    tenant_id = await _bulk(pg, app_sessions, simulator)
+    by_postgresql = await _snapshot(pg)
+    refunded = sum(1 for row in by_python["orders"] if row["raw"].get("refunds"))
+    assert 0 < refunded < STORE["orders"]
+    assert all(done for _, done in read_in_sql)
+    assert sum(orders for orders, _ in read_in_sql) == STORE["orders"] - refunded
+    assert len(by_postgresql["order_line_items"]) > STORE["orders"]
+    for table in by_python:
+        assert by_postgresql[table] == by_python[table], table
+    async with pg.sessions() as session:
+        await assert_children_equal_store(session, simulator[0], tenant_id, [ORDERS])
+
+
+async def _bulk_again(
+    pg: Backend,
+    sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    tenant_id: int,
+) -> None:
+    """A second bulk job of the store's orders, over what the first one left."""
+    store, clock, server = simulator
+    async with httpx.AsyncClient(timeout=30) as http:
+        env = simulator_environment(
+            sessions, http, server.admin_base_url_template, store, clock, bulk_poll_interval=0.01
+        )
+        async with pg.sessions() as session, session.begin():
+            tenant = await session.get_one(Tenant, tenant_id)
+            job = await create_sync_job(session, tenant, "bulk", ["orders"])
+        assert await run_sync_job(env, job.id) == "succeeded"
+
+
+def _copied_row(table: str, source: str, changes: str) -> str:
+    """SQL adding a copy of `table`'s rows matched by `source` (a WHERE), with `changes` (a
+    jsonb object) over its columns and a new surrogate id."""
+    return (
+        f"INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, to_jsonb(x) ||"
+        f" jsonb_build_object('id', nextval(pg_get_serial_sequence('{table}', 'id'))) ||"
+        f" {changes})).* FROM {table} x WHERE {source}"
+    )
+
+
+async def _changed_store(
+    pg: Backend,
+    sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+) -> tuple[int, dict[str, int]]:
+    """The orders backfilled, then changed as webhooks and deletions would have: order
+    `newer` stored newer than the result (its line items and transactions then removed),
+    `deleted` deleted (its transactions removed), and `listed`, which the result brings
+    again, holding a stale line item title and children the result no longer lists."""
+    tenant_id = await _bulk(pg, sessions, simulator)
+    async with pg.sessions() as session, session.begin():
+        chosen = list(
+            await session.scalars(
+                text(
+                    "SELECT o.shopify_id FROM orders o WHERE o.raw -> 'refunds' = '[]'"
+                    " AND jsonb_array_length(o.raw -> 'transactions') BETWEEN 1 AND 2"
+                    " AND EXISTS (SELECT FROM order_line_items i"
+                    " WHERE i.order_shopify_id = o.shopify_id) ORDER BY o.shopify_id LIMIT 3"
+                )
+            )
+        )
+        assert len(chosen) == 3
+        orders = dict(zip(("newer", "deleted", "listed"), chosen, strict=True))
+        # A list that may be cut short (as many as a page query asks for) removes nothing.
+        orders["cut"] = await session.scalar(
+            text(
+                "SELECT shopify_id FROM orders WHERE raw -> 'refunds' = '[]'"
+                " AND jsonb_array_length(raw -> 'fulfillments') >= :first"
+                " ORDER BY shopify_id LIMIT 1"
+            ),
+            {"first": FULFILLMENTS.first},
+        )
+        assert orders["cut"] is not None
+        statements = [
+            "UPDATE orders SET shopify_updated_at = '2100-01-01Z' WHERE shopify_id = :newer",
+            "DELETE FROM order_line_items WHERE order_shopify_id = :newer",
+            "DELETE FROM order_transactions WHERE order_shopify_id IN (:newer, :deleted)",
+            "UPDATE orders SET deleted_at = '2100-01-01Z' WHERE shopify_id = :deleted",
+            "UPDATE order_line_items SET title = 'stale' WHERE order_shopify_id = :listed",
+            # Gone from Shopify: a line item and a transaction made before the result's
+            # order; a transaction made after it stays (the result predates it).
+            _copied_row(
+                "order_line_items",
+                "order_shopify_id = :listed AND shopify_id = (SELECT min(shopify_id)"
+                " FROM order_line_items WHERE order_shopify_id = :listed)",
+                "jsonb_build_object('shopify_id', 9000000001)",
+            ),
+            _copied_row(
+                "order_transactions",
+                "shopify_id = (SELECT min(shopify_id) FROM order_transactions"
+                " WHERE order_shopify_id = :listed)",
+                "jsonb_build_object('shopify_id', 9000000002,"
+                " 'shopify_created_at', '2000-01-01T00:00:00+00:00')",
+            ),
+            _copied_row(
+                "order_transactions",
+                "shopify_id = (SELECT min(shopify_id) FROM order_transactions"
+                " WHERE order_shopify_id = :listed)",
+                "jsonb_build_object('shopify_id', 9000000003,"
+                " 'shopify_created_at', '2100-01-01T00:00:00+00:00')",
+            ),
+            _copied_row(
+                "fulfillments",
+                "shopify_id = (SELECT min(shopify_id) FROM fulfillments"
+                " WHERE order_shopify_id = :cut)",
+                "jsonb_build_object('shopify_id', 9000000005,"
+                " 'shopify_created_at', '2000-01-01T00:00:00+00:00')",
+            ),
+            _copied_row(
+                "order_refunds",
+                "shopify_id = (SELECT min(shopify_id) FROM order_refunds)",
+                "jsonb_build_object('shopify_id', 9000000004, 'order_shopify_id',"
+                " CAST(:listed AS bigint), 'shopify_created_at', '2000-01-01T00:00:00+00:00')",
+            ),
+        ]
+        for statement in statements:
+            await session.execute(text(statement), orders)
+    return tenant_id, orders
+
+
+def _tombstoned(snapshot: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """`snapshot` with each tombstone's time as whether there is one (written at now())."""
+    return {
+        table: [{**row, "deleted_at": row.get("deleted_at") is not None} for row in rows]
+        for table, rows in snapshot.items()
+    }
+
+
+async def test_orders_read_by_postgresql_keep_the_write_rules_of_the_python_path(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    read_in_sql: list[tuple[int, bool]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over rows a first backfill and later changes left: the children of an order stored
+    newer are not written but its transactions are (facts once made), a deleted order's are
+    not, and a whole list tombstones what it no longer names; exactly as the Python path."""
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "reads_in_sql", lambda resource, dialect: False)
+        tenant_id, orders = await _changed_store(pg, app_sessions, simulator)
+        await _bulk_again(pg, app_sessions, simulator, tenant_id)
+    by_python = _tombstoned(await _snapshot(pg))
+    assert read_in_sql == []
+
+    tenant_id, orders = await _changed_store(pg, app_sessions, simulator)
+    read_in_sql.clear()
+    await _bulk_again(pg, app_sessions, simulator, tenant_id)
+    assert read_in_sql
+    assert all(done for _, done in read_in_sql)
+    by_postgresql = _tombstoned(await _snapshot(pg))
+    for table in by_python:
+        assert by_postgresql[table] == by_python[table], table
+
+    def rows(table: str, order: str) -> list[dict[str, Any]]:
+        return [row for row in by_postgresql[table] if row["order_shopify_id"] == orders[order]]
+
+    assert rows("order_line_items", "newer") == []
+    assert rows("order_transactions", "newer")
+    assert rows("order_transactions", "deleted") == []
+    items = rows("order_line_items", "listed")
+    assert {row["shopify_id"] for row in items if row["deleted_at"]} == {9000000001}
+    assert all(row["title"] != "stale" for row in items if not row["deleted_at"])
+    gone = {row["shopify_id"]: row["deleted_at"] for row in rows("order_transactions", "listed")}
+    assert (gone[9000000002], gone[9000000003]) == (True, False)
+    assert [row["deleted_at"] for row in rows("order_refunds", "listed")] == [True]
+    fulfillments = {row["shopify_id"]: row["deleted_at"] for row in rows("fulfillments", "cut")}
+    assert fulfillments[9000000005] is False
+
+
+async def test_a_batch_postgresql_cannot_read_is_written_by_the_python_path(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    read_in_sql: list[tuple[int, bool]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An amount PostgreSQL cannot cast fails its batch's statements: nothing of them stays
+    (a savepoint), the batch's orders are normalised in Python instead, in the same
+    transaction, and the job's rows are still exactly the store's."""
+    monkeypatch.setattr(runner, "BULK_BATCH", 60)
+    original = runner.split_batch
+    spoiled: list[int] = []
+
+    def first_unreadable(groups: Any, lines: Any, first_line: int) -> Any:
+        python, sql = original(groups, lines, first_line)
+        if sql is not None and not spoiled:
+            data, count = re.subn(rb'("amount": ?")', rb"\1not a number ", sql.data, count=1)
+            assert count == 1
+            spoiled.append(len(sql.orders))
+            sql = dataclasses.replace(sql, data=data)
+        return python, sql
+
+    monkeypatch.setattr(runner, "split_batch", first_unreadable)
+    with caplog.at_level(logging.INFO, logger="shopify_receiver.backfill"):
+        async with httpx.AsyncClient(timeout=30) as http:
+            env, tenant_id, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
+            assert await run_sync_job(env, job_id) == "succeeded"
+    # Two writers: batches finish in either order.
+    assert (spoiled[0], False) in read_in_sql
+    assert sorted(done for _, done in read_in_sql) == [False] + [True] * (len(read_in_sql) - 1)
+    assert len(read_in_sql) > 1
+    assert "bulk.sql_refused" in caplog.text
+    assert "22P02" in caplog.text  # invalid_text_representation
+    await _assert_every_order_in(pg, simulator[0], tenant_id, job_id)

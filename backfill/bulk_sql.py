@@ -1,0 +1,420 @@
+"""A bulk backfill's orders read by PostgreSQL out of the result's lines (issue #16, goal 4).
+
+On PostgreSQL, the orders of a bulk result that have no refunds are not normalised in Python:
+their lines go as they came (COPY, text format) into one `jsonb` staging column, and one
+INSERT ... SELECT per table reads the columns with SQL and ends in the service's own guarded
+merge (`guarded_merge`): orders, then their line items, transactions and fulfillments. Python
+only reads what the write's rules need: each order's id and `updatedAt`, and the ids in each
+child list with whether the list is whole (`ChildSet.listed`). With those the write keeps
+`write_read_records`' rules: children only of orders whose write applied (transactions, facts
+once made, of every order not deleted), and the tombstones of whole lists, by the same
+`Tombstones` statement.
+
+Trust. The columns are read by the parse functions' SQL twins (`handlers.sql_fields`) for
+the declared fields, and by SQL written here for the rest, but without the twins' `ok`
+checks, which cost PostgreSQL more than Python's normalising (bench/RESULTS.md, 2026-12-03):
+the bulk result is Shopify's answer to our own query, downloaded over TLS from the address
+the authenticated Admin API gave, so its shapes are the schema's. Values are still cast:
+anything PostgreSQL cannot read as its column's type (an amount that is not a number, a
+malformed time or gid, a duplicate record, a line that is not JSON) fails the statement, and
+the batch's orders are then written by the Python normalisers under a savepoint's rollback,
+which accept them the same way or refuse them with their own message. What the checks alone
+would have refused is a spelling both read alike (`+5`, ` 5.00`, a number where a string
+belongs): such a value is stored as PostgreSQL reads it.
+
+Orders with refunds stay on the Python path: their refunds' line items come from Admin API
+reads (`fill_bulk_gaps`) and are part of the order's `raw`. So do resources other than
+orders, SQLite, and orders when metafield namespaces are configured (their sets are not
+read here).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import asyncpg
+from sqlalchemy import BigInteger, Table, bindparam, column, select, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backfill.nested import BulkGroup
+from handlers.children import ChildList, ChildSet, Tombstones
+from handlers.normalize import (
+    FULFILLMENT_FROM_GRAPHQL,
+    ORDER_FIELDS,
+    PayloadError,
+    lower_enum,
+    optional_shopify_id,
+    optional_text,
+    parse_money,
+    parse_shopify_id,
+    parse_timestamp,
+)
+from handlers.normalize_children import (
+    FULFILLMENT_FIELDS,
+    LINE_ITEM_FIELDS,
+    SHIPMENT_STATUSES,
+    TRANSACTION_FIELDS,
+)
+from handlers.records import RowModel, guarded_merge, merge_parameters
+from handlers.resources import ORDER_CHILDREN, ORDERS, Resource
+from handlers.sql_fields import Reading, SqlRead, child_reading, sql_lower_enum, sql_optional_text
+from models import Fulfillment, Order, OrderLineItem, OrderRefund, OrderTransaction, utcnow
+from models.driver import driver_of, fetch_on, session_connection
+
+log = logging.getLogger("shopify_receiver.backfill")
+
+# The staging table: one line of the bulk result per row, as it came. Its statistics are
+# never gathered, so the planner takes every `jsonb_array_elements` call for 100 rows; that
+# put the child statements past `jit_above_cost`, and compiling them took 300 ms a batch for
+# 30 ms of work.
+_STAGE = """
+SET LOCAL jit = off;
+CREATE TEMPORARY TABLE IF NOT EXISTS bulk_lines (line bigint, doc jsonb) ON COMMIT DELETE ROWS
+"""
+_LINES = "pg_temp.bulk_lines"
+_PARENTS = "SELECT line, doc FROM pg_temp.bulk_lines WHERE NOT doc ? '__parentId'"
+
+# Errors of the data, not of the database (SQLSTATE classes): cardinality (a record twice in
+# one merge), data exceptions (a cast that failed, JSON that is not), integrity (a column
+# left null). Anything else (a lost connection, a deadlock) is the transaction's to raise.
+_DATA_ERRORS = ("21", "22", "23")
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """One table's rows read out of the staging lines: a SQL expression per column (`reading`
+    over `source`, a SELECT of the staging lines), kept to the parents `gate` names."""
+
+    model: RowModel
+    reading: Reading
+    source: str
+    gate: str  # the column naming the parent, compared with the `:parents` array
+    skip_same: bool  # as the service writes this table: children skip unchanged rows
+
+    def statement(self) -> Any:
+        table = cast(Table, self.model.__table__)
+        names = tuple(self.reading.reads)
+        rows = self.reading.select(self.source, checked=False)
+        incoming = (
+            text(f"SELECT * FROM ({rows}) r WHERE {self.gate} = ANY(:parents)")
+            .bindparams(bindparam("parents", type_=ARRAY(BigInteger())))
+            .columns(*(column(name, table.c[name].type) for name in names))
+            .subquery("incoming")
+        )
+        # The store, source and time are parameters (`guarded_merge`), bound per batch.
+        statement, _ = guarded_merge(
+            self.model,
+            names,
+            incoming,
+            tenant_id=0,
+            source="",
+            synced_at=utcnow(),
+            skip_same=self.skip_same,
+        )
+        return statement
+
+
+def _orders() -> Reading:
+    """`normalize_order`'s columns of a GraphQL order node; `raw` with its line items as a
+    page query has them (`BulkGrouper`)."""
+    reading = Reading("doc")
+    reading.parsed("shopify_id", parse_shopify_id, "doc -> 'id'")
+    reading.parsed("shopify_updated_at", parse_timestamp, "doc -> 'updatedAt'")
+    reading.parsed("shopify_created_at", parse_timestamp, "doc -> 'createdAt'")
+    reading.parsed("name", optional_text, "doc -> 'name'")
+    reading.parsed("email", optional_text, "doc -> 'email'")
+    reading.parsed("customer_shopify_id", optional_shopify_id, "doc #> '{customer,id}'")
+    reading.parsed("total_price", parse_money, "doc #> '{totalPriceSet,shopMoney,amount}'")
+    reading.parsed("subtotal_price", parse_money, "doc #> '{subtotalPriceSet,shopMoney,amount}'")
+    reading.parsed("financial_status", lower_enum, "doc -> 'displayFinancialStatus'")
+    reading.parsed("cancelled_at", parse_timestamp, "doc -> 'cancelledAt'")
+    reading.parsed("processed_at", parse_timestamp, "doc -> 'processedAt'")
+    own = reading.let("doc -> 'currencyCode'")
+    total = reading.let("doc #> '{totalPriceSet,shopMoney,currencyCode}'")
+    reading.reads["currency"] = SqlRead(
+        f"coalesce({sql_optional_text(own, reading.let).value},"
+        f" {sql_optional_text(total, reading.let).value})",
+        "true",
+    )
+    status = sql_optional_text(reading.let("doc -> 'displayFulfillmentStatus'"), reading.let)
+    cases = " ".join(
+        f"WHEN '{shopify}' THEN '{ours}'" for shopify, ours in FULFILLMENT_FROM_GRAPHQL.items()
+    )
+    reading.reads["fulfillment_status"] = SqlRead(f"CASE {status.value} {cases} END", "true")
+    reading.fields(tuple(field for field in ORDER_FIELDS if field.column != "tags"))
+    # normalize_tags: a list's tags stripped, the empty ones left out, joined by ", ".
+    tags = reading.let("doc -> 'tags'")
+    reading.reads["tags"] = SqlRead(
+        f"CASE jsonb_typeof({tags}) WHEN 'array' THEN (SELECT coalesce(string_agg(btrim(t),"
+        f" ', ' ORDER BY n), '') FROM jsonb_array_elements_text({tags}) WITH ORDINALITY AS"
+        " x(t, n) WHERE btrim(t) <> '') END",
+        "true",
+    )
+    reading.reads["raw"] = SqlRead(
+        "doc || jsonb_build_object('lineItems', jsonb_build_object('nodes', items,"
+        " 'pageInfo', jsonb_build_object('hasNextPage', false)))",
+        "true",
+    )
+    return reading
+
+
+def _fulfillments() -> Reading:
+    """`normalize_fulfillment`'s columns of a GraphQL fulfillment (`f`) in its order (`o`)."""
+    reading = child_reading("f", FULFILLMENT_FIELDS, created=True)
+    reading.parsed("order_shopify_id", parse_shopify_id, "o -> 'id'")
+    display = sql_lower_enum(reading.let("f -> 'displayStatus'"), reading.let)
+    known = ", ".join(f"'{status}'" for status in sorted(SHIPMENT_STATUSES))
+    reading.reads["shipment_status"] = SqlRead(
+        f"CASE WHEN {display.value} IN ({known}) THEN {display.value} END", "true"
+    )
+    infos = "jsonb_array_elements(CASE jsonb_typeof(f -> 'trackingInfo') WHEN 'array' THEN"
+    infos += " f -> 'trackingInfo' END) WITH ORDINALITY AS x(i, n)"
+    reading.reads["tracking_company"] = SqlRead(
+        f"(SELECT i->>'company' FROM {infos} WHERE coalesce(i->>'company', '') <> ''"
+        " ORDER BY n LIMIT 1)",
+        "true",
+    )
+    for name, key in (("tracking_numbers", "number"), ("tracking_urls", "url")):
+        reading.reads[name] = SqlRead(
+            f"(SELECT coalesce(jsonb_agg(i->'{key}' ORDER BY n), '[]') FROM {infos}"
+            f" WHERE coalesce(i->>'{key}', '') <> '')",
+            "true",
+        )
+    return reading
+
+
+def _line_items() -> Reading:
+    reading = child_reading("doc", LINE_ITEM_FIELDS, created=False)
+    reading.parsed("order_shopify_id", parse_shopify_id, "doc -> '__parentId'")
+    return reading
+
+
+def _transactions() -> Reading:
+    reading = child_reading("t", TRANSACTION_FIELDS, created=True)
+    reading.parsed("order_shopify_id", parse_shopify_id, "o -> 'id'")
+    return reading
+
+
+def _inline(key: str, name: str) -> str:
+    """The objects of an order's plain list `key`, each as `name` beside its order `o`."""
+    return (
+        f"SELECT line, doc AS o, {name} FROM {_LINES}, jsonb_array_elements(doc -> '{key}')"
+        f" {name} WHERE NOT doc ? '__parentId'"
+    )
+
+
+# Each order's line items gathered once (a subquery per order read the batch per order).
+_ORDERS_SOURCE = (
+    f"SELECT p.line, p.doc, coalesce(c.items, '[]') AS items FROM {_LINES} p"
+    " LEFT JOIN (SELECT doc->>'__parentId' AS parent, jsonb_agg(doc - '__parentId' ORDER BY"
+    f" line) AS items FROM {_LINES} WHERE doc ? '__parentId' GROUP BY 1) c"
+    " ON c.parent = p.doc->>'id' WHERE NOT p.doc ? '__parentId'"
+)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    orders: Any
+    children: tuple[tuple[ChildSet, Any], ...]  # in ORDER_CHILDREN's order, refunds left out
+
+
+_BUILT: list[_Statements] = []
+
+
+def _statements() -> _Statements:
+    """Built once a process: SQLAlchemy compiles each once, asyncpg prepares each once a
+    connection."""
+    if not _BUILT:
+        orders = Extraction(Order, _orders(), _ORDERS_SOURCE, "shopify_id", skip_same=False)
+        table = cast(Table, Order.__table__)
+        by_model: dict[type[Any], Extraction] = {
+            OrderLineItem: Extraction(
+                OrderLineItem,
+                _line_items(),
+                f"SELECT doc FROM {_LINES} WHERE doc ? '__parentId'",
+                "order_shopify_id",
+                skip_same=True,
+            ),
+            OrderTransaction: Extraction(
+                OrderTransaction,
+                _transactions(),
+                _inline("transactions", "t"),
+                "order_shopify_id",
+                skip_same=True,
+            ),
+            Fulfillment: Extraction(
+                Fulfillment,
+                _fulfillments(),
+                _inline("fulfillments", "f"),
+                "order_shopify_id",
+                skip_same=True,
+            ),
+        }
+        _BUILT.append(
+            _Statements(
+                orders.statement().returning(table.c.shopify_id),
+                tuple(
+                    (child, by_model[child.model].statement())
+                    for child in ORDER_CHILDREN
+                    if child.model is not OrderRefund
+                ),
+            )
+        )
+    return _BUILT[0]
+
+
+@dataclass(frozen=True)
+class SqlOrders:
+    """A batch's orders for PostgreSQL to read: their lines in COPY's text format, what the
+    write's rules need of each, and the nodes (for the Python path, if PostgreSQL refuses)."""
+
+    data: bytes
+    # Per order: its `updatedAt`, and its lists by child set (ORDER_CHILDREN's order), ids only.
+    orders: dict[int, tuple[datetime | None, tuple[ChildList | None, ...]]]
+    nodes: list[dict[str, Any]]
+
+
+def reads_in_sql(resource: Resource, dialect: str) -> bool:
+    """Whether this resource's bulk batches go to PostgreSQL as lines (see the module)."""
+    return dialect == "postgresql" and resource is ORDERS and resource.children == ORDER_CHILDREN
+
+
+def _listed_ids(
+    node: Mapping[str, Any],
+) -> tuple[int, datetime | None, tuple[ChildList | None, ...]]:
+    """An order node's id, time and child lists as ids (PayloadError: Python reads it)."""
+    shopify_id = parse_shopify_id(node.get("id"), "order.id")
+    as_of = parse_timestamp(node.get("updatedAt"), "order.updatedAt")
+    lists: list[ChildList | None] = []
+    for child in ORDER_CHILDREN:
+        found = child.listed(node, graphql=True)
+        if found is None:
+            lists.append(None)
+            continue
+        items, complete = found
+        records = []
+        for item in items:
+            if not isinstance(item, Mapping):
+                raise PayloadError(f"{child.node_key}: expected an object")
+            records.append({"shopify_id": parse_shopify_id(item.get("id"), child.typename)})
+        lists.append(ChildList(records, complete, None, as_of))
+    return shopify_id, as_of, tuple(lists)
+
+
+def split_batch(
+    groups: Sequence[BulkGroup], lines: Sequence[bytes], first_line: int
+) -> tuple[list[BulkGroup], SqlOrders | None]:
+    """The groups the Python path writes (orders with refunds, records twice in the batch,
+    lists the rules' reading refused), and the rest for PostgreSQL. `lines`: the batch's
+    result lines, the first being line `first_line`."""
+    python: list[BulkGroup] = []
+    read: list[tuple[BulkGroup, int, datetime | None, tuple[ChildList | None, ...]]] = []
+    for group in groups:
+        if group.node.get("refunds"):
+            python.append(group)
+            continue
+        try:
+            read.append((group, *_listed_ids(group.node)))
+        except PayloadError:
+            python.append(group)
+    # One merge takes a record once; the Python path keeps the newest of several.
+    counts = Counter(shopify_id for _, shopify_id, _, _ in read)
+    orders: dict[int, tuple[datetime | None, tuple[ChildList | None, ...]]] = {}
+    nodes: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for group, shopify_id, as_of, lists in read:
+        if counts[shopify_id] > 1:
+            python.append(group)
+            continue
+        orders[shopify_id] = (as_of, lists)
+        nodes.append(group.node)
+        for number in range(group.first_line, group.last_line + 1):
+            # COPY's text format: a JSON line holds no tab or newline, only backslashes.
+            line = lines[number - first_line].replace(b"\\", b"\\\\")
+            chunks.append(b"%d\t%s\n" % (number, line))
+    if not orders:
+        return python, None
+    return python, SqlOrders(b"".join(chunks), orders, nodes)
+
+
+async def write_orders(
+    session: AsyncSession, tenant_id: int, batch: SqlOrders, *, source: str
+) -> bool:
+    """Write these orders from their lines (see the module), in the session's transaction.
+    False when PostgreSQL could not read them: nothing of them is then written (the savepoint
+    is rolled back) and the caller writes `batch.nodes` by the Python path."""
+    connection = await session_connection(session)
+    driver = await driver_of(connection)
+    if not driver.is_in_transaction():
+        await connection.exec_driver_sql("SELECT 1")  # SQLAlchemy's transaction first
+    try:
+        async with driver.transaction():  # a savepoint inside the session's transaction
+            await _write(session, tenant_id, batch, source=source)
+    except (asyncpg.PostgresError, sa_exc.DBAPIError) as exc:
+        error = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+        state = str(getattr(error, "sqlstate", "") or "")
+        if not state.startswith(_DATA_ERRORS) or driver.is_closed():
+            raise
+        log.info(
+            "bulk.sql_refused tenant=%s orders=%s sqlstate=%s: %s",
+            tenant_id,
+            len(batch.orders),
+            state,
+            error,
+            extra={"tenant_id": tenant_id, "sqlstate": state},
+        )
+        return False
+    return True
+
+
+async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, source: str) -> None:
+    connection = await session_connection(session)
+    driver = await driver_of(connection)
+    statements = _statements()
+    await driver.execute(_STAGE)
+    await driver.copy_to_table(
+        "bulk_lines", source=io.BytesIO(batch.data), columns=["line", "doc"], format="text"
+    )
+    common = merge_parameters(tenant_id=tenant_id, source=source, synced_at=utcnow())
+    ids = sorted(batch.orders)
+    applied = {
+        int(row[0])
+        for row in await fetch_on(connection, statements.orders, {**common, "parents": ids})
+    }
+    refused = [shopify_id for shopify_id in ids if shopify_id not in applied]
+    deleted: set[int] = set()
+    if refused:
+        # A deleted order's children stay deleted, facts or not (`write_read_records`).
+        deleted = set(
+            await session.scalars(
+                select(Order.shopify_id).where(
+                    Order.tenant_id == tenant_id,
+                    Order.shopify_id.in_(refused),
+                    Order.deleted_at.is_not(None),
+                )
+            )
+        )
+    written = sorted(applied)
+    living = [shopify_id for shopify_id in ids if shopify_id not in deleted]
+    for child, statement in statements.children:
+        parents = living if child.append_only else written
+        if parents:
+            await fetch_on(connection, statement, {**common, "parents": parents})
+    tombstones = Tombstones()
+    for position, child in enumerate(ORDER_CHILDREN):
+        whole = {}
+        for shopify_id in written:
+            listed = batch.orders[shopify_id][1][position]
+            if listed is not None and listed.complete:
+                whole[shopify_id] = listed
+        if whole:
+            tombstones.add(child, tenant_id, whole, source=source)
+    await tombstones.write(session)

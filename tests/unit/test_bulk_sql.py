@@ -1,0 +1,121 @@
+"""Which orders of a bulk batch PostgreSQL reads out of their lines (backfill.bulk_sql), and
+what it is given of them: their lines as COPY's text format wants them, and the ids and
+list completeness the write's rules need."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backfill.bulk_sql import split_batch
+from backfill.nested import BulkGroup, BulkGrouper
+from handlers.resources import ORDERS
+
+
+def _order(number: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": f"gid://shopify/Order/{number}",
+        "updatedAt": "2025-01-02T03:04:05Z",
+        "refunds": [],
+        "transactions": [{"id": f"gid://shopify/OrderTransaction/{number}"}],
+        "fulfillments": [],
+        **fields,
+    }
+
+
+def _item(order: int, number: int, title: str = "") -> dict[str, Any]:
+    return {
+        "id": f"gid://shopify/LineItem/{number}",
+        "title": title,
+        "__parentId": f"gid://shopify/Order/{order}",
+    }
+
+
+def _grouped(lines: list[bytes], first: int = 1) -> list[BulkGroup]:
+    grouper = BulkGrouper(ORDERS.children)
+    groups = [
+        group
+        for number, line in enumerate(lines, start=first)
+        for group in grouper.feed(orjson.loads(line), number)
+    ]
+    return groups + list(grouper.finish())
+
+
+def _copied(data: bytes) -> list[tuple[int, bytes]]:
+    """COPY's text format read back: (line number, the line with its escapes undone)."""
+    rows = []
+    for row in data.split(b"\n")[:-1]:
+        number, line = row.split(b"\t")
+        rows.append((int(number), line.replace(b"\\\\", b"\\")))
+    return rows
+
+
+def test_orders_with_refunds_unreadable_lists_or_twice_in_a_batch_are_pythons() -> None:
+    objects = [
+        _order(1),
+        _item(1, 11),
+        _order(2, refunds=[{"id": "gid://shopify/Refund/5"}]),
+        _item(2, 21),
+        _order(3, transactions="not a list"),
+        _order(4),
+        _order(4, updatedAt="2025-02-01T00:00:00Z"),
+        _order(5, fulfillments=[7]),
+        _order(6, transactions=None),
+    ]
+    lines = [orjson.dumps(value) for value in objects]
+
+    python, sql = split_batch(_grouped(lines), lines, 1)
+
+    assert sorted(int(group.node["id"].rsplit("/", 1)[1]) for group in python) == [2, 3, 4, 4, 5]
+    assert sql is not None
+    assert sorted(sql.orders) == [1, 6]
+    assert [node["id"] for node in sql.nodes] == ["gid://shopify/Order/1", "gid://shopify/Order/6"]
+    assert [number for number, _ in _copied(sql.data)] == [1, 2, 9]
+    as_of, lists = sql.orders[1]
+    assert as_of == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    by_key = dict(zip((child.node_key for child in ORDERS.children), lists, strict=True))
+    line_items = by_key["lineItems"]
+    assert line_items is not None
+    assert line_items.complete
+    assert line_items.given("shopify_id") == {11}
+    assert by_key["transactions"] is not None
+    assert by_key["transactions"].given("shopify_id") == {1}
+    # A null list is an empty, whole one (`ChildSet.read`).
+    nulled = dict(zip((c.node_key for c in ORDERS.children), sql.orders[6][1], strict=True))
+    assert nulled["transactions"] is not None
+    assert nulled["transactions"].complete
+    assert nulled["transactions"].records == []
+
+
+@given(
+    st.lists(
+        st.tuples(st.text(max_size=12), st.lists(st.text(max_size=12), max_size=3)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_every_line_of_the_orders_read_in_sql_reaches_copy_as_it_came(
+    orders: list[tuple[str, list[str]]],
+) -> None:
+    """Whatever the text (backslashes, quotes, tabs and newlines escaped by JSON), each line
+    reaches COPY once, numbered as in the result, and reads back as it came."""
+    lines: list[bytes] = []
+    item = 100
+    for number, (note, titles) in enumerate(orders, start=1):
+        lines.append(orjson.dumps(_order(number, note=note)))
+        for title in titles:
+            item += 1
+            lines.append(orjson.dumps(_item(number, item, title)))
+    first = 41  # the batch's first line is line 41 of the result
+
+    python, sql = split_batch(_grouped(lines, first), lines, first)
+
+    assert python == []
+    assert sql is not None
+    copied = _copied(sql.data)
+    assert copied == [(first + offset, line) for offset, line in enumerate(lines)]
+    assert all(b"\t" not in line and b"\n" not in line for _, line in copied)
