@@ -230,7 +230,7 @@ def guarded_merge(
 ) -> tuple[Any, dict[str, Any]]:
     """The order-safe merge every batch write ends in (`_merge_from`), from a source the
     caller builds (a SELECT with a column per name in `names`), and its parameters: the store,
-    source and write time, bound once. For bench.extraction's prototype, which reads the
+    source and write time, bound once. For backfill.bulk_sql, which reads the
     columns out of raw JSON lines with SQL."""
     table = cast(Table, model.__table__)
     statement = _merge_from(
