@@ -30,7 +30,6 @@ read here).
 
 from __future__ import annotations
 
-import io
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -383,8 +382,11 @@ async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, sou
     driver = await driver_of(connection)
     statements = _statements()
     await driver.execute(_STAGE)
+    # A buffer, sent as it is: a file object makes asyncpg read it through a class of its own
+    # per call, garbage in a cycle that held each batch's lines until the collector's rare
+    # full pass (the job's peak memory rose from 244 to 401 MiB).
     await driver.copy_to_table(
-        "bulk_lines", source=io.BytesIO(batch.data), columns=["line", "doc"], format="text"
+        "bulk_lines", source=memoryview(batch.data), columns=["line", "doc"], format="text"
     )
     common = merge_parameters(tenant_id=tenant_id, source=source, synced_at=utcnow())
     ids = sorted(batch.orders)
