@@ -206,10 +206,12 @@ def _transactions() -> Reading:
 
 
 def _inline(key: str, name: str) -> str:
-    """The objects of an order's plain list `key`, each as `name` beside its order `o`."""
+    """The objects of an order's plain list `key`, each as `name` beside its order `o` (a
+    null list has none; `split_batch` left any other kind of value to Python)."""
     return (
-        f"SELECT line, doc AS o, {name} FROM {_LINES}, jsonb_array_elements(doc -> '{key}')"
-        f" {name} WHERE NOT doc ? '__parentId'"
+        f"SELECT line, doc AS o, {name} FROM {_LINES}, jsonb_array_elements(CASE"
+        f" jsonb_typeof(doc -> '{key}') WHEN 'array' THEN doc -> '{key}' END) {name}"
+        " WHERE NOT doc ? '__parentId'"
     )
 
 

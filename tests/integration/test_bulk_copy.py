@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -21,8 +22,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backfill import runner
+from backfill.bulk_sql import split_batch, write_orders
+from backfill.nested import BulkGrouper
 from backfill.runner import BackfillEnvironment, create_sync_job, run_sync_job
 from handlers import records
+from handlers.children import write_with_children
 from handlers.normalize import parse_money
 from handlers.records import upsert_applied, upsert_records
 from handlers.resources import RESOURCES
@@ -31,6 +35,7 @@ from models import (
     Customer,
     InventoryLevel,
     Order,
+    OrderTransaction,
     SyncJob,
     Tenant,
     create_engine,
@@ -839,3 +844,36 @@ async def test_a_batch_postgresql_cannot_read_is_written_by_the_python_path(
     assert "bulk.sql_refused" in caplog.text
     assert "22P02" in caplog.text  # invalid_text_representation
     await _assert_every_order_in(pg, simulator[0], tenant_id, job_id)
+
+
+async def test_a_null_list_read_by_postgresql_is_whole_and_empty(
+    pg: Backend, app_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """`"transactions": null` says the order has none (`ChildSet.read`): PostgreSQL reads the
+    order without falling back to Python and tombstones the transaction stored before."""
+    tenant_id = await create_tenant(pg.sessions, SHOP)
+    order = {"id": "gid://shopify/Order/1", "updatedAt": "2025-01-01T00:00:00Z", "refunds": []}
+    transaction = {"id": "gid://shopify/OrderTransaction/7", "createdAt": "2024-12-31T00:00:00Z"}
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        await write_with_children(
+            session,
+            Order,
+            ORDERS.children,
+            ORDERS.normalize_node,
+            tenant_id,
+            [{**order, "transactions": [transaction]}],
+            graphql=True,
+            source="webhook",
+        )
+    newer = {**order, "updatedAt": "2025-01-02T00:00:00Z", "transactions": None}
+    lines = [json.dumps(newer).encode()]
+    grouper = BulkGrouper(ORDERS.children)
+    groups = [*grouper.feed(json.loads(lines[0]), 1), *grouper.finish()]
+    python, sql = split_batch(groups, lines, 1)
+    assert python == []
+    assert sql is not None
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        assert await write_orders(session, tenant_id, sql, source="backfill")
+    async with pg.sessions() as session:
+        stored = (await session.execute(select(OrderTransaction))).scalars().all()
+    assert [(row.shopify_id, row.deleted_at is not None) for row in stored] == [(7, True)]
