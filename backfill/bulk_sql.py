@@ -38,13 +38,13 @@ from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import BigInteger, Table, bindparam, column, select, text
+from sqlalchemy import BigInteger, Table, bindparam, column, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backfill.nested import BulkGroup
-from handlers.children import ChildList, ChildSet, Tombstones
+from handlers.children import ChildList, ChildSet, Tombstones, deleted_among
 from handlers.normalize import (
     FULFILLMENT_FROM_GRAPHQL,
     ORDER_FIELDS,
@@ -399,16 +399,7 @@ async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, sou
     refused = [shopify_id for shopify_id in ids if shopify_id not in applied]
     deleted: set[int] = set()
     if refused:
-        # A deleted order's children stay deleted, facts or not (`write_read_records`).
-        deleted = set(
-            await session.scalars(
-                select(Order.shopify_id).where(
-                    Order.tenant_id == tenant_id,
-                    Order.shopify_id.in_(refused),
-                    Order.deleted_at.is_not(None),
-                )
-            )
-        )
+        deleted = await deleted_among(session, Order, tenant_id, refused)
     written = sorted(applied)
     living = [shopify_id for shopify_id in ids if shopify_id not in deleted]
     for child, statement in statements.children:

@@ -775,16 +775,7 @@ async def write_read_records(
     refused = sorted(set(chosen) - applied)
     deleted: set[int] = set()
     if refused and any(child.append_only for child in children):
-        # A deleted record's children stay deleted, facts or not.
-        deleted = set(
-            await session.scalars(
-                select(model.shopify_id).where(
-                    model.tenant_id == tenant_id,
-                    model.shopify_id.in_(refused),
-                    model.deleted_at.is_not(None),
-                )
-            )
-        )
+        deleted = await deleted_among(session, model, tenant_id, refused)
     own = tombstones if tombstones is not None else Tombstones()
     for child, read_lists in zip(children, read.lists, strict=True):
         lists: dict[int, ChildList] = {}
@@ -807,6 +798,23 @@ async def write_read_records(
     if tombstones is None:
         await own.write(session)
     return len(records)
+
+
+async def deleted_among(
+    session: AsyncSession, model: type[ShopRecord], tenant_id: int, ids: Sequence[int]
+) -> set[int]:
+    """Which of these records are deleted: their children stay deleted, facts or not, so an
+    append-only child list of a refused parent is written only for the parents not among
+    these."""
+    return set(
+        await session.scalars(
+            select(model.shopify_id).where(
+                model.tenant_id == tenant_id,
+                model.shopify_id.in_(ids),
+                model.deleted_at.is_not(None),
+            )
+        )
+    )
 
 
 async def tombstone_children(
