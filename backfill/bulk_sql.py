@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
 import asyncpg
@@ -82,7 +83,6 @@ CREATE TEMPORARY TABLE IF NOT EXISTS bulk_lines (line bigint, doc jsonb)
 WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS
 """
 _LINES = "pg_temp.bulk_lines"
-_PARENTS = "SELECT line, doc FROM pg_temp.bulk_lines WHERE NOT doc ? '__parentId'"
 
 # Errors of the data, not of the database (SQLSTATE classes): cardinality (a record twice in
 # one merge), data exceptions (a cast that failed, JSON that is not), integrity (a column
@@ -230,49 +230,43 @@ class _Statements:
     children: tuple[tuple[ChildSet, Any], ...]  # in ORDER_CHILDREN's order, refunds left out
 
 
-_BUILT: list[_Statements] = []
-
-
+@cache
 def _statements() -> _Statements:
     """Built once a process: SQLAlchemy compiles each once, asyncpg prepares each once a
     connection."""
-    if not _BUILT:
-        orders = Extraction(Order, _orders(), _ORDERS_SOURCE, "shopify_id", skip_same=False)
-        table = cast(Table, Order.__table__)
-        by_model: dict[type[Any], Extraction] = {
-            OrderLineItem: Extraction(
-                OrderLineItem,
-                _line_items(),
-                f"SELECT doc FROM {_LINES} WHERE doc ? '__parentId'",
-                "order_shopify_id",
-                skip_same=True,
-            ),
-            OrderTransaction: Extraction(
-                OrderTransaction,
-                _transactions(),
-                _inline("transactions", "t"),
-                "order_shopify_id",
-                skip_same=True,
-            ),
-            Fulfillment: Extraction(
-                Fulfillment,
-                _fulfillments(),
-                _inline("fulfillments", "f"),
-                "order_shopify_id",
-                skip_same=True,
-            ),
-        }
-        _BUILT.append(
-            _Statements(
-                orders.statement().returning(table.c.shopify_id),
-                tuple(
-                    (child, by_model[child.model].statement())
-                    for child in ORDER_CHILDREN
-                    if child.model is not OrderRefund
-                ),
-            )
-        )
-    return _BUILT[0]
+    orders = Extraction(Order, _orders(), _ORDERS_SOURCE, "shopify_id", skip_same=False)
+    table = cast(Table, Order.__table__)
+    by_model: dict[type[Any], Extraction] = {
+        OrderLineItem: Extraction(
+            OrderLineItem,
+            _line_items(),
+            f"SELECT doc FROM {_LINES} WHERE doc ? '__parentId'",
+            "order_shopify_id",
+            skip_same=True,
+        ),
+        OrderTransaction: Extraction(
+            OrderTransaction,
+            _transactions(),
+            _inline("transactions", "t"),
+            "order_shopify_id",
+            skip_same=True,
+        ),
+        Fulfillment: Extraction(
+            Fulfillment,
+            _fulfillments(),
+            _inline("fulfillments", "f"),
+            "order_shopify_id",
+            skip_same=True,
+        ),
+    }
+    return _Statements(
+        orders.statement().returning(table.c.shopify_id),
+        tuple(
+            (child, by_model[child.model].statement())
+            for child in ORDER_CHILDREN
+            if child.model is not OrderRefund
+        ),
+    )
 
 
 @dataclass(frozen=True)
