@@ -44,8 +44,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backfill.nested import BulkGroup
+from backfill.nested import BulkGroup, BulkGrouper
 from handlers.children import ChildList, ChildSet, Tombstones, deleted_among
+from handlers.json_text import loads_json
 from handlers.normalize import (
     FULFILLMENT_FROM_GRAPHQL,
     ORDER_FIELDS,
@@ -77,8 +78,11 @@ log = logging.getLogger("shopify_receiver.backfill")
 # 30 ms of work. A row is kept whole up to a page (`toast_tuple_target`): an order's line
 # past 2 kB was compressed by default, and each of the fifty-odd reads of its columns
 # decompressed it again (the orders' statement took 1.5x the time, their lists' 1.6x).
+# The orders' merge sorts a batch's rows, `raw` included, by id: about 4 MB, which the
+# default `work_mem` sent to a temporary file.
 _STAGE = """
 SET LOCAL jit = off;
+SET LOCAL work_mem = '32MB';
 CREATE TEMPORARY TABLE IF NOT EXISTS bulk_lines (line bigint, doc jsonb)
 WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS
 """
@@ -93,23 +97,29 @@ _DATA_ERRORS = ("21", "22", "23")
 @dataclass(frozen=True)
 class Extraction:
     """One table's rows read out of the staging lines: a SQL expression per column (`reading`
-    over `source`, a SELECT of the staging lines), kept to the parents `gate` names."""
+    over `source`, a SELECT of the staging lines), kept to the parents `gate` names, if any."""
 
     model: RowModel
     reading: Reading
     source: str
-    gate: str  # the column naming the parent, compared with the `:parents` array
+    # The column naming the parent, compared with the `:parents` array (null: every staged
+    # order is a parent). A prepared statement's plan is generic, and PostgreSQL compares a
+    # parameter array element by element: a batch's line items against all its orders took
+    # a tenth of their statement.
+    gate: str | None
     skip_same: bool  # as the service writes this table: children skip unchanged rows
 
     def statement(self) -> Any:
         table = cast(Table, self.model.__table__)
         names = tuple(self.reading.reads)
         rows = self.reading.select(self.source, checked=False)
-        incoming = (
-            text(f"SELECT * FROM ({rows}) r WHERE {self.gate} = ANY(:parents)")
-            .bindparams(bindparam("parents", type_=ARRAY(BigInteger())))
-            .columns(*(column(name, table.c[name].type) for name in names))
-            .subquery("incoming")
+        kept = text(f"SELECT * FROM ({rows}) r")
+        if self.gate is not None:
+            kept = text(
+                f"SELECT * FROM ({rows}) r WHERE :parents IS NULL OR {self.gate} = ANY(:parents)"
+            ).bindparams(bindparam("parents", type_=ARRAY(BigInteger())))
+        incoming = kept.columns(*(column(name, table.c[name].type) for name in names)).subquery(
+            "incoming"
         )
         # The store, source and time are parameters (`guarded_merge`), bound per batch.
         statement, _ = guarded_merge(
@@ -234,7 +244,8 @@ class _Statements:
 def _statements() -> _Statements:
     """Built once a process: SQLAlchemy compiles each once, asyncpg prepares each once a
     connection."""
-    orders = Extraction(Order, _orders(), _ORDERS_SOURCE, "shopify_id", skip_same=False)
+    # Every staged order is one of the batch's.
+    orders = Extraction(Order, _orders(), _ORDERS_SOURCE, None, skip_same=False)
     table = cast(Table, Order.__table__)
     by_model: dict[type[Any], Extraction] = {
         OrderLineItem: Extraction(
@@ -271,13 +282,24 @@ def _statements() -> _Statements:
 
 @dataclass(frozen=True)
 class SqlOrders:
-    """A batch's orders for PostgreSQL to read: their lines in COPY's text format, what the
-    write's rules need of each, and the nodes (for the Python path, if PostgreSQL refuses)."""
+    """A batch's orders for PostgreSQL to read: their lines in COPY's text format and what
+    the write's rules need of each. The parsed orders are not kept: a batch waiting for a
+    writer holds its lines alone, a fraction of their objects' memory."""
 
     data: bytes
     # Per order: its `updatedAt`, and its lists by child set (ORDER_CHILDREN's order), ids only.
     orders: dict[int, tuple[datetime | None, tuple[ChildList | None, ...]]]
-    nodes: list[dict[str, Any]]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The orders as the job's reader grouped them, read again out of `data`: the Python
+        path's input when PostgreSQL refuses the batch."""
+        grouper = BulkGrouper(ORDER_CHILDREN)
+        groups: list[BulkGroup] = []
+        for row in self.data.split(b"\n")[:-1]:
+            number, _, line = row.partition(b"\t")
+            groups.extend(grouper.feed(loads_json(line.replace(b"\\\\", b"\\")), int(number)))
+        groups.extend(grouper.finish())
+        return [group.node for group in groups]
 
 
 def reads_in_sql(resource: Resource, dialect: str) -> bool:
@@ -326,21 +348,19 @@ def split_batch(
     # One merge takes a record once; the Python path keeps the newest of several.
     counts = Counter(shopify_id for _, shopify_id, _, _ in read)
     orders: dict[int, tuple[datetime | None, tuple[ChildList | None, ...]]] = {}
-    nodes: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for group, shopify_id, as_of, lists in read:
         if counts[shopify_id] > 1:
             python.append(group)
             continue
         orders[shopify_id] = (as_of, lists)
-        nodes.append(group.node)
         for number in range(group.first_line, group.last_line + 1):
             # COPY's text format: a JSON line holds no tab or newline, only backslashes.
             line = lines[number - first_line].replace(b"\\", b"\\\\")
             chunks.append(b"%d\t%s\n" % (number, line))
     if not orders:
         return python, None
-    return python, SqlOrders(b"".join(chunks), orders, nodes)
+    return python, SqlOrders(b"".join(chunks), orders)
 
 
 async def write_orders(
@@ -348,7 +368,7 @@ async def write_orders(
 ) -> bool:
     """Write these orders from their lines (see the module), in the session's transaction.
     False when PostgreSQL could not read them: nothing of them is then written (the savepoint
-    is rolled back) and the caller writes `batch.nodes` by the Python path."""
+    is rolled back) and the caller writes `batch.nodes()` by the Python path."""
     connection = await session_connection(session)
     driver = await driver_of(connection)
     if not driver.is_in_transaction():
@@ -386,10 +406,7 @@ async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, sou
     )
     common = merge_parameters(tenant_id=tenant_id, source=source, synced_at=utcnow())
     ids = sorted(batch.orders)
-    applied = {
-        int(row[0])
-        for row in await fetch_on(connection, statements.orders, {**common, "parents": ids})
-    }
+    applied = {int(row[0]) for row in await fetch_on(connection, statements.orders, common)}
     refused = [shopify_id for shopify_id in ids if shopify_id not in applied]
     deleted: set[int] = set()
     if refused:
@@ -399,7 +416,8 @@ async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, sou
     for child, statement in statements.children:
         parents = living if child.append_only else written
         if parents:
-            await fetch_on(connection, statement, {**common, "parents": parents})
+            every = len(parents) == len(ids)
+            await fetch_on(connection, statement, {**common, "parents": None if every else parents})
     tombstones = Tombstones()
     for position, child in enumerate(ORDER_CHILDREN):
         whole = {}

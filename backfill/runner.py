@@ -138,7 +138,7 @@ class _BulkBatch:
 
     @property
     def records(self) -> int:
-        return len(self.nodes) + (len(self.sql.nodes) if self.sql is not None else 0)
+        return len(self.nodes) + (len(self.sql.orders) if self.sql is not None else 0)
 
 
 @dataclass(frozen=True)
@@ -664,7 +664,7 @@ class JobRun:
                                 lines = kept[: batch[-1].last_line - flushed]
                                 kept = kept[batch[-1].last_line - flushed :]
                             await _hand_over(read, _ReadBatch(batch, lines, flushed + 1))
-                            flushed, batch = batch[-1].last_line, []
+                            flushed, batch, lines = batch[-1].last_line, [], None
             except httpx.TransportError as exc:
                 raise BackfillError(f"bulk result download broke off: {exc}") from exc
             batch.extend(grouper.finish())
@@ -695,6 +695,9 @@ class JobRun:
                 )
             except Exception as exc:
                 finished = exc
+            # What was read (every record parsed, every line) is not held while the batch
+            # waits for a writer: the writers need only what `finished` keeps.
+            del item
             await _hand_over(handoff, finished)
             if not isinstance(finished, _BulkBatch):
                 return
@@ -750,9 +753,9 @@ class JobRun:
     ) -> None:
         """Records PostgreSQL reads out of their lines; by the Python path if it cannot."""
         if await write_orders(session, self.tenant.id, sql, source="backfill"):
-            RECORDS.labels(resource.table, self.job.mode).inc(len(sql.nodes))
+            RECORDS.labels(resource.table, self.job.mode).inc(len(sql.orders))
         else:
-            await self._write_records(session, resource, sql.nodes, None)
+            await self._write_records(session, resource, sql.nodes(), None)
 
     async def _reads_in_sql(self, resource: Resource) -> bool:
         async with self.env.sessions() as session:

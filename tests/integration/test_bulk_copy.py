@@ -11,7 +11,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -816,17 +816,23 @@ async def test_a_batch_postgresql_cannot_read_is_written_by_the_python_path(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """An amount PostgreSQL cannot cast fails its batch's statements: nothing of them stays
-    (a savepoint), the batch's orders are normalised in Python instead, in the same
-    transaction, and the job's rows are still exactly the store's."""
+    """A time PostgreSQL cannot cast (an ISO week date, which Python reads) fails its batch's
+    statements: nothing of them stays (a savepoint), the batch's orders are read again from
+    their lines and normalised in Python instead, in the same transaction, and the job's rows
+    are still exactly the store's."""
     monkeypatch.setattr(runner, "BULK_BATCH", 60)
     original = runner.split_batch
     spoiled: list[int] = []
 
+    def week_date(match: re.Match[bytes]) -> bytes:
+        year, week, day = date.fromisoformat(match[2].decode()).isocalendar()
+        return match[1] + b"%04d-W%02d-%d" % (year, week, day)
+
     def first_unreadable(groups: Any, lines: Any, first_line: int) -> Any:
         python, sql = original(groups, lines, first_line)
         if sql is not None and not spoiled:
-            data, count = re.subn(rb'("amount": ?")', rb"\1not a number ", sql.data, count=1)
+            pattern = rb'("processedAt": ?")(\d{4}-\d\d-\d\d)'
+            data, count = re.subn(pattern, week_date, sql.data, count=1)
             assert count == 1
             spoiled.append(len(sql.orders))
             sql = dataclasses.replace(sql, data=data)
@@ -842,7 +848,7 @@ async def test_a_batch_postgresql_cannot_read_is_written_by_the_python_path(
     assert sorted(done for _, done in read_in_sql) == [False] + [True] * (len(read_in_sql) - 1)
     assert len(read_in_sql) > 1
     assert "bulk.sql_refused" in caplog.text
-    assert "22P02" in caplog.text  # invalid_text_representation
+    assert "22007" in caplog.text  # invalid_datetime_format
     await _assert_every_order_in(pg, simulator[0], tenant_id, job_id)
 
 

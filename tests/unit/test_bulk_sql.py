@@ -57,7 +57,7 @@ def _copied(data: bytes) -> list[tuple[int, bytes]]:
 def test_orders_with_refunds_unreadable_lists_or_twice_in_a_batch_are_pythons() -> None:
     objects = [
         _order(1),
-        _item(1, 11),
+        _item(1, 11, title='a 1/2\\" \\ bit, "tab"\t'),
         _order(2, refunds=[{"id": "gid://shopify/Refund/5"}]),
         _item(2, 21),
         _order(3, transactions="not a list"),
@@ -68,12 +68,18 @@ def test_orders_with_refunds_unreadable_lists_or_twice_in_a_batch_are_pythons() 
     ]
     lines = [orjson.dumps(value) for value in objects]
 
-    python, sql = split_batch(_grouped(lines), lines, 1)
+    groups = _grouped(lines)
+    python, sql = split_batch(groups, lines, 1)
 
     assert sorted(int(group.node["id"].rsplit("/", 1)[1]) for group in python) == [2, 3, 4, 4, 5]
     assert sql is not None
     assert sorted(sql.orders) == [1, 6]
-    assert [node["id"] for node in sql.nodes] == ["gid://shopify/Order/1", "gid://shopify/Order/6"]
+    # The Python path's input, should PostgreSQL refuse the batch: read again from the lines.
+    assert sql.nodes() == [groups[0].node, groups[-1].node]
+    assert [node["id"] for node in sql.nodes()] == [
+        "gid://shopify/Order/1",
+        "gid://shopify/Order/6",
+    ]
     assert [number for number, _ in _copied(sql.data)] == [1, 2, 9]
     as_of, lists = sql.orders[1]
     assert as_of == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
