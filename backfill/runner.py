@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import logging
@@ -600,6 +601,7 @@ class JobRun:
             while True:
                 item = await _taken(handoff, writing)
                 if isinstance(item, _BulkBatch):
+                    _collect_young_cycles()
                     await _writes_down_to(writing, writers - 1)
                     ticket = commits.start(item)
                     writing.append(
@@ -934,6 +936,17 @@ async def _taken(queue: asyncio.Queue[Any], writing: list[asyncio.Task[None]]) -
                 return getter.result()
     finally:
         getter.cancel()
+
+
+def _collect_young_cycles() -> None:
+    """Collect the two younger generations' reference cycles, once a bulk batch. A job
+    process's collector runs a young collection only after 200,000 more container objects
+    were made than freed (`receiver.runtime.JOB_GC_THRESHOLDS`), and a stream's batches free
+    what they make, so for minutes none ran while cycles piled up: an httpx response and its
+    stream are one (a refund reads Admin API answers), and a 200,000-order job's memory grew
+    by 35 MiB of them (malloc's bytes in use, 43 to 80 MiB; a full collection every 10 s
+    held them at 45-57)."""
+    gc.collect(1)
 
 
 async def _jsonl_lines(response: httpx.Response) -> AsyncIterator[bytes]:

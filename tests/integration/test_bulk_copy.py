@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 import re
@@ -883,3 +884,39 @@ async def test_a_null_list_read_by_postgresql_is_whole_and_empty(
     async with pg.sessions() as session:
         stored = (await session.execute(select(OrderTransaction))).scalars().all()
     assert [(row.shopify_id, row.deleted_at is not None) for row in stored] == [(7, True)]
+
+
+async def test_a_bulk_stream_collects_the_cycles_its_batches_leave(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job process collects its young generation rarely (`receiver.runtime`) and a stream's
+    batches free what they make, so the reference cycles they leave (an httpx response and
+    its stream, one per Admin API read of refunds) are collected once a batch rather than
+    held until the job ends. Automatic collection is off here, as good as never running."""
+    monkeypatch.setattr(runner, "BULK_BATCH", 20)
+    async with httpx.AsyncClient(timeout=30) as http:
+        env, _, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
+        sent: list[str] = []
+        send = http.send
+
+        async def counted(request: httpx.Request, **options: Any) -> httpx.Response:
+            sent.append(str(request.url))
+            return await send(request, **options)
+
+        monkeypatch.setattr(http, "send", counted)
+        gc.collect()
+        gc.disable()
+        try:
+            assert await run_sync_job(env, job_id) == "succeeded"
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            left = sum(1 for found in gc.garbage if isinstance(found, httpx.Response))
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert len(sent) > 10
+    assert left < len(sent) / 4
