@@ -622,8 +622,12 @@ class JobRun:
 
     async def _bulk_writers(self) -> int:
         """Batches written at once: SQLite takes one writing transaction at a time."""
+        return BULK_WRITERS if await self._dialect() == "postgresql" else 1
+
+    async def _dialect(self) -> str:
+        """The database's dialect name (a session is opened, no statement is sent)."""
         async with self.env.sessions() as session:
-            return BULK_WRITERS if session.get_bind().dialect.name == "postgresql" else 1
+            return str(session.get_bind().dialect.name)
 
     async def _read_bulk(
         self,
@@ -760,8 +764,7 @@ class JobRun:
             await self._write_records(session, resource, sql.nodes(), None)
 
     async def _reads_in_sql(self, resource: Resource) -> bool:
-        async with self.env.sessions() as session:
-            return reads_in_sql(resource, session.get_bind().dialect.name)
+        return reads_in_sql(resource, await self._dialect())
 
     async def _checkpoint(
         self,
@@ -943,9 +946,9 @@ def _collect_young_cycles() -> None:
     process's collector runs a young collection only after 200,000 more container objects
     were made than freed (`receiver.runtime.JOB_GC_THRESHOLDS`), and a stream's batches free
     what they make, so for minutes none ran while cycles piled up: an httpx response and its
-    stream are one (a refund reads Admin API answers), and a 200,000-order job's memory grew
-    by 35 MiB of them (malloc's bytes in use, 43 to 80 MiB; a full collection every 10 s
-    held them at 45-57)."""
+    stream are one, and the refunds' line items are Admin API reads. A 200,000-order job's
+    memory grew by 35 MiB of them (malloc's bytes in use, 43 to 80 MiB; a full collection
+    every 10 s held them at 45-57)."""
     gc.collect(1)
 
 
