@@ -113,8 +113,9 @@ class Extraction:
         table = cast(Table, self.model.__table__)
         names = tuple(self.reading.reads)
         rows = self.reading.select(self.source, checked=False)
-        kept = text(f"SELECT * FROM ({rows}) r")
-        if self.gate is not None:
+        if self.gate is None:
+            kept = text(f"SELECT * FROM ({rows}) r")
+        else:
             kept = text(
                 f"SELECT * FROM ({rows}) r WHERE :parents IS NULL OR {self.gate} = ANY(:parents)"
             ).bindparams(bindparam("parents", type_=ARRAY(BigInteger())))

@@ -590,10 +590,14 @@ class JobRun:
         writer and the middle stage each moved nothing measurable alone: with one writer the
         writing bound the ingest, with the Admin API reads inside the reading stage the
         reading did."""
-        writers = await self._bulk_writers()
+        async with self.env.sessions() as session:
+            dialect = session.get_bind().dialect.name
+        # SQLite takes one writing transaction at a time.
+        writers = BULK_WRITERS if dialect == "postgresql" else 1
+        in_sql = reads_in_sql(resource, dialect)
         read: asyncio.Queue[_ReadBatch | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
         handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
-        reader = asyncio.create_task(self._read_bulk(url, resource, state, read))
+        reader = asyncio.create_task(self._read_bulk(url, resource, state, read, in_sql))
         finisher = asyncio.create_task(self._finish_bulk(resource, read, handoff))
         commits = _BulkCommits(state)
         writing: list[asyncio.Task[None]] = []
@@ -620,25 +624,18 @@ class JobRun:
                 task.cancel()
             await asyncio.gather(reader, finisher, *writing, return_exceptions=True)
 
-    async def _bulk_writers(self) -> int:
-        """Batches written at once: SQLite takes one writing transaction at a time."""
-        return BULK_WRITERS if await self._dialect() == "postgresql" else 1
-
-    async def _dialect(self) -> str:
-        """The database's dialect name (a session is opened, no statement is sent)."""
-        async with self.env.sessions() as session:
-            return str(session.get_bind().dialect.name)
-
     async def _read_bulk(
         self,
         url: str,
         resource: Resource,
         state: ResourceProgress,
         read: asyncio.Queue[_ReadBatch | _BulkEnd | BaseException],
+        in_sql: bool,
     ) -> None:
         """The reading stage of `_stream_bulk`: puts each batch of records read with their
         children (then the end, or what went wrong) into `read`, and waits for the next
-        stage to take it before reading on."""
+        stage to take it before reading on. `in_sql`: the batches keep their lines, for
+        PostgreSQL to read (backfill.bulk_sql)."""
         try:
             applied = int(state.get("lines", 0))
             line_number = 0
@@ -646,7 +643,7 @@ class JobRun:
             batch: list[BulkGroup] = []
             flushed = applied
             # The lines of the batch being read and of the group still open (bulk_sql).
-            kept: list[bytes] | None = [] if await self._reads_in_sql(resource) else None
+            kept: list[bytes] | None = [] if in_sql else None
             try:
                 async with self.env.http.stream("GET", url) as response:
                     if response.status_code != 200:
@@ -762,9 +759,6 @@ class JobRun:
             RECORDS.labels(resource.table, self.job.mode).inc(len(sql.orders))
         else:
             await self._write_records(session, resource, sql.nodes(), None)
-
-    async def _reads_in_sql(self, resource: Resource) -> bool:
-        return reads_in_sql(resource, await self._dialect())
 
     async def _checkpoint(
         self,
