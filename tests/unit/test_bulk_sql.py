@@ -4,7 +4,6 @@ list completeness the write's rules need."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +13,6 @@ from hypothesis import strategies as st
 
 from backfill.bulk_sql import split_batch
 from backfill.nested import BulkGroup, BulkGrouper
-from handlers.json_text import loads_json
 from handlers.resources import ORDERS
 
 
@@ -141,27 +139,3 @@ def test_every_line_of_the_orders_read_in_sql_reaches_copy_as_it_came(
             came["lineItems"] = {"nodes": [], "pageInfo": {"hasNextPage": False}}
             expected_orders.append(came)
     assert staged_orders == expected_orders
-
-
-def test_an_order_orjson_cannot_write_again_is_pythons() -> None:
-    """An integer past 64 bits is read exactly (`loads_json`), and orjson cannot write it
-    back into the staged order: that order takes the Python path, the others stay."""
-    lines = [
-        json.dumps(_order(1, note=None, weight=2**70)).encode(),
-        orjson.dumps(_item(1, 11)),
-        orjson.dumps(_order(2)),
-    ]
-    grouper = BulkGrouper(ORDERS.children)
-    groups = [
-        group
-        for number, line in enumerate(lines, start=1)
-        for group in grouper.feed(loads_json(line), number)
-    ]
-    groups += list(grouper.finish())
-
-    python, sql = split_batch(groups, lines, 1)
-
-    assert [group.node["weight"] for group in python] == [2**70]
-    assert sql is not None
-    assert sorted(sql.orders) == [2]
-    assert [number for number, _ in _copied(sql.data)] == [3]
