@@ -1,8 +1,7 @@
 """A bulk backfill's orders read by PostgreSQL out of the result's lines (issue #16, goal 4).
 
 On PostgreSQL, the orders of a bulk result that have no refunds are not normalised in Python:
-each order as the job grouped it (its line items in place, as its `raw` has them) and its
-line items' lines as they came go (COPY, text format) into one `jsonb` staging column, and one
+their lines go as they came (COPY, text format) into one `jsonb` staging column, and one
 INSERT ... SELECT per table reads the columns with SQL and ends in the service's own guarded
 merge (`guarded_merge`): orders, then their line items, transactions and fulfillments. Python
 only reads what the write's rules need: each order's id and `updatedAt`, and the ids in each
@@ -40,13 +39,12 @@ from functools import cache
 from typing import Any, cast
 
 import asyncpg
-import orjson
 from sqlalchemy import BigInteger, Table, bindparam, column, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backfill.nested import BulkGroup
+from backfill.nested import BulkGroup, BulkGrouper
 from handlers.children import ChildList, ChildSet, Tombstones, deleted_among
 from handlers.json_text import loads_json
 from handlers.normalize import (
@@ -138,8 +136,8 @@ class Extraction:
 
 
 def _orders() -> Reading:
-    """`normalize_order`'s columns of a GraphQL order node, staged as the job grouped it:
-    `raw` with its line items as a page query has them (`BulkGrouper`)."""
+    """`normalize_order`'s columns of a GraphQL order node; `raw` with its line items as a
+    page query has them (`BulkGrouper`)."""
     reading = Reading("doc")
     reading.parsed("shopify_id", parse_shopify_id, "doc -> 'id'")
     reading.parsed("shopify_updated_at", parse_timestamp, "doc -> 'updatedAt'")
@@ -173,7 +171,11 @@ def _orders() -> Reading:
         " x(t, n) WHERE btrim(t) <> '') END",
         "true",
     )
-    reading.reads["raw"] = SqlRead("doc", "true")
+    reading.reads["raw"] = SqlRead(
+        "doc || jsonb_build_object('lineItems', jsonb_build_object('nodes', items,"
+        " 'pageInfo', jsonb_build_object('hasNextPage', false)))",
+        "true",
+    )
     return reading
 
 
@@ -224,8 +226,13 @@ def _inline(key: str, name: str) -> str:
     )
 
 
-# The orders' lines: each as the job grouped it, its line items in place (`split_batch`).
-_ORDERS_SOURCE = f"SELECT line, doc FROM {_LINES} WHERE NOT doc ? '__parentId'"
+# Each order's line items gathered once (a subquery per order read the batch per order).
+_ORDERS_SOURCE = (
+    f"SELECT p.line, p.doc, coalesce(c.items, '[]') AS items FROM {_LINES} p"
+    " LEFT JOIN (SELECT doc->>'__parentId' AS parent, jsonb_agg(doc - '__parentId' ORDER BY"
+    f" line) AS items FROM {_LINES} WHERE doc ? '__parentId' GROUP BY 1) c"
+    " ON c.parent = p.doc->>'id' WHERE NOT p.doc ? '__parentId'"
+)
 
 
 @dataclass(frozen=True)
@@ -276,11 +283,9 @@ def _statements() -> _Statements:
 
 @dataclass(frozen=True)
 class SqlOrders:
-    """A batch's orders for PostgreSQL to read, in COPY's text format: each order as the job
-    grouped it (its line items in place, the `raw` PostgreSQL stores), then its line items'
-    own lines as they came; and what the write's rules need of each order. The parsed orders
-    are not kept: a batch waiting for a writer holds its text alone, a fraction of their
-    objects' memory."""
+    """A batch's orders for PostgreSQL to read: their lines in COPY's text format and what
+    the write's rules need of each. The parsed orders are not kept: a batch waiting for a
+    writer holds its lines alone, a fraction of their objects' memory."""
 
     data: bytes
     # Per order: its `updatedAt`, and its lists by child set (ORDER_CHILDREN's order), ids only.
@@ -289,9 +294,13 @@ class SqlOrders:
     def nodes(self) -> list[dict[str, Any]]:
         """The orders as the job's reader grouped them, read again out of `data`: the Python
         path's input when PostgreSQL refuses the batch."""
-        rows = (row.partition(b"\t")[2] for row in self.data.split(b"\n")[:-1])
-        lines = (loads_json(row.replace(b"\\\\", b"\\")) for row in rows)
-        return [line for line in lines if "__parentId" not in line]
+        grouper = BulkGrouper(ORDER_CHILDREN)
+        groups: list[BulkGroup] = []
+        for row in self.data.split(b"\n")[:-1]:
+            number, _, line = row.partition(b"\t")
+            groups.extend(grouper.feed(loads_json(line.replace(b"\\\\", b"\\")), int(number)))
+        groups.extend(grouper.finish())
+        return [group.node for group in groups]
 
 
 def reads_in_sql(resource: Resource, dialect: str) -> bool:
@@ -345,17 +354,9 @@ def split_batch(
         if counts[shopify_id] > 1:
             python.append(group)
             continue
-        try:
-            # The order with its line items, as PostgreSQL parses it once into `raw`: built
-            # there out of the staged lines (`jsonb_agg`, `||`), it cost three times as much.
-            order = orjson.dumps(group.node)
-        except TypeError:  # an integer past 64 bits (`loads_json` keeps it exact)
-            python.append(group)
-            continue
         orders[shopify_id] = (as_of, lists)
-        # COPY's text format: JSON text holds no tab or newline, only backslashes.
-        chunks.append(b"%d\t%s\n" % (group.first_line, order.replace(b"\\", b"\\\\")))
-        for number in range(group.first_line + 1, group.last_line + 1):
+        for number in range(group.first_line, group.last_line + 1):
+            # COPY's text format: a JSON line holds no tab or newline, only backslashes.
             line = lines[number - first_line].replace(b"\\", b"\\\\")
             chunks.append(b"%d\t%s\n" % (number, line))
     if not orders:
