@@ -226,7 +226,7 @@ class Reading:
         return self.let(self._at(parts)), condition
 
     def _at(self, parts: tuple[str, ...]) -> str:
-        # A path of one key is `->`, which reads it at half the cost of `#>`.
+        # A path of one key is `->`, which reads it at under half the cost of `#>`.
         if len(parts) == 1:
             return f"{self.document} -> '{parts[0]}'"
         return f"{self.document} #> '{{{','.join(parts)}}}'"
