@@ -54,7 +54,7 @@ from backfill.credentials import AppCredentials
 from backfill.queries import ORDERS
 from backfill.runner import BackfillEnvironment, JobRun, ResourceProgress, create_sync_job
 from bench.children import CHILDREN, on_sigterm, stop, stop_children
-from bench.database import APP_ROLE, app_role_grants, as_role
+from bench.database import APP_ROLE, app_role_grants, as_role, dsn
 from handlers.children import ReadRecords
 from handlers.resources import RESOURCES, Resource
 from models import (
@@ -409,8 +409,7 @@ async def checkpoint(database_url: str) -> None:
     """A CHECKPOINT (the admin role's), so that a measurement starts with PostgreSQL's WAL
     budget whole: one forced by the job's or an earlier pass's WAL (`max_wal_size`) would
     otherwise fall inside it, as its full-page images after it would."""
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(dsn(database_url))
     try:
         await connection.execute("CHECKPOINT")
     finally:
@@ -424,9 +423,8 @@ async def copy_ceiling(database_url: str, tables: list[str]) -> dict[str, Any]:
     ALL`: foreign keys and row-level security policies are not copied), in chunks of
     CEILING_CHUNK rows, each committed. Only the COPY calls are timed: no parsing, no
     normalising, no conflict checks, no round trips but the COPY's own."""
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    reader = await asyncpg.connect(dsn)
-    writer = await asyncpg.connect(dsn)
+    reader = await asyncpg.connect(dsn(database_url))
+    writer = await asyncpg.connect(dsn(database_url))
     per_table: dict[str, dict[str, float]] = {}
     try:
         for table in tables:

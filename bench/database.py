@@ -8,6 +8,11 @@ from sqlalchemy.engine import make_url
 APP_ROLE = "receiver_app"
 
 
+def dsn(url: str) -> str:
+    """The SQLAlchemy URL as a plain libpq DSN, for asyncpg."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def as_role(url: str, role: str | None) -> str:
     if not role:
         return url

@@ -61,7 +61,7 @@ from bench.backfill import (
 )
 from bench.backfill import _wait_for_simulator as wait_for_simulator
 from bench.children import CHILDREN, on_sigterm, stop
-from bench.database import APP_ROLE, app_role_grants, as_role
+from bench.database import APP_ROLE, app_role_grants, as_role, dsn
 from bench.reference_app import CREATE_TABLES, RECORDS_TABLE
 from bench.reference_app import TABLE as REFERENCE_TABLE
 from models import SecretBox, Tenant, create_engine, create_session_factory
@@ -109,11 +109,6 @@ def descendants(pid: int) -> list[int]:
 
 # --------------------------------------------------------------------------------------------
 # Database
-
-
-def dsn(url: str) -> str:
-    """The SQLAlchemy URL as a plain libpq DSN, for asyncpg."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def _execute(url: str, *statements: str) -> list[list[asyncpg.Record]]:
