@@ -54,7 +54,7 @@ from backfill.credentials import AppCredentials
 from backfill.queries import ORDERS
 from backfill.runner import BackfillEnvironment, JobRun, ResourceProgress, create_sync_job
 from bench.children import CHILDREN, on_sigterm, stop, stop_children
-from bench.database import APP_ROLE, app_role_grants, as_role, dsn
+from bench.database import APP_ROLE, app_role_grants, as_role, dsn, run_statements
 from handlers.children import ReadRecords
 from handlers.resources import RESOURCES, Resource
 from models import (
@@ -409,11 +409,7 @@ async def checkpoint(database_url: str) -> None:
     """A CHECKPOINT (the admin role's), so that a measurement starts with PostgreSQL's WAL
     budget whole: one forced by the job's or an earlier pass's WAL (`max_wal_size`) would
     otherwise fall inside it, as its full-page images after it would."""
-    connection = await asyncpg.connect(dsn(database_url))
-    try:
-        await connection.execute("CHECKPOINT")
-    finally:
-        await connection.close()
+    await run_statements(database_url, "CHECKPOINT")
 
 
 async def copy_ceiling(database_url: str, tables: list[str]) -> dict[str, Any]:

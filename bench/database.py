@@ -3,6 +3,7 @@ its grants, and URLs that connect as it (row-level security binds what it writes
 
 from __future__ import annotations
 
+import asyncpg
 from sqlalchemy.engine import make_url
 
 APP_ROLE = "receiver_app"
@@ -11,6 +12,15 @@ APP_ROLE = "receiver_app"
 def dsn(url: str) -> str:
     """The SQLAlchemy URL as a plain libpq DSN, for asyncpg."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def run_statements(url: str, *statements: str) -> list[list[asyncpg.Record]]:
+    """Each statement's rows, in order, on one connection of its own."""
+    connection = await asyncpg.connect(dsn(url))
+    try:
+        return [await connection.fetch(statement) for statement in statements]
+    finally:
+        await connection.close()
 
 
 def as_role(url: str, role: str | None) -> str:

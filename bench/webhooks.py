@@ -61,7 +61,7 @@ from bench.backfill import (
 )
 from bench.backfill import _wait_for_simulator as wait_for_simulator
 from bench.children import CHILDREN, on_sigterm, stop
-from bench.database import APP_ROLE, app_role_grants, as_role, dsn
+from bench.database import APP_ROLE, app_role_grants, as_role, dsn, run_statements
 from bench.reference_app import CREATE_TABLES, RECORDS_TABLE
 from bench.reference_app import TABLE as REFERENCE_TABLE
 from models import SecretBox, Tenant, create_engine, create_session_factory
@@ -111,16 +111,8 @@ def descendants(pid: int) -> list[int]:
 # Database
 
 
-async def _execute(url: str, *statements: str) -> list[list[asyncpg.Record]]:
-    connection = await asyncpg.connect(dsn(url))
-    try:
-        return [await connection.fetch(statement) for statement in statements]
-    finally:
-        await connection.close()
-
-
 def execute(url: str, *statements: str) -> list[list[asyncpg.Record]]:
-    return asyncio.run(_execute(url, *statements))
+    return asyncio.run(run_statements(url, *statements))
 
 
 def create_database(admin_url: str, app_role: str | None) -> str:
