@@ -62,6 +62,9 @@ BULK_BATCH = 1000
 BULK_BATCH_LINES = 5000
 # Bulk batches written at once on PostgreSQL, each in its own transaction and connection.
 BULK_WRITERS = 2
+# Bulk batches made whole and normalised at once. A batch with refunds waits on their line
+# items' Admin API reads most of its finishing time; one at a time, the writers waited on it.
+BULK_FINISHING = 2
 
 
 def bulk_batch_full(records: int, lines: int) -> bool:
@@ -142,7 +145,7 @@ class _BulkBatch:
         return len(self.nodes) + (len(self.sql.orders) if self.sql is not None else 0)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _ReadBatch:
     """Records grouped by the reading stage and, when PostgreSQL reads them, their lines
     (`lines[0]` is line `first_line` of the result)."""
@@ -580,16 +583,18 @@ class JobRun:
         skips the lines it applied (a batch ends where a record and its children end).
 
         Three stages overlap: reading (download, JSON, grouping), finishing (the refunds'
-        line items asked of Shopify, normalising) and writing, where on PostgreSQL two
-        batches are written at once, each in its own transaction with its checkpoint: one
-        batch's rows are merged by PostgreSQL while the next one's are sent. The checkpoint a
-        batch commits counts only the batches before it that had committed (`_BulkCommits`),
-        so a crash never skips a line; a batch that committed past one that did not is written
-        again on resume (the upserts are idempotent). Each stage hands a batch over and goes
-        on only once the next took it, so at most `writers` + 2 batches are held. The second
-        writer and the middle stage each moved nothing measurable alone: with one writer the
-        writing bound the ingest, with the Admin API reads inside the reading stage the
-        reading did."""
+        line items asked of Shopify, normalising; `BULK_FINISHING` batches at once) and
+        writing, where on PostgreSQL two batches are written at once, each in its own
+        transaction with its checkpoint: one batch's rows are merged by PostgreSQL while the
+        next one's are sent. The checkpoint a batch commits counts only the batches before it
+        that had committed (`_BulkCommits`), so a crash never skips a line; a batch that
+        committed past one that did not is written again on resume (the upserts are
+        idempotent). Each stage hands a batch over and goes on only once the next took it, so
+        at most `writers` + `BULK_FINISHING` + 1 batches are held. The second writer and the
+        middle stage each moved nothing measurable alone: with one writer the writing bound
+        the ingest, with the Admin API reads inside the reading stage the reading did. The
+        reading's and finishing's CPU-bound steps run in threads, so the event loop is free
+        for the writers' statements (see `_bulk_batch`)."""
         async with self.env.sessions() as session:
             dialect = session.get_bind().dialect.name
         # SQLite takes one writing transaction at a time.
@@ -638,42 +643,21 @@ class JobRun:
         stage to take it before reading on. `in_sql`: the batches keep their lines, for
         PostgreSQL to read (backfill.bulk_sql)."""
         try:
-            applied = int(state.get("lines", 0))
-            line_number = 0
-            grouper = BulkGrouper(resource.children)
-            batch: list[BulkGroup] = []
-            flushed = applied
-            # The lines of the batch being read and of the group still open (bulk_sql).
-            kept: list[bytes] | None = [] if in_sql else None
+            reading = _BulkReading(resource, int(state.get("lines", 0)), in_sql)
             try:
                 async with self.env.http.stream("GET", url) as response:
                     if response.status_code != 200:
                         raise BackfillError(f"bulk result download answered {response.status_code}")
-                    async for line in _jsonl_lines(response):
-                        if not line.strip():
-                            continue
-                        line_number += 1
-                        if line_number <= applied:
-                            continue
-                        if kept is not None:
-                            kept.append(line)
-                        try:
-                            finished = list(grouper.feed(loads_json(line), line_number))
-                        except (ValueError, RecursionError) as exc:
-                            raise BackfillError(f"bulk result for {resource.name}: {exc}") from exc
-                        batch.extend(finished)
-                        if batch and bulk_batch_full(len(batch), batch[-1].last_line - flushed):
-                            lines = None
-                            if kept is not None:
-                                lines = kept[: batch[-1].last_line - flushed]
-                                kept = kept[batch[-1].last_line - flushed :]
-                            await _hand_over(read, _ReadBatch(batch, lines, flushed + 1))
-                            flushed, batch, lines = batch[-1].last_line, [], None
+                    async for lines in _jsonl_runs(response):
+                        # Parsing and grouping in a thread: on the event loop, each run of
+                        # lines held up the writers' next statements while it was read.
+                        for ready in await asyncio.to_thread(reading.take, lines):
+                            await _hand_over(read, ready)
             except httpx.TransportError as exc:
                 raise BackfillError(f"bulk result download broke off: {exc}") from exc
-            batch.extend(grouper.finish())
-            if batch:
-                await _hand_over(read, _ReadBatch(batch, kept, flushed + 1))
+            last = reading.finish()
+            if last is not None:
+                await _hand_over(read, last)
         except Exception as exc:
             await _hand_over(read, exc)
             return
@@ -686,43 +670,74 @@ class JobRun:
         handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException],
     ) -> None:
         """The middle stage of `_stream_bulk`: each batch read is made whole (the refunds'
-        line items asked of Shopify) and normalised while the reader reads the next one, then
-        put into `handoff` for the writers; one batch at a time (its reads go out together,
-        as far as the rate limit's bucket has room: `fill_bulk_gaps`)."""
-        while True:
-            item = await read.get()
-            read.task_done()
-            finished: _BulkBatch | _BulkEnd | BaseException
-            try:
-                finished = (
-                    await self._bulk_batch(resource, item) if isinstance(item, _ReadBatch) else item
-                )
-            except Exception as exc:
-                finished = exc
-            # What was read (every record parsed, every line) is not held while the batch
-            # waits for a writer: the writers need only what `finished` keeps.
-            del item
-            await _hand_over(handoff, finished)
-            if not isinstance(finished, _BulkBatch):
-                return
+        line items asked of Shopify) and normalised, then put into `handoff` for the writers
+        in the order it was read. `BULK_FINISHING` batches are finished at once, so one's
+        Admin API reads (`fill_bulk_gaps`) overlap another's; a batch is taken from the
+        reader only when one of them is handed over."""
+        slots = asyncio.Semaphore(BULK_FINISHING)
+        started: asyncio.Queue[asyncio.Task[_BulkBatch] | _BulkEnd | BaseException]
+        started = asyncio.Queue()
+
+        async def start() -> None:
+            while True:
+                await slots.acquire()
+                item = await read.get()
+                read.task_done()
+                if not isinstance(item, _ReadBatch):
+                    started.put_nowait(item)
+                    return
+                started.put_nowait(asyncio.create_task(self._bulk_batch(resource, item)))
+                # The task holds the batch until it is finished, and only what it returns after.
+                del item
+
+        starter = asyncio.create_task(start())
+        entry: asyncio.Task[_BulkBatch] | _BulkEnd | BaseException | None = None
+        try:
+            while True:
+                entry = await started.get()
+                finished: _BulkBatch | _BulkEnd | BaseException
+                if isinstance(entry, asyncio.Task):
+                    try:
+                        finished = await entry
+                    except Exception as exc:
+                        finished = exc
+                else:
+                    finished = entry
+                entry = None
+                await _hand_over(handoff, finished)
+                slots.release()
+                if not isinstance(finished, _BulkBatch):
+                    return
+        finally:
+            unfinished: list[asyncio.Task[Any]] = [starter]
+            if isinstance(entry, asyncio.Task):
+                unfinished.append(entry)
+            while not started.empty():
+                waiting = started.get_nowait()
+                if isinstance(waiting, asyncio.Task):
+                    unfinished.append(waiting)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def _bulk_batch(self, resource: Resource, batch: _ReadBatch) -> _BulkBatch:
         """A batch ready to write: its records whole (the refunds' line items read by id),
-        normalised but for those PostgreSQL reads out of their lines."""
-        groups, sql = batch.groups, None
-        if batch.lines is not None:
-            groups, sql = split_batch(groups, batch.lines, batch.first_line)
+        normalised but for those PostgreSQL reads out of their lines. The CPU-bound steps run
+        in a thread: done on the event loop, each held up the writers' statements for tens of
+        milliseconds a batch (a writer's next statement waits for the loop)."""
+        last_line = batch.groups[-1].last_line
+        groups, sql = await asyncio.to_thread(_split_read, batch)
         nodes = [group.node for group in groups]
         await fill_bulk_gaps(self.client, resource.children, nodes)
         try:
-            read = read_with_children(
-                resource.children, resource.normalize_node, nodes, graphql=True
+            read = await asyncio.to_thread(
+                read_with_children, resource.children, resource.normalize_node, nodes, graphql=True
             )
         except PayloadError as exc:
             raise BackfillError(
                 f"{resource.name}: Shopify sent a record we cannot read: {exc}"
             ) from exc
-        return _BulkBatch(nodes, read, batch.groups[-1].last_line, sql)
+        return _BulkBatch(nodes, read, last_line, sql)
 
     async def _bulk_write(
         self,
@@ -894,6 +909,66 @@ class JobRun:
             )
 
 
+class _BulkReading:
+    """The reading stage's state over one bulk result: lines counted, those a resumed job
+    applied skipped, parsed and grouped, and cut into batches (`bulk_batch_full`). One run
+    of lines at a time, in whatever thread `take` is called from."""
+
+    def __init__(self, resource: Resource, applied: int, in_sql: bool) -> None:
+        self.name = resource.name
+        self.applied = applied
+        self.line_number = 0
+        self.grouper = BulkGrouper(resource.children)
+        self.batch: list[BulkGroup] = []
+        self.flushed = applied
+        # The lines of the batch being read and of the group still open (bulk_sql).
+        self.kept: list[bytes] | None = [] if in_sql else None
+
+    def take(self, lines: list[bytes]) -> list[_ReadBatch]:
+        """The batches these lines complete."""
+        ready: list[_ReadBatch] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            self.line_number += 1
+            if self.line_number <= self.applied:
+                continue
+            if self.kept is not None:
+                self.kept.append(line)
+            try:
+                finished = list(self.grouper.feed(loads_json(line), self.line_number))
+            except (ValueError, RecursionError) as exc:
+                raise BackfillError(f"bulk result for {self.name}: {exc}") from exc
+            self.batch.extend(finished)
+            last = self.batch[-1].last_line if self.batch else 0
+            if self.batch and bulk_batch_full(len(self.batch), last - self.flushed):
+                lines_read = None
+                if self.kept is not None:
+                    lines_read = self.kept[: last - self.flushed]
+                    self.kept = self.kept[last - self.flushed :]
+                ready.append(_ReadBatch(self.batch, lines_read, self.flushed + 1))
+                self.flushed, self.batch = last, []
+        return ready
+
+    def finish(self) -> _ReadBatch | None:
+        """The last batch: the records after the last full one, the last group included."""
+        self.batch.extend(self.grouper.finish())
+        if not self.batch:
+            return None
+        return _ReadBatch(self.batch, self.kept, self.flushed + 1)
+
+
+def _split_read(batch: _ReadBatch) -> tuple[list[BulkGroup], SqlOrders | None]:
+    """`batch`'s groups the Python path writes, and the rest for PostgreSQL to read out of
+    their lines (`split_batch`). `batch` gives them up, so the objects PostgreSQL's share was
+    parsed into are freed where this runs (a thread), not on the event loop."""
+    groups, lines = batch.groups, batch.lines
+    batch.groups, batch.lines = [], None
+    if lines is None:
+        return groups, None
+    return split_batch(groups, lines, batch.first_line)
+
+
 async def _hand_over(queue: asyncio.Queue[Any], item: Any) -> None:
     """Put `item` into a one-place `queue` and wait until the next stage took it."""
     await queue.put(item)
@@ -953,11 +1028,11 @@ def _collect_young_cycles() -> None:
     gc.collect(1)
 
 
-async def _jsonl_lines(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The lines of a JSONL download as bytes (a last line may lack its newline): JSON is
-    read from bytes, so decoding each line to text first would only cost time. A line's
-    pieces are joined once it ends: gluing each chunk onto the unfinished line would copy a
-    long line once per chunk."""
+async def _jsonl_runs(response: httpx.Response) -> AsyncIterator[list[bytes]]:
+    """The lines of a JSONL download as bytes, in runs: the lines each chunk ends (a last
+    line may lack its newline). JSON is read from bytes, so decoding each line to text first
+    would only cost time. A line's pieces are joined once it ends: gluing each chunk onto
+    the unfinished line would copy a long line once per chunk."""
     pieces: list[bytes] = []  # the unfinished line
     async for chunk in response.aiter_bytes():
         lines = chunk.split(b"\n")
@@ -965,13 +1040,12 @@ async def _jsonl_lines(response: httpx.Response) -> AsyncIterator[bytes]:
             pieces.append(chunk)
             continue
         pieces.append(lines[0])
-        yield b"".join(pieces)
-        for line in lines[1:-1]:
-            yield line
-        pieces = [lines[-1]]
+        lines[0] = b"".join(pieces)
+        pieces = [lines.pop()]
+        yield lines
     rest = b"".join(pieces)
     if rest:
-        yield rest
+        yield [rest]
 
 
 def normalize_node(normalize: Callable[[Any], Record], node: Any, name: str) -> Record:

@@ -528,6 +528,57 @@ async def test_two_bulk_batches_are_written_at_once_and_the_rows_are_exact(
     await _assert_every_order_in(pg, simulator[0], tenant_id, job_id)
 
 
+async def test_two_bulk_batches_are_finished_at_once_and_written_in_order(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch's refunds' Admin API reads overlap the next batch's: the first batch's reads
+    wait here until the second batch's have come back (they would wait in vain one batch at
+    a time), yet the writers still take the batches in the order of the result's lines, and
+    the rows come out exactly as the simulator holds them."""
+    monkeypatch.setattr(runner, "BULK_BATCH", 60)
+    original_gaps = runner.fill_bulk_gaps
+    calls = 0
+    running = 0
+    most = 0
+    second_back = asyncio.Event()
+
+    async def observed_gaps(client: Any, children: Any, nodes: Any) -> int:
+        nonlocal calls, running, most
+        calls += 1
+        mine = calls
+        running += 1
+        most = max(most, running)
+        try:
+            if mine == 1:
+                await asyncio.wait_for(second_back.wait(), timeout=10)
+            answered = await original_gaps(client, children, nodes)
+            if mine == 2:
+                second_back.set()
+            return answered
+        finally:
+            running -= 1
+
+    original_write = runner.JobRun._bulk_write
+    written: list[int] = []
+
+    async def observed_write(self: runner.JobRun, resource: Any, batch: Any, *args: Any) -> None:
+        written.append(batch.last_line)
+        await original_write(self, resource, batch, *args)
+
+    monkeypatch.setattr(runner, "fill_bulk_gaps", observed_gaps)
+    monkeypatch.setattr(runner.JobRun, "_bulk_write", observed_write)
+    async with httpx.AsyncClient(timeout=30) as http:
+        env, tenant_id, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
+        assert await run_sync_job(env, job_id) == "succeeded"
+    assert most == runner.BULK_FINISHING == 2
+    assert len(written) > 2
+    assert written == sorted(written)
+    await _assert_every_order_in(pg, simulator[0], tenant_id, job_id)
+
+
 async def test_a_batch_committed_past_an_unwritten_one_is_not_counted_and_is_rewritten(
     pg: Backend,
     app_sessions: async_sessionmaker[AsyncSession],

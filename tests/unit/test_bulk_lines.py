@@ -11,7 +11,7 @@ import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backfill.runner import _jsonl_lines
+from backfill.runner import _jsonl_runs
 
 
 class _Chunks(httpx.AsyncByteStream):
@@ -25,7 +25,7 @@ class _Chunks(httpx.AsyncByteStream):
 
 async def _lines(chunks: list[bytes]) -> list[bytes]:
     response = httpx.Response(200, stream=_Chunks(chunks))
-    return [line async for line in _jsonl_lines(response)]
+    return [line async for run in _jsonl_runs(response) for line in run]
 
 
 async def test_lines_split_across_chunks_are_joined() -> None:
