@@ -6,6 +6,7 @@ here read both from the model, so every keyed table gets the same guarded upsert
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -408,13 +409,9 @@ async def _copy_merge(
     # COPY below runs inside it.
     await connection.exec_driver_sql(staging.create)
     driver = await driver_of(connection)
-    records = [[row[n] for n in names] for row in rows]
-    for index, process in enumerate(staging.processors):
-        if process is not None:
-            for record in records:
-                value = record[index]
-                if value is not None:
-                    record[index] = process(value)
+    # In a thread: serialising a bulk batch's values (each `raw` to JSON text) held the event
+    # loop, and with it the other writer's statements, for milliseconds at a time.
+    records = await asyncio.to_thread(_copy_records, staging, names, rows)
     await driver.copy_records_to_table(
         staging.name, records=records, columns=list(names), schema_name="pg_temp"
     )
@@ -422,6 +419,21 @@ async def _copy_merge(
         connection, staging.merge_returning if returning else staging.merge, bound
     )
     return [tuple(row) for row in merged]
+
+
+def _copy_records(
+    staging: _Staging, names: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
+) -> list[list[Any]]:
+    """The rows as COPY takes them: `names`' values in order, each through its column's bind
+    processor (JSON text for `jsonb`, money as exact text)."""
+    records = [[row[n] for n in names] for row in rows]
+    for index, process in enumerate(staging.processors):
+        if process is not None:
+            for record in records:
+                value = record[index]
+                if value is not None:
+                    record[index] = process(value)
+    return records
 
 
 _MAX_PARAMETERS = 30_000
