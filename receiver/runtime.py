@@ -3,8 +3,10 @@ sets up the interpreter once its code is loaded."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import uvloop
@@ -41,4 +43,16 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     collector tuned for jobs, on uvloop as uvicorn runs the web workers. asyncio's own loop spent
     about a tenth of a bulk backfill's CPU in its Python socket transports."""
     tune_garbage_collector(JOB_GC_THRESHOLDS)
-    return uvloop.run(main)
+    return uvloop.run(_with_one_worker_thread(main))
+
+
+async def _with_one_worker_thread(main: Coroutine[Any, Any, T]) -> T:
+    """`main` with `asyncio.to_thread` on a single thread. A job sends its CPU-bound steps
+    there to keep the event loop free for its statements, not to run them in parallel (the
+    GIL allows none), and glibc gives each thread that allocates an arena of its own: with
+    the default pool (up to six threads) a bulk backfill's peak memory grew 1.11x from
+    20,000 to 200,000 orders, against 1.07x with one arena (`MALLOC_ARENA_MAX=1`)."""
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-cpu")
+    )
+    return await main
