@@ -940,15 +940,21 @@ class _BulkReading:
             except (ValueError, RecursionError) as exc:
                 raise BackfillError(f"bulk result for {self.name}: {exc}") from exc
             self.batch.extend(finished)
-            last = self.batch[-1].last_line if self.batch else 0
-            if self.batch and bulk_batch_full(len(self.batch), last - self.flushed):
-                lines_read = None
-                if self.kept is not None:
-                    lines_read = self.kept[: last - self.flushed]
-                    self.kept = self.kept[last - self.flushed :]
-                ready.append(_ReadBatch(self.batch, lines_read, self.flushed + 1))
-                self.flushed, self.batch = last, []
+            if self.batch and bulk_batch_full(
+                len(self.batch), self.batch[-1].last_line - self.flushed
+            ):
+                ready.append(self._cut())
         return ready
+
+    def _cut(self) -> _ReadBatch:
+        """The batch read so far, with its lines (those of the group still open stay)."""
+        count = self.batch[-1].last_line - self.flushed
+        lines = None
+        if self.kept is not None:
+            lines, self.kept = self.kept[:count], self.kept[count:]
+        cut = _ReadBatch(self.batch, lines, self.flushed + 1)
+        self.flushed, self.batch = self.flushed + count, []
+        return cut
 
     def finish(self) -> _ReadBatch | None:
         """The last batch: the records after the last full one, the last group included."""
