@@ -1,11 +1,13 @@
-"""A bulk backfill's orders read by PostgreSQL out of the result's lines (issue #16, goal 4).
+"""A bulk backfill's orders read by PostgreSQL out of their JSON (issue #16, goal 4).
 
 On PostgreSQL, the orders of a bulk result that have no refunds are not normalised in Python:
-their lines go as they came (COPY, text format) into one `jsonb` staging column, and one
-INSERT ... SELECT per table reads the columns with SQL and ends in the service's own guarded
-merge (`guarded_merge`): orders, then their line items, transactions and fulfillments. Python
-only reads what the write's rules need: each order's id and `updatedAt`, and the ids in each
-child list with whether the list is whole (`ChildSet.listed`). With those the write keeps
+each goes as the job's reader grouped it (its line items under `lineItems`, as a page query
+has them, `BulkGrouper`), written as JSON by the encoder the Python path writes `raw` with
+(COPY, text format), into one `jsonb` staging column, and one INSERT ... SELECT per table
+reads the columns with SQL and ends in the service's own guarded merge (`guarded_merge`):
+orders, then their line items, transactions and fulfillments. Python only reads what the
+write's rules need: each order's id and `updatedAt`, and the ids in each child list with
+whether the list is whole (`ChildSet.listed`). With those the write keeps
 `write_read_records`' rules: children only of orders whose write applied (transactions, facts
 once made, of every order not deleted), and the tombstones of whole lists, by the same
 `Tombstones` statement.
@@ -16,7 +18,7 @@ checks, which cost PostgreSQL more than Python's normalising (bench/RESULTS.md, 
 the bulk result is Shopify's answer to our own query, downloaded over TLS from the address
 the authenticated Admin API gave, so its shapes are the schema's. Values are still cast:
 anything PostgreSQL cannot read as its column's type (an amount that is not a number, a
-malformed time or gid, a duplicate record, a line that is not JSON) fails the statement, and
+malformed time or gid, a duplicate record, text jsonb refuses) fails the statement, and
 the batch's orders are then written by the Python normalisers under a savepoint's rollback,
 which accept them the same way or refuse them with their own message. What the checks alone
 would have refused is a spelling both read alike (`+5`, ` 5.00`, a number where a string
@@ -44,7 +46,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backfill.nested import BulkGroup, BulkGrouper
+from backfill.nested import BulkGroup
 from handlers.children import ChildList, ChildSet, Tombstones, deleted_among
 from handlers.json_text import loads_json
 from handlers.normalize import (
@@ -69,24 +71,30 @@ from handlers.resources import ORDER_CHILDREN, ORDERS, Resource
 from handlers.sql_fields import Reading, SqlRead, child_reading, sql_lower_enum, sql_optional_text
 from models import Fulfillment, Order, OrderLineItem, OrderRefund, OrderTransaction, utcnow
 from models.driver import driver_of, fetch_on, session_connection
+from models.engine import dumps_json
 
 log = logging.getLogger("shopify_receiver.backfill")
 
-# The staging table: one line of the bulk result per row, as it came. Its statistics are
-# never gathered, so the planner takes every `jsonb_array_elements` call for 100 rows; that
-# put the child statements past `jit_above_cost`, and compiling them took 300 ms a batch for
-# 30 ms of work. A row is kept whole up to a page (`toast_tuple_target`): an order's line
-# past 2 kB was compressed by default, and each of the fifty-odd reads of its columns
-# decompressed it again (the orders' statement took 1.5x the time, their lists' 1.6x).
-# The orders' merge sorts a batch's rows, `raw` included, by id: about 4 MB, which the
-# default `work_mem` sent to a temporary file.
+# The staging table: one order per row, its lists inlined. Its statistics are never
+# gathered, so the planner takes every `jsonb_array_elements` call for 100 rows; that put the
+# child statements past `jit_above_cost`, and compiling them took 300 ms a batch for 30 ms of
+# work. A row is kept whole up to a page (`toast_tuple_target`): an order past 2 kB was
+# compressed by default, and each of the fifty-odd reads of its columns decompressed it again
+# (the orders' statement took 1.5x the time, their lists' 1.6x). The orders' merge sorts a
+# batch's rows, `raw` included, by id: about 4 MB, which the default `work_mem` sent to a
+# temporary file.
+#
+# Whole orders rather than the result's lines: PostgreSQL then takes `raw` as staged, where
+# gathering each order's line items back into it (`jsonb_agg`, `||`) took five times the
+# orders' statement's reading (bench/RESULTS.md, 2026-12-04 20:40); the line items are read
+# out of their order, parsed once as before.
 _STAGE = """
 SET LOCAL jit = off;
 SET LOCAL work_mem = '32MB';
-CREATE TEMPORARY TABLE IF NOT EXISTS bulk_lines (line bigint, doc jsonb)
+CREATE TEMPORARY TABLE IF NOT EXISTS bulk_orders (doc jsonb)
 WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS
 """
-_LINES = "pg_temp.bulk_lines"
+_ORDERS = "pg_temp.bulk_orders"
 
 # Errors of the data, not of the database (SQLSTATE classes): cardinality (a record twice in
 # one merge), data exceptions (a cast that failed, JSON that is not), integrity (a column
@@ -96,8 +104,8 @@ _DATA_ERRORS = ("21", "22", "23")
 
 @dataclass(frozen=True)
 class Extraction:
-    """One table's rows read out of the staging lines: a SQL expression per column (`reading`
-    over `source`, a SELECT of the staging lines), kept to the parents `gate` names, if any."""
+    """One table's rows read out of the staged orders: a SQL expression per column (`reading`
+    over `source`, a SELECT of the staged orders), kept to the parents `gate` names, if any."""
 
     model: RowModel
     reading: Reading
@@ -136,8 +144,8 @@ class Extraction:
 
 
 def _orders() -> Reading:
-    """`normalize_order`'s columns of a GraphQL order node; `raw` with its line items as a
-    page query has them (`BulkGrouper`)."""
+    """`normalize_order`'s columns of a GraphQL order node; `raw` the node as staged, its line
+    items as a page query has them (`BulkGrouper`)."""
     reading = Reading("doc")
     reading.parsed("shopify_id", parse_shopify_id, "doc -> 'id'")
     reading.parsed("shopify_updated_at", parse_timestamp, "doc -> 'updatedAt'")
@@ -171,18 +179,14 @@ def _orders() -> Reading:
         " x(t, n) WHERE btrim(t) <> '') END",
         "true",
     )
-    reading.reads["raw"] = SqlRead(
-        "doc || jsonb_build_object('lineItems', jsonb_build_object('nodes', items,"
-        " 'pageInfo', jsonb_build_object('hasNextPage', false)))",
-        "true",
-    )
+    reading.reads["raw"] = SqlRead("doc", "true")
     return reading
 
 
 def _fulfillments() -> Reading:
     """`normalize_fulfillment`'s columns of a GraphQL fulfillment (`f`) in its order (`o`)."""
     reading = child_reading("f", FULFILLMENT_FIELDS, created=True)
-    reading.parsed("order_shopify_id", parse_shopify_id, "o -> 'id'")
+    reading.parsed("order_shopify_id", parse_shopify_id, "order_id")
     display = sql_lower_enum(reading.let("f -> 'displayStatus'"), reading.let)
     known = ", ".join(f"'{status}'" for status in sorted(SHIPMENT_STATUSES))
     reading.reads["shipment_status"] = SqlRead(
@@ -205,34 +209,29 @@ def _fulfillments() -> Reading:
 
 
 def _line_items() -> Reading:
-    reading = child_reading("doc", LINE_ITEM_FIELDS, created=False)
-    reading.parsed("order_shopify_id", parse_shopify_id, "doc -> '__parentId'")
+    reading = child_reading("i", LINE_ITEM_FIELDS, created=False)
+    reading.parsed("order_shopify_id", parse_shopify_id, "order_id")
     return reading
 
 
 def _transactions() -> Reading:
     reading = child_reading("t", TRANSACTION_FIELDS, created=True)
-    reading.parsed("order_shopify_id", parse_shopify_id, "o -> 'id'")
+    reading.parsed("order_shopify_id", parse_shopify_id, "order_id")
     return reading
 
 
-def _inline(key: str, name: str) -> str:
-    """The objects of an order's plain list `key`, each as `name` beside its order `o` (a
-    null list has none; `split_batch` left any other kind of value to Python)."""
+def _listed(path: str, name: str) -> str:
+    """The objects of each staged order's list at `path` (`BulkGrouper` puts the line items'
+    under `{lineItems,nodes}`; transactions and fulfillments come inlined), each as `name`
+    beside its order's `order_id`. A null or absent list has none; `split_batch` left any
+    other kind of value to Python. The order's id and list are taken in a subquery of their
+    own (OFFSET 0 keeps it apart): read beside each item from the order's document, the line
+    items' statement took 3.5 times as long."""
     return (
-        f"SELECT line, doc AS o, {name} FROM {_LINES}, jsonb_array_elements(CASE"
-        f" jsonb_typeof(doc -> '{key}') WHEN 'array' THEN doc -> '{key}' END) {name}"
-        " WHERE NOT doc ? '__parentId'"
+        f"SELECT order_id, {name} FROM (SELECT doc -> 'id' AS order_id, doc #> '{{{path}}}' AS"
+        f" list FROM {_ORDERS} OFFSET 0) o, jsonb_array_elements(CASE jsonb_typeof(list) WHEN"
+        f" 'array' THEN list END) {name}"
     )
-
-
-# Each order's line items gathered once (a subquery per order read the batch per order).
-_ORDERS_SOURCE = (
-    f"SELECT p.line, p.doc, coalesce(c.items, '[]') AS items FROM {_LINES} p"
-    " LEFT JOIN (SELECT doc->>'__parentId' AS parent, jsonb_agg(doc - '__parentId' ORDER BY"
-    f" line) AS items FROM {_LINES} WHERE doc ? '__parentId' GROUP BY 1) c"
-    " ON c.parent = p.doc->>'id' WHERE NOT p.doc ? '__parentId'"
-)
 
 
 @dataclass(frozen=True)
@@ -246,27 +245,27 @@ def _statements() -> _Statements:
     """Built once a process: SQLAlchemy compiles each once, asyncpg prepares each once a
     connection."""
     # Every staged order is one of the batch's.
-    orders = Extraction(Order, _orders(), _ORDERS_SOURCE, None, skip_same=False)
+    orders = Extraction(Order, _orders(), f"SELECT doc FROM {_ORDERS}", None, skip_same=False)
     table = cast(Table, Order.__table__)
     by_model: dict[type[Any], Extraction] = {
         OrderLineItem: Extraction(
             OrderLineItem,
             _line_items(),
-            f"SELECT doc FROM {_LINES} WHERE doc ? '__parentId'",
+            _listed("lineItems,nodes", "i"),
             "order_shopify_id",
             skip_same=True,
         ),
         OrderTransaction: Extraction(
             OrderTransaction,
             _transactions(),
-            _inline("transactions", "t"),
+            _listed("transactions", "t"),
             "order_shopify_id",
             skip_same=True,
         ),
         Fulfillment: Extraction(
             Fulfillment,
             _fulfillments(),
-            _inline("fulfillments", "f"),
+            _listed("fulfillments", "f"),
             "order_shopify_id",
             skip_same=True,
         ),
@@ -283,9 +282,9 @@ def _statements() -> _Statements:
 
 @dataclass(frozen=True)
 class SqlOrders:
-    """A batch's orders for PostgreSQL to read: their lines in COPY's text format and what
-    the write's rules need of each. The parsed orders are not kept: a batch waiting for a
-    writer holds its lines alone, a fraction of their objects' memory."""
+    """A batch's orders for PostgreSQL to read: one JSON text per order, in COPY's text format,
+    and what the write's rules need of each. The parsed orders are not kept: a batch waiting
+    for a writer holds their text alone, a fraction of their objects' memory."""
 
     data: bytes
     # Per order: its `updatedAt`, and its lists by child set (ORDER_CHILDREN's order), ids only.
@@ -294,17 +293,11 @@ class SqlOrders:
     def nodes(self) -> list[dict[str, Any]]:
         """The orders as the job's reader grouped them, read again out of `data`: the Python
         path's input when PostgreSQL refuses the batch."""
-        grouper = BulkGrouper(ORDER_CHILDREN)
-        groups: list[BulkGroup] = []
-        for row in self.data.split(b"\n")[:-1]:
-            number, _, line = row.partition(b"\t")
-            groups.extend(grouper.feed(loads_json(line.replace(b"\\\\", b"\\")), int(number)))
-        groups.extend(grouper.finish())
-        return [group.node for group in groups]
+        return [loads_json(row.replace(b"\\\\", b"\\")) for row in self.data.split(b"\n")[:-1]]
 
 
 def reads_in_sql(resource: Resource, dialect: str) -> bool:
-    """Whether this resource's bulk batches go to PostgreSQL as lines (see the module)."""
+    """Whether this resource's bulk batches go to PostgreSQL as JSON (see the module)."""
     return dialect == "postgresql" and resource is ORDERS and resource.children == ORDER_CHILDREN
 
 
@@ -330,12 +323,9 @@ def _listed_ids(
     return shopify_id, as_of, tuple(lists)
 
 
-def split_batch(
-    groups: Sequence[BulkGroup], lines: Sequence[bytes], first_line: int
-) -> tuple[list[BulkGroup], SqlOrders | None]:
+def split_batch(groups: Sequence[BulkGroup]) -> tuple[list[BulkGroup], SqlOrders | None]:
     """The groups the Python path writes (orders with refunds, records twice in the batch,
-    lists the rules' reading refused), and the rest for PostgreSQL. `lines`: the batch's
-    result lines, the first being line `first_line`."""
+    lists the rules' reading refused), and the rest for PostgreSQL."""
     python: list[BulkGroup] = []
     read: list[tuple[BulkGroup, int, datetime | None, tuple[ChildList | None, ...]]] = []
     for group in groups:
@@ -349,19 +339,19 @@ def split_batch(
     # One merge takes a record once; the Python path keeps the newest of several.
     counts = Counter(shopify_id for _, shopify_id, _, _ in read)
     orders: dict[int, tuple[datetime | None, tuple[ChildList | None, ...]]] = {}
-    chunks: list[bytes] = []
+    rows: list[bytes] = []
     for group, shopify_id, as_of, lists in read:
         if counts[shopify_id] > 1:
             python.append(group)
             continue
         orders[shopify_id] = (as_of, lists)
-        for number in range(group.first_line, group.last_line + 1):
-            # COPY's text format: a JSON line holds no tab or newline, only backslashes.
-            line = lines[number - first_line].replace(b"\\", b"\\\\")
-            chunks.append(b"%d\t%s\n" % (number, line))
+        # The Python path's encoder, so that both paths store one `raw`. COPY's text format:
+        # JSON text holds no tab or newline, only backslashes to double.
+        rows.append(dumps_json(group.node).encode().replace(b"\\", b"\\\\"))
     if not orders:
         return python, None
-    return python, SqlOrders(b"".join(chunks), orders)
+    rows.append(b"")
+    return python, SqlOrders(b"\n".join(rows), orders)
 
 
 async def write_orders(
@@ -403,7 +393,7 @@ async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, sou
     # per call, garbage in a cycle that held each batch's lines until the collector's rare
     # full pass (the job's peak memory rose from 244 to 401 MiB).
     await driver.copy_to_table(
-        "bulk_lines", source=memoryview(batch.data), columns=["line", "doc"], format="text"
+        "bulk_orders", source=memoryview(batch.data), columns=["doc"], format="text"
     )
     common = merge_parameters(tenant_id=tenant_id, source=source, synced_at=utcnow())
     ids = sorted(batch.orders)

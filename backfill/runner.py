@@ -147,12 +147,11 @@ class _BulkBatch:
 
 @dataclass
 class _ReadBatch:
-    """Records grouped by the reading stage and, when PostgreSQL reads them, their lines
-    (`lines[0]` is line `first_line` of the result)."""
+    """Records grouped by the reading stage; `in_sql`: PostgreSQL reads those it can
+    (backfill.bulk_sql)."""
 
     groups: list[BulkGroup]
-    lines: list[bytes] | None
-    first_line: int
+    in_sql: bool
 
 
 class _BulkCommits:
@@ -921,8 +920,7 @@ class _BulkReading:
         self.grouper = BulkGrouper(resource.children)
         self.batch: list[BulkGroup] = []
         self.flushed = applied
-        # The lines of the batch being read and of the group still open (bulk_sql).
-        self.kept: list[bytes] | None = [] if in_sql else None
+        self.in_sql = in_sql
 
     def take(self, lines: list[bytes]) -> list[_ReadBatch]:
         """The batches these lines complete."""
@@ -933,8 +931,6 @@ class _BulkReading:
             self.line_number += 1
             if self.line_number <= self.applied:
                 continue
-            if self.kept is not None:
-                self.kept.append(line)
             try:
                 finished = list(self.grouper.feed(loads_json(line), self.line_number))
             except (ValueError, RecursionError) as exc:
@@ -947,13 +943,9 @@ class _BulkReading:
         return ready
 
     def _cut(self) -> _ReadBatch:
-        """The batch read so far, with its lines (those of the group still open stay)."""
-        count = self.batch[-1].last_line - self.flushed
-        lines = None
-        if self.kept is not None:
-            lines, self.kept = self.kept[:count], self.kept[count:]
-        cut = _ReadBatch(self.batch, lines, self.flushed + 1)
-        self.flushed, self.batch = self.flushed + count, []
+        """The batch read so far (the group still open stays)."""
+        cut = _ReadBatch(self.batch, self.in_sql)
+        self.flushed, self.batch = self.batch[-1].last_line, []
         return cut
 
     def finish(self) -> _ReadBatch | None:
@@ -961,18 +953,18 @@ class _BulkReading:
         self.batch.extend(self.grouper.finish())
         if not self.batch:
             return None
-        return _ReadBatch(self.batch, self.kept, self.flushed + 1)
+        return _ReadBatch(self.batch, self.in_sql)
 
 
 def _split_read(batch: _ReadBatch) -> tuple[list[BulkGroup], SqlOrders | None]:
     """`batch`'s groups the Python path writes, and the rest for PostgreSQL to read out of
-    their lines (`split_batch`). `batch` gives them up, so the objects PostgreSQL's share was
+    their JSON (`split_batch`). `batch` gives them up, so the objects PostgreSQL's share was
     parsed into are freed where this runs (a thread), not on the event loop."""
-    groups, lines = batch.groups, batch.lines
-    batch.groups, batch.lines = [], None
-    if lines is None:
+    groups = batch.groups
+    batch.groups = []
+    if not batch.in_sql:
         return groups, None
-    return split_batch(groups, lines, batch.first_line)
+    return split_batch(groups)
 
 
 async def _hand_over(queue: asyncio.Queue[Any], item: Any) -> None:

@@ -10,9 +10,9 @@ each in its own transaction and connection):
 1. **python**: every order parsed and grouped (`BulkGrouper`), read (`read_with_children`)
    and written (`write_read_records`: COPY into staging tables, then the guarded merges), as
    on SQLite;
-2. **postgresql**: as the job runs on PostgreSQL: orders with refunds as above, the others'
-   lines COPYed as they came into one `jsonb` staging column and read by PostgreSQL
-   (`split_batch`, `write_orders`).
+2. **postgresql**: as the job runs on PostgreSQL: orders with refunds as above, the others
+   COPYed as grouped JSON (one order per row) into one `jsonb` staging column and read by
+   PostgreSQL (`split_batch`, `write_orders`).
 
 Refunds are left out of both (their line items take Admin API reads). The rates are the
 writing's alone, beside PostgreSQL's COPY ceiling for the same tables
@@ -170,7 +170,7 @@ def postgresql_batch(batch: Batch) -> SplitBatch:
     for offset, line in enumerate(batch.lines):
         groups.extend(grouper.feed(orjson.loads(line), batch.start + offset))
     groups.extend(grouper.finish())
-    python, sql = split_batch(groups, batch.lines, batch.start)
+    python, sql = split_batch(groups)
     nodes = [group.node for group in python]
     return SplitBatch(read_with_children(CHILDREN, ORDERS.normalize_node, nodes, graphql=True), sql)
 

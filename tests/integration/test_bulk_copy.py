@@ -870,7 +870,7 @@ async def test_a_batch_postgresql_cannot_read_is_written_by_the_python_path(
 ) -> None:
     """A time PostgreSQL cannot cast (an ISO week date, which Python reads) fails its batch's
     statements: nothing of them stays (a savepoint), the batch's orders are read again from
-    their lines and normalised in Python instead, in the same transaction, and the job's rows
+    their JSON and normalised in Python instead, in the same transaction, and the job's rows
     are still exactly the store's."""
     monkeypatch.setattr(runner, "BULK_BATCH", 60)
     original = runner.split_batch
@@ -880,8 +880,8 @@ async def test_a_batch_postgresql_cannot_read_is_written_by_the_python_path(
         year, week, day = date.fromisoformat(match[2].decode()).isocalendar()
         return match[1] + b"%04d-W%02d-%d" % (year, week, day)
 
-    def first_unreadable(groups: Any, lines: Any, first_line: int) -> Any:
-        python, sql = original(groups, lines, first_line)
+    def first_unreadable(groups: Any) -> Any:
+        python, sql = original(groups)
         if sql is not None and not spoiled:
             pattern = rb'("processedAt": ?")(\d{4}-\d\d-\d\d)'
             data, count = re.subn(pattern, week_date, sql.data, count=1)
@@ -927,7 +927,7 @@ async def test_a_null_list_read_by_postgresql_is_whole_and_empty(
     lines = [json.dumps(newer).encode()]
     grouper = BulkGrouper(ORDERS.children)
     groups = [*grouper.feed(json.loads(lines[0]), 1), *grouper.finish()]
-    python, sql = split_batch(groups, lines, 1)
+    python, sql = split_batch(groups)
     assert python == []
     assert sql is not None
     async with tenant_transaction(app_sessions, tenant_id) as session:

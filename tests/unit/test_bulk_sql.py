@@ -1,6 +1,6 @@
-"""Which orders of a bulk batch PostgreSQL reads out of their lines (backfill.bulk_sql), and
-what it is given of them: their lines as COPY's text format wants them, and the ids and
-list completeness the write's rules need."""
+"""Which orders of a bulk batch PostgreSQL reads out of their JSON (backfill.bulk_sql), and
+what it is given of them: each order as grouped, in COPY's text format, and the ids and list
+completeness the write's rules need."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from backfill.bulk_sql import split_batch
 from backfill.nested import BulkGroup, BulkGrouper
 from handlers.resources import ORDERS
+from models.engine import dumps_json
 
 
 def _order(number: int, **fields: Any) -> dict[str, Any]:
@@ -45,12 +46,12 @@ def _grouped(lines: list[bytes], first: int = 1) -> list[BulkGroup]:
     return groups + list(grouper.finish())
 
 
-def _copied(data: bytes) -> list[tuple[int, bytes]]:
-    """COPY's text format read back: (line number, the line with its escapes undone)."""
+def _copied(data: bytes) -> list[bytes]:
+    """COPY's text format read back: each row's one column, its escapes undone."""
     rows = []
     for row in data.split(b"\n")[:-1]:
-        number, line = row.split(b"\t")
-        rows.append((int(number), line.replace(b"\\\\", b"\\")))
+        assert b"\t" not in row  # one column
+        rows.append(row.replace(b"\\\\", b"\\"))
     return rows
 
 
@@ -69,7 +70,7 @@ def test_orders_with_refunds_unreadable_lists_or_twice_in_a_batch_are_pythons() 
     lines = [orjson.dumps(value) for value in objects]
 
     groups = _grouped(lines)
-    python, sql = split_batch(groups, lines, 1)
+    python, sql = split_batch(groups)
 
     assert sorted(int(group.node["id"].rsplit("/", 1)[1]) for group in python) == [2, 3, 4, 4, 5]
     assert sql is not None
@@ -80,7 +81,7 @@ def test_orders_with_refunds_unreadable_lists_or_twice_in_a_batch_are_pythons() 
         "gid://shopify/Order/1",
         "gid://shopify/Order/6",
     ]
-    assert [number for number, _ in _copied(sql.data)] == [1, 2, 9]
+    assert [orjson.loads(row) for row in _copied(sql.data)] == [groups[0].node, groups[-1].node]
     as_of, lists = sql.orders[1]
     assert as_of == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     by_key = dict(zip((child.node_key for child in ORDERS.children), lists, strict=True))
@@ -104,11 +105,12 @@ def test_orders_with_refunds_unreadable_lists_or_twice_in_a_batch_are_pythons() 
         max_size=6,
     )
 )
-def test_every_line_of_the_orders_read_in_sql_reaches_copy_as_it_came(
+def test_every_order_read_in_sql_reaches_copy_as_grouped_in_the_python_paths_json(
     orders: list[tuple[str, list[str]]],
 ) -> None:
-    """Whatever the text (backslashes, quotes, tabs and newlines escaped by JSON), each line
-    reaches COPY once, numbered as in the result, and reads back as it came."""
+    """Whatever the text (backslashes, quotes, tabs and newlines escaped by JSON), each order
+    reaches COPY once, in the result's order, with its line items as the reader grouped them,
+    written as the Python path writes `raw`."""
     lines: list[bytes] = []
     item = 100
     for number, (note, titles) in enumerate(orders, start=1):
@@ -116,12 +118,16 @@ def test_every_line_of_the_orders_read_in_sql_reaches_copy_as_it_came(
         for title in titles:
             item += 1
             lines.append(orjson.dumps(_item(number, item, title)))
-    first = 41  # the batch's first line is line 41 of the result
+    groups = _grouped(lines, 41)  # the batch's first line is line 41 of the result
 
-    python, sql = split_batch(_grouped(lines, first), lines, first)
+    python, sql = split_batch(groups)
 
     assert python == []
     assert sql is not None
     copied = _copied(sql.data)
-    assert copied == [(first + offset, line) for offset, line in enumerate(lines)]
-    assert all(b"\t" not in line and b"\n" not in line for _, line in copied)
+    assert copied == [dumps_json(group.node).encode() for group in groups]
+    assert [orjson.loads(row) for row in copied] == [group.node for group in groups]
+    assert [len(orjson.loads(row)["lineItems"]["nodes"]) for row in copied] == [
+        len(titles) for _, titles in orders
+    ]
+    assert all(b"\t" not in row and b"\n" not in row for row in copied)
