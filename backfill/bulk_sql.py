@@ -24,9 +24,11 @@ which accept them the same way or refuse them with their own message. What the c
 would have refused is a spelling both read alike (`+5`, ` 5.00`, a number where a string
 belongs): such a value is stored as PostgreSQL reads it.
 
-Orders with refunds stay on the Python path: their refunds' line items come from Admin API
-reads (`fill_bulk_gaps`) and are part of the order's `raw`. So do resources other than
-orders, SQLite, and orders when metafield namespaces are configured (their sets are not
+An order's refunds are Python's: their line items come from Admin API reads
+(`fill_bulk_gaps`), and the refunds are normalised where the batch is split and written by
+the Python path's `write_children` in their turn among the order's lists, in the same
+savepoint; the order's `raw` holds them as staged. Resources other than orders, SQLite, and
+orders when metafield namespaces are configured stay on the Python path (their sets are not
 read here).
 """
 
@@ -47,7 +49,13 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backfill.nested import BulkGroup
-from handlers.children import ChildList, ChildSet, Tombstones, deleted_among
+from handlers.children import (
+    ChildList,
+    Tombstones,
+    deleted_among,
+    lists_to_write,
+    write_children,
+)
 from handlers.json_text import loads_json
 from handlers.normalize import (
     FULFILLMENT_FROM_GRAPHQL,
@@ -237,7 +245,8 @@ def _listed(path: str, name: str) -> str:
 @dataclass(frozen=True)
 class _Statements:
     orders: Any
-    children: tuple[tuple[ChildSet, Any], ...]  # in ORDER_CHILDREN's order, refunds left out
+    # ORDER_CHILDREN's, in its order; None for the refunds, which Python writes.
+    children: tuple[Any | None, ...]
 
 
 @cache
@@ -273,9 +282,8 @@ def _statements() -> _Statements:
     return _Statements(
         orders.statement().returning(table.c.shopify_id),
         tuple(
-            (child, by_model[child.model].statement())
+            by_model[child.model].statement() if child.model in by_model else None
             for child in ORDER_CHILDREN
-            if child.model is not OrderRefund
         ),
     )
 
@@ -287,7 +295,8 @@ class SqlOrders:
     for a writer holds their text alone, a fraction of their objects' memory."""
 
     data: bytes
-    # Per order: its `updatedAt`, and its lists by child set (ORDER_CHILDREN's order), ids only.
+    # Per order: its `updatedAt`, and its lists by child set (ORDER_CHILDREN's order): ids
+    # only, but the refunds' records whole (`_read_lists`).
     orders: dict[int, tuple[datetime | None, tuple[ChildList | None, ...]]]
 
     def nodes(self) -> list[dict[str, Any]]:
@@ -301,14 +310,21 @@ def reads_in_sql(resource: Resource, dialect: str) -> bool:
     return dialect == "postgresql" and resource is ORDERS and resource.children == ORDER_CHILDREN
 
 
-def _listed_ids(
+def _read_lists(
     node: Mapping[str, Any],
 ) -> tuple[int, datetime | None, tuple[ChildList | None, ...]]:
-    """An order node's id, time and child lists as ids (PayloadError: Python reads it)."""
+    """An order node's id, time and child lists (PayloadError: Python reads it): ids only,
+    but the refunds normalised as the Python path reads them, with the line items Admin API
+    reads gave them (`fill_bulk_gaps`), for `_write` to write by the Python path's
+    `write_children`."""
     shopify_id = parse_shopify_id(node.get("id"), "order.id")
     as_of = parse_timestamp(node.get("updatedAt"), "order.updatedAt")
     lists: list[ChildList | None] = []
     for child in ORDER_CHILDREN:
+        if child.model is OrderRefund:
+            refunds = child.read(node, shopify_id, graphql=True)
+            lists.append(None if refunds is None else refunds.as_of_time(as_of))
+            continue
         found = child.listed(node, graphql=True)
         if found is None:
             lists.append(None)
@@ -324,16 +340,13 @@ def _listed_ids(
 
 
 def split_batch(groups: Sequence[BulkGroup]) -> tuple[list[BulkGroup], SqlOrders | None]:
-    """The groups the Python path writes (orders with refunds, records twice in the batch,
-    lists the rules' reading refused), and the rest for PostgreSQL."""
+    """The groups the Python path writes (records twice in the batch, lists the rules'
+    reading refused), and the rest for PostgreSQL."""
     python: list[BulkGroup] = []
     read: list[tuple[BulkGroup, int, datetime | None, tuple[ChildList | None, ...]]] = []
     for group in groups:
-        if group.node.get("refunds"):
-            python.append(group)
-            continue
         try:
-            read.append((group, *_listed_ids(group.node)))
+            read.append((group, *_read_lists(group.node)))
         except PayloadError:
             python.append(group)
     # One merge takes a record once; the Python path keeps the newest of several.
@@ -404,13 +417,28 @@ async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, sou
         deleted = await deleted_among(session, Order, tenant_id, refused)
     written = sorted(applied)
     living = [shopify_id for shopify_id in ids if shopify_id not in deleted]
-    for child, statement in statements.children:
+    tombstones = Tombstones()
+    for position, (child, statement) in enumerate(
+        zip(ORDER_CHILDREN, statements.children, strict=True)
+    ):
+        if statement is None:  # the refunds, as `write_read_records` writes a child set
+            found = {shopify_id: read[position] for shopify_id, (_, read) in batch.orders.items()}
+            lists = lists_to_write(
+                child,
+                living,
+                applied,
+                found.__getitem__,
+                lambda shopify_id: batch.orders[shopify_id][0],
+            )
+            if lists:
+                await write_children(
+                    session, child, tenant_id, lists, source=source, tombstones=tombstones
+                )
+            continue
         parents = living if child.append_only else written
         if parents:
             every = len(parents) == len(ids)
             await fetch_on(connection, statement, {**common, "parents": None if every else parents})
-    tombstones = Tombstones()
-    for position, child in enumerate(ORDER_CHILDREN):
         whole = {}
         for shopify_id in written:
             listed = batch.orders[shopify_id][1][position]

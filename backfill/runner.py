@@ -721,13 +721,14 @@ class JobRun:
 
     async def _bulk_batch(self, resource: Resource, batch: _ReadBatch) -> _BulkBatch:
         """A batch ready to write: its records whole (the refunds' line items read by id),
-        normalised but for those PostgreSQL reads out of their lines. The CPU-bound steps run
+        normalised but for those PostgreSQL reads out of their JSON. The CPU-bound steps run
         in a thread: done on the event loop, each held up the writers' statements for tens of
         milliseconds a batch (a writer's next statement waits for the loop)."""
         last_line = batch.groups[-1].last_line
+        # Before the split: PostgreSQL's orders carry their refunds' line items too.
+        await fill_bulk_gaps(self.client, resource.children, [g.node for g in batch.groups])
         groups, sql = await asyncio.to_thread(_split_read, batch)
         nodes = [group.node for group in groups]
-        await fill_bulk_gaps(self.client, resource.children, nodes)
         try:
             read = await asyncio.to_thread(
                 read_with_children, resource.children, resource.normalize_node, nodes, graphql=True
@@ -769,7 +770,7 @@ class JobRun:
     async def _write_in_sql(
         self, session: AsyncSession, resource: Resource, sql: SqlOrders
     ) -> None:
-        """Records PostgreSQL reads out of their lines; by the Python path if it cannot."""
+        """Records PostgreSQL reads out of their JSON; by the Python path if it cannot."""
         if await write_orders(session, self.tenant.id, sql, source="backfill"):
             RECORDS.labels(resource.table, self.job.mode).inc(len(sql.orders))
         else:

@@ -1,6 +1,6 @@
 """``python -m bench.extraction``: a bulk backfill's orders written by the job's two paths, the
-Python normalisers and PostgreSQL reading the result's lines (backfill.bulk_sql), without the
-download, the simulator or the refunds' Admin API reads in the way.
+Python normalisers and PostgreSQL reading the grouped orders' JSON (backfill.bulk_sql),
+without the download, the simulator or the refunds' Admin API reads in the way.
 
 The bench takes the orders' bulk result from the simulator once, cuts it into the job's
 batches, and writes the same batches two ways into one fresh database, each as a store of its
@@ -10,11 +10,13 @@ each in its own transaction and connection):
 1. **python**: every order parsed and grouped (`BulkGrouper`), read (`read_with_children`)
    and written (`write_read_records`: COPY into staging tables, then the guarded merges), as
    on SQLite;
-2. **postgresql**: as the job runs on PostgreSQL: orders with refunds as above, the others
-   COPYed as grouped JSON (one order per row) into one `jsonb` staging column and read by
-   PostgreSQL (`split_batch`, `write_orders`).
+2. **postgresql**: as the job runs on PostgreSQL: the orders COPYed as grouped JSON (one
+   order per row) into one `jsonb` staging column and read by PostgreSQL (`split_batch`,
+   `write_orders`).
 
-Refunds are left out of both (their line items take Admin API reads). The rates are the
+Refunds are left out of both: each order line's `refunds` is taken out before either way
+reads it (their line items take Admin API reads, and the job writes them by the Python path
+either way). The rates are the
 writing's alone, beside PostgreSQL's COPY ceiling for the same tables
 (`bench.backfill.median_copy_ceiling`). For each way it reports the wall time, the CPU of
 this process and of the PostgreSQL backends, and it checks that both wrote the same rows:
@@ -141,14 +143,21 @@ async def _backend_cpu(sessions: async_sessionmaker[AsyncSession]) -> float:
     return sum((await postgres_backend_cpu(sessions)).values())
 
 
-def service_batch(batch: Batch) -> ReadRecords:
-    """The job's reading and finishing stages for one batch (no Admin API reads here)."""
+def _grouped(batch: Batch) -> list[BulkGroup]:
+    """The batch's lines parsed and grouped as the job's reader does, less the refunds."""
     grouper = BulkGrouper(CHILDREN)
     groups: list[BulkGroup] = []
     for offset, line in enumerate(batch.lines):
-        groups.extend(grouper.feed(orjson.loads(line), batch.start + offset))
+        parsed = orjson.loads(line)
+        parsed.pop("refunds", None)
+        groups.extend(grouper.feed(parsed, batch.start + offset))
     groups.extend(grouper.finish())
-    nodes = [group.node for group in groups]
+    return groups
+
+
+def service_batch(batch: Batch) -> ReadRecords:
+    """The job's reading and finishing stages for one batch (no Admin API reads here)."""
+    nodes = [group.node for group in _grouped(batch)]
     return read_with_children(CHILDREN, ORDERS.normalize_node, nodes, graphql=True)
 
 
@@ -163,14 +172,9 @@ class SplitBatch:
 
 
 def postgresql_batch(batch: Batch) -> SplitBatch:
-    """The job's stages for one batch as it runs on PostgreSQL: orders with refunds read in
-    Python, the others left to PostgreSQL (backfill.bulk_sql)."""
-    grouper = BulkGrouper(CHILDREN)
-    groups: list[BulkGroup] = []
-    for offset, line in enumerate(batch.lines):
-        groups.extend(grouper.feed(orjson.loads(line), batch.start + offset))
-    groups.extend(grouper.finish())
-    python, sql = split_batch(groups)
+    """The job's stages for one batch as it runs on PostgreSQL: the orders left to
+    PostgreSQL (backfill.bulk_sql), but those it does not read (none in the simulator's)."""
+    python, sql = split_batch(_grouped(batch))
     nodes = [group.node for group in python]
     return SplitBatch(read_with_children(CHILDREN, ORDERS.normalize_node, nodes, graphql=True), sql)
 
@@ -331,8 +335,8 @@ def report(
         "",
         f"`python -m bench.extraction --orders {args.orders}`: the orders' bulk result"
         " (orders, line items, transactions, fulfillments) written by the Python normalisers"
-        " and by the job's PostgreSQL path, which reads the columns out of the result's lines"
-        " (orders with refunds stay Python's).",
+        " and by the job's PostgreSQL path, which reads the columns out of the grouped orders'"
+        " JSON (refunds left out of both).",
         "",
         *machine_info(args.postgres_url),
         "",

@@ -17,7 +17,7 @@ Some topics carry one child as their whole body (`refunds/create`, `fulfillments
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -778,26 +778,43 @@ async def write_read_records(
         deleted = await deleted_among(session, model, tenant_id, refused)
     own = tombstones if tombstones is not None else Tombstones()
     for child, read_lists in zip(children, read.lists, strict=True):
-        lists: dict[int, ChildList] = {}
-        # Children that are facts once made (a transaction, a refund) are kept from any
-        # version of the parent, even one older than the stored row, which may not carry
-        # them at all (REST order bodies list no transactions); such an older list removes
-        # nothing.
-        parents = sorted(set(chosen) - deleted) if child.append_only else sorted(applied)
-        for parent_id in parents:
-            found = read_lists[parent_id]
-            if isinstance(found, PayloadError):
-                raise found
-            if found is not None:
-                as_of = chosen[parent_id][0].get("shopify_updated_at")
-                if parent_id not in applied:
-                    found = ChildList(found.records, complete=False, existing=None)
-                lists[parent_id] = found.as_of_time(as_of)
+        lists = lists_to_write(
+            child,
+            set(chosen) - deleted,
+            applied,
+            read_lists.__getitem__,
+            lambda parent_id: chosen[parent_id][0].get("shopify_updated_at"),
+        )
         if lists:
             await write_children(session, child, tenant_id, lists, source=source, tombstones=own)
     if tombstones is None:
         await own.write(session)
     return len(records)
+
+
+def lists_to_write(
+    child: ChildSet,
+    living: Iterable[int],
+    applied: Collection[int],
+    found: Callable[[int], ChildList | PayloadError | None],
+    as_of: Callable[[int], datetime | None],
+) -> dict[int, ChildList]:
+    """Which parents' lists of `child` a write takes, by parent, as of each parent's time:
+    those of the parents whose own write applied. Children that are facts once made (a
+    transaction, a refund) are kept from any version of the parent not deleted (`living`),
+    even one older than the stored row, which may not carry them at all (REST order bodies
+    list no transactions); such an older list removes nothing. A list that could not be
+    read (`found` gives its PayloadError) fails the write."""
+    lists: dict[int, ChildList] = {}
+    for parent_id in sorted(living if child.append_only else applied):
+        listed = found(parent_id)
+        if isinstance(listed, PayloadError):
+            raise listed
+        if listed is not None:
+            if parent_id not in applied:
+                listed = ChildList(listed.records, complete=False, existing=None)
+            lists[parent_id] = listed.as_of_time(as_of(parent_id))
+    return lists
 
 
 async def deleted_among(

@@ -499,28 +499,24 @@ async def test_two_bulk_batches_are_written_at_once_and_the_rows_are_exact(
     in vain with one writer), never more than `BULK_WRITERS` run, and the store's rows come
     out exactly as the simulator holds them."""
     monkeypatch.setattr(runner, "BULK_BATCH", 60)
-    original = runner.JobRun._write_records
+    original = runner.JobRun._bulk_write
     running: list[int] = []
     most = 0
     two_at_once = asyncio.Event()
 
-    async def observed(
-        self: runner.JobRun, session: AsyncSession, resource: Any, nodes: Any, read: Any
-    ) -> None:
+    async def observed(self: runner.JobRun, resource: Any, batch: Any, *rest: Any) -> None:
         nonlocal most
-        if not nodes:  # a checkpoint of progress alone (the bulk operation's id, its end)
-            return await original(self, session, resource, nodes, read)
-        running.append(len(nodes))
+        running.append(batch.records)
         most = max(most, len(running))
         if len(running) == 2:
             two_at_once.set()
         try:
             await asyncio.wait_for(two_at_once.wait(), timeout=10)
-            await original(self, session, resource, nodes, read)
+            await original(self, resource, batch, *rest)
         finally:
             running.pop()
 
-    monkeypatch.setattr(runner.JobRun, "_write_records", observed)
+    monkeypatch.setattr(runner.JobRun, "_bulk_write", observed)
     async with httpx.AsyncClient(timeout=30) as http:
         env, tenant_id, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
         assert await run_sync_job(env, job_id) == "succeeded"
@@ -653,17 +649,11 @@ async def test_a_failed_bulk_write_ends_the_job_without_waiting_for_the_next_bat
             await asyncio.Event().wait()
         return await original_gaps(*args)
 
-    original_write = runner.JobRun._write_records
-
-    async def first_fails(
-        self: runner.JobRun, session: AsyncSession, resource: Any, nodes: Any, read: Any
-    ) -> None:
-        if nodes:
-            raise runner.BackfillError("the first batch could not be written")
-        await original_write(self, session, resource, nodes, read)
+    async def first_fails(self: runner.JobRun, *args: Any) -> None:
+        raise runner.BackfillError("the first batch could not be written")
 
     monkeypatch.setattr(runner, "fill_bulk_gaps", second_never_ends)
-    monkeypatch.setattr(runner.JobRun, "_write_records", first_fails)
+    monkeypatch.setattr(runner.JobRun, "_bulk_write", first_fails)
     async with httpx.AsyncClient(timeout=30) as http:
         env, _, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
         assert await asyncio.wait_for(run_sync_job(env, job_id), timeout=20) == "failed"
@@ -680,9 +670,9 @@ async def test_orders_postgresql_reads_are_the_rows_python_writes(
     read_in_sql: list[tuple[int, bool]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The orders a bulk job gives PostgreSQL to read out of the result's lines leave every
-    column of every table (`raw` included) as the Python normalisers leave it; orders with
-    refunds (whose refunds' line items are Admin API reads) are still Python's."""
+    """The orders a bulk job gives PostgreSQL to read out of their JSON leave every column of
+    every table (`raw` included) as the Python normalisers leave it, refunds and their line
+    items (Admin API reads, written by the Python path's `write_children`) too."""
     with monkeypatch.context() as patch:
         patch.setattr(runner, "reads_in_sql", lambda resource, dialect: False)
         await _bulk(pg, app_sessions, simulator)
@@ -694,7 +684,8 @@ async def test_orders_postgresql_reads_are_the_rows_python_writes(
     refunded = sum(1 for row in by_python["orders"] if row["raw"].get("refunds"))
     assert 0 < refunded < STORE["orders"]
     assert all(done for _, done in read_in_sql)
-    assert sum(orders for orders, _ in read_in_sql) == STORE["orders"] - refunded
+    assert sum(orders for orders, _ in read_in_sql) == STORE["orders"]
+    assert len(by_postgresql["order_refund_line_items"]) > refunded
     assert len(by_postgresql["order_line_items"]) > STORE["orders"]
     for table in by_python:
         assert by_postgresql[table] == by_python[table], table

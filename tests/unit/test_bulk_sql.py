@@ -55,33 +55,44 @@ def _copied(data: bytes) -> list[bytes]:
     return rows
 
 
-def test_orders_with_refunds_unreadable_lists_or_twice_in_a_batch_are_pythons() -> None:
+def test_orders_with_unreadable_lists_or_twice_in_a_batch_are_pythons() -> None:
     objects = [
         _order(1),
         _item(1, 11, title='a 1/2\\" \\ bit, "tab"\t'),
-        _order(2, refunds=[{"id": "gid://shopify/Refund/5"}]),
+        _order(2, refunds=[{"id": "gid://shopify/Refund/5", "note": "damaged"}]),
         _item(2, 21),
         _order(3, transactions="not a list"),
         _order(4),
         _order(4, updatedAt="2025-02-01T00:00:00Z"),
         _order(5, fulfillments=[7]),
         _order(6, transactions=None),
+        _order(8, refunds=[{"id": "gid://shopify/Refund/9", "createdAt": "yesterday"}]),
     ]
     lines = [orjson.dumps(value) for value in objects]
 
     groups = _grouped(lines)
     python, sql = split_batch(groups)
 
-    assert sorted(int(group.node["id"].rsplit("/", 1)[1]) for group in python) == [2, 3, 4, 4, 5]
+    assert sorted(int(group.node["id"].rsplit("/", 1)[1]) for group in python) == [3, 4, 4, 5, 8]
     assert sql is not None
-    assert sorted(sql.orders) == [1, 6]
-    # The Python path's input, should PostgreSQL refuse the batch: read again from the lines.
-    assert sql.nodes() == [groups[0].node, groups[-1].node]
+    assert sorted(sql.orders) == [1, 2, 6]
+    # The Python path's input, should PostgreSQL refuse the batch: read again from the JSON.
+    kept = [groups[0].node, groups[1].node, groups[-2].node]
+    assert sql.nodes() == kept
     assert [node["id"] for node in sql.nodes()] == [
         "gid://shopify/Order/1",
+        "gid://shopify/Order/2",
         "gid://shopify/Order/6",
     ]
-    assert [orjson.loads(row) for row in _copied(sql.data)] == [groups[0].node, groups[-1].node]
+    assert [orjson.loads(row) for row in _copied(sql.data)] == kept
+    # An order's refunds are read whole, as the Python path writes them (`write_children`).
+    positions = {child.node_key: position for position, child in enumerate(ORDERS.children)}
+    refunds = sql.orders[2][1][positions["refunds"]]
+    assert refunds is not None
+    assert [(r["shopify_id"], r["order_shopify_id"], r["note"]) for r in refunds.records] == [
+        (5, 2, "damaged")
+    ]
+    assert refunds.as_of == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     as_of, lists = sql.orders[1]
     assert as_of == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     by_key = dict(zip((child.node_key for child in ORDERS.children), lists, strict=True))
