@@ -253,8 +253,8 @@ class Reading:
 
 def child_reading(document: str, fields: tuple[Field, ...], *, created: bool) -> Reading:
     """`normalize_children.child_record`'s columns of a GraphQL node, `raw` included (the node
-    without the bulk line's `__parentId`). `created`: the node carries `createdAt`, whose
-    column a record has only when the key is there."""
+    as grouped: `BulkGrouper` took the bulk line's `__parentId` out). `created`: the node
+    carries `createdAt`, whose column a record has only when the key is there."""
     reading = Reading(document)
     reading.parsed("shopify_id", parse_shopify_id, f"{document} -> 'id'")
     reading.parsed("shopify_updated_at", parse_timestamp, f"{document} -> 'updatedAt'")
@@ -266,7 +266,7 @@ def child_reading(document: str, fields: tuple[Field, ...], *, created: bool) ->
         reading.reads["shopify_created_at"] = SqlRead(at.value, f"({has_created} AND {at.ok})")
     else:
         node = f"({node} AND NOT {has_created})"
-    reading.reads["raw"] = SqlRead(f"({document} - '__parentId')", node)
+    reading.reads["raw"] = SqlRead(document, node)
     reading.fields(fields)
     return reading
 
