@@ -734,9 +734,7 @@ class JobRun:
                 read_with_children, resource.children, resource.normalize_node, nodes, graphql=True
             )
         except PayloadError as exc:
-            raise BackfillError(
-                f"{resource.name}: Shopify sent a record we cannot read: {exc}"
-            ) from exc
+            raise _unreadable(resource, exc) from exc
         return _BulkBatch(nodes, read, last_line, sql)
 
     async def _bulk_write(
@@ -771,7 +769,11 @@ class JobRun:
         self, session: AsyncSession, resource: Resource, sql: SqlOrders
     ) -> None:
         """Records PostgreSQL reads out of their JSON; by the Python path if it cannot."""
-        if await write_orders(session, self.tenant.id, sql, source="backfill"):
+        try:
+            read_in_sql = await write_orders(session, self.tenant.id, sql, source="backfill")
+        except PayloadError as exc:  # a refund's line item (refunds are Python's)
+            raise _unreadable(resource, exc) from exc
+        if read_in_sql:
             RECORDS.labels(resource.table, self.job.mode).inc(len(sql.orders))
         else:
             await self._write_records(session, resource, sql.nodes(), None)
@@ -826,9 +828,7 @@ class JobRun:
                     source="backfill",
                 )
         except PayloadError as exc:
-            raise BackfillError(
-                f"{resource.name}: Shopify sent a record we cannot read: {exc}"
-            ) from exc
+            raise _unreadable(resource, exc) from exc
 
     async def _save_progress(
         self, session: AsyncSession, resource: Resource, advance: ResourceProgress | None
@@ -955,6 +955,10 @@ class _BulkReading:
         if not self.batch:
             return None
         return _ReadBatch(self.batch, self.in_sql)
+
+
+def _unreadable(resource: Resource, error: PayloadError) -> BackfillError:
+    return BackfillError(f"{resource.name}: Shopify sent a record we cannot read: {error}")
 
 
 def _split_read(batch: _ReadBatch) -> tuple[list[BulkGroup], SqlOrders | None]:

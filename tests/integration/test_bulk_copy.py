@@ -97,7 +97,7 @@ def python_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def read_in_sql(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
-    """Each batch PostgreSQL was given to read out of its lines: (orders, whether it read
+    """Each batch PostgreSQL was given to read out of its JSON: (orders, whether it read
     them) (the path is observed, not replaced)."""
     seen: list[tuple[int, bool]] = []
     original = runner.write_orders
@@ -962,3 +962,39 @@ async def test_a_bulk_stream_collects_the_cycles_its_batches_leave(
             gc.enable()
     assert len(sent) > 10
     assert left < len(sent) / 4
+
+
+async def test_a_refund_line_item_we_cannot_read_fails_the_job_with_what_it_was(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    simulator: tuple[FakeStore, ManualClock, FakeShopServer],
+    read_in_sql: list[tuple[int, bool]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An order read by PostgreSQL whose refund's line item (an Admin API read, normalised
+    in Python) has no id ends the job as the Python path would: failed, saying which
+    resource and what could not be read, with nothing of the batch stored."""
+    original = runner.fill_bulk_gaps
+    spoiled: list[str] = []
+
+    async def first_item_without_id(client: Any, children: Any, nodes: Any) -> int:
+        queries = await original(client, children, nodes)
+        for node in nodes:
+            for refund in node.get("refunds") or []:
+                items = (refund.get("refundLineItems") or {}).get("nodes") or []
+                if items and not spoiled:
+                    spoiled.append(items[0].pop("id"))
+        return queries
+
+    monkeypatch.setattr(runner, "fill_bulk_gaps", first_item_without_id)
+    async with httpx.AsyncClient(timeout=30) as http:
+        env, _, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
+        assert await run_sync_job(env, job_id) == "failed"
+    assert spoiled
+    assert read_in_sql == []  # the batch's statements ended with the refund's line item
+    async with pg.sessions() as session:
+        failed = await session.get_one(SyncJob, job_id)
+        assert await session.scalar(select(func.count()).select_from(Order)) == 0
+    assert failed.error == (
+        "orders: Shopify sent a record we cannot read: refund_line_item: has no id"
+    )
