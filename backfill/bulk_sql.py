@@ -93,9 +93,9 @@ log = logging.getLogger("shopify_receiver.backfill")
 # temporary file.
 #
 # Whole orders rather than the result's lines: PostgreSQL then takes `raw` as staged, where
-# gathering each order's line items back into it (`jsonb_agg`, `||`) took five times the
-# orders' statement's reading (bench/RESULTS.md, 2026-12-04 20:40); the line items are read
-# out of their order, parsed once as before.
+# gathering each order's line items back into it (`jsonb_agg`, `||`) made the orders'
+# reading take 55-60 ms a batch of 829 orders against 10 (bench/RESULTS.md, note on 21:20
+# UTC); the line items are read out of their order, parsed once as before.
 _STAGE = """
 SET LOCAL jit = off;
 SET LOCAL work_mem = '32MB';
