@@ -1,15 +1,15 @@
 """A bulk backfill's orders read by PostgreSQL out of their JSON (issue #16, goal 4).
 
-On PostgreSQL, the orders of a bulk result that have no refunds are not normalised in Python:
-each goes as the job's reader grouped it (its line items under `lineItems`, as a page query
-has them, `BulkGrouper`), written as JSON by the encoder the Python path writes `raw` with
-(COPY, text format), into one `jsonb` staging column, and one INSERT ... SELECT per table
-reads the columns with SQL and ends in the service's own guarded merge (`guarded_merge`):
-orders, then their line items, transactions and fulfillments. Python only reads what the
-write's rules need: each order's id and `updatedAt`, and the ids in each child list with
-whether the list is whole (`ChildSet.listed`). With those the write keeps
-`write_read_records`' rules: children only of orders whose write applied (transactions, facts
-once made, of every order not deleted), and the tombstones of whole lists, by the same
+On PostgreSQL, the orders of a bulk result are not normalised in Python: each goes as the
+job's reader grouped it (its line items under `lineItems`, as a page query has them,
+`BulkGrouper`), written as JSON by the encoder the Python path writes `raw` with (COPY, text
+format), into one `jsonb` staging column, and one INSERT ... SELECT per table reads the
+columns with SQL and ends in the service's own guarded merge (`guarded_merge`): orders, then
+their line items, transactions and fulfillments. Python only reads what the write's rules
+need: each order's id and `updatedAt`, and the ids in each child list with whether the list
+is whole (`ChildSet.listed`), and the refunds, which it writes (below). With those the write
+keeps `write_read_records`' rules: children only of orders whose write applied (transactions,
+facts once made, of every order not deleted), and the tombstones of whole lists, by the same
 `Tombstones` statement.
 
 Trust. The columns are read by the parse functions' SQL twins (`handlers.sql_fields`) for
@@ -242,10 +242,14 @@ def _listed(path: str, name: str) -> str:
     )
 
 
+# The order's child sets the Python path writes (see the module).
+_WRITTEN_BY_PYTHON = frozenset({OrderRefund})
+
+
 @dataclass(frozen=True)
 class _Statements:
     orders: Any
-    # ORDER_CHILDREN's, in its order; None for the refunds, which Python writes.
+    # ORDER_CHILDREN's, in its order; None for a set _WRITTEN_BY_PYTHON.
     children: tuple[Any | None, ...]
 
 
@@ -282,7 +286,7 @@ def _statements() -> _Statements:
     return _Statements(
         orders.statement().returning(table.c.shopify_id),
         tuple(
-            by_model[child.model].statement() if child.model in by_model else None
+            None if child.model in _WRITTEN_BY_PYTHON else by_model[child.model].statement()
             for child in ORDER_CHILDREN
         ),
     )
@@ -296,7 +300,7 @@ class SqlOrders:
 
     data: bytes
     # Per order: its `updatedAt`, and its lists by child set (ORDER_CHILDREN's order): ids
-    # only, but the refunds' records whole (`_read_lists`).
+    # only, but the refunds' records whole (`_read_lists`, _WRITTEN_BY_PYTHON).
     orders: dict[int, tuple[datetime | None, tuple[ChildList | None, ...]]]
 
     def nodes(self) -> list[dict[str, Any]]:
@@ -314,16 +318,16 @@ def _read_lists(
     node: Mapping[str, Any],
 ) -> tuple[int, datetime | None, tuple[ChildList | None, ...]]:
     """An order node's id, time and child lists (PayloadError: Python reads it): ids only,
-    but the refunds normalised as the Python path reads them, with the line items Admin API
-    reads gave them (`fill_bulk_gaps`), for `_write` to write by the Python path's
-    `write_children`."""
+    but the sets _WRITTEN_BY_PYTHON normalised as the Python path reads them (the refunds,
+    with the line items Admin API reads gave them, `fill_bulk_gaps`), for `_write` to write
+    by the Python path's `write_children`."""
     shopify_id = parse_shopify_id(node.get("id"), "order.id")
     as_of = parse_timestamp(node.get("updatedAt"), "order.updatedAt")
     lists: list[ChildList | None] = []
     for child in ORDER_CHILDREN:
-        if child.model is OrderRefund:
-            refunds = child.read(node, shopify_id, graphql=True)
-            lists.append(None if refunds is None else refunds.as_of_time(as_of))
+        if child.model in _WRITTEN_BY_PYTHON:
+            whole = child.read(node, shopify_id, graphql=True)
+            lists.append(None if whole is None else whole.as_of_time(as_of))
             continue
         found = child.listed(node, graphql=True)
         if found is None:
@@ -421,7 +425,7 @@ async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, sou
     for position, (child, statement) in enumerate(
         zip(ORDER_CHILDREN, statements.children, strict=True)
     ):
-        if statement is None:  # the refunds, as `write_read_records` writes a child set
+        if statement is None:  # _WRITTEN_BY_PYTHON, as `write_read_records` writes a set
             found = {shopify_id: read[position] for shopify_id, (_, read) in batch.orders.items()}
             lists = lists_to_write(
                 child,
