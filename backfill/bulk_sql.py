@@ -228,7 +228,7 @@ def _transactions() -> Reading:
     return reading
 
 
-def _listed(path: str, name: str) -> str:
+def _list_items(path: str, name: str) -> str:
     """The objects of each staged order's list at `path` (`BulkGrouper` puts the line items'
     under `{lineItems,nodes}`; transactions and fulfillments come inlined), each as `name`
     beside its order's `order_id`. A null or absent list has none; `split_batch` left any
@@ -264,21 +264,21 @@ def _statements() -> _Statements:
         OrderLineItem: Extraction(
             OrderLineItem,
             _line_items(),
-            _listed("lineItems,nodes", "i"),
+            _list_items("lineItems,nodes", "i"),
             "order_shopify_id",
             skip_same=True,
         ),
         OrderTransaction: Extraction(
             OrderTransaction,
             _transactions(),
-            _listed("transactions", "t"),
+            _list_items("transactions", "t"),
             "order_shopify_id",
             skip_same=True,
         ),
         Fulfillment: Extraction(
             Fulfillment,
             _fulfillments(),
-            _listed("fulfillments", "f"),
+            _list_items("fulfillments", "f"),
             "order_shopify_id",
             skip_same=True,
         ),

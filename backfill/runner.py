@@ -147,11 +147,9 @@ class _BulkBatch:
 
 @dataclass
 class _ReadBatch:
-    """Records grouped by the reading stage; `in_sql`: PostgreSQL reads those it can
-    (backfill.bulk_sql)."""
+    """Records grouped by the reading stage."""
 
     groups: list[BulkGroup]
-    in_sql: bool
 
 
 class _BulkCommits:
@@ -601,8 +599,8 @@ class JobRun:
         in_sql = reads_in_sql(resource, dialect)
         read: asyncio.Queue[_ReadBatch | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
         handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException] = asyncio.Queue(maxsize=1)
-        reader = asyncio.create_task(self._read_bulk(url, resource, state, read, in_sql))
-        finisher = asyncio.create_task(self._finish_bulk(resource, read, handoff))
+        reader = asyncio.create_task(self._read_bulk(url, resource, state, read))
+        finisher = asyncio.create_task(self._finish_bulk(resource, read, handoff, in_sql))
         commits = _BulkCommits(state)
         writing: list[asyncio.Task[None]] = []
         try:
@@ -635,14 +633,12 @@ class JobRun:
         resource: Resource,
         state: ResourceProgress,
         read: asyncio.Queue[_ReadBatch | _BulkEnd | BaseException],
-        in_sql: bool,
     ) -> None:
         """The reading stage of `_stream_bulk`: puts each batch of records read with their
         children (then the end, or what went wrong) into `read`, and waits for the next
-        stage to take it before reading on. `in_sql`: the batches keep their lines, for
-        PostgreSQL to read (backfill.bulk_sql)."""
+        stage to take it before reading on."""
         try:
-            reading = _BulkReading(resource, int(state.get("lines", 0)), in_sql)
+            reading = _BulkReading(resource, int(state.get("lines", 0)))
             try:
                 async with self.env.http.stream("GET", url) as response:
                     if response.status_code != 200:
@@ -667,6 +663,7 @@ class JobRun:
         resource: Resource,
         read: asyncio.Queue[_ReadBatch | _BulkEnd | BaseException],
         handoff: asyncio.Queue[_BulkBatch | _BulkEnd | BaseException],
+        in_sql: bool,
     ) -> None:
         """The middle stage of `_stream_bulk`: each batch read is made whole (the refunds'
         line items asked of Shopify) and normalised, then put into `handoff` for the writers
@@ -685,7 +682,7 @@ class JobRun:
                 if not isinstance(item, _ReadBatch):
                     started.put_nowait(item)
                     return
-                started.put_nowait(asyncio.create_task(self._bulk_batch(resource, item)))
+                started.put_nowait(asyncio.create_task(self._bulk_batch(resource, item, in_sql)))
                 # The task holds the batch until it is finished, and only what it returns after.
                 del item
 
@@ -719,15 +716,16 @@ class JobRun:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
 
-    async def _bulk_batch(self, resource: Resource, batch: _ReadBatch) -> _BulkBatch:
+    async def _bulk_batch(self, resource: Resource, batch: _ReadBatch, in_sql: bool) -> _BulkBatch:
         """A batch ready to write: its records whole (the refunds' line items read by id),
-        normalised but for those PostgreSQL reads out of their JSON. The CPU-bound steps run
+        normalised but for those PostgreSQL reads out of their JSON (`in_sql`: see
+        backfill.bulk_sql). The CPU-bound steps run
         in a thread: done on the event loop, each held up the writers' statements for tens of
         milliseconds a batch (a writer's next statement waits for the loop)."""
         last_line = batch.groups[-1].last_line
         # Before the split: PostgreSQL's orders carry their refunds' line items too.
         await fill_bulk_gaps(self.client, resource.children, [g.node for g in batch.groups])
-        groups, sql = await asyncio.to_thread(_split_read, batch)
+        groups, sql = await asyncio.to_thread(_split_read, batch, in_sql)
         nodes = [group.node for group in groups]
         try:
             read = await asyncio.to_thread(
@@ -914,14 +912,13 @@ class _BulkReading:
     applied skipped, parsed and grouped, and cut into batches (`bulk_batch_full`). One run
     of lines at a time, in whatever thread `take` is called from."""
 
-    def __init__(self, resource: Resource, applied: int, in_sql: bool) -> None:
+    def __init__(self, resource: Resource, applied: int) -> None:
         self.name = resource.name
         self.applied = applied
         self.line_number = 0
         self.grouper = BulkGrouper(resource.children)
         self.batch: list[BulkGroup] = []
         self.flushed = applied
-        self.in_sql = in_sql
 
     def take(self, lines: list[bytes]) -> list[_ReadBatch]:
         """The batches these lines complete."""
@@ -945,7 +942,7 @@ class _BulkReading:
 
     def _cut(self) -> _ReadBatch:
         """The batch read so far (the group still open stays)."""
-        cut = _ReadBatch(self.batch, self.in_sql)
+        cut = _ReadBatch(self.batch)
         self.flushed, self.batch = self.batch[-1].last_line, []
         return cut
 
@@ -954,20 +951,20 @@ class _BulkReading:
         self.batch.extend(self.grouper.finish())
         if not self.batch:
             return None
-        return _ReadBatch(self.batch, self.in_sql)
+        return _ReadBatch(self.batch)
 
 
 def _unreadable(resource: Resource, error: PayloadError) -> BackfillError:
     return BackfillError(f"{resource.name}: Shopify sent a record we cannot read: {error}")
 
 
-def _split_read(batch: _ReadBatch) -> tuple[list[BulkGroup], SqlOrders | None]:
+def _split_read(batch: _ReadBatch, in_sql: bool) -> tuple[list[BulkGroup], SqlOrders | None]:
     """`batch`'s groups the Python path writes, and the rest for PostgreSQL to read out of
     their JSON (`split_batch`). `batch` gives them up, so the objects PostgreSQL's share was
     parsed into are freed where this runs (a thread), not on the event loop."""
     groups = batch.groups
     batch.groups = []
-    if not batch.in_sql:
+    if not in_sql:
         return groups, None
     return split_batch(groups)
 
