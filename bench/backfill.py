@@ -551,7 +551,8 @@ def simulator(
         "--orders",
         str(store.orders),
         # As Shopify: a bulk file is written while the operation runs and downloaded as a
-        # static file, so the ingest does not share the machine with its rendering.
+        # static file, so the ingest does not share the machine with its rendering (a child
+        # process at nice 19 writes it: Shopify renders on its own servers).
         "--prepare-bulk-files",
     ]
     if latency > 0:
@@ -1224,7 +1225,8 @@ NOTES = (
     "backfill starts on empty tables of a fresh, migrated PostgreSQL database (dropped after) "
     "and connects as the service's role, `receiver_app`, so row-level security binds it. "
     "records/s = records written / job wall time (claim to last checkpoint, count queries and "
-    "bulk polling included). The simulator writes a bulk operation's file while it runs and "
+    "bulk polling included). The simulator writes a bulk operation's file while it runs (in a "
+    "child process at the lowest CPU priority: Shopify renders on its own servers) and "
     "serves it as a static file, as Shopify does; the COPY ceiling row compares the bulk "
     "job's ingest (its wall time less the polling for those files) and, as 'whole job', its "
     "wall time. Part 2 figures come from the backfill client's counters "

@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prepare-bulk-files",
         action="store_true",
-        help="write a bulk operation's file while it runs and serve it as a static file, as "
-        "Shopify does (default: generate the lines during the download, in constant memory)",
+        help="write a bulk operation's file while it runs, in a child process at the lowest CPU "
+        "priority, and serve it as a static file, as Shopify does (default: generate the lines "
+        "during the download, in constant memory)",
     )
     parser.add_argument("--token", help="the static access token (default: derived from seed)")
     parser.add_argument("--expiring-token", action="store_true", help="also issue an expiring pair")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import threading
 import time
@@ -601,6 +602,60 @@ def test_a_prepared_file_that_cannot_be_written_ends_the_operation_failed(
         None,
     )
     assert len(httpx.get(node["partialDataUrl"]).text.splitlines()) == 10
+
+
+def test_a_prepared_file_is_written_apart_at_the_lowest_priority_and_canceling_stops_it(
+    server: FakeShopServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The renderer is a child process at nice 19 (the simulator's rendering takes what the
+    client's ingest leaves of the machine); its progress shows in `objectCount`, and a cancel
+    kills it. The child writes 10 records, then waits on a pipe nobody writes."""
+    store = add_store(server, orders=50, bulk_polls_to_complete=1, bulk_prepare_files=True)
+    lines = store.bulk.lines
+    hold, release = os.pipe()
+
+    def stuck(operation: Any, limit: Any = None, progress: Any = None) -> Iterator[str]:
+        yield from itertools.islice(lines(operation, limit, progress), 10)
+        os.read(hold, 1)
+
+    monkeypatch.setattr(store.bulk, "lines", stuck)
+    try:
+        _cancel_a_prepared_file_being_written(server, store)
+    finally:
+        os.write(release, b"x")  # a child the cancel missed finishes (and the test fails)
+        os.close(hold)
+        os.close(release)
+
+
+def _cancel_a_prepared_file_being_written(server: FakeShopServer, store: FakeStore) -> None:
+    started = graphql(server, store, BULK_RUN, {"query": flat_bulk_query(ORDERS)}).json()
+    operation_id = started["data"]["bulkOperationRunQuery"]["bulkOperation"]["id"]
+    operation = store.bulk.current()
+    assert operation is not None
+    assert operation.ready is not None
+    counts = []
+    deadline = time.monotonic() + 60
+    while not counts or counts[-1] < 10:
+        assert time.monotonic() < deadline, counts[-5:]
+        node = graphql(server, store, BULK_STATUS, {"id": operation_id}).json()["data"]["node"]
+        assert node["status"] == "RUNNING"
+        counts.append(int(node["objectCount"]))
+    assert counts[-1] == 10
+    assert counts == sorted(counts)
+    renderer = operation.renderer
+    assert renderer is not None
+    assert renderer != os.getpid()
+    assert os.getpriority(os.PRIO_PROCESS, renderer) == 19
+
+    cancel = "mutation($id: ID!) { bulkOperationCancel(id: $id) { userErrors { message } } }"
+    answer = graphql(server, store, cancel, {"id": operation_id}).json()
+    assert answer["data"]["bulkOperationCancel"]["userErrors"] == []
+    assert operation.ready.wait(60)
+    assert operation.renderer is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(renderer, 0)
+    node = graphql(server, store, BULK_STATUS, {"id": operation_id}).json()["data"]["node"]
+    assert node["status"] == "CANCELED"
 
 
 def test_faults_on_the_bulk_download(server: FakeShopServer) -> None:
