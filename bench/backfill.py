@@ -122,13 +122,18 @@ def system_cpu_seconds() -> tuple[float, float]:
     return (total - idle) / _clock_ticks(), total / _clock_ticks()
 
 
-def process_cpu_seconds(pid: int) -> float | None:
+def process_cpu_seconds(pid: int, *, reaped_children: bool = False) -> float | None:
+    """utime + stime of `pid`; with `reaped_children`, also of the children it waited for
+    (the simulator's bulk file renderers)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / _clock_ticks()  # utime + stime
+    used = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        used += int(fields[13]) + int(fields[14])  # cutime + cstime
+    return used / _clock_ticks()
 
 
 async def postgres_backend_cpu(sessions: async_sessionmaker[AsyncSession]) -> dict[int, float]:
@@ -310,7 +315,7 @@ async def _run_job(spec: dict[str, Any]) -> dict[str, Any]:
 
             rss_before = own_peak_rss_mib()
             busy_before, total_before = system_cpu_seconds()
-            sim_cpu_before = process_cpu_seconds(spec["simulator_pid"])
+            sim_cpu_before = process_cpu_seconds(spec["simulator_pid"], reaped_children=True)
             pg_cpu_before = await postgres_backend_cpu(sessions)
             cpu_before = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
@@ -321,7 +326,7 @@ async def _run_job(spec: dict[str, Any]) -> dict[str, Any]:
             run = TimedJobRun.runs[-1] if TimedJobRun.runs else None
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)
             busy_after, total_after = system_cpu_seconds()
-            sim_cpu_after = process_cpu_seconds(spec["simulator_pid"])
+            sim_cpu_after = process_cpu_seconds(spec["simulator_pid"], reaped_children=True)
             pg_cpu_after = await postgres_backend_cpu(sessions)
             async with sessions() as session:
                 error = (await session.get_one(SyncJob, job_id)).error
@@ -793,8 +798,8 @@ def _cpu_note(result: dict[str, Any]) -> str:
     rest = max(0.0, result["machine_busy_seconds"] - own - sim - postgres)
     return (
         f"CPU, share of one core over the job: backfill {own / wall:.0%}, PostgreSQL backends "
-        f"{postgres / wall:.0%}, simulator {sim / wall:.0%}, other processes {rest / wall:.0%} "
-        f"(of {result['machine_cores']} cores)"
+        f"{postgres / wall:.0%}, simulator {sim / wall:.0%} (its file renderers included), "
+        f"other processes {rest / wall:.0%} (of {result['machine_cores']} cores)"
     )
 
 
