@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from graphql import (
     FieldNode,
@@ -106,12 +106,11 @@ class BulkOperation:
     fail_with: str | None = None
     group_objects: bool = True
     completed_at: str | None = None
-    # Prepared files only: where the file is written, how many records it holds so far, and
-    # whether it is finished.
+    # Prepared files only: where the file is written, whether it is finished, the child
+    # process writing it (while it runs) and how many records it holds so far, in memory
+    # both processes map.
     file: Path | None = None
     ready: threading.Event | None = None
-    # The child process writing the file, while it runs, and its count of records written,
-    # in memory both processes map.
     renderer: int | None = None
     rendered: mmap.mmap = field(default_factory=lambda: mmap.mmap(-1, 8))
 
@@ -604,13 +603,14 @@ class BulkManager:
         at the lowest CPU priority, then mark it ready; FAILED if the child did not finish."""
         assert operation.file is not None
         assert operation.ready is not None
+        whole = False
         try:
             with self._lock:
                 if operation.status == "CANCELED":
                     return
-                # The child renders the operation's snapshot and writes a file, nothing else:
-                # none of the locks the other threads may hold at the fork. (Python 3.12 warns of
-                # forking a threaded process.)
+                # The child only renders the operation's snapshot and writes the file: it takes
+                # none of the locks another thread may have held at the fork. (Python 3.12
+                # warns of forking a threaded process.)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)
                     child = os.fork()
@@ -618,15 +618,18 @@ class BulkManager:
                     self._render_in_child(operation)
                 operation.renderer = child
             _, status = os.waitpid(child, 0)
+            whole = os.waitstatus_to_exitcode(status) == 0
+        except OSError:
+            traceback.print_exc()  # no child to write it
+        finally:
             with self._lock:
                 operation.renderer = None
-                if os.waitstatus_to_exitcode(status) != 0 and operation.status != "CANCELED":
+                if not whole and operation.status != "CANCELED":
                     # As Shopify ends an export it could not write: FAILED, with what was written.
                     operation.fail_with = "INTERNAL_SERVER_ERROR"
-        finally:
             operation.ready.set()
 
-    def _render_in_child(self, operation: BulkOperation) -> None:
+    def _render_in_child(self, operation: BulkOperation) -> NoReturn:
         """The forked child's whole life: write the file, exit 0 if it is whole."""
         assert operation.file is not None
         code = 1
