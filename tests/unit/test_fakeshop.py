@@ -604,6 +604,19 @@ def test_a_prepared_file_that_cannot_be_written_ends_the_operation_failed(
     assert len(httpx.get(node["partialDataUrl"]).text.splitlines()) == 10
 
 
+def test_a_prepared_file_with_no_process_to_write_it_ends_the_operation_failed(
+    server: FakeShopServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = add_store(server, orders=50, bulk_polls_to_complete=1, bulk_prepare_files=True)
+
+    def refused() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refused)
+    node = _prepared_operation(server, store, flat_bulk_query(ORDERS))
+    assert (node["status"], node["errorCode"]) == ("FAILED", "INTERNAL_SERVER_ERROR")
+
+
 def test_a_prepared_file_is_written_apart_at_the_lowest_priority_and_canceling_stops_it(
     server: FakeShopServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
