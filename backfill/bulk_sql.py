@@ -2,15 +2,17 @@
 
 On PostgreSQL, the orders of a bulk result are not normalised in Python: each goes as the
 job's reader grouped it (its line items under `lineItems`, as a page query has them,
-`BulkGrouper`), written as JSON by the encoder the Python path writes `raw` with (COPY, text
-format), into one `jsonb` staging column, and one INSERT ... SELECT per table reads the
-columns with SQL and ends in the service's own guarded merge (`guarded_merge`): orders, then
-their line items, transactions and fulfillments. Python only reads what the write's rules
-need: each order's id and `updatedAt`, and the ids in each child list with whether the list
-is whole (`ChildSet.listed`), and the refunds, which it writes (below). With those the write
-keeps `write_read_records`' rules: children only of orders whose write applied (transactions,
-facts once made, of every order not deleted), and the tombstones of whole lists, by the same
-`Tombstones` statement.
+`BulkGrouper`; its refunds' line items as Admin API reads gave them, `fill_bulk_gaps`),
+written as JSON by the encoder the Python path writes `raw` with (COPY, text format), into
+one `jsonb` staging column, and one INSERT ... SELECT per table reads the columns with SQL and
+ends in the service's own guarded merge (`guarded_merge`): orders, then their line items,
+refunds and the refunds' line items, transactions and fulfillments. Python only reads what the
+write's rules need: each order's id and `updatedAt`, and the ids in each child list (a
+refund's line items too) with whether the list is whole (`ChildSet.listed`). With those the
+write keeps the Python path's rules (`lists_to_write`, `write_children`): children only of
+orders whose write applied (refunds and transactions, facts once made, of every order not
+deleted, with their line items), and the tombstones of whole lists, by the same `Tombstones`
+statement.
 
 Trust. The columns are read by the parse functions' SQL twins (`handlers.sql_fields`) for
 the declared fields, and by SQL written here for the rest, but without the twins' `ok`
@@ -24,12 +26,8 @@ which accept them the same way or refuse them with their own message. What the c
 would have refused is a spelling both read alike (`+5`, ` 5.00`, a number where a string
 belongs): such a value is stored as PostgreSQL reads it.
 
-An order's refunds are Python's: their line items come from Admin API reads
-(`fill_bulk_gaps`), and the refunds are normalised where the batch is split and written by
-the Python path's `write_children` in their turn among the order's lists, in the same
-savepoint; the order's `raw` holds them as staged. Resources other than orders, SQLite, and
-orders when metafield namespaces are configured stay on the Python path (their sets are not
-read here).
+Resources other than orders, SQLite, and orders when metafield namespaces are configured
+stay on the Python path (their sets are not read here).
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import asyncpg
 from sqlalchemy import BigInteger, Table, bindparam, column, text
@@ -49,13 +47,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backfill.nested import BulkGroup
-from handlers.children import (
-    ChildList,
-    Tombstones,
-    deleted_among,
-    lists_to_write,
-    write_children,
-)
+from handlers.children import ChildList, ChildSet, Tombstones, deleted_among
 from handlers.json_text import loads_json
 from handlers.normalize import (
     FULFILLMENT_FROM_GRAPHQL,
@@ -71,13 +63,23 @@ from handlers.normalize import (
 from handlers.normalize_children import (
     FULFILLMENT_FIELDS,
     LINE_ITEM_FIELDS,
+    REFUND_FIELDS,
+    REFUND_LINE_ITEM_FIELDS,
     SHIPMENT_STATUSES,
     TRANSACTION_FIELDS,
 )
 from handlers.records import RowModel, guarded_merge, merge_parameters
 from handlers.resources import ORDER_CHILDREN, ORDERS, Resource
 from handlers.sql_fields import Reading, SqlRead, child_reading, sql_lower_enum, sql_optional_text
-from models import Fulfillment, Order, OrderLineItem, OrderRefund, OrderTransaction, utcnow
+from models import (
+    Fulfillment,
+    Order,
+    OrderLineItem,
+    OrderRefund,
+    OrderRefundLineItem,
+    OrderTransaction,
+    utcnow,
+)
 from models.driver import driver_of, fetch_on, session_connection
 from models.engine import dumps_json
 
@@ -228,6 +230,21 @@ def _transactions() -> Reading:
     return reading
 
 
+def _refunds() -> Reading:
+    reading = child_reading("r", REFUND_FIELDS, created=True)
+    reading.parsed("order_shopify_id", parse_shopify_id, "order_id")
+    return reading
+
+
+def _refund_line_items() -> Reading:
+    """A refund's line items (`i`, Admin API reads, `fill_bulk_gaps`) beside their refund's id
+    and their order's (`write_children`'s `extra`)."""
+    reading = child_reading("i", REFUND_LINE_ITEM_FIELDS, created=False)
+    reading.parsed("refund_shopify_id", parse_shopify_id, "parent_id")
+    reading.parsed("order_shopify_id", parse_shopify_id, "order_id")
+    return reading
+
+
 def _list_items(path: str, name: str) -> str:
     """The objects of each staged order's list at `path` (`BulkGrouper` puts the line items'
     under `{lineItems,nodes}`; transactions and fulfillments come inlined), each as `name`
@@ -242,15 +259,33 @@ def _list_items(path: str, name: str) -> str:
     )
 
 
-# The order's child sets the Python path writes (see the module).
-_WRITTEN_BY_PYTHON = frozenset({OrderRefund})
+def _nested_items(path: str, inner: str, name: str) -> str:
+    """The objects of the list at `inner` in each object of each staged order's list at
+    `path` (a refund's line items, `{refundLineItems,nodes}` as `fill_bulk_gaps` set them),
+    each as `name` beside its order's `order_id` and its parent's `parent_id`."""
+    return (
+        f"SELECT order_id, p -> 'id' AS parent_id, {name} FROM (SELECT doc -> 'id' AS order_id,"
+        f" doc #> '{{{path}}}' AS list FROM {_ORDERS} OFFSET 0) o, jsonb_array_elements(CASE"
+        f" jsonb_typeof(list) WHEN 'array' THEN list END) p, jsonb_array_elements(CASE"
+        f" jsonb_typeof(p #> '{{{inner}}}') WHEN 'array' THEN p #> '{{{inner}}}' END) {name}"
+    )
+
+
+def _grandchild(child: ChildSet) -> ChildSet | None:
+    """The one child set of `child` that GraphQL carries (a refund's line items), if any."""
+    nested = child.queried_children
+    if len(nested) > 1:
+        raise ValueError(f"{child.table}: more than one child set under one list")
+    return nested[0] if nested else None
 
 
 @dataclass(frozen=True)
 class _Statements:
     orders: Any
-    # ORDER_CHILDREN's, in its order; None for a set _WRITTEN_BY_PYTHON.
-    children: tuple[Any | None, ...]
+    # ORDER_CHILDREN's, in its order, and the statement of each one's `_grandchild` (None
+    # for a set without).
+    children: tuple[Any, ...]
+    grandchildren: tuple[Any | None, ...]
 
 
 @cache
@@ -282,14 +317,34 @@ def _statements() -> _Statements:
             "order_shopify_id",
             skip_same=True,
         ),
+        OrderRefund: Extraction(
+            OrderRefund, _refunds(), _list_items("refunds", "r"), "order_shopify_id", skip_same=True
+        ),
+        # Gated by their order: a refund's line items are written with its refunds.
+        OrderRefundLineItem: Extraction(
+            OrderRefundLineItem,
+            _refund_line_items(),
+            _nested_items("refunds", "refundLineItems,nodes", "i"),
+            "order_shopify_id",
+            skip_same=True,
+        ),
     }
+    grandchildren = [_grandchild(child) for child in ORDER_CHILDREN]
     return _Statements(
         orders.statement().returning(table.c.shopify_id),
-        tuple(
-            None if child.model in _WRITTEN_BY_PYTHON else by_model[child.model].statement()
-            for child in ORDER_CHILDREN
-        ),
+        tuple(by_model[child.model].statement() for child in ORDER_CHILDREN),
+        tuple(None if g is None else by_model[g.model].statement() for g in grandchildren),
     )
+
+
+class OrderLists(NamedTuple):
+    """What the write's rules need of one order read in SQL (`_read_lists`)."""
+
+    as_of: datetime | None  # its `updatedAt`
+    # By child set (ORDER_CHILDREN's order): the ids its list names, None when absent.
+    lists: tuple[ChildList | None, ...]
+    # By child set: its items' lists of their `_grandchild` (a refund's line items), by item.
+    nested: tuple[dict[int, ChildList], ...]
 
 
 @dataclass(frozen=True)
@@ -299,9 +354,7 @@ class SqlOrders:
     for a writer holds their text alone, a fraction of their objects' memory."""
 
     data: bytes
-    # Per order: its `updatedAt`, and its lists by child set (ORDER_CHILDREN's order): ids
-    # only, but the refunds' records whole (`_read_lists`, _WRITTEN_BY_PYTHON).
-    orders: dict[int, tuple[datetime | None, tuple[ChildList | None, ...]]]
+    orders: dict[int, OrderLists]
 
     def nodes(self) -> list[dict[str, Any]]:
         """The orders as the job's reader grouped them, read again out of `data`: the Python
@@ -314,54 +367,77 @@ def reads_in_sql(resource: Resource, dialect: str) -> bool:
     return dialect == "postgresql" and resource is ORDERS and resource.children == ORDER_CHILDREN
 
 
-def _read_lists(
-    node: Mapping[str, Any],
-) -> tuple[int, datetime | None, tuple[ChildList | None, ...]]:
-    """An order node's id, time and child lists (PayloadError: Python reads it): ids only,
-    but the sets _WRITTEN_BY_PYTHON normalised as the Python path reads them (the refunds,
-    with the line items Admin API reads gave them, `fill_bulk_gaps`), for `_write` to write
-    by the Python path's `write_children`."""
+_GRANDCHILDREN = tuple(_grandchild(child) for child in ORDER_CHILDREN)
+
+
+def _listed(child: ChildSet, payload: Mapping[str, Any]) -> tuple[list[Any], bool] | None:
+    """`ChildSet.listed` of a list in a shape the statements read (`_list_items`): a plain
+    list as an array, a connection by its `nodes`. Any other shape is Python's."""
+    found = child.listed(payload, graphql=True)
+    value = payload.get(child.node_key)
+    if isinstance(value, Mapping) and not (
+        child.connection and isinstance(value.get("nodes"), list)
+    ):
+        raise PayloadError(f"{child.node_key}: a shape PostgreSQL does not read")
+    return found
+
+
+def _ids(child: ChildSet, found: tuple[list[Any], bool], as_of: datetime | None) -> ChildList:
+    items, complete = found
+    records = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            raise PayloadError(f"{child.node_key}: expected an object")
+        records.append({"shopify_id": parse_shopify_id(item.get("id"), child.typename)})
+    return ChildList(records, complete, None, as_of)
+
+
+def _read_lists(node: Mapping[str, Any]) -> tuple[int, OrderLists]:
+    """An order node's id, and its time and the ids of its lists (PayloadError: Python reads
+    it), those of its items' own lists too (a refund's line items, which Admin API reads gave
+    it, `fill_bulk_gaps`), each as of its item's time, as `write_children` reads them."""
     shopify_id = parse_shopify_id(node.get("id"), "order.id")
     as_of = parse_timestamp(node.get("updatedAt"), "order.updatedAt")
     lists: list[ChildList | None] = []
-    for child in ORDER_CHILDREN:
-        if child.model in _WRITTEN_BY_PYTHON:
-            whole = child.read(node, shopify_id, graphql=True)
-            lists.append(None if whole is None else whole.as_of_time(as_of))
-            continue
-        found = child.listed(node, graphql=True)
+    nested: list[dict[int, ChildList]] = []
+    for child, grandchild in zip(ORDER_CHILDREN, _GRANDCHILDREN, strict=True):
+        below: dict[int, ChildList] = {}
+        nested.append(below)
+        found = _listed(child, node)
         if found is None:
             lists.append(None)
             continue
-        items, complete = found
-        records = []
-        for item in items:
-            if not isinstance(item, Mapping):
-                raise PayloadError(f"{child.node_key}: expected an object")
-            records.append({"shopify_id": parse_shopify_id(item.get("id"), child.typename)})
-        lists.append(ChildList(records, complete, None, as_of))
-    return shopify_id, as_of, tuple(lists)
+        listed = _ids(child, found, as_of)
+        lists.append(listed)
+        if grandchild is None:
+            continue
+        for item, record in zip(found[0], listed.records, strict=True):
+            under = _listed(grandchild, item)
+            if under is not None:
+                at = parse_timestamp(item.get("updatedAt"), f"{child.typename}.updatedAt")
+                below[record["shopify_id"]] = _ids(grandchild, under, at)
+    return shopify_id, OrderLists(as_of, tuple(lists), tuple(nested))
 
 
 def split_batch(groups: Sequence[BulkGroup]) -> tuple[list[BulkGroup], SqlOrders | None]:
     """The groups the Python path writes (records twice in the batch, lists the rules'
     reading refused), and the rest for PostgreSQL."""
     python: list[BulkGroup] = []
-    read: list[tuple[BulkGroup, int, datetime | None, tuple[ChildList | None, ...]]] = []
+    read: list[tuple[BulkGroup, int, OrderLists]] = []
     for group in groups:
         try:
             read.append((group, *_read_lists(group.node)))
         except PayloadError:
             python.append(group)
     # One merge takes a record once; the Python path keeps the newest of several.
-    counts = Counter(shopify_id for _, shopify_id, _, _ in read)
-    orders: dict[int, tuple[datetime | None, tuple[ChildList | None, ...]]] = {}
+    counts = Counter(shopify_id for _, shopify_id, _ in read)
+    orders: dict[int, OrderLists] = {}
     rows: list[bytes] = []
-    for group, shopify_id, as_of, lists in read:
+    for group, shopify_id, lists in read:
         if counts[shopify_id] > 1:
             python.append(group)
             continue
-        orders[shopify_id] = (as_of, lists)
+        orders[shopify_id] = lists
         # The Python path's encoder, so that both paths store one `raw`. COPY's text format:
         # JSON text holds no tab or newline, only backslashes to double.
         rows.append(dumps_json(group.node).encode().replace(b"\\", b"\\\\"))
@@ -422,32 +498,39 @@ async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, sou
     written = sorted(applied)
     living = [shopify_id for shopify_id in ids if shopify_id not in deleted]
     tombstones = Tombstones()
-    for position, (child, statement) in enumerate(
-        zip(ORDER_CHILDREN, statements.children, strict=True)
+    for position, (child, grandchild, statement, nested) in enumerate(
+        zip(
+            ORDER_CHILDREN,
+            _GRANDCHILDREN,
+            statements.children,
+            statements.grandchildren,
+            strict=True,
+        )
     ):
-        if statement is None:  # _WRITTEN_BY_PYTHON, as `write_read_records` writes a set
-            found = {shopify_id: read[position] for shopify_id, (_, read) in batch.orders.items()}
-            lists = lists_to_write(
-                child,
-                living,
-                applied,
-                found.__getitem__,
-                lambda shopify_id: batch.orders[shopify_id][0],
-            )
-            if lists:
-                await write_children(
-                    session, child, tenant_id, lists, source=source, tombstones=tombstones
-                )
-            continue
+        # As `lists_to_write` takes them: facts once made from every order not deleted.
         parents = living if child.append_only else written
         if parents:
             every = len(parents) == len(ids)
-            await fetch_on(connection, statement, {**common, "parents": None if every else parents})
+            given = {**common, "parents": None if every else parents}
+            await fetch_on(connection, statement, given)
+            if nested is not None:
+                await fetch_on(connection, nested, given)
         whole = {}
         for shopify_id in written:
-            listed = batch.orders[shopify_id][1][position]
+            listed = batch.orders[shopify_id].lists[position]
             if listed is not None and listed.complete:
                 whole[shopify_id] = listed
         if whole:
             tombstones.add(child, tenant_id, whole, source=source)
+        if grandchild is not None:
+            # As `write_children` tombstones them: each whole list of every item it wrote,
+            # whether or not its parent's list was whole.
+            below = {
+                item: listed
+                for shopify_id in parents
+                for item, listed in batch.orders[shopify_id].nested[position].items()
+                if listed.complete
+            }
+            if below:
+                tombstones.add(grandchild, tenant_id, below, source=source)
     await tombstones.write(session)

@@ -767,11 +767,7 @@ class JobRun:
         self, session: AsyncSession, resource: Resource, sql: SqlOrders
     ) -> None:
         """Records PostgreSQL reads out of their JSON; by the Python path if it cannot."""
-        try:
-            read_in_sql = await write_orders(session, self.tenant.id, sql, source="backfill")
-        except PayloadError as exc:  # a refund's line item (refunds are Python's)
-            raise _unreadable(resource, exc) from exc
-        if read_in_sql:
+        if await write_orders(session, self.tenant.id, sql, source="backfill"):
             RECORDS.labels(resource.table, self.job.mode).inc(len(sql.orders))
         else:
             await self._write_records(session, resource, sql.nodes(), None)

@@ -15,8 +15,8 @@ each in its own transaction and connection):
    `write_orders`).
 
 Refunds are left out of both: each order line's `refunds` is taken out before either way
-reads it (their line items take Admin API reads, and the job writes them by the Python path
-either way). The rates are the writing's alone, beside PostgreSQL's COPY ceiling for the same
+reads it (their line items take Admin API reads, which need the simulator's Admin API). The
+rates are the writing's alone, beside PostgreSQL's COPY ceiling for the same
 tables (`bench.backfill.median_copy_ceiling`). For each way it reports the wall time, the CPU of
 this process and of the PostgreSQL backends, and it checks that both wrote the same rows:
 every column but the surrogate id, the store and the write time, `raw` included.

@@ -672,7 +672,7 @@ async def test_orders_postgresql_reads_are_the_rows_python_writes(
 ) -> None:
     """The orders a bulk job gives PostgreSQL to read out of their JSON leave every column of
     every table (`raw` included) as the Python normalisers leave it, refunds and their line
-    items (Admin API reads, written by the Python path's `write_children`) too."""
+    items (Admin API reads, `fill_bulk_gaps`) too."""
     with monkeypatch.context() as patch:
         patch.setattr(runner, "reads_in_sql", lambda resource, dialect: False)
         await _bulk(pg, app_sessions, simulator)
@@ -754,8 +754,21 @@ async def _changed_store(
             {"first": FULFILLMENTS.first},
         )
         assert orders["cut"] is not None
+        # Orders with refunds that have line items: the first stored newer than the result.
+        refunded = list(
+            await session.scalars(
+                text(
+                    "SELECT DISTINCT order_shopify_id FROM order_refund_line_items"
+                    " ORDER BY order_shopify_id LIMIT 2"
+                )
+            )
+        )
+        assert len(refunded) == 2
+        orders["refunded_newer"], orders["refunded"] = refunded
         statements = [
             "UPDATE orders SET shopify_updated_at = '2100-01-01Z' WHERE shopify_id = :newer",
+            "UPDATE orders SET shopify_updated_at = '2100-01-01Z'"
+            " WHERE shopify_id = :refunded_newer",
             "DELETE FROM order_line_items WHERE order_shopify_id = :newer",
             "DELETE FROM order_transactions WHERE order_shopify_id IN (:newer, :deleted)",
             "UPDATE orders SET deleted_at = '2100-01-01Z' WHERE shopify_id = :deleted",
@@ -794,6 +807,16 @@ async def _changed_store(
                 "shopify_id = (SELECT min(shopify_id) FROM order_refunds)",
                 "jsonb_build_object('shopify_id', 9000000004, 'order_shopify_id',"
                 " CAST(:listed AS bigint), 'shopify_created_at', '2000-01-01T00:00:00+00:00')",
+            ),
+            # Gone from a refund's line items, of an order written again and of one not.
+            *(
+                _copied_row(
+                    "order_refund_line_items",
+                    f"shopify_id = (SELECT min(shopify_id) FROM order_refund_line_items"
+                    f" WHERE order_shopify_id = :{order})",
+                    f"jsonb_build_object('shopify_id', {gone})",
+                )
+                for order, gone in (("refunded", 9000000006), ("refunded_newer", 9000000007))
             ),
         ]
         for statement in statements:
@@ -849,6 +872,14 @@ async def test_orders_read_by_postgresql_keep_the_write_rules_of_the_python_path
     assert [row["deleted_at"] for row in rows("order_refunds", "listed")] == [True]
     fulfillments = {row["shopify_id"]: row["deleted_at"] for row in rows("fulfillments", "cut")}
     assert fulfillments[9000000005] is False
+    # A refund's whole list of line items tombstones what it no longer names, also where its
+    # order was stored newer (refunds are facts once made, written from any version).
+    for order, gone in (("refunded", 9000000006), ("refunded_newer", 9000000007)):
+        items = {
+            row["shopify_id"]: row["deleted_at"] for row in rows("order_refund_line_items", order)
+        }
+        assert items[gone] is True
+        assert not any(deleted for shopify_id, deleted in items.items() if shopify_id != gone)
 
 
 async def test_a_batch_postgresql_cannot_read_is_written_by_the_python_path(

@@ -67,33 +67,71 @@ def test_orders_with_unreadable_lists_or_twice_in_a_batch_are_pythons() -> None:
         _order(5, fulfillments=[7]),
         _order(6, transactions=None),
         _order(8, refunds=[{"id": "gid://shopify/Refund/9", "createdAt": "yesterday"}]),
+        _order(9, refunds=[{"id": "gid://shopify/Refund/10", "refundLineItems": {"edges": []}}]),
+        _order(12, transactions={"nodes": [], "pageInfo": {"hasNextPage": False}}),
+        _order(
+            13,
+            refunds=[
+                {
+                    "id": "gid://shopify/Refund/14",
+                    "updatedAt": "2025-01-01T00:00:00Z",
+                    "refundLineItems": {
+                        "nodes": [{"id": "gid://shopify/RefundLineItem/15"}],
+                        "pageInfo": {"hasNextPage": False},
+                    },
+                },
+                {
+                    "id": "gid://shopify/Refund/16",
+                    "refundLineItems": {"nodes": [], "pageInfo": {"hasNextPage": True}},
+                },
+            ],
+        ),
     ]
     lines = [orjson.dumps(value) for value in objects]
 
     groups = _grouped(lines)
     python, sql = split_batch(groups)
 
-    assert sorted(int(group.node["id"].rsplit("/", 1)[1]) for group in python) == [3, 4, 4, 5, 8]
+    # Lists in shapes the statements do not read (a connection's edges, a plain list shaped
+    # as a connection) are Python's; a value PostgreSQL cannot cast (order 8's refund's time)
+    # fails its batch's statements, which sends the batch to Python then.
+    assert sorted(int(group.node["id"].rsplit("/", 1)[1]) for group in python) == [
+        3,
+        4,
+        4,
+        5,
+        9,
+        12,
+    ]
     assert sql is not None
-    assert sorted(sql.orders) == [1, 2, 6]
+    assert sorted(sql.orders) == [1, 2, 6, 8, 13]
     # The Python path's input, should PostgreSQL refuse the batch: read again from the JSON.
-    kept = [groups[0].node, groups[1].node, groups[-2].node]
+    kept = [groups[index].node for index in (0, 1, 6, 7, 10)]
     assert sql.nodes() == kept
     assert [node["id"] for node in sql.nodes()] == [
         "gid://shopify/Order/1",
         "gid://shopify/Order/2",
         "gid://shopify/Order/6",
+        "gid://shopify/Order/8",
+        "gid://shopify/Order/13",
     ]
     assert [orjson.loads(row) for row in _copied(sql.data)] == kept
-    # An order's refunds are read whole, as the Python path writes them (`write_children`).
+    # Refunds as any list: their ids, as of the order's time; their line items' lists by
+    # refund, each as of its refund's time, as `write_children` reads them.
     positions = {child.node_key: position for position, child in enumerate(ORDERS.children)}
-    refunds = sql.orders[2][1][positions["refunds"]]
+    refunds = sql.orders[2].lists[positions["refunds"]]
     assert refunds is not None
-    assert [(r["shopify_id"], r["order_shopify_id"], r["note"]) for r in refunds.records] == [
-        (5, 2, "damaged")
-    ]
+    assert refunds.given("shopify_id") == {5}
     assert refunds.as_of == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-    as_of, lists = sql.orders[1]
+    assert sql.orders[2].nested[positions["refunds"]] == {}
+    nested = sql.orders[13].nested[positions["refunds"]]
+    assert sorted(nested) == [14, 16]
+    assert nested[14].given("shopify_id") == {15}
+    assert nested[14].complete
+    assert nested[14].as_of == datetime(2025, 1, 1, tzinfo=UTC)
+    assert not nested[16].complete
+    assert nested[16].as_of is None
+    as_of, lists, _ = sql.orders[1]
     assert as_of == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     by_key = dict(zip((child.node_key for child in ORDERS.children), lists, strict=True))
     line_items = by_key["lineItems"]
@@ -103,7 +141,7 @@ def test_orders_with_unreadable_lists_or_twice_in_a_batch_are_pythons() -> None:
     assert by_key["transactions"] is not None
     assert by_key["transactions"].given("shopify_id") == {1}
     # A null list is an empty, whole one (`ChildSet.read`).
-    nulled = dict(zip((c.node_key for c in ORDERS.children), sql.orders[6][1], strict=True))
+    nulled = dict(zip((c.node_key for c in ORDERS.children), sql.orders[6].lists, strict=True))
     assert nulled["transactions"] is not None
     assert nulled["transactions"].complete
     assert nulled["transactions"].records == []
