@@ -18,7 +18,8 @@ Trust. The columns are read by the parse functions' SQL twins (`handlers.sql_fie
 the declared fields, and by SQL written here for the rest, but without the twins' `ok`
 checks, which cost PostgreSQL more than Python's normalising (bench/RESULTS.md, 2026-12-03):
 the bulk result is Shopify's answer to our own query, downloaded over TLS from the address
-the authenticated Admin API gave, so its shapes are the schema's. Values are still cast:
+the authenticated Admin API gave, and the Admin API's answers that complete it (a refund's
+line items) are its answers to our own queries, so their shapes are the schema's. Values are still cast:
 anything PostgreSQL cannot read as its column's type (an amount that is not a number, a
 malformed time or gid, a duplicate record, text jsonb refuses) fails the statement, and
 the batch's orders are then written by the Python normalisers under a savepoint's rollback,
