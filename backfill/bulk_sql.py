@@ -19,13 +19,13 @@ the declared fields, and by SQL written here for the rest, but without the twins
 checks, which cost PostgreSQL more than Python's normalising (bench/RESULTS.md, 2026-12-03):
 the bulk result is Shopify's answer to our own query, downloaded over TLS from the address
 the authenticated Admin API gave, and the Admin API's answers that complete it (a refund's
-line items) are its answers to our own queries, so their shapes are the schema's. Values are still cast:
-anything PostgreSQL cannot read as its column's type (an amount that is not a number, a
-malformed time or gid, a duplicate record, text jsonb refuses) fails the statement, and
-the batch's orders are then written by the Python normalisers under a savepoint's rollback,
-which accept them the same way or refuse them with their own message. What the checks alone
-would have refused is a spelling both read alike (`+5`, ` 5.00`, a number where a string
-belongs): such a value is stored as PostgreSQL reads it.
+line items) are its answers to our own queries, so their shapes are the schema's. Values are
+still cast: anything PostgreSQL cannot read as its column's type (an amount that is not a
+number, a malformed time or gid, a duplicate record, text jsonb refuses) fails the statement,
+and the batch's orders are then written by the Python normalisers under a savepoint's
+rollback, which accept them the same way or refuse them with their own message. What the
+checks alone would have refused is a spelling both read alike (`+5`, ` 5.00`, a number where
+a string belongs): such a value is stored as PostgreSQL reads it.
 
 Resources other than orders, SQLite, and orders when metafield namespaces are configured
 stay on the Python path (their sets are not read here).
