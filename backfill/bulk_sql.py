@@ -48,7 +48,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backfill.nested import BulkGroup
-from handlers.children import ChildList, ChildSet, Tombstones, deleted_among
+from handlers.children import ChildList, ChildSet, Tombstones, deleted_among, lists_to_write
 from handlers.json_text import loads_json
 from handlers.normalize import (
     FULFILLMENT_FROM_GRAPHQL,
@@ -330,11 +330,10 @@ def _statements() -> _Statements:
             skip_same=True,
         ),
     }
-    grandchildren = [_grandchild(child) for child in ORDER_CHILDREN]
     return _Statements(
         orders.statement().returning(table.c.shopify_id),
         tuple(by_model[child.model].statement() for child in ORDER_CHILDREN),
-        tuple(None if g is None else by_model[g.model].statement() for g in grandchildren),
+        tuple(None if g is None else by_model[g.model].statement() for g in _GRANDCHILDREN),
     )
 
 
@@ -496,8 +495,11 @@ async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, sou
     deleted: set[int] = set()
     if refused:
         deleted = await deleted_among(session, Order, tenant_id, refused)
-    written = sorted(applied)
     living = [shopify_id for shopify_id in ids if shopify_id not in deleted]
+
+    def as_of(shopify_id: int) -> datetime | None:
+        return batch.orders[shopify_id].as_of
+
     tombstones = Tombstones()
     for position, (child, grandchild, statement, nested) in enumerate(
         zip(
@@ -508,19 +510,16 @@ async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, sou
             strict=True,
         )
     ):
-        # As `lists_to_write` takes them: facts once made from every order not deleted.
-        parents = living if child.append_only else written
-        if parents:
-            every = len(parents) == len(ids)
-            given = {**common, "parents": None if every else parents}
+        # The Python path's rule for which orders' lists a write takes.
+        found = {shopify_id: read.lists[position] for shopify_id, read in batch.orders.items()}
+        lists = lists_to_write(child, living, applied, found.__getitem__, as_of)
+        if lists:
+            every = len(lists) == len(ids)
+            given = {**common, "parents": None if every else list(lists)}
             await fetch_on(connection, statement, given)
             if nested is not None:
                 await fetch_on(connection, nested, given)
-        whole = {}
-        for shopify_id in written:
-            listed = batch.orders[shopify_id].lists[position]
-            if listed is not None and listed.complete:
-                whole[shopify_id] = listed
+        whole = {shopify_id: listed for shopify_id, listed in lists.items() if listed.complete}
         if whole:
             tombstones.add(child, tenant_id, whole, source=source)
         if grandchild is not None:
@@ -528,7 +527,7 @@ async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, sou
             # whether or not its parent's list was whole.
             below = {
                 item: listed
-                for shopify_id in parents
+                for shopify_id in lists
                 for item, listed in batch.orders[shopify_id].nested[position].items()
                 if listed.complete
             }
