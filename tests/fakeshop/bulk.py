@@ -617,12 +617,16 @@ class BulkManager:
                 if child == 0:
                     self._render_in_child(operation)
                 operation.renderer = child
-            _, status = os.waitpid(child, 0)
-            whole = os.waitstatus_to_exitcode(status) == 0
+            # Waited for without reaping it: until `renderer` is cleared below, a cancel's
+            # kill meets this child (a zombie at worst), never a process that took its pid.
+            os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)
         except OSError:
             traceback.print_exc()  # no child to write it
         finally:
             with self._lock:
+                if operation.renderer is not None:
+                    _, status = os.waitpid(operation.renderer, 0)
+                    whole = os.waitstatus_to_exitcode(status) == 0
                 operation.renderer = None
                 if not whole and operation.status != "CANCELED":
                     # As Shopify ends an export it could not write: FAILED, with what was written.
