@@ -1002,9 +1002,9 @@ async def test_a_refund_line_item_we_cannot_read_fails_the_job_with_what_it_was(
     read_in_sql: list[tuple[int, bool]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An order read by PostgreSQL whose refund's line item (an Admin API read, normalised
-    in Python) has no id ends the job as the Python path would: failed, saying which
-    resource and what could not be read, with nothing of the batch stored."""
+    """An order whose refund's line item (an Admin API read) has no id is left to the Python
+    path (`split_batch`), which ends the job: failed, saying which resource and what could
+    not be read, with nothing of the batch stored."""
     original = runner.fill_bulk_gaps
     spoiled: list[str] = []
 
@@ -1022,7 +1022,7 @@ async def test_a_refund_line_item_we_cannot_read_fails_the_job_with_what_it_was(
         env, _, job_id = await _bulk_job(pg, app_sessions, simulator, http, ["orders"])
         assert await run_sync_job(env, job_id) == "failed"
     assert spoiled
-    assert read_in_sql == []  # the batch's statements ended with the refund's line item
+    assert read_in_sql == []  # the batch's Python share failed before PostgreSQL's was written
     async with pg.sessions() as session:
         failed = await session.get_one(SyncJob, job_id)
         assert await session.scalar(select(func.count()).select_from(Order)) == 0
