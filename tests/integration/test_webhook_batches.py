@@ -13,9 +13,11 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import Headers
 
+from handlers.dispatch import apply_events_together
 from models import (
     Customer,
     CustomerAddress,
@@ -25,6 +27,7 @@ from models import (
     WebhookEvent,
 )
 from receiver.samples import sample_payload, webhook_headers
+from receiver.tenants import tenant_for_webhook
 from receiver.webhooks import (
     BatchTransactions,
     Delivery,
@@ -391,3 +394,35 @@ async def test_no_transaction_is_opened_ahead_past_the_pools_size(backend: Backe
             await connection.close()
     await transactions.close()
     assert pool.checkedout() == 0
+
+
+async def test_a_webhook_transaction_runs_its_statements_on_generic_plans_and_only_it(
+    pg: Backend,
+) -> None:
+    """Scoped to its store, a webhook's transaction runs its prepared statements on their
+    generic plans: planning a batch's child tombstones for each execution cost more than
+    running them. The setting ends with the transaction: the connection's next user plans
+    as PostgreSQL chooses."""
+    tenant_id = await create_tenant(pg.sessions)
+    async with pg.engine.connect() as connection:
+        session = AsyncSession(bind=connection)
+        # Six batches: PostgreSQL itself plans a statement's first five executions anew.
+        for version in range(1, 7):
+            async with session.begin():
+                tenant = await tenant_for_webhook(session, SHOP)
+                assert tenant is not None
+                assert tenant.id == tenant_id
+                batch = [("orders/updated", order_version(7001 + n, version)) for n in range(3)]
+                await apply_events_together(session, tenant_id, batch)
+        async with session.begin():
+            assert await session.scalar(text("SHOW plan_cache_mode")) == "auto"
+            found = await session.execute(
+                text(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement LIKE :tombstone OR statement LIKE :upsert"
+                ),
+                {"tombstone": "WITH gone_0 AS%", "upsert": "INSERT INTO orders %"},
+            )
+            plans = [tuple(row) for row in found]
+    # The orders' upsert and the line items' tombstone, each run six times, never planned anew.
+    assert plans == [(6, 0), (6, 0)]
