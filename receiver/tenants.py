@@ -80,7 +80,8 @@ _WEBHOOK_TENANT_SCOPED = _WEBHOOK_TENANT.add_columns(
 
 
 async def tenant_for_webhook(session: AsyncSession, shop_domain: str) -> WebhookTenant | None:
-    """The store a webhook is for (and, on PostgreSQL, the transaction scoped to it)."""
+    """The store a webhook is for (and, on PostgreSQL, the transaction scoped to it, its
+    statements on their generic plans)."""
     postgres = session.get_bind().dialect.name == "postgresql"
     statement = _WEBHOOK_TENANT_SCOPED if postgres else _WEBHOOK_TENANT
     # Core, on the session's connection: the ORM's execute path costs more CPU than the query.
