@@ -68,10 +68,12 @@ _WEBHOOK_TENANT = select(
 ).where(Tenant.shop_domain == bindparam("shop"))
 # The same, and on PostgreSQL it also scopes the transaction to the store (what `use_tenant`
 # does): every webhook needs both, and this is one round trip instead of two.
-# It also has the transaction's prepared statements run on their generic plans. Their plans do
-# not depend on the values (rows come as one JSON array, parents and ids as arrays), yet
-# PostgreSQL kept planning some anew for every execution: a batch's child tombstones took
-# 0.51 ms of planning for 0.34 ms of running (bench/RESULTS.md, 2026-12-05).
+# It also has the transaction's prepared statements run on their generic plans. A webhook's
+# statements find rows by their store and keys, or take them as one JSON array (parents and
+# ids as arrays): a plan made for the values gains nothing there, yet PostgreSQL kept making
+# one for some at every execution. A batch's child tombstones took 0.51 ms of planning for
+# 0.34 ms of running (bench/RESULTS.md, notes of 2026-12-05 03:40-04:25 UTC). The setting ends with
+# the transaction, as the store's scope does.
 _WEBHOOK_TENANT_SCOPED = _WEBHOOK_TENANT.add_columns(
     func.set_config("app.tenant_id", cast(Tenant.id, String), true()),
     func.set_config("app.cross_tenant", "off", true()),
