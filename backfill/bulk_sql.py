@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -356,6 +356,10 @@ class SqlOrders:
     data: bytes
     orders: dict[int, OrderLists]
 
+    def lists_of(self, position: int) -> Callable[[int], ChildList | None]:
+        """Each order's list of ORDER_CHILDREN[position], by the order's id."""
+        return lambda shopify_id: self.orders[shopify_id].lists[position]
+
     def nodes(self) -> list[dict[str, Any]]:
         """The orders as the job's reader grouped them, read again out of `data`: the Python
         path's input when PostgreSQL refuses the batch."""
@@ -511,8 +515,7 @@ async def _write(session: AsyncSession, tenant_id: int, batch: SqlOrders, *, sou
         )
     ):
         # The Python path's rule for which orders' lists a write takes.
-        found = {shopify_id: read.lists[position] for shopify_id, read in batch.orders.items()}
-        lists = lists_to_write(child, living, applied, found.__getitem__, as_of)
+        lists = lists_to_write(child, living, applied, batch.lists_of(position), as_of)
         if lists:
             every = len(lists) == len(ids)
             given = {**common, "parents": None if every else list(lists)}
