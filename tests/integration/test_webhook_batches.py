@@ -404,8 +404,7 @@ async def test_a_webhook_transaction_runs_its_statements_on_generic_plans_and_on
     running them. The setting ends with the transaction: the connection's next user plans
     as PostgreSQL chooses."""
     tenant_id = await create_tenant(pg.sessions)
-    async with pg.engine.connect() as connection:
-        session = AsyncSession(bind=connection)
+    async with pg.engine.connect() as connection, AsyncSession(bind=connection) as session:
         # Six batches: PostgreSQL itself plans a statement's first five executions anew.
         for version in range(1, 7):
             async with session.begin():
