@@ -206,6 +206,14 @@ async def pg(postgresql_url: str) -> AsyncIterator[Backend]:
     await engine.dispose()
 
 
+@pytest.fixture
+async def app_sessions(pg: Backend) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on `pg` as the service's role: row-level security binds every statement."""
+    engine = create_engine(as_app_role(pg.url))
+    yield create_session_factory(engine)
+    await engine.dispose()
+
+
 class LifespanProbe:
     """ASGI around the app that keeps what its lifespan started: the state it yielded and the
     server's event loop, so a test can reach the in-process job runner of a served app."""

@@ -11,7 +11,7 @@ import gc
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -39,11 +39,9 @@ from models import (
     OrderTransaction,
     SyncJob,
     Tenant,
-    create_engine,
-    create_session_factory,
 )
 from models.tenancy import tenant_transaction
-from tests.conftest import Backend, as_app_role
+from tests.conftest import Backend
 from tests.factories import OTHER_SHOP, SHOP, create_tenant, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, ManualClock
 from tests.fakeshop.bulk import CHUNK_BYTES
@@ -64,14 +62,6 @@ STORE = {
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 # Written every time, so never compared between two runs.
 CHANGING = frozenset({"id", "synced_at"})
-
-
-@pytest.fixture
-async def app_sessions(pg: Backend) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """Sessions as the service's role: row-level security binds every write."""
-    engine = create_engine(as_app_role(pg.url))
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

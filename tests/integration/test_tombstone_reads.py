@@ -5,18 +5,16 @@ cost of reading the whole store's children for each batch grew with the store.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handlers.children import ChildList, Tombstones
 from handlers.resources import ORDER_CHILDREN
-from models import OrderLineItem, create_engine, create_session_factory
+from models import OrderLineItem
 from models.tenancy import tenant_transaction
-from tests.conftest import Backend, as_app_role
+from tests.conftest import Backend
 from tests.factories import OTHER_SHOP, SHOP, create_tenant
 
 LINE_ITEMS = next(child for child in ORDER_CHILDREN if child.model is OrderLineItem)
@@ -32,14 +30,6 @@ _FILL = text(
     " CAST(:first_order AS bigint) + n / :per_order, 'backfill', now()"
     " FROM generate_series(0, :count - 1) AS n"
 )
-
-
-@pytest.fixture
-async def app_sessions(pg: Backend) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """Sessions as the service's role: row-level security binds every statement."""
-    engine = create_engine(as_app_role(pg.url))
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 async def _fill(sessions: async_sessionmaker[AsyncSession], tenant_id: int, count: int) -> None:

@@ -3,24 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handlers import normalize_order, upsert_records
-from models import Order, create_engine, create_session_factory
+from models import Order
 from models.tenancy import cross_store_transaction, tenant_transaction
-from tests.conftest import as_app_role
 from tests.factories import OTHER_SHOP, SHOP, create_tenant, order_version
-
-
-@pytest.fixture
-async def app_sessions(pg) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(as_app_role(pg.url))
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 async def seed(pg) -> tuple[int, int]:
