@@ -66,19 +66,12 @@ async def test_a_batch_tombstone_reads_its_parents_children_not_the_stores(
     # A batch of listed orders, from the middle of the store; the first one's list no longer
     # names its last line item.
     listed = [FIRST_ORDER + ORDERS // 2 + n for n in range(LISTED)]
+    named = {order: _items_of(tenant_id, order) for order in listed}
+    dropped = named[listed[0]].pop()
     lists = {
-        order: ChildList(
-            [{"shopify_id": item} for item in _items_of(tenant_id, order)], True, None, AS_OF
-        )
-        for order in listed
+        order: ChildList([{"shopify_id": item} for item in items], True, None, AS_OF)
+        for order, items in named.items()
     }
-    dropped = _items_of(tenant_id, listed[0])[-1]
-    lists[listed[0]] = ChildList(
-        [{"shopify_id": item} for item in _items_of(tenant_id, listed[0])[:-1]],
-        True,
-        None,
-        AS_OF,
-    )
     async with tenant_transaction(app_sessions, tenant_id) as session:
         tombstones = Tombstones()
         tombstones.add(LINE_ITEMS, tenant_id, lists, source="backfill")
