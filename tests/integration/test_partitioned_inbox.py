@@ -149,40 +149,35 @@ async def test_one_key_per_shop_and_topic(backend, sessions):
     assert await store(sessions, other_topic, alpha) is not None
 
 
-async def test_a_rolled_back_copy_leaves_no_key_and_a_waiting_copy_stores_itself(pg):
+async def test_a_rolled_back_copy_leaves_no_key_and_a_waiting_copy_stores_itself(pg, app_sessions):
     """Two concurrent copies: the second waits on the first's key; when the first rolls back
     the second stores the event, and when the first commits the second is a duplicate."""
     tenant = await create_tenant(pg.sessions, SHOP)
-    engine = create_engine(as_app_role(pg.url))
-    sessions = create_session_factory(engine)
-    try:
-        for first_commits in (False, True):
-            key = f"race-{first_commits}"
-            first = sessions()
-            try:
-                await first.execute(text("SELECT set_config('app.tenant_id', :t, true)"), {
-                    "t": str(tenant)
-                })  # fmt: skip
-                first_id = await inbox.store_event(first, event(key, utcnow(), tenant))
-                assert first_id is not None
-                second = asyncio.create_task(store(sessions, event(key, utcnow(), tenant), tenant))
-                await asyncio.sleep(0.5)
-                assert not second.done()  # waiting on the first copy's key
-                await (first.commit() if first_commits else first.rollback())
-            finally:
-                await first.close()
-            second_id = await asyncio.wait_for(second, 10)
-            if first_commits:
-                assert second_id is None
-            else:
-                assert second_id is not None
-                assert second_id != first_id
-        async with pg.sessions() as session:
-            keys = (await session.scalars(select(WebhookEventKey.dedupe_key))).all()
-            events = (await session.scalars(select(WebhookEvent.dedupe_key))).all()
-        assert sorted(keys) == sorted(events) == ["race-False", "race-True"]
-    finally:
-        await engine.dispose()
+    for first_commits in (False, True):
+        key = f"race-{first_commits}"
+        first = app_sessions()
+        try:
+            await first.execute(text("SELECT set_config('app.tenant_id', :t, true)"), {
+                "t": str(tenant)
+            })  # fmt: skip
+            first_id = await inbox.store_event(first, event(key, utcnow(), tenant))
+            assert first_id is not None
+            second = asyncio.create_task(store(app_sessions, event(key, utcnow(), tenant), tenant))
+            await asyncio.sleep(0.5)
+            assert not second.done()  # waiting on the first copy's key
+            await (first.commit() if first_commits else first.rollback())
+        finally:
+            await first.close()
+        second_id = await asyncio.wait_for(second, 10)
+        if first_commits:
+            assert second_id is None
+        else:
+            assert second_id is not None
+            assert second_id != first_id
+    async with pg.sessions() as session:
+        keys = (await session.scalars(select(WebhookEventKey.dedupe_key))).all()
+        events = (await session.scalars(select(WebhookEvent.dedupe_key))).all()
+    assert sorted(keys) == sorted(events) == ["race-False", "race-True"]
 
 
 # --- retention ----------------------------------------------------------------------------
@@ -266,20 +261,18 @@ async def test_prune_deletes_the_month_at_the_horizon_row_by_row(backend, sessio
         assert await partitions(backend) == before  # this month and the last are kept whole
 
 
-async def test_the_tick_makes_next_months_partition_and_moves_what_default_held(pg):
+async def test_the_tick_makes_next_months_partition_and_moves_what_default_held(pg, app_sessions):
     tenant = await create_tenant(pg.sessions, SHOP)
-    engine = create_engine(as_app_role(pg.url))
-    sessions = create_session_factory(engine)
     far = datetime(2031, 6, 15, tzinfo=UTC)
     try:
-        early = await store(sessions, event("early", far, tenant), tenant)
+        early = await store(app_sessions, event("early", far, tenant), tenant)
         assert early is not None
         assert await partition_of(pg, early) == "webhook_events_default"
-        async with cross_store_transaction(sessions) as session:
+        async with cross_store_transaction(app_sessions) as session:
             made = await inbox.add_months(session, far)
         assert made == [datetime(2031, 6, 1, tzinfo=UTC), datetime(2031, 7, 1, tzinfo=UTC)]
         assert await partition_of(pg, early) == "webhook_events_p203106"
-        async with cross_store_transaction(sessions) as session:
+        async with cross_store_transaction(app_sessions) as session:
             assert await inbox.add_months(session, far) == []  # already there
         # Guarded like its parent, should anyone read it directly.
         async with pg.engine.connect() as connection:
@@ -288,7 +281,7 @@ async def test_the_tick_makes_next_months_partition_and_moves_what_default_held(
             )
         assert guarded
         # The service's own tick makes this month's and the next if missing.
-        async with cross_store_transaction(sessions) as session:
+        async with cross_store_transaction(app_sessions) as session:
             await inbox.add_months(session)
         this_month = inbox.month_start(utcnow())
         names = await partitions(pg)
@@ -301,7 +294,6 @@ async def test_the_tick_makes_next_months_partition_and_moves_what_default_held(
                 text("SELECT webhook_events_drop_month(:m, false)"),
                 {"m": datetime(2031, 7, 1, tzinfo=UTC)},
             )
-        await engine.dispose()
 
 
 # --- the migration --------------------------------------------------------------------------

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from handlers import normalize_order, upsert_records
-from models import Order, create_engine, create_session_factory
+from models import Order
 from models.tenancy import TENANT_TABLES, use_all_tenants, use_tenant
-from tests.conftest import APP_ROLE, as_app_role
+from tests.conftest import APP_ROLE
 from tests.factories import OTHER_SHOP, SHOP, create_tenant, order_version
-
-
-@pytest.fixture
-async def app_sessions(pg) -> AsyncIterator:
-    engine = create_engine(as_app_role(pg.url))
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 async def seed(pg) -> tuple[int, int]:
