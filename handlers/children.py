@@ -38,9 +38,11 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy import column as sql_column
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Subquery
 
 from handlers.normalize import PayloadError, Record, parse_shopify_id
 from handlers.records import RowModel, upsert_applied, upsert_records
@@ -584,6 +586,21 @@ def _tombstones_statement(children: Sequence[ChildSet]) -> Any:
     return statement
 
 
+def store_row(tenant: Any, name: str) -> Subquery:
+    """The store as the column `id` of a one-row subquery kept apart (OFFSET 0), for a lookup
+    to compare `tenant_id` with rather than with the value. The planner then costs the lookup
+    for a store of average size. Given the value, it reads the table's statistics, and a store
+    they predate (a shared database analysed before the store's first rows) counts as holding
+    none: every index that starts with the store then costs the same, and one that orders by
+    something else (refunds' (store, processed), orders' (store, updated)) was chosen over the
+    one the lookup needs, reading the store's every row for each id looked up."""
+    return (
+        select(sql_cast(tenant, BigInteger()).label("id"))
+        .offset(literal_column("0"))
+        .subquery(name)
+    )
+
+
 def _tombstone_ctes(child: ChildSet, index: int) -> list[Any]:
     """One child set's tombstone as data-modifying WITHs, its parameters suffixed `_index`:
     the UPDATE, and (for a child other rows name) the UPDATEs nulling those names."""
@@ -603,17 +620,16 @@ def _tombstone_ctes(child: ChildSet, index: int) -> list[Any]:
         .render_derived(name=f"listed_{index}")
     )
     tenant = parameter("tenant")
+    store = store_row(tenant, f"store_{index}")
     # Each listed parent's live children, found by the (tenant, parent) index one parent at a
-    # time: the OFFSET keeps the subquery apart, so PostgreSQL runs it per parent whatever it
-    # believes of the table. Joined as one set, the planner read a table it had no statistics
-    # for yet (one a backfill is filling) as holding a few hundred of the store's rows, and
-    # scanned every child of the store for each batch: 130-280 ms a batch of 1,000 orders near
-    # the end of a 50,000-order backfill, growing with the store.
+    # time: the OFFSET keeps the subquery apart, so PostgreSQL runs it per parent. Joined as
+    # one set, the planner scanned every child of the store for each batch: 130-280 ms a batch
+    # of 1,000 orders near the end of a 50,000-order backfill, growing with the store.
     of_parent = table.alias(f"of_parent_{index}")
     found = (
         select(of_parent.c.id, of_parent.c[child.child_key], of_parent.c.shopify_created_at)
         .where(
-            of_parent.c.tenant_id == tenant,
+            of_parent.c.tenant_id == store.c.id,
             of_parent.c[child.parent_key] == listed.c.parent,
             of_parent.c.deleted_at.is_(None),
             *(of_parent.c[column] == value for column, value in child.fixed),
@@ -624,7 +640,7 @@ def _tombstone_ctes(child: ChildSet, index: int) -> list[Any]:
     created = found.c.shopify_created_at
     doomed = (
         select(found.c.id)
-        .select_from(listed.join(found, literal_column("true")))
+        .select_from(listed.join(store, literal_column("true")).join(found, literal_column("true")))
         .where(
             or_(created.is_(None), created <= listed.c.as_of),
             # NOT IN a subquery, not `<> ALL(array)`: PostgreSQL hashes the subquery's ids,
@@ -846,13 +862,13 @@ async def deleted_among(
     """Which of these records are deleted: their children stay deleted, facts or not, so an
     append-only child list of a refused parent is written only for the parents not among
     these."""
+    store = store_row(tenant_id, "store")
     return set(
         await session.scalars(
-            select(model.shopify_id).where(
-                model.tenant_id == tenant_id,
-                model.shopify_id.in_(ids),
-                model.deleted_at.is_not(None),
-            )
+            select(model.shopify_id)
+            .select_from(store)
+            .join(model, model.tenant_id == store.c.id)
+            .where(model.shopify_id.in_(ids), model.deleted_at.is_not(None))
         )
     )
 

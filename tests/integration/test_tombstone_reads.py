@@ -1,41 +1,55 @@
 """A batch's child tombstones read the children of the parents it lists, not the store's
 (`handlers.children.Tombstones`), whatever PostgreSQL's statistics say of the table: a store
 whose backfill is filling a table its statistics predate is the case that matters, and the
-cost of reading the whole store's children for each batch grew with the store."""
+cost of reading the whole store's children for each batch grew with the store.
+
+Every child table that takes the combined statement is checked: compared with the store's
+value, a store the statistics have not seen costs the same through every index that starts
+with the store, and refunds' lookup took their (store, processed) index, reading the store's
+every refund for each listed order (`handlers.children.store_row`; bench/RESULTS.md, the note
+on 2026-12-05 11:28 UTC)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from handlers.children import ChildList, Tombstones
-from handlers.resources import ORDER_CHILDREN
-from models import OrderLineItem
+from handlers.children import ChildList, ChildSet, Tombstones, deleted_among
+from handlers.resources import RESOURCES
+from models import Order
 from models.tenancy import tenant_transaction
 from tests.conftest import Backend
 from tests.factories import OTHER_SHOP, SHOP, create_tenant
 
-LINE_ITEMS = next(child for child in ORDER_CHILDREN if child.model is OrderLineItem)
+# The child sets whose tombstones go in the combined statement (keyed by their own id).
+BY_ID = [
+    child
+    for resource in RESOURCES.values()
+    for child in resource.child_sets
+    if child.child_key == "shopify_id"
+]
 ORDERS = 15_000
 PER_ORDER = 4
 LISTED = 700
 FIRST_ORDER = 5_900_000_000_000
 AS_OF = datetime(2025, 6, 1, tzinfo=UTC)
 
-_FILL = text(
-    "INSERT INTO order_line_items (tenant_id, shopify_id, order_shopify_id, source, synced_at)"
-    " SELECT :tenant, CAST(:first_item AS bigint) + n,"
-    " CAST(:first_order AS bigint) + n / :per_order, 'backfill', now()"
-    " FROM generate_series(0, :count - 1) AS n"
-)
 
-
-async def _fill(sessions: async_sessionmaker[AsyncSession], tenant_id: int, count: int) -> None:
+async def _fill(
+    sessions: async_sessionmaker[AsyncSession], child: ChildSet, tenant_id: int, count: int
+) -> None:
+    fill = text(
+        f"INSERT INTO {child.table} (tenant_id, shopify_id, {child.parent_key}, source,"
+        " synced_at) SELECT :tenant, CAST(:first_item AS bigint) + n,"
+        " CAST(:first_order AS bigint) + n / :per_order, 'backfill', now()"
+        " FROM generate_series(0, :count - 1) AS n"
+    )
     async with tenant_transaction(sessions, tenant_id) as session:
         await session.execute(
-            _FILL,
+            fill,
             {
                 "tenant": tenant_id,
                 "first_item": tenant_id * 10_000_000,
@@ -51,20 +65,21 @@ def _items_of(tenant_id: int, order: int) -> list[int]:
     return list(range(first, first + PER_ORDER))
 
 
+@pytest.mark.parametrize("child", BY_ID, ids=lambda child: child.table)
 async def test_a_batch_tombstone_reads_its_parents_children_not_the_stores(
-    pg: Backend, app_sessions: async_sessionmaker[AsyncSession]
+    pg: Backend, app_sessions: async_sessionmaker[AsyncSession], child: ChildSet
 ) -> None:
     other = await create_tenant(pg.sessions, OTHER_SHOP)
     tenant_id = await create_tenant(pg.sessions, SHOP)
     # The statistics know another store only, as in a shared database where a new store's
     # backfill fills the table after its last ANALYZE; then that store's children arrive.
-    await _fill(app_sessions, other, 200)
+    await _fill(app_sessions, child, other, 200)
     async with pg.engine.begin() as connection:
-        await connection.execute(text("ANALYZE order_line_items"))
-    await _fill(app_sessions, tenant_id, ORDERS * PER_ORDER)
+        await connection.execute(text(f"ANALYZE {child.table}"))
+    await _fill(app_sessions, child, tenant_id, ORDERS * PER_ORDER)
 
-    # A batch of listed orders, from the middle of the store; the first one's list no longer
-    # names its last line item.
+    # A batch of listed parents, from the middle of the store; the first one's list no longer
+    # names its last child.
     listed = [FIRST_ORDER + ORDERS // 2 + n for n in range(LISTED)]
     named = {order: _items_of(tenant_id, order) for order in listed}
     dropped = named[listed[0]].pop()
@@ -74,27 +89,71 @@ async def test_a_batch_tombstone_reads_its_parents_children_not_the_stores(
     }
     async with tenant_transaction(app_sessions, tenant_id) as session:
         tombstones = Tombstones()
-        tombstones.add(LINE_ITEMS, tenant_id, lists, source="backfill")
+        tombstones.add(child, tenant_id, lists, source="backfill")
         await tombstones.write(session)
         # This transaction's own reads of the table, not yet reported to the statistics.
         read = (
             await session.execute(
                 text(
                     "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0)"
-                    " FROM pg_stat_xact_user_tables WHERE relname = 'order_line_items'"
-                )
+                    " FROM pg_stat_xact_user_tables WHERE relname = :table"
+                ),
+                {"table": child.table},
             )
         ).scalar_one()
 
-    # The listed orders' children and the one row tombstoned, with room to spare; the store's
+    # The listed parents' children and the one row tombstoned, with room to spare; the store's
     # 60,000 children are not read.
     assert read <= 2 * LISTED * PER_ORDER
+    model = child.model
     async with tenant_transaction(app_sessions, tenant_id) as session:
         gone = (
-            await session.scalars(
-                select(OrderLineItem.shopify_id).where(OrderLineItem.deleted_at.is_not(None))
-            )
+            await session.scalars(select(model.shopify_id).where(model.deleted_at.is_not(None)))
         ).all()
-        live = await session.scalar(select(func.count()).where(OrderLineItem.deleted_at.is_(None)))
+        live = await session.scalar(select(func.count()).where(model.deleted_at.is_(None)))
     assert gone == [dropped]
     assert live == ORDERS * PER_ORDER - 1
+
+
+_ORDERS_FILL = text(
+    "INSERT INTO orders (tenant_id, shopify_id, source, synced_at, deleted_at)"
+    " SELECT :tenant, CAST(:first AS bigint) + n, 'backfill', now(),"
+    " CASE WHEN n % 10 = 0 THEN now() END FROM generate_series(0, :count - 1) AS n"
+)
+
+
+async def test_which_orders_are_deleted_is_read_by_their_ids_not_from_the_store(
+    pg: Backend, app_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """`deleted_among` (run for a batch's refused orders) on a table whose statistics predate
+    the store: before, each call read the store's every order through its (store, updated)
+    index, for as long as PostgreSQL planned the statement afresh."""
+    other = await create_tenant(pg.sessions, OTHER_SHOP)
+    tenant_id = await create_tenant(pg.sessions, SHOP)
+    async with tenant_transaction(app_sessions, other) as session:
+        await session.execute(_ORDERS_FILL, {"tenant": other, "first": 1, "count": 200})
+    async with pg.engine.begin() as connection:
+        await connection.execute(text("ANALYZE orders"))
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        await session.execute(
+            _ORDERS_FILL, {"tenant": tenant_id, "first": FIRST_ORDER, "count": ORDERS}
+        )
+
+    calls = 12
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        found = []
+        for call in range(calls):
+            # One to three ids, one deleted (every tenth order is) and the rest live.
+            ids = [FIRST_ORDER + 1000 + 10 * call + offset for offset in range(1 + call % 3)]
+            found.append(await deleted_among(session, Order, tenant_id, ids))
+        read = (
+            await session.execute(
+                text(
+                    "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0)"
+                    " FROM pg_stat_xact_user_tables WHERE relname = 'orders'"
+                )
+            )
+        ).scalar_one()
+    assert found == [{FIRST_ORDER + 1000 + 10 * call} for call in range(calls)]
+    # A row or so per id looked up; the store's 15,000 orders are not read.
+    assert read <= 2 * 3 * calls
