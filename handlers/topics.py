@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from handlers.children import (
     ChildSet,
     forget_references,
+    store_row,
     tombstone_children,
     write_child_body,
     write_with_children,
@@ -91,9 +92,12 @@ async def upsert_inventory_level(
     revives a level disconnected before that time. Shopify builds the body when it sends it,
     so two quick changes may both carry the final `available`: harmless, as each is a state."""
     record = normalize_inventory_level(payload)
+    store = store_row(context.tenant_id, "store")
     item_deleted = await session.scalar(
-        select(InventoryItem.id).where(
-            InventoryItem.tenant_id == context.tenant_id,
+        select(InventoryItem.id)
+        .select_from(store)
+        .join(InventoryItem, InventoryItem.tenant_id == store.c.id)
+        .where(
             InventoryItem.shopify_id == record["inventory_item_shopify_id"],
             InventoryItem.deleted_at.is_not(None),
         )
@@ -134,12 +138,14 @@ async def recount_variant_stock(session: AsyncSession, tenant_id: int, item_id: 
     """A variant's `inventory_quantity` is what its item has available at every location it
     is stocked at. Shopify reports a stock change on inventory_levels/* alone (the product's
     updated_at does not move, no products/update comes), so the variant row follows the
-    levels we hold; a later products/* body or backfill page sets it from Shopify again."""
+    levels we hold; a later products/* body or backfill page sets it from Shopify again.
+    Both read by the item (an index each), with the store as `store_row`."""
     levels = InventoryLevel.__table__
+    store = store_row(tenant_id, "store")
     stocked = (
         select(func.coalesce(func.sum(levels.c.available), 0))
         .where(
-            levels.c.tenant_id == tenant_id,
+            levels.c.tenant_id == store.c.id,
             levels.c.inventory_item_shopify_id == item_id,
             levels.c.deleted_at.is_(None),
         )
@@ -148,7 +154,7 @@ async def recount_variant_stock(session: AsyncSession, tenant_id: int, item_id: 
     await session.execute(
         update(ProductVariant)
         .where(
-            ProductVariant.tenant_id == tenant_id,
+            ProductVariant.tenant_id == store.c.id,
             ProductVariant.inventory_item_shopify_id == item_id,
             ProductVariant.deleted_at.is_(None),
         )

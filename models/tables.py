@@ -405,6 +405,14 @@ Index(
 Index("ix_order_transactions_order", OrderTransaction.tenant_id, OrderTransaction.order_shopify_id)
 Index("ix_fulfillments_order", Fulfillment.tenant_id, Fulfillment.order_shopify_id)
 Index("ix_product_variants_product", ProductVariant.tenant_id, ProductVariant.product_shopify_id)
+# A level's webhook recounts the stock of the variants of its item (handlers.topics).
+Index(
+    "ix_product_variants_inventory_item",
+    ProductVariant.tenant_id,
+    ProductVariant.inventory_item_shopify_id,
+    postgresql_where=ProductVariant.inventory_item_shopify_id.is_not(None),
+    sqlite_where=ProductVariant.inventory_item_shopify_id.is_not(None),
+)
 Index(
     "ix_customer_addresses_customer",
     CustomerAddress.tenant_id,

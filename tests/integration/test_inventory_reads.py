@@ -1,0 +1,134 @@
+"""An inventory level's webhook reads the rows of its item, not the store's.
+
+`inventory_levels/update`, `/connect` and `/disconnect` are a store's most frequent topics
+(every sale moves stock), and each recounts the stock of the variants stocked from the item
+(`handlers.topics.recount_variant_stock`). Before, nothing indexed variants by their item:
+every level webhook read the store's every variant, a cost that grew with the catalogue. And
+the three lookups compared `tenant_id` with the store's value, so on statistics that predate
+the store (a shared database analysed before its backfill) the planner could take any index
+that starts with the store (`handlers.children.store_row`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from handlers.context import EventContext
+from handlers.topic_table import HANDLERS
+from models import ProductVariant
+from models.tenancy import tenant_transaction
+from tests.conftest import Backend
+from tests.factories import OTHER_SHOP, SHOP, create_tenant
+
+ITEMS = 20_000
+LOCATIONS = 2
+FIRST_ITEM = 7_100_000_000_000
+FIRST_LOCATION = 8_100_000_000
+TABLES = ("product_variants", "inventory_levels", "inventory_items")
+
+# A variant per item, products of four variants; a level per item and location; the items.
+_FILLS = (
+    "INSERT INTO product_variants (tenant_id, shopify_id, product_shopify_id,"
+    " inventory_item_shopify_id, inventory_quantity, source, synced_at)"
+    " SELECT :tenant, CAST(:first_item AS bigint) + n, CAST(:first_item AS bigint) + n / 4,"
+    " CAST(:first_item AS bigint) + n, 0, 'backfill',"
+    " now() FROM generate_series(0, :count - 1) AS n",
+    "INSERT INTO inventory_levels (tenant_id, inventory_item_shopify_id, location_shopify_id,"
+    " available, shopify_updated_at, source, synced_at)"
+    " SELECT :tenant, CAST(:first_item AS bigint) + n / :locations,"
+    " CAST(:first_location AS bigint) + n % :locations, 5,"
+    " now() - interval '1 day', 'backfill', now()"
+    " FROM generate_series(0, CAST(:count AS integer) * :locations - 1) AS n",
+    "INSERT INTO inventory_items (tenant_id, shopify_id, source, synced_at)"
+    " SELECT :tenant, CAST(:first_item AS bigint) + n, 'backfill', now()"
+    " FROM generate_series(0, :count - 1) AS n",
+)
+
+
+async def _fill(sessions: async_sessionmaker[AsyncSession], tenant_id: int, count: int) -> None:
+    parameters = {
+        "tenant": tenant_id,
+        "first_item": FIRST_ITEM + tenant_id * 1_000_000,
+        "first_location": FIRST_LOCATION,
+        "locations": LOCATIONS,
+        "count": count,
+    }
+    async with tenant_transaction(sessions, tenant_id) as session:
+        for fill in _FILLS:
+            await session.execute(text(fill), parameters)
+
+
+ANALYZE = text("ANALYZE " + ", ".join(TABLES))
+
+
+def _level_body(item: int, topic: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"inventory_item_id": item, "location_id": FIRST_LOCATION}
+    if topic != "inventory_levels/disconnect":
+        body |= {"available": 11, "updated_at": "2026-12-05T12:00:00Z"}
+    return body
+
+
+@pytest.mark.parametrize("stale_statistics", [True, False], ids=["stale", "fresh"])
+@pytest.mark.parametrize(
+    "topic",
+    ["inventory_levels/update", "inventory_levels/connect", "inventory_levels/disconnect"],
+)
+async def test_a_level_webhook_reads_its_items_rows_not_the_stores(
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    topic: str,
+    stale_statistics: bool,
+) -> None:
+    other = await create_tenant(pg.sessions, OTHER_SHOP)
+    tenant_id = await create_tenant(pg.sessions, SHOP)
+    if stale_statistics:
+        # The statistics know another store only; then this store's catalogue arrives.
+        await _fill(app_sessions, other, 200)
+        async with pg.engine.begin() as connection:
+            await connection.execute(ANALYZE)
+        await _fill(app_sessions, tenant_id, ITEMS)
+    else:
+        await _fill(app_sessions, other, 200)
+        await _fill(app_sessions, tenant_id, ITEMS)
+        async with pg.engine.begin() as connection:
+            await connection.execute(ANALYZE)
+
+    item = FIRST_ITEM + tenant_id * 1_000_000 + ITEMS // 2
+    context = EventContext(
+        tenant_id=tenant_id,
+        topic=topic,
+        webhook_event_id=None,
+        triggered_at=None,
+        received_at=datetime.now(UTC),
+    )
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        await HANDLERS[topic](session, context, _level_body(item, topic))
+        # This transaction's own reads of each table, not yet reported to the statistics.
+        read = dict(
+            (
+                await session.execute(
+                    text(
+                        "SELECT relname, seq_tup_read + coalesce(idx_tup_fetch, 0)"
+                        " FROM pg_stat_xact_user_tables WHERE relname IN :tables"
+                    ).bindparams(bindparam("tables", list(TABLES), expanding=True))
+                )
+            ).all()
+        )
+
+    # The item's own rows (a variant, a level per location, the item), with room to spare;
+    # none of the store's 20,000 items' rows.
+    assert {table: rows for table, rows in read.items() if rows > 4 * LOCATIONS} == {}
+    # The variant's stock is the item's, recounted: the other location's 5, with this one's 11
+    # after an update or a connect, without it after a disconnect.
+    expected = 5 if topic == "inventory_levels/disconnect" else 5 + 11
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        stock = await session.scalar(
+            select(ProductVariant.inventory_quantity).where(
+                ProductVariant.inventory_item_shopify_id == item
+            )
+        )
+    assert stock == expected
