@@ -465,10 +465,11 @@ async def _tombstone_by_terms(
             and_(parent_column.in_(parents), or_(created.is_(None), created <= as_of))
             for as_of, parents in terms
         ]
+        store = store_row(tenant_id, "store")
         statement = (
             update(table)
             .where(
-                table.c.tenant_id == tenant_id,
+                table.c.tenant_id == store.c.id,
                 parent_column.in_(batch),
                 or_(*scopes),
                 table.c.deleted_at.is_(None),
@@ -480,8 +481,9 @@ async def _tombstone_by_terms(
         )
         await session.execute(statement)
         if child.referenced_as:
+            of_store = store_row(tenant_id, "parents_store")
             gone = select(table.c.shopify_id).where(
-                table.c.tenant_id == tenant_id,
+                table.c.tenant_id == of_store.c.id,
                 parent_column.in_(batch),
                 table.c.deleted_at == now,
             )
@@ -696,9 +698,10 @@ def _forgetting(table_name: str, column_name: str, tenant: Any, ids: Any) -> Any
     """UPDATE nulling `table_name.column_name` where it names one of `ids` (a list or a
     select), in store `tenant` (a value or a bound parameter)."""
     table = _table(table_name)
+    store = store_row(tenant, f"store_of_{table_name}_{column_name}")
     return (
         update(table)
-        .where(table.c.tenant_id == tenant, table.c[column_name].in_(ids))
+        .where(table.c.tenant_id == store.c.id, table.c[column_name].in_(ids))
         .values({column_name: null()})
     )
 
@@ -889,14 +892,18 @@ async def tombstone_children(
         table = cast(Table, child.model.__table__)
         owner = table.c[child.owner_key or child.parent_key]
         if child.referenced_as:
+            of_store = store_row(tenant_id, "owner_store")
             live = select(table.c.shopify_id).where(
-                table.c.tenant_id == tenant_id, owner == owner_id, table.c.deleted_at.is_(None)
+                table.c.tenant_id == of_store.c.id,
+                owner == owner_id,
+                table.c.deleted_at.is_(None),
             )
             await forget_references(session, child.referenced_as, tenant_id, live)
+        store = store_row(tenant_id, "store")
         await session.execute(
             update(table)
             .where(
-                table.c.tenant_id == tenant_id,
+                table.c.tenant_id == store.c.id,
                 owner == owner_id,
                 table.c.deleted_at.is_(None),
             )

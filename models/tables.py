@@ -402,6 +402,12 @@ Index(
     OrderRefundLineItem.tenant_id,
     OrderRefundLineItem.refund_shopify_id,
 )
+# ...and by order, their owner: an order's deletion and a customer's redaction reach them so.
+Index(
+    "ix_order_refund_line_items_order",
+    OrderRefundLineItem.tenant_id,
+    OrderRefundLineItem.order_shopify_id,
+)
 Index("ix_order_transactions_order", OrderTransaction.tenant_id, OrderTransaction.order_shopify_id)
 Index("ix_fulfillments_order", Fulfillment.tenant_id, Fulfillment.order_shopify_id)
 Index("ix_product_variants_product", ProductVariant.tenant_id, ProductVariant.product_shopify_id)

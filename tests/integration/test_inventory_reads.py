@@ -17,9 +17,11 @@ import pytest
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from handlers.children import ChildList, write_children
 from handlers.context import EventContext
+from handlers.resources import RESOURCES
 from handlers.topic_table import HANDLERS
-from models import ProductVariant
+from models import InventoryLevel, ProductVariant
 from models.tenancy import tenant_transaction
 from tests.conftest import Backend
 from tests.factories import OTHER_SHOP, SHOP, create_tenant
@@ -132,3 +134,56 @@ async def test_a_level_webhook_reads_its_items_rows_not_the_stores(
             )
         )
     assert stock == expected
+
+
+async def test_an_items_level_list_tombstones_by_item_not_from_the_store(
+    pg: Backend, app_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A page of items listing their levels (the backfill's, a reconcile's) tombstones each
+    item's levels it no longer lists, item by item (a level is keyed by its location, which
+    other items share), on statistics that predate the store."""
+    other = await create_tenant(pg.sessions, OTHER_SHOP)
+    tenant_id = await create_tenant(pg.sessions, SHOP)
+    await _fill(app_sessions, other, 200)
+    async with pg.engine.begin() as connection:
+        await connection.execute(ANALYZE)
+    await _fill(app_sessions, tenant_id, ITEMS)
+
+    first = FIRST_ITEM + tenant_id * 1_000_000 + ITEMS // 2
+    listed_at = datetime(2026, 12, 5, 12, tzinfo=UTC)
+    # Fifty items, each listing its first location only: the second is tombstoned.
+    lists = {
+        item: ChildList(
+            [
+                {
+                    "inventory_item_shopify_id": item,
+                    "location_shopify_id": FIRST_LOCATION,
+                    "available": 1,
+                    "shopify_updated_at": listed_at,
+                    "raw": {},
+                }
+            ],
+            complete=True,
+            as_of=listed_at,
+        )
+        for item in range(first, first + 50)
+    }
+    levels = RESOURCES["inventory_items"].children[0]
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        await write_children(session, levels, tenant_id, lists, source="backfill")
+        read = await session.scalar(
+            text(
+                "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0)"
+                " FROM pg_stat_xact_user_tables WHERE relname = 'inventory_levels'"
+            )
+        )
+        gone = await session.scalars(
+            select(InventoryLevel.inventory_item_shopify_id).where(
+                InventoryLevel.deleted_at.is_not(None)
+            )
+        )
+        tombstoned = sorted(gone)
+
+    assert tombstoned == sorted(lists)
+    # Each item's two levels, a few times over; not the store's 40,000 for each item.
+    assert read <= 50 * LOCATIONS * 4

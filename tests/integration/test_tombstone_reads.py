@@ -14,10 +14,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from handlers.children import ChildList, ChildSet, Tombstones, deleted_among
+from handlers.children import ChildList, ChildSet, Tombstones, deleted_among, tombstone_children
 from handlers.resources import RESOURCES
 from models import Order
 from models.tenancy import tenant_transaction
@@ -157,3 +157,103 @@ async def test_which_orders_are_deleted_is_read_by_their_ids_not_from_the_store(
     assert found == [{FIRST_ORDER + 1000 + 10 * call} for call in range(calls)]
     # A row or so per id looked up; the store's 15,000 orders are not read.
     assert read <= 2 * 3 * calls
+
+
+# Every resource with children, and the tables a deletion of one of its records reads: its
+# children's, and the line items naming a deleted variant.
+DELETED = {
+    resource.name: sorted(
+        {child.table for child in resource.child_sets}
+        | {table for child in resource.child_sets for table, _ in child.referenced_as}
+    )
+    for resource in RESOURCES.values()
+    if resource.child_sets
+}
+OWNERS = 5_000
+
+
+def _children_fill(table: str) -> str:
+    """Four rows of `table` per owner, for `OWNERS` owners from :first, each with every column
+    any child set of it is found by (a variant's line items name it and its product)."""
+    columns = {
+        "customer_addresses": {"customer_shopify_id": "owner"},
+        "product_variants": {"product_shopify_id": "owner"},
+        "order_line_items": {
+            "order_shopify_id": "owner",
+            "variant_shopify_id": "child",
+            "product_shopify_id": "owner",
+        },
+        "order_refunds": {"order_shopify_id": "owner"},
+        "order_transactions": {"order_shopify_id": "owner"},
+        "fulfillments": {"order_shopify_id": "owner"},
+        "order_refund_line_items": {"refund_shopify_id": "owner", "order_shopify_id": "owner"},
+        "inventory_levels": {"inventory_item_shopify_id": "owner", "location_shopify_id": "n % 4"},
+    }[table]
+    values = {
+        "owner": "CAST(:first AS bigint) + n / 4",
+        # A product's variants' ids, which its line items name.
+        "child": "CAST(:first AS bigint) * 10 + n",
+        "n % 4": "n % 4",
+    }
+    names = list(columns)
+    given = [values[kind] for kind in columns.values()]
+    if table != "inventory_levels":
+        names.append("shopify_id")
+        given.append("CAST(:first AS bigint) * 10 + n")
+    return (
+        f"INSERT INTO {table} (tenant_id, {', '.join(names)}, source, synced_at)"
+        f" SELECT :tenant, {', '.join(given)}, 'backfill', now()"
+        f" FROM generate_series(0, CAST(:count AS integer) * 4 - 1) AS n"
+    )
+
+
+async def _fill_children(
+    sessions: async_sessionmaker[AsyncSession], tables: list[str], tenant_id: int, owners: int
+) -> None:
+    async with tenant_transaction(sessions, tenant_id) as session:
+        for table in tables:
+            first = FIRST_ORDER + tenant_id * 100_000
+            parameters = {"tenant": tenant_id, "first": first, "count": owners}
+            await session.execute(text(_children_fill(table)), parameters)
+
+
+@pytest.mark.parametrize("resource_name", sorted(DELETED))
+async def test_a_deleted_records_children_are_read_by_it_not_from_the_store(
+    pg: Backend, app_sessions: async_sessionmaker[AsyncSession], resource_name: str
+) -> None:
+    """A deletion notice tombstones the record's children (`tombstone_children`) and nulls
+    the line items naming a deleted variant, on statistics that predate the store."""
+    tables = DELETED[resource_name]
+    other = await create_tenant(pg.sessions, OTHER_SHOP)
+    tenant_id = await create_tenant(pg.sessions, SHOP)
+    await _fill_children(app_sessions, tables, other, 50)
+    async with pg.engine.begin() as connection:
+        await connection.execute(text("ANALYZE " + ", ".join(tables)))
+    await _fill_children(app_sessions, tables, tenant_id, OWNERS)
+
+    owner = FIRST_ORDER + tenant_id * 100_000 + OWNERS // 2
+    resource = RESOURCES[resource_name]
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        await tombstone_children(
+            session, resource.child_sets, tenant_id, owner, deleted_at=AS_OF, source="webhook"
+        )
+        read = dict(
+            (
+                await session.execute(
+                    text(
+                        "SELECT relname, seq_tup_read + coalesce(idx_tup_fetch, 0)"
+                        " FROM pg_stat_xact_user_tables WHERE relname IN :tables"
+                    ).bindparams(bindparam("tables", tables, expanding=True))
+                )
+            ).all()
+        )
+    # The owner's four children of each set (and the line items naming them), with room to
+    # spare; none of the store's 20,000 rows of each table.
+    assert {table: rows for table, rows in read.items() if rows > 40} == {}
+    async with tenant_transaction(app_sessions, tenant_id) as session:
+        for child in resource.child_sets:
+            owned = child.model.__table__.c[child.owner_key or child.parent_key]
+            gone = await session.scalar(
+                select(func.count()).where(owned == owner, child.model.deleted_at.is_not(None))
+            )
+            assert gone == 4, child.table
