@@ -162,8 +162,9 @@ async def test_a_rolled_back_copy_leaves_no_key_and_a_waiting_copy_stores_itself
             })  # fmt: skip
             first_id = await inbox.store_event(first, event(key, utcnow(), tenant))
             assert first_id is not None
+            first_pid = (await first.execute(text("SELECT pg_backend_pid()"))).scalar_one()
             second = asyncio.create_task(store(app_sessions, event(key, utcnow(), tenant), tenant))
-            await asyncio.sleep(0.5)
+            await _blocked_by(pg, first_pid, second)
             assert not second.done()  # waiting on the first copy's key
             await (first.commit() if first_commits else first.rollback())
         finally:
@@ -178,6 +179,27 @@ async def test_a_rolled_back_copy_leaves_no_key_and_a_waiting_copy_stores_itself
         keys = (await session.scalars(select(WebhookEventKey.dedupe_key))).all()
         events = (await session.scalars(select(WebhookEvent.dedupe_key))).all()
     assert sorted(keys) == sorted(events) == ["race-False", "race-True"]
+
+
+async def _blocked_by(pg: Backend, pid: int, waiter: asyncio.Task[Any]) -> None:
+    """Return once a backend waits on a lock that backend `pid` holds (the second copy on the
+    first's key); fail if `waiter` ends first or none does within ten seconds."""
+    async with pg.engine.connect() as probe:
+        for _ in range(1000):
+            blocked = (
+                await probe.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE CAST(:pid AS integer) = ANY(pg_blocking_pids(pid))"
+                    ),
+                    {"pid": pid},
+                )
+            ).scalar_one()
+            await probe.rollback()  # a fresh snapshot of the activity next time
+            if blocked or waiter.done():
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("the second copy never waited on the first's key")
 
 
 # --- retention ----------------------------------------------------------------------------
