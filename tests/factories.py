@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from backfill.credentials import AppCredentials
 from backfill.runner import BackfillEnvironment
@@ -154,3 +155,18 @@ def simulator_environment(
         client_options={"sleep": virtual_sleep, "clock": clock.monotonic},
         **overrides,
     )
+
+
+_ROWS_READ = text(
+    "SELECT relname, seq_tup_read + coalesce(idx_tup_fetch, 0)"
+    " FROM pg_stat_xact_user_tables WHERE relname IN :tables"
+).bindparams(bindparam("tables", expanding=True))
+
+
+async def rows_read(on: AsyncSession | AsyncConnection, *tables: str) -> dict[str, int]:
+    """PostgreSQL: the rows of each table this transaction has read so far, scanned or
+    fetched through an index (its own counters, not yet reported to the statistics); 0 for a
+    table it has not read. What a test of a statement's plan bounds."""
+    found = await on.execute(_ROWS_READ, {"tables": list(tables)})
+    read = {str(name): int(rows) for name, rows in found.all()}
+    return {table: read.get(table, 0) for table in tables}

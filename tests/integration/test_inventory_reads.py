@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handlers.children import ChildList, write_children
@@ -24,7 +24,7 @@ from handlers.topic_table import HANDLERS
 from models import InventoryLevel, ProductVariant
 from models.tenancy import tenant_transaction
 from tests.conftest import Backend
-from tests.factories import OTHER_SHOP, SHOP, create_tenant
+from tests.factories import OTHER_SHOP, SHOP, create_tenant, rows_read
 
 ITEMS = 20_000
 LOCATIONS = 2
@@ -109,17 +109,7 @@ async def test_a_level_webhook_reads_its_items_rows_not_the_stores(
     )
     async with tenant_transaction(app_sessions, tenant_id) as session:
         await HANDLERS[topic](session, context, _level_body(item, topic))
-        # This transaction's own reads of each table, not yet reported to the statistics.
-        read = dict(
-            (
-                await session.execute(
-                    text(
-                        "SELECT relname, seq_tup_read + coalesce(idx_tup_fetch, 0)"
-                        " FROM pg_stat_xact_user_tables WHERE relname IN :tables"
-                    ).bindparams(bindparam("tables", list(TABLES), expanding=True))
-                )
-            ).all()
-        )
+        read = await rows_read(session, *TABLES)
 
     # The item's own rows (a variant, a level per location, the item), with room to spare;
     # none of the store's 20,000 items' rows.
@@ -171,12 +161,7 @@ async def test_an_items_level_list_tombstones_by_item_not_from_the_store(
     levels = RESOURCES["inventory_items"].children[0]
     async with tenant_transaction(app_sessions, tenant_id) as session:
         await write_children(session, levels, tenant_id, lists, source="backfill")
-        read = await session.scalar(
-            text(
-                "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0)"
-                " FROM pg_stat_xact_user_tables WHERE relname = 'inventory_levels'"
-            )
-        )
+        read = (await rows_read(session, "inventory_levels"))["inventory_levels"]
         gone = await session.scalars(
             select(InventoryLevel.inventory_item_shopify_id).where(
                 InventoryLevel.deleted_at.is_not(None)

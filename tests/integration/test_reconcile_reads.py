@@ -20,7 +20,7 @@ from backfill.reconcile import reconcile
 from backfill.runner import create_sync_job, run_sync_job
 from models import SyncJob, Tenant, create_engine
 from tests.conftest import Backend, as_app_role
-from tests.factories import OTHER_SHOP, create_tenant, simulator_environment
+from tests.factories import OTHER_SHOP, create_tenant, rows_read, simulator_environment
 from tests.fakeshop import FakeShopServer, FakeStore, ManualClock
 from tests.fakeshop.tokens import DEFAULT_SCOPE
 
@@ -92,14 +92,7 @@ async def test_a_full_reconcile_reads_each_page_by_its_ids(
             )
     assert run.status == "clean", run.report
 
-    read = (
-        await app_connection.execute(
-            text(
-                "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0)"
-                " FROM pg_stat_xact_user_tables WHERE relname = 'orders'"
-            )
-        )
-    ).scalar_one()
+    read = (await rows_read(app_connection, "orders"))["orders"]
     # The summary and the windows' counts read the store's orders, before and after (four
     # times 3,000), and each page its own rows: 18,000 in all. Before, each page's lookup of
     # its 250 ids read the store's 3,000 too: 159,000.

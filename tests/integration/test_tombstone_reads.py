@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handlers.children import ChildList, ChildSet, Tombstones, deleted_among, tombstone_children
@@ -22,7 +22,7 @@ from handlers.resources import RESOURCES
 from models import Order
 from models.tenancy import tenant_transaction
 from tests.conftest import Backend
-from tests.factories import OTHER_SHOP, SHOP, create_tenant
+from tests.factories import OTHER_SHOP, SHOP, create_tenant, rows_read
 
 # The child sets whose tombstones go in the combined statement (keyed by their own id).
 BY_ID = [
@@ -91,16 +91,7 @@ async def test_a_batch_tombstone_reads_its_parents_children_not_the_stores(
         tombstones = Tombstones()
         tombstones.add(child, tenant_id, lists, source="backfill")
         await tombstones.write(session)
-        # This transaction's own reads of the table, not yet reported to the statistics.
-        read = (
-            await session.execute(
-                text(
-                    "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0)"
-                    " FROM pg_stat_xact_user_tables WHERE relname = :table"
-                ),
-                {"table": child.table},
-            )
-        ).scalar_one()
+        read = (await rows_read(session, child.table))[child.table]
 
     # The listed parents' children and the one row tombstoned, with room to spare; the store's
     # 60,000 children are not read.
@@ -146,14 +137,7 @@ async def test_which_orders_are_deleted_is_read_by_their_ids_not_from_the_store(
             # One to three ids, one deleted (every tenth order is) and the rest live.
             ids = [FIRST_ORDER + 1000 + 10 * call + offset for offset in range(1 + call % 3)]
             found.append(await deleted_among(session, Order, tenant_id, ids))
-        read = (
-            await session.execute(
-                text(
-                    "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0)"
-                    " FROM pg_stat_xact_user_tables WHERE relname = 'orders'"
-                )
-            )
-        ).scalar_one()
+        read = (await rows_read(session, "orders"))["orders"]
     assert found == [{FIRST_ORDER + 1000 + 10 * call} for call in range(calls)]
     # A row or so per id looked up; the store's 15,000 orders are not read.
     assert read <= 2 * 3 * calls
@@ -237,16 +221,7 @@ async def test_a_deleted_records_children_are_read_by_it_not_from_the_store(
         await tombstone_children(
             session, resource.child_sets, tenant_id, owner, deleted_at=AS_OF, source="webhook"
         )
-        read = dict(
-            (
-                await session.execute(
-                    text(
-                        "SELECT relname, seq_tup_read + coalesce(idx_tup_fetch, 0)"
-                        " FROM pg_stat_xact_user_tables WHERE relname IN :tables"
-                    ).bindparams(bindparam("tables", tables, expanding=True))
-                )
-            ).all()
-        )
+        read = await rows_read(session, *tables)
     # The owner's four children of each set (and the line items naming them), with room to
     # spare; none of the store's 20,000 rows of each table.
     assert {table: rows for table, rows in read.items() if rows > 40} == {}
