@@ -141,16 +141,19 @@ async def recount_variant_stock(session: AsyncSession, tenant_id: int, item_id: 
     levels we hold; a later products/* body or backfill page sets it from Shopify again.
     Both read by the item (an index each), with the store as `store_row`."""
     levels = InventoryLevel.__table__
-    store = store_row(tenant_id, "store")
+    # A subquery of its own for the sum: the UPDATE's would correlate it with the UPDATE's
+    # rows, and the sum would be taken again for each variant.
+    levels_store = store_row(tenant_id, "levels_store")
     stocked = (
         select(func.coalesce(func.sum(levels.c.available), 0))
         .where(
-            levels.c.tenant_id == store.c.id,
+            levels.c.tenant_id == levels_store.c.id,
             levels.c.inventory_item_shopify_id == item_id,
             levels.c.deleted_at.is_(None),
         )
         .scalar_subquery()
     )
+    store = store_row(tenant_id, "store")
     await session.execute(
         update(ProductVariant)
         .where(

@@ -12,7 +12,7 @@ import socket
 import threading
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,6 +212,31 @@ async def app_sessions(pg: Backend) -> AsyncIterator[async_sessionmaker[AsyncSes
     engine = create_engine(as_app_role(pg.url))
     yield create_session_factory(engine)
     await engine.dispose()
+
+
+@pytest.fixture
+async def held_statistics(pg: Backend) -> AsyncIterator[Callable[..., Awaitable[None]]]:
+    """`await held_statistics(*tables)`: the planner's statistics of these tables taken now
+    (ANALYZE, as the owner) and held to the end of the test, autovacuum off for them until
+    then. A stock server's autovacuum analyses a table again once it has grown a tenth, and a
+    test of what a plan does on statistics that predate a store's rows would then pass
+    whatever the code."""
+    held: dict[str, None] = {}
+
+    async def take(*tables: str) -> None:
+        async with pg.engine.begin() as connection:
+            for table in tables:
+                await connection.execute(
+                    text(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
+                )
+            await connection.execute(text("ANALYZE " + ", ".join(tables)))
+        held.update(dict.fromkeys(tables))
+
+    yield take
+    if held:
+        async with pg.engine.begin() as connection:
+            for table in held:
+                await connection.execute(text(f"ALTER TABLE {table} RESET (autovacuum_enabled)"))
 
 
 class LifespanProbe:

@@ -166,7 +166,11 @@ _ROWS_READ = text(
 async def rows_read(on: AsyncSession | AsyncConnection, *tables: str) -> dict[str, int]:
     """PostgreSQL: the rows of each table this transaction has read so far, scanned or
     fetched through an index (its own counters, not yet reported to the statistics); 0 for a
-    table it has not read. What a test of a statement's plan bounds."""
+    table it has not read (a name that is no table of ours raises). What a test of a
+    statement's plan bounds."""
     found = await on.execute(_ROWS_READ, {"tables": list(tables)})
     read = {str(name): int(rows) for name, rows in found.all()}
-    return {table: read.get(table, 0) for table in tables}
+    unknown = set(tables) - set(read)
+    if unknown:  # every table of ours has a row, read or not: a name that has none is wrong
+        raise LookupError(f"no table named {', '.join(sorted(unknown))}")
+    return read

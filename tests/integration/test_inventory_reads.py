@@ -10,6 +10,7 @@ that starts with the store (`handlers.children.store_row`)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,9 +65,6 @@ async def _fill(sessions: async_sessionmaker[AsyncSession], tenant_id: int, coun
             await session.execute(text(fill), parameters)
 
 
-ANALYZE = text("ANALYZE " + ", ".join(TABLES))
-
-
 def _level_body(item: int, topic: str) -> dict[str, Any]:
     body: dict[str, Any] = {"inventory_item_id": item, "location_id": FIRST_LOCATION}
     if topic != "inventory_levels/disconnect":
@@ -82,22 +80,20 @@ def _level_body(item: int, topic: str) -> dict[str, Any]:
 async def test_a_level_webhook_reads_its_items_rows_not_the_stores(
     pg: Backend,
     app_sessions: async_sessionmaker[AsyncSession],
+    held_statistics: Callable[..., Awaitable[None]],
     topic: str,
     stale_statistics: bool,
 ) -> None:
     other = await create_tenant(pg.sessions, OTHER_SHOP)
     tenant_id = await create_tenant(pg.sessions, SHOP)
+    await _fill(app_sessions, other, 200)
     if stale_statistics:
         # The statistics know another store only; then this store's catalogue arrives.
-        await _fill(app_sessions, other, 200)
-        async with pg.engine.begin() as connection:
-            await connection.execute(ANALYZE)
+        await held_statistics(*TABLES)
         await _fill(app_sessions, tenant_id, ITEMS)
     else:
-        await _fill(app_sessions, other, 200)
         await _fill(app_sessions, tenant_id, ITEMS)
-        async with pg.engine.begin() as connection:
-            await connection.execute(ANALYZE)
+        await held_statistics(*TABLES)
 
     item = FIRST_ITEM + tenant_id * 1_000_000 + ITEMS // 2
     context = EventContext(
@@ -127,7 +123,9 @@ async def test_a_level_webhook_reads_its_items_rows_not_the_stores(
 
 
 async def test_an_items_level_list_tombstones_by_item_not_from_the_store(
-    pg: Backend, app_sessions: async_sessionmaker[AsyncSession]
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    held_statistics: Callable[..., Awaitable[None]],
 ) -> None:
     """A page of items listing their levels (the backfill's, a reconcile's) tombstones each
     item's levels it no longer lists, item by item (a level is keyed by its location, which
@@ -135,8 +133,7 @@ async def test_an_items_level_list_tombstones_by_item_not_from_the_store(
     other = await create_tenant(pg.sessions, OTHER_SHOP)
     tenant_id = await create_tenant(pg.sessions, SHOP)
     await _fill(app_sessions, other, 200)
-    async with pg.engine.begin() as connection:
-        await connection.execute(ANALYZE)
+    await held_statistics(*TABLES)
     await _fill(app_sessions, tenant_id, ITEMS)
 
     first = FIRST_ITEM + tenant_id * 1_000_000 + ITEMS // 2

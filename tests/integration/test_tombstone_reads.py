@@ -11,6 +11,7 @@ on 2026-12-05 11:28 UTC)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handlers.children import ChildList, ChildSet, Tombstones, deleted_among, tombstone_children
 from handlers.resources import RESOURCES
-from models import Order
+from models import Base, Order
 from models.tenancy import tenant_transaction
 from tests.conftest import Backend
 from tests.factories import OTHER_SHOP, SHOP, create_tenant, rows_read
@@ -67,15 +68,17 @@ def _items_of(tenant_id: int, order: int) -> list[int]:
 
 @pytest.mark.parametrize("child", BY_ID, ids=lambda child: child.table)
 async def test_a_batch_tombstone_reads_its_parents_children_not_the_stores(
-    pg: Backend, app_sessions: async_sessionmaker[AsyncSession], child: ChildSet
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    held_statistics: Callable[..., Awaitable[None]],
+    child: ChildSet,
 ) -> None:
     other = await create_tenant(pg.sessions, OTHER_SHOP)
     tenant_id = await create_tenant(pg.sessions, SHOP)
     # The statistics know another store only, as in a shared database where a new store's
     # backfill fills the table after its last ANALYZE; then that store's children arrive.
     await _fill(app_sessions, child, other, 200)
-    async with pg.engine.begin() as connection:
-        await connection.execute(text(f"ANALYZE {child.table}"))
+    await held_statistics(child.table)
     await _fill(app_sessions, child, tenant_id, ORDERS * PER_ORDER)
 
     # A batch of listed parents, from the middle of the store; the first one's list no longer
@@ -114,7 +117,9 @@ _ORDERS_FILL = text(
 
 
 async def test_which_orders_are_deleted_is_read_by_their_ids_not_from_the_store(
-    pg: Backend, app_sessions: async_sessionmaker[AsyncSession]
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    held_statistics: Callable[..., Awaitable[None]],
 ) -> None:
     """`deleted_among` (run for a batch's refused orders) on a table whose statistics predate
     the store: before, each call read the store's every order through its (store, updated)
@@ -123,8 +128,7 @@ async def test_which_orders_are_deleted_is_read_by_their_ids_not_from_the_store(
     tenant_id = await create_tenant(pg.sessions, SHOP)
     async with tenant_transaction(app_sessions, other) as session:
         await session.execute(_ORDERS_FILL, {"tenant": other, "first": 1, "count": 200})
-    async with pg.engine.begin() as connection:
-        await connection.execute(text("ANALYZE orders"))
+    await held_statistics("orders")
     async with tenant_transaction(app_sessions, tenant_id) as session:
         await session.execute(
             _ORDERS_FILL, {"tenant": tenant_id, "first": FIRST_ORDER, "count": ORDERS}
@@ -191,6 +195,12 @@ def _children_fill(table: str) -> str:
     )
 
 
+def _children_ids(tenant_id: int, owner: int) -> list[int]:
+    """The ids `_children_fill` gives the four children of `owner`."""
+    first = FIRST_ORDER + tenant_id * 100_000
+    return [first * 10 + (owner - first) * 4 + n for n in range(4)]
+
+
 async def _fill_children(
     sessions: async_sessionmaker[AsyncSession], tables: list[str], tenant_id: int, owners: int
 ) -> None:
@@ -203,7 +213,10 @@ async def _fill_children(
 
 @pytest.mark.parametrize("resource_name", sorted(DELETED))
 async def test_a_deleted_records_children_are_read_by_it_not_from_the_store(
-    pg: Backend, app_sessions: async_sessionmaker[AsyncSession], resource_name: str
+    pg: Backend,
+    app_sessions: async_sessionmaker[AsyncSession],
+    held_statistics: Callable[..., Awaitable[None]],
+    resource_name: str,
 ) -> None:
     """A deletion notice tombstones the record's children (`tombstone_children`) and nulls
     the line items naming a deleted variant, on statistics that predate the store."""
@@ -211,8 +224,7 @@ async def test_a_deleted_records_children_are_read_by_it_not_from_the_store(
     other = await create_tenant(pg.sessions, OTHER_SHOP)
     tenant_id = await create_tenant(pg.sessions, SHOP)
     await _fill_children(app_sessions, tables, other, 50)
-    async with pg.engine.begin() as connection:
-        await connection.execute(text("ANALYZE " + ", ".join(tables)))
+    await held_statistics(*tables)
     await _fill_children(app_sessions, tables, tenant_id, OWNERS)
 
     owner = FIRST_ORDER + tenant_id * 100_000 + OWNERS // 2
@@ -232,3 +244,12 @@ async def test_a_deleted_records_children_are_read_by_it_not_from_the_store(
                 select(func.count()).where(owned == owner, child.model.deleted_at.is_not(None))
             )
             assert gone == 4, child.table
+            for table_name, column_name in child.referenced_as:
+                # The rows that named the children deleted (a line item its variant, filled
+                # with the variant's id) name nothing now; the store's others are untouched.
+                naming = Base.metadata.tables[table_name].c[column_name]
+                named = await session.scalar(
+                    select(func.count()).where(naming.in_(_children_ids(tenant_id, owner)))
+                )
+                nulled = await session.scalar(select(func.count()).where(naming.is_(None)))
+                assert (named, nulled) == (0, 4), table_name

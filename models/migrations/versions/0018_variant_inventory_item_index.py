@@ -3,9 +3,9 @@
 Every inventory level webhook (`inventory_levels/update`, `/connect`, `/disconnect`, the
 topics a busy store sends most: each sale moves stock) recounts the stock of the variants
 stocked from its item (`handlers.topics.recount_variant_stock`). Nothing indexed variants by
-their item, so each such webhook read the store's every variant: 20,200 rows for a store of
-20,000 (tests/integration/test_inventory_reads.py). Partial, as the line items' (0015): a
-variant read from a body without its item names none.
+their item, so each such webhook read the store's every variant, or the table's (20,200 rows
+for a store of 20,000 beside another's 200, tests/integration/test_inventory_reads.py).
+Partial, as the line items' (0015): a variant read from a body without its item names none.
 
 Revision ID: 0018
 Revises: 0017

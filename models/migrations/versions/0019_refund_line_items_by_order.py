@@ -3,8 +3,8 @@
 A refund's line items are found by their refund, and also by the order that owns them
 (`ChildSet.owner_key`): an orders/delete tombstones them by order
 (`handlers.children.tombstone_children`), and customers/redact scrubs them by the customer's
-orders. Without this index each of those read the store's every refund line item: 20,200
-rows for a store of 20,000 (tests/integration/test_tombstone_reads.py).
+orders. Without this index each of those read the store's every refund line item, or the
+table's (20,200 rows for a store of 20,000 beside another's 200, test_tombstone_reads.py).
 
 Revision ID: 0019
 Revises: 0018
