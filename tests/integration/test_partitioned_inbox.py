@@ -183,7 +183,8 @@ async def test_a_rolled_back_copy_leaves_no_key_and_a_waiting_copy_stores_itself
 
 async def _blocked_by(pg: Backend, pid: int, waiter: asyncio.Task[Any]) -> None:
     """Return once a backend waits on a lock that backend `pid` holds (the second copy on the
-    first's key); fail if `waiter` ends first or none does within ten seconds."""
+    first's key), or once `waiter` has ended (the caller's check then fails); fail if neither
+    happens within ten seconds."""
     deadline = asyncio.get_running_loop().time() + 10
     async with pg.engine.connect() as probe:
         while asyncio.get_running_loop().time() < deadline:
