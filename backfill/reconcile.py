@@ -42,13 +42,7 @@ from backfill.credentials import callable_store
 from backfill.nested import MAX_PAGE, SINGLE_QUERY_LIMIT, complete_children
 from backfill.runner import BackfillEnvironment, admin_client_for, normalize_node
 from handlers import upsert_records
-from handlers.children import (
-    ChildList,
-    ChildSet,
-    forget_references,
-    store_row,
-    tombstone_children,
-)
+from handlers.children import ChildList, ChildSet, forget_references, tombstone_children
 from handlers.errors import error_text, may_quote_data
 from handlers.normalize import PayloadError, Record, parse_timestamp
 from handlers.records import RowModel, record_key, replace_record
@@ -63,7 +57,7 @@ from handlers.resources import (
 )
 from models import ReconcileRun, ShopRecord, SyncJob, Tenant, utcnow
 from models.statuses import ReconcileStatus, ReconcileTrigger, SyncStatus, TenantStatus
-from models.tenancy import cross_store_transaction, tenant_transaction
+from models.tenancy import cross_store_transaction, of_store, tenant_transaction
 from models.upsert import affected_rows
 
 log = logging.getLogger("shopify_receiver.reconcile")
@@ -521,11 +515,10 @@ class _Reconciler:
             return 0
         parent_column = getattr(child.model, child.parent_key)
         async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
-            store = store_row(self.tenant_id, "store")
             rows = list(
                 await session.scalars(
                     select(child.model).where(
-                        child.model.tenant_id == store.c.id,
+                        of_store(child.model.tenant_id, self.tenant_id),
                         child.model.deleted_at.is_(None),
                         parent_column.in_(list(complete)),
                     )
@@ -559,11 +552,10 @@ class _Reconciler:
         differing = 0
         for offset in range(0, len(gone), MAX_IDS_PER_QUERY):
             async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
-                store = store_row(self.tenant_id, "store")
                 rows = list(
                     await session.scalars(
                         select(child.model).where(
-                            child.model.tenant_id == store.c.id,
+                            of_store(child.model.tenant_id, self.tenant_id),
                             child.model.deleted_at.is_(None),
                             parent_column.in_(gone[offset : offset + MAX_IDS_PER_QUERY]),
                         )
@@ -754,13 +746,12 @@ class _Reconciler:
             return 0
         keys = [name for name in model.conflict_key if name != "tenant_id"]
         async with tenant_transaction(self.env.sessions, self.tenant_id) as session:
-            store = store_row(self.tenant_id, "store")
             # Rows of a ShopRecord table or of inventory_levels: both carry the columns used.
             rows: dict[tuple[Any, ...], Any] = {
                 tuple(getattr(row, name) for name in keys): row
                 for row in await session.scalars(
                     select(model).where(
-                        model.tenant_id == store.c.id,
+                        of_store(model.tenant_id, self.tenant_id),
                         # The key's first column narrows it (a level's item); the rest is
                         # matched here.
                         getattr(model, keys[0]).in_({record[keys[0]] for record in records}),
@@ -829,11 +820,10 @@ class _Reconciler:
                 # Only the row as read: a webhook that wrote it since knows better than our
                 # read of Shopify (an update, or a reconnected level).
                 now = utcnow()
-                store = store_row(self.tenant_id, "store")
                 result = await session.execute(
                     update(table)
                     .where(
-                        table.c.tenant_id == store.c.id,
+                        of_store(table.c.tenant_id, self.tenant_id),
                         *(table.c[name] == getattr(row, name) for name in keys),
                         table.c.deleted_at.is_(None),
                         _unchanged(table.c.shopify_updated_at, row.shopify_updated_at),

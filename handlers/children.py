@@ -38,16 +38,15 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy import cast as sql_cast
 from sqlalchemy import column as sql_column
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import Subquery
 
 from handlers.normalize import PayloadError, Record, parse_shopify_id
 from handlers.records import RowModel, upsert_applied, upsert_records
 from models import Base, ChildRefetch, ShopRecord, utcnow
 from models.driver import fetch
+from models.tenancy import of_store, store_row
 from models.upsert import insert_on_conflict
 
 log = logging.getLogger("shopify_receiver.handlers")
@@ -465,11 +464,10 @@ async def _tombstone_by_terms(
             and_(parent_column.in_(parents), or_(created.is_(None), created <= as_of))
             for as_of, parents in terms
         ]
-        store = store_row(tenant_id, "store")
         statement = (
             update(table)
             .where(
-                table.c.tenant_id == store.c.id,
+                of_store(table.c.tenant_id, tenant_id),
                 parent_column.in_(batch),
                 or_(*scopes),
                 table.c.deleted_at.is_(None),
@@ -481,9 +479,8 @@ async def _tombstone_by_terms(
         )
         await session.execute(statement)
         if child.referenced_as:
-            of_store = store_row(tenant_id, "parents_store")
             gone = select(table.c.shopify_id).where(
-                table.c.tenant_id == of_store.c.id,
+                of_store(table.c.tenant_id, tenant_id),
                 parent_column.in_(batch),
                 table.c.deleted_at == now,
             )
@@ -588,21 +585,6 @@ def _tombstones_statement(children: Sequence[ChildSet]) -> Any:
     return statement
 
 
-def store_row(tenant: Any, name: str) -> Subquery:
-    """The store as the column `id` of a one-row subquery kept apart (OFFSET 0), for a lookup
-    to compare `tenant_id` with rather than with the value. The planner then costs the lookup
-    for a store of average size. Given the value, it reads the table's statistics, and a store
-    they predate (a shared database analysed before the store's first rows) counts as holding
-    none: every index that starts with the store then costs the same, and one that orders by
-    something else (refunds' (store, processed), orders' (store, updated)) was chosen over the
-    one the lookup needs, reading the store's every row for each id looked up."""
-    return (
-        select(sql_cast(tenant, BigInteger()).label("id"))
-        .offset(literal_column("0"))
-        .subquery(name)
-    )
-
-
 def _tombstone_ctes(child: ChildSet, index: int) -> list[Any]:
     """One child set's tombstone as data-modifying WITHs, its parameters suffixed `_index`:
     the UPDATE, and (for a child other rows name) the UPDATEs nulling those names."""
@@ -622,7 +604,7 @@ def _tombstone_ctes(child: ChildSet, index: int) -> list[Any]:
         .render_derived(name=f"listed_{index}")
     )
     tenant = parameter("tenant")
-    store = store_row(tenant, f"store_{index}")
+    store = store_row(tenant)
     # Each listed parent's live children, found by the (tenant, parent) index one parent at a
     # time: the OFFSET keeps the subquery apart, so PostgreSQL runs it per parent. Joined as
     # one set, the planner scanned every child of the store for each batch: 130-280 ms a batch
@@ -698,10 +680,9 @@ def _forgetting(table_name: str, column_name: str, tenant: Any, ids: Any) -> Any
     """UPDATE nulling `table_name.column_name` where it names one of `ids` (a list or a
     select), in store `tenant` (a value or a bound parameter)."""
     table = _table(table_name)
-    store = store_row(tenant, f"store_of_{table_name}_{column_name}")
     return (
         update(table)
-        .where(table.c.tenant_id == store.c.id, table.c[column_name].in_(ids))
+        .where(of_store(table.c.tenant_id, tenant), table.c[column_name].in_(ids))
         .values({column_name: null()})
     )
 
@@ -865,13 +846,13 @@ async def deleted_among(
     """Which of these records are deleted: their children stay deleted, facts or not, so an
     append-only child list of a refused parent is written only for the parents not among
     these."""
-    store = store_row(tenant_id, "store")
     return set(
         await session.scalars(
-            select(model.shopify_id)
-            .select_from(store)
-            .join(model, model.tenant_id == store.c.id)
-            .where(model.shopify_id.in_(ids), model.deleted_at.is_not(None))
+            select(model.shopify_id).where(
+                of_store(model.tenant_id, tenant_id),
+                model.shopify_id.in_(ids),
+                model.deleted_at.is_not(None),
+            )
         )
     )
 
@@ -892,18 +873,16 @@ async def tombstone_children(
         table = cast(Table, child.model.__table__)
         owner = table.c[child.owner_key or child.parent_key]
         if child.referenced_as:
-            of_store = store_row(tenant_id, "owner_store")
             live = select(table.c.shopify_id).where(
-                table.c.tenant_id == of_store.c.id,
+                of_store(table.c.tenant_id, tenant_id),
                 owner == owner_id,
                 table.c.deleted_at.is_(None),
             )
             await forget_references(session, child.referenced_as, tenant_id, live)
-        store = store_row(tenant_id, "store")
         await session.execute(
             update(table)
             .where(
-                table.c.tenant_id == store.c.id,
+                of_store(table.c.tenant_id, tenant_id),
                 owner == owner_id,
                 table.c.deleted_at.is_(None),
             )

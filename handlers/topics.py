@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from handlers.children import (
     ChildSet,
     forget_references,
-    store_row,
     tombstone_children,
     write_child_body,
     write_with_children,
@@ -22,6 +21,7 @@ from handlers.records import apply_purchasing_summary, tombstone, tombstone_row,
 from handlers.resources import Resource
 from models import InventoryItem, InventoryLevel, Order, ProductVariant, SyncJob, Tenant, utcnow
 from models.statuses import SyncStatus, TenantStatus
+from models.tenancy import of_store
 from models.upsert import insert_on_conflict
 
 
@@ -92,12 +92,9 @@ async def upsert_inventory_level(
     revives a level disconnected before that time. Shopify builds the body when it sends it,
     so two quick changes may both carry the final `available`: harmless, as each is a state."""
     record = normalize_inventory_level(payload)
-    store = store_row(context.tenant_id, "store")
     item_deleted = await session.scalar(
-        select(InventoryItem.id)
-        .select_from(store)
-        .join(InventoryItem, InventoryItem.tenant_id == store.c.id)
-        .where(
+        select(InventoryItem.id).where(
+            of_store(InventoryItem.tenant_id, context.tenant_id),
             InventoryItem.shopify_id == record["inventory_item_shopify_id"],
             InventoryItem.deleted_at.is_not(None),
         )
@@ -139,25 +136,21 @@ async def recount_variant_stock(session: AsyncSession, tenant_id: int, item_id: 
     is stocked at. Shopify reports a stock change on inventory_levels/* alone (the product's
     updated_at does not move, no products/update comes), so the variant row follows the
     levels we hold; a later products/* body or backfill page sets it from Shopify again.
-    Both read by the item (an index each), with the store as `store_row`."""
+    Both read by the item (an index each), the store compared as `of_store` says."""
     levels = InventoryLevel.__table__
-    # A subquery of its own for the sum: the UPDATE's would correlate it with the UPDATE's
-    # rows, and the sum would be taken again for each variant.
-    levels_store = store_row(tenant_id, "levels_store")
     stocked = (
         select(func.coalesce(func.sum(levels.c.available), 0))
         .where(
-            levels.c.tenant_id == levels_store.c.id,
+            of_store(levels.c.tenant_id, tenant_id),
             levels.c.inventory_item_shopify_id == item_id,
             levels.c.deleted_at.is_(None),
         )
         .scalar_subquery()
     )
-    store = store_row(tenant_id, "store")
     await session.execute(
         update(ProductVariant)
         .where(
-            ProductVariant.tenant_id == store.c.id,
+            of_store(ProductVariant.tenant_id, tenant_id),
             ProductVariant.inventory_item_shopify_id == item_id,
             ProductVariant.deleted_at.is_(None),
         )

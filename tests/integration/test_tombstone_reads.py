@@ -6,7 +6,7 @@ cost of reading the whole store's children for each batch grew with the store.
 Every child table that takes the combined statement is checked: compared with the store's
 value, a store the statistics have not seen costs the same through every index that starts
 with the store, and refunds' lookup took their (store, processed) index, reading the store's
-every refund for each listed order (`handlers.children.store_row`; bench/RESULTS.md, the note
+every refund for each listed order (`models.tenancy.store_row`; bench/RESULTS.md, the note
 on 2026-12-05 11:28 UTC)."""
 
 from __future__ import annotations
