@@ -543,7 +543,8 @@ class _Reconciler:
                 await session.scalars(
                     select(parent_column)
                     .where(
-                        child.model.tenant_id == self.tenant_id, child.model.deleted_at.is_(None)
+                        of_store(child.model.tenant_id, self.tenant_id),
+                        child.model.deleted_at.is_(None),
                     )
                     .distinct()
                 )
@@ -567,7 +568,7 @@ class _Reconciler:
     # -- the database side --
 
     def _live(self, model: RowModel) -> Any:
-        live = and_(model.tenant_id == self.tenant_id, model.deleted_at.is_(None))
+        live = and_(of_store(model.tenant_id, self.tenant_id), model.deleted_at.is_(None))
         if self.created_since is None:
             return live
         return and_(live, model.shopify_created_at >= _moment(_seconds(self.created_since)))

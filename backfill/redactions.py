@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handlers.compliance import REDACT_CUSTOMER, complete_customer_redaction
 from models import ComplianceRequest
-from models.tenancy import use_all_tenants, use_tenant
+from models.tenancy import of_store, use_all_tenants, use_tenant
 
 
 async def pending_redaction_stores(sessions: async_sessionmaker[AsyncSession]) -> list[int]:
@@ -39,7 +39,7 @@ async def complete_redactions(sessions: async_sessionmaker[AsyncSession], tenant
             request = await session.scalar(
                 select(ComplianceRequest)
                 .where(
-                    ComplianceRequest.tenant_id == tenant_id,
+                    of_store(ComplianceRequest.tenant_id, tenant_id),
                     ComplianceRequest.topic == REDACT_CUSTOMER,
                     ComplianceRequest.completed_at.is_(None),
                 )

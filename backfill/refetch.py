@@ -27,7 +27,7 @@ from handlers.children import write_with_children
 from handlers.errors import error_text
 from models import ChildRefetch, Tenant, utcnow
 from models.statuses import TenantStatus
-from models.tenancy import tenant_transaction, use_all_tenants
+from models.tenancy import of_store, tenant_transaction, use_all_tenants
 from models.upsert import affected_rows
 
 log = logging.getLogger("shopify_receiver.backfill.refetch")
@@ -76,7 +76,7 @@ async def complete_refetches(env: BackfillEnvironment, tenant_id: int) -> int:
         requests = list(
             await session.scalars(
                 select(ChildRefetch)
-                .where(ChildRefetch.tenant_id == tenant_id)
+                .where(of_store(ChildRefetch.tenant_id, tenant_id))
                 .order_by(ChildRefetch.requested_at)
                 .limit(BATCH)
             )
@@ -145,7 +145,7 @@ async def _delete_answered(
     result = await session.execute(
         delete(ChildRefetch)
         .where(
-            ChildRefetch.tenant_id == tenant_id,
+            of_store(ChildRefetch.tenant_id, tenant_id),
             ChildRefetch.id.in_([request.id for request in requests]),
             # Cut again after our read: the next tick reads it again.
             ChildRefetch.requested_at <= read_at,

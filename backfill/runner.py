@@ -43,7 +43,7 @@ from handlers.resources import parse_resource_names
 from handlers.shop_identity import ShopMismatch, record_shop_id
 from models import SecretBox, ShopRecord, SyncJob, Tenant, utcnow
 from models.statuses import SyncMode, SyncStatus, SyncTrigger, TenantStatus
-from models.tenancy import cross_store_transaction, tenant_transaction
+from models.tenancy import cross_store_transaction, of_store, tenant_transaction
 from models.upsert import affected_rows
 
 log = logging.getLogger("shopify_receiver.backfill")
@@ -325,7 +325,7 @@ async def create_sync_job(
     if mode == SyncMode.INCREMENTAL and since is None:
         last_start = await session.scalar(
             select(SyncJob.started_at)
-            .where(SyncJob.tenant_id == tenant.id, SyncJob.status == SyncStatus.SUCCEEDED)
+            .where(of_store(SyncJob.tenant_id, tenant.id), SyncJob.status == SyncStatus.SUCCEEDED)
             .order_by(SyncJob.started_at.desc())
             .limit(1)
         )
@@ -349,7 +349,7 @@ async def create_sync_job(
     except IntegrityError:
         running = await session.scalar(
             select(SyncJob).where(
-                SyncJob.tenant_id == tenant.id, SyncJob.status.in_(ACTIVE_STATUSES)
+                of_store(SyncJob.tenant_id, tenant.id), SyncJob.status.in_(ACTIVE_STATUSES)
             )
         )
         if running is None:

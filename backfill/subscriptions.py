@@ -40,7 +40,7 @@ from handlers.resources import (
 from handlers.shop_identity import COMPLIANCE_TOPICS
 from models import Tenant, WebhookSubscription, utcnow
 from models.statuses import TenantStatus
-from models.tenancy import use_tenant
+from models.tenancy import of_store, use_tenant
 
 log = logging.getLogger("shopify_receiver.backfill.subscriptions")
 
@@ -356,7 +356,7 @@ async def record_subscriptions(
     async with env.sessions() as session, session.begin():
         await use_tenant(session, tenant_id)
         await session.execute(
-            delete(WebhookSubscription).where(WebhookSubscription.tenant_id == tenant_id)
+            delete(WebhookSubscription).where(of_store(WebhookSubscription.tenant_id, tenant_id))
         )
         session.add_all(
             WebhookSubscription(

@@ -28,6 +28,7 @@ from models import (
     utcnow,
 )
 from models.statuses import TenantStatus
+from models.tenancy import of_store
 
 SCAN_BATCH = 500
 # Recorded by its handler and carried out by a job (backfill.redactions), which the
@@ -97,7 +98,7 @@ async def complete_customer_redaction(session: AsyncSession, request: Compliance
     identifiers = {str(customer.get("email") or ""), str(customer.get("phone") or "")}
     stored = await session.scalar(
         select(Customer).where(
-            Customer.tenant_id == request.tenant_id, Customer.shopify_id == customer_id
+            of_store(Customer.tenant_id, request.tenant_id), Customer.shopify_id == customer_id
         )
     )
     if stored is not None:
@@ -121,7 +122,9 @@ async def redact_personal_data(
     (case-insensitively) or phone: a guest checkout carries no customer id at all.
     """
     customers = await session.scalars(
-        select(Customer).where(Customer.tenant_id == tenant_id, Customer.shopify_id == customer_id)
+        select(Customer).where(
+            of_store(Customer.tenant_id, tenant_id), Customer.shopify_id == customer_id
+        )
     )
     for row in customers:
         for column in RESOURCES["customers"].personal_fields:
@@ -129,7 +132,7 @@ async def redact_personal_data(
         row.raw = without_values(scrub(row.raw, identifiers))
     orders = await session.scalars(
         select(Order).where(
-            Order.tenant_id == tenant_id,
+            of_store(Order.tenant_id, tenant_id),
             _orders_of(customer_id, order_ids, identifiers),
         )
     )
@@ -148,7 +151,7 @@ async def redact_personal_data(
         metafield.value = None
         metafield.raw = {"id": metafield.shopify_id}
     requests = await session.scalars(
-        select(ComplianceRequest).where(ComplianceRequest.tenant_id == tenant_id)
+        select(ComplianceRequest).where(of_store(ComplianceRequest.tenant_id, tenant_id))
     )
     for request in requests:
         if request.customer_shopify_id == customer_id or mentions(
@@ -171,7 +174,7 @@ async def redact_personal_data(
         # even where the payload does not name the customer.
         named = await session.execute(
             select(WebhookEvent.id, WebhookEvent.error).where(
-                WebhookEvent.tenant_id == tenant_id,
+                of_store(WebhookEvent.tenant_id, tenant_id),
                 or_(
                     *(
                         func.lower(WebhookEvent.error).contains(value.lower(), autoescape=True)
@@ -209,7 +212,7 @@ async def _redact_children(
         for start in range(0, len(owners), 1000):
             rows = await session.scalars(
                 select(model).where(
-                    model.tenant_id == tenant_id, owner.in_(owners[start : start + 1000])
+                    of_store(model.tenant_id, tenant_id), owner.in_(owners[start : start + 1000])
                 )
             )
             for row in rows:
@@ -242,7 +245,7 @@ async def _metafields_of(
                 await session.scalars(
                     select(Metafield)
                     .where(
-                        Metafield.tenant_id == tenant_id,
+                        of_store(Metafield.tenant_id, tenant_id),
                         Metafield.owner_type == owner_type,
                         Metafield.owner_shopify_id.in_(owners[start : start + 1000]),
                     )
@@ -286,7 +289,7 @@ async def _tenant_payloads(
         batch = (
             await session.execute(
                 select(WebhookEvent.id, WebhookEvent.payload, WebhookEvent.error)
-                .where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.id > after)
+                .where(of_store(WebhookEvent.tenant_id, tenant_id), WebhookEvent.id > after)
                 .order_by(WebhookEvent.id)
                 .limit(SCAN_BATCH)
             )
@@ -322,7 +325,9 @@ async def redact_shop(
     """
     tenant_id = context.tenant_id
     now = utcnow()
-    scoped_tokens = select(ApiTokenTenant.api_token_id).where(ApiTokenTenant.tenant_id == tenant_id)
+    scoped_tokens = select(ApiTokenTenant.api_token_id).where(
+        of_store(ApiTokenTenant.tenant_id, tenant_id)
+    )
     await session.execute(
         update(ApiToken)
         .where(ApiToken.id.in_(scoped_tokens), ApiToken.revoked_at.is_(None))
@@ -330,7 +335,7 @@ async def redact_shop(
         .execution_options(synchronize_session=False)
     )
     for table in tenant_tables():
-        statement = table.delete().where(table.c.tenant_id == tenant_id)
+        statement = table.delete().where(of_store(table.c.tenant_id, tenant_id))
         if table.name == WebhookEvent.__tablename__:
             statement = statement.where(table.c.id != context.webhook_event_id)
         if table.name == WebhookEventKey.__tablename__:  # and the key that event holds
@@ -369,11 +374,13 @@ async def export_customer(
 ) -> dict[str, Any]:
     """Everything stored about one customer, for answering customers/data_request."""
     customer = await session.scalar(
-        select(Customer).where(Customer.tenant_id == tenant_id, Customer.shopify_id == customer_id)
+        select(Customer).where(
+            of_store(Customer.tenant_id, tenant_id), Customer.shopify_id == customer_id
+        )
     )
     orders = await session.scalars(
         select(Order)
-        .where(Order.tenant_id == tenant_id, Order.customer_shopify_id == customer_id)
+        .where(of_store(Order.tenant_id, tenant_id), Order.customer_shopify_id == customer_id)
         .order_by(Order.shopify_id)
     )
     order_rows = [_row_dict(order) for order in orders]
@@ -384,7 +391,7 @@ async def export_customer(
         await session.scalars(
             select(ComplianceRequest)
             .where(
-                ComplianceRequest.tenant_id == tenant_id,
+                of_store(ComplianceRequest.tenant_id, tenant_id),
                 ComplianceRequest.customer_shopify_id == customer_id,
             )
             .order_by(ComplianceRequest.id)
@@ -408,7 +415,7 @@ async def export_customer(
             owner = getattr(model, child.owner_key or child.parent_key)
             found = await session.scalars(
                 select(model)
-                .where(model.tenant_id == tenant_id, owner.in_(owners))
+                .where(of_store(model.tenant_id, tenant_id), owner.in_(owners))
                 .order_by(model.shopify_id)
             )
             rows = children.setdefault(child.table, [])

@@ -36,7 +36,7 @@ from handlers.shop_identity import (
 from handlers.topic_table import HANDLERS, SPECIAL_HANDLERS
 from models import Tenant, WebhookEvent, utcnow
 from models.statuses import EventStatus, TenantStatus
-from models.tenancy import use_tenant
+from models.tenancy import of_store, use_tenant
 
 log = logging.getLogger("shopify_receiver.handlers")
 
@@ -376,6 +376,6 @@ async def last_received(session: AsyncSession, tenant_id: int, topic: str) -> da
     (tenant_id, topic, received_at) index, so callers ask one topic at a time."""
     return await session.scalar(
         select(func.max(WebhookEvent.received_at)).where(
-            WebhookEvent.tenant_id == tenant_id, WebhookEvent.topic == topic
+            of_store(WebhookEvent.tenant_id, tenant_id), WebhookEvent.topic == topic
         )
     )

@@ -12,7 +12,7 @@ from handlers.dispatch import process_event
 from handlers.inbox import assign_tenant
 from models import Tenant, WebhookEvent
 from models.statuses import EventStatus
-from models.tenancy import use_all_tenants
+from models.tenancy import of_store, use_all_tenants
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ async def replay_events(
     if store is not None:
         query = query.where(
             or_(
-                WebhookEvent.tenant_id == store.id,
+                of_store(WebhookEvent.tenant_id, store.id),
                 and_(
                     WebhookEvent.tenant_id.is_(None),
                     WebhookEvent.shop_domain == store.shop_domain,

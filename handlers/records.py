@@ -46,6 +46,7 @@ from models.driver import (
     rows_json,
     session_connection,
 )
+from models.tenancy import of_store
 from models.types import Money, money_text
 from models.upsert import insert_on_conflict
 
@@ -662,7 +663,7 @@ async def replace_record(
     statement = (
         update(table)
         .where(
-            table.c.tenant_id == tenant_id,
+            of_store(table.c.tenant_id, tenant_id),
             *(
                 table.c[name] == value
                 for name, value in zip(

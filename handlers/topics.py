@@ -209,7 +209,7 @@ async def mark_uninstalled(
     await session.execute(
         update(SyncJob)
         .where(
-            SyncJob.tenant_id == context.tenant_id,
+            of_store(SyncJob.tenant_id, context.tenant_id),
             SyncJob.status.in_((SyncStatus.QUEUED, SyncStatus.RUNNING)),
         )
         .values(status=SyncStatus.CANCELLED, error="store uninstalled the app", finished_at=now)

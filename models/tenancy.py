@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, cast, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
-from sqlalchemy.sql import Subquery
+from sqlalchemy.sql import Select, Subquery
 
 from models.tables import Base
 
@@ -41,7 +41,8 @@ def _postgres(session: AsyncSession) -> bool:
 
 def store_row(tenant: Any) -> Subquery:
     """The store as the column `id` of a one-row subquery kept apart (OFFSET 0), for a lookup
-    to compare `tenant_id` with rather than with the value (`of_store`). The planner then
+    to compare `tenant_id` with rather than with the value (`of_store` compares with its
+    value as a scalar subquery; a statement joining it keeps it as a row). The planner then
     costs the lookup for a store of average size. Given the value, it reads the table's
     statistics, and a store they predate (a shared database analysed before the store's first
     rows, a backfill filling a table faster than autovacuum analyses it) counts as holding
@@ -49,14 +50,19 @@ def store_row(tenant: Any) -> Subquery:
     something else (refunds' (store, processed), orders' (store, updated)) was chosen over the
     one the lookup needs, reading the store's every row for each id looked up. `tenant`: the
     store's id, or a bound parameter holding it."""
-    return select(cast(tenant, BigInteger()).label("id")).offset(literal_column("0")).subquery()
+    return _store(tenant).subquery()
+
+
+def _store(tenant: Any) -> Select[int]:
+    return select(cast(tenant, BigInteger()).label("id")).offset(literal_column("0"))
 
 
 def of_store(tenant_id: Any, tenant: Any) -> ColumnElement[bool]:
-    """`tenant_id` (a table's column) is the store `tenant`, compared through a `store_row` of
-    its own: what every lookup of a store's rows by something other than its conflict key
-    says, where `tenant_id == tenant` would trust the statistics."""
-    same: ColumnElement[bool] = tenant_id == store_row(tenant).c.id
+    """`tenant_id` (a table's column) is the store `tenant`, compared with `store_row`'s
+    value as a scalar subquery: what every lookup of a store's rows by something other than
+    its conflict key says, where `tenant_id == tenant` would trust the statistics. (Scalar,
+    not joined: a DELETE may say it too, and SQLite's DELETE takes no second table.)"""
+    same: ColumnElement[bool] = tenant_id == _store(tenant).scalar_subquery()
     return same
 
 

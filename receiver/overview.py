@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import ApiToken, ApiTokenTenant, Order, SyncJob, Tenant, User, UserTenant, WebhookEvent
 from models.statuses import CredentialsStatus, EventStatus, SyncStatus, TenantStatus
-from models.tenancy import use_all_tenants
+from models.tenancy import of_store, use_all_tenants
 from receiver.install import READ_ALL_ORDERS, scope_gaps
 from receiver.stats import (
     delivery_health,
@@ -165,7 +165,9 @@ async def _webhooks(
     for tenant_id in tenant_ids:
         # One store at a time: a short backward scan of the (tenant_id, received_at) index.
         last = await session.scalar(
-            select(func.max(WebhookEvent.received_at)).where(WebhookEvent.tenant_id == tenant_id)
+            select(func.max(WebhookEvent.received_at)).where(
+                of_store(WebhookEvent.tenant_id, tenant_id)
+            )
         )
         received, failures = day.get(tenant_id, (0, 0))
         health[tenant_id] = WebhookHealth(received, failures, last)

@@ -53,7 +53,7 @@ from models import (
     utcnow,
 )
 from models.statuses import EventStatus
-from models.tenancy import use_tenant
+from models.tenancy import of_store, use_tenant
 from receiver.api import job_document, tenant_for_shop
 from receiver.auth import authenticate
 from receiver.errors import ApiError
@@ -306,7 +306,7 @@ async def _count(session: AsyncSession, model: type[ShopRecord], tenant_id: int)
     total = await session.scalar(
         select(func.count())
         .select_from(model)
-        .where(model.tenant_id == tenant_id, model.deleted_at.is_(None))
+        .where(of_store(model.tenant_id, tenant_id), model.deleted_at.is_(None))
     )
     return int(total or 0)
 
@@ -315,7 +315,7 @@ async def _webhooks(session: AsyncSession, tenant_id: int, now: datetime) -> Web
     rows = await session.execute(
         select(WebhookEvent.topic, WebhookEvent.status, func.count())
         .where(
-            WebhookEvent.tenant_id == tenant_id,
+            of_store(WebhookEvent.tenant_id, tenant_id),
             WebhookEvent.received_at >= now - WEBHOOK_WINDOW,
         )
         .group_by(WebhookEvent.topic, WebhookEvent.status)
@@ -343,7 +343,7 @@ async def _lag(session: AsyncSession, tenant_id: int, now: datetime) -> Lag:
     rows = await session.execute(
         select(WebhookEvent.received_at, WebhookEvent.triggered_at)
         .where(
-            WebhookEvent.tenant_id == tenant_id,
+            of_store(WebhookEvent.tenant_id, tenant_id),
             WebhookEvent.received_at >= now - LAG_WINDOW,
             WebhookEvent.triggered_at.is_not(None),
         )
@@ -362,7 +362,7 @@ async def _failed_events(session: AsyncSession, tenant_id: int) -> list[FailedEv
     events = await session.scalars(
         select(WebhookEvent)
         .where(
-            WebhookEvent.tenant_id == tenant_id,
+            of_store(WebhookEvent.tenant_id, tenant_id),
             WebhookEvent.status.in_([EventStatus.FAILED, EventStatus.DEAD]),
         )
         .order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
@@ -391,7 +391,7 @@ async def _retries(session: AsyncSession, tenant_id: int) -> EventRetries:
                 func.min(case((failed, WebhookEvent.next_attempt_at))),
                 func.sum(case((WebhookEvent.status == EventStatus.DEAD, 1), else_=0)),
             ).where(
-                WebhookEvent.tenant_id == tenant_id,
+                of_store(WebhookEvent.tenant_id, tenant_id),
                 WebhookEvent.status.in_([EventStatus.FAILED, EventStatus.DEAD]),
             )
         )
@@ -407,7 +407,7 @@ async def _retries(session: AsyncSession, tenant_id: int) -> EventRetries:
 async def _recent_orders(session: AsyncSession, tenant_id: int) -> list[RecentOrder]:
     # The newest by processed_at, and the newest of those without one by created_at, each
     # read backwards off its index, then merged: no sort of the store's orders.
-    live = (Order.tenant_id == tenant_id, Order.deleted_at.is_(None))
+    live = (of_store(Order.tenant_id, tenant_id), Order.deleted_at.is_(None))
     candidates: list[Order] = []
     for column, which in _HALVES:
         candidates += await session.scalars(
@@ -462,7 +462,7 @@ async def delivery_health(session: AsyncSession, tenant_id: int, now: datetime) 
             func.sum(WebhookEvent.duplicate_count),
             func.min(WebhookEvent.received_at),
         )
-        .where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.received_at >= since)
+        .where(of_store(WebhookEvent.tenant_id, tenant_id), WebhookEvent.received_at >= since)
         .group_by(WebhookEvent.topic)
     )
     week = {
@@ -471,7 +471,7 @@ async def delivery_health(session: AsyncSession, tenant_id: int, now: datetime) 
     }
     subscriptions = (
         await session.scalars(
-            select(WebhookSubscription).where(WebhookSubscription.tenant_id == tenant_id)
+            select(WebhookSubscription).where(of_store(WebhookSubscription.tenant_id, tenant_id))
         )
     ).all()
     subscribed = {subscription.topic for subscription in subscriptions}
@@ -532,7 +532,7 @@ def format_money(amount: str | Decimal | None, currency: str | None) -> str:
 async def last_reconcile(session: AsyncSession, tenant_id: int) -> LastReconcile | None:
     run = await session.scalar(
         select(ReconcileRun)
-        .where(ReconcileRun.tenant_id == tenant_id)
+        .where(of_store(ReconcileRun.tenant_id, tenant_id))
         .order_by(ReconcileRun.started_at.desc(), ReconcileRun.id.desc())
         .limit(1)
     )
@@ -558,7 +558,7 @@ async def last_reconcile(session: AsyncSession, tenant_id: int) -> LastReconcile
 async def _sync_jobs(session: AsyncSession, tenant_id: int, now: datetime) -> list[dict[str, Any]]:
     jobs = await session.scalars(
         select(SyncJob)
-        .where(SyncJob.tenant_id == tenant_id)
+        .where(of_store(SyncJob.tenant_id, tenant_id))
         .order_by(SyncJob.created_at.desc(), SyncJob.id.desc())
         .limit(SYNC_JOBS)
     )
@@ -687,7 +687,7 @@ async def _order_span(
     session: AsyncSession, tenant_id: int
 ) -> tuple[datetime | None, datetime | None]:
     """The store's newest and oldest order time: index probes, not a scan."""
-    live = (Order.tenant_id == tenant_id, Order.deleted_at.is_(None))
+    live = (of_store(Order.tenant_id, tenant_id), Order.deleted_at.is_(None))
     newest: list[datetime] = []
     oldest: list[datetime] = []
     for column, which in _HALVES:
@@ -718,7 +718,7 @@ async def _sales(
     rows = await session.execute(
         select(bucket, Order.currency, func.count(), money_sum(session, counted).label("gross"))
         .where(
-            Order.tenant_id == tenant_id,
+            of_store(Order.tenant_id, tenant_id),
             Order.deleted_at.is_(None),
             _happened_in(Order.processed_at, Order.shopify_created_at, window),
         )
@@ -776,7 +776,7 @@ async def _refunds(
     rows = await session.execute(
         select(OrderRefund.currency, money_sum(session, OrderRefund.total_refunded.expression))
         .where(
-            OrderRefund.tenant_id == tenant_id,
+            of_store(OrderRefund.tenant_id, tenant_id),
             OrderRefund.deleted_at.is_(None),
             _happened_in(OrderRefund.processed_at, OrderRefund.shopify_created_at, window),
         )
@@ -816,9 +816,9 @@ async def _top_items(
             & (Order.shopify_id == OrderLineItem.order_shopify_id),
         )
         .where(
-            OrderLineItem.tenant_id == tenant_id,
+            of_store(OrderLineItem.tenant_id, tenant_id),
             OrderLineItem.deleted_at.is_(None),
-            Order.tenant_id == tenant_id,
+            of_store(Order.tenant_id, tenant_id),
             Order.deleted_at.is_(None),
             Order.cancelled_at.is_(None),
             _happened_in(Order.processed_at, Order.shopify_created_at, window),
@@ -913,7 +913,7 @@ async def _low_stock(session: AsyncSession, tenant_id: int) -> list[LowStock]:
             & (Product.shopify_id == ProductVariant.product_shopify_id),
         )
         .where(
-            ProductVariant.tenant_id == tenant_id,
+            of_store(ProductVariant.tenant_id, tenant_id),
             ProductVariant.deleted_at.is_(None),
             InventoryLevel.deleted_at.is_(None),
             Product.deleted_at.is_(None),
