@@ -356,7 +356,10 @@ async def record_subscriptions(
     async with env.sessions() as session, session.begin():
         await use_tenant(session, tenant_id)
         await session.execute(
-            delete(WebhookSubscription).where(of_store(WebhookSubscription.tenant_id, tenant_id))
+            delete(WebhookSubscription)
+            .where(of_store(WebhookSubscription.tenant_id, tenant_id))
+            # A plain DELETE: the session holds none of these rows to update.
+            .execution_options(synchronize_session=False)
         )
         session.add_all(
             WebhookSubscription(

@@ -6,7 +6,7 @@
 every level webhook read the store's every variant, a cost that grew with the catalogue. And
 the three lookups compared `tenant_id` with the store's value, so on statistics that predate
 the store (a shared database analysed before its backfill) the planner could take any index
-that starts with the store (`models.tenancy.store_row`)."""
+that starts with the store (`models.tenancy.of_store`, `store_row`)."""
 
 from __future__ import annotations
 

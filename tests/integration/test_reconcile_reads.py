@@ -4,7 +4,7 @@ A reconcile most often follows a backfill: the store's rows are new, and Postgre
 statistics may predate them (autovacuum analyses a table once it has grown a tenth). Compared
 with the store's value, such a store counts as holding no rows, every index that starts with
 the store costs the same, and a page's lookup of 250 ids could read the store's every row
-through its (store, updated) index (`models.tenancy.store_row`)."""
+through its (store, updated) index (`models.tenancy.of_store`, `store_row`)."""
 
 from __future__ import annotations
 
