@@ -16,7 +16,8 @@ Create Date: 2026-12-01
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+
+from models.migrations.online import create_index_online, drop_index_online
 
 revision: str = "0015"
 down_revision: str | None = "0014"
@@ -31,7 +32,7 @@ INDEXES = {
 
 def upgrade() -> None:
     for name, column in INDEXES.items():
-        op.create_index(
+        create_index_online(
             name,
             "order_line_items",
             ["tenant_id", column],
@@ -42,4 +43,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for name in INDEXES:
-        op.drop_index(name, table_name="order_line_items")
+        drop_index_online(name, "order_line_items")

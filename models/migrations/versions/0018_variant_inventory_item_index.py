@@ -15,7 +15,8 @@ Create Date: 2026-12-05
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+
+from models.migrations.online import create_index_online, drop_index_online
 
 revision: str = "0018"
 down_revision: str | None = "0017"
@@ -27,7 +28,7 @@ COLUMN = "inventory_item_shopify_id"
 
 
 def upgrade() -> None:
-    op.create_index(
+    create_index_online(
         NAME,
         "product_variants",
         ["tenant_id", COLUMN],
@@ -37,4 +38,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index(NAME, table_name="product_variants")
+    drop_index_online(NAME, "product_variants")

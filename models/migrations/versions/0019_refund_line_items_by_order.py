@@ -13,7 +13,7 @@ Create Date: 2026-12-05
 
 from collections.abc import Sequence
 
-from alembic import op
+from models.migrations.online import create_index_online, drop_index_online
 
 revision: str = "0019"
 down_revision: str | None = "0018"
@@ -24,8 +24,8 @@ NAME = "ix_order_refund_line_items_order"
 
 
 def upgrade() -> None:
-    op.create_index(NAME, "order_refund_line_items", ["tenant_id", "order_shopify_id"])
+    create_index_online(NAME, "order_refund_line_items", ["tenant_id", "order_shopify_id"])
 
 
 def downgrade() -> None:
-    op.drop_index(NAME, table_name="order_refund_line_items")
+    drop_index_online(NAME, "order_refund_line_items")
