@@ -46,6 +46,15 @@ async def database() -> AsyncIterator[str]:
     await _drop_postgres_database(url)
 
 
+async def _add_store(connection: AsyncConnection) -> None:
+    await connection.execute(
+        text(
+            "INSERT INTO tenants (id, shop_domain, status, credentials_status, created_at,"
+            " updated_at) VALUES (1, 'online.myshopify.com', 'active', 'ok', now(), now())"
+        )
+    )
+
+
 async def _write(connection: AsyncConnection, table: str, columns: str, shopify_id: int) -> None:
     values = ", ".join("7" for _ in columns.split(","))
     await connection.execute(
@@ -87,13 +96,7 @@ async def test_an_index_migration_lets_writes_go_on_while_it_builds(
     engine = create_engine(database)
     try:
         async with engine.begin() as connection:
-            await connection.execute(
-                text(
-                    "INSERT INTO tenants (id, shop_domain, status, credentials_status,"
-                    " created_at, updated_at)"
-                    " VALUES (1, 'online.myshopify.com', 'active', 'ok', now(), now())"
-                )
-            )
+            await _add_store(connection)
         # A batch in flight when the migration starts: it has written and not committed.
         async with engine.connect() as writer:
             await writer.begin()
@@ -142,13 +145,7 @@ async def test_an_interrupted_build_is_finished_by_running_the_migration_again(
     engine = create_engine(database, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as connection:
-            await connection.execute(
-                text(
-                    "INSERT INTO tenants (id, shop_domain, status, credentials_status,"
-                    " created_at, updated_at)"
-                    " VALUES (1, 'online.myshopify.com', 'active', 'ok', now(), now())"
-                )
-            )
+            await _add_store(connection)
             for shopify_id in (1, 2):
                 await _write(connection, table, columns, shopify_id)
             # A build under the index's name that fails on its second scan: what an
