@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import bindparam, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from backfill.credentials import AppCredentials
 from backfill.runner import BackfillEnvironment
@@ -174,3 +174,24 @@ async def rows_read(on: AsyncSession | AsyncConnection, *tables: str) -> dict[st
     if unknown:  # every table of ours has a row, read or not: a name that has none is wrong
         raise LookupError(f"no table named {', '.join(sorted(unknown))}")
     return read
+
+
+async def blocked_by(engine: AsyncEngine, pid: int, task: asyncio.Task[Any], what: str) -> None:
+    """PostgreSQL: return once a backend waits on a lock that backend `pid` holds, or once
+    `task` (the work expected to wait) has ended, whose outcome the caller then checks; fail
+    saying `what` never happened if neither does within ten seconds."""
+    deadline = asyncio.get_running_loop().time() + 10
+    async with engine.connect() as probe:
+        while asyncio.get_running_loop().time() < deadline:
+            waiting = await probe.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE CAST(:pid AS integer) = ANY(pg_blocking_pids(pid))"
+                ),
+                {"pid": pid},
+            )
+            await probe.rollback()  # a fresh snapshot of the activity next time
+            if waiting or task.done():
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"{what} within 10 s")

@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import create_engine
 from models import migrate as migrations
 from tests.conftest import _create_postgres_database, _drop_postgres_database
+from tests.factories import blocked_by
 
 # Revision, its table, a row of that table (the migration's columns given), its index.
 CASES = {
@@ -66,26 +67,6 @@ async def _write(connection: AsyncConnection, table: str, columns: str, shopify_
     )
 
 
-async def _waits_on(engine: AsyncEngine, pid: int, migration: asyncio.Task[None]) -> None:
-    """Return once a backend waits on backend `pid` (the migration on the open writer), or
-    once the migration has ended; fail if neither happens within ten seconds."""
-    deadline = asyncio.get_running_loop().time() + 10
-    async with engine.connect() as probe:
-        while asyncio.get_running_loop().time() < deadline:
-            waiting = await probe.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE CAST(:pid AS integer) = ANY(pg_blocking_pids(pid))"
-                ),
-                {"pid": pid},
-            )
-            await probe.rollback()  # a fresh snapshot of the activity next time
-            if waiting or migration.done():
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError("the migration never waited on the open writer")
-
-
 @pytest.mark.parametrize("revision", sorted(CASES))
 async def test_an_index_migration_lets_writes_go_on_while_it_builds(
     database: str, revision: str
@@ -105,7 +86,9 @@ async def test_an_index_migration_lets_writes_go_on_while_it_builds(
             migration = asyncio.create_task(
                 asyncio.to_thread(migrations.upgrade, database, revision)
             )
-            await _waits_on(engine, writer_pid, migration)
+            await blocked_by(
+                engine, writer_pid, migration, "the migration never waited on the writer"
+            )
             # The next batch writes while the migration waits: behind a plain CREATE INDEX
             # it would queue until the lock timeout.
             async with engine.begin() as next_batch:

@@ -35,7 +35,7 @@ from tests.conftest import (
     _drop_postgres_database,
     as_app_role,
 )
-from tests.factories import OTHER_SHOP, SHOP, create_tenant
+from tests.factories import OTHER_SHOP, SHOP, blocked_by, create_tenant
 
 
 @pytest.fixture
@@ -164,7 +164,9 @@ async def test_a_rolled_back_copy_leaves_no_key_and_a_waiting_copy_stores_itself
             assert first_id is not None
             first_pid = (await first.execute(text("SELECT pg_backend_pid()"))).scalar_one()
             second = asyncio.create_task(store(app_sessions, event(key, utcnow(), tenant), tenant))
-            await _blocked_by(pg, first_pid, second)
+            await blocked_by(
+                pg.engine, first_pid, second, "the second copy never waited on the first's key"
+            )
             assert not second.done()  # waiting on the first copy's key
             await (first.commit() if first_commits else first.rollback())
         finally:
@@ -179,29 +181,6 @@ async def test_a_rolled_back_copy_leaves_no_key_and_a_waiting_copy_stores_itself
         keys = (await session.scalars(select(WebhookEventKey.dedupe_key))).all()
         events = (await session.scalars(select(WebhookEvent.dedupe_key))).all()
     assert sorted(keys) == sorted(events) == ["race-False", "race-True"]
-
-
-async def _blocked_by(pg: Backend, pid: int, waiter: asyncio.Task[Any]) -> None:
-    """Return once a backend waits on a lock that backend `pid` holds (the second copy on the
-    first's key), or once `waiter` has ended (the caller's check then fails); fail if neither
-    happens within ten seconds."""
-    deadline = asyncio.get_running_loop().time() + 10
-    async with pg.engine.connect() as probe:
-        while asyncio.get_running_loop().time() < deadline:
-            blocked = (
-                await probe.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE CAST(:pid AS integer) = ANY(pg_blocking_pids(pid))"
-                    ),
-                    {"pid": pid},
-                )
-            ).scalar_one()
-            await probe.rollback()  # a fresh snapshot of the activity next time
-            if blocked or waiter.done():
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError("the second copy never waited on the first's key")
 
 
 # --- retention ----------------------------------------------------------------------------
