@@ -6,20 +6,40 @@ rows, each batch ending at the statement timeout with the 503 Shopify retries. C
 CONCURRENTLY lets writes go on while it builds; it cannot run inside a transaction, so it runs
 in an autocommit block (the migrations before it are committed first). A build that was
 interrupted leaves an invalid index behind, which is dropped first, so running the migration
-again finishes it. SQLite builds the index as usual."""
+again finishes it; an index already built and valid under the name is kept, so a revision
+interrupted between two of its indexes does not build the first again. SQLite builds the index
+as usual."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import op
 
 
 def create_index_online(name: str, table: str, columns: Sequence[str], **options: Any) -> None:
     with op.get_context().autocommit_block():
-        op.drop_index(name, table_name=table, if_exists=True, postgresql_concurrently=True)
+        if op.get_bind().dialect.name == "postgresql":
+            valid = _validity(name)
+            if valid:
+                return
+            if valid is False:
+                op.drop_index(name, table_name=table, postgresql_concurrently=True)
         op.create_index(name, table, list(columns), postgresql_concurrently=True, **options)
+
+
+def _validity(name: str) -> bool | None:
+    """Whether the index `name` in the current schema is valid; None when there is none."""
+    valid: bool | None = op.get_bind().scalar(
+        sa.text(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
+        ),
+        {"name": name},
+    )
+    return valid
 
 
 def drop_index_online(name: str, table: str) -> None:

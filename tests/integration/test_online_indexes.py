@@ -143,3 +143,33 @@ async def test_an_interrupted_build_is_finished_by_running_the_migration_again(
             assert (await _indexes(connection, table))[index] == (True, False)
     finally:
         await engine.dispose()
+
+
+async def test_an_index_already_built_is_kept_when_the_migration_runs_again(
+    database: str,
+) -> None:
+    """0015 builds two indexes, each committed on its own: a run interrupted between them
+    leaves the first built and valid, and the next run must not build it again (on a large
+    table, a second full scan for nothing)."""
+    first, second = "ix_order_line_items_variant", "ix_order_line_items_product"
+    await asyncio.to_thread(migrations.upgrade, database, "0014")
+    engine = create_engine(database, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            # What the interrupted run built: 0015's first index, as 0015 defines it.
+            await connection.execute(
+                text(
+                    f"CREATE INDEX CONCURRENTLY {first} ON order_line_items"
+                    " (tenant_id, variant_shopify_id) WHERE variant_shopify_id IS NOT NULL"
+                )
+            )
+            built = await connection.scalar(text(f"SELECT '{first}'::regclass::oid"))
+        await asyncio.to_thread(migrations.upgrade, database, "0015")
+        async with engine.connect() as connection:
+            kept = await connection.scalar(text(f"SELECT '{first}'::regclass::oid"))
+            indexes = await _indexes(connection, "order_line_items")
+    finally:
+        await engine.dispose()
+    assert kept == built
+    assert indexes[first] == (True, False)
+    assert indexes[second] == (True, False)
