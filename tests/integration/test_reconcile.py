@@ -342,7 +342,7 @@ async def test_without_read_all_orders_only_recent_orders_are_compared(shop: Sho
 )
 async def test_bisection_finds_a_handful_of_drifted_orders_with_few_requests(shop: Shop) -> None:
     store = shop.store
-    assert (await shop.sync()).status == "succeeded"
+    assert (await shop.sync("bulk")).status == "succeeded"
     store.reset_stats()
     clean = await shop.reconcile(resources=["orders"])
     assert clean.status == "clean", clean.report
