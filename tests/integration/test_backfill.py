@@ -404,6 +404,10 @@ async def test_a_webhook_newer_than_the_backfill_page_wins(shop):
     assert rows[during["id"]].name == "#DURING"
 
 
+# Enough orders for several paced pages with their children; more only lengthen the tests.
+LIVE_ORDERS = 150
+
+
 @pytest.fixture
 def live_simulator() -> Iterator[tuple[FakeStore, FakeShopServer]]:
     """A store on the system clock, for code that paces itself in real time, with Shopify
@@ -414,7 +418,7 @@ def live_simulator() -> Iterator[tuple[FakeStore, FakeShopServer]]:
         seed=5,
         customers=40,
         products=30,
-        orders=400,
+        orders=LIVE_ORDERS,
         maximum_available=20_000,
         restore_rate=1_000,
     )
@@ -469,9 +473,9 @@ async def test_api_sync_runs_in_process_on_sqlite(sqlite_url, live_simulator, ht
             status_url = app.base_url + response.json()["status_url"]  # relative
             document = await _wait_until_finished(http, status_url, token)
         assert (document["status"], document["error"]) == ("succeeded", None)
-        assert document["progress"]["orders"]["count"] == 400
+        assert document["progress"]["orders"]["count"] == LIVE_ORDERS
         async with engine_backend.sessions() as session:
-            assert await session.scalar(select(func.count()).select_from(Order)) == 400
+            assert await session.scalar(select(func.count()).select_from(Order)) == LIVE_ORDERS
     finally:
         await engine_backend.engine.dispose()
 
@@ -512,7 +516,7 @@ async def test_queued_job_is_run_by_a_worker_on_postgresql(pg, live_simulator, h
             await run_worker(queue, env, concurrency=1, wait=False)
     job = await pg_job(pg, job_id)
     assert (job.status, job.error) == ("succeeded", None)
-    assert job.progress["orders"]["count"] == 400
+    assert job.progress["orders"]["count"] == LIVE_ORDERS
     assert job.progress["products"]["count"] == 30
 
 
@@ -554,10 +558,10 @@ async def test_backfill_command_shows_progress_and_fills_the_database(
         assert process.returncode == 0, output
         assert "succeeded" in output
         assert "records/s" in output
-        assert "400 / 400" in output
+        assert f"{LIVE_ORDERS} / {LIVE_ORDERS}" in output
         assert "100%" in output
         async with backend.sessions() as session:
-            assert await session.scalar(select(func.count()).select_from(Order)) == 400
+            assert await session.scalar(select(func.count()).select_from(Order)) == LIVE_ORDERS
             assert await session.scalar(select(func.count()).select_from(Customer)) == 40
     finally:
         await backend.engine.dispose()
