@@ -380,12 +380,10 @@ def _product_variants_count(
     search = parse_search(query, context.store.clock.now().timestamp())
     count = sum(
         1
-        for variant in context.store.product_children.all_variants(context.view("products"))
-        if search.matches(
-            int(parse_time(variant["createdAt"])),
-            int(parse_time(variant["updatedAt"])),
-            int(str(variant["id"]).rsplit("/", 1)[1]),
+        for created, updated, number in context.store.product_children.variant_stamps(
+            context.view("products")
         )
+        if search.matches(int(parse_time(created)), int(parse_time(updated)), number)
     )
     if limit is not None and count > limit:
         return {"count": limit, "precision": "AT_LEAST"}

@@ -1173,6 +1173,21 @@ class ProductChildren:
 
     # -- the store-wide lists (root inventoryItems, productVariants, Location.inventoryLevels) --
 
+    def variant_stamps(self, view: ResourceView) -> Iterator[tuple[str, str, int]]:
+        """Every live product's variants as (createdAt, updatedAt, numeric id), in id order, as
+        `variant` gives them but without building them: a count needs no inventory items or
+        levels, and building every variant made each count cost seconds on a few hundred
+        products."""
+        for index in range(view.total):
+            product = view.node(index)
+            if product is None:
+                continue
+            for spec in self.specs(index, product):
+                fields = spec.get("fields") or {}
+                created = fields.get("createdAt", spec.get("createdAt") or product["createdAt"])
+                updated = fields.get("updatedAt", spec.get("updatedAt") or product["updatedAt"])
+                yield created, updated, VARIANT_ID_BASE + index * VARIANT_STRIDE + spec["k"]
+
     def all_variants(self, view: ResourceView, after: int | None = None) -> Iterator[Node]:
         """Every live product's variants in id order, strictly past position ``after``
         (``product index * VARIANT_STRIDE + k``, what a variant or inventory item id encodes)."""

@@ -931,3 +931,36 @@ def _product_index(shop: FakeStore, line: dict[str, Any]) -> int:
     index = shop.products.view().index_of(int(line["product"]["id"].rsplit("/", 1)[1]))
     assert index is not None
     return index
+
+
+def test_the_variants_count_is_what_the_variants_list_holds(
+    server: FakeShopServer, shop: FakeStore
+) -> None:
+    """`productVariantsCount` counts without building the variants (`variant_stamps`); it
+    must still count exactly what `productVariants` lists, whole and by time, as variants are
+    added, changed and removed and products deleted."""
+    clock = shop.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(3600)
+    shop.update_variant(8, 0, sku="EARLY")  # keeps this time when its product changes later
+    clock.advance(60)
+    since = clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    clock.advance(60)
+    shop.add_variant(2, title="Added", price="9.00")
+    shop.update_variant(4, 0, price="1.50")
+    shop.remove_variant(5, 0)
+    shop.delete_product(6)
+    shop.update_product(8, title="Later")
+    query = """query($q: String) {
+      productVariantsCount(query: $q, limit: null) { count precision }
+      productVariants(first: 250, query: $q) { nodes { id } pageInfo { hasNextPage } } }"""
+    for search in (None, f"updated_at:>'{since}'", f"created_at:>'{since}'"):
+        data = graphql(server, shop, query, {"q": search})["data"]
+        listed = data["productVariants"]
+        assert not listed["pageInfo"]["hasNextPage"]
+        assert data["productVariantsCount"] == {
+            "count": len(listed["nodes"]),
+            "precision": "EXACT",
+        }, search
+    changed = graphql(server, shop, query, {"q": f"updated_at:>'{since}'"})["data"]
+    assert changed["productVariantsCount"]["count"] >= 2  # the added and the changed one
