@@ -8,7 +8,7 @@ in an autocommit block (the migrations before it are committed first). A build t
 interrupted leaves an invalid index behind, which is dropped first, so running the migration
 again finishes it; an index already built and valid under the name is kept, so a revision
 interrupted between two of its indexes does not build the first again. SQLite builds the index
-as usual."""
+as usual (one left by an interrupted run is dropped and built again)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from alembic import op
 
 def create_index_online(name: str, table: str, columns: Sequence[str], **options: Any) -> None:
     with op.get_context().autocommit_block():
-        if op.get_bind().dialect.name == "postgresql":
+        if op.get_bind().dialect.name != "postgresql":
+            op.drop_index(name, table_name=table, if_exists=True)
+        else:
             valid = _validity(name)
             if valid:
                 return

@@ -9,7 +9,10 @@ They build CONCURRENTLY (`models.migrations.online`), and a write meets no wait.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -173,3 +176,26 @@ async def test_an_index_already_built_is_kept_when_the_migration_runs_again(
     assert kept == built
     assert indexes[first] == (True, False)
     assert indexes[second] == (True, False)
+
+
+def test_on_sqlite_an_index_left_by_an_interrupted_run_is_built_again(tmp_path: Path) -> None:
+    """SQLite builds the same indexes plainly, each committed on its own too: the next run
+    must not stop at the index the interrupted one left ("already exists")."""
+    database = tmp_path / "interrupted.db"
+    url = f"sqlite+aiosqlite:///{database}"
+    migrations.upgrade(url, "0014")
+    with closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute(
+            "CREATE INDEX ix_order_line_items_variant ON order_line_items"
+            " (tenant_id, variant_shopify_id) WHERE variant_shopify_id IS NOT NULL"
+        )
+    migrations.upgrade(url, "0015")
+    with closing(sqlite3.connect(database)) as connection:
+        names = {
+            name
+            for (name,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index'"
+                " AND tbl_name = 'order_line_items'"
+            )
+        }
+    assert {"ix_order_line_items_variant", "ix_order_line_items_product"} <= names
