@@ -47,7 +47,6 @@ from models.tenancy import cross_store_transaction
 from receiver import runtime
 from receiver.auth import InvalidTokenName, create_token
 from receiver.errors import describe_operational_error
-from receiver.install import scope_gaps
 from receiver.logs import LoggingConfigError, configure_logging
 from receiver.samples import sample_payload, webhook_headers
 from receiver.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
@@ -403,6 +402,9 @@ def tenants_list() -> None:
 
     async def work(session: AsyncSession) -> list[Tenant]:
         return list(await session.scalars(select(Tenant).order_by(Tenant.id)))
+
+    # The install flow's module brings the web app's services (the job queue among them).
+    from receiver.install import scope_gaps
 
     rows = _with_session(_settings(), work)
     click.echo(f"{'ID':>4}  {'SHOP':<40} {'STATUS':<12} {'SECRET':<7} TOKEN")
