@@ -1033,8 +1033,7 @@ class ProductChildren:
         title, option = self.identity(index, k, count)
         price = 500 + (value >> 8) % 9500 + 100 * k
         levels = self.levels(index, spec)
-        created = spec.get("createdAt") or product["createdAt"]
-        updated = spec.get("updatedAt") or product["updatedAt"]
+        created, updated = variant_times(product, spec)
         variant: Node = {
             "__typename": "ProductVariant",
             "id": gid("ProductVariant", number),
@@ -1183,9 +1182,7 @@ class ProductChildren:
             if product is None:
                 continue
             for spec in self.specs(index, product):
-                fields = spec.get("fields") or {}
-                created = fields.get("createdAt", spec.get("createdAt") or product["createdAt"])
-                updated = fields.get("updatedAt", spec.get("updatedAt") or product["updatedAt"])
+                created, updated = variant_times(product, spec)
                 yield created, updated, VARIANT_ID_BASE + index * VARIANT_STRIDE + spec["k"]
 
     def all_variants(self, view: ResourceView, after: int | None = None) -> Iterator[Node]:
@@ -1200,6 +1197,15 @@ class ProductChildren:
                 if after is not None and numeric(variant["id"]) - VARIANT_ID_BASE <= after:
                     continue
                 yield variant
+
+
+def variant_times(product: Node, spec: dict[str, Any]) -> tuple[str, str]:
+    """A variant's createdAt and updatedAt: its spec's own, else its product's, unless its
+    changed fields (``update_variant``) name them."""
+    fields = spec.get("fields") or {}
+    created = fields.get("createdAt", spec.get("createdAt") or product["createdAt"])
+    updated = fields.get("updatedAt", spec.get("updatedAt") or product["updatedAt"])
+    return created, updated
 
 
 def decode_child(numeric_id: int, typename: str) -> tuple[str, int, int] | None:

@@ -404,7 +404,8 @@ async def test_a_webhook_newer_than_the_backfill_page_wins(shop):
     assert rows[during["id"]].name == "#DURING"
 
 
-# Enough orders for several paced pages with their children; more only lengthen the tests.
+# Several pages of orders with their children, all these tests need (a job run to its end, its
+# progress shown); more only add pages, which the real-time bucket paces once it runs low.
 LIVE_ORDERS = 150
 
 

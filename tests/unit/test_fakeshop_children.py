@@ -954,6 +954,7 @@ def test_the_variants_count_is_what_the_variants_list_holds(
     query = """query($q: String) {
       productVariantsCount(query: $q, limit: null) { count precision }
       productVariants(first: 250, query: $q) { nodes { id } pageInfo { hasNextPage } } }"""
+    counted: dict[str | None, int] = {}
     for search in (None, f"updated_at:>'{since}'", f"created_at:>'{since}'"):
         data = graphql(server, shop, query, {"q": search})["data"]
         listed = data["productVariants"]
@@ -962,5 +963,5 @@ def test_the_variants_count_is_what_the_variants_list_holds(
             "count": len(listed["nodes"]),
             "precision": "EXACT",
         }, search
-    changed = graphql(server, shop, query, {"q": f"updated_at:>'{since}'"})["data"]
-    assert changed["productVariantsCount"]["count"] >= 2  # the added and the changed one
+        counted[search] = len(listed["nodes"])
+    assert counted[f"updated_at:>'{since}'"] >= 2  # the added and the changed one
